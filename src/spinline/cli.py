@@ -1,0 +1,68 @@
+"""The ``spinline`` command: one entry point, one sub-command per part of the platform.
+
+Each part owns its sub-command in ``spinline/<part>/cli.py``; this module only assembles them, so
+importing it stays cheap and a part's heavy dependencies load only when its command runs.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from spinline import __version__
+from spinline.core.errors import SiteConfigError
+from spinline.core.site import load_site
+
+app = typer.Typer(help="spinline: end-edge-cloud platform for spinning mills.", no_args_is_help=True,
+                  add_completion=False)
+
+
+@app.command()
+def validate(site: Path = typer.Argument(..., help="site YAML file")) -> None:
+    """Check a site file and print what it describes."""
+    try:
+        s = load_site(site)
+    except SiteConfigError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    for mill in s.mills:
+        pts = s.points(mill.id)
+        machines = {p.machine.id for p in pts}
+        typer.echo(f"{mill.id}: {len(machines)} machines with points, {len(pts)} points")
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    typer.echo(__version__)
+
+
+def _register() -> None:
+    # Sub-command modules are registered here explicitly (no plugin scanning).
+    from importlib import import_module
+
+    for name in ("sim", "edge", "cloud", "health", "carbon", "demo"):
+        try:
+            mod = import_module(f"spinline.{name}.cli")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"spinline.{name}.cli" and exc.name != f"spinline.{name}":
+                raise
+            continue
+        sub = mod.app
+        if name == "demo":
+            app.command("demo")(sub)
+        else:
+            app.add_typer(sub, name=name)
+
+
+_register()
+
+
+def main() -> None:
+    app(prog_name="spinline")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

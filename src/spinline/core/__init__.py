@@ -1,0 +1,1 @@
+"""Shared kernel: site model, measurement batch, wire format, units, errors. Pure, no I/O."""

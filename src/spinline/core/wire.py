@@ -1,0 +1,161 @@
+"""The edge -> cloud wire format, imported by both sides so they cannot drift apart.
+
+A batch payload is binary and columnar (a JSON payload of a million readings would be ~60 MB and
+slow to parse)::
+
+    b"SPLB" | version:u8 | flags:u8 | reserved:u16 | header_len:u32 | header (JSON, utf-8) | body
+
+``body`` is the columns back to back, little-endian: point int64[n], ts_ns int64[n],
+value float64[n], quality uint8[n], then seq int64[n] when flag HAS_SEQ is set; the body is
+zlib-compressed when flag ZLIB is set (mill uplinks are often thin 4G links).
+
+The header carries who sent it and which batch it is. ``(edge, seq)`` is the idempotency key: the
+edge assigns ``seq`` when it commits the batch to its durable buffer, so every re-send of that
+batch carries the same key and the cloud stores it once.
+
+Edge status (buffer depth, lag, versions) travels separately as small JSON (``encode_status``).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from spinline.core.batch import Batch
+from spinline.core.errors import PayloadError
+
+MAGIC = b"SPLB"
+VERSION = 1
+FLAG_ZLIB = 0x01
+FLAG_HAS_SEQ = 0x02
+_PREFIX = struct.Struct("<4sBBHI")
+
+#: Payloads larger than this are refused before decoding (both compressed and expanded size).
+MAX_PAYLOAD_BYTES = 32 * 1024 * 1024
+#: Rows one batch may carry.
+MAX_ROWS = 1_000_000
+
+#: Topic layout on the broker. ``{mill}`` and ``{edge}`` are ids; the cloud subscribes to
+#: ``$share/<group>/spinline/up/+/+/batch`` so several ingest workers split the load.
+TOPIC_BATCH = "spinline/up/{mill}/{edge}/batch"
+TOPIC_STATUS = "spinline/up/{mill}/{edge}/status"
+TOPIC_ACK = "spinline/down/{mill}/{edge}/ack"
+
+BatchKind = Literal["live", "backlog"]
+
+#: Stable reason codes for refused payloads (counted per edge, shown in the API).
+REASONS = ("malformed", "unsupported_version", "oversized", "unknown_point", "wrong_type",
+           "non_finite", "future_timestamp", "clock_skew", "unauthorised", "duplicate")
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A batch with its provenance."""
+
+    edge: str
+    mill: str
+    seq: int
+    batch: Batch
+    created_ns: int
+    kind: BatchKind = "live"
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"{self.edge}:{self.seq}"
+
+
+def encode(env: Envelope, *, compress: bool = True, level: int = 1) -> bytes:
+    """Serialise an envelope (compression level 1: most of the gain for little CPU)."""
+    b = env.batch
+    header = json.dumps({"edge": env.edge, "mill": env.mill, "seq": env.seq, "n": len(b),
+                         "created_ns": env.created_ns, "kind": env.kind, "meta": env.meta},
+                        separators=(",", ":")).encode()
+    flags = 0
+    parts = [b.point.astype("<i8", copy=False).tobytes(), b.ts_ns.astype("<i8", copy=False).tobytes(),
+             b.value.astype("<f8", copy=False).tobytes(), b.quality.tobytes()]
+    if b.seq is not None:
+        flags |= FLAG_HAS_SEQ
+        parts.append(b.seq.astype("<i8", copy=False).tobytes())
+    body = b"".join(parts)
+    if compress:
+        flags |= FLAG_ZLIB
+        body = zlib.compress(body, level)
+    return _PREFIX.pack(MAGIC, VERSION, flags, 0, len(header)) + header + body
+
+
+def decode(data: bytes, *, max_bytes: int = MAX_PAYLOAD_BYTES, max_rows: int = MAX_ROWS) -> Envelope:
+    """Parse a payload; every failure is a ``PayloadError`` with a reason from ``REASONS``."""
+    if len(data) > max_bytes:
+        raise PayloadError("oversized", f"payload is {len(data)} bytes, limit {max_bytes}")
+    if len(data) < _PREFIX.size:
+        raise PayloadError("malformed", f"payload is {len(data)} bytes, shorter than the prefix")
+    magic, version, flags, _, hlen = _PREFIX.unpack_from(data)
+    if magic != MAGIC:
+        raise PayloadError("malformed", f"bad magic {magic!r}, expected {MAGIC!r}")
+    if version != VERSION:
+        raise PayloadError("unsupported_version", f"payload version {version}, this cloud reads {VERSION}")
+    end = _PREFIX.size + hlen
+    if end > len(data):
+        raise PayloadError("malformed", "header length runs past the end of the payload")
+    try:
+        h = json.loads(data[_PREFIX.size:end])
+        edge, mill, seq, n = str(h["edge"]), str(h["mill"]), int(h["seq"]), int(h["n"])
+        created_ns, kind, meta = int(h["created_ns"]), h.get("kind", "live"), dict(h.get("meta", {}))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise PayloadError("malformed", f"bad header: {exc!r}") from None
+    if kind not in ("live", "backlog"):
+        raise PayloadError("malformed", f"bad kind {kind!r}")
+    if n < 0 or n > max_rows:
+        raise PayloadError("oversized", f"batch has {n} rows, limit {max_rows}")
+    has_seq = bool(flags & FLAG_HAS_SEQ)
+    width = 8 + 8 + 8 + 1 + (8 if has_seq else 0)
+    body = data[end:]
+    if flags & FLAG_ZLIB:
+        try:
+            d = zlib.decompressobj()
+            body = d.decompress(body, n * width + 1)
+            if d.unconsumed_tail or not d.eof:
+                raise PayloadError("malformed", "compressed body is longer than its header says")
+        except zlib.error as exc:
+            raise PayloadError("malformed", f"cannot decompress body: {exc}") from None
+    if len(body) != n * width:
+        raise PayloadError("malformed", f"body is {len(body)} bytes, {n} rows need {n * width}")
+    buf = memoryview(body)
+    o = 0
+
+    def col(dtype: str, size: int) -> Any:
+        nonlocal o
+        arr = np.frombuffer(buf[o:o + n * size], dtype=dtype)
+        o += n * size
+        return arr
+
+    point, ts, value = col("<i8", 8), col("<i8", 8), col("<f8", 8)
+    quality = col("u1", 1)
+    seqcol = col("<i8", 8) if has_seq else None
+    batch = Batch(point.astype(np.int64, copy=False), ts.astype(np.int64, copy=False),
+                  value.astype(np.float64, copy=False), quality,
+                  None if seqcol is None else seqcol.astype(np.int64, copy=False))
+    return Envelope(edge=edge, mill=mill, seq=seq, batch=batch, created_ns=created_ns,
+                    kind=kind, meta=meta)
+
+
+def encode_status(status: dict[str, Any]) -> bytes:
+    return json.dumps(status, separators=(",", ":"), default=str).encode()
+
+
+def decode_status(data: bytes, *, max_bytes: int = 1024 * 1024) -> dict[str, Any]:
+    if len(data) > max_bytes:
+        raise PayloadError("oversized", f"status is {len(data)} bytes, limit {max_bytes}")
+    try:
+        out = json.loads(data)
+    except ValueError as exc:
+        raise PayloadError("malformed", f"status is not JSON: {exc}") from None
+    if not isinstance(out, dict):
+        raise PayloadError("malformed", "status must be a JSON object")
+    return out
