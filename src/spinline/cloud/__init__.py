@@ -1,0 +1,1 @@
+"""The cloud: ingest from every mill's edge, time-series storage, the multi-tenant API, KPIs."""

@@ -1,0 +1,1 @@
+"""Time-series storage behind one interface: embedded (DuckDB) and PostgreSQL backends."""
