@@ -37,6 +37,7 @@ class PointInfo:
     line: str = ""
     workshop: str = ""
     machine_type: str = ""
+    deadband: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,15 +87,30 @@ class Rejection:
 
 @dataclass(frozen=True, slots=True)
 class Gap:
+    """A hole in one point's data.
+
+    The edge numbers the samples it *emits* per point (after deadband), durably and without reuse,
+    so the cloud can tell two kinds of hole apart:
+
+    - ``lost``: a jump in ``seq`` — the edge emitted samples that never got stored;
+    - ``not_collected``: consecutive rows further apart in time than the point's interval allows
+      with no jump in ``seq`` — nobody sampled (edge process down, device down). Only judged for
+      points with deadband 0, whose samples are due every interval.
+    """
+
     point: int
     start_ns: int         # last sample before the gap
     end_ns: int           # first sample after the gap
-    missing: int          # samples missing (from per-point sequence numbers)
+    missing: int          # samples missing
+    kind: str = "lost"    # lost | not_collected
 
 
 @dataclass(frozen=True, slots=True)
 class Completeness:
-    """Share of expected samples received, per point over a window, with the gaps named."""
+    """Share of expected samples received, per point over a window, with the gaps named.
+
+    expected = received + missing of every gap.
+    """
 
     expected: int
     received: int
