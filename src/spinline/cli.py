@@ -6,7 +6,6 @@ importing it stays cheap and a part's heavy dependencies load only when its comm
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import typer
@@ -65,4 +64,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

@@ -141,7 +141,7 @@ class Batch:
                 and bool(np.array_equal(self.value, other.value, equal_nan=True))
                 and bool(np.array_equal(self.quality, other.quality))
                 and (self.seq is None) == (other.seq is None)
-                and (self.seq is None or bool(np.array_equal(self.seq, other.seq))))
+                and (self.seq is None or other.seq is None or bool(np.array_equal(self.seq, other.seq))))
 
     # --- Arrow ----------------------------------------------------------------------------------
 

@@ -25,9 +25,9 @@ _EXTRA_DEFINITIONS = (
 
 
 @lru_cache(maxsize=1)
-def registry() -> pint.UnitRegistry:
+def registry() -> pint.UnitRegistry:  # type: ignore[type-arg]
     """The process-wide unit registry (pint registries are expensive to build)."""
-    ureg = pint.UnitRegistry(autoconvert_offset_to_baseunit=True)
+    ureg: pint.UnitRegistry = pint.UnitRegistry(autoconvert_offset_to_baseunit=True)
     for definition in _EXTRA_DEFINITIONS:
         name = definition.split("=")[0].strip()
         if name not in ureg:

@@ -1,0 +1,1 @@
+"""Device connectors: one folder per protocol, all behind ``spinline.connectors.base``."""

@@ -1,0 +1,1 @@
+"""Modbus TCP: pure codec and block planner, and the pymodbus-backed connector."""
