@@ -1,0 +1,1 @@
+"""The edge agent: connectors -> coordinators -> durable buffer -> uplink, in one asyncio loop."""

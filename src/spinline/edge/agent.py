@@ -1,0 +1,370 @@
+"""The edge agent's composition root: site -> connectors -> coordinators -> buffer -> uplink.
+
+``EdgeAgent`` is an async context manager (``async with EdgeAgent(...) as agent``) or ``run()``
+forever. Everything runs in one asyncio loop (the buffer's fsyncs on one worker thread):
+
+* one ``PollCoordinator`` per Modbus device, one OPC UA connector per endpoint, one MQTT
+  connector per broker; all hand batches to ``_ingest``;
+* ``_ingest`` checks device clocks, applies deadband/heartbeat/range flags and queues rows per
+  priority; the flusher commits them to the durable buffer every ``flush_s`` (one transaction
+  per priority class) and wakes the forwarder;
+* the uplink loop keeps one session to the cloud, reconnecting with backoff, logging once;
+* every second the agent emits link-health points per machine and its own ``_edge`` points,
+  writes ``status.json`` atomically in its data dir and publishes it on TOPIC_STATUS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import numpy as np
+
+from spinline.connectors.base import LinkHealth, LinkState, PushConnector
+from spinline.connectors.modbus.connector import ModbusConnector
+from spinline.core import wire
+from spinline.core.batch import Batch
+from spinline.core.errors import StorageError, UplinkError
+from spinline.core.site import (
+    EDGE_MACHINE_ID,
+    ModbusLink,
+    MqttLink,
+    OpcUaLink,
+    PointRef,
+    Priority,
+    Site,
+    derived_points,
+    point_key,
+)
+
+from .buffer import EdgeBuffer
+from .clock import ClockGuard, ClockPolicy
+from .coordinator import PollCoordinator
+from .filter import PointTable, ReportFilter
+from .forwarder import AsyncBuffer, Forwarder
+from .scheduler import Backoff
+from .uplink.base import make_uplink
+
+log = logging.getLogger(__name__)
+STATUS_FILE = "status.json"
+BUFFER_FILE = "buffer.sqlite"
+_RANK_PRIORITY = {0: Priority.LOW, 1: Priority.NORMAL, 2: Priority.HIGH}
+
+
+class EdgeAgent:
+    def __init__(self, site: Site, mill_id: str, *, edge_id: str, secret: bytes | None, data_dir: str | Path,
+                 cloud_url: str | None, device_mqtt: str | None = None, budget_bytes: int = 1 << 30,
+                 flush_s: float = 0.25, heartbeat_s: float = 60.0, clock_policy: ClockPolicy = "correct",
+                 max_clock_skew_s: float = 120.0, backlog_rows_per_s: float = 200_000.0,
+                 backlog_order: Literal["newest_first", "oldest_first"] = "newest_first",
+                 ack_timeout_s: float = 10.0, status_every_s: float = 1.0, modbus_max_gap: int = 8) -> None:
+        self.site = site
+        self.mill = site.mill(mill_id)
+        self.edge_id = edge_id
+        self.secret = secret
+        self.data_dir = Path(data_dir)
+        self.cloud_url = cloud_url
+        self.device_mqtt = device_mqtt
+        self.flush_s = flush_s
+        self.status_every_s = status_every_s
+        self.modbus_max_gap = modbus_max_gap
+        self.points = site.points(mill_id)
+        self.derived = derived_points(site, mill_id)
+        self.table = PointTable(self.points + self.derived, heartbeat_s=heartbeat_s)
+        self.filter = ReportFilter(self.table)
+        self.clock = ClockGuard(max_skew_s=max_clock_skew_s, policy=clock_policy)
+        self.buffer = AsyncBuffer(EdgeBuffer(self.data_dir / BUFFER_FILE, budget_bytes=budget_bytes))
+        self.forwarder = Forwarder(self.buffer, edge=edge_id, mill=mill_id, secret=secret,
+                                   backlog_rows_per_s=backlog_rows_per_s, backlog_order=backlog_order,
+                                   ack_timeout_s=ack_timeout_s)
+        self.pollers: list[PollCoordinator] = []
+        self.pushers: list[PushConnector] = []
+        self._pending: dict[int, list[Batch]] = defaultdict(list)
+        self._pending_meta: dict[str, int] = defaultdict(int)
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._quarantine: list[Batch] = []
+        self.points_collected = 0
+        self.points_stored = 0
+        self.batches_committed = 0
+        self.started_ns = 0
+        self._uplink_error_logged = False
+        self._last_status: dict[str, Any] = {}
+        self._uplink: Any = None
+        self._machine_of_key = {p.key: p.machine.id for p in self.points}
+        self._device_stamped = {p.key for p in self.points
+                                if isinstance(p.machine.link, OpcUaLink | MqttLink)}
+        self._edge_keys = {name: point_key(f"{mill_id}/{EDGE_MACHINE_ID}/{name}")
+                           for name in ("buffer_rows", "buffer_bytes", "buffer_dropped", "uplink_state",
+                                        "uplink_lag_s", "points_collected", "clock_skew_events")}
+        self._build()
+
+    # --- wiring (pure: objects only, no I/O) ---------------------------------------------------------
+
+    def _build(self) -> None:
+        by_machine: dict[str, list[PointRef]] = defaultdict(list)
+        for p in self.points:
+            by_machine[p.machine.id].append(p)
+        opcua: dict[str, list[PointRef]] = defaultdict(list)
+        mqtt: dict[tuple[str, int], list[PointRef]] = defaultdict(list)
+        vib_machines: dict[tuple[str, int], list[Any]] = defaultdict(list)
+        from spinline.connectors.mqtt.connector import MqttConnector
+        from spinline.connectors.opcua.connector import OpcUaConnector
+
+        for i, (mid, pts) in enumerate(by_machine.items()):
+            link = pts[0].machine.link
+            if isinstance(link, ModbusLink):
+                conn = ModbusConnector(pts[0].machine, max_gap=self.modbus_max_gap)
+                self.pollers.append(PollCoordinator(f"modbus {mid}", conn, pts, self._ingest,
+                                                    backoff=Backoff(seed=i), timeout_s=link.timeout_s * 4 + 1))
+            elif isinstance(link, OpcUaLink):
+                opcua[link.endpoint].extend(pts)
+            elif isinstance(link, MqttLink):
+                mqtt[self._broker(link)].extend(pts)
+        for m in (p.machine for p in self.points):
+            if m.vibration is not None:
+                key = self._broker(m.link if isinstance(m.link, MqttLink) else None)
+                if m not in vib_machines[key]:
+                    vib_machines[key].append(m)
+        for endpoint, pts in opcua.items():
+            self.pushers.append(OpcUaConnector(endpoint, pts))
+        iso = {m.id: self.site.templates[m.template].iso_class or "I"
+               for m in (p.machine for p in self.points) if m.template and m.template in self.site.templates}
+        for (host, port) in set(mqtt) | set(vib_machines):
+            self.pushers.append(MqttConnector(host, port, mqtt.get((host, port), []), mill=self.mill.id,
+                                              vibration_machines=vib_machines.get((host, port), []),
+                                              iso_class=iso, client_id=f"spinline-dev-{self.edge_id}-{port}"))
+
+    def _broker(self, link: MqttLink | None) -> tuple[str, int]:
+        url = (link.broker if link is not None and link.broker else None) or self.device_mqtt
+        if url is None and self.cloud_url and urlsplit(self.cloud_url).scheme == "mqtt":
+            url = self.cloud_url
+        u = urlsplit(url or "mqtt://127.0.0.1:1883")
+        return u.hostname or "127.0.0.1", u.port or 1883
+
+    def healths(self) -> dict[str, LinkHealth]:
+        out: dict[str, LinkHealth] = {}
+        for c in self.pollers:
+            out[c.points[0].machine.id] = c.connector.health
+        for p in self.pushers:
+            out.update(p.healths())
+        return out
+
+    # --- data path ---------------------------------------------------------------------------------
+
+    def _ingest(self, batch: Batch) -> None:
+        """Every connector's batches come through here (sync: called from the loop)."""
+        if not len(batch):
+            return
+        self.points_collected += len(batch)
+        now = time.time_ns()
+        skew = np.abs(batch.ts_ns - now) > int(self.clock.max_skew_s * 1e9)
+        if skew.any():
+            batch = self._clock_fix(batch, now)
+        else:
+            for dev in self.clock._jumped:  # noqa: SLF001 - recovery is per device, checked cheaply
+                if self.clock._jumped[dev]:  # noqa: SLF001
+                    self._clock_recover(batch, now)
+                    break
+        out = self.filter.apply(batch)
+        if not len(out):
+            return
+        pr = self.filter.priority_of(out)
+        if bool((pr == pr[0]).all()):
+            self._pending[int(pr[0])].append(out)
+        else:
+            for rank in np.unique(pr):
+                self._pending[int(rank)].append(out.take(pr == rank))
+
+    def _clock_fix(self, batch: Batch, now: int) -> Batch:
+        machines = np.asarray([self._machine_of_key.get(int(k), "?") for k in batch.point])
+        parts = []
+        for m in np.unique(machines):
+            sel = machines == m
+            v = self.clock.check(str(m), batch.take(sel), now)
+            parts.append(v.good)
+            if len(v.quarantined):
+                self._quarantine.append(v.quarantined)
+            if v.corrected:
+                self._pending_meta["clock_corrected_rows"] += v.corrected
+        return Batch.concat(parts)
+
+    def _clock_recover(self, batch: Batch, now: int) -> None:
+        machines = {self._machine_of_key.get(int(k), "?") for k in np.unique(batch.point)}
+        for m in machines:
+            if self.clock._jumped.get(m):  # noqa: SLF001
+                rows = np.asarray([self._machine_of_key.get(int(k)) == m for k in batch.point])
+                self.clock.check(m, batch.take(rows), now)  # plausible rows: logs the recovery once
+
+    async def flush(self) -> int:
+        """Commit what was collected; returns rows committed."""
+        pending, self._pending = self._pending, defaultdict(list)
+        meta = dict(self._pending_meta)
+        self._pending_meta.clear()
+        rows = 0
+        for rank in sorted(pending, reverse=True):
+            b = Batch.concat(pending[rank])
+            if not len(b):
+                continue
+            m = {"ts_source": "edge+device", **meta}
+            await self.buffer.append(b, _RANK_PRIORITY[rank], m)
+            rows += len(b)
+            self.batches_committed += 1
+        if self._quarantine:
+            q, self._quarantine = Batch.concat(self._quarantine), []
+            await self.buffer.call(self.buffer.buffer.quarantine, q, "clock_skew")
+        if rows:
+            self.points_stored += rows
+            self.forwarder.notify()
+        return rows
+
+    async def _flusher(self) -> None:
+        while True:
+            await asyncio.sleep(self.flush_s)
+            try:
+                await self.flush()
+            except StorageError:
+                log.exception("edge buffer commit failed; rows kept in memory for the next try")
+
+    # --- self points and status --------------------------------------------------------------------
+
+    def _self_points(self, stats: dict[str, Any]) -> Batch:
+        now = time.time_ns()
+        keys, vals = [], []
+        mill = self.mill.id
+        for mid, h in self.healths().items():
+            keys += [point_key(f"{mill}/{mid}/link_state"), point_key(f"{mill}/{mid}/link_errors"),
+                     point_key(f"{mill}/{mid}/link_latency_ms")]
+            vals += [float(h.state), float(h.errors), h.latency_ms if h.state != LinkState.DOWN else float("nan")]
+        e = self._edge_keys
+        up = stats["uplink"]
+        for name, v in (("buffer_rows", stats["buffer"]["rows"]), ("buffer_bytes", stats["buffer"]["bytes"]),
+                        ("buffer_dropped", stats["buffer"]["dropped_rows"]),
+                        ("uplink_state", 0.0 if up["state"] == "connected" else 2.0),
+                        ("uplink_lag_s", up["lag_s"]), ("points_collected", self.points_collected),
+                        ("clock_skew_events", self.clock.events)):
+            keys.append(e[name])
+            vals.append(float(v))
+        v = np.asarray(vals, dtype=np.float64)
+        return Batch.of(keys, now, v, np.where(np.isnan(v), 0x80, 0).astype(np.uint8))
+
+    async def status(self) -> dict[str, Any]:
+        bs = await self.buffer.stats()
+        now = time.time_ns()
+        lag = 0.0 if bs.oldest_created_ns is None else max(0.0, (now - bs.oldest_created_ns) / 1e9)
+        up = self.forwarder.stats.as_dict() | {"lag_s": round(lag, 3), "url": _redact(self.cloud_url)}
+        return {"edge": self.edge_id, "mill": self.mill.id, "ts_ns": now, "pid": os.getpid(),
+                "started_ns": self.started_ns,
+                "devices": {m: h.snapshot() for m, h in sorted(self.healths().items())},
+                "buffer": bs.as_dict(), "uplink": up, "points_collected": self.points_collected,
+                "points_stored": self.points_stored, "batches_committed": self.batches_committed,
+                "clock_skew_events": self.clock.events,
+                "alarms": (["buffer_full"] if bs.full else []) + (["uplink_down"] if up["state"] != "connected"
+                                                                  else [])}
+
+    def write_status(self, status: dict[str, Any]) -> None:
+        path = self.data_dir / STATUS_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(status, indent=1, default=str))
+        os.replace(tmp, path)
+
+    async def _status_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.status_every_s)
+            try:
+                st = await self.status()
+                self._last_status = st
+                self._ingest(self._self_points(st))
+                await asyncio.to_thread(self.write_status, st)
+                up = self._uplink
+                if up is not None:
+                    with contextlib.suppress(UplinkError):
+                        await asyncio.wait_for(up.publish_status(wire.encode_status(st)), 2.0)
+            except (OSError, StorageError, TimeoutError) as exc:
+                log.warning("status update failed: %s", exc)
+
+    # --- uplink ------------------------------------------------------------------------------------
+
+    async def _uplink_loop(self) -> None:
+        if not self.cloud_url:
+            return
+        backoff = Backoff(base_s=0.5, cap_s=10.0, seed=1)
+        while True:
+            up = make_uplink(self.cloud_url, edge=self.edge_id, mill=self.mill.id, secret=self.secret or b"")
+            try:
+                async with up:
+                    self._uplink = up
+                    if self._uplink_error_logged:
+                        log.info("uplink to %s restored", _redact(self.cloud_url))
+                        self._uplink_error_logged = False
+                    backoff.reset()
+                    await self.forwarder.run_session(up)
+            except asyncio.CancelledError:
+                raise
+            except UplinkError as exc:
+                self.forwarder.stats.last_error = str(exc)
+                if not self._uplink_error_logged:
+                    log.warning("uplink to %s down: %s (buffering)", _redact(self.cloud_url), exc)
+                    self._uplink_error_logged = True
+            except Exception as exc:
+                self.forwarder.stats.last_error = repr(exc)
+                if not self._uplink_error_logged:
+                    log.exception("uplink failed unexpectedly (buffering, retrying)")
+                    self._uplink_error_logged = True
+            finally:
+                self._uplink = None
+            await asyncio.sleep(backoff.fail())
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> EdgeAgent:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        # pymodbus logs every failed connect at WARNING; our LinkHealth logs once per transition.
+        logging.getLogger("pymodbus").setLevel(logging.ERROR)
+        await self.buffer.open()
+        self.started_ns = time.time_ns()
+        for c in self.pollers:
+            self._tasks.append(asyncio.create_task(c.run(), name=c.name))
+        for p in self.pushers:
+            await p.__aenter__()
+            self._tasks.append(asyncio.create_task(p.run(self._ingest), name=f"push-{type(p).__name__}"))
+        self._tasks.append(asyncio.create_task(self._flusher(), name="flusher"))
+        self._tasks.append(asyncio.create_task(self._status_loop(), name="status"))
+        self._tasks.append(asyncio.create_task(self._uplink_loop(), name="uplink"))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._tasks.clear()
+        for p in self.pushers:
+            with contextlib.suppress(Exception):
+                await p.__aexit__(None, None, None)
+        with contextlib.suppress(StorageError):
+            await self.flush()
+        with contextlib.suppress(Exception):
+            self.write_status(await self.status())
+        await self.buffer.close()
+
+    async def run(self) -> None:
+        async with self:
+            await asyncio.Event().wait()
+
+
+def _redact(url: str | None) -> str | None:
+    if not url:
+        return url
+    u = urlsplit(url)
+    if u.password:
+        return url.replace(f":{u.password}@", ":***@")
+    return url

@@ -1,0 +1,252 @@
+"""Store-and-forward: moves committed batches from the buffer to the cloud and retires them on ack.
+
+Order after (re)connecting, so the dashboard is current at once:
+
+1. **live** - batches committed after the session started, oldest first, as soon as they exist;
+2. **re-sends** - batches whose ack did not arrive within ``ack_timeout_s``;
+3. **backlog** - batches that were waiting when the session started, **newest first** (or
+   oldest first with ``backlog_order="oldest_first"``), at most ``backlog_rows_per_s`` rows/s,
+   only while live traffic leaves room in the in-flight window.
+
+Each payload carries the batch seq assigned at commit, so a re-send has the same idempotency key
+``(edge, seq)`` and the cloud stores it once. A batch leaves the buffer only on the cloud's ack
+(stored / duplicate; rejected ones go to the dead letters).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+from spinline.core import wire
+from spinline.core.batch import Batch
+from spinline.core.errors import UplinkError
+from spinline.core.site import Priority
+
+from .buffer import BufferStats, EdgeBuffer, StoredBatch
+from .uplink.base import Uplink
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class AsyncBuffer:
+    """The buffer on one worker thread, so fsyncs never block the event loop."""
+
+    def __init__(self, buffer: EdgeBuffer) -> None:
+        self.buffer = buffer
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="edge-buffer")
+
+    async def call(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, lambda: fn(*args, **kw))
+
+    async def open(self) -> None:
+        await self.call(self.buffer.open)
+
+    async def close(self) -> None:
+        await self.call(self.buffer.close)
+        self._pool.shutdown(wait=True)
+
+    async def append(self, batch: Batch, priority: Priority, meta: dict[str, Any] | None = None) -> StoredBatch:
+        return await self.call(self.buffer.append, batch, priority=priority, meta=meta)
+
+    async def stats(self) -> BufferStats:
+        return await self.call(self.buffer.stats)
+
+
+@dataclass(slots=True)
+class UplinkStats:
+    state: Literal["connected", "disconnected"] = "disconnected"
+    since_ns: int = field(default_factory=time.time_ns)
+    sessions: int = 0
+    sent: int = 0
+    resent: int = 0
+    acked: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    last_ack_ns: int | None = None
+    last_error: str | None = None
+    inflight: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__slots__}
+
+
+class Forwarder:
+    def __init__(self, buffer: AsyncBuffer, *, edge: str, mill: str, secret: bytes | None, window: int = 32,
+                 ack_timeout_s: float = 10.0, backlog_rows_per_s: float = 200_000.0,
+                 backlog_order: Literal["newest_first", "oldest_first"] = "newest_first") -> None:
+        self.buffer = buffer
+        self.edge, self.mill, self.secret = edge, mill, secret
+        self.window = window
+        self.ack_timeout_s = ack_timeout_s
+        self.backlog_rows_per_s = backlog_rows_per_s
+        self.backlog_order = backlog_order
+        self.stats = UplinkStats()
+        self._wake = asyncio.Event()
+        self._inflight: dict[int, float] = {}
+        self._boundary = 0
+        self._live_next = 1
+        self._backlog_cursor = 0
+        self._backlog_lo = 1
+        self._resend: list[int] = []
+        self._tokens = 0.0
+        self._tok_t = 0.0
+
+    def notify(self) -> None:
+        """A batch was committed: wake the sender."""
+        self._wake.set()
+
+    # --- one session -------------------------------------------------------------------------------
+
+    async def run_session(self, uplink: Uplink) -> None:
+        """Forward until the uplink closes (raises ``UplinkError``) or the task is cancelled."""
+        last = await self.buffer.call(self.buffer.buffer.last_seq)
+        pending = await self.buffer.call(self.buffer.buffer.seqs, order="asc", limit=1)
+        self._boundary = last
+        self._live_next = last + 1
+        self._backlog_lo = pending[0] if pending else last + 1
+        self._backlog_cursor = last if self.backlog_order == "newest_first" else self._backlog_lo
+        self._inflight.clear()
+        self._resend.clear()
+        self._tokens, self._tok_t = 0.0, time.monotonic()
+        self.stats.sessions += 1
+        self._set_state("connected")
+        acks = asyncio.create_task(self._consume_acks(uplink), name="uplink-ack-consumer")
+        try:
+            while True:
+                if uplink.closed.done():
+                    exc = uplink.closed.exception()
+                    raise exc if exc else UplinkError("uplink session closed")
+                if acks.done():
+                    acks.result()
+                sent = await self._send_some(uplink)
+                if not sent:
+                    self._wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), 0.2)
+        finally:
+            acks.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await acks
+            self._set_state("disconnected")
+            self.stats.inflight = 0
+
+    def _set_state(self, s: Literal["connected", "disconnected"]) -> None:
+        if s != self.stats.state:
+            self.stats.state = s
+            self.stats.since_ns = time.time_ns()
+
+    async def _consume_acks(self, uplink: Uplink) -> None:
+        while True:
+            first = await uplink.acks.get()
+            batch = [first]
+            while not uplink.acks.empty():
+                batch.append(uplink.acks.get_nowait())
+            done: list[int] = []
+            for a in batch:
+                self._inflight.pop(a.seq, None)
+                if not a.final:
+                    self.stats.last_error = f"batch {a.seq} refused: {a.reason} (kept, will retry)"
+                    continue
+                if a.status == "rejected":
+                    self.stats.rejected += 1
+                    await self.buffer.call(self.buffer.buffer.dead_letter, a.seq, a.reason or "rejected")
+                    continue
+                if a.status == "duplicate":
+                    self.stats.duplicates += 1
+                done.append(a.seq)
+            if done:
+                await self.buffer.call(self.buffer.buffer.ack, done)
+                self.stats.acked += len(done)
+            self.stats.last_ack_ns = time.time_ns()
+            self.stats.inflight = len(self._inflight)
+            self._wake.set()
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for seq, t in list(self._inflight.items()):
+            if now - t > self.ack_timeout_s:
+                del self._inflight[seq]
+                self._resend.append(seq)
+
+    def _refill(self) -> None:
+        now = time.monotonic()
+        self._tokens = min(self.backlog_rows_per_s, self._tokens + (now - self._tok_t) * self.backlog_rows_per_s)
+        self._tok_t = now
+
+    async def _next(self) -> tuple[StoredBatch, Literal["live", "backlog"]] | None:
+        buf = self.buffer.buffer
+        # 1. live
+        seqs = await self.buffer.call(buf.seqs, order="asc", min_seq=self._live_next, limit=1)
+        if seqs:
+            self._live_next = seqs[0] + 1
+            sb = await self.buffer.call(buf.get, seqs[0])
+            if sb is not None:
+                return sb, "live"
+        # 2. re-sends
+        while self._resend:
+            s = self._resend.pop(0)
+            sb = await self.buffer.call(buf.get, s)
+            if sb is not None:
+                self.stats.resent += 1
+                return sb, ("live" if s > self._boundary else "backlog")
+        # 3. backlog, rate-limited
+        self._refill()
+        if self._tokens <= 0:
+            return None
+        if self.backlog_order == "newest_first":
+            if self._backlog_cursor < self._backlog_lo:
+                return None
+            seqs = await self.buffer.call(buf.seqs, order="desc", min_seq=self._backlog_lo,
+                                          max_seq=self._backlog_cursor, limit=1)
+            if not seqs:
+                self._backlog_cursor = self._backlog_lo - 1
+                return None
+            self._backlog_cursor = seqs[0] - 1
+        else:
+            if self._backlog_cursor > self._boundary:
+                return None
+            seqs = await self.buffer.call(buf.seqs, order="asc", min_seq=self._backlog_cursor,
+                                          max_seq=self._boundary, limit=1)
+            if not seqs:
+                self._backlog_cursor = self._boundary + 1
+                return None
+            self._backlog_cursor = seqs[0] + 1
+        if seqs[0] in self._inflight:
+            return None
+        sb = await self.buffer.call(buf.get, seqs[0])
+        if sb is None:
+            return None
+        self._tokens -= len(sb.batch)
+        return sb, "backlog"
+
+    async def _send_some(self, uplink: Uplink) -> int:
+        self._expire()
+        n = 0
+        while len(self._inflight) < self.window:
+            nxt = await self._next()
+            if nxt is None:
+                break
+            sb, kind = nxt
+            env = wire.Envelope(edge=self.edge, mill=self.mill, seq=sb.seq, batch=sb.batch,
+                                created_ns=sb.created_ns, kind=kind, meta=sb.meta)
+            payload = wire.encode(env, key=self.secret)
+            self._inflight[sb.seq] = time.monotonic()
+            await uplink.send(sb.seq, payload)
+            self.stats.sent += 1
+            n += 1
+        self.stats.inflight = len(self._inflight)
+        return n
+
+    def backlog_remaining(self) -> bool:
+        return self._backlog_cursor >= self._backlog_lo if self.backlog_order == "newest_first" \
+            else self._backlog_cursor <= self._boundary
+

@@ -1,0 +1,118 @@
+"""MQTT uplink: QoS 1 publishes of signed batches, acks from the cloud on TOPIC_ACK.
+
+The session is persistent (fixed client id per edge, ``clean_session=False``) so acks the cloud
+publishes while the edge is briefly away are delivered when it returns. The broker's PUBACK
+only means the broker has the batch; the batch leaves the edge buffer on the cloud's ack.
+Credentials: MQTT username/password from the URL (or the edge id and secret by default when the
+URL carries none, for brokers that authenticate per edge), plus the HMAC signature in every payload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from types import TracebackType
+from typing import Self
+from urllib.parse import unquote, urlsplit
+
+import aiomqtt
+
+from spinline.core import wire
+from spinline.core.errors import UplinkError
+
+from .base import Ack, parse_ack
+
+log = logging.getLogger(__name__)
+
+
+class MqttUplink:
+    def __init__(self, url: str, *, edge: str, mill: str, secret: bytes, timeout_s: float = 10.0,
+                 send_credentials: bool = False) -> None:
+        u = urlsplit(url)
+        self.host = u.hostname or "127.0.0.1"
+        self.tls = u.scheme == "mqtts"
+        self.port = u.port or (8883 if self.tls else 1883)
+        self.username = unquote(u.username) if u.username else (edge if send_credentials else None)
+        self.password = unquote(u.password) if u.password else (secret.decode("utf-8", "replace")
+                                                                  if send_credentials else None)
+        self.edge, self.mill = edge, mill
+        self.timeout_s = timeout_s
+        self.topic_batch = wire.TOPIC_BATCH.format(mill=mill, edge=edge)
+        self.topic_status = wire.TOPIC_STATUS.format(mill=mill, edge=edge)
+        self.topic_ack = wire.TOPIC_ACK.format(mill=mill, edge=edge)
+        self.acks: asyncio.Queue[Ack] = asyncio.Queue()
+        #: Completes when the session ends; created in ``__aenter__`` (constructors touch no loop).
+        self.closed: asyncio.Future[None] = None  # type: ignore[assignment]
+        self._client: aiomqtt.Client | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self.bad_acks = 0
+
+    async def __aenter__(self) -> Self:
+        self.closed = asyncio.get_running_loop().create_future()
+        will = aiomqtt.Will(self.topic_status, wire.encode_status({"edge": self.edge, "mill": self.mill,
+                                                                   "state": "offline"}), qos=1, retain=True)
+        client = aiomqtt.Client(self.host, self.port, username=self.username, password=self.password,
+                                identifier=f"spinline-edge-{self.mill}-{self.edge}", clean_session=False,
+                                keepalive=10, timeout=self.timeout_s, will=will,
+                                tls_context=ssl.create_default_context() if self.tls else None)
+        try:
+            await client.__aenter__()
+            await client.subscribe(self.topic_ack, qos=1)
+        except aiomqtt.MqttError as exc:
+            with contextlib.suppress(Exception):
+                await client.__aexit__(None, None, None)
+            raise UplinkError(f"MQTT uplink to {self.host}:{self.port}: {exc}") from None
+        self._client = client
+        self._reader = asyncio.create_task(self._read(client), name="uplink-acks")
+        return self
+
+    async def _read(self, client: aiomqtt.Client) -> None:
+        try:
+            async for msg in client.messages:
+                try:
+                    ack = parse_ack(bytes(msg.payload) if isinstance(msg.payload, bytes | bytearray)
+                                    else str(msg.payload))
+                except UplinkError as exc:
+                    self.bad_acks += 1
+                    log.warning("ignoring a malformed ack on %s: %s", msg.topic, exc)
+                    continue
+                self.acks.put_nowait(ack)
+            if not self.closed.done():
+                self.closed.set_result(None)
+        except aiomqtt.MqttError as exc:
+            if not self.closed.done():
+                self.closed.set_exception(UplinkError(f"MQTT uplink lost: {exc}"))
+
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                await self._client.__aexit__(None, None, None)
+        if self.closed is not None and not self.closed.done():
+            self.closed.set_result(None)
+        if self.closed is not None and self.closed.done() and not self.closed.cancelled():
+            self.closed.exception()  # mark retrieved
+        self._client = None
+
+    def _c(self) -> aiomqtt.Client:
+        if self._client is None or self.closed.done():
+            raise UplinkError("MQTT uplink is not connected")
+        return self._client
+
+    async def send(self, seq: int, payload: bytes) -> None:
+        try:
+            await self._c().publish(self.topic_batch, payload, qos=1)
+        except aiomqtt.MqttError as exc:
+            raise UplinkError(f"publish of batch {seq} failed: {exc}") from None
+
+    async def publish_status(self, payload: bytes) -> None:
+        try:
+            await self._c().publish(self.topic_status, payload, qos=1, retain=True)
+        except aiomqtt.MqttError as exc:
+            raise UplinkError(f"status publish failed: {exc}") from None
