@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -38,6 +38,8 @@ class PointInfo:
     workshop: str = ""
     machine_type: str = ""
     deadband: float = 0.0
+    #: Counters only: the value at which the register wraps to 0 (None: a drop is a reset).
+    rollover: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +85,16 @@ class Rejection:
     reason: str
     detail: str
     ts_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeStatus:
+    """The last status message an edge sent (buffer depth, lag, versions ...), as received."""
+
+    edge: str
+    mill: str
+    status: dict[str, Any]
+    received_ns: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +174,21 @@ class TimeSeriesStore(Protocol):
 
     def rejections(self, edge: str | None = None) -> dict[str, dict[str, int]]:
         """Rejected batch counts as {edge: {reason: count}}."""
+
+    def write_many(self, items: Sequence[tuple[Batch, str | None]]) -> list[WriteResult]:
+        """Several idempotent writes in ONE transaction (an ingest worker coalescing payloads).
+
+        Results are in the order of ``items``; a key repeated within ``items`` is a duplicate.
+        """
+
+    def record_edge_status(self, edge: str, mill: str, status: dict[str, Any], received_ns: int) -> None:
+        """Keep the latest status message of an edge."""
+
+    def edge_status(self, mill: str | None = None) -> dict[str, EdgeStatus]:
+        """The latest status of every edge (of one mill), by edge id."""
+
+    def recent_rejections(self, edge: str | None = None, limit: int = 100) -> list[Rejection]:
+        """The most recent refused batches, newest first, with their detail."""
 
     def close(self) -> None:
         """Release connections and files."""

@@ -1,0 +1,1 @@
+"""Ingest of edge batches (MQTT shared subscriptions and HTTPS POST) into the time-series store."""

@@ -1,0 +1,253 @@
+"""An ingest worker: one MQTT 5 shared subscriber of the edges' batches, writing into the store.
+
+Workers are stateless: run as many as the load needs, each with ``IngestWorker(service, host, port,
+group="ingest")``. They all subscribe ``$share/ingest/spinline/up/+/+/batch`` (and ``.../status``), and
+the broker hands each message to one member of the group, so N workers split the load with no
+coordination; exactly-once storage comes from the idempotency key, not from the broker.
+
+Two threads per worker: paho's network thread only queues what arrives (it must keep reading, or the
+broker disconnects us); the writer thread takes up to ``max_coalesce`` queued payloads at a time,
+checks them (``IngestService.prepare``), stores the good ones in one transaction (``commit``) and
+only then publishes each ack (QoS 1) on ``spinline/down/{mill}/{edge}/ack``::
+
+    {"seq": <batch seq>, "status": "stored" | "duplicate" | "rejected", "reason": code | null, "stored": n}
+
+A refused payload is acknowledged as ``rejected`` at once (the edge dead-letters it) and never holds
+up the good ones. When the store fails, nothing in that write is acknowledged: the edge still holds
+those batches and sends them again. The broker's own QoS 1 acknowledgement happens on receipt, so a
+worker that dies with payloads in its queue loses nothing either: the edge re-sends unacked batches.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.reasoncodes import ReasonCode
+
+from spinline.cloud.ingest.service import Accepted, IngestResult, IngestService
+from spinline.core.errors import StorageError
+from spinline.core.wire import TOPIC_ACK
+
+logger = logging.getLogger(__name__)
+
+BATCH_FILTER = "spinline/up/+/+/batch"
+STATUS_FILTER = "spinline/up/+/+/status"
+
+
+@dataclass(slots=True)
+class WorkerStats:
+    """Counters of one worker (for tests, benches and the diagnostics endpoint)."""
+
+    payloads: int = 0
+    stored_batches: int = 0
+    stored_points: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    statuses: int = 0
+    writes: int = 0
+    failed_writes: int = 0
+
+
+class IngestWorker:
+    """MQTT 5 shared-subscription consumer that feeds ``IngestService`` and publishes acks.
+
+    ``start()`` connects and subscribes (blocking until the broker confirms), ``stop()`` drains what
+    was received, acknowledges it and disconnects. Also a context manager.
+    """
+
+    def __init__(self, service: IngestService, host: str = "127.0.0.1", port: int = 1883, group: str = "ingest",
+                 *, client_id: str | None = None, max_coalesce: int = 32, max_rows_per_write: int = 1_000_000,
+                 queue_size: int = 256, keepalive: int = 30, rollup_every_s: float | None = None,
+                 namespace: str = "") -> None:
+        self.service = service
+        self.host, self.port, self.group = host, port, group
+        self.client_id = client_id or f"spinline-ingest-{uuid.uuid4().hex[:10]}"
+        self.max_coalesce = max_coalesce
+        self.max_rows_per_write = max_rows_per_write
+        self.keepalive = keepalive
+        self.rollup_every_s = rollup_every_s
+        #: Prefix of every topic (``"site-7/"``): one broker shared by several deployments or tests.
+        self.namespace = namespace
+        self.stats = WorkerStats()
+        self._queue: queue.Queue[tuple[str, bytes, int]] = queue.Queue(maxsize=queue_size)
+        self._client: mqtt.Client | None = None
+        self._writer: threading.Thread | None = None
+        self._subscribed = threading.Event()
+        self._sub_error: str | None = None
+        self._draining = threading.Event()
+        self._last_rollup = time.monotonic()
+
+    @property
+    def filters(self) -> list[str]:
+        ns = self.namespace
+        return [f"$share/{self.group}/{ns}{BATCH_FILTER}", f"$share/{self.group}/{ns}{STATUS_FILTER}"]
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    def start(self, timeout: float = 10.0) -> None:
+        if self._client is not None:
+            raise RuntimeError("worker already started")
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                             protocol=MQTTProtocolVersion.MQTTv5)
+        client.on_connect = self._on_connect
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
+        client.max_queued_messages_set(0)
+        self._client = client
+        self._draining.clear()
+        self._writer = threading.Thread(target=self._write_loop, name=f"{self.client_id}-writer", daemon=True)
+        self._writer.start()
+        try:
+            client.connect(self.host, self.port, keepalive=self.keepalive)
+        except OSError as exc:
+            self._shutdown_writer()
+            self._client = None
+            raise ConnectionError(f"cannot reach the MQTT broker at {self.host}:{self.port}: {exc}") from exc
+        client.loop_start()
+        if not self._subscribed.wait(timeout):
+            self.stop()
+            raise ConnectionError(f"broker {self.host}:{self.port} did not confirm the subscription in {timeout} s")
+        if self._sub_error is not None:
+            self.stop()
+            raise ConnectionError(self._sub_error)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop taking messages, store and acknowledge what was received, then disconnect."""
+        client = self._client
+        if client is None:
+            return
+        if client.is_connected():
+            client.unsubscribe(self.filters)
+        self._shutdown_writer(timeout)
+        client.disconnect()
+        client.loop_stop()
+        self._client = None
+        self._subscribed.clear()
+
+    def _shutdown_writer(self, timeout: float = 10.0) -> None:
+        self._draining.set()
+        if self._writer is not None:
+            self._writer.join(timeout)
+            self._writer = None
+
+    def __enter__(self) -> IngestWorker:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- paho callbacks (network thread: queue only) --------------------------------------------
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode,
+                    properties: Any) -> None:
+        if reason.is_failure:
+            self._sub_error = f"broker refused the connection: {reason}"
+            self._subscribed.set()
+            return
+        client.subscribe([(f, 1) for f in self.filters])          # again after every reconnect
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: list[ReasonCode],
+                      properties: Any) -> None:
+        failed = [str(r) for r in reasons if r.is_failure]
+        if failed:
+            self._sub_error = f"broker refused the shared subscription {self.filters}: {failed}"
+        self._subscribed.set()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        # Blocks when the writer is behind: paho stops reading, TCP pushes back on the broker.
+        self._queue.put((msg.topic, bytes(msg.payload), time.time_ns()))
+
+    # --- writer thread --------------------------------------------------------------------------
+
+    def _write_loop(self) -> None:
+        while True:
+            try:
+                first = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                if self._draining.is_set():
+                    return
+                self._maybe_refresh()
+                continue
+            items = [first]
+            while len(items) < self.max_coalesce:
+                try:
+                    items.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                self._process(items)
+            except Exception:
+                # The outermost loop of the thread: log with the cause and keep consuming.
+                logger.exception("ingest worker %s failed on %d payloads", self.client_id, len(items))
+            self._maybe_refresh()
+
+    def _maybe_refresh(self) -> None:
+        if self.rollup_every_s is None or time.monotonic() - self._last_rollup < self.rollup_every_s:
+            return
+        self._last_rollup = time.monotonic()
+        try:
+            self.service.store.refresh_rollups()
+        except StorageError:
+            logger.exception("rollup refresh failed")
+
+    def _process(self, items: list[tuple[str, bytes, int]]) -> None:
+        accepted: list[Accepted] = []
+        rows = 0
+        for topic, payload, received in items:
+            parts = topic.removeprefix(self.namespace).split("/")
+            if len(parts) != 5:
+                continue
+            mill, edge, kind = parts[2], parts[3], parts[4]
+            self.stats.payloads += 1
+            if kind == "status":
+                self.stats.statuses += int(self.service.handle_status(payload, mill, edge, received))
+                continue
+            prepared = self.service.prepare(payload, received, topic=(mill, edge))
+            if isinstance(prepared, IngestResult):
+                self.stats.rejected += 1
+                self._ack(prepared, mill, edge)
+                continue
+            if accepted and rows + len(prepared.batch) > self.max_rows_per_write:
+                self._commit(accepted)
+                accepted, rows = [], 0
+            accepted.append(prepared)
+            rows += len(prepared.batch)
+        self._commit(accepted)
+
+    def _commit(self, accepted: list[Accepted]) -> None:
+        if not accepted:
+            return
+        try:
+            results = self.service.commit(accepted)
+        except StorageError:
+            self.stats.failed_writes += 1
+            logger.exception("store refused a write of %d batches; not acknowledged, edges will re-send",
+                             len(accepted))
+            return
+        self.stats.writes += 1
+        for r in results:
+            if r.status == "duplicate":
+                self.stats.duplicates += 1
+            else:
+                self.stats.stored_batches += 1
+                self.stats.stored_points += r.stored
+            self._ack(r, r.mill or "", r.edge or "")      # authenticated, and equal to the topic's
+
+    def _ack(self, result: IngestResult, mill: str, edge: str) -> None:
+        """Publish the ack JSON on the ack topic of the (mill, edge) the payload came from."""
+        client = self._client
+        if client is None:
+            return
+        # The topic's own mill/edge: an unverified payload's claims never pick where the ack goes.
+        client.publish(self.namespace + TOPIC_ACK.format(mill=mill, edge=edge),
+                       json.dumps(result.ack(), separators=(",", ":")), qos=1)

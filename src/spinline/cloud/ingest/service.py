@@ -1,0 +1,194 @@
+"""The ingest use case: payload bytes in, rows stored exactly once or a refusal with its reason.
+
+The HTTP route (``POST /api/v1/ingest``) and the MQTT workers both call this. Steps:
+
+1. decode with the edge's key (``spinline.core.wire.decode``: size limits, format, HMAC): refuses
+   ``malformed``, ``unsupported_version``, ``oversized``, ``unauthorised``;
+2. check the edge belongs to the mill it claims (and, over MQTT, to the topic it came on):
+   ``unauthorised``;
+3. validate rows against the mill's points (``validate.validate``);
+4. write with idempotency key ``edge:seq`` in one transaction: ``stored`` or ``duplicate``.
+
+Every refusal is counted per edge (``store.record_rejection``) and returned, never raised, so a bad
+batch cannot stop the caller's loop. Storage failures *are* raised (``StorageError``): nothing is
+acknowledged, the edge keeps the batch and sends it again.
+
+``prepare`` (steps 1-3) and ``commit`` (step 4, several batches in one transaction) are separate so a
+worker can coalesce many payloads into one store write.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from spinline.cloud.ingest.validate import MAX_FUTURE_NS, PointRules, validate
+from spinline.cloud.storage.base import Rejection, TimeSeriesStore
+from spinline.core.batch import Batch
+from spinline.core.errors import PayloadError
+from spinline.core.wire import MAX_PAYLOAD_BYTES, MAX_ROWS, Envelope, decode, decode_status, peek_edge
+
+Status = Literal["stored", "duplicate", "rejected"]
+UNKNOWN_EDGE = "?"
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    """What happened to one payload; ``ack()`` is the JSON the edge receives."""
+
+    status: Status
+    edge: str | None = None
+    mill: str | None = None
+    seq: int | None = None
+    stored: int = 0
+    reason: str | None = None
+    detail: str = ""
+
+    def ack(self) -> dict[str, Any]:
+        return {"seq": self.seq, "status": self.status, "reason": self.reason, "stored": self.stored}
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A payload that passed every check and waits for ``commit``."""
+
+    envelope: Envelope
+    batch: Batch
+
+
+class IngestService:
+    """Decode, authenticate, validate and store edge batches.
+
+    ``edge_keys(edge)``: the edge's HMAC secret, None when unknown or revoked.
+    ``edge_mill(edge)``: the mill the edge is registered to, None when unknown.
+    ``allowed_points(mill)``: keys of the points the mill declares (``all_points`` of its site).
+    ``point_rules(mill)``: optional; by default built from ``allowed_points`` and the store's point
+    kinds (state points must be whole numbers, counters not below 0), rebuilt when the set changes.
+    """
+
+    def __init__(self, store: TimeSeriesStore, edge_keys: Callable[[str], bytes | None],
+                 edge_mill: Callable[[str], str | None], allowed_points: Callable[[str], set[int] | frozenset[int]],
+                 *, point_rules: Callable[[str], PointRules] | None = None, max_future_ns: int = MAX_FUTURE_NS,
+                 max_rows: int = MAX_ROWS, max_bytes: int = MAX_PAYLOAD_BYTES,
+                 clock: Callable[[], int] = time.time_ns) -> None:
+        self.store = store
+        self.edge_keys = edge_keys
+        self.edge_mill = edge_mill
+        self.allowed_points = allowed_points
+        self._point_rules = point_rules
+        self.max_future_ns = max_future_ns
+        self.max_rows = max_rows
+        self.max_bytes = max_bytes
+        self.clock = clock
+        self._rules: dict[str, tuple[frozenset[int], PointRules]] = {}
+        self._rules_lock = threading.Lock()
+
+    # --- the one-call path (HTTP) ---------------------------------------------------------------
+
+    def handle(self, payload: bytes, received_ns: int | None = None) -> IngestResult:
+        return self.handle_many([payload], received_ns)[0]
+
+    def handle_many(self, payloads: Sequence[bytes], received_ns: int | None = None,
+                    topics: Sequence[tuple[str, str] | None] | None = None) -> list[IngestResult]:
+        """Several payloads, the good ones stored in one transaction; results in input order."""
+        now = self.clock() if received_ns is None else received_ns
+        prepared = [self.prepare(p, now, topic=None if topics is None else topics[i])
+                    for i, p in enumerate(payloads)]
+        done = iter(self.commit([p for p in prepared if isinstance(p, Accepted)]))
+        return [next(done) if isinstance(p, Accepted) else p for p in prepared]
+
+    # --- the two halves (workers coalescing payloads) -------------------------------------------
+
+    def prepare(self, payload: bytes, received_ns: int, *, topic: tuple[str, str] | None = None) -> \
+            Accepted | IngestResult:
+        """Checks without writing: an ``Accepted`` batch, or a ``rejected`` result (already counted).
+
+        ``topic``: the (mill, edge) of the MQTT topic it arrived on, which must match the payload.
+        """
+        env: Envelope | None = None
+        try:
+            env = decode(payload, key_lookup=self.edge_keys, max_bytes=self.max_bytes, max_rows=self.max_rows)
+            registered = self.edge_mill(env.edge)
+            if registered != env.mill:
+                raise PayloadError("unauthorised", f"edge {env.edge!r} belongs to mill {registered!r}, "
+                                                   f"not {env.mill!r}")
+            if topic is not None and topic != (env.mill, env.edge):
+                raise PayloadError("unauthorised", f"payload of {env.mill}/{env.edge} published on the "
+                                                   f"topic of {topic[0]}/{topic[1]}")
+            batch = validate(env, self.rules(env.mill), received_ns, max_future_ns=self.max_future_ns)
+        except PayloadError as exc:
+            return self._reject(payload, env, exc, received_ns, topic)
+        return Accepted(env, batch)
+
+    def commit(self, accepted: Sequence[Accepted]) -> list[IngestResult]:
+        """Store accepted batches in one transaction (idempotency key ``edge:seq`` each)."""
+        if not accepted:
+            return []
+        results = self.store.write_many([(a.batch, a.envelope.idempotency_key) for a in accepted])
+        return [IngestResult("duplicate" if r.duplicate else "stored", a.envelope.edge, a.envelope.mill,
+                             a.envelope.seq, r.stored) for a, r in zip(accepted, results, strict=True)]
+
+    # --- edge status ----------------------------------------------------------------------------
+
+    def handle_status(self, payload: bytes, mill: str, edge: str, received_ns: int | None = None) -> bool:
+        """Keep an edge's status message; False (and counted) when refused.
+
+        Status messages are small unsigned JSON; they are kept only for a known edge of that mill.
+        """
+        now = self.clock() if received_ns is None else received_ns
+        try:
+            if self.edge_keys(edge) is None or self.edge_mill(edge) != mill:
+                raise PayloadError("unauthorised", f"status from unknown edge {mill}/{edge}")
+            status = decode_status(payload)
+        except PayloadError as exc:
+            self.store.record_rejection(Rejection(edge, exc.reason, f"status: {exc.detail}", now))
+            return False
+        self.store.record_edge_status(edge, mill, status, now)
+        return True
+
+    # --- internals ------------------------------------------------------------------------------
+
+    def rules(self, mill: str) -> PointRules:
+        if self._point_rules is not None:
+            return self._point_rules(mill)
+        allowed = frozenset(self.allowed_points(mill))
+        with self._rules_lock:
+            cached = self._rules.get(mill)
+        if cached is not None and cached[0] == allowed:
+            return cached[1]
+        rules = PointRules.build(allowed, self.store.points(mill))
+        with self._rules_lock:
+            self._rules[mill] = (allowed, rules)
+        return rules
+
+    def _reject(self, payload: bytes, env: Envelope | None, exc: PayloadError, received_ns: int,
+                topic: tuple[str, str] | None) -> IngestResult:
+        edge: str | None
+        mill: str | None
+        seq: int | None
+        if env is not None:
+            edge, mill, seq = env.edge, env.mill, env.seq
+        else:
+            edge, mill, seq = _peek(payload)
+            if topic is not None:
+                mill, edge = topic
+        self.store.record_rejection(Rejection(edge or UNKNOWN_EDGE, exc.reason, exc.detail, received_ns))
+        return IngestResult("rejected", edge, mill, seq, 0, exc.reason, exc.detail)
+
+
+def _peek(payload: bytes) -> tuple[str | None, str | None, int | None]:
+    """Who a refused payload claims to be (unverified): for the ack and the per-edge count."""
+    edge = peek_edge(payload)
+    if edge is None:
+        return None, None, None
+    try:
+        (hlen,) = struct.unpack_from("<I", payload, 8)
+        h = json.loads(payload[12:12 + hlen])
+        return edge, str(h.get("mill")), int(h["seq"])
+    except (struct.error, ValueError, KeyError, TypeError):
+        return edge, None, None

@@ -1,0 +1,456 @@
+"""The PostgreSQL store: daily partitions, binary COPY ingest, Alembic migrations.
+
+- ``samples`` is partitioned by day of ``ts`` (``samples_YYYYMMDD``, created on demand before the
+  write transaction; retention drops whole partitions); its only index is BRIN on ``ts``, so COPY
+  runs near its unindexed speed. Per-point reads over long spans go to ``rollup_1m``/``rollup_1h``
+  (b-tree on (point, bucket)) and the overview to ``latest``.
+- Rows go in by ``COPY ... FROM STDIN (FORMAT BINARY)`` from a buffer built by numpy (one
+  structured array, no Python loop per row).
+- The idempotency key, the rows, the latest values and the dirty rollup buckets are written in one
+  transaction. Two writers with the same key: the second waits on the key's unique index until the
+  first commits, then stores nothing.
+- Sharding by mill (many servers) is in docs/scaling.md: the same schema per shard, mills mapped to
+  shards; nothing here assumes one server holds every mill.
+
+Connections: one per thread (psycopg connections are not for concurrent use), opened on first use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import psycopg
+
+from spinline.cloud.storage import shared
+from spinline.cloud.storage.base import (
+    RESOLUTION_NS,
+    Completeness,
+    EdgeStatus,
+    PointInfo,
+    Rejection,
+    Resolution,
+    Rollup,
+    Series,
+    WriteResult,
+)
+from spinline.cloud.storage.counters import STEP_SQL
+from spinline.cloud.storage.gaps import completeness_by_point
+from spinline.core.batch import Batch
+from spinline.core.errors import StorageError
+
+DAY_NS = 86400 * 10**9
+#: pg_advisory_xact_lock key serialising rollup refreshes ("rollups!").
+REFRESH_LOCK = 0x726F6C6C75707321
+
+_STEP = STEP_SQL.format(prev="prev", cur="value", rollover="rollover")
+_STEP_H = STEP_SQL.format(prev="prev_last", cur="first", rollover="rollover")
+
+_REFRESH_1M = f"""
+INSERT INTO rollup_1m
+SELECT point, bucket, min(value), max(value), sum(value), count(*),
+       (array_agg(value ORDER BY ts))[1], (array_agg(value ORDER BY ts DESC))[1],
+       sum(CASE WHEN kind = 'counter' THEN {_STEP} ELSE 0 END)
+FROM (
+  SELECT s.point, s.ts - s.ts %% 60000000000 AS bucket, s.ts, s.value, p.kind, p.rollover,
+         lag(s.value) OVER (PARTITION BY s.point, s.ts - s.ts %% 60000000000 ORDER BY s.ts) AS prev
+  FROM samples s LEFT JOIN points p ON p.key = s.point
+  WHERE s.ts >= %(lo)s AND s.ts < %(hi)s AND s.quality < 128 AND s.value <> 'NaN'::float8
+) q
+GROUP BY point, bucket
+"""  # noqa: S608 (constant SQL built from constants)
+
+_REFRESH_1H = f"""
+INSERT INTO rollup_1h
+SELECT point, hour, min(min), max(max), sum(sum), sum(count),
+       (array_agg(first ORDER BY bucket))[1], (array_agg(last ORDER BY bucket DESC))[1],
+       sum(inc + CASE WHEN kind = 'counter' THEN {_STEP_H} ELSE 0 END)
+FROM (
+  SELECT r.*, r.bucket - r.bucket %% 3600000000000 AS hour, p.kind, p.rollover,
+         lag(r.last) OVER (PARTITION BY r.point, r.bucket - r.bucket %% 3600000000000 ORDER BY r.bucket) AS prev_last
+  FROM rollup_1m r LEFT JOIN points p ON p.key = r.point
+  WHERE r.bucket >= %(lo)s AND r.bucket < %(hi)s
+) q
+GROUP BY point, hour
+"""  # noqa: S608 (constant SQL built from constants)
+
+_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")
+_COPY_TRAILER = (-1).to_bytes(2, "big", signed=True)
+_ROW_WITH_SEQ = np.dtype([("nf", ">i2"), ("l0", ">i4"), ("point", ">i8"), ("l1", ">i4"), ("ts", ">i8"),
+                          ("l2", ">i4"), ("value", ">f8"), ("l3", ">i4"), ("quality", ">i2"), ("l4", ">i4"),
+                          ("seq", ">i8")])
+_ROW_NO_SEQ = np.dtype([("nf", ">i2"), ("l0", ">i4"), ("point", ">i8"), ("l1", ">i4"), ("ts", ">i8"),
+                        ("l2", ">i4"), ("value", ">f8"), ("l3", ">i4"), ("quality", ">i2"), ("l4", ">i4")])
+
+
+def copy_buffer(batch: Batch) -> bytes:
+    """``batch`` as a PostgreSQL binary COPY stream for (point, ts, value, quality, seq)."""
+    n = len(batch)
+    rows = np.empty(n, dtype=_ROW_WITH_SEQ if batch.seq is not None else _ROW_NO_SEQ)
+    rows["nf"] = 5
+    rows["l0"], rows["l1"], rows["l2"], rows["l3"], rows["l4"] = 8, 8, 8, 2, 8
+    rows["point"], rows["ts"], rows["value"] = batch.point, batch.ts_ns, batch.value
+    rows["quality"] = batch.quality
+    if batch.seq is not None:
+        rows["seq"] = batch.seq
+    else:
+        rows["l4"] = -1                      # NULL
+    return _COPY_HEADER + rows.tobytes() + _COPY_TRAILER
+
+
+def partition_name(day: int) -> str:
+    return "samples_" + (dt.date(1970, 1, 1) + dt.timedelta(days=day)).strftime("%Y%m%d")
+
+
+def _day_of(name: str) -> int | None:
+    try:
+        return (dt.datetime.strptime(name.removeprefix("samples_"), "%Y%m%d").date() - dt.date(1970, 1, 1)).days
+    except ValueError:
+        return None
+
+
+class PostgresStore:
+    """``TimeSeriesStore`` on PostgreSQL (psycopg 3). ``url``: a libpq URL (``postgresql://...``)."""
+
+    def __init__(self, url: str, *, retention_s: Mapping[str, float | None] | None = None) -> None:
+        self.url = url.replace("postgresql+psycopg://", "postgresql://", 1)
+        self.retention_s = shared.retention(retention_s)
+        self._local = threading.local()
+        self._all: list[psycopg.Connection[Any]] = []
+        self._lock = threading.Lock()
+        self._days: set[int] = set()
+
+    # --- connections ----------------------------------------------------------------------------
+
+    def _conn(self) -> psycopg.Connection[Any]:
+        conn: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
+        if conn is None or conn.closed:
+            try:
+                conn = psycopg.connect(self.url, autocommit=True)
+            except psycopg.Error as exc:
+                raise StorageError(f"cannot connect to PostgreSQL: {exc}") from exc
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    @contextmanager
+    def _tx(self) -> Iterator[psycopg.Cursor[Any]]:
+        conn = self._conn()
+        with conn.transaction(), conn.cursor() as cur:
+            yield cur
+
+    def close(self) -> None:
+        with self._lock:
+            for c in self._all:
+                c.close()
+            self._all.clear()
+        self._local = threading.local()
+
+    # --- schema and metadata --------------------------------------------------------------------
+
+    def migrate(self) -> None:
+        from alembic import command
+        from alembic.config import Config
+        from sqlalchemy import create_engine
+        from sqlalchemy.pool import NullPool
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+        engine = create_engine(self.url.replace("postgresql://", "postgresql+psycopg://", 1), poolclass=NullPool)
+        try:
+            with engine.begin() as conn:
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+        finally:
+            engine.dispose()
+
+    def register_points(self, points: Sequence[PointInfo]) -> None:
+        if not points:
+            return
+        rows = [(p.key, p.tag, p.mill, p.machine, p.name, p.unit, p.kind, p.interval_s, p.line, p.workshop,
+                 p.machine_type, p.deadband, p.rollover) for p in sorted(points, key=lambda p: p.key)]
+        with self._tx() as cur:
+            cur.executemany("""INSERT INTO points VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                ON CONFLICT (key) DO UPDATE SET tag = excluded.tag, mill = excluded.mill,
+                machine = excluded.machine, name = excluded.name, unit = excluded.unit, kind = excluded.kind,
+                interval_s = excluded.interval_s, line = excluded.line, workshop = excluded.workshop,
+                machine_type = excluded.machine_type, deadband = excluded.deadband,
+                rollover = excluded.rollover""", rows)
+
+    def points(self, mill: str | None = None) -> list[PointInfo]:
+        sql = ("SELECT key, tag, mill, machine, name, unit, kind, interval_s, line, workshop, machine_type, "
+               "deadband, rollover FROM points")
+        with self._conn().cursor() as cur:
+            rows = (cur.execute(sql + " WHERE mill = %s ORDER BY tag", [mill]) if mill is not None
+                    else cur.execute(sql + " ORDER BY tag")).fetchall()
+        return [PointInfo(key=r[0], tag=r[1], mill=r[2], machine=r[3], name=r[4], unit=r[5], kind=r[6],
+                          interval_s=r[7], line=r[8], workshop=r[9], machine_type=r[10], deadband=r[11],
+                          rollover=r[12]) for r in rows]
+
+    # --- writes ---------------------------------------------------------------------------------
+
+    def _ensure_partitions(self, ts_ns: Any) -> None:
+        days = set(np.unique(np.floor_divide(ts_ns, DAY_NS)).tolist()) - self._days
+        if not days:
+            return
+        conn = self._conn()
+        for day in sorted(days):
+            name = partition_name(day)
+            # Another writer may create it between IF NOT EXISTS and the create: that is fine too.
+            with contextlib.suppress(psycopg.errors.UniqueViolation, psycopg.errors.DuplicateTable):
+                conn.execute(f'CREATE TABLE IF NOT EXISTS "{name}" PARTITION OF samples '
+                             f"FOR VALUES FROM ({day * DAY_NS}) TO ({(day + 1) * DAY_NS})")
+        with self._lock:
+            self._days |= days
+
+    def write(self, batch: Batch, *, idempotency_key: str | None = None) -> WriteResult:
+        return self.write_many([(batch, idempotency_key)])[0]
+
+    def write_many(self, items: Sequence[tuple[Batch, str | None]]) -> list[WriteResult]:
+        if not items:
+            return []
+        now = time.time_ns()
+        for b, _ in items:
+            if len(b):
+                self._ensure_partitions(b.ts_ns)
+        keys: dict[str, int] = {}
+        for b, k in items:
+            if k is not None and k not in keys:
+                keys[k] = len(b)
+        try:
+            with self._tx() as cur:
+                fresh: set[str] = set()
+                if keys:
+                    ordered = sorted(keys)          # one lock order for every writer: no deadlock
+                    cur.execute("""INSERT INTO ingest_keys (key, stored, ts_ns)
+                                   SELECT k, s, %s FROM unnest(%s::text[], %s::bigint[]) AS t(k, s)
+                                   ON CONFLICT DO NOTHING RETURNING key""",
+                                [now, ordered, [keys[k] for k in ordered]])
+                    fresh = {r[0] for r in cur.fetchall()}
+                flags: list[bool] = []
+                for _, k in items:
+                    new = k is None or k in fresh
+                    if k is not None:
+                        fresh.discard(k)
+                    flags.append(new)
+                todo = [b for (b, _), new in zip(items, flags, strict=True) if new and len(b)]
+                if todo:
+                    self._insert(cur, Batch.concat(todo))
+        except psycopg.Error as exc:
+            raise StorageError(f"write failed: {exc}") from exc
+        return [WriteResult(len(b) if new else 0, not new) for (b, _), new in zip(items, flags, strict=True)]
+
+    def _insert(self, cur: psycopg.Cursor[Any], batch: Batch) -> None:
+        with cur.copy("COPY samples (point, ts, value, quality, seq) FROM STDIN (FORMAT BINARY)") as cp:
+            cp.write(copy_buffer(batch))
+        last = shared.last_per_point(batch)
+        seq = last.seq.tolist() if last.seq is not None else [None] * len(last)
+        cur.execute("""INSERT INTO latest (point, ts, value, quality, seq)
+                       SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::float8[], %s::smallint[], %s::bigint[])
+                       ON CONFLICT (point) DO UPDATE SET ts = excluded.ts, value = excluded.value,
+                       quality = excluded.quality, seq = excluded.seq WHERE excluded.ts >= latest.ts""",
+                    [last.point.tolist(), last.ts_ns.tolist(), last.value.tolist(), last.quality.tolist(), seq])
+        cur.execute("INSERT INTO rollup_dirty SELECT unnest(%s::bigint[])",
+                    [shared.minute_buckets(batch.ts_ns).tolist()])
+
+    # --- reads ----------------------------------------------------------------------------------
+
+    def latest(self, points: Sequence[int]) -> Batch:
+        with self._conn().cursor() as cur:
+            rows = cur.execute("""SELECT point, ts, value, quality, coalesce(seq, -1) FROM latest
+                                  WHERE point = ANY(%s::bigint[]) ORDER BY point""",
+                               [[int(p) for p in points]]).fetchall()
+        if not rows:
+            return Batch.empty(with_seq=True)
+        p, t, v, q, s = zip(*rows, strict=True)
+        return Batch.of(p, t, [np.nan if x is None else x for x in v], q, s)
+
+    def range(self, point: int, start_ns: int, end_ns: int, *, max_points: int | None = None,
+              resolution: Resolution | Literal["auto"] = "auto") -> Series:
+        res = shared.pick_resolution(end_ns - start_ns, max_points) if resolution == "auto" else resolution
+        if res not in RESOLUTION_NS:
+            raise ValueError(f"resolution must be raw, 1m, 1h or auto, not {resolution!r}")
+        step = RESOLUTION_NS[res] or 10**9              # raw: assume at most one row a second
+        if max_points is not None and (end_ns - start_ns) // step * 2 > max_points:
+            ts, val, n = self._reduced(point, start_ns, end_ns, max_points, res)
+            return Series(point=point, ts_ns=ts, value=val, resolution=res, reduced=n > len(ts))
+        with self._conn().cursor(binary=True) as cur:
+            if res == "raw":
+                rows = cur.execute("SELECT ts, value FROM samples WHERE point = %s AND ts >= %s AND ts < %s "
+                                   "ORDER BY ts", [point, start_ns, end_ns]).fetchall()
+                ts = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+                val = np.fromiter((np.nan if r[1] is None else r[1] for r in rows), dtype=np.float64,
+                                  count=len(rows))
+            else:
+                lo = start_ns - start_ns % RESOLUTION_NS[res]
+                sql = f"SELECT bucket, min, max FROM rollup_{res} WHERE point = %s AND bucket >= %s "  # noqa: S608
+                rows = cur.execute(sql + "AND bucket < %s ORDER BY bucket", [point, lo, end_ns]).fetchall()
+                arr = np.array(rows, dtype=np.float64).reshape(-1, 3)
+                ts, val = shared.envelope(np.array([r[0] for r in rows], dtype=np.int64), arr[:, 1], arr[:, 2], res)
+        ts, val, reduced = shared.reduce(ts, val, max_points, start_ns, end_ns)
+        return Series(point=point, ts_ns=ts, value=val, resolution=res, reduced=reduced)
+
+    def _reduced(self, point: int, start_ns: int, end_ns: int, max_points: int, res: str) -> tuple[Any, Any, int]:
+        """Min/max reduction done by the server: only ``max_points`` rows cross the wire.
+
+        Same result as ``shared.envelope`` + ``downsample.minmax`` on the client: per chart bucket, the
+        row with the minimum and the row with the maximum (rollups: min at the bucket start, max at
+        its middle).
+        """
+        width = max(1, -(-(end_ns - start_ns) // (max_points // 2)))
+        if res == "raw":
+            sql = """SELECT count(*), (array_agg(ts ORDER BY value, ts))[1], min(value),
+                            (array_agg(ts ORDER BY value DESC, ts))[1], max(value)
+                     FROM samples WHERE point = %(p)s AND ts >= %(lo)s AND ts < %(hi)s AND value <> 'NaN'::float8
+                     GROUP BY (ts - %(lo)s) / %(w)s ORDER BY (ts - %(lo)s) / %(w)s"""
+            half, per_row = 0, 1
+        else:
+            sql = f"""SELECT count(*), (array_agg(bucket ORDER BY min, bucket))[1], min(min),
+                             (array_agg(bucket ORDER BY max DESC, bucket))[1], max(max)
+                      FROM rollup_{res} WHERE point = %(p)s AND bucket >= %(lo)s AND bucket < %(hi)s
+                      GROUP BY (bucket - %(lo)s) / %(w)s ORDER BY (bucket - %(lo)s) / %(w)s"""  # noqa: S608
+            half, per_row = RESOLUTION_NS[res] // 2, 2
+        with self._conn().cursor(binary=True) as cur:
+            rows = cur.execute(sql, {"p": point, "lo": start_ns, "hi": end_ns, "w": width}).fetchall()
+        pts: list[tuple[int, float]] = []
+        for _, tmin, vmin, tmax, vmax in rows:
+            a, b = (int(tmin), float(vmin)), (int(tmax) + half, float(vmax))
+            if a == b or (half == 0 and tmin == tmax):
+                pts.append(a)
+            else:
+                pts.extend(sorted((a, b)))
+        ts = np.array([p[0] for p in pts], dtype=np.int64)
+        val = np.array([p[1] for p in pts], dtype=np.float64)
+        return ts, val, sum(int(r[0]) for r in rows) * per_row
+
+    def rollup(self, points: Sequence[int], start_ns: int, end_ns: int,
+               resolution: Literal["1m", "1h"]) -> Rollup:
+        if resolution not in ("1m", "1h"):
+            raise ValueError(f"rollup resolution must be 1m or 1h, not {resolution!r}")
+        with self._conn().cursor(binary=True) as cur:
+            rows = cur.execute(f"""
+                SELECT q.point, q.bucket, q.min, q.max, q.sum, q.count, q.first, q.last, q.inc, q.prev_last,
+                       coalesce(p.kind = 'counter', false), p.rollover FROM (
+                  SELECT point, bucket, min, max, sum, count, first, last, inc,
+                         lag(last) OVER (PARTITION BY point ORDER BY bucket) AS prev_last
+                  FROM rollup_{resolution}
+                  WHERE point = ANY(%s::bigint[]) AND bucket >= %s AND bucket < %s) q
+                LEFT JOIN points p ON p.key = q.point
+                WHERE q.bucket >= %s ORDER BY q.point, q.bucket""",  # noqa: S608 (resolution checked)
+                               [[int(p) for p in points], start_ns - shared.LOOKBACK_NS[resolution], end_ns,
+                                start_ns]).fetchall()
+        n = len(rows)
+        ints = np.array([(r[0], r[1], r[5]) for r in rows], dtype=np.int64).reshape(n, 3)
+        fl = np.array([tuple(np.nan if x is None else x for x in (r[2], r[3], r[4], r[6], r[7], r[8], r[9], r[11]))
+                       for r in rows], dtype=np.float64).reshape(n, 8)
+        is_counter = np.array([bool(r[10]) for r in rows], dtype=bool)
+        return shared.assemble_rollup(ints[:, 0].copy(), ints[:, 1].copy(), fl[:, 0].copy(), fl[:, 1].copy(),
+                                      fl[:, 2].copy(), ints[:, 2].copy(), fl[:, 3].copy(), fl[:, 4].copy(),
+                                      np.nan_to_num(fl[:, 5]), fl[:, 6].copy(), is_counter, fl[:, 7].copy())
+
+    def completeness(self, points: Sequence[int], start_ns: int, end_ns: int) -> dict[int, Completeness]:
+        info = {p.key: p for p in self.points()}
+        with self._conn().cursor(binary=True) as cur:
+            rows = cur.execute("""SELECT point, ts, coalesce(seq, -1) FROM samples
+                                  WHERE point = ANY(%s::bigint[]) AND ts >= %s AND ts < %s
+                                  ORDER BY point, ts""", [[int(p) for p in points], start_ns, end_ns]).fetchall()
+        arr = np.array(rows, dtype=np.int64).reshape(-1, 3)
+        return completeness_by_point(points, info, arr[:, 0].copy(), arr[:, 1].copy(), arr[:, 2].copy(),
+                                     start_ns, end_ns)
+
+    # --- rollups and retention ------------------------------------------------------------------
+
+    def refresh_rollups(self) -> None:
+        with self._tx() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", [REFRESH_LOCK])
+            rows = cur.execute("DELETE FROM rollup_dirty RETURNING bucket").fetchall()
+            minutes = np.array([r[0] for r in rows], dtype=np.int64)
+            for lo, hi in shared.runs(minutes, RESOLUTION_NS["1m"]):
+                cur.execute("DELETE FROM rollup_1m WHERE bucket >= %s AND bucket < %s", [lo, hi])
+                cur.execute(_REFRESH_1M, {"lo": lo, "hi": hi})
+            hours = np.unique(minutes - minutes % RESOLUTION_NS["1h"])
+            for lo, hi in shared.runs(hours, RESOLUTION_NS["1h"]):
+                cur.execute("DELETE FROM rollup_1h WHERE bucket >= %s AND bucket < %s", [lo, hi])
+                cur.execute(_REFRESH_1H, {"lo": lo, "hi": hi})
+
+    def _partitions(self, cur: psycopg.Cursor[Any]) -> dict[int, str]:
+        rows = cur.execute("""SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+                              WHERE i.inhparent = 'samples'::regclass""").fetchall()
+        out: dict[int, str] = {}
+        for (name,) in rows:
+            day = _day_of(name)
+            if day is not None:
+                out[day] = name
+        return out
+
+    def apply_retention(self, now_ns: int) -> dict[str, int]:
+        out: dict[str, int] = {}
+        with self._tx() as cur:
+            for res, table, col in (("raw", "samples", "ts"), ("1m", "rollup_1m", "bucket"),
+                                    ("1h", "rollup_1h", "bucket")):
+                keep = self.retention_s[res]
+                if keep is None:
+                    out[res] = 0
+                    continue
+                cutoff = now_ns - int(keep * 1e9)
+                dropped = 0
+                if res == "raw":
+                    # Whole days below the cutoff: drop the partition (no vacuum, no bloat).
+                    for day, name in sorted(self._partitions(cur).items()):
+                        if (day + 1) * DAY_NS <= cutoff:
+                            row = cur.execute(f'SELECT count(*) FROM "{name}"').fetchone()  # noqa: S608
+                            dropped += int(row[0]) if row else 0
+                            cur.execute(f'DROP TABLE "{name}"')
+                            with self._lock:
+                                self._days.discard(day)
+                    cur.execute("DELETE FROM ingest_keys WHERE ts_ns < %s", [cutoff])
+                cur.execute(f"DELETE FROM {table} WHERE {col} < %s", [cutoff])  # noqa: S608
+                dropped += cur.rowcount
+                out[res] = dropped
+        return out
+
+    # --- rejections and edge status -------------------------------------------------------------
+
+    def record_rejection(self, rejection: Rejection) -> None:
+        self._conn().execute("INSERT INTO rejections (edge, reason, detail, ts_ns) VALUES (%s, %s, %s, %s)",
+                             [rejection.edge, rejection.reason, rejection.detail, rejection.ts_ns])
+
+    def rejections(self, edge: str | None = None) -> dict[str, dict[str, int]]:
+        sql = "SELECT edge, reason, count(*) FROM rejections"
+        with self._conn().cursor() as cur:
+            rows = (cur.execute(sql + " WHERE edge = %s GROUP BY edge, reason", [edge]) if edge is not None
+                    else cur.execute(sql + " GROUP BY edge, reason")).fetchall()
+        out: dict[str, dict[str, int]] = {}
+        for e, reason, n in rows:
+            out.setdefault(e, {})[reason] = int(n)
+        return out
+
+    def recent_rejections(self, edge: str | None = None, limit: int = 100) -> list[Rejection]:
+        sql = "SELECT edge, reason, detail, ts_ns FROM rejections"
+        with self._conn().cursor() as cur:
+            rows = (cur.execute(sql + " WHERE edge = %s ORDER BY ts_ns DESC, id DESC LIMIT %s", [edge, limit])
+                    if edge is not None
+                    else cur.execute(sql + " ORDER BY ts_ns DESC, id DESC LIMIT %s", [limit])).fetchall()
+        return [Rejection(edge=r[0], reason=r[1], detail=r[2], ts_ns=r[3]) for r in rows]
+
+    def record_edge_status(self, edge: str, mill: str, status: dict[str, Any], received_ns: int) -> None:
+        self._conn().execute("""INSERT INTO edge_status VALUES (%s, %s, %s::jsonb, %s) ON CONFLICT (edge)
+                                DO UPDATE SET mill = excluded.mill, status = excluded.status,
+                                received_ns = excluded.received_ns""",
+                             [edge, mill, json.dumps(status, default=str), received_ns])
+
+    def edge_status(self, mill: str | None = None) -> dict[str, EdgeStatus]:
+        sql = "SELECT edge, mill, status, received_ns FROM edge_status"
+        with self._conn().cursor() as cur:
+            rows = (cur.execute(sql + " WHERE mill = %s", [mill]) if mill is not None
+                    else cur.execute(sql)).fetchall()
+        return {r[0]: EdgeStatus(edge=r[0], mill=r[1], status=dict(r[2]), received_ns=r[3]) for r in rows}

@@ -1,0 +1,118 @@
+"""Backend-independent pieces of the two stores (pure numpy): what both must compute the same way.
+
+- which resolution answers a chart (``pick_resolution``) and how rollups become chart points
+  (``envelope``);
+- the last row of each point in a batch (``last_per_point``), for the latest-value table;
+- the 1-minute buckets a batch touches (``minute_buckets``) and their contiguous runs
+  (``runs``): the rollup refresh recomputes exactly those buckets, so late and out-of-order data
+  (an edge's backlog after days offline) lands in the right rollups;
+- the final assembly of a ``Rollup`` from stored bucket rows (``assemble_rollup``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from spinline.cloud.storage import downsample
+from spinline.cloud.storage.base import RESOLUTION_NS, Rollup
+from spinline.cloud.storage.counters import step
+from spinline.core.batch import F64, I64, Batch
+
+DAY_S = 86400.0
+#: Default retention per resolution in seconds (None: keep forever).
+DEFAULT_RETENTION_S: dict[str, float | None] = {"raw": 90 * DAY_S, "1m": 2 * 365 * DAY_S, "1h": None}
+#: How far back a rollup query looks for the bucket before the first one (the counter increase
+#: across that boundary). A counter silent longer than this starts again from its next bucket.
+LOOKBACK_NS: dict[str, int] = {"1m": 3600 * 10**9, "1h": 2 * 86400 * 10**9}
+MINUTE_NS = RESOLUTION_NS["1m"]
+
+
+def retention(overrides: Mapping[str, float | None] | None) -> dict[str, float | None]:
+    out = dict(DEFAULT_RETENTION_S)
+    for k, v in (overrides or {}).items():
+        if k not in out:
+            raise ValueError(f"unknown resolution {k!r} in retention (raw, 1m, 1h)")
+        out[k] = v
+    return out
+
+
+def pick_resolution(span_ns: int, max_points: int | None) -> Literal["raw", "1m", "1h"]:
+    """The coarsest data that still gives at least ``max_points`` buckets over the span."""
+    if max_points is None:
+        return "raw"
+    if span_ns // RESOLUTION_NS["1h"] >= max_points:
+        return "1h"
+    if span_ns // RESOLUTION_NS["1m"] >= max_points:
+        return "1m"
+    return "raw"
+
+
+def envelope(bucket: I64, mn: F64, mx: F64, res: str) -> tuple[I64, F64]:
+    """Chart rows from rollups: each bucket's min at its start and its max at its middle.
+
+    Rollups do not keep when within the bucket the extremes happened; drawing min then max keeps
+    both visible, which is what a chart of a year needs (a spike is never averaged away).
+    """
+    half = RESOLUTION_NS[res] // 2
+    same = mn == mx
+    ts = np.empty(2 * len(bucket), dtype=np.int64)
+    val = np.empty(2 * len(bucket), dtype=np.float64)
+    ts[0::2], ts[1::2] = bucket, bucket + half
+    val[0::2], val[1::2] = mn, mx
+    keep = np.ones(len(ts), dtype=bool)
+    keep[1::2] = ~same
+    return ts[keep], val[keep]
+
+
+def reduce(ts: I64, val: F64, max_points: int | None, start_ns: int, end_ns: int) -> tuple[I64, F64, bool]:
+    if max_points is None or len(ts) <= max_points:
+        return ts, val, False
+    t, v = downsample.minmax(ts, val, max_points, start_ns, end_ns)
+    return t, v, True
+
+
+def last_per_point(batch: Batch) -> Batch:
+    """The newest row of each point in the batch (ties: the later row)."""
+    if not len(batch):
+        return batch
+    order = np.lexsort((np.arange(len(batch)), batch.ts_ns, batch.point))
+    p = batch.point[order]
+    last = np.r_[p[1:] != p[:-1], True]
+    return batch.take(order[last])
+
+
+def minute_buckets(ts_ns: I64) -> I64:
+    """Distinct 1-minute bucket starts touched by these timestamps."""
+    if not len(ts_ns):
+        return np.empty(0, dtype=np.int64)
+    return np.unique(ts_ns - ts_ns % MINUTE_NS)
+
+
+def runs(buckets: I64, width_ns: int) -> list[tuple[int, int]]:
+    """Contiguous [start, end) runs of sorted distinct bucket starts."""
+    if not len(buckets):
+        return []
+    b = np.unique(buckets)
+    brk = np.flatnonzero(np.diff(b) != width_ns)
+    starts = np.r_[b[0], b[brk + 1]]
+    ends = np.r_[b[brk], b[-1]] + width_ns
+    return [(int(s), int(e)) for s, e in zip(starts, ends, strict=True)]
+
+
+def assemble_rollup(point: I64, bucket: I64, mn: F64, mx: F64, total: F64, count: I64, first: F64,
+                    last: F64, inc: F64, prev_last: F64, is_counter: npt.NDArray[np.bool_], rollover: F64) -> Rollup:
+    """Rows of a rollup table (plus each row's previous bucket's ``last``) into a ``Rollup``.
+
+    A counter's delta is its increase within the bucket plus the step from the previous bucket's
+    last value to this bucket's first; gauges get NaN.
+    """
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+    delta = np.where(is_counter, inc + step(prev_last, first, rollover), np.nan)
+    return Rollup(point=point, bucket_ns=bucket, min=mn, max=mx, mean=mean, last=last,
+                  count=count, delta=delta)
+

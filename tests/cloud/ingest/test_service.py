@@ -1,0 +1,132 @@
+"""The bad-input suite: every refusal reason, with the good batches around it still stored."""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+from spinline.cloud.ingest.service import IngestService
+from spinline.cloud.storage.base import TimeSeriesStore
+from spinline.core.batch import Batch, Quality
+
+S = 10**9
+
+
+def _good(mill: Any, k: int) -> Batch:
+    base = (time.time_ns() // S - 600) * S
+    return mill.batch(n_ts=5, start_ns=base + k * 10 * S, seq0=k * 5)
+
+
+def _with(mill: Any, kind: str, value: float, ts: int | None = None) -> Batch:
+    b = _good(mill, 1)
+    point = mill.of_kind(kind)[0]
+    idx = int(np.flatnonzero(b.point == point)[0])
+    v, t = b.value.copy(), b.ts_ns.copy()
+    v[idx] = value
+    if ts is not None:
+        t[idx] = ts
+    return Batch(b.point, t, v, b.quality, b.seq)
+
+
+def _unknown(mill: Any) -> Batch:
+    b = _good(mill, 1)
+    p = b.point.copy()
+    p[3] = 123456789
+    return Batch(p, b.ts_ns, b.value, b.quality, b.seq)
+
+
+def _version(mill: Any) -> bytes:
+    data = bytearray(mill.payload(_good(mill, 1), 2))
+    data[4] = 9
+    return bytes(data)
+
+
+def _bad_header(mill: Any) -> bytes:
+    header = b'{"edge": "edge-a", "mill": '
+    return struct.pack("<4sBBHI", b"SPLB", 1, 0, 0, len(header)) + header
+
+
+BAD: dict[str, tuple[str, Callable[[Any], bytes]]] = {
+    "garbage": ("malformed", lambda m: b"\x00not a spinline payload at all"),
+    "bad header": ("malformed", _bad_header),
+    "version": ("unsupported_version", _version),
+    "too many rows": ("oversized", lambda m: m.payload(m.batch(n_ts=40), 2)),
+    "unknown point": ("unknown_point", lambda m: m.payload(_unknown(m), 2)),
+    "fractional state": ("wrong_type", lambda m: m.payload(_with(m, "state", 2.5), 2)),
+    "negative counter": ("wrong_type", lambda m: m.payload(_with(m, "counter", -4.0), 2)),
+    "nan": ("non_finite", lambda m: m.payload(_with(m, "gauge", float("nan")), 2)),
+    "inf": ("non_finite", lambda m: m.payload(_with(m, "gauge", float("inf")), 2)),
+    "future": ("future_timestamp", lambda m: m.payload(_with(m, "gauge", 1.0, time.time_ns() + 3600 * S), 2)),
+    "1970": ("clock_skew", lambda m: m.payload(_with(m, "gauge", 1.0, 5 * S), 2)),
+    "wrong key": ("unauthorised", lambda m: m.payload(_good(m, 1), 2, key=b"guessed" * 5)),
+    "unsigned": ("unauthorised", lambda m: m.payload(_good(m, 1), 2, key=b"")),
+    "other mill's edge": ("unauthorised", lambda m: m.payload(_good(m, 1), 2, edge="edge-x")),
+    "unknown edge": ("unauthorised", lambda m: m.payload(_good(m, 1), 2, edge="edge-zz", key=b"k" * 32)),
+}
+
+
+def _rows(store: TimeSeriesStore, mill: Any) -> int:
+    g = mill.of_kind("gauge")[0]
+    now = time.time_ns()
+    return len(store.range(g, now - 3600 * S, now + S, resolution="raw").ts_ns)
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_batch_refused_with_reason_and_good_ones_around_it_stored(
+        case: str, store: TimeSeriesStore, mill: Any) -> None:
+    reason, make = BAD[case]
+    svc = mill.service(store, max_rows=5 * len(mill.batch(n_ts=1)) + 10)
+    before = svc.handle(mill.payload(_good(mill, 0), 1))
+    bad = svc.handle(make(mill))
+    after = svc.handle(mill.payload(_good(mill, 2), 3))
+    assert (before.status, before.stored) == ("stored", len(_good(mill, 0)))
+    assert (bad.status, bad.reason, bad.stored) == ("rejected", reason, 0) and bad.detail
+    assert bad.ack() == {"seq": bad.seq, "status": "rejected", "reason": reason, "stored": 0}
+    assert after.status == "stored"
+    assert _rows(store, mill) == 10                          # 5 seconds from each good batch
+    counts = store.rejections()
+    assert sum(n for per in counts.values() for n in per.values()) == 1
+    assert reason in next(iter(counts.values()))
+
+
+def test_bad_batch_in_a_coalesced_group_does_not_block_the_rest(store: TimeSeriesStore, mill: Any) -> None:
+    svc = mill.service(store)
+    results = svc.handle_many([mill.payload(_good(mill, 0), 1), mill.payload(_with(mill, "gauge", np.nan), 2),
+                               mill.payload(_good(mill, 2), 3), mill.payload(_good(mill, 0), 1)])
+    assert [(r.status, r.reason) for r in results] == [("stored", None), ("rejected", "non_finite"),
+                                                       ("stored", None), ("duplicate", None)]
+    assert [r.seq for r in results] == [1, 2, 3, 1]
+    assert _rows(store, mill) == 10
+    assert store.rejections() == {"edge-a": {"non_finite": 1}}
+
+
+def test_resend_is_stored_exactly_once(store: TimeSeriesStore, mill: Any) -> None:
+    svc = mill.service(store)
+    p = mill.payload(_good(mill, 0), 7)
+    first, again, other_edge = svc.handle(p), svc.handle(p), svc.handle(mill.payload(_good(mill, 1), 7, "edge-b"))
+    assert (first.status, again.status, other_edge.status) == ("stored", "duplicate", "stored")
+    assert again.ack() == {"seq": 7, "status": "duplicate", "reason": None, "stored": 0}
+    assert _rows(store, mill) == 10
+
+
+def test_bad_quality_nan_is_stored_not_refused(store: TimeSeriesStore, mill: Any) -> None:
+    svc = mill.service(store)
+    b = _good(mill, 0)
+    v, q = b.value.copy(), b.quality.copy()
+    v[0], q[0] = np.nan, Quality.BAD
+    assert svc.handle(mill.payload(Batch(b.point, b.ts_ns, v, q, b.seq), 1)).status == "stored"
+
+
+def test_status_messages_kept_for_known_edges_only(store: TimeSeriesStore, mill: Any) -> None:
+    svc: IngestService = mill.service(store)
+    assert svc.handle_status(b'{"buffer_depth": 3, "version": "0.1.0"}', "mill-a", "edge-a")
+    assert not svc.handle_status(b'{"buffer_depth": 3}', "mill-a", "edge-zz")
+    assert not svc.handle_status(b"[1, 2]", "mill-a", "edge-b")
+    assert store.edge_status()["edge-a"].status == {"buffer_depth": 3, "version": "0.1.0"}
+    assert set(store.edge_status()) == {"edge-a"}
+    assert store.rejections() == {"edge-zz": {"unauthorised": 1}, "edge-b": {"malformed": 1}}

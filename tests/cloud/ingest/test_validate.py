@@ -1,0 +1,51 @@
+"""The row checks, on their own (pure)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from spinline.cloud.ingest.validate import MAX_FUTURE_NS, PointRules, validate
+from spinline.cloud.storage.base import PointInfo
+from spinline.core.batch import Batch, Quality
+from spinline.core.errors import PayloadError
+from spinline.core.wire import Envelope
+
+NOW = 1_767_225_600 * 10**9
+INFOS = [PointInfo(1, "m/a/g", "m", "a", "g", "kW", "gauge", 1.0),
+         PointInfo(2, "m/a/s", "m", "a", "s", "", "state", 1.0),
+         PointInfo(3, "m/a/c", "m", "a", "c", "kWh", "counter", 1.0)]
+RULES = PointRules.build([1, 2, 3], INFOS)
+
+
+def env(point: list[int], value: list[float], ts: int = NOW - 10**9, quality: int = Quality.GOOD) -> Envelope:
+    return Envelope("e", "m", 1, Batch.of(point, ts, value, quality), NOW)
+
+
+def test_good_rows_pass_unchanged() -> None:
+    e = env([1, 2, 3], [1.5, 3.0, 10.0])
+    assert validate(e, RULES, NOW).equals(e.batch)
+    bad_reading = env([1], [float("nan")], quality=Quality.BAD)      # a failed read may say NaN
+    assert len(validate(bad_reading, RULES, NOW)) == 1
+
+
+@pytest.mark.parametrize(("e", "reason"), [
+    (env([1, 99], [1.0, 1.0]), "unknown_point"),
+    (env([1], [1.0], ts=NOW + MAX_FUTURE_NS + 10**9), "future_timestamp"),
+    (env([1], [1.0], ts=10**9), "clock_skew"),
+    (env([1], [float("nan")]), "non_finite"),
+    (env([1], [float("inf")], quality=Quality.BAD), "non_finite"),
+    (env([2], [1.5]), "wrong_type"),
+    (env([3], [-1.0]), "wrong_type"),
+])
+def test_each_rule_refuses_the_whole_batch(e: Envelope, reason: str) -> None:
+    with pytest.raises(PayloadError) as info:
+        validate(e, RULES, NOW)
+    assert info.value.reason == reason and info.value.detail
+
+
+def test_empty_rules_refuse_every_point() -> None:
+    with pytest.raises(PayloadError, match="unknown_point"):
+        validate(env([1], [1.0]), PointRules.build([]), NOW)
+    assert len(validate(Envelope("e", "m", 1, Batch.empty(), NOW), PointRules.build([]), NOW)) == 0
+    assert np.array_equal(RULES.keys, [1, 2, 3])
