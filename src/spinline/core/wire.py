@@ -191,6 +191,15 @@ def decode(data: bytes, *, key_lookup: KeyLookup | None = None, max_bytes: int =
                     kind=kind, meta=meta)
 
 
+#: HTTP header carrying ``sign_status`` of a status body (MQTT status rides on the broker's auth).
+STATUS_SIGNATURE_HEADER = "X-Spinline-Signature"
+
+
+def sign_status(secret: bytes, body: bytes) -> str:
+    """Hex HMAC-SHA256 of a status body, so nobody but the edge can overwrite its fleet status."""
+    return hmac.new(secret, body, hashlib.sha256).hexdigest()
+
+
 def encode_status(status: dict[str, Any]) -> bytes:
     return json.dumps(status, separators=(",", ":"), default=str).encode()
 

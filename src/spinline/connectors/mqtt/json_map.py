@@ -44,7 +44,11 @@ def ts_from(value: Any) -> int | None:
     """Device timestamp in ns from an epoch-ms (or epoch-s) number; None if absent or unusable."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         return None
-    return int(value * 1e9) if abs(value) < 1e11 else int(value * 1e6)
+    scale = 1_000_000_000 if abs(value) < 1e11 else 1_000_000
+    if isinstance(value, int):
+        return value * scale  # exact: a float product loses the last digits of an ns timestamp
+    whole = math.floor(value)
+    return whole * scale + round((value - whole) * scale)
 
 
 class TopicMap:

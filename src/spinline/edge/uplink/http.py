@@ -15,6 +15,7 @@ from typing import Self
 
 import httpx
 
+from spinline.core import wire
 from spinline.core.errors import UplinkError
 
 from .base import Ack, parse_ack
@@ -29,6 +30,7 @@ class HttpUplink:
                  verify: bool = True) -> None:
         self.base = url.rstrip("/")
         self.edge, self.mill = edge, mill
+        self.secret = secret
         self.timeout_s = timeout_s
         self.verify = verify
         self.acks: asyncio.Queue[Ack] = asyncio.Queue()
@@ -85,6 +87,8 @@ class HttpUplink:
         if self._client is None:
             raise UplinkError("HTTP uplink is not open")
         try:
-            await self._client.post(STATUS_PATH, content=payload, headers={"Content-Type": "application/json"})
+            await self._client.post(STATUS_PATH, content=payload, headers={
+                "Content-Type": "application/json",
+                wire.STATUS_SIGNATURE_HEADER: wire.sign_status(self.secret, payload)})
         except httpx.HTTPError as exc:
             raise UplinkError(f"status POST failed: {exc}") from None

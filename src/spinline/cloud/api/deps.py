@@ -1,0 +1,201 @@
+"""Dependencies of the API routes: who is calling, what they may see, and the stores.
+
+Use these in every route (the tenant-isolation tests enumerate the app's routes and check each one
+against another mill's data, so a route that forgets its scoping fails the suite):
+
+- ``CloudDep``, ``StoreDep``, ``MetaDep``, ``SettingsDep``: the per-app state (no globals).
+- ``CurrentUser``: the ``Principal`` behind the bearer token (401 without a valid one).
+- ``ReadableMill``: the ``{mill}`` path parameter resolved to a ``MillRecord`` the caller may read;
+  404 when the mill is outside the caller's scope or unknown (never 403: a tenant learns nothing
+  about other tenants' mills).
+- ``WritableMill``: the same, plus the right to write events there (403 for a viewer).
+- ``mill_with(permission)``: build such a dependency for any permission, e.g. in the maintenance
+  routes ``MaintainableMill = Annotated[MillRecord, Depends(mill_with(Permission.MANAGE_MAINTENANCE))]``.
+- ``require_permission(permission)``: a dependency for routes without a mill (403 without it).
+- ``require_mill_access(mill, user, write=False, meta=None)``: the same check as a plain call, for a
+  mill that comes from a body or from a looked-up record (an edge's or a point's mill).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Path, Query, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from spinline.cloud.auth.roles import Permission, Principal
+from spinline.cloud.auth.service import Accounts, EdgeCredentials
+from spinline.cloud.ingest.service import IngestService
+from spinline.cloud.kpis.service import KpiService
+from spinline.cloud.meta.store import MetaStore, MillRecord
+from spinline.cloud.settings import Settings
+from spinline.cloud.storage.base import TimeSeriesStore
+from spinline.core.errors import AuthError
+
+
+@dataclass
+class Cloud:
+    """Everything a request needs, built once per app in its lifespan (``app.state.cloud``)."""
+
+    settings: Settings
+    store: TimeSeriesStore
+    meta: MetaStore
+    accounts: Accounts
+    edges: EdgeCredentials
+    ingest: IngestService
+    kpis: KpiService
+
+
+def get_cloud(request: Request) -> Cloud:
+    cloud: Cloud | None = getattr(request.app.state, "cloud", None)
+    if cloud is None:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the service is starting")
+    return cloud
+
+
+CloudDep = Annotated[Cloud, Depends(get_cloud)]
+
+
+def get_store(cloud: CloudDep) -> TimeSeriesStore:
+    return cloud.store
+
+
+def get_meta(cloud: CloudDep) -> MetaStore:
+    return cloud.meta
+
+
+def get_settings(cloud: CloudDep) -> Settings:
+    return cloud.settings
+
+
+StoreDep = Annotated[TimeSeriesStore, Depends(get_store)]
+MetaDep = Annotated[MetaStore, Depends(get_meta)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+bearer = HTTPBearer(auto_error=False, description="a token from POST /api/v1/auth/login")
+
+
+def unauthorised(detail: str = "not authenticated") -> HTTPException:
+    return HTTPException(status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+def get_token(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str:
+    if creds is None or creds.scheme.lower() != "bearer" or not creds.credentials:
+        raise unauthorised()
+    return creds.credentials
+
+
+TokenDep = Annotated[str, Depends(get_token)]
+
+
+def get_current_user(cloud: CloudDep, token: TokenDep) -> Principal:
+    try:
+        return cloud.accounts.authenticate(token)
+    except AuthError as exc:
+        raise unauthorised(str(exc)) from None
+
+
+CurrentUser = Annotated[Principal, Depends(get_current_user)]
+
+
+def not_found(what: str) -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, f"{what} not found")
+
+
+def forbidden(detail: str) -> HTTPException:
+    return HTTPException(status.HTTP_403_FORBIDDEN, detail)
+
+
+def require_mill_access(mill: str, user: Principal, write: bool = False, *, meta: MetaStore | None = None,
+                        permission: Permission | None = None) -> MillRecord | None:
+    """Refuse unless ``user`` may read (``write``: write events in; ``permission``: hold it for) ``mill``.
+
+    404 when the mill is outside the user's scope (or, given ``meta``, does not exist); 403 when it is
+    in scope but the role lacks the right. Returns the mill's record when ``meta`` is given.
+    """
+    if not user.sees(mill):
+        raise not_found(f"mill {mill!r}")
+    record = None
+    if meta is not None:
+        record = meta.mill(mill)
+        if record is None:
+            raise not_found(f"mill {mill!r}")
+    needed = permission or (Permission.WRITE_EVENTS if write else Permission.READ)
+    if not user.has(needed):
+        raise forbidden(f"a {user.role.value} may not {needed.value.replace('_', ' ')}")
+    return record
+
+
+MillPath = Annotated[str, Path(description="mill id", examples=["mill-a"])]
+
+
+def mill_with(permission: Permission) -> Callable[..., MillRecord]:
+    """A dependency resolving the ``{mill}`` path parameter for a caller holding ``permission`` there."""
+
+    def dependency(mill: MillPath, user: CurrentUser, meta: MetaDep) -> MillRecord:
+        record = require_mill_access(mill, user, meta=meta, permission=permission)
+        assert record is not None
+        return record
+
+    dependency.__name__ = f"mill_with_{permission.value}"
+    return dependency
+
+
+ReadableMill = Annotated[MillRecord, Depends(mill_with(Permission.READ))]
+WritableMill = Annotated[MillRecord, Depends(mill_with(Permission.WRITE_EVENTS))]
+EdgeManagedMill = Annotated[MillRecord, Depends(mill_with(Permission.MANAGE_EDGES))]
+
+
+def require_permission(permission: Permission) -> Callable[..., Principal]:
+    """A dependency for routes without a mill: the caller, who must hold ``permission`` (else 403)."""
+
+    def dependency(user: CurrentUser) -> Principal:
+        if not user.has(permission):
+            raise forbidden(f"a {user.role.value} may not {permission.value.replace('_', ' ')}")
+        return user
+
+    dependency.__name__ = f"require_{permission.value}"
+    return dependency
+
+
+UserManager = Annotated[Principal, Depends(require_permission(Permission.MANAGE_USERS))]
+EdgeManager = Annotated[Principal, Depends(require_permission(Permission.MANAGE_EDGES))]
+
+
+def client_address(request: Request) -> str:
+    """The caller's address for the login rate limit."""
+    return request.client.host if request.client is not None else "unknown"
+
+
+ClientAddress = Annotated[str, Depends(client_address)]
+
+
+@dataclass(frozen=True, slots=True)
+class TimeRange:
+    start_ns: int
+    end_ns: int
+
+
+def _ns(t: datetime) -> int:
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=UTC)
+    return int(t.timestamp() * 1e6) * 1000
+
+
+def time_range(
+    start: Annotated[datetime | None, Query(description="ISO 8601 (UTC unless an offset is given); "
+                                                        "default: 24 h before the end")] = None,
+    end: Annotated[datetime | None, Query(description="ISO 8601, exclusive; default: now")] = None,
+) -> TimeRange:
+    end_ns = _ns(end) if end is not None else time.time_ns()
+    start_ns = _ns(start) if start is not None else end_ns - 24 * 3600 * 10**9
+    if end_ns <= start_ns:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "end must be after start")
+    return TimeRange(start_ns, end_ns)
+
+
+TimeRangeDep = Annotated[TimeRange, Depends(time_range)]

@@ -1,0 +1,1 @@
+"""HTTP routes (thin: parse, check scope through ``api.deps``, call a service, shape the answer)."""

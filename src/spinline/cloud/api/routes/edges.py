@@ -1,0 +1,69 @@
+"""Edge credentials (create: the secret once; revoke) and the fleet status of the edges."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response, status
+
+from spinline.cloud.api import schemas as s
+from spinline.cloud.api.deps import CloudDep, CurrentUser, MetaDep, StoreDep, not_found, require_mill_access
+from spinline.cloud.api.services import fleet
+from spinline.cloud.auth.roles import Permission, Principal
+from spinline.cloud.meta.store import EdgeRecord, MetaStore
+
+router = APIRouter(prefix="/edges", tags=["edges"])
+
+
+def _edge(meta: MetaStore, edge_id: str, user: Principal, permission: Permission = Permission.READ) -> EdgeRecord:
+    rec = meta.edge(edge_id)
+    if rec is None or not user.sees(rec.mill):
+        raise not_found(f"edge {edge_id!r}")
+    require_mill_access(rec.mill, user, permission=permission)
+    return rec
+
+
+@router.get("")
+def list_edges(user: CurrentUser, meta: MetaDep, store: StoreDep,
+               mill: Annotated[str | None, Query(description="only this mill's edges")] = None) -> list[s.EdgePublic]:
+    """Fleet status: last seen, buffer depth, lag, versions and refused batches per reason."""
+    if mill is not None:
+        require_mill_access(mill, user)
+        scope: list[str] | None = [mill]
+    else:
+        scope = None if user.all_mills else sorted(user.mills)
+    return fleet.fleet(store, meta.edges(scope))
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, responses={409: {"model": s.ErrorPublic}})
+def create_edge(body: s.EdgeCreate, user: CurrentUser, cloud: CloudDep) -> s.EdgeCreated:
+    """Register an edge of one mill. The answer holds its secret: it is never shown again."""
+    require_mill_access(body.mill, user, meta=cloud.meta, permission=Permission.MANAGE_EDGES)
+    rec, secret = cloud.edges.create(edge_id=body.id, mill=body.mill, description=body.description,
+                                     created_by=user.username)
+    pub = fleet.edge_public(rec, None, {})
+    return s.EdgeCreated(**pub.model_dump(), secret=secret)
+
+
+@router.get("/{edge_id}")
+def read_edge(edge_id: str, user: CurrentUser, meta: MetaDep, store: StoreDep) -> s.EdgePublic:
+    rec = _edge(meta, edge_id, user)
+    return fleet.fleet(store, [rec])[0]
+
+
+@router.get("/{edge_id}/rejections")
+def read_rejections(edge_id: str, user: CurrentUser, meta: MetaDep, store: StoreDep,
+                    limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[s.RejectionPublic]:
+    """The most recent refused batches of an edge, newest first, with the reason and detail."""
+    rec = _edge(meta, edge_id, user)
+    return [s.RejectionPublic(edge=r.edge, reason=r.reason, detail=r.detail, ts=s.ts(r.ts_ns))
+            for r in store.recent_rejections(rec.id, limit)]
+
+
+@router.delete("/{edge_id}", status_code=status.HTTP_204_NO_CONTENT)
+def revoke_edge(edge_id: str, user: CurrentUser, cloud: CloudDep) -> Response:
+    """Revoke an edge: its payloads are refused (401) from now on. The id is not reused."""
+    rec = _edge(cloud.meta, edge_id, user, Permission.MANAGE_EDGES)
+    if not cloud.edges.revoke(rec.id):
+        raise not_found(f"active edge {edge_id!r}")
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,98 @@
+"""Edge uplink over HTTPS: signed batches in, acks out; edge status messages.
+
+Not behind a bearer token: a batch authenticates itself with the HMAC of its edge's secret, and the
+ingest service checks that the edge belongs to the mill the batch claims and that every point is
+one of that mill's. Answers: 200 ``{"seq", "status", "stored"}`` (stored or duplicate), or
+``{"reason", "detail"}`` with 400 (malformed or invalid data), 401 (unknown, revoked or wrong
+signature, or another mill's edge) or 413 (oversized).
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Request, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response
+
+from spinline.cloud.api import schemas as s
+from spinline.cloud.api.deps import CloudDep
+from spinline.cloud.storage.base import Rejection
+from spinline.core import wire
+from spinline.core.wire import peek_edge
+
+router = APIRouter(tags=["ingest"])
+
+CONTENT_TYPE = "application/x-spinline-batch"
+STATUS_OF_REASON = {"unauthorised": status.HTTP_401_UNAUTHORIZED,
+                    "oversized": status.HTTP_413_CONTENT_TOO_LARGE}
+_REFUSALS: dict[int | str, dict[str, Any]] = {code: {"model": s.IngestRefusal} for code in (400, 401, 413)}
+
+
+def refusal(reason: str, detail: str) -> JSONResponse:
+    code = STATUS_OF_REASON.get(reason, status.HTTP_400_BAD_REQUEST)
+    return JSONResponse(s.IngestRefusal(reason=reason, detail=detail).model_dump(), status_code=code)
+
+
+async def _read_limited(request: Request, limit: int) -> tuple[bytes, bool]:
+    """The body, or as much as was read before it passed ``limit`` bytes (then True)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        async for chunk in request.stream():
+            return chunk[:4096], True
+        return b"", True
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return bytes(body[:4096]), True
+    return bytes(body), False
+
+
+@router.post("/ingest", response_model=s.IngestAck, responses=_REFUSALS, openapi_extra={
+    "requestBody": {"required": True, "content": {CONTENT_TYPE: {"schema": {"type": "string", "format": "binary"}}}}})
+async def ingest(request: Request, cloud: CloudDep) -> Response:
+    """Store one signed wire payload (``spinline.core.wire``) exactly once."""
+    limit = cloud.settings.max_ingest_bytes
+    body, too_big = await _read_limited(request, limit)
+    if too_big:
+        detail = f"payload is larger than {limit} bytes"
+        await run_in_threadpool(cloud.store.record_rejection,
+                                Rejection(peek_edge(body) or "?", "oversized", detail, time.time_ns()))
+        return refusal("oversized", detail)
+    result = await run_in_threadpool(cloud.ingest.handle, body)
+    if result.status == "rejected":
+        return refusal(result.reason or "malformed", result.detail)
+    return JSONResponse(s.IngestAck(seq=result.seq, status=result.status, stored=result.stored).model_dump())
+
+
+@router.post("/edge-status", status_code=status.HTTP_204_NO_CONTENT, responses=_REFUSALS)
+async def edge_status(request: Request, cloud: CloudDep,
+                      x_spinline_edge: Annotated[str, Header()], x_spinline_mill: Annotated[str, Header()],
+                      x_spinline_signature: Annotated[str | None, Header(
+                          description="hex HMAC-SHA256 of the body with the edge's secret")] = None) -> Response:
+    """Keep an edge's status message (JSON: buffer, uplink, devices ...) for the fleet view.
+
+    Signed like a batch: ``X-Spinline-Signature`` is the hex HMAC-SHA256 of the body keyed with the
+    edge's secret, so no one else can overwrite an edge's status.
+    """
+    body, too_big = await _read_limited(request, 1024 * 1024)
+    if too_big:
+        return refusal("oversized", "status message is larger than 1 MiB")
+    key = await run_in_threadpool(cloud.edges.key, x_spinline_edge)
+    good = key is not None and x_spinline_signature is not None and hmac.compare_digest(
+        wire.sign_status(key, body), x_spinline_signature.strip().lower())
+    if not good:
+        detail = f"status of {x_spinline_mill}/{x_spinline_edge} is unsigned or the signature does not match"
+        await run_in_threadpool(cloud.store.record_rejection,
+                                Rejection(x_spinline_edge, "unauthorised", f"status: {detail}", time.time_ns()))
+        return refusal("unauthorised", detail)
+    ok = await run_in_threadpool(cloud.ingest.handle_status, body, x_spinline_mill, x_spinline_edge)
+    if not ok:
+        return refusal("unauthorised", f"no edge {x_spinline_mill}/{x_spinline_edge} may report status")
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+sign_status = wire.sign_status  # re-exported for tests; the edge imports it from spinline.core.wire

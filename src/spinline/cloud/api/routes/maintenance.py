@@ -1,0 +1,328 @@
+"""Maintenance of a mill: alarms, work orders, the weekly plan and the monthly report.
+
+Thin routes over ``spinline.health`` (state machines, reports) and ``HealthStore`` (persistence in
+the metadata database, tables created on first use). Reading needs ``read`` on the mill; changing
+an alarm or a work order needs ``manage_maintenance`` (a maintenance engineer or a manager);
+recording an alarm raised at the edge needs ``write_events``. A record of another mill answers 404,
+like an unknown one. A refused lifecycle step answers 409 with the reason.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from pydantic import BaseModel, Field
+
+from spinline.cloud.api.deps import CurrentUser, MetaDep, ReadableMill, WritableMill, mill_with, not_found
+from spinline.cloud.auth.roles import Permission
+from spinline.cloud.meta.store import MillRecord
+from spinline.health.alarms import Alarm, AlarmState, InvalidTransition, Severity
+from spinline.health.reports import monthly_report, weekly_plan
+from spinline.health.store import HealthStore
+from spinline.health.workorders import Priority, WorkOrder, WOState, overdue
+
+router = APIRouter(prefix="/mills/{mill}/maintenance", tags=["maintenance"])
+
+MaintainableMill = Annotated[MillRecord, Depends(mill_with(Permission.MANAGE_MAINTENANCE))]
+
+
+def get_health_store(request: Request, meta: MetaDep) -> HealthStore:
+    """One HealthStore per app, over the metadata database (tables created once)."""
+    hs: HealthStore | None = getattr(request.app.state, "health_store", None)
+    if hs is None or hs.engine is not meta.engine:
+        hs = HealthStore(meta.engine)
+        hs.create_schema()
+        request.app.state.health_store = hs
+    return hs
+
+
+HealthStoreDep = Annotated[HealthStore, Depends(get_health_store)]
+
+
+# --- schemas ---------------------------------------------------------------------------------------
+
+class StepPublic(BaseModel):
+    state: str
+    at: datetime
+    by: str
+    comment: str
+
+
+class AlarmCreate(BaseModel):
+    asset: str = Field(min_length=1, max_length=255, description="machine/channel, e.g. ca01/cylinder")
+    rule: str = Field(min_length=1, max_length=64)
+    severity: Severity = Severity.WARNING
+    message: str = Field(min_length=1, max_length=2000)
+    value: float | None = None
+    raised_at: datetime | None = None
+    evidence: dict[str, Any] = Field(default_factory=dict)
+
+
+class AlarmPublic(BaseModel):
+    id: str
+    mill: str
+    asset: str
+    rule: str
+    severity: str
+    state: str
+    message: str
+    value: float | None
+    count: int
+    raised_at: datetime
+    evidence: dict[str, Any]
+    history: list[StepPublic]
+
+
+class Comment(BaseModel):
+    comment: str = Field(default="", max_length=2000)
+
+
+class WorkOrderCreate(BaseModel):
+    asset: str | None = Field(default=None, max_length=255)
+    title: str | None = Field(default=None, max_length=255)
+    alarm_id: str | None = Field(default=None, description="create from this alarm (asset, priority, fault follow)")
+    priority: Priority | None = None
+    fault: str | None = Field(default=None, max_length=64)
+    due_at: datetime | None = None
+    description: str = Field(default="", max_length=4000)
+    health_index: float | None = Field(default=None, ge=0, le=100)
+
+
+class WorkOrderStep(BaseModel):
+    comment: str = Field(default="", max_length=2000)
+    assignee: str | None = Field(default=None, max_length=128, description="for assign")
+    health_index: float | None = Field(default=None, ge=0, le=100, description="for verify")
+
+
+class WorkOrderPublic(BaseModel):
+    id: str
+    mill: str
+    asset: str
+    title: str
+    fault: str
+    priority: str
+    state: str
+    created_at: datetime
+    created_by: str
+    due_at: datetime | None
+    overdue: bool
+    assignee: str | None
+    alarm_id: str | None
+    description: str
+    hi_at_open: float | None
+    hi_at_verify: float | None
+    history: list[StepPublic]
+
+
+class PlanItemPublic(BaseModel):
+    asset: str
+    title: str
+    due_at: datetime
+    priority: str
+    state: str
+    work_order: str | None
+    overdue: bool
+    reason: str
+
+
+class MonthlyReportPublic(BaseModel):
+    month: str
+    faults_found: dict[str, int]
+    orders_created: int
+    orders_resolved: int
+    orders_verified: int
+    overdue: int
+    time_to_fix_h_median: float | None
+    time_to_fix_h_mean: float | None
+    downtime_avoided_h: float
+    assumptions: dict[str, float]
+    text: list[str]
+
+
+# --- helpers ---------------------------------------------------------------------------------------
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _naive_utc(d: datetime | None) -> datetime | None:
+    if d is None:
+        return None
+    return d.astimezone(UTC).replace(tzinfo=None) if d.tzinfo is not None else d
+
+
+def _steps(history: list[Any]) -> list[StepPublic]:
+    return [StepPublic(state=s.state, at=s.at, by=s.by, comment=s.comment) for s in history]
+
+
+def alarm_public(mill: str, a: Alarm) -> AlarmPublic:
+    return AlarmPublic(id=a.id, mill=mill, asset=a.asset, rule=a.rule, severity=a.severity.value, state=a.state.value,
+                       message=a.message, value=a.value, count=a.count, raised_at=a.raised_at, evidence=a.evidence,
+                       history=_steps(a.history))
+
+
+def order_public(mill: str, w: WorkOrder, now: datetime | None = None) -> WorkOrderPublic:
+    return WorkOrderPublic(id=w.id, mill=mill, asset=w.asset, title=w.title, fault=w.fault, priority=w.priority.value,
+                           state=w.state.value, created_at=w.created_at, created_by=w.created_by, due_at=w.due_at,
+                           overdue=w.is_overdue(now or _now()), assignee=w.assignee, alarm_id=w.alarm_id,
+                           description=w.description, hi_at_open=w.hi_at_open, hi_at_verify=w.hi_at_verify,
+                           history=_steps(w.history))
+
+
+def _alarm_of(hs: HealthStore, mill: str, alarm_id: str) -> Alarm:
+    got = hs.get_alarm(alarm_id)
+    if got is None or got[0] != mill:
+        raise not_found(f"alarm {alarm_id!r}")
+    return got[1]
+
+
+def _order_of(hs: HealthStore, mill: str, order_id: str) -> WorkOrder:
+    got = hs.get_work_order(order_id)
+    if got is None or got[0] != mill:
+        raise not_found(f"work order {order_id!r}")
+    return got[1]
+
+
+def _conflict(exc: InvalidTransition) -> HTTPException:
+    return HTTPException(status.HTTP_409_CONFLICT, str(exc))
+
+
+# --- alarms ----------------------------------------------------------------------------------------
+
+@router.get("/alarms")
+def list_alarms(mill: ReadableMill, hs: HealthStoreDep, state: AlarmState | None = None,
+                asset: str | None = None) -> list[AlarmPublic]:
+    """Alarms of the mill, oldest first (filter by state or asset)."""
+    return [alarm_public(mill.id, a) for a in hs.list_alarms(mill.id, state=state.value if state else None,
+                                                              asset=asset)]
+
+
+@router.post("/alarms", status_code=status.HTTP_201_CREATED)
+def record_alarm(mill: WritableMill, body: AlarmCreate, user: CurrentUser, hs: HealthStoreDep) -> AlarmPublic:
+    """Record an alarm raised at the edge (or by hand)."""
+    a = Alarm(asset=body.asset, rule=body.rule, severity=body.severity, message=body.message,
+              raised_at=_naive_utc(body.raised_at) or _now(), value=body.value if body.value is not None else 0.0,
+              evidence={**body.evidence, "recorded_by": user.username})
+    hs.save_alarm(mill.id, a)
+    return alarm_public(mill.id, a)
+
+
+@router.post("/alarms/{alarm_id}/{action}")
+def alarm_step(mill: MaintainableMill, alarm_id: str, action: Literal["acknowledge", "clear"], body: Comment,
+               user: CurrentUser, hs: HealthStoreDep) -> AlarmPublic:
+    """Acknowledge or clear an alarm (409 when its state does not allow it)."""
+    a = _alarm_of(hs, mill.id, alarm_id)
+    try:
+        getattr(a, action)(user.username, _now(), body.comment)
+    except InvalidTransition as exc:
+        raise _conflict(exc) from None
+    hs.save_alarm(mill.id, a)
+    return alarm_public(mill.id, a)
+
+
+# --- work orders -----------------------------------------------------------------------------------
+
+@router.get("/work-orders")
+def list_work_orders(mill: ReadableMill, hs: HealthStoreDep,
+                     state: Annotated[list[WOState] | None, Query()] = None,
+                     asset: str | None = None) -> list[WorkOrderPublic]:
+    now = _now()
+    return [order_public(mill.id, w, now) for w in
+            hs.list_work_orders(mill.id, states=[s.value for s in state] if state else None, asset=asset)]
+
+
+@router.get("/work-orders/overdue")
+def list_overdue(mill: ReadableMill, hs: HealthStoreDep) -> list[WorkOrderPublic]:
+    """Work orders past their due date and not yet resolved, most overdue first."""
+    now = _now()
+    return [order_public(mill.id, w, now) for w in overdue(hs.list_work_orders(mill.id), now)]
+
+
+@router.post("/work-orders", status_code=status.HTTP_201_CREATED)
+def create_work_order(mill: MaintainableMill, body: WorkOrderCreate, user: CurrentUser,
+                      hs: HealthStoreDep) -> WorkOrderPublic:
+    """Create a work order by hand, or from an alarm (``alarm_id``)."""
+    now = _now()
+    if body.alarm_id is not None:
+        a = _alarm_of(hs, mill.id, body.alarm_id)
+        w = WorkOrder.from_alarm(a, at=now, by=user.username, fault=body.fault, hi=body.health_index,
+                                 due_at=_naive_utc(body.due_at))
+        if body.priority is not None:
+            w.priority = body.priority
+    else:
+        if not body.asset or not body.title:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "asset and title are needed without alarm_id")
+        w = WorkOrder(asset=body.asset, title=body.title, created_at=now, created_by=user.username,
+                      priority=body.priority or Priority.NORMAL, fault=body.fault or "unknown",
+                      due_at=_naive_utc(body.due_at), description=body.description, hi_at_open=body.health_index)
+    hs.save_work_order(mill.id, w)
+    return order_public(mill.id, w, now)
+
+
+@router.get("/work-orders/{order_id}")
+def get_work_order(mill: ReadableMill, order_id: str, hs: HealthStoreDep) -> WorkOrderPublic:
+    return order_public(mill.id, _order_of(hs, mill.id, order_id))
+
+
+@router.post("/work-orders/{order_id}/{action}")
+def work_order_step(mill: MaintainableMill, order_id: str,
+                    action: Literal["assign", "start", "resolve", "reopen", "verify", "close", "cancel"],
+                    body: WorkOrderStep, user: CurrentUser, hs: HealthStoreDep) -> WorkOrderPublic:
+    """One lifecycle step (409 when refused: wrong state, or verify before the health index recovered)."""
+    w = _order_of(hs, mill.id, order_id)
+    now = _now()
+    try:
+        if action == "assign":
+            if not body.assignee:
+                raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "assign needs an assignee")
+            w.assign(body.assignee, by=user.username, at=now, comment=body.comment)
+        elif action == "verify":
+            if body.health_index is None:
+                raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "verify needs the current health_index")
+            w.verify(body.health_index, by=user.username, at=now, comment=body.comment)
+        elif action == "cancel":
+            w.cancel(by=user.username, at=now, comment=body.comment or "cancelled")
+        else:
+            getattr(w, action)(by=user.username, at=now, comment=body.comment)
+    except InvalidTransition as exc:
+        raise _conflict(exc) from None
+    hs.save_work_order(mill.id, w)
+    return order_public(mill.id, w, now)
+
+
+# --- plan and report -------------------------------------------------------------------------------
+
+@router.get("/plan")
+def get_weekly_plan(mill: ReadableMill, hs: HealthStoreDep,
+                    week_start: Annotated[datetime | None, Query(description="default: this Monday 00:00 UTC")] = None,
+                    ) -> list[PlanItemPublic]:
+    """The week's maintenance plan: overdue orders first, then those due in the week."""
+    if week_start is None:
+        today = _now().replace(hour=0, minute=0, second=0, microsecond=0)
+        week_start = today - timedelta(days=today.weekday())
+    ws = _naive_utc(week_start)
+    assert ws is not None
+    return [PlanItemPublic(asset=i.asset, title=i.title, due_at=i.due_at, priority=i.priority, state=i.state,
+                           work_order=i.work_order, overdue=i.overdue, reason=i.reason)
+            for i in weekly_plan(hs.list_work_orders(mill.id), ws, now=max(ws, _now()))]
+
+
+@router.get("/report")
+def get_monthly_report(mill: ReadableMill, hs: HealthStoreDep,
+                       month: Annotated[str | None, Query(pattern=r"^\d{4}-\d{2}$", description="YYYY-MM")] = None,
+                       ) -> MonthlyReportPublic:
+    """Faults found, time to fix and downtime avoided in a month (default: this month)."""
+    start = datetime.strptime(month, "%Y-%m") if month else _now().replace(day=1, hour=0, minute=0, second=0,
+                                                                          microsecond=0)
+    r = monthly_report(hs.list_work_orders(mill.id), start)
+
+    def fin(v: float) -> float | None:
+        return None if v != v else round(v, 2)  # NaN (no resolved orders) -> null
+
+    return MonthlyReportPublic(month=r.month, faults_found=r.faults_found, orders_created=r.orders_created,
+                               orders_resolved=r.orders_resolved, orders_verified=r.orders_verified,
+                               overdue=r.overdue, time_to_fix_h_median=fin(r.time_to_fix_h_median),
+                               time_to_fix_h_mean=fin(r.time_to_fix_h_mean), downtime_avoided_h=r.downtime_avoided_h,
+                               assumptions=r.assumptions, text=r.lines())

@@ -1,0 +1,44 @@
+"""One point's values over a time range: raw or reduced for a chart, and rollups."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+
+from spinline.cloud.api import schemas as s
+from spinline.cloud.api.deps import CurrentUser, SettingsDep, StoreDep, TimeRangeDep, not_found
+from spinline.cloud.api.services import data
+from spinline.cloud.auth.roles import Principal
+from spinline.cloud.storage.base import PointInfo, TimeSeriesStore
+
+router = APIRouter(prefix="/points", tags=["points"])
+
+REF_DOC = "a point tag (mill/machine/point) or its 64-bit key"
+
+
+def _point(store: TimeSeriesStore, ref: str, user: Principal) -> PointInfo:
+    """The point, if the caller may read its mill; 404 alike for unknown and out-of-scope points."""
+    p = data.find_point(store, ref, None if user.all_mills else sorted(user.mills))
+    if p is None or not user.sees(p.mill):
+        raise not_found(f"point {ref!r}")
+    return p
+
+
+@router.get("/{ref:path}/range")
+def read_range(ref: str, user: CurrentUser, store: StoreDep, settings: SettingsDep, span: TimeRangeDep,
+               max_points: Annotated[int | None, Query(gt=1, description="reduce to about this many points "
+                                                                       "(min/max-preserving)")] = 1000,
+               resolution: Literal["auto", "raw", "1m", "1h"] = "auto") -> s.SeriesPublic:
+    """Values of a point in [start, end), downsampled on the server to ``max_points``."""
+    p = _point(store, ref, user)
+    limit = min(max_points or settings.max_range_points, settings.max_range_points)
+    return data.series(store, p, span.start_ns, span.end_ns, limit, resolution)
+
+
+@router.get("/{ref:path}/rollup")
+def read_rollup(ref: str, user: CurrentUser, store: StoreDep, span: TimeRangeDep,
+                resolution: Literal["1m", "1h"] = "1h") -> s.RollupPublic:
+    """Min, max, mean, last, count and counter increase per bucket."""
+    p = _point(store, ref, user)
+    return data.rollup(store, p, span.start_ns, span.end_ns, resolution)

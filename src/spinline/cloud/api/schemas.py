@@ -1,0 +1,286 @@
+"""Request and response bodies, one Create/Update/Public family per resource.
+
+A ``...Public`` model is what leaves the API: ``UserPublic`` has no password hash and
+``EdgePublic`` no secret (only ``EdgeCreated``, answered once by ``POST /edges``, carries it).
+Times are ISO 8601 UTC; series are columns (``ts_ms`` + ``value``) so a chart reads them directly.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal, overload
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from spinline.cloud.auth.roles import Role
+
+
+@overload
+def ts(ns: int) -> datetime: ...
+@overload
+def ts(ns: None) -> None: ...
+@overload
+def ts(ns: int | None) -> datetime | None: ...
+def ts(ns: int | None) -> datetime | None:
+    """Nanoseconds since the epoch -> an aware UTC datetime (microsecond precision)."""
+    return None if ns is None else datetime.fromtimestamp(ns / 1e9, UTC)
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+# --- auth ----------------------------------------------------------------------------------------
+
+class LoginRequest(BaseModel):
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class TokenPublic(_Out):
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"  # noqa: S105 (the OAuth2 token type, not a secret)
+    expires_at: datetime
+
+
+class Message(_Out):
+    message: str
+
+
+class ErrorPublic(_Out):
+    detail: Any
+
+
+# --- users ---------------------------------------------------------------------------------------
+
+class UserCreate(BaseModel):
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=8, max_length=1024)
+    role: Role
+    mills: list[str] = Field(default_factory=list, description="mills in scope (all for zone_operator)")
+    full_name: str = Field(default="", max_length=200)
+
+
+class UserUpdate(BaseModel):
+    role: Role | None = None
+    mills: list[str] | None = None
+    password: str | None = Field(default=None, min_length=8, max_length=1024)
+    disabled: bool | None = None
+    full_name: str | None = Field(default=None, max_length=200)
+
+
+class UserPublic(_Out):
+    id: int
+    username: str
+    full_name: str
+    role: Role
+    mills: list[str]
+    disabled: bool
+    created_at: datetime
+
+
+# --- mills and the tree --------------------------------------------------------------------------
+
+class ShiftPublic(_Out):
+    name: str
+    start: str
+    hours: float
+
+
+class MillPublic(_Out):
+    id: str
+    name: str
+    zone: str
+    timezone: str
+    province: str
+    shifts: list[ShiftPublic]
+    machines: int
+    spindles: int
+
+
+class PointPublic(_Out):
+    key: int
+    tag: str
+    name: str
+    unit: str
+    kind: str
+    interval_s: float
+
+
+class MachineNode(_Out):
+    id: str
+    name: str
+    type: str
+    spindles: int | None
+    rated_kw: float | None
+    points: list[PointPublic]
+
+
+class LineNode(_Out):
+    id: str
+    name: str
+    count_ne: float | None
+    machines: list[MachineNode]
+
+
+class WorkshopNode(_Out):
+    id: str
+    name: str
+    lines: list[LineNode]
+
+
+class MillTree(_Out):
+    zone: str
+    id: str
+    name: str
+    workshops: list[WorkshopNode]
+
+
+# --- values --------------------------------------------------------------------------------------
+
+class LatestValue(_Out):
+    tag: str
+    key: int
+    ts: datetime
+    value: float | None
+    quality: int
+
+
+class SeriesPublic(_Out):
+    tag: str
+    key: int
+    unit: str
+    resolution: str
+    reduced: bool
+    ts_ms: list[int]
+    value: list[float | None]
+
+
+class RollupPublic(_Out):
+    tag: str
+    key: int
+    unit: str
+    kind: str
+    resolution: Literal["1m", "1h"]
+    bucket_ms: list[int]
+    min: list[float | None]
+    max: list[float | None]
+    mean: list[float | None]
+    last: list[float | None]
+    count: list[int]
+    delta: list[float | None]
+
+
+# --- KPIs ----------------------------------------------------------------------------------------
+
+class KpiPublic(_Out):
+    group: Literal["machine", "line", "mill", "shift"]
+    id: str
+    name: str
+    mill: str
+    line: str | None = None
+    machine_type: str | None = None
+    start: datetime
+    end: datetime
+    hours: float
+    machines: int
+    spindles: int
+    run_h: float
+    output_kg: float
+    std_output_kg: float | None = Field(description="output converted to the standard count")
+    count_ne: float | None = Field(description="output-weighted mean count (Ne)")
+    efficiency_pct: float | None
+    spindle_utilisation_pct: float | None
+    availability_pct: float | None
+    performance_pct: float | None
+    quality_pct: float | None
+    oee_pct: float | None
+    ends_down_per_1000_spindle_h: float | None
+    worst5_break_share_pct: float | None
+    gps_g: float | None = Field(description="grams per spindle per 8 h shift")
+    std_gps_g: float | None = Field(description="GPS at the standard count")
+    energy_kwh: float
+    sec_kwh_per_kg: float | None
+
+
+class KpiReport(_Out):
+    standard_ne: float
+    start: datetime
+    end: datetime
+    by: str
+    rows: list[KpiPublic]
+
+
+# --- events --------------------------------------------------------------------------------------
+
+Severity = Literal["info", "warning", "alarm", "critical"]
+
+
+class EventCreate(BaseModel):
+    kind: str = Field(min_length=1, max_length=64, description="e.g. note, doff, maintenance, alarm")
+    message: str = Field(default="", max_length=4000)
+    severity: Severity = "info"
+    machine: str | None = Field(default=None, max_length=64)
+    ts: datetime | None = Field(default=None, description="when it happened (default: now)")
+
+
+class EventPublic(_Out):
+    id: int
+    mill: str
+    ts: datetime
+    machine: str | None
+    kind: str
+    severity: str
+    message: str
+    source: str
+
+
+# --- edges ---------------------------------------------------------------------------------------
+
+class EdgeCreate(BaseModel):
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]{0,62}$")
+    mill: str
+    description: str = Field(default="", max_length=200)
+
+
+class EdgePublic(_Out):
+    id: str
+    mill: str
+    description: str
+    active: bool
+    created_at: datetime
+    created_by: str
+    revoked_at: datetime | None
+    last_seen: datetime | None = Field(description="when its last status message arrived")
+    buffer_rows: int | None = None
+    buffer_bytes: int | None = None
+    lag_s: float | None = None
+    uplink_state: str | None = None
+    versions: dict[str, str] = Field(default_factory=dict)
+    alarms: list[str] = Field(default_factory=list)
+    rejected: dict[str, int] = Field(default_factory=dict, description="refused batches per reason")
+    status: dict[str, Any] = Field(default_factory=dict, description="the last status message as sent")
+
+
+class EdgeCreated(EdgePublic):
+    secret: str = Field(description="the HMAC secret: shown this once, store it on the edge")
+
+
+class RejectionPublic(_Out):
+    edge: str
+    reason: str
+    detail: str
+    ts: datetime
+
+
+# --- ingest --------------------------------------------------------------------------------------
+
+class IngestAck(_Out):
+    seq: int | None
+    status: Literal["stored", "duplicate"]
+    stored: int
+
+
+class IngestRefusal(_Out):
+    reason: str
+    detail: str

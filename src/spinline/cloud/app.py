@@ -1,0 +1,188 @@
+"""The cloud API's composition root: ``create_app(settings)`` builds a FastAPI app.
+
+Nothing connects at import or in ``create_app``: the stores open in the app's lifespan (or are
+handed in already open, as tests do), and everything a request needs hangs off ``app.state.cloud``
+(``api.deps.Cloud``). Routes live under ``/api/v1``; the OpenAPI document is ``/api/v1/openapi.json``
+and the interactive docs ``/api/docs``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+
+from spinline import __version__
+from spinline.cloud.api.deps import Cloud
+from spinline.cloud.api.routes import auth, carbon, edges, events, ingest, kpis, mills, points, stream, users
+from spinline.cloud.api.services.site import register_site
+from spinline.cloud.auth.passwords import Passwords
+from spinline.cloud.auth.sealing import SecretBox
+from spinline.cloud.auth.service import Accounts, EdgeCredentials, InvalidRequest
+from spinline.cloud.ingest.service import IngestService
+from spinline.cloud.kpis.service import KpiService
+from spinline.cloud.meta.store import ConflictError, MetaStore
+from spinline.cloud.settings import Settings
+from spinline.cloud.storage.base import TimeSeriesStore
+from spinline.cloud.storage.factory import open_store
+from spinline.core.errors import StorageError
+from spinline.core.site import Site, load_site
+
+logger = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v1"
+#: Routers in the order the OpenAPI document lists them. Adding a router here puts its routes under
+#: the tenant-isolation suite (tests/cloud/api/test_tenant_isolation.py), which must then pass.
+ROUTERS = (auth.router, users.router, mills.router, points.router, kpis.router, events.router, edges.router,
+           stream.router, ingest.router, carbon.router)
+
+
+def _unique_id(route: APIRoute) -> str:
+    return f"{route.tags[0]}-{route.name}" if route.tags else route.name
+
+
+class _AllowedPoints:
+    """Point keys per mill for the ingest service, re-read from the store at most every ``ttl_s``."""
+
+    def __init__(self, store: TimeSeriesStore, ttl_s: float = 10.0) -> None:
+        self.store = store
+        self.ttl_s = ttl_s
+        self._cache: dict[str, tuple[float, frozenset[int]]] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, mill: str) -> frozenset[int]:
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(mill)
+        if hit is not None and now - hit[0] < self.ttl_s:
+            return hit[1]
+        keys = frozenset(p.key for p in self.store.points(mill))
+        with self._lock:
+            self._cache[mill] = (now, keys)
+        return keys
+
+
+def build_cloud(settings: Settings, store: TimeSeriesStore, meta: MetaStore) -> Cloud:
+    """Wire the use cases over already-open stores (the CLI uses this too)."""
+    passwords = Passwords(time_cost=settings.argon2_time_cost, memory_kib=settings.argon2_memory_kib,
+                          parallelism=settings.argon2_parallelism)
+    accounts = Accounts(meta, passwords, token_ttl_s=settings.token_ttl_s, max_failures=settings.login_max_failures,
+                        window_s=settings.login_window_s)
+    edge_creds = EdgeCredentials(meta, SecretBox(settings.load_secret_key()))
+    ingest_svc = IngestService(store, edge_creds.key, edge_creds.mill_of, _AllowedPoints(store),
+                               max_bytes=settings.max_ingest_bytes)
+    return Cloud(settings=settings, store=store, meta=meta, accounts=accounts, edges=edge_creds, ingest=ingest_svc,
+                 kpis=KpiService(store))
+
+
+def open_stores(settings: Settings, *, site: Site | None = None) -> tuple[TimeSeriesStore, MetaStore]:
+    """Open and migrate both stores and register the site (``settings.site`` unless given)."""
+    if settings.embedded:
+        settings.folder.mkdir(parents=True, exist_ok=True)
+    store = open_store(settings.store_url())
+    meta = MetaStore(settings.meta_url())
+    try:
+        store.migrate()
+        meta.migrate()
+        site = site or (load_site(settings.site) if settings.site is not None else None)
+        if site is not None:
+            register_site(site, store, meta)
+    except BaseException:
+        store.close()
+        meta.close()
+        raise
+    return store, meta
+
+
+async def _refresh_rollups(store: TimeSeriesStore, every_s: float) -> None:
+    failing = False
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            await run_in_threadpool(store.refresh_rollups)
+            if failing:
+                logger.info("rollup refresh recovered")
+            failing = False
+        except StorageError:
+            if not failing:
+                logger.exception("rollup refresh failed")
+            failing = True
+
+
+def create_app(settings: Settings, *, store: TimeSeriesStore | None = None, meta: MetaStore | None = None,
+               site: Site | None = None,
+               on_ready: Callable[[Cloud], Callable[[], None] | None] | None = None) -> FastAPI:
+    """The API app. Stores handed in are used as they are (and not closed); others open in the lifespan.
+
+    ``on_ready(cloud)`` runs once the stores are open (the CLI starts MQTT ingest workers there); the
+    callable it may return runs at shutdown, before the stores close.
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = store is None or meta is None
+        if owned:
+            st, mt = await run_in_threadpool(open_stores, settings, site=site)
+        else:
+            assert store is not None and meta is not None
+            st, mt = store, meta
+            if site is not None:
+                await run_in_threadpool(register_site, site, st, mt)
+        cloud = await run_in_threadpool(build_cloud, settings, st, mt)
+        app.state.cloud = cloud
+        stop = await run_in_threadpool(on_ready, cloud) if on_ready is not None else None
+        refresher = asyncio.create_task(_refresh_rollups(st, settings.rollup_refresh_s)) \
+            if settings.rollup_refresh_s > 0 else None
+        try:
+            yield
+        finally:
+            if refresher is not None:
+                refresher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await refresher
+            if stop is not None:
+                await run_in_threadpool(stop)
+            app.state.cloud = None
+            if owned:
+                st.close()
+                mt.close()
+
+    app = FastAPI(title="spinline cloud API", version=__version__, lifespan=lifespan,
+                  openapi_url=f"{API_PREFIX}/openapi.json", docs_url="/api/docs", redoc_url=None,
+                  generate_unique_id_function=_unique_id,
+                  description="Mills, points, values, KPIs, events, edges and ingest of the spinline platform. "
+                              "Every query is scoped to the caller's mills.")
+    for router in ROUTERS:
+        app.include_router(router, prefix=API_PREFIX)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
+                           allow_headers=["*"])
+
+    @app.get("/healthz", tags=["health"], include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    @app.exception_handler(InvalidRequest)
+    async def _invalid(_: Request, exc: InvalidRequest) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @app.exception_handler(ConflictError)
+    async def _conflict(_: Request, exc: ConflictError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=409)
+
+    @app.exception_handler(StorageError)
+    async def _storage(_: Request, exc: StorageError) -> JSONResponse:
+        logger.error("storage failure: %s", exc)
+        return JSONResponse({"detail": "storage is unavailable, try again"}, status_code=503)
+
+    return app

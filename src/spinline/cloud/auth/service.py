@@ -1,0 +1,166 @@
+"""Use cases of accounts and edge credentials (no HTTP here; the routes and the CLI call these).
+
+- ``Accounts``: log in (argon2id check, rate limit per user and client), authenticate a bearer
+  token, log out, manage users;
+- ``EdgeCredentials``: create an edge bound to one mill (the secret is returned once), revoke it,
+  and answer the ingest service's two questions: an edge's HMAC key and its mill.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from spinline.cloud.auth.passwords import Passwords
+from spinline.cloud.auth.roles import Principal, Role
+from spinline.cloud.auth.sealing import SecretBox, new_edge_secret
+from spinline.cloud.auth.tokens import hash_token, new_token
+from spinline.cloud.meta.store import EdgeRecord, MetaStore, UserRecord
+from spinline.core.errors import AuthError
+
+Clock = Callable[[], int]
+_ID = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,62}$")
+_USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@\-]{0,63}$")
+
+
+class LoginRateLimited(AuthError):
+    """Too many failed logins for this user from this client; retry after ``retry_after_s``."""
+
+    def __init__(self, retry_after_s: float) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(f"too many failed logins; retry in {retry_after_s:.0f} s")
+
+
+class InvalidRequest(ValueError):
+    """A request that is well-formed but not acceptable (unknown mill, bad role ...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    token: str
+    expires_ns: int
+    user: UserRecord
+
+
+def principal(user: UserRecord) -> Principal:
+    return Principal(user_id=user.id, username=user.username, role=Role(user.role), mills=user.mills)
+
+
+class Accounts:
+    def __init__(self, meta: MetaStore, passwords: Passwords, *, token_ttl_s: int = 8 * 3600,
+                 max_failures: int = 5, window_s: float = 300.0, clock: Clock = time.time_ns) -> None:
+        self.meta = meta
+        self.passwords = passwords
+        self.token_ttl_ns = int(token_ttl_s * 1e9)
+        self.max_failures = max_failures
+        self.window_ns = int(window_s * 1e9)
+        self.clock = clock
+
+    # --- sessions --------------------------------------------------------------------------------
+
+    def login(self, username: str, password: str, client: str) -> Session:
+        """A new session, or ``AuthError`` (bad credentials) / ``LoginRateLimited``."""
+        now = self.clock()
+        key = username.lower()
+        failures = self.meta.login_failures(key, client, now - self.window_ns)
+        if len(failures) >= self.max_failures:
+            raise LoginRateLimited((failures[0] + self.window_ns - now) / 1e9)
+        user = self.meta.user_by_name(username)
+        if user is None:
+            self.passwords.dummy_verify(password)
+        ok = user is not None and not user.disabled and self.passwords.verify(user.password_hash, password)
+        if not ok or user is None:
+            self.meta.record_login_failure(key, client, now)
+            raise AuthError("wrong user name or password")
+        self.meta.clear_login_failures(key, client)
+        if self.passwords.needs_rehash(user.password_hash):
+            self.meta.update_user(user.id, password_hash=self.passwords.hash(password))
+        token, digest = new_token()
+        expires = now + self.token_ttl_ns
+        self.meta.add_token(digest, user.id, created_ns=now, expires_ns=expires)
+        return Session(token=token, expires_ns=expires, user=user)
+
+    def authenticate(self, token: str) -> Principal:
+        found = self.meta.token_user(hash_token(token), self.clock())
+        if found is None or found[0].disabled:
+            raise AuthError("the token is unknown, expired or revoked")
+        return principal(found[0])
+
+    def logout(self, token: str) -> None:
+        self.meta.delete_token(hash_token(token))
+
+    # --- users -----------------------------------------------------------------------------------
+
+    def _check_scope(self, role: Role, mills: Iterable[str]) -> list[str]:
+        mills = sorted(set(mills))
+        if role != Role.ZONE_OPERATOR and not mills:
+            raise InvalidRequest(f"a {role.value} needs at least one mill")
+        known = {m.id for m in self.meta.mills()}
+        unknown = [m for m in mills if m not in known]
+        if unknown:
+            raise InvalidRequest(f"unknown mill(s): {', '.join(unknown)}")
+        return mills
+
+    def create_user(self, *, username: str, password: str, role: Role, mills: Iterable[str] = (),
+                    full_name: str = "") -> UserRecord:
+        if not _USERNAME.match(username):
+            raise InvalidRequest("a user name is 1-64 letters, digits, '.', '_', '@' or '-'")
+        scope = self._check_scope(role, mills)
+        try:
+            digest = self.passwords.hash(password)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from None
+        return self.meta.create_user(username=username, password_hash=digest, role=role.value, mills=scope,
+                                     full_name=full_name, now_ns=self.clock())
+
+    def update_user(self, user_id: int, *, role: Role | None = None, mills: Iterable[str] | None = None,
+                    password: str | None = None, disabled: bool | None = None,
+                    full_name: str | None = None) -> UserRecord | None:
+        current = self.meta.user(user_id)
+        if current is None:
+            return None
+        new_role = role or Role(current.role)
+        scope = self._check_scope(new_role, current.mills if mills is None else mills) \
+            if (role is not None or mills is not None) else None
+        try:
+            digest = None if password is None else self.passwords.hash(password)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from None
+        return self.meta.update_user(user_id, role=None if role is None else role.value, mills=scope,
+                                     password_hash=digest, disabled=disabled, full_name=full_name)
+
+
+class EdgeCredentials:
+    def __init__(self, meta: MetaStore, box: SecretBox, *, clock: Clock = time.time_ns) -> None:
+        self.meta = meta
+        self.box = box
+        self.clock = clock
+
+    def create(self, *, edge_id: str, mill: str, description: str = "", created_by: str = "") -> tuple[EdgeRecord, str]:
+        """Register an edge of ``mill``; returns the record and its secret (shown this once only)."""
+        if not _ID.match(edge_id):
+            raise InvalidRequest("an edge id is 1-63 lower-case letters, digits, '-' or '_'")
+        if self.meta.mill(mill) is None:
+            raise InvalidRequest(f"unknown mill {mill!r}")
+        secret = new_edge_secret()
+        rec = self.meta.create_edge(edge_id=edge_id, mill=mill, description=description,
+                                    secret_sealed=self.box.seal(edge_id, secret), created_ns=self.clock(),
+                                    created_by=created_by)
+        return rec, secret
+
+    def revoke(self, edge_id: str) -> bool:
+        return self.meta.revoke_edge(edge_id, self.clock())
+
+    def key(self, edge_id: str) -> bytes | None:
+        """The HMAC key of an active edge (``spinline.core.wire.KeyLookup``); None if unknown or revoked."""
+        rec = self.meta.edge(edge_id)
+        if rec is None or not rec.active:
+            return None
+        return self.box.open(edge_id, rec.secret_sealed).encode()
+
+    def mill_of(self, edge_id: str) -> str | None:
+        """The mill an active edge is bound to; None if unknown or revoked."""
+        rec = self.meta.edge(edge_id)
+        return rec.mill if rec is not None and rec.active else None

@@ -1,0 +1,41 @@
+"""Production KPIs computed in the cloud from the mills' points (formulas in docs/kpis.md)."""
+
+from spinline.cloud.kpis.formulas import (
+    DEFAULT_STANDARD_NE,
+    Buckets,
+    Kpis,
+    Oee,
+    Totals,
+    efficiency_pct,
+    ends_down_per_1000_spindle_h,
+    grams_per_spindle_shift,
+    kpis,
+    machine_totals,
+    oee,
+    running_speed,
+    spindle_utilisation_pct,
+    standard_count_factor,
+    tex_from_ne,
+    theoretical_kg_per_h,
+    worst_share_pct,
+)
+
+__all__ = [
+    "DEFAULT_STANDARD_NE",
+    "Buckets",
+    "Kpis",
+    "Oee",
+    "Totals",
+    "efficiency_pct",
+    "ends_down_per_1000_spindle_h",
+    "grams_per_spindle_shift",
+    "kpis",
+    "machine_totals",
+    "oee",
+    "running_speed",
+    "spindle_utilisation_pct",
+    "standard_count_factor",
+    "tex_from_ne",
+    "theoretical_kg_per_h",
+    "worst_share_pct",
+]

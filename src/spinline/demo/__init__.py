@@ -1,0 +1,1 @@
+"""The demo: the whole platform on a simulated mill, on embedded defaults (no server to install)."""

@@ -1,0 +1,206 @@
+"""Tenant isolation: a user or an edge of mill A tries every route against mill B's data.
+
+The routes come from the app's own OpenAPI document, so a route added later (alarms, work orders,
+energy ...) is covered the moment it exists: a route with a path parameter is called with mill B's
+values and must answer 403 or 404; a route without one must be listed in ``UNSCOPED`` with a check
+that it shows nothing of mill B, or this suite fails.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from spinline.core.site import point_key
+
+from .conftest import Api, signed
+
+B_POINT = "mill-b/rf01/spindle_speed"
+A_POINT = "mill-a/rf01/spindle_speed"
+
+
+def b_values(api: Api) -> dict[str, list[str]]:
+    """Path-parameter values that name mill B's data (each route is tried with every variant)."""
+    return {"mill": ["mill-b"], "ref": [B_POINT, str(point_key(B_POINT))], "edge_id": ["edge-b"],
+            "user_id": [str(api.user_ids["bob"])],
+            "month": ["2026-10"],  # with mill B in the path: a month of mill B's carbon figures
+            # for routes of other parts: ids of mill B's records are looked up the same way
+            }
+
+
+#: Bodies for write routes, keyed by (method, path template); others get {}.
+BODIES: dict[tuple[str, str], Any] = {
+    ("post", "/api/v1/mills/{mill}/events"): {"kind": "note", "message": "x"},
+    ("patch", "/api/v1/users/{user_id}"): {"full_name": "x"},
+}
+
+#: Query parameters that also name a mill: tried with mill B wherever a route declares them.
+MILL_QUERY = {"mill": "mill-b"}
+
+
+def _assert_no_b(payload: Any) -> None:
+    text = httpx.Response(200, json=payload).text
+    assert "mill-b" not in text and str(point_key(B_POINT)) not in text, text[:500]
+
+
+Check = Callable[[Api, dict[str, str]], Awaitable[None]]
+
+
+async def _mills(api: Api, h: dict[str, str]) -> None:
+    r = await api.client.get("/api/v1/mills", headers=h)
+    assert [m["id"] for m in r.json()] == ["mill-a"]
+
+
+async def _edges(api: Api, h: dict[str, str]) -> None:
+    r = await api.client.get("/api/v1/edges", headers=h)
+    assert r.status_code == 200 and {e["mill"] for e in r.json()} == {"mill-a"}
+    _assert_no_b(r.json())
+    assert (await api.client.get("/api/v1/edges", headers=h, params=MILL_QUERY)).status_code == 404
+
+
+async def _create_edge(api: Api, h: dict[str, str]) -> None:
+    r = await api.client.post("/api/v1/edges", headers=h, json={"id": "edge-b9", "mill": "mill-b"})
+    assert r.status_code in (403, 404), r.text
+    assert api.cloud.meta.edge("edge-b9") is None
+
+
+async def _zone_kpis(api: Api, h: dict[str, str]) -> None:
+    r = await api.client.get("/api/v1/zone/kpis", headers=h)
+    assert r.status_code == 200 and {x["mill"] for x in r.json()["rows"]} == {"mill-a"}
+    _assert_no_b(r.json()["rows"])
+
+
+async def _users(api: Api, h: dict[str, str]) -> None:
+    assert (await api.client.get("/api/v1/users", headers=h)).status_code == 403
+
+
+async def _create_user(api: Api, h: dict[str, str]) -> None:
+    r = await api.client.post("/api/v1/users", headers=h, json={
+        "username": "mallory", "password": "password123", "role": "mill_manager", "mills": ["mill-b"]})
+    assert r.status_code == 403 and api.cloud.meta.user_by_name("mallory") is None
+
+
+async def _me(api: Api, h: dict[str, str]) -> None:
+    r = await api.client.get("/api/v1/users/me", headers=h)
+    assert r.json()["username"] in ("alice", "vera", "erin") and r.json()["mills"] == ["mill-a"]
+    assert "password" not in r.text and "argon2" not in r.text
+
+
+async def _public(api: Api, h: dict[str, str]) -> None:
+    """Login/logout act on the caller's own session; ingest routes are covered by the edge tests below."""
+
+
+#: Routes without a path parameter: each with the check that it leaks nothing of mill B.
+UNSCOPED: dict[tuple[str, str], Check] = {
+    ("get", "/api/v1/mills"): _mills,
+    ("get", "/api/v1/edges"): _edges,
+    ("post", "/api/v1/edges"): _create_edge,
+    ("get", "/api/v1/zone/kpis"): _zone_kpis,
+    ("get", "/api/v1/users"): _users,
+    ("post", "/api/v1/users"): _create_user,
+    ("get", "/api/v1/users/me"): _me,
+    ("post", "/api/v1/auth/login"): _public,
+    ("post", "/api/v1/auth/logout"): _public,
+    ("post", "/api/v1/ingest"): _public,
+    ("post", "/api/v1/edge-status"): _public,
+}
+
+
+@pytest.mark.parametrize("who", ["alice", "vera", "erin"])
+async def test_every_route_refuses_mill_b_to_a_mill_a_user(api: Api, who: str) -> None:
+    # mill B has data, an event and an edge, so a leak would show
+    api.cloud.store.write(_batch(B_POINT, 123.0))
+    api.cloud.meta.add_event(mill="mill-b", ts_ns=1, kind="note", message="mill-b secret plan")
+    h = await api.login(who)
+    spec = (await api.client.get("/api/v1/openapi.json")).json()
+    values = b_values(api)
+    tried = 0
+    for path, ops in spec["paths"].items():
+        for method, op in ops.items():
+            params = re.findall(r"{(\w+)}", path)
+            if not params:
+                check = UNSCOPED.get((method, path))
+                assert check is not None, f"{method.upper()} {path} has no mill in its path: add it to UNSCOPED " \
+                                          f"with a check that it shows nothing of another mill"
+                await check(api, h)
+                continue
+            missing = [p for p in params if p not in values]
+            assert not missing, f"{method.upper()} {path}: give a mill-B value for {missing} in b_values()"
+            query = {q["name"]: MILL_QUERY[q["name"]] for q in op.get("parameters", [])
+                     if q.get("in") == "query" and q["name"] in MILL_QUERY}
+            for variant in range(max(len(values[p]) for p in params)):
+                url = path
+                for p in params:
+                    url = url.replace("{" + p + "}", values[p][min(variant, len(values[p]) - 1)])
+                body = BODIES.get((method, path), {}) if method in ("post", "put", "patch") else None
+                r = await api.client.request(method.upper(), url, headers=h, json=body, params=query)
+                assert r.status_code in (403, 404), f"{who}: {method.upper()} {url} -> {r.status_code} {r.text[:300]}"
+                assert "mill-b secret plan" not in r.text and "123.0" not in r.text
+                tried += 1
+    assert tried >= 15
+    # nothing was changed in mill B
+    assert api.cloud.meta.edge("edge-b").active  # type: ignore[union-attr]
+    assert [e.message for e in api.cloud.meta.events("mill-b")] == ["mill-b secret plan"]
+    assert api.cloud.meta.user(api.user_ids["bob"]).full_name == ""  # type: ignore[union-attr]
+
+
+async def test_without_a_token_every_route_but_login_and_ingest_is_401(api: Api) -> None:
+    spec = (await api.client.get("/api/v1/openapi.json")).json()
+    values = {"mill": "mill-a", "ref": A_POINT, "edge_id": "edge-a", "user_id": "1", "month": "2026-10"}
+    for path, ops in spec["paths"].items():
+        for method in ops:
+            if path in ("/api/v1/auth/login", "/api/v1/ingest", "/api/v1/edge-status"):
+                continue
+            url = re.sub(r"{(\w+)}", lambda m: values[m.group(1)], path)
+            r = await api.client.request(method.upper(), url, json={} if method != "get" else None,
+                                         headers={"Authorization": "Bearer not-a-token"})
+            assert r.status_code == 401, f"{method.upper()} {url} -> {r.status_code}"
+
+
+async def test_an_edge_of_mill_a_cannot_publish_for_mill_b(api: Api) -> None:
+    secret_a = api.secrets["edge-a"]
+    before = api.cloud.store.latest([point_key(B_POINT)])
+    # 1. claims mill B in the header, signed with its own key: not its mill
+    r = await api.ingest(signed("edge-a", "mill-b", 1, secret_a, {B_POINT: 99.0}))
+    assert (r.status_code, r.json()["reason"]) == (401, "unauthorised")
+    # 2. honest header (mill A) but mill B's point keys in the body
+    r = await api.ingest(signed("edge-a", "mill-a", 2, secret_a, {B_POINT: 99.0}))
+    assert (r.status_code, r.json()["reason"]) == (400, "unknown_point")
+    # 3. mixed: one good mill-A row and one mill-B row: the whole batch is refused
+    r = await api.ingest(signed("edge-a", "mill-a", 3, secret_a, {A_POINT: 1.0, B_POINT: 99.0}))
+    assert r.status_code == 400
+    # 4. pretends to be edge-b (signs with its own key): the signature fails
+    r = await api.ingest(signed("edge-b", "mill-b", 4, secret_a, {B_POINT: 99.0}))
+    assert (r.status_code, r.json()["reason"]) == (401, "unauthorised")
+    # 5. status for edge-b, signed with edge-a's key
+    from spinline.cloud.api.routes.ingest import sign_status
+
+    body = b'{"buffer": {"rows": 0}}'
+    r = await api.client.post("/api/v1/edge-status", content=body, headers={
+        "X-Spinline-Edge": "edge-b", "X-Spinline-Mill": "mill-b",
+        "X-Spinline-Signature": sign_status(secret_a.encode(), body)})
+    assert r.status_code == 401
+    assert api.cloud.store.edge_status("mill-b") == {}
+    after = api.cloud.store.latest([point_key(B_POINT), point_key(A_POINT)])
+    assert len(after) == len(before) == 0
+    # the refusals are counted against edge-a (and the forged ones against edge-b), visible to each mill
+    assert sum(api.cloud.store.rejections("edge-a")["edge-a"].values()) == 3
+
+
+async def test_a_mill_b_manager_cannot_see_mill_a_edges_either(api: Api) -> None:
+    h = await api.login("bob")
+    assert {e["id"] for e in (await api.client.get("/api/v1/edges", headers=h)).json()} == {"edge-b"}
+    assert (await api.client.get("/api/v1/edges/edge-a", headers=h)).status_code == 404
+    assert (await api.client.delete("/api/v1/edges/edge-a", headers=h)).status_code == 404
+
+
+def _batch(tag: str, value: float) -> Any:
+    import time
+
+    from spinline.core.batch import Batch
+
+    return Batch.of([point_key(tag)], time.time_ns() - 10**9, [value])
