@@ -1,0 +1,22 @@
+"""Loads ``helpers.py`` (the e2e tests' shared pieces) by path: tests are not a package."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+
+def _load_helpers() -> ModuleType:
+    name = "spinline_e2e_helpers"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).parent / "helpers.py")
+        assert spec and spec.loader
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod
+        spec.loader.exec_module(mod)
+    return sys.modules[name]
+
+
+helpers = _load_helpers()
