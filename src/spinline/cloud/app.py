@@ -24,7 +24,19 @@ from fastapi.routing import APIRoute
 
 from spinline import __version__
 from spinline.cloud.api.deps import Cloud
-from spinline.cloud.api.routes import auth, carbon, edges, events, ingest, kpis, mills, points, stream, users
+from spinline.cloud.api.routes import (
+    auth,
+    carbon,
+    edges,
+    events,
+    ingest,
+    kpis,
+    maintenance,
+    mills,
+    points,
+    stream,
+    users,
+)
 from spinline.cloud.api.services.site import register_site
 from spinline.cloud.auth.passwords import Passwords
 from spinline.cloud.auth.sealing import SecretBox
@@ -44,7 +56,7 @@ API_PREFIX = "/api/v1"
 #: Routers in the order the OpenAPI document lists them. Adding a router here puts its routes under
 #: the tenant-isolation suite (tests/cloud/api/test_tenant_isolation.py), which must then pass.
 ROUTERS = (auth.router, users.router, mills.router, points.router, kpis.router, events.router, edges.router,
-           stream.router, ingest.router, carbon.router)
+           stream.router, ingest.router, carbon.router, maintenance.router)
 
 
 def _unique_id(route: APIRoute) -> str:

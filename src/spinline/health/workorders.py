@@ -1,0 +1,157 @@
+"""Maintenance work orders as a pure state machine.
+
+Lifecycle (table ``WO_TRANSITIONS``; anything else raises ``InvalidTransition``)::
+
+    OPEN --assign--> ASSIGNED --start--> IN_PROGRESS --resolve--> RESOLVED --verify--> VERIFIED --close--> CLOSED
+      |                 |  ^--assign (reassign)          ^--reopen--/
+      +--cancel-------->+--cancel--> CLOSED
+
+``verify`` is refused unless the asset's health index has recovered (>= ``recovered_hi``): a
+repair is only verified by the machine, not by the fitter's word. Every step records who, when
+and a comment. Due dates follow the priority (``DUE_BY_PRIORITY``) unless given.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from spinline.health.alarms import Alarm, InvalidTransition, Severity, Step
+
+
+class WOState(StrEnum):
+    OPEN = "open"
+    ASSIGNED = "assigned"
+    IN_PROGRESS = "in_progress"
+    RESOLVED = "resolved"
+    VERIFIED = "verified"
+    CLOSED = "closed"
+
+
+class Priority(StrEnum):
+    URGENT = "urgent"
+    HIGH = "high"
+    NORMAL = "normal"
+    LOW = "low"
+
+
+WO_TRANSITIONS: dict[str, dict[WOState, WOState]] = {
+    "assign": {WOState.OPEN: WOState.ASSIGNED, WOState.ASSIGNED: WOState.ASSIGNED},
+    "start": {WOState.ASSIGNED: WOState.IN_PROGRESS},
+    "resolve": {WOState.IN_PROGRESS: WOState.RESOLVED},
+    "reopen": {WOState.RESOLVED: WOState.IN_PROGRESS},
+    "verify": {WOState.RESOLVED: WOState.VERIFIED},
+    "close": {WOState.VERIFIED: WOState.CLOSED},
+    "cancel": {WOState.OPEN: WOState.CLOSED, WOState.ASSIGNED: WOState.CLOSED},
+}
+
+DUE_BY_PRIORITY: dict[Priority, timedelta] = {
+    Priority.URGENT: timedelta(hours=24), Priority.HIGH: timedelta(days=3),
+    Priority.NORMAL: timedelta(days=7), Priority.LOW: timedelta(days=30),
+}
+_PRIORITY_OF = {Severity.CRITICAL: Priority.URGENT, Severity.WARNING: Priority.HIGH, Severity.INFO: Priority.NORMAL}
+
+_ids = itertools.count(1)
+
+
+@dataclass(slots=True)
+class WorkOrder:
+    asset: str
+    title: str
+    created_at: datetime
+    created_by: str
+    priority: Priority = Priority.NORMAL
+    fault: str = "unknown"
+    due_at: datetime | None = None
+    alarm_id: str | None = None
+    description: str = ""
+    id: str = ""
+    state: WOState = WOState.OPEN
+    assignee: str | None = None
+    hi_at_open: float | None = None
+    hi_at_verify: float | None = None
+    history: list[Step] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.id:
+            self.id = f"WO-{self.created_at:%Y%m%d%H%M%S}-{next(_ids):05d}"
+        if self.due_at is None:
+            self.due_at = self.created_at + DUE_BY_PRIORITY[self.priority]
+        if not self.history:
+            self.history.append(Step(self.state.value, self.created_at, self.created_by, self.description))
+
+    @classmethod
+    def from_alarm(cls, alarm: Alarm, *, at: datetime, by: str = "system", fault: str | None = None,
+                   hi: float | None = None, due_at: datetime | None = None) -> WorkOrder:
+        """A work order for an alarm: priority from the alarm severity, fault from its diagnosis evidence."""
+        f = fault or str(alarm.evidence.get("fault", "unknown"))
+        return cls(asset=alarm.asset, title=f"{f} on {alarm.asset}", created_at=at, created_by=by,
+                   priority=_PRIORITY_OF[alarm.severity], fault=f, due_at=due_at, alarm_id=alarm.id,
+                   description=alarm.message + (f"\n{alarm.evidence['explain']}" if "explain" in alarm.evidence
+                                                else ""), hi_at_open=hi)
+
+    def _step(self, action: str, by: str, at: datetime, comment: str) -> None:
+        to = WO_TRANSITIONS[action].get(self.state)
+        if to is None:
+            raise InvalidTransition("work order", self.id, self.state.value, action)
+        self.state = to
+        self.history.append(Step(to.value, at, by, comment))
+
+    def assign(self, assignee: str, *, by: str, at: datetime, comment: str = "") -> None:
+        self._step("assign", by, at, comment or f"assigned to {assignee}")
+        self.assignee = assignee
+
+    def start(self, *, by: str, at: datetime, comment: str = "") -> None:
+        self._step("start", by, at, comment)
+
+    def resolve(self, *, by: str, at: datetime, comment: str = "") -> None:
+        self._step("resolve", by, at, comment)
+
+    def reopen(self, *, by: str, at: datetime, comment: str = "") -> None:
+        self._step("reopen", by, at, comment)
+
+    def verify(self, health_index: float, *, by: str, at: datetime, comment: str = "",
+               recovered_hi: float = 80.0) -> None:
+        """Verified only when the health index is back at or above ``recovered_hi``."""
+        if self.state == WOState.RESOLVED and health_index < recovered_hi:
+            raise InvalidTransition("work order", self.id, f"{self.state.value} with health {health_index:.0f} "
+                                    f"< {recovered_hi:.0f}", "verify")
+        self._step("verify", by, at, comment or f"health index recovered to {health_index:.0f}")
+        self.hi_at_verify = health_index
+
+    def close(self, *, by: str, at: datetime, comment: str = "") -> None:
+        self._step("close", by, at, comment)
+
+    def cancel(self, *, by: str, at: datetime, comment: str) -> None:
+        self._step("cancel", by, at, comment)
+
+    def update_fault(self, fault: str, *, by: str, at: datetime, comment: str = "") -> None:
+        """Refine the diagnosis while the order is not done (no state change; recorded as a step)."""
+        if self.is_done():
+            raise InvalidTransition("work order", self.id, self.state.value, "update the fault")
+        if fault != self.fault:
+            self.history.append(Step(self.state.value, at, by, comment or f"diagnosis: {self.fault} -> {fault}"))
+            self.fault = fault
+            self.title = f"{fault} on {self.asset}"
+
+    def is_done(self) -> bool:
+        return self.state in (WOState.VERIFIED, WOState.CLOSED)
+
+    def is_overdue(self, now: datetime) -> bool:
+        return not self.is_done() and self.state != WOState.RESOLVED and self.due_at is not None \
+            and now > self.due_at
+
+    def time_of(self, state: WOState) -> datetime | None:
+        for s in self.history:
+            if s.state == state.value:
+                return s.at
+        return None
+
+
+def overdue(orders: Iterable[WorkOrder], now: datetime) -> list[WorkOrder]:
+    """Work orders past their due date and not yet resolved, most overdue first."""
+    late = [w for w in orders if w.is_overdue(now)]
+    return sorted(late, key=lambda w: w.due_at or now)
