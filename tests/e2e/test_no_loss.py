@@ -138,14 +138,15 @@ async def test_no_loss_through_uplink_cuts_broker_restart_and_sigkills(tmp_path:
                 events.append((label, time.time_ns()))
 
             async def restore(label: str) -> None:
-                snapshots.append(h.pending(edge.buffer)[0])     # the backlog on disk, before it is sent
+                # Off the event loop: a blocked loop would stall the simulated devices and make gaps.
+                snapshots.append((await asyncio.to_thread(h.pending, edge.buffer))[0])  # the backlog on disk
                 await relay.restore()
                 events.append((label, time.time_ns()))
 
             async def kill_and_respawn(label: str, dead_s: float) -> None:
                 k = edge.kill(signal.SIGKILL)
                 events.append((label, k))
-                snapshots.append(h.pending(edge.buffer)[0])
+                snapshots.append((await asyncio.to_thread(h.pending, edge.buffer))[0])
                 await asyncio.sleep(dead_s)
                 edge.spawn()
                 kills.append((k, await edge.started()))

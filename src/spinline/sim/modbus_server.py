@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import struct
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,36 +24,32 @@ from pymodbus.datastore import ModbusServerContext
 from pymodbus.exceptions import NoSuchIdException
 from pymodbus.server import ModbusTcpServer
 
+from spinline.connectors.modbus import codec
+from spinline.connectors.modbus.codec import ByteOrder
 from spinline.core.site import REGISTER_WIDTH, DataType, ModbusLink, ModbusTable, PointRef
 
 log = logging.getLogger(__name__)
 
-_STRUCT = {DataType.BOOL: ">H", DataType.INT16: ">h", DataType.UINT16: ">H", DataType.INT32: ">i",
-           DataType.UINT32: ">I", DataType.INT64: ">q", DataType.UINT64: ">Q", DataType.FLOAT32: ">f",
-           DataType.FLOAT64: ">d"}
 _LIMITS = {DataType.INT16: (-(2**15), 2**15 - 1), DataType.UINT16: (0, 2**16 - 1),
            DataType.INT32: (-(2**31), 2**31 - 1), DataType.UINT32: (0, 2**32 - 1),
            DataType.INT64: (-(2**63), 2**63 - 1), DataType.UINT64: (0, 2**64 - 1), DataType.BOOL: (0, 1)}
 _FC_TABLE = {1: ModbusTable.COIL, 2: ModbusTable.DISCRETE, 3: ModbusTable.HOLDING, 4: ModbusTable.INPUT}
 
 
-def encode_registers(value: float, dtype: DataType, byte_order: str = "big", word_order: str = "big",
+def encode_registers(value: float, dtype: DataType, byte_order: ByteOrder = "big", word_order: ByteOrder = "big",
                      scale: float = 1.0, offset: float = 0.0) -> list[int]:
-    """Registers for one value. Integers are rounded and clamped to their range (a real device
-    saturates rather than wrapping a gauge); NaN encodes as 0 (or NaN for floats)."""
-    raw = (value - offset) / scale
+    """Registers for one value, as a device writes them: integers saturate at their range (a real
+    device clamps a gauge rather than wrapping it) and NaN writes 0; the layout is the edge codec's,
+    so the simulator and the edge cannot disagree on byte and word order."""
     if dtype in _LIMITS:
         lo, hi = _LIMITS[dtype]
-        raw_i = 0 if not math.isfinite(raw) else min(max(round(raw), lo), hi)
-        packed = struct.pack(_STRUCT[dtype], raw_i)
-    else:
-        packed = struct.pack(_STRUCT[dtype], raw)
-    words = [int.from_bytes(packed[i:i + 2], "big") for i in range(0, len(packed), 2)]
-    if byte_order == "little":
-        words = [((w & 0xFF) << 8) | (w >> 8) for w in words]
-    if word_order == "little":
-        words.reverse()
-    return words
+        raw = (value - offset) / scale
+        clamped = 0 if not math.isfinite(raw) else min(max(round(raw), lo), hi)
+        if dtype == DataType.BOOL:
+            return [clamped]
+        return codec.encode(clamped * scale + offset, dtype, byte_order=byte_order, word_order=word_order,
+                            scale=scale, offset=offset)
+    return codec.encode(value, dtype, byte_order=byte_order, word_order=word_order, scale=scale, offset=offset)
 
 
 @dataclass

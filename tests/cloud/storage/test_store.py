@@ -249,3 +249,109 @@ def test_edge_status_keeps_the_latest_message(ready: TimeSeriesStore) -> None:
     st = ready.edge_status()
     assert st["e1"].status == {"buffer_depth": 0, "version": "0.1"} and st["e1"].received_ns == T0 + S
     assert set(ready.edge_status("m2")) == {"e2"}
+
+
+# --- incremental rollups: partial aggregates merged across batches and refreshes ----------------
+
+def _expected(ts: np.ndarray, v: np.ndarray, width: int, rollover: float) -> dict[str, list[float]]:
+    """Rollups of one point computed from all its rows at once (the oracle)."""
+    from spinline.cloud.storage.counters import step
+
+    order = np.argsort(ts, kind="stable")
+    ts, v = ts[order], v[order]
+    steps = np.r_[0.0, step(v[:-1], v[1:], np.full(len(v) - 1, rollover))]
+    b = ts - ts % width
+    out: dict[str, list[float]] = {k: [] for k in ("bucket", "count", "min", "max", "mean", "last", "delta")}
+    for u in np.unique(b):
+        m = b == u
+        for k, x in (("bucket", u), ("count", m.sum()), ("min", v[m].min()), ("max", v[m].max()),
+                     ("mean", v[m].mean()), ("last", v[m][-1]), ("delta", steps[m].sum())):
+            out[k].append(float(x))
+    return out
+
+
+def _check(store: TimeSeriesStore, point: int, ts: np.ndarray, v: np.ndarray, rollover: float,
+           counter: bool = True) -> None:
+    for res, width in (("1m", MIN), ("1h", HOUR)):
+        r = store.rollup([point], T0, T0 + DAY, res)  # type: ignore[arg-type]
+        want = _expected(ts, v, width, rollover)
+        got = {"bucket": r.bucket_ns.tolist(), "count": r.count.tolist(), "min": r.min.tolist(),
+               "max": r.max.tolist(), "mean": r.mean.tolist(), "last": r.last.tolist(), "delta": r.delta.tolist()}
+        if not counter:
+            assert np.isnan(r.delta).all()
+            del want["delta"]
+        for k in want:
+            assert got[k] == pytest.approx(want[k]), (res, k)
+
+
+def test_one_minute_split_over_batches_written_out_of_order(ready: TimeSeriesStore) -> None:
+    # A wrapping counter (+7 a second, wraps at 1000) and a gauge over 3 minutes, cut into 6 batches
+    # whose rows interleave in time, written newest first, with refreshes in between.
+    n = 180
+    ts = T0 + np.arange(n, dtype=np.int64) * S
+    ctr = (500.0 + 7.0 * np.arange(n)) % 1000.0
+    gauge = np.sin(np.arange(n) / 7.0) * 10
+    chunks = [np.arange(i, n, 6) for i in range(6)][::-1]
+    for i, idx in enumerate(chunks):
+        ready.write(Batch.of(np.r_[np.full(len(idx), WRAP), np.full(len(idx), GAUGE)], np.r_[ts[idx], ts[idx]],
+                             np.r_[ctr[idx], gauge[idx]], Quality.GOOD))
+        if i % 2:
+            ready.refresh_rollups()
+    ready.refresh_rollups()
+    _check(ready, WRAP, ts, ctr, 1000.0)
+    _check(ready, GAUGE, ts, gauge, np.nan, counter=False)
+    assert ready.rollup([WRAP], T0, T0 + HOUR, "1h").delta.tolist() == pytest.approx([7.0 * (n - 1)])
+
+
+def test_counter_rollover_across_batches_in_one_minute(ready: TimeSeriesStore) -> None:
+    # The register wraps between two batches of the same minute; each batch refreshed on its own.
+    v = np.r_[980.0, 990.0, 995.0, 3.0, 8.0, 20.0]
+    ts = T0 + np.arange(6, dtype=np.int64) * 5 * S
+    for part in (slice(0, 3), slice(3, 6)):
+        ready.write(Batch.of(np.full(3, WRAP), ts[part], v[part], Quality.GOOD))
+        ready.refresh_rollups()
+    m = ready.rollup([WRAP], T0, T0 + HOUR, "1m")
+    assert m.count.tolist() == [6] and m.delta.tolist() == pytest.approx([40.0]) and m.last.tolist() == [20.0]
+    assert ready.rollup([WRAP], T0, T0 + HOUR, "1h").delta.tolist() == pytest.approx([40.0])
+    # A plain counter reset (no roll-over) across batches: counted as the value since the restart.
+    ready.write(seconds(COUNTER, T0, 3, [100.0, 110.0, 120.0]))
+    ready.refresh_rollups()
+    ready.write(seconds(COUNTER, T0 + 3 * S, 2, [4.0, 9.0]))
+    ready.refresh_rollups()
+    assert ready.rollup([COUNTER], T0, T0 + HOUR, "1m").delta.tolist() == pytest.approx([20.0 + 4.0 + 5.0])
+    # Two batches of one minute whose rows interleave, both merged by the same refresh.
+    t2 = T0 + 10 * MIN + np.arange(20, dtype=np.int64) * S
+    ready.write(Batch.of(np.full(10, COUNTER), t2[1::2], 200.0 + 3 * np.arange(1, 20, 2), Quality.GOOD))
+    ready.write(Batch.of(np.full(10, COUNTER), t2[0::2], 200.0 + 3 * np.arange(0, 20, 2), Quality.GOOD))
+    ready.refresh_rollups()
+    assert ready.rollup([COUNTER], T0 + 10 * MIN, T0 + HOUR, "1m").delta.tolist() == pytest.approx([57.0 + 191.0])
+
+
+def test_late_counter_rows_before_and_inside_a_refreshed_minute(ready: TimeSeriesStore) -> None:
+    ts = T0 + np.arange(0, 120, 2, dtype=np.int64) * S           # every 2 s over 2 minutes
+    v = 10.0 * np.arange(len(ts))
+    late_before = ts < T0 + 20 * S                                # the start of minute 0 arrives last
+    inside = (ts > T0 + 70 * S) & (np.arange(len(ts)) % 3 == 0)   # holes inside minute 1, filled later
+    first = ~late_before & ~inside
+    ready.write(Batch.of(np.full(first.sum(), COUNTER), ts[first], v[first], Quality.GOOD))
+    ready.refresh_rollups()
+    ready.write(Batch.of(np.full(inside.sum(), COUNTER), ts[inside], v[inside], Quality.GOOD))
+    ready.write(Batch.of(np.full(late_before.sum(), COUNTER), ts[late_before], v[late_before], Quality.GOOD))
+    ready.refresh_rollups()
+    _check(ready, COUNTER, ts, v, np.nan)
+    # A late gauge row after the refresh: first, last, min and mean move with it.
+    ready.write(Batch.of([GAUGE, GAUGE], [T0 + 10 * S, T0 + 50 * S], [1.0, 3.0], Quality.GOOD))
+    ready.refresh_rollups()
+    ready.write(Batch.of([GAUGE, GAUGE], [T0 + 5 * S, T0 + 59 * S], [-4.0, 8.0], Quality.GOOD))
+    ready.refresh_rollups()
+    _check(ready, GAUGE, np.array([10, 50, 5, 59]) * S + T0, np.array([1.0, 3.0, -4.0, 8.0]), np.nan, counter=False)
+
+
+def test_sparse_minutes_far_apart_refresh_in_one_go(ready: TimeSeriesStore) -> None:
+    # Isolated minutes: every 5 min for 2 h, plus one backlog row 20 h later (another span).
+    ts = np.r_[T0 + np.arange(0, 2 * HOUR, 5 * MIN, dtype=np.int64), T0 + 20 * HOUR + 7 * S]
+    v = np.arange(len(ts), dtype=np.float64)
+    ready.write(Batch.of(np.full(len(ts), GAUGE), ts, v, Quality.GOOD))
+    ready.refresh_rollups()
+    _check(ready, GAUGE, ts, v, np.nan, counter=False)
+    assert len(ready.rollup([GAUGE], T0, T0 + DAY, "1m")) == len(ts)

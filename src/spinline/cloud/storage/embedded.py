@@ -76,16 +76,30 @@ _DDL = (
 _STEP = STEP_SQL.format(prev="prev", cur="value", rollover="rollover")
 _STEP_H = STEP_SQL.format(prev="prev_last", cur="first", rollover="rollover")
 
-#: 1-minute buckets from raw rows: increases are summed between consecutive rows of the same bucket.
+#: Dirty buckets closer than this are refreshed by one statement (see ``shared.spans``): scanning the
+#: ``ts`` column of up to an hour of rows that are then filtered out costs less than a statement.
+_MERGE_GAP_1M = 3600 * 10**9
+_MERGE_GAP_1H = 7 * 86400 * 10**9
+
+#: 1-minute buckets from raw rows of the dirty minutes in [lo, hi): increases are summed between
+#: consecutive rows of the same bucket. Gauges (no increase) skip the window: on sparse data every
+#: row is its own bucket, and a window partitioned per bucket costs more than the aggregate.
 _REFRESH_1M = f"""
 INSERT INTO rollup_1m
-SELECT point, bucket, min(value), max(value), sum(value), count(*), arg_min(value, ts), arg_max(value, ts),
-       sum(CASE WHEN kind = 'counter' THEN {_STEP} ELSE 0 END)
-FROM (
-  SELECT s.point, s.ts - s.ts % 60000000000 AS bucket, s.ts, s.value, p.kind, p.rollover,
-         lag(s.value) OVER (PARTITION BY s.point, s.ts - s.ts % 60000000000 ORDER BY s.ts) AS prev
+WITH rows AS (
+  SELECT s.point, s.ts - s.ts % 60000000000 AS bucket, s.ts, s.value, coalesce(p.kind = 'counter', false) AS ctr,
+         p.rollover
   FROM samples s LEFT JOIN points p ON p.key = s.point
   WHERE s.ts >= $lo AND s.ts < $hi AND s.quality < 128 AND NOT isnan(s.value)
+    AND s.ts - s.ts % 60000000000 IN (SELECT bucket FROM dirty_minutes)
+)
+SELECT point, bucket, min(value), max(value), sum(value), count(*), arg_min(value, ts), arg_max(value, ts), 0.0
+FROM rows WHERE NOT ctr GROUP BY point, bucket
+UNION ALL
+SELECT point, bucket, min(value), max(value), sum(value), count(*), arg_min(value, ts), arg_max(value, ts),
+       sum({_STEP})
+FROM (
+  SELECT *, lag(value) OVER (PARTITION BY point, bucket ORDER BY ts) AS prev FROM rows WHERE ctr
 )
 GROUP BY point, bucket
 """  # noqa: S608 (constant SQL built from constants)
@@ -99,7 +113,7 @@ FROM (
   SELECT r.*, r.bucket - r.bucket % 3600000000000 AS hour, p.kind, p.rollover,
          lag(r.last) OVER (PARTITION BY r.point, r.bucket - r.bucket % 3600000000000 ORDER BY r.bucket) AS prev_last
   FROM rollup_1m r LEFT JOIN points p ON p.key = r.point
-  WHERE r.bucket >= $lo AND r.bucket < $hi
+  WHERE r.bucket >= $lo AND r.bucket < $hi AND r.bucket - r.bucket % 3600000000000 IN (SELECT bucket FROM dirty_hours)
 )
 GROUP BY point, hour
 """  # noqa: S608 (constant SQL built from constants)
@@ -321,16 +335,31 @@ class EmbeddedStore:
     # --- rollups and retention ------------------------------------------------------------------
 
     def refresh_rollups(self) -> None:
+        """Recompute the dirty minutes and their hours, set-based.
+
+        The dirty buckets are joined as a table, one statement per span of nearby dirty buckets
+        (``shared.spans``), so the cost follows the rows in dirty buckets and not their number.
+        """
         with self._tx() as cur:
             rows = cur.execute("DELETE FROM rollup_dirty RETURNING bucket").fetchnumpy()
-            minutes = _col(rows, "bucket", np.int64, 0)
-            for lo, hi in shared.runs(minutes, RESOLUTION_NS["1m"]):
-                cur.execute("DELETE FROM rollup_1m WHERE bucket >= ? AND bucket < ?", [lo, hi])
-                cur.execute(_REFRESH_1M, {"lo": lo, "hi": hi})
+            minutes = np.unique(_col(rows, "bucket", np.int64, 0))
+            if not len(minutes):
+                return
             hours = np.unique(minutes - minutes % RESOLUTION_NS["1h"])
-            for lo, hi in shared.runs(hours, RESOLUTION_NS["1h"]):
-                cur.execute("DELETE FROM rollup_1h WHERE bucket >= ? AND bucket < ?", [lo, hi])
-                cur.execute(_REFRESH_1H, {"lo": lo, "hi": hi})
+            cur.register("dirty_minutes", pa.table({"bucket": pa.array(minutes)}))
+            cur.register("dirty_hours", pa.table({"bucket": pa.array(hours)}))
+            try:
+                for lo, hi in shared.spans(minutes, RESOLUTION_NS["1m"], _MERGE_GAP_1M):
+                    cur.execute("DELETE FROM rollup_1m WHERE bucket >= ? AND bucket < ? "
+                                "AND bucket IN (SELECT bucket FROM dirty_minutes)", [lo, hi])
+                    cur.execute(_REFRESH_1M, {"lo": lo, "hi": hi})
+                for lo, hi in shared.spans(hours, RESOLUTION_NS["1h"], _MERGE_GAP_1H):
+                    cur.execute("DELETE FROM rollup_1h WHERE bucket >= ? AND bucket < ? "
+                                "AND bucket IN (SELECT bucket FROM dirty_hours)", [lo, hi])
+                    cur.execute(_REFRESH_1H, {"lo": lo, "hi": hi})
+            finally:
+                cur.unregister("dirty_minutes")
+                cur.unregister("dirty_hours")
 
     def apply_retention(self, now_ns: int) -> dict[str, int]:
         out: dict[str, int] = {}

@@ -6,7 +6,7 @@
   (b-tree on (point, bucket)) and the overview to ``latest``.
 - Rows go in by ``COPY ... FROM STDIN (FORMAT BINARY)`` from a buffer built by numpy (one
   structured array, no Python loop per row).
-- The idempotency key, the rows, the latest values and the dirty rollup buckets are written in one
+- The idempotency key, the rows, the latest values and the rollup partials are written in one
   transaction. Two writers with the same key: the second waits on the key's unique index until the
   first commits, then stores nothing.
 - Sharding by mill (many servers) is in docs/scaling.md: the same schema per shard, mills mapped to
@@ -51,33 +51,100 @@ DAY_NS = 86400 * 10**9
 #: pg_advisory_xact_lock key serialising rollup refreshes ("rollups!").
 REFRESH_LOCK = 0x726F6C6C75707321
 
+MINUTE_NS = RESOLUTION_NS["1m"]
+HOUR_NS = RESOLUTION_NS["1h"]
+#: Dirty minutes closer than this are recomputed from ``samples`` by one statement (``shared.spans``).
+_MERGE_GAP_NS = 3600 * 10**9
+
 _STEP = STEP_SQL.format(prev="prev", cur="value", rollover="rollover")
 _STEP_H = STEP_SQL.format(prev="prev_last", cur="first", rollover="rollover")
+_ROLLUP_COLS = "point, bucket, min, max, sum, count, first, last, inc, first_ts, last_ts"
 
-_REFRESH_1M = f"""
-INSERT INTO rollup_1m
+
+def _merge_sql(width_ns: int, table: str) -> str:
+    """Fold the partials taken by this refresh (``_rp``) into ``table`` at ``width_ns``: a temp table
+    ``_m`` of merged rows, with ``redo`` set where the merge is not exact (a counter's rows that
+    overlap in time other rows of the bucket, or a bucket stored before first/last times were kept).
+
+    Partials of one (point, bucket) are chained in time order; each link adds the step from one
+    partial's last value to the next one's first. Then the result is placed after (or before) the
+    stored bucket, adding the step across the seam.
+    """
+    step_chain = STEP_SQL.format(prev="prev", cur="first", rollover="rollover")
+    step_after = STEP_SQL.format(prev="e.last", cur="a.first", rollover="a.rollover")
+    step_before = STEP_SQL.format(prev="a.last", cur="e.first", rollover="a.rollover")
+    return f"""
+CREATE TEMP TABLE _m ON COMMIT DROP AS
+WITH g AS (
+  SELECT r.*, coalesce(p.kind = 'counter', false) AS ctr, p.rollover,
+         lag(r.last_ts) OVER w AS prev_ts, lag(r.last) OVER w AS prev
+  FROM (SELECT point, bucket - bucket % {width_ns} AS b, min, max, sum, count, first_ts, first, last_ts, last, inc
+        FROM _rp) r
+  LEFT JOIN points p ON p.key = r.point
+  WINDOW w AS (PARTITION BY r.point, r.b ORDER BY r.first_ts, r.last_ts)
+), a AS (
+  SELECT point, b AS bucket, min(min) AS min, max(max) AS max, sum(sum) AS sum, sum(count)::bigint AS count,
+         min(first_ts) AS first_ts, (min(ARRAY[(first_ts - b)::float8, first]))[2] AS first,
+         max(last_ts) AS last_ts, (max(ARRAY[(last_ts - b)::float8, last]))[2] AS last,
+         sum(inc + CASE WHEN ctr THEN {step_chain} ELSE 0 END) AS inc,
+         bool_and(prev_ts IS NULL OR first_ts >= prev_ts) AS ordered, bool_or(ctr) AS ctr, max(rollover) AS rollover
+  FROM g GROUP BY point, b
+)
+SELECT a.point, a.bucket, least(a.min, e.min) AS min, greatest(a.max, e.max) AS max,
+       a.sum + coalesce(e.sum, 0) AS sum, a.count + coalesce(e.count, 0) AS count,
+       CASE WHEN e.first_ts IS NULL OR a.first_ts < e.first_ts THEN a.first ELSE e.first END AS first,
+       CASE WHEN e.last_ts IS NULL OR a.last_ts >= e.last_ts THEN a.last ELSE e.last END AS last,
+       CASE WHEN e.point IS NULL THEN a.inc
+            WHEN NOT a.ctr THEN a.inc + coalesce(e.inc, 0)
+            WHEN a.first_ts >= e.last_ts THEN e.inc + {step_after} + a.inc
+            ELSE a.inc + {step_before} + e.inc END AS inc,
+       least(a.first_ts, e.first_ts) AS first_ts, greatest(a.last_ts, e.last_ts) AS last_ts,
+       (e.point IS NOT NULL AND e.first_ts IS NULL)
+         OR (a.ctr AND (NOT a.ordered
+                        OR (e.point IS NOT NULL AND NOT (a.first_ts >= e.last_ts OR a.last_ts <= e.first_ts))))
+         AS redo, e.point IS NOT NULL AS stored
+FROM a LEFT JOIN {table} e ON e.point = a.point AND e.bucket = a.bucket
+"""  # noqa: S608 (constant SQL built from constants)
+
+
+#: New buckets go in by a plain INSERT (only the refresh writes rollups, under its lock), stored
+#: ones are updated in place: cheaper than one INSERT ... ON CONFLICT for both.
+_STORE_MERGED = ("""INSERT INTO {table} ({cols}) SELECT {cols} FROM _m WHERE NOT redo AND NOT stored
+                    ORDER BY point, bucket""",
+                 """UPDATE {table} t SET min = m.min, max = m.max, sum = m.sum, count = m.count, first = m.first,
+                    last = m.last, inc = m.inc, first_ts = m.first_ts, last_ts = m.last_ts
+                    FROM _m m WHERE m.stored AND NOT m.redo AND t.point = m.point AND t.bucket = m.bucket""")
+
+#: Recompute (point, minute) pairs of ``_redo1m`` and every point of the minutes of ``_rd`` from raw rows.
+_RECOMPUTE_1M = f"""
+INSERT INTO rollup_1m ({_ROLLUP_COLS})
 SELECT point, bucket, min(value), max(value), sum(value), count(*),
        (array_agg(value ORDER BY ts))[1], (array_agg(value ORDER BY ts DESC))[1],
-       sum(CASE WHEN kind = 'counter' THEN {_STEP} ELSE 0 END)
+       sum(CASE WHEN kind = 'counter' THEN {_STEP} ELSE 0 END), min(ts), max(ts)
 FROM (
   SELECT s.point, s.ts - s.ts %% 60000000000 AS bucket, s.ts, s.value, p.kind, p.rollover,
          lag(s.value) OVER (PARTITION BY s.point, s.ts - s.ts %% 60000000000 ORDER BY s.ts) AS prev
   FROM samples s LEFT JOIN points p ON p.key = s.point
   WHERE s.ts >= %(lo)s AND s.ts < %(hi)s AND s.quality < 128 AND s.value <> 'NaN'::float8
+    AND ((s.point, s.ts - s.ts %% 60000000000) IN (SELECT point, bucket FROM _redo1m)
+         OR s.ts - s.ts %% 60000000000 IN (SELECT bucket FROM _rd))
 ) q
 GROUP BY point, bucket
 """  # noqa: S608 (constant SQL built from constants)
 
-_REFRESH_1H = f"""
-INSERT INTO rollup_1h
+#: Recompute the (point, hour) pairs of ``_redo1h`` from the 1-minute rollups.
+_RECOMPUTE_1H = f"""
+INSERT INTO rollup_1h ({_ROLLUP_COLS})
 SELECT point, hour, min(min), max(max), sum(sum), sum(count),
        (array_agg(first ORDER BY bucket))[1], (array_agg(last ORDER BY bucket DESC))[1],
-       sum(inc + CASE WHEN kind = 'counter' THEN {_STEP_H} ELSE 0 END)
+       sum(inc + CASE WHEN kind = 'counter' THEN {_STEP_H} ELSE 0 END),
+       CASE WHEN count(first_ts) = count(*) THEN min(first_ts) END,
+       CASE WHEN count(last_ts) = count(*) THEN max(last_ts) END
 FROM (
-  SELECT r.*, r.bucket - r.bucket %% 3600000000000 AS hour, p.kind, p.rollover,
-         lag(r.last) OVER (PARTITION BY r.point, r.bucket - r.bucket %% 3600000000000 ORDER BY r.bucket) AS prev_last
-  FROM rollup_1m r LEFT JOIN points p ON p.key = r.point
-  WHERE r.bucket >= %(lo)s AND r.bucket < %(hi)s
+  SELECT r.*, x.bucket AS hour, p.kind, p.rollover,
+         lag(r.last) OVER (PARTITION BY r.point, x.bucket ORDER BY r.bucket) AS prev_last
+  FROM _redo1h x JOIN rollup_1m r ON r.point = x.point AND r.bucket >= x.bucket AND r.bucket < x.bucket + {HOUR_NS}
+  LEFT JOIN points p ON p.key = r.point
 ) q
 GROUP BY point, hour
 """  # noqa: S608 (constant SQL built from constants)
@@ -87,6 +154,12 @@ _COPY_TRAILER = (-1).to_bytes(2, "big", signed=True)
 _ROW_WITH_SEQ = np.dtype([("nf", ">i2"), ("l0", ">i4"), ("point", ">i8"), ("l1", ">i4"), ("ts", ">i8"),
                           ("l2", ">i4"), ("value", ">f8"), ("l3", ">i4"), ("quality", ">i2"), ("l4", ">i4"),
                           ("seq", ">i8")])
+_PARTIAL_ROW = np.dtype([("nf", ">i2"), ("l0", ">i4"), ("point", ">i8"), ("l1", ">i4"), ("bucket", ">i8"),
+                         ("l2", ">i4"), ("min", ">f8"), ("l3", ">i4"), ("max", ">f8"), ("l4", ">i4"), ("sum", ">f8"),
+                         ("l5", ">i4"), ("count", ">i8"), ("l6", ">i4"), ("first_ts", ">i8"), ("l7", ">i4"),
+                         ("first", ">f8"), ("l8", ">i4"), ("last_ts", ">i8"), ("l9", ">i4"), ("last", ">f8"),
+                         ("l10", ">i4"), ("inc", ">f8")])
+_PARTIAL_FIELDS = ("point", "bucket", "min", "max", "sum", "count", "first_ts", "first", "last_ts", "last", "inc")
 _ROW_NO_SEQ = np.dtype([("nf", ">i2"), ("l0", ">i4"), ("point", ">i8"), ("l1", ">i4"), ("ts", ">i8"),
                         ("l2", ">i4"), ("value", ">f8"), ("l3", ">i4"), ("quality", ">i2"), ("l4", ">i4")])
 
@@ -103,6 +176,16 @@ def copy_buffer(batch: Batch) -> bytes:
         rows["seq"] = batch.seq
     else:
         rows["l4"] = -1                      # NULL
+    return _COPY_HEADER + rows.tobytes() + _COPY_TRAILER
+
+
+def partial_copy_buffer(parts: shared.Partials) -> bytes:
+    """Partial aggregates as a binary COPY stream for ``rollup_partial``."""
+    rows = np.empty(len(parts), dtype=_PARTIAL_ROW)
+    rows["nf"] = len(_PARTIAL_FIELDS)
+    for i, name in enumerate(_PARTIAL_FIELDS):
+        rows[f"l{i}"] = 8
+        rows[name] = getattr(parts, name)
     return _COPY_HEADER + rows.tobytes() + _COPY_TRAILER
 
 
@@ -127,6 +210,8 @@ class PostgresStore:
         self._all: list[psycopg.Connection[Any]] = []
         self._lock = threading.Lock()
         self._days: set[int] = set()
+        #: (every registered key, counter keys, their roll-over) sorted, for the partials of a write.
+        self._kinds: tuple[Any, Any, Any] | None = None
 
     # --- connections ----------------------------------------------------------------------------
 
@@ -185,6 +270,7 @@ class PostgresStore:
                 interval_s = excluded.interval_s, line = excluded.line, workshop = excluded.workshop,
                 machine_type = excluded.machine_type, deadband = excluded.deadband,
                 rollover = excluded.rollover""", rows)
+        self._kinds = None
 
     def points(self, mill: str | None = None) -> list[PointInfo]:
         sql = ("SELECT key, tag, mill, machine, name, unit, kind, interval_s, line, workshop, machine_type, "
@@ -259,8 +345,29 @@ class PostgresStore:
                        ON CONFLICT (point) DO UPDATE SET ts = excluded.ts, value = excluded.value,
                        quality = excluded.quality, seq = excluded.seq WHERE excluded.ts >= latest.ts""",
                     [last.point.tolist(), last.ts_ns.tolist(), last.value.tolist(), last.quality.tolist(), seq])
-        cur.execute("INSERT INTO rollup_dirty SELECT unnest(%s::bigint[])",
-                    [shared.minute_buckets(batch.ts_ns).tolist()])
+        known, ctr_keys, ctr_rollover = self._point_kinds(cur, batch.point)
+        parts = shared.minute_partials(batch, ctr_keys, ctr_rollover)
+        if len(parts):
+            with cur.copy("COPY rollup_partial (point, bucket, min, max, sum, count, first_ts, first, last_ts, last, "
+                          "inc) FROM STDIN (FORMAT BINARY)") as cp:
+                cp.write(partial_copy_buffer(parts))
+
+    def _point_kinds(self, cur: psycopg.Cursor[Any], keys: Any) -> tuple[Any, Any, Any]:
+        """Counter keys and roll-overs, cached; re-read when a batch names a key not seen yet.
+
+        A point whose kind changes after rows were written keeps the increases computed at write
+        time for those rows (the refresh re-reads kinds for the steps between partials).
+        """
+        kinds = self._kinds
+        if kinds is not None and np.isin(keys, kinds[0]).all():
+            return kinds
+        rows = cur.execute("SELECT key, kind = 'counter', rollover FROM points ORDER BY key").fetchall()
+        known = np.array([r[0] for r in rows], dtype=np.int64)
+        ctr = np.array([bool(r[1]) for r in rows], dtype=bool)
+        roll = np.array([np.nan if r[2] is None else r[2] for r in rows], dtype=np.float64)
+        kinds = (known, known[ctr], roll[ctr])
+        self._kinds = kinds
+        return kinds
 
     # --- reads ----------------------------------------------------------------------------------
 
@@ -370,17 +477,59 @@ class PostgresStore:
     # --- rollups and retention ------------------------------------------------------------------
 
     def refresh_rollups(self) -> None:
-        with self._tx() as cur:
-            cur.execute("SELECT pg_advisory_xact_lock(%s)", [REFRESH_LOCK])
-            rows = cur.execute("DELETE FROM rollup_dirty RETURNING bucket").fetchall()
+        """Fold the partials written since the last refresh into the 1 min and 1 h rollups.
+
+        Set-based and incremental: the partials (one row per point and minute per write) are merged
+        into the stored buckets; ``samples`` is read only for a counter's buckets whose new rows
+        overlap in time rows already rolled up (late, out-of-order data), and for the minutes listed
+        in ``rollup_dirty``. One refresh at a time (a session advisory lock), in one REPEATABLE READ
+        transaction: the partials it deletes and the raw rows it may recompute from are the same
+        snapshot, so a write committing meanwhile is merged by the next refresh, exactly once.
+        """
+        conn = self._conn()
+        try:
+            conn.execute("SELECT pg_advisory_lock(%s)", [REFRESH_LOCK])
+            try:
+                with conn.transaction(), conn.cursor() as cur:
+                    cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                    self._refresh(cur)
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", [REFRESH_LOCK])
+        except psycopg.Error as exc:
+            raise StorageError(f"rollup refresh failed: {exc}") from exc
+
+    def _refresh(self, cur: psycopg.Cursor[Any]) -> None:
+        cur.execute("CREATE TEMP TABLE _rp ON COMMIT DROP AS "
+                    "WITH d AS (DELETE FROM rollup_partial RETURNING *) SELECT * FROM d")
+        cur.execute("CREATE TEMP TABLE _rd ON COMMIT DROP AS "
+                    "WITH d AS (DELETE FROM rollup_dirty RETURNING bucket) SELECT DISTINCT bucket FROM d")
+        cur.execute("ANALYZE _rp")
+        # 1 minute: merge, then recompute from raw where the merge is not exact.
+        cur.execute(_merge_sql(MINUTE_NS, "rollup_1m"))
+        for sql in _STORE_MERGED:
+            cur.execute(sql.format(table="rollup_1m", cols=_ROLLUP_COLS))
+        cur.execute("CREATE TEMP TABLE _redo1m ON COMMIT DROP AS SELECT point, bucket FROM _m WHERE redo")
+        cur.execute("DROP TABLE _m")
+        rows = cur.execute("SELECT bucket FROM _redo1m UNION SELECT bucket FROM _rd").fetchall()
+        if rows:
+            cur.execute("DELETE FROM rollup_1m r USING _redo1m x WHERE r.point = x.point AND r.bucket = x.bucket")
+            cur.execute("DELETE FROM rollup_1m WHERE bucket IN (SELECT bucket FROM _rd)")
             minutes = np.array([r[0] for r in rows], dtype=np.int64)
-            for lo, hi in shared.runs(minutes, RESOLUTION_NS["1m"]):
-                cur.execute("DELETE FROM rollup_1m WHERE bucket >= %s AND bucket < %s", [lo, hi])
-                cur.execute(_REFRESH_1M, {"lo": lo, "hi": hi})
-            hours = np.unique(minutes - minutes % RESOLUTION_NS["1h"])
-            for lo, hi in shared.runs(hours, RESOLUTION_NS["1h"]):
-                cur.execute("DELETE FROM rollup_1h WHERE bucket >= %s AND bucket < %s", [lo, hi])
-                cur.execute(_REFRESH_1H, {"lo": lo, "hi": hi})
+            for lo, hi in shared.spans(minutes, MINUTE_NS, _MERGE_GAP_NS):
+                cur.execute(_RECOMPUTE_1M, {"lo": lo, "hi": hi})
+        # 1 hour: merge the same partials, then recompute from 1 min rollups what the merge cannot do.
+        cur.execute(_merge_sql(HOUR_NS, "rollup_1h"))
+        for sql in _STORE_MERGED:
+            cur.execute(sql.format(table="rollup_1h", cols=_ROLLUP_COLS))
+        cur.execute(f"""CREATE TEMP TABLE _redo1h ON COMMIT DROP AS
+            SELECT point, bucket FROM _m WHERE redo
+            UNION SELECT point, bucket - bucket % {HOUR_NS} FROM _redo1m
+            UNION SELECT point, bucket - bucket % {HOUR_NS} FROM rollup_1m
+                  WHERE bucket IN (SELECT bucket FROM _rd)""")  # noqa: S608 (constants)
+        cur.execute("DROP TABLE _m")
+        if cur.execute("SELECT EXISTS (SELECT 1 FROM _redo1h)").fetchone() == (True,):
+            cur.execute("DELETE FROM rollup_1h r USING _redo1h x WHERE r.point = x.point AND r.bucket = x.bucket")
+            cur.execute(_RECOMPUTE_1H)
 
     def _partitions(self, cur: psycopg.Cursor[Any]) -> dict[int, str]:
         rows = cur.execute("""SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
@@ -413,9 +562,10 @@ class PostgresStore:
                             with self._lock:
                                 self._days.discard(day)
                     cur.execute("DELETE FROM ingest_keys WHERE ts_ns < %s", [cutoff])
+                    out[res] = dropped
+                    continue            # never DELETE raw rows: a day goes with its partition
                 cur.execute(f"DELETE FROM {table} WHERE {col} < %s", [cutoff])  # noqa: S608
-                dropped += cur.rowcount
-                out[res] = dropped
+                out[res] = dropped + cur.rowcount
         return out
 
     # --- rejections and edge status -------------------------------------------------------------

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -98,6 +99,86 @@ def runs(buckets: I64, width_ns: int) -> list[tuple[int, int]]:
         return []
     b = np.unique(buckets)
     brk = np.flatnonzero(np.diff(b) != width_ns)
+    starts = np.r_[b[0], b[brk + 1]]
+    ends = np.r_[b[brk], b[-1]] + width_ns
+    return [(int(s), int(e)) for s, e in zip(starts, ends, strict=True)]
+
+
+@dataclass(frozen=True, slots=True)
+class Partials:
+    """Per-(point, minute) partial aggregates of some rows (columns of equal length).
+
+    Two partials of the same point and minute merge into the partial of their union: min, max, sum
+    and count combine directly; first/last come from the earlier ``first_ts``/later ``last_ts``;
+    the counter increase is ``inc_a + step(last_a, first_b) + inc_b`` when a's rows all precede b's
+    (``last_ts_a <= first_ts_b``), and cannot be merged otherwise (the bucket is recomputed).
+    """
+
+    point: I64
+    bucket: I64
+    min: F64
+    max: F64
+    sum: F64
+    count: I64
+    first_ts: I64
+    first: F64
+    last_ts: I64
+    last: F64
+    inc: F64
+
+    def __len__(self) -> int:
+        return len(self.point)
+
+
+def minute_partials(batch: Batch, counter_keys: I64, counter_rollover: F64) -> Partials:
+    """The partials of a batch's rollup-worthy rows (quality good or uncertain, value not NaN).
+
+    ``counter_keys`` (sorted) are the counter points, ``counter_rollover`` their roll-over values
+    (NaN: none); other points get ``inc`` 0. Rows are ordered by (point, ts) first, so a batch's own
+    order does not matter.
+    """
+    ok = (batch.quality < 128) & ~np.isnan(batch.value)
+    p, t, v = batch.point[ok], batch.ts_ns[ok], batch.value[ok]
+    order = np.lexsort((t, p))
+    p, t, v = p[order], t[order], v[order]
+    b = t - t % MINUTE_NS
+    n = len(p)
+    if n == 0:
+        e_i, e_f = np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
+        return Partials(e_i, e_i, e_f, e_f, e_f, e_i, e_i, e_f, e_i, e_f, e_f)
+    brk = np.r_[True, (p[1:] != p[:-1]) | (b[1:] != b[:-1])]
+    starts = np.flatnonzero(brk)
+    ends = np.r_[starts[1:], n] - 1
+    inc = np.zeros(len(starts), dtype=np.float64)
+    if len(counter_keys):
+        pos = np.clip(np.searchsorted(counter_keys, p), 0, len(counter_keys) - 1)
+        is_ctr = counter_keys[pos] == p
+        if is_ctr.any():
+            stepped = np.zeros(n, dtype=np.float64)
+            same = ~brk[1:] & is_ctr[1:]
+            if same.any():
+                idx = np.flatnonzero(same) + 1
+                stepped[idx] = step(v[idx - 1], v[idx], counter_rollover[pos[idx]])
+            inc = np.add.reduceat(stepped, starts)
+    return Partials(point=p[starts], bucket=b[starts], min=np.minimum.reduceat(v, starts),
+                    max=np.maximum.reduceat(v, starts), sum=np.add.reduceat(v, starts),
+                    count=np.diff(np.r_[starts, n]).astype(np.int64), first_ts=t[starts], first=v[starts],
+                    last_ts=t[ends], last=v[ends], inc=inc)
+
+
+def spans(buckets: I64, width_ns: int, max_gap_ns: int) -> list[tuple[int, int]]:
+    """[start, end) spans covering sorted bucket starts, merging runs less than ``max_gap_ns`` apart.
+
+    A refresh runs one set-based statement per span and keeps only the dirty buckets inside it (a
+    join on the dirty set), so a span may safely cover buckets that are not dirty; merging nearby
+    runs keeps the number of statements small however scattered the dirty buckets are (data every
+    5 min dirties isolated minutes), while distant clusters (a late backlog days ago) stay separate
+    so no statement scans the days in between.
+    """
+    if not len(buckets):
+        return []
+    b = np.unique(buckets)
+    brk = np.flatnonzero(np.diff(b) > width_ns + max_gap_ns)
     starts = np.r_[b[0], b[brk + 1]]
     ends = np.r_[b[brk], b[-1]] + width_ns
     return [(int(s), int(e)) for s, e in zip(starts, ends, strict=True)]
