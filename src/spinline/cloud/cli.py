@@ -242,3 +242,33 @@ def list_edges(ctx: typer.Context, db: DbOpt = None, data_dir: DataDirOpt = None
         rejected = ", ".join(f"{k} {v}" for k, v in sorted(e.rejected.items())) or "none"
         typer.echo(f"{e.mill}/{e.id}  {state}  last seen {seen}  buffer {e.buffer_rows}  lag {e.lag_s}  "
                    f"rejected: {rejected}")
+
+
+@app.command("report")
+def report(ctx: typer.Context,
+           mill: Annotated[str, typer.Option("--mill", help="mill id")],
+           period: Annotated[str, typer.Option("--period", help="2026-W47 (ISO week) or 2026-10 (month)")],
+           site: Annotated[Path, typer.Option("--site", help="site YAML of the mill")],
+           out: Annotated[Path, typer.Option("--out", help="folder for the HTML and CSV")] = Path("reports"),
+           standard_ne: Annotated[float, typer.Option(help="standard count for comparisons")] = 40.0,
+           db: DbOpt = None, data_dir: DataDirOpt = None) -> None:
+    """Write a weekly or monthly production report (KPIs per line, shift, ring frame and day)."""
+    from spinline.cloud import reports
+    from spinline.core.errors import SiteConfigError
+    from spinline.core.site import load_site
+
+    try:
+        the_mill = load_site(site).mill(mill)
+    except (SiteConfigError, KeyError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    cloud = _open(ctx.obj, db, data_dir)
+    try:
+        r = reports.build(cloud.kpis, the_mill, period, standard_ne=standard_ne)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    finally:
+        _close(cloud)
+    for path in reports.write(r, out):
+        typer.echo(str(path))

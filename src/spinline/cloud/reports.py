@@ -1,0 +1,201 @@
+"""Weekly and monthly production reports: the figures a mill is run by, per line, frame, shift and day.
+
+A mill manager's week is read as: what did we make (kg, and kg at the standard count so weeks of
+different counts compare), how well (efficiency, OEE and its A/P/Q, spindle utilisation, g/spindle/
+shift), what hurt (ends down per 1000 spindle-hours and the frames that break most, the worst 5 %
+share that points at defective spindles), and what it cost in energy (kWh/kg). Every figure comes
+from ``KpiService`` (formulas in docs/kpis.md); this module only picks the periods, orders the
+rows and renders them.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from dataclasses import asdict, dataclass
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from jinja2 import Environment, select_autoescape
+
+from spinline.cloud.kpis.formulas import Kpis
+from spinline.cloud.kpis.service import KpiRow, KpiService
+from spinline.core.site import Mill
+
+_WEEK = re.compile(r"^(\d{4})-W(\d{2})$")
+_MONTH = re.compile(r"^(\d{4})-(\d{2})$")
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    label: str          # "2026-W47" or "2026-10"
+    start_ns: int
+    end_ns: int
+    days: list[tuple[str, int, int]]  # (YYYY-MM-DD, start_ns, end_ns) in the mill's time zone
+
+
+def _ns(d: date, tz: ZoneInfo) -> int:
+    return int(datetime(d.year, d.month, d.day, tzinfo=tz).timestamp()) * 10**9
+
+
+def period(label: str, timezone: str) -> Period:
+    """``2026-W47`` (ISO week, Monday to Monday) or ``2026-10`` (calendar month), in local time."""
+    tz = ZoneInfo(timezone)
+    if m := _WEEK.match(label):
+        first = date.fromisocalendar(int(m.group(1)), int(m.group(2)), 1)
+        last = first + timedelta(days=7)
+    elif m := _MONTH.match(label):
+        y, mo = int(m.group(1)), int(m.group(2))
+        if not 1 <= mo <= 12:
+            raise ValueError(f"no month {mo} in {label!r}")
+        first = date(y, mo, 1)
+        last = date(y + (mo == 12), mo % 12 + 1, 1)
+    else:
+        raise ValueError(f"a period is YYYY-Www (ISO week) or YYYY-MM (month), got {label!r}")
+    days = []
+    d = first
+    while d < last:
+        days.append((d.isoformat(), _ns(d, tz), _ns(d + timedelta(days=1), tz)))
+        d += timedelta(days=1)
+    return Period(label, _ns(first, tz), _ns(last, tz), days)
+
+
+@dataclass(frozen=True, slots=True)
+class ProductionReport:
+    mill: str
+    mill_name: str
+    period: Period
+    standard_ne: float
+    summary: KpiRow
+    lines: list[KpiRow]
+    frames: list[KpiRow]          # ring frames, most ends down first
+    shifts: list[KpiRow]          # one row per shift name, summed over the period
+    daily: list[KpiRow]
+
+
+def build(kpis: KpiService, mill: Mill, label: str, *, standard_ne: float = 40.0) -> ProductionReport:
+    """Assemble the report; the summary's output equals the sum of its output lines' by construction."""
+    p = period(label, mill.timezone)
+    summary = kpis.mill_kpis(mill, p.start_ns, p.end_ns, by="mill", standard_ne=standard_ne)[0]
+    lines = kpis.mill_kpis(mill, p.start_ns, p.end_ns, by="line", standard_ne=standard_ne)
+    machines = kpis.mill_kpis(mill, p.start_ns, p.end_ns, by="machine", standard_ne=standard_ne)
+    frames = sorted((r for r in machines if r.machine_type == "ring_frame"),
+                    key=lambda r: -(r.kpis.ends_down_per_1000_spindle_h or 0.0))
+    shifts = _by_shift_name(kpis.mill_kpis(mill, p.start_ns, p.end_ns, by="shift", standard_ne=standard_ne))
+    daily = [kpis.mill_kpis(mill, s, e, by="mill", standard_ne=standard_ne)[0] for _, s, e in p.days]
+    return ProductionReport(mill.id, mill.name or mill.id, p, standard_ne, summary, lines, frames, shifts, daily)
+
+
+def _by_shift_name(rows: list[KpiRow]) -> list[KpiRow]:
+    """One row per shift name: a week has 21 shift windows; a manager compares A, B and C."""
+    out: dict[str, list[KpiRow]] = {}
+    for r in rows:
+        out.setdefault(r.window.shift or r.id, []).append(r)
+    merged = []
+    for name, group in out.items():
+        # Weighted merges of the rates by their own denominators keep the formulas exact.
+        k = [r.kpis for r in group]
+        merged.append(KpiRow("shift", name, name, group[0].mill, None, None, group[0].window, _merge(k)))
+    return sorted(merged, key=lambda r: r.id)
+
+
+def _wmean(values: list[float | None], weights: list[float]) -> float | None:
+    pairs = [(v, w) for v, w in zip(values, weights, strict=True) if v is not None and w > 0]
+    total = sum(w for _, w in pairs)
+    return None if not total else sum(v * w for v, w in pairs) / total
+
+
+def _merge(ks: list[Kpis]) -> Kpis:
+    out = sum(k.output_kg for k in ks)
+    hours = sum(k.hours for k in ks)
+    run = sum(k.run_h for k in ks)
+    energy = sum(k.energy_kwh for k in ks)
+    std = [k.std_output_kg for k in ks]
+    spindle_h = [(k.spindle_utilisation_pct or 0.0) * k.spindles * k.hours / 100.0 for k in ks]
+    return Kpis(
+        hours=hours, machines=max(k.machines for k in ks), spindles=max(k.spindles for k in ks), output_kg=out,
+        std_output_kg=None if any(s is None for s in std) else sum(s for s in std if s is not None),
+        count_ne=_wmean([k.count_ne for k in ks], [k.output_kg for k in ks]), run_h=run, energy_kwh=energy,
+        efficiency_pct=_wmean([k.efficiency_pct for k in ks], [k.output_kg for k in ks]),
+        spindle_utilisation_pct=_wmean([k.spindle_utilisation_pct for k in ks], [k.hours for k in ks]),
+        availability_pct=_wmean([k.availability_pct for k in ks], [k.hours for k in ks]),
+        performance_pct=_wmean([k.performance_pct for k in ks], [k.run_h for k in ks]),
+        quality_pct=_wmean([k.quality_pct for k in ks], [k.output_kg for k in ks]),
+        oee_pct=_wmean([k.oee_pct for k in ks], [k.hours for k in ks]),
+        ends_down_per_1000_spindle_h=_wmean([k.ends_down_per_1000_spindle_h for k in ks], spindle_h),
+        worst5_break_share_pct=_wmean([k.worst5_break_share_pct for k in ks], spindle_h),
+        gps_g=_wmean([k.gps_g for k in ks], [k.hours for k in ks]),
+        std_gps_g=_wmean([k.std_gps_g for k in ks], [k.hours for k in ks]),
+        sec_kwh_per_kg=energy / out if out > 0 else None,
+    )
+
+
+COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("output_kg", "Output kg", "{:,.0f}"), ("std_output_kg", "kg at std count", "{:,.0f}"),
+    ("count_ne", "Count Ne", "{:.1f}"), ("efficiency_pct", "Efficiency %", "{:.1f}"),
+    ("oee_pct", "OEE %", "{:.1f}"), ("availability_pct", "A %", "{:.1f}"), ("performance_pct", "P %", "{:.1f}"),
+    ("quality_pct", "Q %", "{:.1f}"), ("spindle_utilisation_pct", "Spindle util. %", "{:.1f}"),
+    ("ends_down_per_1000_spindle_h", "Ends down /1000 sp·h", "{:.1f}"),
+    ("worst5_break_share_pct", "Worst 5 % share %", "{:.0f}"), ("gps_g", "g/spindle/shift", "{:.0f}"),
+    ("energy_kwh", "kWh", "{:,.0f}"), ("sec_kwh_per_kg", "kWh/kg", "{:.2f}"),
+)
+
+
+def _fmt(row: KpiRow) -> list[str]:
+    d = asdict(row.kpis)
+    return ["–" if d[k] is None else f.format(d[k]) for k, _, f in COLUMNS]
+
+
+_TEMPLATE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
+<title>{{ r.mill_name }} production report {{ r.period.label }}</title>
+<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}
+td,th{border:1px solid #bbb;padding:3px 6px;text-align:right}th:first-child,td:first-child{text-align:left}
+caption{text-align:left;font-weight:bold}</style></head><body>
+<h1>{{ r.mill_name }} — production {{ r.period.label }}</h1>
+<p>Formulas: docs/kpis.md. Standard count for comparison: Ne {{ r.standard_ne | round(0) | int }}.
+Efficiency is against the speed run for the run time; OEE performance against each frame's top speed.</p>
+{% for title, rows in sections %}<table><caption>{{ title }}</caption>
+<tr><th></th>{% for _, head, _ in columns %}<th>{{ head }}</th>{% endfor %}</tr>
+{% for name, cells in rows %}<tr><td>{{ name }}</td>{% for c in cells %}<td>{{ c }}</td>{% endfor %}</tr>{% endfor %}
+</table>{% endfor %}</body></html>
+"""
+
+
+def sections(r: ProductionReport) -> list[tuple[str, list[tuple[str, list[str]]]]]:
+    return [
+        ("Mill", [(r.summary.name, _fmt(r.summary))]),
+        ("Lines", [(x.name, _fmt(x)) for x in r.lines]),
+        ("Shifts", [(x.name, _fmt(x)) for x in r.shifts]),
+        ("Ring frames (most ends down first)", [(x.id, _fmt(x)) for x in r.frames]),
+        ("Days", [(day, _fmt(x)) for (day, _, _), x in zip(r.period.days, r.daily, strict=True)]),
+    ]
+
+
+def render_html(r: ProductionReport) -> str:
+    env = Environment(autoescape=select_autoescape(default=True))
+    return env.from_string(_TEMPLATE).render(r=r, sections=sections(r), columns=COLUMNS)
+
+
+def render_csv(r: ProductionReport) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["section", "name", *(k for k, _, _ in COLUMNS)])
+    for title, rows in (("mill", [r.summary]), ("line", r.lines), ("shift", r.shifts), ("frame", r.frames)):
+        for x in rows:
+            d = asdict(x.kpis)
+            w.writerow([title, x.id, *("" if d[k] is None else d[k] for k, _, _ in COLUMNS)])
+    for (day, _, _), x in zip(r.period.days, r.daily, strict=True):
+        d = asdict(x.kpis)
+        w.writerow(["day", day, *("" if d[k] is None else d[k] for k, _, _ in COLUMNS)])
+    return buf.getvalue()
+
+
+def write(r: ProductionReport, out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"production-{r.mill}-{r.period.label}"
+    html, csv_ = out / f"{stem}.html", out / f"{stem}.csv"
+    html.write_text(render_html(r), encoding="utf-8")
+    csv_.write_text(render_csv(r), encoding="utf-8")
+    return [html, csv_]

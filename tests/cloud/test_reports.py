@@ -1,0 +1,86 @@
+"""Weekly/monthly production reports over a simulated week in the real embedded store."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from typer.testing import CliRunner
+
+from spinline.cloud import reports
+from spinline.cloud.kpis.service import KpiService
+from spinline.cloud.storage.catalog import point_infos
+from spinline.cloud.storage.embedded import EmbeddedStore
+from spinline.core.site import Site, load_site
+from spinline.sim.history import generate
+
+
+def test_period_parsing_in_the_mill_time_zone() -> None:
+    w = reports.period("2026-W47", "Asia/Shanghai")
+    start = datetime.fromtimestamp(w.start_ns / 1e9, ZoneInfo("Asia/Shanghai"))
+    assert (start.year, start.month, start.day, start.hour, start.weekday()) == (2026, 11, 16, 0, 0)
+    assert len(w.days) == 7 and (w.end_ns - w.start_ns) == 7 * 86400 * 10**9
+    m = reports.period("2026-02", "UTC")
+    assert len(m.days) == 28 and m.days[0][0] == "2026-02-01"
+    assert len(reports.period("2026-12", "UTC").days) == 31
+    for bad in ("2026-13", "2026/10", "W47", "2026-W60"):
+        with pytest.raises(ValueError):
+            reports.period(bad, "UTC")
+
+
+@pytest.fixture(scope="module")
+def week_store(tmp_path_factory: pytest.TempPathFactory, mill_yaml: Path) -> tuple[Site, Path]:
+    site = load_site(mill_yaml)
+    path = tmp_path_factory.mktemp("reports") / "cloud"
+    path.mkdir()
+    store = EmbeddedStore(path / "spinline.duckdb")
+    store.migrate()
+    store.register_points(point_infos(site, "mill-a"))
+    w = reports.period("2026-W47", "Asia/Shanghai")
+    for batch in generate(site, "mill-a", w.start_ns, 7 * 86400, step_s=60.0, seed=3):
+        store.write(batch)
+    store.refresh_rollups()
+    store.close()
+    return site, path
+
+
+def test_weekly_report_is_consistent(week_store: tuple[Site, Path], tmp_path: Path) -> None:
+    site, path = week_store
+    store = EmbeddedStore(path / "spinline.duckdb")
+    try:
+        r = reports.build(KpiService(store), site.mill("mill-a"), "2026-W47")
+    finally:
+        store.close()
+    s = r.summary.kpis
+    assert s.output_kg > 0 and s.hours == pytest.approx(168.0)
+    # The mill's output is its ring lines' output (the output stage), and the days add up to the week.
+    ring_lines = [x for x in r.lines if x.id.startswith("ring-")]
+    assert sum(x.kpis.output_kg for x in ring_lines) == pytest.approx(s.output_kg, rel=1e-6)
+    assert sum(d.kpis.output_kg for d in r.daily) == pytest.approx(s.output_kg, rel=1e-3)
+    assert sum(x.kpis.output_kg for x in r.shifts) == pytest.approx(s.output_kg, rel=1e-3)
+    assert [x.id for x in r.shifts] == ["A", "B", "C"]
+    # Frames ordered worst first, with plausible mill figures (domain.md ranges).
+    ends = [x.kpis.ends_down_per_1000_spindle_h or 0.0 for x in r.frames]
+    assert ends == sorted(ends, reverse=True) and len(r.frames) == 9
+    assert 10 < (s.ends_down_per_1000_spindle_h or 0) < 80
+    assert 50 < (s.oee_pct or 0) <= 100 and 80 < (s.efficiency_pct or 0) <= 100
+    assert 1.5 < (s.sec_kwh_per_kg or 0) < 8
+    files = reports.write(r, tmp_path)
+    html = files[0].read_text()
+    assert "Ring frames (most ends down first)" in html and "rf01" in html and "2026-11-16" in html
+    assert files[1].read_text().count("\nday,") == 7
+
+
+def test_report_cli(week_store: tuple[Site, Path], tmp_path: Path, mill_yaml: Path) -> None:
+    from spinline.cli import app
+
+    _, path = week_store
+    res = CliRunner().invoke(app, ["cloud", "report", "--db", f"embedded:{path}", "--site", str(mill_yaml),
+                                   "--mill", "mill-a", "--period", "2026-W47", "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "production-mill-a-2026-W47.html").exists()
+    bad = CliRunner().invoke(app, ["cloud", "report", "--db", f"embedded:{path}", "--site", str(mill_yaml),
+                                   "--mill", "mill-a", "--period", "2026-13", "--out", str(tmp_path)])
+    assert bad.exit_code == 2 and "YYYY-MM" in bad.output or "month" in bad.output
