@@ -23,12 +23,14 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
 from spinline import __version__
+from spinline.cloud import health_pipeline
 from spinline.cloud.api.deps import Cloud
 from spinline.cloud.api.routes import (
     auth,
     carbon,
     edges,
     events,
+    health,
     ingest,
     kpis,
     maintenance,
@@ -41,6 +43,7 @@ from spinline.cloud.api.services.site import register_site
 from spinline.cloud.auth.passwords import Passwords
 from spinline.cloud.auth.sealing import SecretBox
 from spinline.cloud.auth.service import Accounts, EdgeCredentials, InvalidRequest
+from spinline.cloud.health_events import EdgeEvents
 from spinline.cloud.ingest.service import IngestService
 from spinline.cloud.kpis.service import KpiService
 from spinline.cloud.meta.store import ConflictError, MetaStore
@@ -56,7 +59,7 @@ API_PREFIX = "/api/v1"
 #: Routers in the order the OpenAPI document lists them. Adding a router here puts its routes under
 #: the tenant-isolation suite (tests/cloud/api/test_tenant_isolation.py), which must then pass.
 ROUTERS = (auth.router, users.router, mills.router, points.router, kpis.router, events.router, edges.router,
-           stream.router, ingest.router, carbon.router, maintenance.router)
+           stream.router, ingest.router, carbon.router, maintenance.router, health.router)
 
 
 def _unique_id(route: APIRoute) -> str:
@@ -116,19 +119,29 @@ def open_stores(settings: Settings, *, site: Site | None = None) -> tuple[TimeSe
     return store, meta
 
 
-async def _refresh_rollups(store: TimeSeriesStore, every_s: float) -> None:
+async def _every(what: str, every_s: float, job: Callable[[], object]) -> None:
+    """Run ``job`` in a worker thread every ``every_s``; log a failure once and its recovery once."""
     failing = False
     while True:
         await asyncio.sleep(every_s)
         try:
-            await run_in_threadpool(store.refresh_rollups)
+            await run_in_threadpool(job)
             if failing:
-                logger.info("rollup refresh recovered")
+                logger.info("%s recovered", what)
             failing = False
         except StorageError:
             if not failing:
-                logger.exception("rollup refresh failed")
+                logger.exception("%s failed", what)
             failing = True
+
+
+async def _refresh_rollups(store: TimeSeriesStore, every_s: float) -> None:
+    await _every("rollup refresh", every_s, store.refresh_rollups)
+
+
+async def _apply_retention(store: TimeSeriesStore, every_s: float) -> None:
+    """Drop data past each resolution's retention (PostgreSQL: whole daily partitions of raw rows)."""
+    await _every("retention", every_s, lambda: store.apply_retention(time.time_ns()))
 
 
 def create_app(settings: Settings, *, store: TimeSeriesStore | None = None, meta: MetaStore | None = None,
@@ -151,17 +164,29 @@ def create_app(settings: Settings, *, store: TimeSeriesStore | None = None, meta
             if site is not None:
                 await run_in_threadpool(register_site, site, st, mt)
         cloud = await run_in_threadpool(build_cloud, settings, st, mt)
+        pipeline = await run_in_threadpool(health_pipeline.build, settings, st, mt.engine)
+        cloud.edge_events = EdgeEvents(pipeline.health, st, cloud.edges.key, cloud.edges.mill_of,
+                                       order_severity=pipeline.order_severity)
+        await run_in_threadpool(cloud.edge_events.create_schema)
+        app.state.health_store, app.state.health_pipeline = pipeline.health, pipeline
+        app.state.edge_events = cloud.edge_events
         app.state.cloud = cloud
         stop = await run_in_threadpool(on_ready, cloud) if on_ready is not None else None
-        refresher = asyncio.create_task(_refresh_rollups(st, settings.rollup_refresh_s)) \
-            if settings.rollup_refresh_s > 0 else None
+        tasks = []
+        if settings.health_pipeline_s > 0:
+            tasks.append(asyncio.create_task(health_pipeline.run_periodically(pipeline, settings.health_pipeline_s)))
+        if settings.rollup_refresh_s > 0:
+            tasks.append(asyncio.create_task(_refresh_rollups(st, settings.rollup_refresh_s)))
+        if settings.retention_every_s > 0:
+            tasks.append(asyncio.create_task(_apply_retention(st, settings.retention_every_s)))
         try:
             yield
         finally:
-            if refresher is not None:
-                refresher.cancel()
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
-                    await refresher
+                    await task
             if stop is not None:
                 await run_in_threadpool(stop)
             app.state.cloud = None

@@ -98,7 +98,7 @@ def _mqtt_workers(url: str) -> Any:
         except ModuleNotFoundError:
             logging.getLogger(__name__).warning("no MQTT ingest worker in this build; ingest over HTTP only")
             return None
-        worker = IngestWorker(cloud.ingest, host, port)
+        worker = IngestWorker(cloud.ingest, host, port, events=cloud.edge_events)
         worker.start()
         return worker.stop
 

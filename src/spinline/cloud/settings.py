@@ -14,7 +14,7 @@ import base64
 import os
 import secrets
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
@@ -53,6 +53,16 @@ class Settings(BaseModel):
     stream_interval_s: float = Field(default=1.0, gt=0)
     #: Seconds between rollup refreshes run by the app (0: someone else refreshes them).
     rollup_refresh_s: float = Field(default=30.0, ge=0)
+    #: Seconds between retention runs by the app (drops data past each resolution's retention; 0: off).
+    retention_every_s: float = Field(default=3600.0, ge=0)
+    #: Seconds between runs of the health pipeline (alarms and work orders from vibration features; 0: off).
+    health_pipeline_s: float = Field(default=60.0, ge=0)
+    #: How far back the health pipeline reads an asset it has never evaluated.
+    health_lookback_s: float = Field(default=86400.0, gt=0)
+    #: Newest seconds the health pipeline leaves for the next run (the features of a snapshot arrive together).
+    health_settle_s: float = Field(default=5.0, ge=0)
+    #: Least severity of a pipeline alarm that opens a work order by itself.
+    health_order_severity: Literal["warning", "critical"] = "critical"
     #: Standard count for the zone comparison (SITRA 40s; Chinese practice 21s).
     standard_ne: float = Field(default=40.0, gt=0)
     #: Origins allowed to call the API from a browser (CORS); empty: same-origin only.

@@ -109,7 +109,8 @@ async def run_demo(site_path: Path, *, mill: str | None = None, data_dir: Path =
         from spinline.cloud.ingest.mqtt_worker import IngestWorker
 
         u = urlparse(broker)
-        worker = IngestWorker(cloud.ingest, u.hostname or "127.0.0.1", u.port or 1883, group="demo-ingest")
+        worker = IngestWorker(cloud.ingest, u.hostname or "127.0.0.1", u.port or 1883, group="demo-ingest",
+                              events=cloud.edge_events)
         worker.start()
         ingest_stop.append(worker.stop)
         return worker.stop

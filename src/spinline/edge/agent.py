@@ -9,6 +9,10 @@ forever. Everything runs in one asyncio loop (the buffer's fsyncs on one worker 
   priority; the flusher commits them to the durable buffer every ``flush_s`` (one transaction
   per priority class) and wakes the forwarder;
 * the uplink loop keeps one session to the cloud, reconnecting with backoff, logging once;
+* vibration snapshots are featurised by the MQTT connector and scored per asset by
+  ``EdgeScoring`` (``scoring.py``; models persisted in ``models/`` of the data dir): the anomaly
+  score and health index join the features, alarm/model events are committed to the buffer's
+  ``events`` table at each flush and forwarded like batches;
 * every second the agent emits link-health points per machine and its own ``_edge`` points,
   writes ``status.json`` atomically in its data dir and publishes it on TOPIC_STATUS.
 """
@@ -23,7 +27,7 @@ import os
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -53,6 +57,10 @@ from .forwarder import AsyncBuffer, Forwarder
 from .scheduler import Backoff
 from .uplink.base import make_uplink
 
+if TYPE_CHECKING:  # scoring pulls in the health models (scipy): only edges with vibration channels load it
+    from .models import ModelVerifier
+    from .scoring import EdgeScoring, ScoringConfig
+
 log = logging.getLogger(__name__)
 STATUS_FILE = "status.json"
 BUFFER_FILE = "buffer.sqlite"
@@ -65,7 +73,8 @@ class EdgeAgent:
                  flush_s: float = 0.25, heartbeat_s: float = 60.0, clock_policy: ClockPolicy = "correct",
                  max_clock_skew_s: float = 120.0, backlog_rows_per_s: float = 200_000.0,
                  backlog_order: Literal["newest_first", "oldest_first"] = "newest_first",
-                 ack_timeout_s: float = 10.0, status_every_s: float = 1.0, modbus_max_gap: int = 8) -> None:
+                 ack_timeout_s: float = 10.0, status_every_s: float = 1.0, modbus_max_gap: int = 8,
+                 scoring: ScoringConfig | None = None, model_verifier: ModelVerifier | None = None) -> None:
         self.site = site
         self.mill = site.mill(mill_id)
         self.edge_id = edge_id
@@ -85,6 +94,10 @@ class EdgeAgent:
         self.forwarder = Forwarder(self.buffer, edge=edge_id, mill=mill_id, secret=secret,
                                    backlog_rows_per_s=backlog_rows_per_s, backlog_order=backlog_order,
                                    ack_timeout_s=ack_timeout_s)
+        self.scoring_config = scoring
+        self.model_verifier = model_verifier
+        self.scoring: EdgeScoring | None = None
+        self._pending_events: list[wire.EdgeEvent] = []
         self.pollers: list[PollCoordinator] = []
         self.pushers: list[PushConnector] = []
         self._pending: dict[int, list[Batch]] = defaultdict(list)
@@ -137,10 +150,18 @@ class EdgeAgent:
             self.pushers.append(OpcUaConnector(endpoint, pts))
         iso = {m.id: self.site.templates[m.template].iso_class or "I"
                for m in (p.machine for p in self.points) if m.template and m.template in self.site.templates}
+        all_vib = [m for ms in vib_machines.values() for m in ms]
+        if all_vib:
+            from .scoring import EdgeScoring
+
+            self.scoring = EdgeScoring(self.mill.id, all_vib, iso, self.data_dir, self.scoring_config,
+                                       self.model_verifier)
         for (host, port) in set(mqtt) | set(vib_machines):
-            self.pushers.append(MqttConnector(host, port, mqtt.get((host, port), []), mill=self.mill.id,
-                                              vibration_machines=vib_machines.get((host, port), []),
-                                              iso_class=iso, client_id=f"spinline-dev-{self.edge_id}-{port}"))
+            mc = MqttConnector(host, port, mqtt.get((host, port), []), mill=self.mill.id,
+                               vibration_machines=vib_machines.get((host, port), []),
+                               iso_class=iso, client_id=f"spinline-dev-{self.edge_id}-{port}")
+            mc.vib.scorer = self.scoring
+            self.pushers.append(mc)
 
     def _broker(self, link: MqttLink | None) -> tuple[str, int]:
         url = (link.broker if link is not None and link.broker else None) or self.device_mqtt
@@ -206,8 +227,11 @@ class EdgeAgent:
     async def flush(self) -> int:
         """Commit what was collected; returns rows committed."""
         pending, self._pending = self._pending, defaultdict(list)
-        meta = dict(self._pending_meta)
+        meta: dict[str, Any] = dict(self._pending_meta)
         self._pending_meta.clear()
+        await self._commit_scoring()
+        if self.scoring is not None and (versions := self.scoring.take_versions()):
+            meta["models"] = versions   # model version behind each asset's anomaly_score / health_index
         rows = 0
         for rank in sorted(pending, reverse=True):
             b = Batch.concat(pending[rank])
@@ -224,6 +248,18 @@ class EdgeAgent:
             self.points_stored += rows
             self.forwarder.notify()
         return rows
+
+    async def _commit_scoring(self) -> None:
+        """Persist changed model slots, then commit the scoring events (kept for the next try on failure)."""
+        if self.scoring is None:
+            return
+        if self.scoring.dirty():
+            await self.buffer.call(self.scoring.persist)
+        self._pending_events += self.scoring.take_events()
+        if self._pending_events:
+            await self.buffer.call(self.buffer.buffer.append_events, self._pending_events)
+            self._pending_events = []
+            self.forwarder.notify_events()
 
     async def _flusher(self) -> None:
         while True:
@@ -266,6 +302,7 @@ class EdgeAgent:
                 "buffer": bs.as_dict(), "uplink": up, "points_collected": self.points_collected,
                 "points_stored": self.points_stored, "batches_committed": self.batches_committed,
                 "clock_skew_events": self.clock.events,
+                "models": self.scoring.snapshot() if self.scoring is not None else {},
                 "alarms": (["buffer_full"] if bs.full else []) + (["uplink_down"] if up["state"] != "connected"
                                                                   else [])}
 
@@ -329,6 +366,8 @@ class EdgeAgent:
         # pymodbus logs every failed connect at WARNING; our LinkHealth logs once per transition.
         logging.getLogger("pymodbus").setLevel(logging.ERROR)
         await self.buffer.open()
+        if self.scoring is not None:
+            await self.buffer.call(self.scoring.load)
         self.started_ns = time.time_ns()
         for c in self.pollers:
             self._tasks.append(asyncio.create_task(c.run(), name=c.name))

@@ -18,6 +18,12 @@ Full policy (``budget_bytes``, counting the stored column bytes)
     the cloud, and ``full`` turns true (alarm) until the buffer is back under the low-water mark
     (90 % of the budget). Nothing is ever dropped silently.
 
+Events (``spinline.core.wire.EdgeEvent``: alarms, diagnoses, model changes) live in the same
+file, table ``events``, with the same discipline: ``append_events`` commits (fsync'd) and assigns
+each event its id (AUTOINCREMENT, never reused: the idempotency key ``(edge, id)``); they leave
+only through ``ack_events`` or ``reject_events`` (kept in ``dead_events``). Past ``max_events``
+the oldest are dropped, counted in ``dropped_events`` and logged: never silently.
+
 Rows leave the buffer only through ``ack`` (the cloud stored them or already had them) or
 ``dead_letter`` (the cloud refused them; they are kept in ``dead_letters`` for inspection).
 
@@ -32,15 +38,16 @@ import logging
 import sqlite3
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
 from spinline.core.batch import Batch
-from spinline.core.errors import StorageError
+from spinline.core.errors import PayloadError, StorageError
 from spinline.core.site import Priority
+from spinline.core.wire import EdgeEvent
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +73,12 @@ CREATE TABLE IF NOT EXISTS drops (
 CREATE TABLE IF NOT EXISTS dead_letters (
     seq INTEGER PRIMARY KEY, at_ns INTEGER NOT NULL, reason TEXT NOT NULL, n INTEGER NOT NULL, meta TEXT NOT NULL,
     point BLOB NOT NULL, ts BLOB NOT NULL, value BLOB NOT NULL, quality BLOB NOT NULL, pseq BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, created_ns INTEGER NOT NULL, body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dead_events (
+    id INTEGER PRIMARY KEY, at_ns INTEGER NOT NULL, reason TEXT NOT NULL, body TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS quarantine (
     id INTEGER PRIMARY KEY AUTOINCREMENT, at_ns INTEGER NOT NULL, reason TEXT NOT NULL, n INTEGER NOT NULL,
@@ -97,6 +110,9 @@ class BufferStats:
     quarantined_rows: int
     last_seq: int
     oldest_created_ns: int | None
+    events: int = 0
+    dropped_events: int = 0
+    dead_events: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__slots__}
@@ -120,9 +136,11 @@ def per_point_rank(points: np.ndarray[Any, np.dtype[np.int64]]) -> tuple[np.ndar
 class EdgeBuffer:
     """The durable buffer. ``open()`` (or ``with``) does the I/O; the constructor does none."""
 
-    def __init__(self, path: str | Path, *, budget_bytes: int = 1 << 30, low_water: float = 0.9) -> None:
-        if budget_bytes <= 0:
-            raise ValueError("budget_bytes must be positive")
+    def __init__(self, path: str | Path, *, budget_bytes: int = 1 << 30, low_water: float = 0.9,
+                 max_events: int = 100_000) -> None:
+        if budget_bytes <= 0 or max_events <= 0:
+            raise ValueError("budget_bytes and max_events must be positive")
+        self.max_events = max_events
         self.path = Path(path)
         self.budget_bytes = budget_bytes
         self.low_water = low_water
@@ -133,6 +151,7 @@ class EdgeBuffer:
         self._batches = 0
         self._full = False
         self._counters: dict[str, int] = {}
+        self._events = 0
 
     # --- lifecycle --------------------------------------------------------------------------------
 
@@ -151,6 +170,7 @@ class EdgeBuffer:
         b, r, nb = db.execute("SELECT count(*), coalesce(sum(n), 0), coalesce(sum(nbytes), 0) FROM batches").fetchone()
         self._batches, self._rows, self._bytes = int(b), int(r), int(nb)
         self._counters = dict(db.execute("SELECT name, value FROM counters").fetchall())
+        self._events = int(db.execute("SELECT count(*) FROM events").fetchone()[0])
         self._full = self._bytes > self.budget_bytes * self.low_water and self._counters.get("dropped_batches", 0) > 0
         return self
 
@@ -358,6 +378,94 @@ class EdgeBuffer:
         log.error("cloud refused batch %d (%s); kept in dead_letters", seq, reason)
         return True
 
+    # --- events -----------------------------------------------------------------------------------
+
+    def append_events(self, events: Iterable[EdgeEvent]) -> list[EdgeEvent]:
+        """Commit events durably (one transaction); returns them with their assigned ids."""
+        evs = list(events)
+        if not evs:
+            return []
+        now = time.time_ns()
+        out: list[EdgeEvent] = []
+        dropped = 0
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            for e in evs:
+                cur = self.db.execute("INSERT INTO events (created_ns, body) VALUES (?, '')", (now,))
+                stamped = replace(e, id=int(cur.lastrowid or 0))
+                self.db.execute("UPDATE events SET body = ? WHERE id = ?",
+                                (json.dumps(stamped.to_dict(), separators=(",", ":")), stamped.id))
+                out.append(stamped)
+            over = self._events + len(evs) - self.max_events
+            if over > 0:
+                dropped = self.db.execute("DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY id "
+                                          "LIMIT ?)", (over,)).rowcount
+                self._bump("dropped_events", dropped)
+            self.db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback()
+            raise StorageError(f"buffer event commit failed: {exc}") from exc
+        self._events += len(evs) - dropped
+        if dropped:
+            self._counters["dropped_events"] = self._counters.get("dropped_events", 0) + dropped
+            log.error("edge event buffer full (%d events): dropped the %d oldest", self.max_events, dropped)
+        return out
+
+    def pending_events(self, *, min_id: int = 0, limit: int = 100) -> list[EdgeEvent]:
+        """Events not yet acknowledged, oldest first, ids >= ``min_id``."""
+        rows = self.db.execute("SELECT id, body FROM events WHERE id >= ? ORDER BY id LIMIT ?",
+                               (min_id, limit)).fetchall()
+        out = []
+        for i, body in rows:
+            try:
+                out.append(replace(EdgeEvent.from_dict(json.loads(body)), id=int(i)))
+            except (ValueError, PayloadError) as exc:  # cannot happen for rows we wrote; keep them visible
+                log.error("unreadable event %d in the edge buffer: %s", i, exc)
+        return out
+
+    def ack_events(self, ids: Iterable[int]) -> int:
+        """Remove events the cloud stored (or already had); unknown ids are ignored."""
+        keys = [(int(i),) for i in ids]
+        if not keys:
+            return 0
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            n = 0
+            for k in keys:
+                n += self.db.execute("DELETE FROM events WHERE id = ?", k).rowcount
+            self.db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback()
+            raise StorageError(f"buffer event ack failed: {exc}") from exc
+        self._events -= n
+        return n
+
+    def reject_events(self, rejected: Iterable[tuple[int, str]]) -> int:
+        """Move events the cloud refused for good to ``dead_events`` (kept, counted)."""
+        items = list(rejected)
+        if not items:
+            return 0
+        now = time.time_ns()
+        n = 0
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            for i, reason in items:
+                r = self.db.execute("DELETE FROM events WHERE id = ? RETURNING body", (int(i),)).fetchone()
+                if r is not None:
+                    self.db.execute("INSERT OR REPLACE INTO dead_events VALUES (?,?,?,?)", (int(i), now, reason, r[0]))
+                    n += 1
+            if n:
+                self._bump("dead_events", n)
+            self.db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback()
+            raise StorageError(f"buffer event reject failed: {exc}") from exc
+        self._events -= n
+        if n:
+            self._counters["dead_events"] = self._counters.get("dead_events", 0) + n
+            log.error("cloud refused %d event(s) (e.g. %s); kept in dead_events", n, items[0])
+        return n
+
     # --- status -----------------------------------------------------------------------------------
 
     def last_seq(self) -> int:
@@ -379,4 +487,5 @@ class EdgeBuffer:
                            full=self._full, dropped_rows=c.get("dropped_rows", 0),
                            dropped_batches=c.get("dropped_batches", 0), dead_letters=c.get("dead_letters", 0),
                            quarantined_rows=c.get("quarantined_rows", 0), last_seq=self.last_seq(),
-                           oldest_created_ns=None if oldest is None else int(oldest))
+                           oldest_created_ns=None if oldest is None else int(oldest), events=self._events,
+                           dropped_events=c.get("dropped_events", 0), dead_events=c.get("dead_events", 0))

@@ -11,6 +11,10 @@ Order after (re)connecting, so the dashboard is current at once:
 Each payload carries the batch seq assigned at commit, so a re-send has the same idempotency key
 ``(edge, seq)`` and the cloud stores it once. A batch leaves the buffer only on the cloud's ack
 (stored / duplicate; rejected ones go to the dead letters).
+
+Events (``wire.EdgeEvent``, committed to the buffer's ``events`` table) travel beside the
+batches in the same session: oldest first, at most ``events_window`` in flight, re-sent after
+``ack_timeout_s`` without an ack, deleted only on the cloud's ``EventsAck``.
 """
 
 from __future__ import annotations
@@ -74,6 +78,9 @@ class UplinkStats:
     last_ack_ns: int | None = None
     last_error: str | None = None
     inflight: int = 0
+    events_sent: int = 0
+    events_acked: int = 0
+    events_rejected: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__slots__}
@@ -82,8 +89,12 @@ class UplinkStats:
 class Forwarder:
     def __init__(self, buffer: AsyncBuffer, *, edge: str, mill: str, secret: bytes | None, window: int = 32,
                  ack_timeout_s: float = 10.0, backlog_rows_per_s: float = 200_000.0,
-                 backlog_order: Literal["newest_first", "oldest_first"] = "newest_first") -> None:
+                 backlog_order: Literal["newest_first", "oldest_first"] = "newest_first",
+                 events_window: int = 100) -> None:
         self.buffer = buffer
+        self.events_window = events_window
+        self._events_wake = asyncio.Event()
+        self._ev_inflight: dict[int, float] = {}
         self.edge, self.mill, self.secret = edge, mill, secret
         self.window = window
         self.ack_timeout_s = ack_timeout_s
@@ -104,6 +115,10 @@ class Forwarder:
         """A batch was committed: wake the sender."""
         self._wake.set()
 
+    def notify_events(self) -> None:
+        """Events were committed: wake the events sender."""
+        self._events_wake.set()
+
     # --- one session -------------------------------------------------------------------------------
 
     async def run_session(self, uplink: Uplink) -> None:
@@ -120,22 +135,26 @@ class Forwarder:
         self.stats.sessions += 1
         self._set_state("connected")
         acks = asyncio.create_task(self._consume_acks(uplink), name="uplink-ack-consumer")
+        ev_acks = asyncio.create_task(self._consume_event_acks(uplink), name="uplink-event-ack-consumer")
+        events = asyncio.create_task(self._send_events_loop(uplink), name="uplink-events")
         try:
             while True:
                 if uplink.closed.done():
                     exc = uplink.closed.exception()
                     raise exc if exc else UplinkError("uplink session closed")
-                if acks.done():
-                    acks.result()
+                for t in (acks, ev_acks, events):
+                    if t.done():
+                        t.result()
                 sent = await self._send_some(uplink)
                 if not sent:
                     self._wake.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), 0.2)
         finally:
-            acks.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await acks
+            for t in (acks, ev_acks, events):
+                t.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
             self._set_state("disconnected")
             self.stats.inflight = 0
 
@@ -169,6 +188,41 @@ class Forwarder:
             self.stats.last_ack_ns = time.time_ns()
             self.stats.inflight = len(self._inflight)
             self._wake.set()
+
+    # --- events ------------------------------------------------------------------------------------
+
+    async def _consume_event_acks(self, uplink: Uplink) -> None:
+        buf = self.buffer.buffer
+        while True:
+            ack = await uplink.event_acks.get()
+            for i in ack.acked:
+                self._ev_inflight.pop(i, None)
+            for i, _ in ack.rejected:
+                self._ev_inflight.pop(i, None)
+            if ack.acked:
+                await self.buffer.call(buf.ack_events, ack.acked)
+                self.stats.events_acked += len(ack.acked)
+            if ack.rejected:
+                self.stats.events_rejected += await self.buffer.call(buf.reject_events, ack.rejected)
+            self._events_wake.set()
+
+    async def _send_events_loop(self, uplink: Uplink) -> None:
+        self._ev_inflight.clear()
+        buf = self.buffer.buffer
+        while True:
+            self._events_wake.clear()
+            now = time.monotonic()
+            pending = await self.buffer.call(buf.pending_events, limit=self.events_window)
+            due = [e for e in pending
+                   if e.id not in self._ev_inflight or now - self._ev_inflight[e.id] > self.ack_timeout_s]
+            if due:
+                payload = wire.encode_events(self.edge, self.mill, due, key=self.secret)
+                for e in due:
+                    self._ev_inflight[e.id] = now
+                await uplink.send_events(payload)
+                self.stats.events_sent += len(due)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._events_wake.wait(), min(1.0, self.ack_timeout_s))
 
     def _expire(self) -> None:
         now = time.monotonic()

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, HTTPException, Path, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -36,6 +36,9 @@ from spinline.cloud.settings import Settings
 from spinline.cloud.storage.base import TimeSeriesStore
 from spinline.core.errors import AuthError
 
+if TYPE_CHECKING:
+    from spinline.cloud.health_events import EdgeEvents
+
 
 @dataclass
 class Cloud:
@@ -48,6 +51,8 @@ class Cloud:
     edges: EdgeCredentials
     ingest: IngestService
     kpis: KpiService
+    #: Receives alarm events from the edges (set in the app's lifespan, with the health pipeline).
+    edge_events: EdgeEvents | None = None
 
 
 def get_cloud(request: Request) -> Cloud:

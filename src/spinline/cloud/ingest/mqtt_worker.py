@@ -33,14 +33,16 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
+from spinline.cloud.health_events import EdgeEvents
 from spinline.cloud.ingest.service import Accepted, IngestResult, IngestService
-from spinline.core.errors import StorageError
-from spinline.core.wire import TOPIC_ACK
+from spinline.core.errors import PayloadError, StorageError
+from spinline.core.wire import TOPIC_ACK, TOPIC_EVENTS_ACK, encode_events_ack
 
 logger = logging.getLogger(__name__)
 
 BATCH_FILTER = "spinline/up/+/+/batch"
 STATUS_FILTER = "spinline/up/+/+/status"
+EVENTS_FILTER = "spinline/up/+/+/events"
 
 
 @dataclass(slots=True)
@@ -53,6 +55,7 @@ class WorkerStats:
     duplicates: int = 0
     rejected: int = 0
     statuses: int = 0
+    events: int = 0
     writes: int = 0
     failed_writes: int = 0
 
@@ -67,8 +70,10 @@ class IngestWorker:
     def __init__(self, service: IngestService, host: str = "127.0.0.1", port: int = 1883, group: str = "ingest",
                  *, client_id: str | None = None, max_coalesce: int = 32, max_rows_per_write: int = 1_000_000,
                  queue_size: int = 256, keepalive: int = 30, rollup_every_s: float | None = None,
-                 namespace: str = "") -> None:
+                 namespace: str = "", events: EdgeEvents | None = None) -> None:
         self.service = service
+        #: Records edge events (``TOPIC_EVENTS``, acked on ``TOPIC_EVENTS_ACK``); None: not subscribed.
+        self.events = events
         self.host, self.port, self.group = host, port, group
         self.client_id = client_id or f"spinline-ingest-{uuid.uuid4().hex[:10]}"
         self.max_coalesce = max_coalesce
@@ -89,7 +94,10 @@ class IngestWorker:
     @property
     def filters(self) -> list[str]:
         ns = self.namespace
-        return [f"$share/{self.group}/{ns}{BATCH_FILTER}", f"$share/{self.group}/{ns}{STATUS_FILTER}"]
+        out = [f"$share/{self.group}/{ns}{BATCH_FILTER}", f"$share/{self.group}/{ns}{STATUS_FILTER}"]
+        if self.events is not None:
+            out.append(f"$share/{self.group}/{ns}{EVENTS_FILTER}")
+        return out
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -212,6 +220,9 @@ class IngestWorker:
             if kind == "status":
                 self.stats.statuses += int(self.service.handle_status(payload, mill, edge, received))
                 continue
+            if kind == "events":
+                self._events(payload, mill, edge)
+                continue
             prepared = self.service.prepare(payload, received, topic=(mill, edge))
             if isinstance(prepared, IngestResult):
                 self.stats.rejected += 1
@@ -242,6 +253,25 @@ class IngestWorker:
                 self.stats.stored_batches += 1
                 self.stats.stored_points += r.stored
             self._ack(r, r.mill or "", r.edge or "")      # authenticated, and equal to the topic's
+
+    def _events(self, payload: bytes, mill: str, edge: str) -> None:
+        """Record an events payload and ack it; a refused one gets no ack (the contract in ``core.wire``)."""
+        if self.events is None:
+            return
+        try:
+            ack = self.events.handle(payload, topic=(mill, edge))
+        except PayloadError as exc:
+            self.stats.rejected += 1
+            logger.warning("events from %s/%s refused: %s", mill, edge, exc)
+            return
+        except StorageError:
+            logger.exception("store refused the events of %s/%s; not acknowledged, the edge will re-send", mill, edge)
+            return
+        self.stats.events += len(ack.acked)
+        client = self._client
+        if client is not None:
+            client.publish(self.namespace + TOPIC_EVENTS_ACK.format(mill=mill, edge=edge), encode_events_ack(ack),
+                           qos=1)
 
     def _ack(self, result: IngestResult, mill: str, edge: str) -> None:
         """Publish the ack JSON on the ack topic of the (mill, edge) the payload came from."""

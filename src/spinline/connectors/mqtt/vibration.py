@@ -2,8 +2,10 @@
 
 A snapshot arrives on ``spinline/{mill}/{machine}/vibration/{channel}`` as JSON ``{"ts": epoch_ms,
 "fs_hz", "shaft_rpm", "unit": "g", "encoding": "f32le-b64", "samples": base64 float32 LE}``.
-Features come from ``spinline.health.features.featurize`` (the health engineer's functions);
-``anomaly_score`` / ``health_index`` are left to the health models (the lead wires the scoring).
+Features come from ``spinline.health.features.featurize`` (the health engineer's functions).
+``anomaly_score`` / ``health_index`` come from the per-asset models: the edge sets ``scorer`` (a
+``FeatureScorer``, ``spinline.edge.scoring.EdgeScoring``) and its values join the snapshot's other
+features at the same timestamp. Without a scorer those two points are not emitted.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import base64
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -28,7 +31,8 @@ VIB_TOPIC = "spinline/{mill}/{machine}/vibration/{channel}"
 class Snapshot:
     ts_ns: int
     fs_hz: float
-    shaft_rpm: float
+    #: Speed the sensor reported with the snapshot; None when the payload has none (0 = stopped).
+    shaft_rpm: float | None
     samples: np.ndarray
 
 
@@ -38,16 +42,31 @@ def parse_snapshot(payload: bytes, received_ns: int) -> Snapshot:
         if d.get("encoding", "f32le-b64") != "f32le-b64":
             raise ValueError(f"unknown encoding {d.get('encoding')!r}")
         x = np.frombuffer(base64.b64decode(d["samples"]), dtype="<f4").astype(np.float64)
-        return Snapshot(ts_from(d.get("ts")) or received_ns, float(d["fs_hz"]), float(d.get("shaft_rpm") or 0.0), x)
+        rpm = d.get("shaft_rpm")
+        return Snapshot(ts_from(d.get("ts")) or received_ns, float(d["fs_hz"]), None if rpm is None else float(rpm), x)
     except (ValueError, KeyError, TypeError) as exc:
         raise DecodeError(f"bad vibration snapshot: {exc}") from None
+
+
+class FeatureScorer(Protocol):
+    """Adds model outputs (``anomaly_score``, ``health_index``) to one snapshot's features.
+
+    Called synchronously in the connector's message loop: it must not block. ``features`` holds
+    ``featurize(..., extended=True)`` of the channel; an empty result (machine stopped, no model)
+    adds nothing.
+    """
+
+    def score(self, machine: str, channel: str, ts_ns: int, shaft_hz: float,
+              features: Mapping[str, float]) -> Mapping[str, float]: ...
 
 
 class VibrationMap:
     """topic -> (machine, channel), and the featurisation of one snapshot."""
 
-    def __init__(self, mill: str, machines: Sequence[Machine], iso_class: Mapping[str, str] | None = None) -> None:
+    def __init__(self, mill: str, machines: Sequence[Machine], iso_class: Mapping[str, str] | None = None,
+                 scorer: FeatureScorer | None = None) -> None:
         self.mill = mill
+        self.scorer = scorer
         self.by_topic: dict[str, tuple[Machine, str, Bearing | None, float]] = {}
         self.iso_class: Mapping[str, str] = iso_class or {}
         for m in machines:
@@ -73,14 +92,18 @@ class VibrationMap:
         s = parse_snapshot(payload, received_ns)
         if len(s.samples) < 64:
             raise DecodeError(f"{topic}: snapshot has only {len(s.samples)} samples")
-        shaft_hz = (s.shaft_rpm or rpm) / 60.0
+        # A reported 0 means stopped (no score, no baseline sample); only a missing speed falls back to nominal.
+        shaft_hz = (rpm if s.shaft_rpm is None else s.shaft_rpm) / 60.0
         feats = featurize(s.samples[None, :], s.fs_hz, shaft_hz, bearing,
-                          machine_class=self.iso_class.get(m.id, "I"))
+                          machine_class=self.iso_class.get(m.id, "I"), extended=True)
+        row = {k: float(v[0]) for k, v in feats.items()}
+        if self.scorer is not None:
+            row.update(self.scorer.score(m.id, ch, s.ts_ns, shaft_hz, row))
         keys, vals = [], []
         for name, _unit in VIB_FEATURES:
-            if name in feats:
+            if name in row:
                 keys.append(point_key(f"{self.mill}/{m.id}/vib_{ch}_{name}"))
-                vals.append(float(feats[name][0]))
+                vals.append(row[name])
         v = np.asarray(vals, dtype=np.float64)
         q = np.where(np.isfinite(v), np.uint8(Quality.GOOD), np.uint8(Quality.BAD)).astype(np.uint8)
         return Batch(np.asarray(keys, dtype=np.int64), np.full(len(keys), s.ts_ns, dtype=np.int64), v, q)

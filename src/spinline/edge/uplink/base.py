@@ -3,6 +3,10 @@
 An uplink is an async context manager holding one session to the cloud. ``send`` hands a
 payload over (raising ``UplinkError`` when the session is broken); the cloud's verdict for each
 batch seq arrives later as an ``Ack`` on ``acks`` (MQTT: on TOPIC_ACK; HTTP: in the response).
+Events (``spinline.core.wire`` events contract) go the same way: ``send_events`` hands a signed
+events payload over, and the cloud's ``EventsAck`` arrives on ``event_acks``. A cloud that does not
+answer events yet only makes them wait in the buffer: event failures other than a broken transport
+never end the session, so batches keep flowing.
 ``closed`` completes (with the cause) when the session ends, so the forwarder can reconnect.
 Reconnection is the caller's job (aiomqtt's rule): one session per ``async with``.
 """
@@ -17,6 +21,7 @@ from typing import Any, Literal, Protocol, Self
 from urllib.parse import urlsplit
 
 from spinline.core.errors import UplinkError
+from spinline.core.wire import EventsAck
 
 AckStatus = Literal["stored", "duplicate", "rejected"]
 #: Rejections that say nothing about the batch itself (fix the credentials, the batch is fine):
@@ -53,6 +58,7 @@ def parse_ack(data: bytes | str | dict[str, Any]) -> Ack:
 
 class Uplink(Protocol):
     acks: asyncio.Queue[Ack]
+    event_acks: asyncio.Queue[EventsAck]
     closed: asyncio.Future[None]
 
     async def __aenter__(self) -> Self: ...
@@ -63,6 +69,8 @@ class Uplink(Protocol):
     async def send(self, seq: int, payload: bytes) -> None: ...
 
     async def publish_status(self, payload: bytes) -> None: ...
+
+    async def send_events(self, payload: bytes) -> None: ...
 
 
 def make_uplink(url: str, *, edge: str, mill: str, secret: bytes, timeout_s: float = 10.0) -> Uplink:

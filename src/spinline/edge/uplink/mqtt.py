@@ -1,5 +1,7 @@
 """MQTT uplink: QoS 1 publishes of signed batches, acks from the cloud on TOPIC_ACK.
 
+Events (alarms, diagnoses) go on TOPIC_EVENTS; their acks come back on TOPIC_EVENTS_ACK.
+
 The session is persistent (fixed client id per edge, ``clean_session=False``) so acks the cloud
 publishes while the edge is briefly away are delivered when it returns. The broker's PUBACK
 only means the broker has the batch; the batch leaves the edge buffer on the cloud's ack.
@@ -20,7 +22,7 @@ from urllib.parse import unquote, urlsplit
 import aiomqtt
 
 from spinline.core import wire
-from spinline.core.errors import UplinkError
+from spinline.core.errors import PayloadError, UplinkError
 
 from .base import Ack, parse_ack
 
@@ -42,7 +44,10 @@ class MqttUplink:
         self.topic_batch = wire.TOPIC_BATCH.format(mill=mill, edge=edge)
         self.topic_status = wire.TOPIC_STATUS.format(mill=mill, edge=edge)
         self.topic_ack = wire.TOPIC_ACK.format(mill=mill, edge=edge)
+        self.topic_events = wire.TOPIC_EVENTS.format(mill=mill, edge=edge)
+        self.topic_events_ack = wire.TOPIC_EVENTS_ACK.format(mill=mill, edge=edge)
         self.acks: asyncio.Queue[Ack] = asyncio.Queue()
+        self.event_acks: asyncio.Queue[wire.EventsAck] = asyncio.Queue()
         #: Completes when the session ends; created in ``__aenter__`` (constructors touch no loop).
         self.closed: asyncio.Future[None] = None  # type: ignore[assignment]
         self._client: aiomqtt.Client | None = None
@@ -60,6 +65,7 @@ class MqttUplink:
         try:
             await client.__aenter__()
             await client.subscribe(self.topic_ack, qos=1)
+            await client.subscribe(self.topic_events_ack, qos=1)
         except aiomqtt.MqttError as exc:
             with contextlib.suppress(Exception):
                 await client.__aexit__(None, None, None)
@@ -71,9 +77,16 @@ class MqttUplink:
     async def _read(self, client: aiomqtt.Client) -> None:
         try:
             async for msg in client.messages:
+                data = bytes(msg.payload) if isinstance(msg.payload, bytes | bytearray) else str(msg.payload)
+                if msg.topic.matches(self.topic_events_ack):
+                    try:
+                        self.event_acks.put_nowait(wire.decode_events_ack(data))
+                    except PayloadError as exc:
+                        self.bad_acks += 1
+                        log.warning("ignoring a malformed events ack on %s: %s", msg.topic, exc)
+                    continue
                 try:
-                    ack = parse_ack(bytes(msg.payload) if isinstance(msg.payload, bytes | bytearray)
-                                    else str(msg.payload))
+                    ack = parse_ack(data)
                 except UplinkError as exc:
                     self.bad_acks += 1
                     log.warning("ignoring a malformed ack on %s: %s", msg.topic, exc)
@@ -110,6 +123,12 @@ class MqttUplink:
             await self._c().publish(self.topic_batch, payload, qos=1)
         except aiomqtt.MqttError as exc:
             raise UplinkError(f"publish of batch {seq} failed: {exc}") from None
+
+    async def send_events(self, payload: bytes) -> None:
+        try:
+            await self._c().publish(self.topic_events, payload, qos=1)
+        except aiomqtt.MqttError as exc:
+            raise UplinkError(f"publish of events failed: {exc}") from None
 
     async def publish_status(self, payload: bytes) -> None:
         try:

@@ -21,6 +21,7 @@ from spinline.cloud.api import schemas as s
 from spinline.cloud.api.deps import CloudDep
 from spinline.cloud.storage.base import Rejection
 from spinline.core import wire
+from spinline.core.errors import PayloadError
 from spinline.core.wire import peek_edge
 
 router = APIRouter(tags=["ingest"])
@@ -93,6 +94,27 @@ async def edge_status(request: Request, cloud: CloudDep,
     if not ok:
         return refusal("unauthorised", f"no edge {x_spinline_mill}/{x_spinline_edge} may report status")
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(wire.EVENTS_PATH.removeprefix("/api/v1"), responses=_REFUSALS, openapi_extra={
+    "requestBody": {"required": True,
+                    "content": {wire.EVENTS_CONTENT_TYPE: {"schema": {"type": "string", "format": "binary"}}}}})
+async def edge_events(request: Request, cloud: CloudDep) -> Response:
+    """Record an edge's events (alarms raised and cleared, with the diagnosis) once each.
+
+    The body is ``spinline.core.wire.encode_events`` (signed with the edge's secret in its trailer).
+    Answers 200 with the ack ``{"acked": [ids], "rejected": [{"id", "reason"}]}``, or a refusal of the
+    whole payload: 401 (signature, or not this edge's mill), 400 (malformed), 413 (oversized).
+    """
+    body, too_big = await _read_limited(request, wire.MAX_EVENTS_BYTES)
+    if too_big:
+        return refusal("oversized", f"events payload is larger than {wire.MAX_EVENTS_BYTES} bytes")
+    events = request.app.state.edge_events
+    try:
+        ack = await run_in_threadpool(events.handle, body)
+    except PayloadError as exc:
+        return refusal(exc.reason, exc.detail)
+    return Response(wire.encode_events_ack(ack), media_type="application/json")
 
 
 sign_status = wire.sign_status  # re-exported for tests; the edge imports it from spinline.core.wire

@@ -15,8 +15,17 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from pydantic import BaseModel, Field
 
-from spinline.cloud.api.deps import CurrentUser, MetaDep, ReadableMill, WritableMill, mill_with, not_found
+from spinline.cloud.api.deps import (
+    CurrentUser,
+    MetaDep,
+    ReadableMill,
+    StoreDep,
+    WritableMill,
+    mill_with,
+    not_found,
+)
 from spinline.cloud.auth.roles import Permission
+from spinline.cloud.health_pipeline import measured_health
 from spinline.cloud.meta.store import MillRecord
 from spinline.health.alarms import Alarm, AlarmState, InvalidTransition, Severity
 from spinline.health.reports import monthly_report, weekly_plan
@@ -269,8 +278,12 @@ def get_work_order(mill: ReadableMill, order_id: str, hs: HealthStoreDep) -> Wor
 @router.post("/work-orders/{order_id}/{action}")
 def work_order_step(mill: MaintainableMill, order_id: str,
                     action: Literal["assign", "start", "resolve", "reopen", "verify", "close", "cancel"],
-                    body: WorkOrderStep, user: CurrentUser, hs: HealthStoreDep) -> WorkOrderPublic:
-    """One lifecycle step (409 when refused: wrong state, or verify before the health index recovered)."""
+                    body: WorkOrderStep, user: CurrentUser, hs: HealthStoreDep, store: StoreDep) -> WorkOrderPublic:
+    """One lifecycle step (409 when refused: wrong state, or verify before the health index recovered).
+
+    ``verify`` checks the asset's latest measured health index where the store has one (the
+    ``health_index`` in the body only where it has none).
+    """
     w = _order_of(hs, mill.id, order_id)
     now = _now()
     try:
@@ -279,9 +292,12 @@ def work_order_step(mill: MaintainableMill, order_id: str,
                 raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "assign needs an assignee")
             w.assign(body.assignee, by=user.username, at=now, comment=body.comment)
         elif action == "verify":
-            if body.health_index is None:
+            # The machine verifies a repair: the measured index wins over the one in the body.
+            measured = measured_health(store, mill.id, w.asset)
+            hi = measured if measured is not None else body.health_index
+            if hi is None:
                 raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "verify needs the current health_index")
-            w.verify(body.health_index, by=user.username, at=now, comment=body.comment)
+            w.verify(hi, by=user.username, at=now, comment=body.comment)
         elif action == "cancel":
             w.cancel(by=user.username, at=now, comment=body.comment or "cancelled")
         else:

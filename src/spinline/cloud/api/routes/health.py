@@ -1,0 +1,86 @@
+"""Health of a mill's machines: the health index per asset, rolled up per machine, line and mill.
+
+The index of an asset is the edge's ``health_index`` where it sent one, else computed here from the
+anomaly score and velocity RMS (``spinline.health.health_index``); either way the answer says which
+evidence drove it (the largest penalty), the dominant envelope line and the ISO 20816 zone. The
+rollup takes the **minimum** at each level (a line stops when one machine stops) and names the child
+that drives it. Reading needs ``read`` on the mill.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from fastapi import APIRouter
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel
+
+from spinline.cloud.api.deps import ReadableMill, StoreDep
+from spinline.cloud.health_pipeline import LatestHealth, latest_health
+from spinline.health.health_index import Rollup, rollup, status
+
+router = APIRouter(tags=["health"])
+
+
+class AssetHealthPublic(BaseModel):
+    asset: str
+    machine: str
+    channel: str
+    line: str
+    at: datetime
+    value: float
+    status: str
+    #: "edge" when the edge computed the index, "cloud" when computed from its features here.
+    source: str
+    driver: str
+    penalties: dict[str, float]
+    dominant_envelope: str | None
+    iso_zone: str | None
+    features: dict[str, float]
+    explanation: str
+
+
+class NodePublic(BaseModel):
+    id: str
+    level: str
+    value: float
+    mean: float
+    status: str
+    worst: str
+    children: list[NodePublic]
+
+
+class MillHealthPublic(BaseModel):
+    mill: str
+    value: float | None
+    status: str | None
+    worst: str | None
+    assets: list[AssetHealthPublic]
+    #: mill -> lines -> machines -> assets (empty when no asset has data yet)
+    rollup: NodePublic | None
+
+
+def _node(r: Rollup) -> NodePublic:
+    return NodePublic(id=r.id, level=r.level, value=r.value, mean=r.mean, status=status(r.value), worst=r.worst,
+                      children=[_node(c) for c in r.children])
+
+
+def _asset(h: LatestHealth) -> AssetHealthPublic:
+    x = h.health
+    return AssetHealthPublic(asset=h.asset.id, machine=h.asset.machine, channel=h.asset.channel, line=h.asset.line,
+                             at=h.at, value=x.value, status=x.index.status, source=x.source, driver=x.index.driver,
+                             penalties={k: round(v, 2) for k, v in x.index.penalties.items()},
+                             dominant_envelope=x.dominant_envelope[0] if x.dominant_envelope else None,
+                             iso_zone=x.iso_zone, features={k: round(v, 4) for k, v in x.features.items()},
+                             explanation=x.explain())
+
+
+@router.get("/mills/{mill}/health")
+async def mill_health(mill: ReadableMill, store: StoreDep) -> MillHealthPublic:
+    """The latest health index of every vibration asset, and its rollup to machine, line and mill."""
+    rows = await run_in_threadpool(latest_health, store, mill.id)
+    if not rows:
+        return MillHealthPublic(mill=mill.id, value=None, status=None, worst=None, assets=[], rollup=None)
+    tree = rollup((mill.id, h.asset.line or "-", h.asset.machine, h.asset.id, h.health.value) for h in rows)
+    return MillHealthPublic(mill=mill.id, value=tree.value, status=status(tree.value), worst=tree.worst,
+                            assets=[_asset(h) for h in rows], rollup=_node(tree))

@@ -1,0 +1,179 @@
+"""Edge events in the cloud: alarms raised and cleared at the edge, with their diagnosis.
+
+The receiving side of the contract in ``spinline.core.wire`` (``encode_events``/``decode_events``):
+the same signed payload arrives over HTTP (``POST /api/v1/edge-events``) or MQTT (``TOPIC_EVENTS``),
+and ``EdgeEvents.handle`` answers the ack (``EventsAck``) both transports send back.
+
+* The payload's signature is checked with the claimed edge's secret, and the edge must belong to
+  the payload's mill (and, over MQTT, to the topic's mill and edge); a payload failing that is
+  refused whole (``PayloadError("unauthorised")``: HTTP 401, no MQTT ack) and counted.
+* ``(edge, event id)`` is the idempotency key (table ``health_edge_events``): an event seen before is
+  acked again and changes nothing.
+* ``alarm_raised`` records an alarm in ``HealthStore`` (``evidence["source"] == "edge"``, with the
+  fault, confidence, model version and the edge's evidence text) and, at ``order_severity`` or worse,
+  opens a work order as the cloud pipeline does (one open order per asset). Its id derives from the
+  event's ``alarm_key``, so ``alarm_cleared`` finds it; clearing an unknown alarm is rejected for good
+  (``unknown_alarm``), as is an asset outside the payload's mill (``wrong_mill``).
+* ``model_commissioned`` / ``model_replaced`` are acked and kept in the idempotency table only.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+
+from spinline.cloud.health_pipeline import open_work_order, severe_enough, stable_id, state_metadata
+from spinline.cloud.storage.base import Rejection, TimeSeriesStore
+from spinline.core.errors import PayloadError, StorageError
+from spinline.core.wire import EdgeEvent, EventsAck, EventsPayload, decode_events
+from spinline.health.alarms import Alarm, Severity
+from spinline.health.store import HealthStore
+
+#: Who edge-raised alarms' steps are recorded as.
+EDGE_ACTOR = "edge"
+
+events_t = sa.Table(
+    "health_edge_events", state_metadata,
+    sa.Column("edge", sa.String(64), primary_key=True),
+    sa.Column("event_id", sa.BigInteger, primary_key=True),
+    sa.Column("mill", sa.String(64), nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("ts_ns", sa.BigInteger, nullable=False),
+    sa.Column("alarm_id", sa.String(64)),
+    sa.Column("received_ns", sa.BigInteger, nullable=False),
+)
+
+
+def _dt(ts_ns: int) -> datetime:
+    return datetime.fromtimestamp(ts_ns / 1e9, UTC).replace(tzinfo=None)
+
+
+def _claimed_edge(payload: bytes) -> str:
+    """The edge a payload claims to come from, unverified (for counting a refusal against it)."""
+    try:
+        d = json.loads(payload.rpartition(b"\n")[0] or payload)
+        return str(d["edge"])[:64] if isinstance(d, dict) else "?"
+    except (ValueError, KeyError, TypeError):
+        return "?"
+
+
+def alarm_id_of(mill: str, key: str) -> str:
+    """The alarm id of an edge alarm key ``{asset}:{rule}:{raised ts_ns}`` (same for raise and clear)."""
+    ts = key.rpartition(":")[2]
+    at = _dt(int(ts)) if ts.isdigit() else datetime(1970, 1, 1)
+    return stable_id("AL", at, mill, EDGE_ACTOR, key)
+
+
+class EdgeEvents:
+    """Records edge events (see module docstring). Synchronous; the transports run it in a thread."""
+
+    def __init__(self, health: HealthStore, store: TimeSeriesStore, edge_keys: Callable[[str], bytes | None],
+                 edge_mill: Callable[[str], str | None], *, order_severity: Severity = Severity.CRITICAL,
+                 clock: Callable[[], int] = time.time_ns) -> None:
+        self.health = health
+        self.store = store
+        self.edge_keys = edge_keys
+        self.edge_mill = edge_mill
+        self.order_severity = order_severity
+        self.clock = clock
+
+    def create_schema(self) -> None:
+        self.health.create_schema()
+        try:
+            events_t.create(self.health.engine, checkfirst=True)
+        except sa.exc.SQLAlchemyError as exc:
+            raise StorageError(f"cannot create the edge events table: {exc}") from exc
+
+    def handle(self, payload: bytes, *, topic: tuple[str, str] | None = None) -> EventsAck:
+        """Verify and record a payload; its ack. Raises ``PayloadError`` when it is refused whole.
+
+        ``topic``: the (mill, edge) of the MQTT topic it came on, which must match the payload.
+        """
+        now = self.clock()
+        try:
+            p = decode_events(payload, key_lookup=self.edge_keys)
+            if self.edge_mill(p.edge) != p.mill or (topic is not None and topic != (p.mill, p.edge)):
+                raise PayloadError("unauthorised", f"edge {p.edge!r} may not send events for mill {p.mill!r}")
+        except PayloadError as exc:
+            who = topic[1] if topic is not None else _claimed_edge(payload)
+            self.store.record_rejection(Rejection(who, exc.reason, f"events: {exc.detail}", now))
+            raise
+        return self._record(p, now)
+
+    def _record(self, p: EventsPayload, now: int) -> EventsAck:
+        acked: list[int] = []
+        rejected: list[tuple[int, str]] = []
+        hs = self.health
+        for ev in p.events:
+            with hs.engine.connect() as c:
+                seen = c.execute(sa.select(events_t.c.event_id).where(events_t.c.edge == p.edge,
+                                                                      events_t.c.event_id == ev.id)).first()
+            if seen is not None:
+                acked.append(ev.id)
+                continue
+            if not ev.asset.startswith(p.mill + "/") or ev.asset.count("/") != 2:
+                rejected.append((ev.id, "wrong_mill"))
+                continue
+            asset = ev.asset.partition("/")[2]
+            alarm_id: str | None = None
+            if ev.kind == "alarm_raised":
+                alarm_id = self._raise(p, ev, asset)
+            elif ev.kind == "alarm_cleared":
+                alarm_id = self._clear(p, ev, asset)
+                if alarm_id is None:
+                    rejected.append((ev.id, "unknown_alarm"))
+                    continue
+            try:
+                with hs.engine.begin() as c:
+                    c.execute(sa.insert(events_t).values(edge=p.edge, event_id=ev.id, mill=p.mill, kind=ev.kind,
+                                                         ts_ns=ev.ts_ns, alarm_id=alarm_id, received_ns=now))
+            except sa.exc.IntegrityError:
+                pass  # another worker recorded it at the same moment: one copy is kept
+            acked.append(ev.id)
+        return EventsAck(tuple(acked), tuple(rejected))
+
+    @staticmethod
+    def _key(ev: EdgeEvent, asset_tag: str) -> str:
+        return ev.alarm_key or f"{asset_tag}:{ev.rule or 'edge'}:{ev.ts_ns}"
+
+    def _raise(self, p: EventsPayload, ev: EdgeEvent, asset: str) -> str:
+        hs = self.health
+        key = self._key(ev, ev.asset)
+        aid = alarm_id_of(p.mill, key)
+        if hs.get_alarm(aid) is not None:
+            return aid
+        at = _dt(ev.ts_ns)
+        rule = ev.rule or "edge"
+        value = ev.value if ev.value is not None else 0.0
+        fault = ev.fault or "unknown"
+        msg = f"{rule} on {asset} (edge {p.edge}, model {ev.model_version})" + (
+            f": {fault}" if ev.fault else "")
+        explain = f"{fault} (confidence {ev.confidence:.2f})" if ev.confidence is not None else fault
+        if ev.evidence:
+            explain += "\n" + ev.evidence
+        alarm = Alarm(asset=asset, rule=rule, severity=Severity(ev.severity), message=msg, raised_at=at, value=value,
+                      id=aid, evidence={"source": EDGE_ACTOR, "edge": p.edge, "event_id": ev.id, "alarm_key": key,
+                                        "fault": fault, "confidence": ev.confidence,
+                                        "model_version": ev.model_version, "explain": explain})
+        hs.save_alarm(p.mill, alarm)
+        if severe_enough(alarm.severity, self.order_severity):
+            open_work_order(hs, p.mill, alarm, None, by=EDGE_ACTOR)
+        return aid
+
+    def _clear(self, p: EventsPayload, ev: EdgeEvent, asset: str) -> str | None:
+        hs = self.health
+        if ev.alarm_key is None:
+            return None
+        aid = alarm_id_of(p.mill, ev.alarm_key)
+        got = hs.get_alarm(aid)
+        if got is None or got[0] != p.mill or got[1].asset != asset:
+            return None
+        alarm = got[1]
+        if alarm.is_open:
+            alarm.clear(EDGE_ACTOR, _dt(ev.ts_ns), ev.evidence or "condition returned to normal at the edge")
+            hs.save_alarm(p.mill, alarm)
+        return aid
