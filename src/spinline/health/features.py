@@ -28,6 +28,7 @@ import numpy as np
 import scipy.fft as sfft
 from numpy.typing import ArrayLike, NDArray
 
+from spinline.core.bearing import defect_frequencies
 from spinline.core.site import VIB_FEATURES, Bearing
 
 F64 = NDArray[np.float64]
@@ -81,28 +82,15 @@ def _per_channel(v: ArrayLike | float, n: int, name: str) -> F64:
 # --- bearing kinematics ------------------------------------------------------------------------
 
 def bearing_frequencies(bearing: Bearing, shaft_hz: float | ArrayLike) -> dict[str, F64]:
-    """Defect frequencies (Hz) of a rolling-element bearing with a stationary outer ring.
+    """Defect frequencies (Hz) of a site-file bearing (formulas in ``spinline.core.bearing``).
 
     ``bpfo`` outer-race pass, ``bpfi`` inner-race pass, ``bsf`` ball spin (a ball defect strikes
-    both races once per spin, so its envelope line is usually at 2x bsf), ``ftf`` cage. The
-    classic kinematic formulas, with r = (d/D) cos(contact angle)::
-
-        BPFO = n/2 f (1 - r)   BPFI = n/2 f (1 + r)   BSF = D/(2d) f (1 - r^2)   FTF = f/2 (1 - r)
-
-    ``shaft_hz`` may be a scalar or an array (one per channel); values come back in the same shape.
+    both races once per spin, so its envelope line is usually at 2x bsf), ``ftf`` cage.
     For the CWRU drive-end SKF 6205 (9 balls, d = 7.94 mm, D = 39.04 mm) these are 3.5848, 5.4152,
     2.357 and 0.3983 times shaft speed.
     """
-    f = np.asarray(shaft_hz, dtype=np.float64)
-    d, big_d = bearing.ball_diameter_mm, bearing.pitch_diameter_mm
-    r = d / big_d * np.cos(np.deg2rad(bearing.contact_angle_deg))
-    n = bearing.n_balls
-    return {
-        "bpfo": n / 2.0 * f * (1.0 - r),
-        "bpfi": n / 2.0 * f * (1.0 + r),
-        "bsf": big_d / (2.0 * d) * f * (1.0 - r * r),
-        "ftf": f / 2.0 * (1.0 - r),
-    }
+    return defect_frequencies(bearing.n_balls, bearing.ball_diameter_mm, bearing.pitch_diameter_mm,
+                              bearing.contact_angle_deg, shaft_hz)
 
 
 def _defect_matrix(bearing: Bearing | Sequence[Bearing | None] | None, shaft_hz: F64) -> F64:

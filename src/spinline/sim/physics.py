@@ -12,12 +12,14 @@ from typing import Any, TypeAlias
 
 import numpy as np
 
+from spinline.core.bearing import defect_frequencies
+from spinline.core.yarn import ne_from_tex as ne_from_tex  # re-exported: the simulator's formulas in one place
+from spinline.core.yarn import tex_from_ne as tex_from_ne
+
 #: A float or a numpy array; every formula broadcasts, so callers pass scalars or whole blocks.
 Num: TypeAlias = Any
 Arr: TypeAlias = Any
 
-#: tex = NE_TEX / Ne (domain.md 1.3 [S]).
-NE_TEX = 590.5
 #: TPM = TPI * 39.37 (inches per metre).
 TPI_TO_TPM = 39.37
 #: Reference speed for ring-frame power (Koç & Kaplan 2007: 17,500 rpm, ~33 W/spindle [S/D]).
@@ -27,15 +29,6 @@ KW_PER_SPINDLE_REF = 0.033
 
 
 # --- count, twist, delivery, production (domain.md 1.3) -------------------------------------------
-
-def tex_from_ne(ne: Num) -> Arr:
-    """Linear density in tex (g/km) of an English count."""
-    return NE_TEX / ne
-
-
-def ne_from_tex(tex: Num) -> Arr:
-    return NE_TEX / tex
-
 
 def tpm(alpha_e: Num, ne: Num) -> Arr:
     """Turns per metre from the English twist multiplier: TPM = 39.37 * alpha_e * sqrt(Ne)."""
@@ -136,20 +129,11 @@ def idle_pct(breaks_per_1000_sph: Num, patrol_h: Num) -> Arr:
 
 def bearing_frequencies(n_balls: int, ball_d_mm: float, pitch_d_mm: float, contact_deg: float,
                         shaft_rpm: Num) -> dict[str, Arr]:
-    """BPFO, BPFI, BSF and FTF in Hz for a shaft speed (classic kinematic formulas).
+    """BPFO, BPFI, BSF and FTF in Hz for a shaft speed in rpm (``spinline.core.bearing``).
 
-    FTF = fr/2 (1 - d/D cos a); BPFO = n fr/2 (1 - d/D cos a); BPFI = n fr/2 (1 + d/D cos a);
-    BSF = D/(2d) fr (1 - (d/D cos a)^2). Slip makes real peaks 1-2 % lower; the simulator uses
-    the kinematic values so tests can aim at them exactly.
+    Kinematic values, no slip, so tests can aim at them exactly.
     """
-    fr = np.asarray(shaft_rpm, dtype=float) / 60.0
-    r = ball_d_mm / pitch_d_mm * np.cos(np.radians(contact_deg))
-    return {
-        "ftf": fr / 2.0 * (1.0 - r),
-        "bpfo": n_balls * fr / 2.0 * (1.0 - r),
-        "bpfi": n_balls * fr / 2.0 * (1.0 + r),
-        "bsf": pitch_d_mm / (2.0 * ball_d_mm) * fr * (1.0 - r * r),
-    }
+    return defect_frequencies(n_balls, ball_d_mm, pitch_d_mm, contact_deg, np.asarray(shaft_rpm, dtype=float) / 60.0)
 
 
 # --- whole-mill energy band (domain.md 3.1 and (a)) ----------------------------------------------------

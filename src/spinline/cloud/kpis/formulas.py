@@ -19,8 +19,10 @@ from dataclasses import dataclass, fields, replace
 import numpy as np
 import numpy.typing as npt
 
+from spinline.core.yarn import NE_TEX, tex_from_ne
+
 #: tex = TEX_PER_NE / Ne (1 Ne = 840 yd of yarn per lb).
-TEX_PER_NE = 590.5
+TEX_PER_NE = NE_TEX
 #: GPS is quoted per spindle per standard 8 h shift.
 STANDARD_SHIFT_H = 8.0
 #: Default standard count for comparing mills (SITRA converts to 40s; Chinese practice uses 21s).
@@ -29,13 +31,6 @@ DEFAULT_STANDARD_NE = 40.0
 WORST_FRACTION = 0.05
 
 F64 = npt.NDArray[np.float64]
-
-
-def tex_from_ne(count_ne: float) -> float:
-    """Linear density in tex (g per 1000 m) of an English count: tex = 590.5 / Ne."""
-    if count_ne <= 0:
-        raise ValueError(f"count must be positive, got Ne {count_ne}")
-    return TEX_PER_NE / count_ne
 
 
 def theoretical_kg_per_h(spindle_rpm: float, tpm: float, count_ne: float, spindles: int) -> float:
