@@ -59,5 +59,16 @@ async def test_demo_api_serves_the_mill_and_a_rerun_resumes(tmp_path: Path, mill
     first = await task
     # A second run on the same data dir reuses the user and the edge credential, and its buffer.
     second = await run_demo(mill_yaml, data_dir=tmp_path, port=0, duration_s=6, report_every_s=3)
-    assert second.edge_id == first.edge_id
+    assert second.edge_ids == first.edge_ids == ["edge-mill-a"]
     assert second.points_with_values == 404
+
+
+@pytest.mark.slow
+async def test_demo_of_a_zone_runs_every_mill_with_its_own_edge(tmp_path: Path, zone_yaml: Path) -> None:
+    summary = await run_demo(zone_yaml, data_dir=tmp_path, port=0, duration_s=16, report_every_s=8)
+    assert summary.mills == ["mill-a", "mill-b", "mill-c"]
+    assert summary.edge_ids == ["edge-mill-a", "edge-mill-b", "edge-mill-c"]
+    # Every device point of every mill reached the cloud, each mill through its own edge credential.
+    assert summary.per_mill == {"mill-a": 404, "mill-b": 297, "mill-c": 464}
+    assert all(e["uplink"]["state"] == "connected" for e in summary.edges.values())
+    assert all((tmp_path / f"edge-{m}" / "edge.secret").stat().st_mode & 0o077 == 0 for m in summary.mills)

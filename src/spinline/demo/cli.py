@@ -12,7 +12,7 @@ import typer
 
 
 def app(site: Annotated[Path, typer.Argument(help="site YAML")] = Path("examples/mill.yaml"),
-        mill: Annotated[str | None, typer.Option(help="mill id (default: the first in the file)")] = None,
+        mill: Annotated[str | None, typer.Option(help="run only this mill (default: every mill in the file)")] = None,
         data_dir: Annotated[Path, typer.Option(help="where the cloud, edge and credentials live")] = Path(
             ".spinline/demo"),
         port: Annotated[int, typer.Option(help="cloud API port (0: any free port)")] = 8000,
@@ -41,6 +41,7 @@ def app(site: Annotated[Path, typer.Argument(help="site YAML")] = Path("examples
         with contextlib.suppress(Exception):
             typer.echo("stopped")
         return
+    collected = sum(e.get("points_collected", 0) for e in summary.edges.values())
     typer.echo(f"done after {summary.wall_s:.0f}s: cloud has values for {summary.points_with_values}/"
-               f"{summary.points_total} device points of {summary.mill} {summary.by_protocol}; "
-               f"edge collected {summary.edge.get('points_collected', 0):,} points")
+               f"{summary.points_total} device points of {', '.join(summary.mills)} {summary.by_protocol}; "
+               f"edges collected {collected:,} points")

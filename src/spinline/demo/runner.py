@@ -43,16 +43,24 @@ CREDENTIALS_FILE = "demo-credentials.txt"
 
 @dataclass
 class DemoSummary:
-    """What the demo did, for the terminal and for tests."""
+    """What the demo did, for the terminal and for tests (totals over every mill run)."""
 
     api_url: str
-    mill: str
-    edge_id: str
+    mills: list[str]
+    edge_ids: list[str]
     wall_s: float = 0.0
-    edge: dict[str, Any] = field(default_factory=dict)
+    #: Edge status per mill (``EdgeAgent.status()``).
+    edges: dict[str, dict[str, Any]] = field(default_factory=dict)
     points_with_values: int = 0
     points_total: int = 0
     by_protocol: dict[str, int] = field(default_factory=dict)
+    #: Device points with values in the cloud, per mill.
+    per_mill: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def edge(self) -> dict[str, Any]:
+        """The edge status of the first mill (the whole story for a one-mill site)."""
+        return self.edges.get(self.mills[0], {}) if self.mills else {}
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -62,8 +70,13 @@ def _write_private(path: Path, text: str) -> None:
         fh.write(text)
 
 
-def _provision(data_dir: Path, mill: str, edge_id: str) -> Callable[[Cloud], None]:
-    """On first start: a zone-operator login and the edge's credential, both kept 0600 in data_dir."""
+def edge_dir(data_dir: Path, mill: str, single: bool) -> Path:
+    """One edge per mill; a one-mill demo keeps the plain ``edge/`` folder."""
+    return data_dir / "edge" if single else data_dir / f"edge-{mill}"
+
+
+def _provision(data_dir: Path, edges: dict[str, tuple[str, Path]]) -> Callable[[Cloud], None]:
+    """On first start: a zone-operator login and each mill's edge credential, all kept 0600 in data_dir."""
 
     def on_ready(cloud: Cloud) -> None:
         creds = data_dir / CREDENTIALS_FILE
@@ -72,14 +85,16 @@ def _provision(data_dir: Path, mill: str, edge_id: str) -> Callable[[Cloud], Non
             cloud.accounts.create_user(username=DEMO_USER, password=password, role=Role.ZONE_OPERATOR,
                                        full_name="Demo zone operator")
             _write_private(creds, f"username: {DEMO_USER}\npassword: {password}\n")
-        secret_file = data_dir / "edge" / "edge.secret"
-        if secret_file.exists() and cloud.edges.mill_of(edge_id) == mill:
-            return  # a re-run on the same data dir: the edge and its buffer carry on
-        if cloud.meta.edge(edge_id) is not None:
-            raise RuntimeError(f"edge {edge_id} is registered but {secret_file} is missing or the edge was "
-                               f"revoked: start with a fresh --data-dir")
-        _, secret = cloud.edges.create(edge_id=edge_id, mill=mill, description="demo edge", created_by="demo")
-        _write_private(secret_file, secret)
+        for mill, (edge_id, folder) in edges.items():
+            secret_file = folder / "edge.secret"
+            if secret_file.exists() and cloud.edges.mill_of(edge_id) == mill:
+                continue  # a re-run on the same data dir: the edge and its buffer carry on
+            if cloud.meta.edge(edge_id) is not None:
+                raise RuntimeError(f"edge {edge_id} is registered but {secret_file} is missing or the edge was "
+                                   f"revoked: start with a fresh --data-dir")
+            _, secret = cloud.edges.create(edge_id=edge_id, mill=mill, description="demo edge",
+                                           created_by="demo")
+            _write_private(secret_file, secret)
 
     return on_ready
 
@@ -88,19 +103,21 @@ async def run_demo(site_path: Path, *, mill: str | None = None, data_dir: Path =
                    host: str = "127.0.0.1", port: int = 8000, broker: str | None = None, speed: float = 1.0,
                    seed: int = 42, duration_s: float | None = None, report_every_s: float = 10.0,
                    report: Callable[[str], None] | None = None) -> DemoSummary:
-    """Run simulator + edge + cloud until ``duration_s`` (or cancelled); return what happened."""
+    """Run simulators + edges + cloud until ``duration_s`` (or cancelled); return what happened.
+
+    Every mill of the site runs (a zone file gives the zone operator's view), or only ``mill``.
+    """
     site: Site = load_site(site_path)
-    mill_id = mill or site.mills[0].id
-    site.mill(mill_id)  # fail early on an unknown mill
+    mills = [site.mill(mill).id] if mill else [m.id for m in site.mills]
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    edge_id = f"edge-{mill_id}"
+    single = len(mills) == 1
+    edges = {m: (f"edge-{m}", edge_dir(data_dir, m, single)) for m in mills}
     port = port or free_port(host)
     api_url = f"http://{host}:{port}"
     say = report or (lambda s: log.info("%s", s))
 
-    ingest_stop: list[Callable[[], None]] = []
-    provision = _provision(data_dir, mill_id, edge_id)
+    provision = _provision(data_dir, edges)
 
     def on_ready(cloud: Cloud) -> Callable[[], None] | None:
         provision(cloud)
@@ -112,13 +129,12 @@ async def run_demo(site_path: Path, *, mill: str | None = None, data_dir: Path =
         worker = IngestWorker(cloud.ingest, u.hostname or "127.0.0.1", u.port or 1883, group="demo-ingest",
                               events=cloud.edge_events)
         worker.start()
-        ingest_stop.append(worker.stop)
         return worker.stop
 
     settings = Settings(db="embedded", data_dir=data_dir / "cloud", site=site_path, rollup_refresh_s=10.0)
     app = create_app(settings, on_ready=on_ready)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on"))
-    summary = DemoSummary(api_url=api_url, mill=mill_id, edge_id=edge_id)
+    summary = DemoSummary(api_url=api_url, mills=mills, edge_ids=[e for e, _ in edges.values()])
     t0 = time.monotonic()
 
     async with contextlib.AsyncExitStack() as stack:
@@ -137,37 +153,40 @@ async def run_demo(site_path: Path, *, mill: str | None = None, data_dir: Path =
         else:
             device_mqtt, uplink = broker, broker
         u = urlparse(device_mqtt)
-        sim = await stack.enter_async_context(
-            SimServer(site, mill_id, speed=speed, seed=seed, ephemeral=True,
-                      mqtt=(u.hostname or "127.0.0.1", u.port or 1883)))
-        say(f"simulated mill {mill_id} serving on ports {sim.ports} (speed x{speed:g}); device MQTT {device_mqtt}")
-        secret = (data_dir / "edge" / "edge.secret").read_text().strip().encode()
-        agent = EdgeAgent(rebind(site, sim.ports, host=host), mill_id, edge_id=edge_id, secret=secret,
-                          data_dir=data_dir / "edge", cloud_url=uplink, device_mqtt=device_mqtt)
-        await stack.enter_async_context(agent)
-        say(f"edge {edge_id} collecting, uplink {uplink}")
+        agents: dict[str, EdgeAgent] = {}
+        for m in mills:
+            sim = await stack.enter_async_context(
+                SimServer(site, m, speed=speed, seed=seed, ephemeral=True,
+                          mqtt=(u.hostname or "127.0.0.1", u.port or 1883)))
+            edge_id, folder = edges[m]
+            secret = (folder / "edge.secret").read_text().strip().encode()
+            agents[m] = await stack.enter_async_context(
+                EdgeAgent(rebind(site, sim.ports, host=host), m, edge_id=edge_id, secret=secret, data_dir=folder,
+                          cloud_url=uplink, device_mqtt=device_mqtt))
+            say(f"mill {m}: simulator on ports {sim.ports} (speed x{speed:g}); edge {edge_id} -> {uplink}")
 
-        refs = site.points(mill_id)
-        protocol_of = {r.key: (r.machine.link.protocol if r.machine.link else "none") for r in refs}
+        protocol_of: dict[int, tuple[str, str]] = {
+            r.key: (r.mill.id, r.machine.link.protocol if r.machine.link else "none")
+            for m in mills for r in site.points(m)}
         deadline = None if duration_s is None else t0 + duration_s
         next_report = time.monotonic() + min(report_every_s, duration_s or report_every_s)
         while deadline is None or time.monotonic() < deadline:
             await asyncio.sleep(0.2)
             if time.monotonic() >= next_report:
                 next_report += report_every_s
-                await _update(summary, agent, app, protocol_of)
-                e = summary.edge
-                say(f"[{time.monotonic() - t0:6.0f}s] edge collected {e.get('points_collected', 0):,} "
-                    f"buffered {e.get('buffer', {}).get('rows', 0):,} uplink {e.get('uplink', {}).get('state')}; "
-                    f"cloud has values for {summary.points_with_values}/{summary.points_total} device points "
-                    f"{summary.by_protocol}")
-        await _update(summary, agent, app, protocol_of)
+                await _update(summary, agents, app, protocol_of)
+                for m, e in summary.edges.items():
+                    say(f"[{time.monotonic() - t0:6.0f}s] {m}: edge collected {e.get('points_collected', 0):,} "
+                        f"buffered {e.get('buffer', {}).get('rows', 0):,} uplink {e.get('uplink', {}).get('state')}; "
+                        f"cloud has values for {summary.per_mill.get(m, 0)} device points")
+        await _update(summary, agents, app, protocol_of)
     summary.wall_s = time.monotonic() - t0
     return summary
 
 
-async def _update(summary: DemoSummary, agent: EdgeAgent, app: Any, protocol_of: dict[int, str]) -> None:
-    summary.edge = await agent.status()
+async def _update(summary: DemoSummary, agents: dict[str, EdgeAgent], app: Any,
+                  protocol_of: dict[int, tuple[str, str]]) -> None:
+    summary.edges = {m: await a.status() for m, a in agents.items()}
     cloud: Cloud | None = getattr(app.state, "cloud", None)
     if cloud is None:
         return
@@ -176,9 +195,13 @@ async def _update(summary: DemoSummary, agent: EdgeAgent, app: Any, protocol_of:
     summary.points_total = len(protocol_of)
     summary.points_with_values = len(have)
     counts: dict[str, int] = {}
+    per_mill: dict[str, int] = {}
     for k in have:
-        counts[protocol_of[k]] = counts.get(protocol_of[k], 0) + 1
+        mill, proto = protocol_of[k]
+        counts[proto] = counts.get(proto, 0) + 1
+        per_mill[mill] = per_mill.get(mill, 0) + 1
     summary.by_protocol = dict(sorted(counts.items()))
+    summary.per_mill = dict(sorted(per_mill.items()))
 
 
 async def _stop_server(server: uvicorn.Server, task: asyncio.Task[None]) -> None:
