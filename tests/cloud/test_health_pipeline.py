@@ -352,3 +352,28 @@ def test_edge_events_over_mqtt_are_acked(mqtt_broker: tuple[str, int], tmp_path:
         edge.disconnect()
         store.close()
         meta.close()
+
+
+def test_cloud_index_uses_the_registered_iso_class(stores: tuple[TimeSeriesStore, HealthStore],
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    # rf01 is a ring frame, whose template says ISO class II: the class travels with its points.
+    from spinline.cloud.health_pipeline import Asset, asset_class
+    from spinline.health.features import iso_zone
+    from spinline.health.health_index import vibration_penalty
+
+    store, _ = stores
+    rf01 = [p for p in store.points(MILL) if p.machine == MACHINE]
+    assert rf01 and {p.iso_class for p in rf01} == {"II"}
+    # No index from the edge: the cloud computes it. 2.0 mm/s is zone B for class II (C for class I).
+    vel = 2.0
+    write(store, [(T0, {"velocity_rms": vel})])
+    got = next(h for h in latest_health(store, MILL) if h.asset.id == ASSET)
+    assert got.asset.iso_class == "II" and got.health.source == "cloud"
+    assert iso_zone(vel, "II").tolist() == 1 and iso_zone(vel, "I").tolist() == 2
+    assert got.health.value == pytest.approx(100.0 - vibration_penalty(vel, "II"), abs=0.01)
+    assert got.health.value > 100.0 - vibration_penalty(vel, "I")
+    # An asset whose class is not known is judged as class I, with a note in the log.
+    with caplog.at_level("INFO", logger="spinline.cloud.health_pipeline"):
+        assert asset_class(Asset("m", "l", f"unknown-{id(store)}", "ch", {})) == "I"  # noted once per machine
+    assert "not known" in caplog.text
+    assert asset_class(Asset("m", "l", "x", "ch", {}, "III"), override=lambda mill, machine: "IV") == "IV"

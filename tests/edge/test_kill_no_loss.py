@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import sqlite3
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from importlib import import_module
 from pathlib import Path
 
@@ -49,6 +51,31 @@ def _spawn(site: Path, data: Path, broker_port: int) -> subprocess.Popen[bytes]:
                              f"mqtt://127.0.0.1:{broker_port}", "--data-dir", str(data), "--edge-id", "e1",
                              "--flush-s", "0.1", "--log-level", "WARNING"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+async def _started(p: subprocess.Popen[bytes], data: Path, timeout: float = 60.0) -> int:
+    """Wait for the edge's own readiness signal: a status.json written by *this* process; its started_ns.
+
+    (A fixed sleep after spawning measured interpreter start-up on a loaded machine, not the edge.)
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, ValueError):
+            st = json.loads((data / "status.json").read_text())
+            if st.get("pid") == p.pid:
+                return int(st["started_ns"])
+        if p.poll() is not None:
+            raise AssertionError(f"edge exited with {p.returncode}: {p.stderr.read().decode() if p.stderr else ''}")
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"edge did not start within {timeout} s")
+
+
+async def _until(cond: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} (waited {timeout} s)")
+        await asyncio.sleep(0.1)
 
 
 def _committed(db: Path) -> tuple[set[tuple[int, int]], int]:
@@ -122,23 +149,31 @@ async def test_sigkill_during_outage_loses_and_duplicates_nothing(tmp_path: Path
         cloud_task = asyncio.create_task(cloud.run())
         try:
             # 1. uplink cut (no broker): collect, then kill -9.
+            # Readiness is the edge's own status file (not a sleep), then >200 committed rows; the
+            # deadlines are generous because only a loaded machine needs them.
             p = _spawn(site, data, broker.port)
-            await asyncio.sleep(4.0)
+            await _started(p, data)
+            await _until(lambda: len(_committed(db)[0]) > 200 or p.poll() is not None, 60,
+                         "the edge should have committed data during the outage")
             assert p.poll() is None, p.stderr.read().decode() if p.stderr else ""
             p.send_signal(signal.SIGKILL)
             p.wait(5)
             outage_rows, outage_last = _committed(db)
             assert len(outage_rows) > 200, "the edge should have committed data during the outage"
 
-            # 2. restart with the uplink back; kill -9 again while it is replaying.
+            # 2. restart with the uplink back; kill -9 again while it is replaying: once the cloud has
+            #    seen some of the backlog, but before all of it is acked.
             broker.start()
             p = _spawn(site, data, broker.port)
-            await asyncio.sleep(2.5)
+            await _started(p, data)
+            await _until(lambda: cloud.deliveries > 0, 60, "the restarted edge never sent its backlog")
+            await asyncio.sleep(0.3)
             p.send_signal(signal.SIGKILL)
             p.wait(5)
 
             # 3. restart once more and let it drain.
             p = _spawn(site, data, broker.port)
+            await _started(p, data)
             deadline = time.monotonic() + 40
             while time.monotonic() < deadline:
                 await asyncio.sleep(0.5)

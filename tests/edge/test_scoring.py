@@ -392,3 +392,53 @@ async def test_http_uplink_events_ack_and_a_cloud_without_the_route(tmp_path: Pa
         await up.send_events(payload)
         assert up.event_acks.get_nowait() == wire.EventsAck(acked=(1, 2))
     assert seen[-1].headers["content-type"] == wire.EVENTS_CONTENT_TYPE
+
+
+def test_open_alarms_survive_a_restart_no_new_raise_and_the_clear_names_the_old_alarm(
+        mill_yaml: Path, tmp_path: Path) -> None:
+    feed = Feed(mill_yaml, tmp_path, commissioning_n=24)
+    for _ in range(34):
+        feed.step()
+    feed.scoring.take_events()
+    for s in np.linspace(0.05, 1.0, 16):
+        feed.step("bearing_outer", s)
+    raised = [e for e in feed.scoring.take_events() if e.kind == "alarm_raised"]
+    assert raised, "no alarm raised by a developing outer-race fault"
+    asset = feed.scoring.assets[("rf01", "main_motor")]
+    assert asset.alarms_dirty
+    feed.scoring.persist()
+    alarm_files = list((tmp_path / MODELS_DIR).glob("*.alarms"))
+    assert len(alarm_files) == 1 and not asset.alarms_dirty
+    assert {r for r, v in json.loads(alarm_files[0].read_text())["rules"].items() if v["alarm"]} == \
+        {e.rule for e in raised}
+
+    # kill -9 and restart with the fault still present: nothing new is raised.
+    feed2 = Feed(mill_yaml, tmp_path, commissioning_n=24)
+    feed2.i, feed2.t_ns = feed.i, feed.t_ns
+    feed2.scoring.load()
+    asset2 = feed2.scoring.assets[("rf01", "main_motor")]
+    assert sorted(a.rule for a in asset2.engine.open_alarms(asset2.asset)) == sorted(e.rule for e in raised)
+    assert feed2.scoring.snapshot()[asset2.asset]["open_alarms"]
+    for _ in range(6):
+        feed2.step("bearing_outer", 1.0)
+    assert [e for e in feed2.scoring.take_events() if e.kind == "alarm_raised"] == []
+    # Repaired after the restart: the clear carries the key of the alarm raised before it.
+    for _ in range(8):
+        feed2.step()
+    cleared = {e.alarm_key for e in feed2.scoring.take_events() if e.kind == "alarm_cleared"}
+    anomaly = next(e for e in raised if e.rule == "anomaly")
+    assert anomaly.alarm_key in cleared
+    feed2.scoring.persist()
+    assert not any(v["alarm"] for v in json.loads(alarm_files[0].read_text())["rules"].values())
+    st = feed2.scoring.snapshot()[asset2.asset]
+    assert st["health_index"] is not None and st["version"] == asset2.version and st["open_alarms"] == []
+
+
+def test_an_unusable_alarm_state_file_is_set_aside(mill_yaml: Path, tmp_path: Path) -> None:
+    feed = Feed(mill_yaml, tmp_path)
+    asset = feed.scoring.assets[("rf01", "main_motor")]
+    asset.alarms_path.parent.mkdir(parents=True)
+    asset.alarms_path.write_text("{half a file")
+    feed.scoring.load()
+    assert asset.engine.open_alarms() == [] and not asset.alarms_path.exists()
+    assert list(asset.alarms_path.parent.glob("*.alarms.bad-*"))

@@ -129,7 +129,7 @@ async def _every(what: str, every_s: float, job: Callable[[], object]) -> None:
             if failing:
                 logger.info("%s recovered", what)
             failing = False
-        except StorageError:
+        except Exception:  # any failure: the task must outlive it (asyncio.CancelledError is no Exception)
             if not failing:
                 logger.exception("%s failed", what)
             failing = True

@@ -205,6 +205,7 @@ def add_edge(ctx: typer.Context,
         _close(cloud)
     if secret_file is not None:
         fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)          # the mode above applies to a new file only; tighten an existing one
         with os.fdopen(fd, "w") as fh:
             fh.write(secret + "\n")
     typer.echo(f"edge {rec.id} of {rec.mill} created; its secret (shown once):", err=True)

@@ -6,7 +6,12 @@ and ``EdgeEvents.handle`` answers the ack (``EventsAck``) both transports send b
 
 * The payload's signature is checked with the claimed edge's secret, and the edge must belong to
   the payload's mill (and, over MQTT, to the topic's mill and edge); a payload failing that is
-  refused whole (``PayloadError("unauthorised")``: HTTP 401, no MQTT ack) and counted.
+  refused whole (``PayloadError("unauthorised")``: HTTP 401, no MQTT ack) and counted: against the
+  edge when its signature was verified, else under the neutral edge ``UNVERIFIED_EDGE`` with a
+  fixed detail (an unverified payload proves nothing about who sent it).
+* An event that fails validation (a ``ts_ns`` out of range, a bad field) but carries its id is
+  rejected alone as ``malformed``, as is one whose recording fails on its values; the others of
+  the payload are recorded.
 * ``(edge, event id)`` is the idempotency key (table ``health_edge_events``): an event seen before is
   acked again and changes nothing.
 * ``alarm_raised`` records an alarm in ``HealthStore`` (``evidence["source"] == "edge"``, with the
@@ -27,11 +32,12 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 
 from spinline.cloud.health_pipeline import open_work_order, severe_enough, stable_id, state_metadata
+from spinline.cloud.ingest.service import UNVERIFIED_EDGE, unverified_detail
 from spinline.cloud.storage.base import Rejection, TimeSeriesStore
 from spinline.core.errors import PayloadError, StorageError
-from spinline.core.wire import EdgeEvent, EventsAck, EventsPayload, decode_events
+from spinline.core.wire import MAX_EVENT_TS_NS, EdgeEvent, EventsAck, EventsPayload, UnverifiedPayload, decode_events
 from spinline.health.alarms import Alarm, Severity
-from spinline.health.store import HealthStore
+from spinline.health.store import HealthStore, RecordConflict
 
 #: Who edge-raised alarms' steps are recorded as.
 EDGE_ACTOR = "edge"
@@ -52,19 +58,15 @@ def _dt(ts_ns: int) -> datetime:
     return datetime.fromtimestamp(ts_ns / 1e9, UTC).replace(tzinfo=None)
 
 
-def _claimed_edge(payload: bytes) -> str:
-    """The edge a payload claims to come from, unverified (for counting a refusal against it)."""
-    try:
-        d = json.loads(payload.rpartition(b"\n")[0] or payload)
-        return str(d["edge"])[:64] if isinstance(d, dict) else "?"
-    except (ValueError, KeyError, TypeError):
-        return "?"
-
-
 def alarm_id_of(mill: str, key: str) -> str:
-    """The alarm id of an edge alarm key ``{asset}:{rule}:{raised ts_ns}`` (same for raise and clear)."""
+    """The alarm id of an edge alarm key ``{asset}:{rule}:{raised ts_ns}`` (same for raise and clear).
+
+    A key whose time is not a usable ns timestamp gets the epoch as the id's time (still unique: the
+    hash covers the whole key and the mill).
+    """
     ts = key.rpartition(":")[2]
-    at = _dt(int(ts)) if ts.isdigit() else datetime(1970, 1, 1)
+    ok = ts.isascii() and ts.isdigit() and len(ts) <= 19 and 0 < int(ts) <= MAX_EVENT_TS_NS
+    at = _dt(int(ts)) if ok else datetime(1970, 1, 1)
     return stable_id("AL", at, mill, EDGE_ACTOR, key)
 
 
@@ -95,18 +97,40 @@ class EdgeEvents:
         """
         now = self.clock()
         try:
-            p = decode_events(payload, key_lookup=self.edge_keys)
-            if self.edge_mill(p.edge) != p.mill or (topic is not None and topic != (p.mill, p.edge)):
-                raise PayloadError("unauthorised", f"edge {p.edge!r} may not send events for mill {p.mill!r}")
-        except PayloadError as exc:
-            who = topic[1] if topic is not None else _claimed_edge(payload)
-            self.store.record_rejection(Rejection(who, exc.reason, f"events: {exc.detail}", now))
+            p = decode_events(payload, key_lookup=self.edge_keys, per_event=True)
+        except UnverifiedPayload as exc:
+            self.store.record_rejection(Rejection(UNVERIFIED_EDGE, exc.reason,
+                                                  unverified_detail("events", exc.reason, len(payload)), now))
             raise
+        except PayloadError as exc:   # signed by the edge it names, but unusable as a whole
+            self.store.record_rejection(Rejection(self._verified_edge(payload), exc.reason,
+                                                  f"events: {exc.detail}", now))
+            raise
+        if topic is not None and topic != (p.mill, p.edge):
+            # A signed payload replayed on another topic: the sender on that topic is not proven.
+            self.store.record_rejection(Rejection(UNVERIFIED_EDGE, "unauthorised",
+                                                  unverified_detail("events", "published on another edge's topic",
+                                                                    len(payload)), now))
+            raise PayloadError("unauthorised", f"events of {p.mill}/{p.edge} published on the topic of "
+                                               f"{topic[0]}/{topic[1]}")
+        if self.edge_mill(p.edge) != p.mill:
+            self.store.record_rejection(Rejection(p.edge, "unauthorised", f"events: edge {p.edge!r} may not "
+                                                  f"send events for mill {p.mill[:64]!r}", now))
+            raise PayloadError("unauthorised", f"edge {p.edge!r} may not send events for mill {p.mill!r}")
         return self._record(p, now)
+
+    @staticmethod
+    def _verified_edge(payload: bytes) -> str:
+        """The edge of a payload whose signature ``decode_events`` verified."""
+        try:
+            d = json.loads(payload.rpartition(b"\n")[0] or payload)
+            return str(d["edge"])[:64]
+        except (ValueError, KeyError, TypeError, RecursionError):
+            return UNVERIFIED_EDGE
 
     def _record(self, p: EventsPayload, now: int) -> EventsAck:
         acked: list[int] = []
-        rejected: list[tuple[int, str]] = []
+        rejected: list[tuple[int, str]] = list(p.invalid)
         hs = self.health
         for ev in p.events:
             with hs.engine.connect() as c:
@@ -120,13 +144,22 @@ class EdgeEvents:
                 continue
             asset = ev.asset.partition("/")[2]
             alarm_id: str | None = None
-            if ev.kind == "alarm_raised":
-                alarm_id = self._raise(p, ev, asset)
-            elif ev.kind == "alarm_cleared":
-                alarm_id = self._clear(p, ev, asset)
-                if alarm_id is None:
-                    rejected.append((ev.id, "unknown_alarm"))
-                    continue
+            try:
+                if ev.kind == "alarm_raised":
+                    alarm_id = self._raise(p, ev, asset)
+                elif ev.kind == "alarm_cleared":
+                    alarm_id = self._clear(p, ev, asset)
+                    if alarm_id is None:
+                        rejected.append((ev.id, "unknown_alarm"))
+                        continue
+            except (ValueError, OverflowError):
+                # Values no record can hold (a time out of range ...): this event alone is refused for good.
+                rejected.append((ev.id, "malformed"))
+                continue
+            except RecordConflict:
+                # Its alarm id belongs to another mill's record (never overwritten): refused for good.
+                rejected.append((ev.id, "conflict"))
+                continue
             try:
                 with hs.engine.begin() as c:
                     c.execute(sa.insert(events_t).values(edge=p.edge, event_id=ev.id, mill=p.mill, kind=ev.kind,

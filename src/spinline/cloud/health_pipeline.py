@@ -106,10 +106,31 @@ class Asset:
     machine: str
     channel: str
     points: Mapping[str, int]  # feature -> point key
+    #: ISO 20816 machine class registered with the points (from the machine's template); None: unknown.
+    iso_class: str | None = None
 
     @property
     def id(self) -> str:
         return f"{self.machine}/{self.channel}"
+
+
+_ISO_CLASSES = ("I", "II", "III", "IV")
+_unknown_class_noted: set[tuple[str, str]] = set()
+
+
+def asset_class(asset: Asset, override: Callable[[str, str], str] | None = None) -> str:
+    """The ISO 20816 class to judge ``asset``'s velocity by: ``override(mill, machine)`` when given, else
+    the class registered with its points; class I (the strictest) with a note logged once when unknown."""
+    if override is not None:
+        return override(asset.mill, asset.machine)
+    if asset.iso_class in _ISO_CLASSES:
+        return asset.iso_class
+    key = (asset.mill, asset.machine)
+    if key not in _unknown_class_noted:
+        _unknown_class_noted.add(key)
+        logger.info("health: ISO 20816 class of %s/%s not known (%r), judging it as class I",
+                    asset.mill, asset.machine, asset.iso_class)
+    return "I"
 
 
 def split_feature(name: str) -> tuple[str, str] | None:
@@ -125,15 +146,19 @@ def split_feature(name: str) -> tuple[str, str] | None:
 def assets_of(points: Iterable[PointInfo], mill: str | None = None) -> list[Asset]:
     """The vibration assets among registered points (of one mill), sorted by mill and id."""
     found: dict[tuple[str, str, str], tuple[str, dict[str, int]]] = {}
+    classes: dict[tuple[str, str], str] = {}
     for p in points:
         if mill is not None and p.mill != mill:
             continue
+        if p.iso_class is not None:
+            classes.setdefault((p.mill, p.machine), p.iso_class)
         split = split_feature(p.name)
         if split is None:
             continue
         channel, feat = split
         found.setdefault((p.mill, p.machine, channel), (p.line, {}))[1][feat] = p.key
-    return [Asset(m, line, machine, ch, keys) for (m, machine, ch), (line, keys) in sorted(found.items())]
+    return [Asset(m, line, machine, ch, keys, classes.get((m, machine)))
+            for (m, machine, ch), (line, keys) in sorted(found.items())]
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,7 +233,7 @@ def latest_health(store: TimeSeriesStore, mill: str, machine_class: Callable[[st
         if not got:
             continue
         ts = max(t for t, _ in got.values())
-        cls = machine_class(a.machine) if machine_class is not None else "I"
+        cls = machine_class(a.machine) if machine_class is not None else asset_class(a)
         out.append(LatestHealth(a, _dt(ts), assess({f: v for f, (_, v) in got.items()}, cls)))
     return out
 
@@ -269,6 +294,8 @@ class RunReport:
     raised: list[Alarm] = field(default_factory=list)
     cleared: list[Alarm] = field(default_factory=list)
     orders: list[WorkOrder] = field(default_factory=list)
+    #: Assets ("mill/machine/channel") whose evaluation failed in this run (logged, retried next run).
+    failed: list[str] = field(default_factory=list)
 
 
 class HealthPipeline:
@@ -287,6 +314,8 @@ class HealthPipeline:
         self.settle_s = settle_s
         self.machine_class = machine_class
         self.clock = clock
+        #: (mill, asset) whose last evaluation failed: logged once, and once when it recovers.
+        self._failing_assets: set[tuple[str, str]] = set()
 
     @property
     def engine(self) -> Engine:
@@ -310,10 +339,23 @@ class HealthPipeline:
         end_ns = self.clock() - int(self.settle_s * 1e9)
         try:
             assets = assets_of(self.store.points(mill), mill)
-            for a in assets:
-                self._run_asset(a, end_ns, report)
         except sa.exc.SQLAlchemyError as exc:
             raise StorageError(f"health pipeline: {exc}") from exc
+        failing = self._failing_assets
+        for a in assets:
+            # One asset failing (bad data, a store error on its rows) must not stop the others.
+            key = (a.mill, a.id)
+            try:
+                self._run_asset(a, end_ns, report)
+            except Exception:
+                report.failed.append(f"{a.mill}/{a.id}")
+                if key not in failing:
+                    logger.exception("health pipeline: asset %s/%s failed; the others go on", a.mill, a.id)
+                failing.add(key)
+                continue
+            if key in failing:
+                failing.discard(key)
+                logger.info("health pipeline: asset %s/%s recovered", a.mill, a.id)
         return report
 
     # --- one asset ---------------------------------------------------------------------------
@@ -360,7 +402,7 @@ class HealthPipeline:
         counts = {x.id: x.count for x in adopted}
         best_zone = state.get("best_zone")
         falls: list[tuple[float, float]] = [(float(t), float(v)) for t, v in state.get("falls", [])]
-        cls = self.machine_class(a.mill, a.machine) if self.machine_class is not None else "I"
+        cls = asset_class(a, self.machine_class)
         raised: list[tuple[Alarm, AssetHealth]] = []
         for ts, x in samples:
             at = _dt(ts)
@@ -464,7 +506,7 @@ async def run_periodically(pipeline: HealthPipeline, every_s: float) -> None:
             if failing:
                 logger.info("health pipeline recovered")
             failing = False
-        except StorageError:
+        except Exception:  # any failure: the loop must outlive it (asyncio.CancelledError is no Exception)
             if not failing:
                 logger.exception("health pipeline failed")
             failing = True

@@ -11,19 +11,29 @@ Two shapes, because devices deliver data in two ways:
 Every link keeps a ``LinkHealth`` (state, error count, latency) that the agent turns into the
 ``link_state`` / ``link_errors`` / ``link_latency_ms`` points of the machine, so link health is
 data like any other. Errors crossing this boundary are ``spinline.core.errors.ConnectorError``.
+
+Bad input from a device that is otherwise reachable (a payload that does not parse, a field that
+is not a number, a snapshot with NaN samples, a Modbus exception code, an OPC UA Bad status, a
+re-sent timestamp, a value outside the point's plausible range, ...) is counted per cause with
+``LinkHealth.rejected``: the count shows in the status JSON (``devices.<id>.bad_input``) and in
+the machine's ``link_errors`` point (transport errors + bad input), and the first occurrence of
+each cause is logged once per device, naming the problem; the link state is left alone (the link
+works, the data is bad) and everything else of the same message is still collected.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from types import TracebackType
-from typing import Protocol, Self, runtime_checkable
+from typing import Literal, Protocol, Self, runtime_checkable
 
 from spinline.core.batch import Batch
+from spinline.core.errors import DecodeError
 from spinline.core.site import PointRef
 
 
@@ -45,7 +55,11 @@ class LinkHealth:
     latency_ms: float = float("nan")
     last_error: str | None = None
     since_ns: int = field(default_factory=time.time_ns)
+    #: Bad input from this device per cause (see the module docstring for the cause names).
+    bad_input: dict[str, int] = field(default_factory=dict)
+    last_bad_input: str | None = None
     _failing: bool = False
+    _logged: set[str] = field(default_factory=set)
 
     def ok(self, latency_ms: float | None = None, *, degraded: bool = False,
            logger: logging.Logger | None = None) -> None:
@@ -73,14 +87,84 @@ class LinkHealth:
             self.since_ns = time.time_ns()
         self.state = new
 
+    def rejected(self, cause: str, detail: str, *, logger: logging.Logger | None = None,
+                 log_key: str | None = None, n: int = 1) -> None:
+        """Count ``n`` pieces of bad input under ``cause``; log the first one of each ``log_key`` (default: cause)."""
+        self.bad_input[cause] = self.bad_input.get(cause, 0) + n
+        self.last_bad_input = f"{cause}: {detail}"
+        key = log_key or cause
+        if key not in self._logged and len(self._logged) < 64:
+            self._logged.add(key)
+            if logger is not None:
+                logger.warning("%s: bad input (%s): %s [counted in bad_input.%s; logged once]",
+                               self.name, cause, detail, cause)
+
     @property
     def failing(self) -> bool:
         return self._failing
 
+    @property
+    def bad_input_total(self) -> int:
+        return sum(self.bad_input.values())
+
+    @property
+    def link_errors(self) -> int:
+        """The ``link_errors`` point: transport errors plus bad input."""
+        return self.errors + self.bad_input_total
+
     def snapshot(self) -> dict[str, object]:
         return {"state": self.state.name.lower(), "errors": self.errors,
                 "latency_ms": None if self.latency_ms != self.latency_ms else round(self.latency_ms, 3),
-                "last_error": self.last_error, "since_ns": self.since_ns}
+                "last_error": self.last_error, "since_ns": self.since_ns,
+                "bad_input": dict(sorted(self.bad_input.items())), "last_bad_input": self.last_bad_input}
+
+
+class BadInput(DecodeError):
+    """A whole message that cannot be used; ``cause`` is the counter it goes to (``LinkHealth.rejected``)."""
+
+    def __init__(self, cause: str, detail: str) -> None:
+        self.cause = cause
+        super().__init__(detail)
+
+
+#: (cause, detail) of the problems found in a message whose other parts were still usable.
+Problems = list[tuple[str, str]]
+
+TsVerdict = Literal["new", "duplicate", "out_of_order"]
+
+
+class TsGuard:
+    """Device timestamps per stream (a point key, a vibration channel): spots re-sends and reordering.
+
+    ``check(stream, ts, value)`` says ``duplicate`` when (``ts``, ``value``) is one of the last
+    ``window`` samples of the stream (a device or a QoS 1 redelivery re-sending a message: the row
+    is dropped; the same timestamp with another value is a correction, not a re-send, and is kept),
+    ``out_of_order`` when ``ts`` is older than the newest one (kept: late data is still data), else
+    ``new``. Memory is bounded: ``window`` samples per stream.
+    """
+
+    def __init__(self, window: int = 32) -> None:
+        self.window = window
+        self._recent: dict[Hashable, tuple[deque[tuple[int, object]], set[tuple[int, object]]]] = {}
+        self._newest: dict[Hashable, int] = {}
+
+    def check(self, stream: Hashable, ts: int, value: float | None = None) -> TsVerdict:
+        entry = self._recent.get(stream)
+        if entry is None:
+            entry = self._recent[stream] = (deque(), set())
+        order, seen = entry
+        sample: tuple[int, object] = (ts, "nan" if value is not None and value != value else value)
+        if sample in seen:
+            return "duplicate"
+        order.append(sample)
+        seen.add(sample)
+        if len(order) > self.window:
+            seen.discard(order.popleft())
+        newest = self._newest.get(stream)
+        if newest is not None and ts < newest:
+            return "out_of_order"
+        self._newest[stream] = ts
+        return "new"
 
 
 #: Where push connectors deliver what they receive.

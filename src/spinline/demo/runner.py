@@ -66,6 +66,7 @@ class DemoSummary:
 def _write_private(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)              # the mode above applies to a new file only; tighten an existing one
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
 

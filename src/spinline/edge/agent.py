@@ -15,6 +15,11 @@ forever. Everything runs in one asyncio loop (the buffer's fsyncs on one worker 
   ``events`` table at each flush and forwarded like batches;
 * every second the agent emits link-health points per machine and its own ``_edge`` points,
   writes ``status.json`` atomically in its data dir and publishes it on TOPIC_STATUS.
+
+Bad input is counted per device and cause where it is found (the connectors, see
+``spinline.connectors.base``; values outside a point's ``min``/``max`` here, as ``out_of_range``)
+and shows in ``status.json`` (``devices.<id>.bad_input``, ``bad_input_total``,
+``unknown_devices``) and in each machine's ``link_errors`` point.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ import numpy as np
 
 from spinline.connectors.base import LinkHealth, LinkState, PushConnector
 from spinline.connectors.modbus.connector import ModbusConnector
+from spinline.connectors.mqtt.connector import MqttConnector
 from spinline.core import wire
 from spinline.core.batch import Batch
 from spinline.core.errors import StorageError, UplinkError
@@ -74,7 +80,8 @@ class EdgeAgent:
                  max_clock_skew_s: float = 120.0, backlog_rows_per_s: float = 200_000.0,
                  backlog_order: Literal["newest_first", "oldest_first"] = "newest_first",
                  ack_timeout_s: float = 10.0, status_every_s: float = 1.0, modbus_max_gap: int = 8,
-                 scoring: ScoringConfig | None = None, model_verifier: ModelVerifier | None = None) -> None:
+                 scoring: ScoringConfig | None = None, model_verifier: ModelVerifier | None = None,
+                 max_pending_rows: int = 2_000_000, require_signed_acks: bool = False) -> None:
         self.site = site
         self.mill = site.mill(mill_id)
         self.edge_id = edge_id
@@ -93,7 +100,8 @@ class EdgeAgent:
         self.buffer = AsyncBuffer(EdgeBuffer(self.data_dir / BUFFER_FILE, budget_bytes=budget_bytes))
         self.forwarder = Forwarder(self.buffer, edge=edge_id, mill=mill_id, secret=secret,
                                    backlog_rows_per_s=backlog_rows_per_s, backlog_order=backlog_order,
-                                   ack_timeout_s=ack_timeout_s)
+                                   ack_timeout_s=ack_timeout_s, require_signed_acks=require_signed_acks)
+        self.forwarder.on_ack = self._uplink_works
         self.scoring_config = scoring
         self.model_verifier = model_verifier
         self.scoring: EdgeScoring | None = None
@@ -104,6 +112,14 @@ class EdgeAgent:
         self._pending_meta: dict[str, int] = defaultdict(int)
         self._tasks: list[asyncio.Task[Any]] = []
         self._quarantine: list[Batch] = []
+        self._pending_models: dict[str, Any] = {}
+        #: Rows held in memory while the buffer cannot commit; past it the oldest low-priority rows go.
+        self.max_pending_rows = max_pending_rows
+        self.memory_dropped_rows = 0
+        self._memory_drop_logged = False
+        self._commit_failing = False
+        self._commit_error_logged = False
+        self._dropped_at_failure = 0
         self.points_collected = 0
         self.points_stored = 0
         self.batches_committed = 0
@@ -112,12 +128,17 @@ class EdgeAgent:
         self._last_status: dict[str, Any] = {}
         self._uplink: Any = None
         self._machine_of_key = {p.key: p.machine.id for p in self.points}
+        self._ref_of_key = {p.key: p for p in self.points}
         self._device_stamped = {p.key for p in self.points
                                 if isinstance(p.machine.link, OpcUaLink | MqttLink)}
         self._edge_keys = {name: point_key(f"{mill_id}/{EDGE_MACHINE_ID}/{name}")
                            for name in ("buffer_rows", "buffer_bytes", "buffer_dropped", "uplink_state",
                                         "uplink_lag_s", "points_collected", "clock_skew_events")}
         self._build()
+        self._health_of = self.healths()  # stable objects: built once, read by the data path
+        for p in self.pushers:
+            if isinstance(p, MqttConnector):  # bad input of a vibration sensor counts on its machine
+                p.report_to = {m: h for m, h in self._health_of.items() if m not in p.healths()}
 
     # --- wiring (pure: objects only, no I/O) ---------------------------------------------------------
 
@@ -128,7 +149,6 @@ class EdgeAgent:
         opcua: dict[str, list[PointRef]] = defaultdict(list)
         mqtt: dict[tuple[str, int], list[PointRef]] = defaultdict(list)
         vib_machines: dict[tuple[str, int], list[Any]] = defaultdict(list)
-        from spinline.connectors.mqtt.connector import MqttConnector
         from spinline.connectors.opcua.connector import OpcUaConnector
 
         for i, (mid, pts) in enumerate(by_machine.items()):
@@ -195,6 +215,8 @@ class EdgeAgent:
                     self._clock_recover(batch, now)
                     break
         out = self.filter.apply(batch)
+        if self.filter.out_of_range is not None:
+            self._count_out_of_range(self.filter.out_of_range)
         if not len(out):
             return
         pr = self.filter.priority_of(out)
@@ -203,6 +225,19 @@ class EdgeAgent:
         else:
             for rank in np.unique(pr):
                 self._pending[int(rank)].append(out.take(pr == rank))
+
+    def _count_out_of_range(self, rows: Batch) -> None:
+        """Values outside their point's plausible range: flagged UNCERTAIN by the filter, counted per device."""
+        by_machine: dict[str, list[int]] = defaultdict(list)
+        for i, k in enumerate(rows.point.tolist()):
+            m = self._machine_of_key.get(k)
+            if m is not None and m in self._health_of:
+                by_machine[m].append(i)
+        for m, idx in by_machine.items():
+            ref = self._ref_of_key[int(rows.point[idx[0]])]
+            self._health_of[m].rejected(
+                "out_of_range", f"{ref.tag} = {float(rows.value[idx[0]]):g} {ref.point.unit} is outside its plausible "
+                                f"range [{ref.point.min}, {ref.point.max}]; flagged uncertain", logger=log, n=len(idx))
 
     def _clock_fix(self, batch: Batch, now: int) -> Batch:
         machines = np.asarray([self._machine_of_key.get(int(k), "?") for k in batch.point])
@@ -225,49 +260,120 @@ class EdgeAgent:
                 self.clock.check(m, batch.take(rows), now)  # plausible rows: logs the recovery once
 
     async def flush(self) -> int:
-        """Commit what was collected; returns rows committed."""
+        """Commit what was collected; returns rows committed.
+
+        On a ``StorageError`` (disk full, I/O error, busy database) the rows not committed yet, the
+        quarantined rows and the batch meta go back in memory for the next try (before anything
+        collected meanwhile) and the error is raised. Memory is capped at ``max_pending_rows``: past
+        it the oldest rows of the lowest priority are dropped, counted (``memory_dropped_rows``, part
+        of the ``_edge/buffer_dropped`` point) and logged once per failure episode.
+        """
         pending, self._pending = self._pending, defaultdict(list)
         meta: dict[str, Any] = dict(self._pending_meta)
         self._pending_meta.clear()
-        await self._commit_scoring()
-        if self.scoring is not None and (versions := self.scoring.take_versions()):
-            meta["models"] = versions   # model version behind each asset's anomaly_score / health_index
+        if self._pending_models:
+            meta["models"] = self._pending_models
+            self._pending_models = {}
+        quarantine, self._quarantine = self._quarantine, []
         rows = 0
-        for rank in sorted(pending, reverse=True):
-            b = Batch.concat(pending[rank])
-            if not len(b):
-                continue
-            m = {"ts_source": "edge+device", **meta}
-            await self.buffer.append(b, _RANK_PRIORITY[rank], m)
-            rows += len(b)
-            self.batches_committed += 1
-        if self._quarantine:
-            q, self._quarantine = Batch.concat(self._quarantine), []
-            await self.buffer.call(self.buffer.buffer.quarantine, q, "clock_skew")
-        if rows:
-            self.points_stored += rows
-            self.forwarder.notify()
+        try:
+            await self._commit_scoring()
+            if self.scoring is not None and (versions := self.scoring.take_versions()):
+                meta["models"] = {**meta.get("models", {}), **versions}  # model version behind each asset's scores
+            for rank in sorted(pending, reverse=True):
+                b = Batch.concat(pending[rank])
+                if len(b):
+                    m = {"ts_source": "edge+device", **meta}
+                    await self.buffer.append(b, _RANK_PRIORITY[rank], m)
+                    rows += len(b)
+                    self.batches_committed += 1
+                del pending[rank]
+            if quarantine:
+                await self.buffer.call(self.buffer.buffer.quarantine, Batch.concat(quarantine), "clock_skew")
+                quarantine = []
+        except StorageError:
+            self._keep_uncommitted(pending, quarantine, meta if not rows else {})
+            raise
+        finally:
+            if rows:
+                self.points_stored += rows
+                self.forwarder.notify()
+        if self._commit_failing:
+            log.warning("edge buffer commits work again (%d row(s) dropped from memory meanwhile)",
+                        self.memory_dropped_rows - self._dropped_at_failure)
+            self._commit_failing = False
         return rows
 
+    def _keep_uncommitted(self, pending: dict[int, list[Batch]], quarantine: list[Batch],
+                          meta: dict[str, Any]) -> None:
+        """Put what a failed flush did not commit back in front of what was collected meanwhile, within the cap."""
+        for rank, batches in pending.items():
+            self._pending[rank] = batches + self._pending[rank]
+        self._quarantine = quarantine + self._quarantine
+        for k, v in meta.items():
+            if k == "models":
+                self._pending_models = {**v, **self._pending_models}
+            elif isinstance(v, int):
+                self._pending_meta[k] += v
+        if not self._commit_failing:
+            self._commit_failing = True
+            self._dropped_at_failure = self.memory_dropped_rows
+        self._enforce_memory_cap()
+
+    def _enforce_memory_cap(self) -> None:
+        over = sum(len(b) for bs in self._pending.values() for b in bs) - self.max_pending_rows
+        dropped = 0
+        for rank in sorted(self._pending):            # lowest priority first, oldest first within it
+            batches = self._pending[rank]
+            while over > 0 and batches:
+                b = batches[0]
+                if len(b) <= over:
+                    batches.pop(0)
+                    n = len(b)
+                else:
+                    batches[0] = b.take(slice(over, None))
+                    n = over
+                over -= n
+                dropped += n
+        q_over = sum(len(b) for b in self._quarantine) - self.max_pending_rows
+        while q_over > 0 and self._quarantine:
+            q_over -= len(self._quarantine[0])
+            dropped += len(self._quarantine.pop(0))
+        if dropped:
+            self.memory_dropped_rows += dropped
+            if not self._memory_drop_logged:
+                self._memory_drop_logged = True
+                log.error("edge buffer cannot commit and %d rows wait in memory (cap %d): dropping the oldest "
+                          "lowest-priority rows (%d now; counted in buffer_dropped; logged once)",
+                          self.max_pending_rows + dropped, self.max_pending_rows, dropped)
+
     async def _commit_scoring(self) -> None:
-        """Persist changed model slots, then commit the scoring events (kept for the next try on failure)."""
+        """Persist changed model slots, commit the scoring events (kept for the next try on failure), then
+        persist the alarm states: a crash in between re-raises an alarm after the restart, never loses one."""
         if self.scoring is None:
             return
         if self.scoring.dirty():
-            await self.buffer.call(self.scoring.persist)
+            await self.buffer.call(self.scoring.persist, alarms=False)
         self._pending_events += self.scoring.take_events()
         if self._pending_events:
             await self.buffer.call(self.buffer.buffer.append_events, self._pending_events)
             self._pending_events = []
             self.forwarder.notify_events()
+        if self.scoring.alarms_dirty():
+            await self.buffer.call(self.scoring.persist_alarms)
 
     async def _flusher(self) -> None:
         while True:
             await asyncio.sleep(self.flush_s)
             try:
                 await self.flush()
-            except StorageError:
-                log.exception("edge buffer commit failed; rows kept in memory for the next try")
+            except StorageError as exc:
+                if not self._commit_error_logged:  # once per failure episode (every flush_s would flood the log)
+                    self._commit_error_logged = True
+                    log.error("edge buffer commit failed: %s; rows kept in memory (up to %d) for the next try",
+                              exc, self.max_pending_rows)
+                continue
+            self._commit_error_logged = False
 
     # --- self points and status --------------------------------------------------------------------
 
@@ -278,11 +384,11 @@ class EdgeAgent:
         for mid, h in self.healths().items():
             keys += [point_key(f"{mill}/{mid}/link_state"), point_key(f"{mill}/{mid}/link_errors"),
                      point_key(f"{mill}/{mid}/link_latency_ms")]
-            vals += [float(h.state), float(h.errors), h.latency_ms if h.state != LinkState.DOWN else float("nan")]
+            vals += [float(h.state), float(h.link_errors), h.latency_ms if h.state != LinkState.DOWN else float("nan")]
         e = self._edge_keys
         up = stats["uplink"]
         for name, v in (("buffer_rows", stats["buffer"]["rows"]), ("buffer_bytes", stats["buffer"]["bytes"]),
-                        ("buffer_dropped", stats["buffer"]["dropped_rows"]),
+                        ("buffer_dropped", stats["buffer"]["dropped_rows"] + self.memory_dropped_rows),
                         ("uplink_state", 0.0 if up["state"] == "connected" else 2.0),
                         ("uplink_lag_s", up["lag_s"]), ("points_collected", self.points_collected),
                         ("clock_skew_events", self.clock.events)):
@@ -301,7 +407,12 @@ class EdgeAgent:
                 "devices": {m: h.snapshot() for m, h in sorted(self.healths().items())},
                 "buffer": bs.as_dict(), "uplink": up, "points_collected": self.points_collected,
                 "points_stored": self.points_stored, "batches_committed": self.batches_committed,
+                "pending_rows": sum(len(b) for bs in self._pending.values() for b in bs),
+                "memory_dropped_rows": self.memory_dropped_rows,
                 "clock_skew_events": self.clock.events,
+                "bad_input_total": sum(h.bad_input_total for h in self.healths().values()),
+                "unknown_devices": {f"mqtt {p.host}:{p.port}": p.unknown_devices() for p in self.pushers
+                                    if isinstance(p, MqttConnector) and p.unknown_topics},
                 "models": self.scoring.snapshot() if self.scoring is not None else {},
                 "alarms": (["buffer_full"] if bs.full else []) + (["uplink_down"] if up["state"] != "connected"
                                                                   else [])}
@@ -334,14 +445,12 @@ class EdgeAgent:
             return
         backoff = Backoff(base_s=0.5, cap_s=10.0, seed=1)
         while True:
-            up = make_uplink(self.cloud_url, edge=self.edge_id, mill=self.mill.id, secret=self.secret or b"")
+            up = make_uplink(self.cloud_url, edge=self.edge_id, mill=self.mill.id, secret=self.secret or b"",
+                             trust=self.forwarder.trust)
+            started = time.time_ns()
             try:
                 async with up:
                     self._uplink = up
-                    if self._uplink_error_logged:
-                        log.info("uplink to %s restored", _redact(self.cloud_url))
-                        self._uplink_error_logged = False
-                    backoff.reset()
                     await self.forwarder.run_session(up)
             except asyncio.CancelledError:
                 raise
@@ -357,7 +466,15 @@ class EdgeAgent:
                     self._uplink_error_logged = True
             finally:
                 self._uplink = None
+                if (self.forwarder.stats.last_ack_ns or 0) >= started:
+                    backoff.reset()  # the session worked (an ack came back): reconnect quickly
             await asyncio.sleep(backoff.fail())
+
+    def _uplink_works(self) -> None:
+        """An ack arrived: the uplink works end to end (a session that opens but gets no ack does not count)."""
+        if self._uplink_error_logged:
+            log.info("uplink to %s restored", _redact(self.cloud_url))
+            self._uplink_error_logged = False
 
     # --- lifecycle ---------------------------------------------------------------------------------
 

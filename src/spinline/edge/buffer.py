@@ -24,6 +24,14 @@ each event its id (AUTOINCREMENT, never reused: the idempotency key ``(edge, id)
 only through ``ack_events`` or ``reject_events`` (kept in ``dead_events``). Past ``max_events``
 the oldest are dropped, counted in ``dropped_events`` and logged: never silently.
 
+Incarnation
+    A buffer file gets a random ``incarnation`` id (16 hex digits, table ``info``) when it is
+    created; the forwarder sends it with every batch (``wire.Envelope.incarnation``, header
+    ``"inc"``), so the cloud's idempotency key is ``edge:inc:seq``. Wiping the data dir restarts the
+    batch seq at 1 under a new incarnation: the cloud stores the new batches instead of acking them
+    ``duplicate``. A file created before incarnations existed keeps ``""`` (key ``edge:seq``, as
+    before), so batches it already sent are not stored twice.
+
 Rows leave the buffer only through ``ack`` (the cloud stored them or already had them) or
 ``dead_letter`` (the cloud refused them; they are kept in ``dead_letters`` for inspection).
 
@@ -35,6 +43,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import secrets
 import sqlite3
 import time
 from collections.abc import Iterable
@@ -80,6 +89,7 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE TABLE IF NOT EXISTS dead_events (
     id INTEGER PRIMARY KEY, at_ns INTEGER NOT NULL, reason TEXT NOT NULL, body TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS info (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS quarantine (
     id INTEGER PRIMARY KEY AUTOINCREMENT, at_ns INTEGER NOT NULL, reason TEXT NOT NULL, n INTEGER NOT NULL,
     point BLOB NOT NULL, ts BLOB NOT NULL, value BLOB NOT NULL, quality BLOB NOT NULL
@@ -137,9 +147,10 @@ class EdgeBuffer:
     """The durable buffer. ``open()`` (or ``with``) does the I/O; the constructor does none."""
 
     def __init__(self, path: str | Path, *, budget_bytes: int = 1 << 30, low_water: float = 0.9,
-                 max_events: int = 100_000) -> None:
+                 max_events: int = 100_000, busy_timeout_s: float = 5.0) -> None:
         if budget_bytes <= 0 or max_events <= 0:
             raise ValueError("budget_bytes and max_events must be positive")
+        self.busy_timeout_s = busy_timeout_s
         self.max_events = max_events
         self.path = Path(path)
         self.budget_bytes = budget_bytes
@@ -152,6 +163,8 @@ class EdgeBuffer:
         self._full = False
         self._counters: dict[str, int] = {}
         self._events = 0
+        #: Random id of this buffer file (see the module docstring); "" for a file from before incarnations.
+        self.incarnation = ""
 
     # --- lifecycle --------------------------------------------------------------------------------
 
@@ -161,11 +174,18 @@ class EdgeBuffer:
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
-            db.execute("PRAGMA busy_timeout=5000")
+            db.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
+            fresh = db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'batches'").fetchone()[0] == 0
             db.executescript(_SCHEMA)
+            row = db.execute("SELECT value FROM info WHERE name = 'incarnation'").fetchone()
+            if row is None:
+                inc = secrets.token_hex(8) if fresh else ""
+                db.execute("INSERT OR IGNORE INTO info (name, value) VALUES ('incarnation', ?)", (inc,))
+                row = db.execute("SELECT value FROM info WHERE name = 'incarnation'").fetchone()
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open buffer {self.path}: {exc}") from exc
         self._db = db
+        self.incarnation = str(row[0])
         self._next_seq = dict(db.execute("SELECT point, next FROM point_seq").fetchall())
         b, r, nb = db.execute("SELECT count(*), coalesce(sum(n), 0), coalesce(sum(nbytes), 0) FROM batches").fetchone()
         self._batches, self._rows, self._bytes = int(b), int(r), int(nb)

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import secrets
+import stat
 import time
 from pathlib import Path
 from typing import Any
@@ -32,9 +33,30 @@ app = typer.Typer(cls=_RunByDefault, help="Run the edge agent of one mill, or sh
                   no_args_is_help=True, add_completion=False)
 
 
+_warned_modes: set[Path] = set()
+
+
+def warn_if_exposed(path: Path) -> bool:
+    """Warn (once per file and process) when a secret file is readable by its group or others; True if it is."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return False
+    if not mode & (stat.S_IRWXG | stat.S_IRWXO):
+        return False
+    key = path.resolve()
+    if key not in _warned_modes:
+        _warned_modes.add(key)
+        logging.getLogger(__name__).warning(
+            "edge secret file %s is accessible by group or others (mode %s): anyone who reads it can sign batches "
+            "as this edge; run chmod 600 %s", path, oct(stat.S_IMODE(mode)), path)
+    return True
+
+
 def read_secret(secret_file: Path | None, data_dir: Path) -> bytes:
     """The edge secret: --secret-file, else $SPINLINE_EDGE_SECRET, else one generated in the data dir."""
     if secret_file is not None:
+        warn_if_exposed(secret_file)
         return secret_file.read_bytes().strip()
     env = os.environ.get("SPINLINE_EDGE_SECRET")
     if env:
@@ -56,11 +78,21 @@ def run(site: Path = typer.Argument(..., help="site YAML file"),
         cloud: str | None = typer.Option(None, help="mqtt://host:port or https://host (none: buffer only)"),
         edge_id: str = typer.Option("edge-1", help="this edge's id"),
         secret_file: Path | None = typer.Option(None, help="file holding the edge secret"),
-        data_dir: Path = typer.Option(Path("edge-data"), help="buffer and status folder"),
+        data_dir: Path = typer.Option(
+            Path("edge-data"),
+            help="the edge's state: buffer.sqlite, status.json, and models/ (one model slot per vibration "
+                 "channel: <asset>.json with the commissioning rows or the frozen model, <asset>.alarms with its "
+                 "open alarms; written atomically, kept across restarts; delete a slot to re-commission)"),
         device_mqtt: str | None = typer.Option(None, help="broker of MQTT devices (default: the cloud broker)"),
         ports: str = typer.Option("", help="port remap for simulated devices, e.g. 5020:41234,4840:41235"),
         budget_mb: float = typer.Option(1024.0, help="disk budget of the buffer"),
         flush_s: float = typer.Option(0.25, help="commit interval"),
+        commissioning_n: int = typer.Option(
+            24, min=8, help="running vibration snapshots learned (assumed healthy) before an asset's baseline "
+                            "freezes; a slot already frozen keeps its model"),
+        require_signed_acks: bool = typer.Option(
+            False, help="act only on acks the cloud signed with the edge secret (without it, unsigned acks are "
+                        "trusted until the first signed one arrives)"),
         log_level: str = typer.Option("INFO")) -> None:
     """Run the edge agent until interrupted (safe to kill -9: restart on the same data dir)."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -72,10 +104,12 @@ def run(site: Path = typer.Argument(..., help="site YAML file"),
     if ports:
         s = rebind(s, {int(a): int(b) for a, b in (p.split(":") for p in ports.split(",") if p)})
     from .agent import EdgeAgent
+    from .models import ScoringConfig
 
     agent = EdgeAgent(s, mill or s.mills[0].id, edge_id=edge_id, secret=read_secret(secret_file, data_dir),
                       data_dir=data_dir, cloud_url=cloud, device_mqtt=device_mqtt,
-                      budget_bytes=int(budget_mb * 1024 * 1024), flush_s=flush_s)
+                      budget_bytes=int(budget_mb * 1024 * 1024), flush_s=flush_s,
+                      scoring=ScoringConfig(commissioning_n=commissioning_n), require_signed_acks=require_signed_acks)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(agent.run())
 
@@ -96,6 +130,23 @@ def _fmt_status(st: dict[str, Any]) -> list[str]:
         lat = "-" if d["latency_ms"] is None else f"{d['latency_ms']:.1f} ms"
         err = f"  ({d['last_error']})" if d.get("last_error") and d["state"] != "up" else ""
         lines.append(f"  {m:<10} {d['state']:<9} errors {d['errors']:<5} latency {lat}{err}")
+        if d.get("bad_input"):
+            causes = ", ".join(f"{k} {v}" for k, v in d["bad_input"].items())
+            lines.append(f"  {'':<10} bad input: {causes}  (last: {d.get('last_bad_input')})")
+    for conn, u in (st.get("unknown_devices") or {}).items():
+        topics = ", ".join(list(u.get("topics", {}))[:5])
+        lines.append(f"unknown devices on {conn}: {u.get('messages')} message(s) on {topics}")
+    models = st.get("models") or {}
+    if models:
+        lines.append("models:")
+    for asset, mdl in models.items():
+        hi = "-" if mdl.get("health_index") is None else f"{mdl['health_index']:.0f}"
+        score = "-" if mdl.get("anomaly_score") is None else f"{mdl['anomaly_score']:.2f}"
+        learning = (f" ({mdl.get('learned')}/{mdl.get('commissioning_n', '?')} learned)"
+                    if mdl.get("state") == "commissioning" else "")
+        alarms = ", ".join(mdl.get("open_alarms") or []) or "none"
+        lines.append(f"  {asset:<28} {mdl.get('state')}{learning} version {mdl.get('version')}  health {hi}  "
+                     f"anomaly {score}  alarms {alarms}")
     return lines
 
 

@@ -110,7 +110,7 @@ class PollCoordinator:
 
     def link_points(self) -> dict[str, float]:
         h = self.connector.health
-        return {"link_state": float(h.state), "link_errors": float(h.errors),
+        return {"link_state": float(h.state), "link_errors": float(h.link_errors),
                 "link_latency_ms": float(h.latency_ms) if h.state != LinkState.DOWN else float("nan")}
 
 

@@ -3,7 +3,9 @@
 A sample is emitted when it is the point's first, when its quality changed, when it moved by
 more than the point's deadband since the last *emitted* value, or when ``heartbeat_s`` passed
 since the last emission (so a flat deadbanded signal still proves it is alive). A deadband of 0
-emits every sample. Values outside the point's ``min``/``max`` are flagged UNCERTAIN.
+emits every sample. Values outside the point's ``min``/``max`` are flagged UNCERTAIN; the rows
+flagged by the last ``apply`` are kept in ``out_of_range`` for the caller to count (the agent
+counts them per device as bad input).
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ class ReportFilter:
         self.last_v = np.full(n, np.nan)
         self.last_q = np.zeros(n, dtype=np.uint8)
         self.last_t = np.full(n, -1, dtype=np.int64)
+        #: Rows the last ``apply`` flagged as outside their point's plausible range (None: none).
+        self.out_of_range: Batch | None = None
 
     def _one_pass(self, b: Batch) -> npt.NDArray[np.bool_]:
         t = self.table
@@ -78,6 +82,7 @@ class ReportFilter:
 
     def apply(self, batch: Batch) -> Batch:
         """Rows of ``batch`` to report, range-flagged. Rows of one point are taken in order."""
+        self.out_of_range = None
         if not len(batch):
             return batch
         t = self.table
@@ -87,6 +92,7 @@ class ReportFilter:
             with np.errstate(invalid="ignore"):
                 out = known & ((batch.value < t.lo[idx]) | (batch.value > t.hi[idx])) & (q < Quality.UNCERTAIN)
             if out.any():
+                self.out_of_range = batch.take(out)
                 q = q.copy()
                 q[out] = np.uint8(Quality.UNCERTAIN)
                 batch = Batch(batch.point, batch.ts_ns, batch.value, q, batch.seq)

@@ -10,7 +10,11 @@ Order after (re)connecting, so the dashboard is current at once:
 
 Each payload carries the batch seq assigned at commit, so a re-send has the same idempotency key
 ``(edge, seq)`` and the cloud stores it once. A batch leaves the buffer only on the cloud's ack
-(stored / duplicate; rejected ones go to the dead letters).
+(stored / duplicate; rejected ones go to the dead letters). Acks are trusted per ``AckTrust``
+(``uplink.base``: signatures) and a ``rejected`` ack moves a batch to the dead letters only when
+its reason is final and the batch is in flight in this session; other rejections are ignored
+(counted in ``acks_ignored``) and a non-final one leaves the batch in flight, so it is re-sent
+after the ack timeout.
 
 Events (``wire.EdgeEvent``, committed to the buffer's ``events`` table) travel beside the
 batches in the same session: oldest first, at most ``events_window`` in flight, re-sent after
@@ -34,7 +38,7 @@ from spinline.core.errors import UplinkError
 from spinline.core.site import Priority
 
 from .buffer import BufferStats, EdgeBuffer, StoredBatch
-from .uplink.base import Uplink
+from .uplink.base import AckTrust, Uplink
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -81,6 +85,8 @@ class UplinkStats:
     events_sent: int = 0
     events_acked: int = 0
     events_rejected: int = 0
+    #: Acks not acted on: bad or missing signature, or a rejection for a batch/event not in flight.
+    acks_ignored: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__slots__}
@@ -90,8 +96,14 @@ class Forwarder:
     def __init__(self, buffer: AsyncBuffer, *, edge: str, mill: str, secret: bytes | None, window: int = 32,
                  ack_timeout_s: float = 10.0, backlog_rows_per_s: float = 200_000.0,
                  backlog_order: Literal["newest_first", "oldest_first"] = "newest_first",
-                 events_window: int = 100) -> None:
+                 events_window: int = 100, require_signed_acks: bool = False) -> None:
         self.buffer = buffer
+        #: Shared by every uplink session of this process (``make_uplink(..., trust=)``).
+        self.trust = AckTrust(secret, edge, required=require_signed_acks)
+        #: Called whenever an ack was processed (the agent logs "uplink restored" on the first one).
+        self.on_ack: Callable[[], None] | None = None
+        self._ignored_logged: set[str] = set()
+        self._ignored = 0
         self.events_window = events_window
         self._events_wake = asyncio.Event()
         self._ev_inflight: dict[int, float] = {}
@@ -131,6 +143,7 @@ class Forwarder:
         self._backlog_cursor = last if self.backlog_order == "newest_first" else self._backlog_lo
         self._inflight.clear()
         self._resend.clear()
+        self.trust.incarnation = self.buffer.buffer.incarnation
         self._tokens, self._tok_t = 0.0, time.monotonic()
         self.stats.sessions += 1
         self._set_state("connected")
@@ -171,14 +184,19 @@ class Forwarder:
                 batch.append(uplink.acks.get_nowait())
             done: list[int] = []
             for a in batch:
-                self._inflight.pop(a.seq, None)
-                if not a.final:
-                    self.stats.last_error = f"batch {a.seq} refused: {a.reason} (kept, will retry)"
-                    continue
                 if a.status == "rejected":
+                    if a.seq not in self._inflight:
+                        self._ignore("not_in_flight", f"rejected ack ({a.reason}) for batch {a.seq}, which this "
+                                                      "session has not in flight, ignored")
+                        continue
+                    if not a.final:  # stays in flight: re-sent after the ack timeout
+                        self.stats.last_error = f"batch {a.seq} refused: {a.reason} (kept, will retry)"
+                        continue
+                    self._inflight.pop(a.seq, None)
                     self.stats.rejected += 1
                     await self.buffer.call(self.buffer.buffer.dead_letter, a.seq, a.reason or "rejected")
                     continue
+                self._inflight.pop(a.seq, None)
                 if a.status == "duplicate":
                     self.stats.duplicates += 1
                 done.append(a.seq)
@@ -187,7 +205,17 @@ class Forwarder:
                 self.stats.acked += len(done)
             self.stats.last_ack_ns = time.time_ns()
             self.stats.inflight = len(self._inflight)
+            self.stats.acks_ignored = self._ignored + self.trust.ignored
+            if self.on_ack is not None:
+                self.on_ack()
             self._wake.set()
+
+    def _ignore(self, kind: str, msg: str) -> None:
+        self._ignored += 1
+        self.stats.acks_ignored = self._ignored + self.trust.ignored
+        if kind not in self._ignored_logged:
+            self._ignored_logged.add(kind)
+            log.warning("%s [counted in acks_ignored; logged once]", msg)
 
     # --- events ------------------------------------------------------------------------------------
 
@@ -197,13 +225,17 @@ class Forwarder:
             ack = await uplink.event_acks.get()
             for i in ack.acked:
                 self._ev_inflight.pop(i, None)
-            for i, _ in ack.rejected:
+            rejected = [(i, r) for i, r in ack.rejected if i in self._ev_inflight]
+            if len(rejected) < len(ack.rejected):
+                self._ignore("events_not_in_flight", f"{len(ack.rejected) - len(rejected)} event rejection(s) for "
+                                                     "events not in flight ignored")
+            for i, _ in rejected:
                 self._ev_inflight.pop(i, None)
             if ack.acked:
                 await self.buffer.call(buf.ack_events, ack.acked)
                 self.stats.events_acked += len(ack.acked)
-            if ack.rejected:
-                self.stats.events_rejected += await self.buffer.call(buf.reject_events, ack.rejected)
+            if rejected:
+                self.stats.events_rejected += await self.buffer.call(buf.reject_events, rejected)
             self._events_wake.set()
 
     async def _send_events_loop(self, uplink: Uplink) -> None:
@@ -291,7 +323,8 @@ class Forwarder:
                 break
             sb, kind = nxt
             env = wire.Envelope(edge=self.edge, mill=self.mill, seq=sb.seq, batch=sb.batch,
-                                created_ns=sb.created_ns, kind=kind, meta=sb.meta)
+                                created_ns=sb.created_ns, kind=kind, meta=sb.meta,
+                                incarnation=self.buffer.buffer.incarnation)
             payload = wire.encode(env, key=self.secret)
             self._inflight[sb.seq] = time.monotonic()
             await uplink.send(sb.seq, payload)

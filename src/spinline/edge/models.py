@@ -50,6 +50,24 @@ MODELS_DIR = "models"
 RECORD_VERSION = 1
 
 
+@dataclass(frozen=True, slots=True)
+class ScoringConfig:
+    """How the edge learns and scores its assets' models (lives here, not in ``scoring``: the CLI builds one
+    without importing the health models)."""
+
+    #: Running snapshots learned (assumed healthy) before an asset's baseline freezes.
+    commissioning_n: int = 24
+    #: False-alarm rate of the anomaly score on healthy data.
+    far: float = 0.001
+    #: Health-index history kept per asset (for the RUL trend); older points are dropped.
+    history_max: int = 5000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.commissioning_n < 8:
+            raise ValueError("commissioning_n must be at least 8 snapshots (half of them calibrate the threshold)")
+
+
 class ModelRejected(SpinlineError):
     """A model record that the verifier or the validation hook refused (nothing was written)."""
 

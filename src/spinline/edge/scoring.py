@@ -27,49 +27,57 @@ The model of each asset lives in a ``spinline.edge.models.ModelSlot`` (``models/
 ``score`` runs in the event loop and does no I/O; ``load`` and ``persist`` (slot files, fsync'd)
 are called by the agent off the loop.
 
-Known limits: open alarms are not persisted (after a restart a fault still present is raised again,
-as a new alarm); a stopped machine (shaft speed 0) gives no score at all.
+The alarm engine's state per asset (open alarms with their id, raise time and count, and when each
+rule last cleared, for the re-arm delay) is persisted next to the slot (``<slot>.alarms``, same
+atomic write) whenever an alarm opens, is acknowledged or clears, and restored by ``load``: after a
+restart a fault still present raises nothing new, and its clearing sends ``alarm_cleared`` with the
+``alarm_key`` of the alarm raised before the restart. The agent writes it *after* the events are
+committed, so a crash in between re-raises an alarm (at least once) rather than losing one.
+
+Known limits: a ``RateRule``'s value history is not persisted (none of the default rules is one);
+a stopped machine (shaft speed 0) gives no score at all.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import math
+import os
+import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from spinline.core.errors import StorageError
 from spinline.core.site import Machine, MachineType
 from spinline.core.wire import EdgeEvent, EventSeverity
-from spinline.health.alarms import Alarm, AlarmEngine, default_rules
+from spinline.health.alarms import Alarm, AlarmEngine, AlarmState, Severity, default_rules
 from spinline.health.anomaly import DETECTORS, BaselineDetector
 from spinline.health.features import bearing_frequencies
 from spinline.health.monitor import AssetMonitor, AssetStatus
 
-from .models import MODELS_DIR, ModelRecord, ModelRejected, ModelSlot, ModelVerifier, content_version
+from .models import (
+    MODELS_DIR,
+    ModelRecord,
+    ModelRejected,
+    ModelSlot,
+    ModelVerifier,
+    ScoringConfig,
+    atomic_write,
+    content_version,
+)
 
 log = logging.getLogger(__name__)
+__all__ = ["AssetScorer", "EdgeScoring", "ScoringConfig", "asset_tag", "validate_record"]
 
 #: Model kind of the edge's own models: the AssetMonitor pipeline around a BaselineDetector.
 KIND_PREFIX = "asset_monitor/"
 COMMISSIONING = "commissioning"
-
-
-@dataclass(frozen=True, slots=True)
-class ScoringConfig:
-    #: Running snapshots learned (assumed healthy) before an asset's baseline freezes.
-    commissioning_n: int = 24
-    #: False-alarm rate of the anomaly score on healthy data.
-    far: float = 0.001
-    #: Health-index history kept per asset (for the RUL trend); older points are dropped.
-    history_max: int = 5000
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.commissioning_n < 8:
-            raise ValueError("commissioning_n must be at least 8 snapshots (half of them calibrate the threshold)")
+ALARMS_SUFFIX = ".alarms"
+ALARMS_VERSION = 1
 
 
 def asset_tag(mill: str, machine: str, channel: str) -> str:
@@ -118,6 +126,13 @@ class AssetScorer:
         self.dirty = False
         self._generation = 0
         self.events: list[EdgeEvent] = []
+        self.alarms_path = self.slot.path.with_name(self.slot.path.name.removesuffix(".json") + ALARMS_SUFFIX)
+        self.alarms_dirty = False
+        self._alarm_sig: tuple[Any, ...] = ()
+        #: Last outputs (for the status): health index 0-100 and anomaly score; None before the first.
+        self.last_health: float | None = None
+        self.last_score: float | None = None
+        self.last_ts_ns: int | None = None
 
     # --- model lifecycle -------------------------------------------------------------------------
 
@@ -141,7 +156,8 @@ class AssetScorer:
         return rec.state if rec is not None else "commissioning"
 
     def load(self) -> None:
-        """Restore the slot from disk (I/O): a frozen model scores at once, a commissioning one goes on."""
+        """Restore the slot and the alarm state from disk (I/O): a frozen model scores at once."""
+        self.load_alarms()
         rec = self.slot.load()
         self._generation = self.slot.generation
         if rec is None:
@@ -204,6 +220,89 @@ class AssetScorer:
         self.slot.save(rec)
         self.dirty = False
 
+    # --- alarm state ------------------------------------------------------------------------------
+
+    def _alarm_state(self) -> dict[str, Any]:
+        rules: dict[str, Any] = {}
+        for rule in self.engine.rules:
+            st = self.engine._st.get((self.asset, rule.name))  # noqa: SLF001 - see load_alarms
+            if st is None:
+                continue
+            a = st.alarm if st.alarm is not None and st.alarm.is_open else None
+            rules[rule.name] = {
+                "cleared_at": None if st.cleared_at is None else st.cleared_at.isoformat(),
+                "alarm": None if a is None else {"id": a.id, "severity": a.severity.value, "message": a.message,
+                                                 "raised_at": a.raised_at.isoformat(), "value": a.value,
+                                                 "state": a.state.value, "count": a.count}}
+        return {"version": ALARMS_VERSION, "asset": self.asset, "rules": rules}
+
+    def _note_alarm_change(self) -> None:
+        sig = tuple((r, (v["alarm"] or {}).get("id"), (v["alarm"] or {}).get("state"), v["cleared_at"])
+                    for r, v in sorted(self._alarm_state()["rules"].items()))
+        if sig != self._alarm_sig:
+            self._alarm_sig = sig
+            self.alarms_dirty = True
+
+    def persist_alarms(self) -> None:
+        """Write the alarm state if it changed (I/O; atomic, fsync'd)."""
+        if not self.alarms_dirty:
+            return
+        atomic_write(self.alarms_path, json.dumps(self._alarm_state(), separators=(",", ":"),
+                                                  allow_nan=True).encode())
+        self.alarms_dirty = False
+
+    def load_alarms(self) -> None:
+        """Put the persisted open alarms back into the engine (I/O).
+
+        ``AlarmEngine`` has no public restore yet, so this sets its per-(asset, rule) state
+        directly: the open alarm, an ``on`` count at the rule's delay (the condition held when it
+        was raised) and the last clear time (the re-arm delay goes on across the restart).
+        """
+        try:
+            raw = self.alarms_path.read_bytes()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise StorageError(f"cannot read alarm state {self.alarms_path}: {exc}") from exc
+        rules = {r.name: r for r in self.engine.rules}
+        try:
+            d = json.loads(raw)
+            if d.get("version") != ALARMS_VERSION or d.get("asset") != self.asset:
+                raise ValueError(f"alarm state of {d.get('asset')!r}, version {d.get('version')!r}")
+            restored = []
+            for name, v in d["rules"].items():
+                rule = rules.get(name)
+                if rule is None:
+                    continue   # a rule this edge no longer runs
+                cleared = v.get("cleared_at")
+                a = v.get("alarm")
+                alarm = None if a is None else Alarm(
+                    asset=self.asset, rule=name, severity=Severity(a["severity"]), message=str(a["message"]),
+                    raised_at=datetime.fromisoformat(a["raised_at"]), value=float(a["value"]), id=str(a["id"]),
+                    state=AlarmState(a["state"]), count=int(a["count"]))
+                restored.append((name, rule.on_delay, alarm, None if cleared is None else datetime.fromisoformat(
+                    cleared)))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            bad = self.alarms_path.with_name(self.alarms_path.name + f".bad-{time.time_ns()}")
+            with contextlib.suppress(OSError):
+                os.replace(self.alarms_path, bad)
+            log.error("alarm state %s is unusable (%s): moved to %s, the asset starts with no open alarm",
+                      self.alarms_path, exc, bad.name)
+            return
+        from spinline.health.alarms import _RuleState
+
+        for name, on_delay, alarm, cleared in restored:
+            st = self.engine._st.setdefault((self.asset, name), _RuleState())  # noqa: SLF001
+            st.cleared_at = cleared
+            if alarm is not None and alarm.is_open:
+                st.alarm, st.on, st.off = alarm, on_delay, 0
+                self.engine.alarms.append(alarm)
+        self._note_alarm_change()
+        self.alarms_dirty = False
+        if self.engine.open_alarms(self.asset):
+            log.info("%s: %d open alarm(s) restored (%s)", self.asset, len(self.engine.open_alarms(self.asset)),
+                     ", ".join(a.rule for a in self.engine.open_alarms(self.asset)))
+
     # --- scoring ---------------------------------------------------------------------------------
 
     def score(self, ts_ns: int, features: Mapping[str, float]) -> dict[str, float]:
@@ -215,13 +314,16 @@ class AssetScorer:
         st = self.monitor.update(at, x)
         if st is None:
             return {}
+        self.last_health, self.last_ts_ns = st.health.value, ts_ns
         if st.learning:
             self.rows.append(x)
             self.dirty = True
             if self.monitor.baseline is not None:
                 self._freeze(ts_ns)
             return {"anomaly_score": math.nan, "health_index": st.health.value}
+        self.last_score = st.anomaly_score
         self._events_of(st, ts_ns, was_open)
+        self._note_alarm_change()
         if len(self.monitor.history) > self.config.history_max:
             del self.monitor.history[:len(self.monitor.history) - self.config.history_max]
         if len(self.engine.alarms) > 100:
@@ -323,14 +425,29 @@ class EdgeScoring:
     def dirty(self) -> bool:
         return any(a.dirty for a in self.assets.values())
 
-    def persist(self) -> None:
-        """Write changed slots (I/O; call off the event loop)."""
+    def alarms_dirty(self) -> bool:
+        return any(a.alarms_dirty for a in self.assets.values())
+
+    def persist(self, *, alarms: bool = True) -> None:
+        """Write changed slots, and (``alarms``) changed alarm states (I/O; call off the event loop)."""
         for a in self.assets.values():
             a.persist()
+        if alarms:
+            self.persist_alarms()
+
+    def persist_alarms(self) -> None:
+        """Write changed alarm states (I/O; the agent calls it after committing the events)."""
+        for a in self.assets.values():
+            a.persist_alarms()
 
     def snapshot(self) -> dict[str, Any]:
-        """Per-asset model state for the status message."""
+        """Per-asset model state and latest health for the status message."""
         return {a.asset: {"kind": a.kind, "version": a.version, "state": a.state,
                           "learned": len(a.rows) if a.state == "commissioning" else None,
+                          "commissioning_n": self.config.commissioning_n,
+                          "health_index": None if a.last_health is None else round(a.last_health, 1),
+                          "anomaly_score": (None if a.last_score is None or not math.isfinite(a.last_score)
+                                            else round(a.last_score, 3)),
+                          "scored_ns": a.last_ts_ns,
                           "open_alarms": [x.rule for x in a.engine.open_alarms(a.asset)]}
                 for a in self.assets.values()}

@@ -21,8 +21,8 @@ Rules (``ThresholdRule``, ``RateRule``, ``AnomalyRule``, ``IsoZoneRule``) are ev
 
 from __future__ import annotations
 
-import itertools
 import math
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -67,7 +67,10 @@ class Step:
     comment: str = ""
 
 
-_ids = itertools.count(1)
+def new_id(prefix: str, at: datetime) -> str:
+    """A fresh record id: the time for reading, then a random uuid4, so ids never collide across
+    mills, processes or restarts (callers that need determinism set ``id`` themselves)."""
+    return f"{prefix}-{at:%Y%m%d%H%M%S}-{uuid.uuid4().hex}"
 
 
 @dataclass(slots=True)
@@ -86,7 +89,7 @@ class Alarm:
 
     def __post_init__(self) -> None:
         if not self.id:
-            self.id = f"AL-{self.raised_at:%Y%m%d%H%M%S}-{next(_ids):05d}"
+            self.id = new_id("AL", self.raised_at)
         if not self.history:
             self.history.append(Step(self.state.value, self.raised_at, "system", self.message))
 

@@ -4,6 +4,9 @@ Four tables: ``health_alarms`` and ``health_work_orders`` hold the current state
 ``health_alarm_steps`` and ``health_work_order_steps`` hold every lifecycle step (who, when,
 comment) in order. Saving a record rewrites its steps in one transaction, so a reader never sees
 a state without the step that led to it. Times are stored as timezone-naive UTC.
+
+A record belongs to one mill for good: saving a record whose id exists under another mill raises
+``RecordConflict`` and changes nothing (ids are unique across mills, so this is a forged or reused id).
 """
 
 from __future__ import annotations
@@ -21,6 +24,10 @@ from spinline.health.alarms import Alarm, AlarmState, Severity, Step
 from spinline.health.workorders import Priority, WorkOrder, WOState
 
 metadata = sa.MetaData()
+
+
+class RecordConflict(StorageError):
+    """The id of a record being saved already belongs to another mill's record."""
 
 alarms_t = sa.Table(
     "health_alarms", metadata,
@@ -168,12 +175,19 @@ class HealthStore:
     def _upsert(self, table: sa.Table, steps_t: sa.Table, fk: str, row: dict[str, Any], history: list[Step]) -> None:
         try:
             with self.engine.begin() as c:
+                owner = c.execute(sa.select(table.c.mill).where(table.c.id == row["id"])).scalar()
+                if owner is not None and owner != row["mill"]:
+                    raise RecordConflict(f"{row['id']} already exists")
+                # Only this mill's record (and its steps) is replaced; another mill's is never touched.
                 c.execute(steps_t.delete().where(steps_t.c[fk] == row["id"]))
-                c.execute(table.delete().where(table.c.id == row["id"]))
+                c.execute(table.delete().where(table.c.id == row["id"], table.c.mill == row["mill"]))
                 c.execute(table.insert().values(**row))
                 if history:
                     c.execute(steps_t.insert(), [{fk: row["id"], "seq": i, "state": s.state, "at": s.at, "by": s.by,
                                                   "comment": s.comment} for i, s in enumerate(history)])
+        except sa.exc.IntegrityError as exc:
+            # The same id inserted at the same moment (under this or another mill): nothing was changed.
+            raise RecordConflict(f"{row['id']} already exists") from exc
         except sa.exc.SQLAlchemyError as exc:
             raise StorageError(f"cannot save {row['id']}: {exc}") from exc
 

@@ -13,13 +13,12 @@ and a comment. Due dates follow the priority (``DUE_BY_PRIORITY``) unless given.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from spinline.health.alarms import Alarm, InvalidTransition, Severity, Step
+from spinline.health.alarms import Alarm, InvalidTransition, Severity, Step, new_id
 
 
 class WOState(StrEnum):
@@ -54,9 +53,6 @@ DUE_BY_PRIORITY: dict[Priority, timedelta] = {
 }
 _PRIORITY_OF = {Severity.CRITICAL: Priority.URGENT, Severity.WARNING: Priority.HIGH, Severity.INFO: Priority.NORMAL}
 
-_ids = itertools.count(1)
-
-
 @dataclass(slots=True)
 class WorkOrder:
     asset: str
@@ -77,7 +73,7 @@ class WorkOrder:
 
     def __post_init__(self) -> None:
         if not self.id:
-            self.id = f"WO-{self.created_at:%Y%m%d%H%M%S}-{next(_ids):05d}"
+            self.id = new_id("WO", self.created_at)
         if self.due_at is None:
             self.due_at = self.created_at + DUE_BY_PRIORITY[self.priority]
         if not self.history:

@@ -48,14 +48,18 @@ async def test_ingest_then_latest_range_and_rollup(api: Api) -> None:
     ts = start + np.arange(3600) * 10**9
     speed = 15000 + 1000 * np.sin(np.arange(3600) / 300)
     speed[1800] = 25000.0                                   # one spike the chart must keep
-    from spinline.core.wire import Envelope, encode
+    from spinline.core.wire import Envelope, encode, verify_ack
 
     for i, chunk in enumerate(np.array_split(np.arange(3600), 4)):
         b = Batch.of(np.full(len(chunk), point_key(SPEED_A)), ts[chunk], speed[chunk])
         r = await api.ingest(encode(Envelope("edge-a", "mill-a", i + 1, b, int(ts[chunk][-1])),
                                     key=api.secrets["edge-a"].encode()))
         assert r.status_code == 200, r.text
-        assert r.json() == {"seq": i + 1, "status": "stored", "stored": len(chunk)}
+        ack = r.json()
+        # signed with the edge's key, so the edge can trust it (spinline.core.wire.sign_ack)
+        assert verify_ack(api.secrets["edge-a"].encode(), ack) is True and ack["edge"] == "edge-a"
+        assert {k: ack[k] for k in ("seq", "status", "stored")} == {"seq": i + 1, "status": "stored",
+                                                                     "stored": len(chunk)}
     # the same batch again is a duplicate, stored once
     b = Batch.of(np.full(900, point_key(SPEED_A)), ts[:900], speed[:900])
     r = await api.ingest(encode(Envelope("edge-a", "mill-a", 1, b, int(ts[899])), key=api.secrets["edge-a"].encode()))
@@ -161,9 +165,11 @@ async def test_edges_create_fleet_status_and_revoke(api: Api) -> None:
     e = (await api.client.get("/api/v1/edges/edge-a2", headers=h)).json()
     assert (e["buffer_rows"], e["lag_s"], e["uplink_state"], e["versions"]) == (12, 1.5, "connected",
                                                                              {"agent": "0.1.0"})
-    assert e["last_seen"] is not None and e["rejected"]["unauthorised"] == 2
-    rej = (await api.client.get("/api/v1/edges/edge-a2/rejections", headers=h)).json()
-    assert {x["reason"] for x in rej} == {"unauthorised"}
+    # the wrong-key batch and the unsigned status prove nothing about their sender: they are counted
+    # under the neutral edge "?", not against edge-a2
+    assert e["last_seen"] is not None and e["rejected"] == {}
+    assert (await api.client.get("/api/v1/edges/edge-a2/rejections", headers=h)).json() == []
+    assert api.cloud.store.rejections()["?"]["unauthorised"] == 2
     # revoke: 204, then its payloads are refused
     assert (await api.client.delete("/api/v1/edges/edge-a2", headers=h)).status_code == 204
     r = await api.ingest(signed("edge-a2", "mill-a", 3, secret, {SPEED_A: 1.0}))

@@ -161,11 +161,14 @@ def test_bad_batch_over_mqtt_is_acked_rejected_and_the_next_is_stored(
         edge.publish(mill.id, "edge-a", b"\x00garbage")
         edge.publish(mill.id, "edge-b", mill.payload(good1, 9, "edge-a"))    # edge-a's batch on edge-b's topic
         edge.publish(mill.id, "edge-a", mill.payload(good2, 3))
-        acks = edge.wait_acks(5)
-    # Refusals are acked at once, stored batches after their commit: compare without order.
+        edge.wait_acks(3)
+        time.sleep(0.5)                                  # nothing else comes
+        acks = edge.wait_acks(3)
+    # Refusals are acked at once, stored batches after their commit: compare without order. The garbage
+    # and the batch on another edge's topic prove nothing about their sender: no ack (an ack on an
+    # edge's topic would make it dead-letter its real batch of that seq), counted under "?".
     got = sorted(((t.split("/")[-2], a["seq"] or 0, a["status"], a["reason"] or "") for t, a in acks))
-    assert got == [("edge-a", 0, "rejected", "malformed"), ("edge-a", 1, "stored", ""),
-                   ("edge-a", 2, "rejected", "future_timestamp"), ("edge-a", 3, "stored", ""),
-                   ("edge-b", 9, "rejected", "unauthorised")]
+    assert got == [("edge-a", 1, "stored", ""), ("edge-a", 2, "rejected", "future_timestamp"),
+                   ("edge-a", 3, "stored", "")]
     assert w.stats.rejected == 3 and w.stats.stored_points == len(good1) + len(good2)
-    assert store.rejections() == {"edge-a": {"future_timestamp": 1, "malformed": 1, "unauthorised": 1}}
+    assert store.rejections() == {"edge-a": {"future_timestamp": 1}, "?": {"malformed": 1, "unauthorised": 1}}

@@ -129,4 +129,5 @@ def test_status_messages_kept_for_known_edges_only(store: TimeSeriesStore, mill:
     assert not svc.handle_status(b"[1, 2]", "mill-a", "edge-b")
     assert store.edge_status()["edge-a"].status == {"buffer_depth": 3, "version": "0.1.0"}
     assert set(store.edge_status()) == {"edge-a"}
-    assert store.rejections() == {"edge-zz": {"unauthorised": 1}, "edge-b": {"malformed": 1}}
+    # an unknown edge proves nothing: counted under the neutral "?"; a known edge's bad status is its own
+    assert store.rejections() == {"?": {"unauthorised": 1}, "edge-b": {"malformed": 1}}

@@ -9,7 +9,7 @@ from spinline.cloud.ingest.validate import MAX_FUTURE_NS, PointRules, validate
 from spinline.cloud.storage.base import PointInfo
 from spinline.core.batch import Batch, Quality
 from spinline.core.errors import PayloadError
-from spinline.core.wire import Envelope
+from spinline.core.wire import REASONS, Envelope
 
 NOW = 1_767_225_600 * 10**9
 INFOS = [PointInfo(1, "m/a/g", "m", "a", "g", "kW", "gauge", 1.0),
@@ -49,3 +49,14 @@ def test_empty_rules_refuse_every_point() -> None:
         validate(env([1], [1.0]), PointRules.build([]), NOW)
     assert len(validate(Envelope("e", "m", 1, Batch.empty(), NOW), PointRules.build([]), NOW)) == 0
     assert np.array_equal(RULES.keys, [1, 2, 3])
+
+
+def test_rows_older_than_the_raw_retention_are_too_old() -> None:
+    day = 86400 * 10**9
+    assert "too_old" in REASONS
+    fresh = env([1, 3], [1.0, 2.0], ts=NOW - 89 * day)
+    assert len(validate(fresh, RULES, NOW, max_age_ns=90 * day)) == 2
+    assert len(validate(env([1], [1.0], ts=NOW - 400 * day), RULES, NOW)) == 1      # no limit by default
+    with pytest.raises(PayloadError) as info:
+        validate(env([1], [1.0], ts=NOW - 91 * day), RULES, NOW, max_age_ns=90 * day)
+    assert info.value.reason == "too_old" and "90.0 days" in info.value.detail

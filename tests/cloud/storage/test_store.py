@@ -206,11 +206,11 @@ def test_retention_per_resolution(make_store) -> None:  # type: ignore[no-untype
         store.write(seconds(GAUGE, T0 + d * DAY, 120, float(d)))
     store.refresh_rollups()
     dropped = store.apply_retention(T0 + 7 * DAY)
-    assert dropped == {"raw": 5 * 120, "1m": 2 * 2, "1h": 0}
+    assert dropped == {"raw": 5 * 120, "1m": 2 * 2, "1h": 0, "rejections": 0}
     assert len(store.range(GAUGE, T0, T0 + 8 * DAY, resolution="raw").ts_ns) == 2 * 120
     assert len(store.rollup([GAUGE], T0, T0 + 8 * DAY, "1m")) == 5 * 2
     assert len(store.rollup([GAUGE], T0, T0 + 8 * DAY, "1h")) == 7
-    assert store.apply_retention(T0 + 7 * DAY) == {"raw": 0, "1m": 0, "1h": 0}
+    assert store.apply_retention(T0 + 7 * DAY) == {"raw": 0, "1m": 0, "1h": 0, "rejections": 0}
 
 
 def test_completeness_names_lost_and_not_collected_gaps(ready: TimeSeriesStore) -> None:
@@ -355,3 +355,81 @@ def test_sparse_minutes_far_apart_refresh_in_one_go(ready: TimeSeriesStore) -> N
     ready.refresh_rollups()
     _check(ready, GAUGE, ts, v, np.nan, counter=False)
     assert len(ready.rollup([GAUGE], T0, T0 + DAY, "1m")) == len(ts)
+
+
+# --- late and replayed batches, key and rejection retention, bounded raw reads ------------------
+
+def test_late_batch_rebuilds_only_its_own_points_rollups(make_store) -> None:  # type: ignore[no-untyped-def]
+    # Regression: an old batch (a replay whose key was purged, or a very late one) made the embedded
+    # refresh delete the rollups of EVERY point of its minutes (other mills too) and rebuild them
+    # from raw rows that retention had already removed.
+    store = make_store(retention_s={"raw": 2 * 86400, "1m": None, "1h": None})
+    store.register_points([info(GAUGE), info(999, mill="m2")])
+    store.write_many([(seconds(GAUGE, T0, 60, 1.0), "ea:1"), (seconds(999, T0, 60, 5.0), "eb:1")])
+    store.refresh_rollups()
+    store.apply_retention(T0 + 3 * DAY)
+    assert len(store.range(999, T0, T0 + HOUR, resolution="raw").ts_ns) == 0     # raw rows gone
+    store.write(seconds(GAUGE, T0, 60, 2.0), idempotency_key="ea:2")           # the late batch
+    store.refresh_rollups()
+    for res in ("1m", "1h"):
+        other = store.rollup([999], T0, T0 + HOUR, res)
+        assert other.count.tolist() == [60] and other.mean.tolist() == [5.0], res
+        assert len(store.rollup([GAUGE], T0, T0 + HOUR, res)) == 1
+
+
+def test_idempotency_keys_outlive_raw_retention_by_the_margin(make_store) -> None:  # type: ignore[no-untyped-def]
+    from spinline.cloud.storage.shared import KEY_MARGIN_S
+
+    store = make_store(retention_s={"raw": 86400})
+    assert store.raw_retention_ns == DAY and make_store().raw_retention_ns == 90 * DAY
+    assert make_store(retention_s={"raw": None}).raw_retention_ns is None
+    import time
+
+    now = time.time_ns()
+    b = seconds(GAUGE, now - now % DAY, 10, 1.0)
+    assert not store.write(b, idempotency_key="e:1").duplicate
+    store.apply_retention(now + DAY + int(KEY_MARGIN_S * S) - HOUR)         # raw gone, key kept
+    assert store.write(b, idempotency_key="e:1").duplicate
+    store.apply_retention(now + DAY + int(KEY_MARGIN_S * S) + HOUR)         # past the margin: purged
+    assert not store.write(b, idempotency_key="e:1").duplicate
+
+
+def test_retention_prunes_rejections(make_store) -> None:  # type: ignore[no-untyped-def]
+    store = make_store(retention_s={"rejections": 10 * 86400})
+    for i, t in enumerate((T0, T0 + 5 * DAY, T0 + 20 * DAY)):
+        store.record_rejection(Rejection("e1", "malformed", f"d{i}", t))
+    assert store.apply_retention(T0 + 25 * DAY)["rejections"] == 2
+    assert [r.detail for r in store.recent_rejections()] == ["d2"]
+    assert store.rejections() == {"e1": {"malformed": 1}}
+    default = make_store()                                   # 90 days by default
+    default.record_rejection(Rejection("e2", "malformed", "old", T0))
+    assert default.apply_retention(T0 + 89 * DAY)["rejections"] == 0
+    assert default.apply_retention(T0 + 91 * DAY)["rejections"] == 1
+    with pytest.raises(ValueError, match="retention"):
+        make_store(retention_s={"rejection": 1.0})
+
+
+@pytest.mark.parametrize(("n", "step"), [(20_000, S), (2_000, S // 10)])      # 1 Hz long span; 10 Hz short span
+def test_raw_range_with_max_points_is_reduced_by_the_database(ready: TimeSeriesStore, n: int, step: int,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from spinline.cloud.storage import downsample
+
+    rng = np.random.default_rng(7)
+    ts = T0 + np.arange(n, dtype=np.int64) * step
+    v = rng.normal(0.0, 1.0, n)
+    v[n // 3] = 50.0                                           # one spike must survive
+    ready.write(Batch.of(np.full(n, GAUGE), ts, v, Quality.GOOD))
+    end = T0 + n * step
+    want_ts, want_v = downsample.minmax(ts, v, 100, T0, end)
+
+    def never(*_: object, **__: object) -> None:
+        raise AssertionError("raw rows were reduced in Python: every row was loaded")
+
+    monkeypatch.setattr(downsample, "minmax", never)
+    s = ready.range(GAUGE, T0, end, max_points=100, resolution="raw")
+    assert s.resolution == "raw" and s.reduced and len(s.ts_ns) <= 100 and s.value.max() == 50.0
+    assert np.array_equal(s.ts_ns, want_ts) and np.array_equal(s.value, want_v)
+    few = ready.range(GAUGE, T0, T0 + 50 * step, max_points=100, resolution="raw")
+    assert not few.reduced and np.array_equal(few.ts_ns, ts[:50])
+    with pytest.raises(ValueError, match="max_points"):
+        ready.range(GAUGE, T0, end, max_points=1, resolution="raw")

@@ -279,6 +279,11 @@ class IngestAck(_Out):
     seq: int | None
     status: Literal["stored", "duplicate"]
     stored: int
+    reason: str | None = None
+    edge: str | None = Field(default=None, description="the edge the ack is for")
+    inc: str | None = Field(default=None, description="the incarnation (edge buffer) of the batch")
+    sig: str | None = Field(default=None, description="hex HMAC-SHA256 of the ack with the edge's secret "
+                                                      "(spinline.core.wire.sign_ack)")
 
 
 class IngestRefusal(_Out):

@@ -1,7 +1,7 @@
 """Use cases of accounts and edge credentials (no HTTP here; the routes and the CLI call these).
 
-- ``Accounts``: log in (argon2id check, rate limit per user and client), authenticate a bearer
-  token, log out, manage users;
+- ``Accounts``: log in (argon2id check, rate limit per user and client and per user across all
+  clients), authenticate a bearer token, log out, manage users;
 - ``EdgeCredentials``: create an edge bound to one mill (the secret is returned once), revoke it,
   and answer the ingest service's two questions: an edge's HMAC key and its mill.
 """
@@ -13,10 +13,13 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+import sqlalchemy as sa
+
 from spinline.cloud.auth.passwords import Passwords
 from spinline.cloud.auth.roles import Principal, Role
 from spinline.cloud.auth.sealing import SecretBox, new_edge_secret
 from spinline.cloud.auth.tokens import hash_token, new_token
+from spinline.cloud.meta import tables as t
 from spinline.cloud.meta.store import EdgeRecord, MetaStore, UserRecord
 from spinline.core.errors import AuthError
 
@@ -26,7 +29,7 @@ _USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@\-]{0,63}$")
 
 
 class LoginRateLimited(AuthError):
-    """Too many failed logins for this user from this client; retry after ``retry_after_s``."""
+    """Too many failed logins for this user (from this client, or from all); retry after ``retry_after_s``."""
 
     def __init__(self, retry_after_s: float) -> None:
         self.retry_after_s = retry_after_s
@@ -50,30 +53,46 @@ def principal(user: UserRecord) -> Principal:
 
 class Accounts:
     def __init__(self, meta: MetaStore, passwords: Passwords, *, token_ttl_s: int = 8 * 3600,
-                 max_failures: int = 5, window_s: float = 300.0, clock: Clock = time.time_ns) -> None:
+                 max_failures: int = 5, window_s: float = 300.0, max_user_failures: int = 20,
+                 clock: Clock = time.time_ns) -> None:
         self.meta = meta
         self.passwords = passwords
         self.token_ttl_ns = int(token_ttl_s * 1e9)
+        #: Failed logins of one user from one client within the window before 429.
         self.max_failures = max_failures
+        #: Failed logins of one user from all clients together within the window before 429.
+        self.max_user_failures = max_user_failures
         self.window_ns = int(window_s * 1e9)
         self.clock = clock
 
     # --- sessions --------------------------------------------------------------------------------
 
     def login(self, username: str, password: str, client: str) -> Session:
-        """A new session, or ``AuthError`` (bad credentials) / ``LoginRateLimited``."""
+        """A new session, or ``AuthError`` (bad credentials) / ``LoginRateLimited``.
+
+        The attempt is counted as a failure *before* the (slow) password check and the count taken
+        with it, so parallel attempts cannot all pass the check before any is counted; a success
+        clears this client's failures.
+        """
         now = self.clock()
         key = username.lower()
-        failures = self.meta.login_failures(key, client, now - self.window_ns)
+        since = now - self.window_ns
+        failures = self.meta.login_failures(key, client, since)          # also forgets old failures
         if len(failures) >= self.max_failures:
             raise LoginRateLimited((failures[0] + self.window_ns - now) / 1e9)
+        attempt = self._count_attempt(key, client, now)
+        ahead = self._failures_before(key, None, since, attempt)
+        ahead_here = self._failures_before(key, client, since, attempt)
+        if len(ahead_here) >= self.max_failures or len(ahead) >= self.max_user_failures:
+            self._forget_attempt(attempt)
+            first = ahead_here[0] if len(ahead_here) >= self.max_failures else ahead[0]
+            raise LoginRateLimited(max(0.0, (first + self.window_ns - now) / 1e9))
         user = self.meta.user_by_name(username)
         if user is None:
             self.passwords.dummy_verify(password)
         ok = user is not None and not user.disabled and self.passwords.verify(user.password_hash, password)
         if not ok or user is None:
-            self.meta.record_login_failure(key, client, now)
-            raise AuthError("wrong user name or password")
+            raise AuthError("wrong user name or password")           # the attempt stays counted
         self.meta.clear_login_failures(key, client)
         if self.passwords.needs_rehash(user.password_hash):
             self.meta.update_user(user.id, password_hash=self.passwords.hash(password))
@@ -81,6 +100,29 @@ class Accounts:
         expires = now + self.token_ttl_ns
         self.meta.add_token(digest, user.id, created_ns=now, expires_ns=expires)
         return Session(token=token, expires_ns=expires, user=user)
+
+    # The attempt counting works on the failures table directly: it needs each row's id (the order
+    # in which parallel attempts were counted), which ``MetaStore``'s helpers do not return.
+
+    def _count_attempt(self, key: str, client: str, now: int) -> int:
+        with self.meta.engine.begin() as con:
+            res = con.execute(sa.insert(t.login_failures).values(username=key, client=client, ts_ns=now))
+            pk = res.inserted_primary_key
+            assert pk is not None
+            return int(pk[0])
+
+    def _failures_before(self, key: str, client: str | None, since: int, attempt: int) -> list[int]:
+        """Times of the failures counted before ``attempt`` in the window (of ``client``, or of all), oldest first."""
+        c = t.login_failures.c
+        q = sa.select(c.ts_ns).where(c.username == key, c.ts_ns >= since, c.id < attempt).order_by(c.ts_ns)
+        if client is not None:
+            q = q.where(c.client == client)
+        with self.meta.engine.connect() as con:
+            return [int(x) for x in con.execute(q).scalars()]
+
+    def _forget_attempt(self, attempt: int) -> None:
+        with self.meta.engine.begin() as con:
+            con.execute(sa.delete(t.login_failures).where(t.login_failures.c.id == attempt))
 
     def authenticate(self, token: str) -> Principal:
         found = self.meta.token_user(hash_token(token), self.clock())

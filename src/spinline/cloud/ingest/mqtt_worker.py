@@ -13,8 +13,13 @@ only then publishes each ack (QoS 1) on ``spinline/down/{mill}/{edge}/ack``::
     {"seq": <batch seq>, "status": "stored" | "duplicate" | "rejected", "reason": code | null, "stored": n}
 
 A refused payload is acknowledged as ``rejected`` at once (the edge dead-letters it) and never holds
-up the good ones. When the store fails, nothing in that write is acknowledged: the edge still holds
-those batches and sends them again. The broker's own QoS 1 acknowledgement happens on receipt, so a
+up the good ones, but only when its signature was verified: a payload that is unsigned, forged or
+unreadable before the signature check gets no ack at all (its claimed seq proves nothing, and an ack
+would make the real edge dead-letter its real batch of that seq). Each payload is handled on its
+own: one that makes the checks fail unexpectedly is logged and dropped without taking the others of
+its group with it. When the store fails a write of several batches, they are written again one by
+one, so one bad batch cannot stall the others; whatever still fails is not acknowledged: the edge
+still holds those batches and sends them again. The broker's own QoS 1 acknowledgement happens on receipt, so a
 worker that dies with payloads in its queue loses nothing either: the edge re-sends unacked batches.
 """
 
@@ -36,7 +41,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from spinline.cloud.health_events import EdgeEvents
 from spinline.cloud.ingest.service import Accepted, IngestResult, IngestService
 from spinline.core.errors import PayloadError, StorageError
-from spinline.core.wire import TOPIC_ACK, TOPIC_EVENTS_ACK, encode_events_ack
+from spinline.core.wire import TOPIC_ACK, TOPIC_EVENTS_ACK, signed_events_ack
 
 logger = logging.getLogger(__name__)
 
@@ -217,16 +222,24 @@ class IngestWorker:
                 continue
             mill, edge, kind = parts[2], parts[3], parts[4]
             self.stats.payloads += 1
-            if kind == "status":
-                self.stats.statuses += int(self.service.handle_status(payload, mill, edge, received))
+            try:
+                if kind == "status":
+                    self.stats.statuses += int(self.service.handle_status(payload, mill, edge, received))
+                    continue
+                if kind == "events":
+                    self._events(payload, mill, edge)
+                    continue
+                prepared = self.service.prepare(payload, received, topic=(mill, edge))
+            except Exception:
+                # One payload only: the others of the group are still checked, stored and acked.
+                self.stats.rejected += 1
+                logger.exception("ingest worker %s: a %s payload on %s/%s failed its checks; dropped, not acked",
+                                 self.client_id, kind, mill, edge)
                 continue
-            if kind == "events":
-                self._events(payload, mill, edge)
-                continue
-            prepared = self.service.prepare(payload, received, topic=(mill, edge))
             if isinstance(prepared, IngestResult):
                 self.stats.rejected += 1
-                self._ack(prepared, mill, edge)
+                if prepared.verified:
+                    self._ack(prepared, mill, edge)
                 continue
             if accepted and rows + len(prepared.batch) > self.max_rows_per_write:
                 self._commit(accepted)
@@ -242,8 +255,12 @@ class IngestWorker:
             results = self.service.commit(accepted)
         except StorageError:
             self.stats.failed_writes += 1
-            logger.exception("store refused a write of %d batches; not acknowledged, edges will re-send",
-                             len(accepted))
+            if len(accepted) == 1:
+                logger.exception("store refused a write of 1 batch; not acknowledged, its edge will re-send")
+                return
+            logger.exception("store refused a write of %d batches; writing them one by one", len(accepted))
+            for a in accepted:
+                self._commit([a])
             return
         self.stats.writes += 1
         for r in results:
@@ -270,8 +287,8 @@ class IngestWorker:
         self.stats.events += len(ack.acked)
         client = self._client
         if client is not None:
-            client.publish(self.namespace + TOPIC_EVENTS_ACK.format(mill=mill, edge=edge), encode_events_ack(ack),
-                           qos=1)
+            client.publish(self.namespace + TOPIC_EVENTS_ACK.format(mill=mill, edge=edge),
+                           signed_events_ack(ack, edge, self.service.edge_keys(edge)), qos=1)
 
     def _ack(self, result: IngestResult, mill: str, edge: str) -> None:
         """Publish the ack JSON on the ack topic of the (mill, edge) the payload came from."""
@@ -280,4 +297,4 @@ class IngestWorker:
             return
         # The topic's own mill/edge: an unverified payload's claims never pick where the ack goes.
         client.publish(self.namespace + TOPIC_ACK.format(mill=mill, edge=edge),
-                       json.dumps(result.ack(), separators=(",", ":")), qos=1)
+                       json.dumps(self.service.signed_ack(result), separators=(",", ":")), qos=1)

@@ -7,11 +7,17 @@ The HTTP route (``POST /api/v1/ingest``) and the MQTT workers both call this. St
 2. check the edge belongs to the mill it claims (and, over MQTT, to the topic it came on):
    ``unauthorised``;
 3. validate rows against the mill's points (``validate.validate``);
-4. write with idempotency key ``edge:seq`` in one transaction: ``stored`` or ``duplicate``.
+4. write with idempotency key ``Envelope.idempotency_key`` (``edge:seq``, or ``edge:inc:seq`` when the
+   edge sends an incarnation) in one transaction: ``stored`` or ``duplicate``.
 
-Every refusal is counted per edge (``store.record_rejection``) and returned, never raised, so a bad
-batch cannot stop the caller's loop. Storage failures *are* raised (``StorageError``): nothing is
-acknowledged, the edge keeps the batch and sends it again.
+Every refusal is counted (``store.record_rejection``) and returned, never raised, so a bad batch
+cannot stop the caller's loop. A refusal of a payload whose signature was verified is counted
+against its edge, with the reason's detail; one whose signature was not verified (unsigned, forged,
+unknown edge, or unreadable before the check) proves nothing about who sent it, so it is counted
+under the neutral edge ``UNVERIFIED_EDGE`` with a fixed detail, and its result says
+``verified=False``: the MQTT worker sends no ack for it (an ack on an edge's topic would make that
+edge dead-letter its real batch of that seq). Storage failures *are* raised (``StorageError``):
+nothing is acknowledged, the edge keeps the batch and sends it again.
 
 ``prepare`` (steps 1-3) and ``commit`` (step 4, several batches in one transaction) are separate so a
 worker can coalesce many payloads into one store write.
@@ -19,8 +25,6 @@ worker can coalesce many payloads into one store write.
 
 from __future__ import annotations
 
-import json
-import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -31,10 +35,26 @@ from spinline.cloud.ingest.validate import MAX_FUTURE_NS, PointRules, validate
 from spinline.cloud.storage.base import Rejection, TimeSeriesStore
 from spinline.core.batch import Batch
 from spinline.core.errors import PayloadError
-from spinline.core.wire import MAX_PAYLOAD_BYTES, MAX_ROWS, Envelope, decode, decode_status, peek_edge
+from spinline.core.wire import (
+    MAX_PAYLOAD_BYTES,
+    MAX_ROWS,
+    Envelope,
+    SignedPayloadError,
+    UnverifiedPayload,
+    decode,
+    decode_status,
+    sign_ack,
+)
 
 Status = Literal["stored", "duplicate", "rejected"]
-UNKNOWN_EDGE = "?"
+#: The edge refusals of unverified payloads are counted under (nothing they claim is proven).
+UNVERIFIED_EDGE = "?"
+UNKNOWN_EDGE = UNVERIFIED_EDGE
+
+
+def unverified_detail(what: str, reason: str, size: int) -> str:
+    """The detail recorded for an unverified refusal: nothing the sender chose is echoed."""
+    return f"{what}: {reason}, refused before its signature was verified ({size} bytes)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,8 +68,13 @@ class IngestResult:
     stored: int = 0
     reason: str | None = None
     detail: str = ""
+    #: The payload's signature was verified and it came on its own edge's topic: its ack may be sent.
+    verified: bool = True
+    #: The batch's incarnation (the edge buffer it came from), echoed in the ack.
+    incarnation: str = ""
 
     def ack(self) -> dict[str, Any]:
+        """The ack's JSON object (``IngestService.signed_ack`` adds edge, incarnation and signature)."""
         return {"seq": self.seq, "status": self.status, "reason": self.reason, "stored": self.stored}
 
 
@@ -113,25 +138,42 @@ class IngestService:
         env: Envelope | None = None
         try:
             env = decode(payload, key_lookup=self.edge_keys, max_bytes=self.max_bytes, max_rows=self.max_rows)
+            if topic is not None and topic != (env.mill, env.edge):
+                # A signed payload replayed on another edge's topic: nobody on that topic is proven.
+                raise UnverifiedPayload("unauthorised", f"payload of {env.mill}/{env.edge} published on the "
+                                                        f"topic of {topic[0]}/{topic[1]}")
             registered = self.edge_mill(env.edge)
             if registered != env.mill:
                 raise PayloadError("unauthorised", f"edge {env.edge!r} belongs to mill {registered!r}, "
                                                    f"not {env.mill!r}")
-            if topic is not None and topic != (env.mill, env.edge):
-                raise PayloadError("unauthorised", f"payload of {env.mill}/{env.edge} published on the "
-                                                   f"topic of {topic[0]}/{topic[1]}")
-            batch = validate(env, self.rules(env.mill), received_ns, max_future_ns=self.max_future_ns)
+            batch = validate(env, self.rules(env.mill), received_ns, max_future_ns=self.max_future_ns,
+                             max_age_ns=getattr(self.store, "raw_retention_ns", None))
+        except SignedPayloadError as exc:
+            return self._reject_signed(exc, received_ns, topic)
         except PayloadError as exc:
-            return self._reject(payload, env, exc, received_ns, topic)
+            return self._reject(payload, env, exc, received_ns)
         return Accepted(env, batch)
 
     def commit(self, accepted: Sequence[Accepted]) -> list[IngestResult]:
-        """Store accepted batches in one transaction (idempotency key ``edge:seq`` each)."""
+        """Store accepted batches in one transaction (idempotency key ``envelope.idempotency_key`` each)."""
         if not accepted:
             return []
         results = self.store.write_many([(a.batch, a.envelope.idempotency_key) for a in accepted])
         return [IngestResult("duplicate" if r.duplicate else "stored", a.envelope.edge, a.envelope.mill,
-                             a.envelope.seq, r.stored) for a, r in zip(accepted, results, strict=True)]
+                             a.envelope.seq, r.stored, incarnation=a.envelope.incarnation)
+                for a, r in zip(accepted, results, strict=True)]
+
+    def signed_ack(self, result: IngestResult) -> dict[str, Any]:
+        """The ack signed with its edge's secret (``core.wire.sign_ack``), so the edge can tell a real
+        "rejected" from a forged one; unsigned only when the edge has no key (revoked meanwhile)."""
+        ack = result.ack()
+        key = self.edge_keys(result.edge) if result.edge is not None and result.verified else None
+        if not key:
+            return ack
+        ack["edge"] = result.edge
+        if result.incarnation:
+            ack["inc"] = result.incarnation
+        return sign_ack(key, ack)
 
     # --- edge status ----------------------------------------------------------------------------
 
@@ -141,9 +183,13 @@ class IngestService:
         Status messages are small unsigned JSON; they are kept only for a known edge of that mill.
         """
         now = self.clock() if received_ns is None else received_ns
+        if self.edge_keys(edge) is None or self.edge_mill(edge) != mill:
+            # Not one of ours: counted under the neutral edge, nothing of the claim echoed.
+            self.store.record_rejection(Rejection(UNVERIFIED_EDGE, "unauthorised",
+                                                  unverified_detail("status", "unknown edge or not this mill's",
+                                                                    len(payload)), now))
+            return False
         try:
-            if self.edge_keys(edge) is None or self.edge_mill(edge) != mill:
-                raise PayloadError("unauthorised", f"status from unknown edge {mill}/{edge}")
             status = decode_status(payload)
         except PayloadError as exc:
             self.store.record_rejection(Rejection(edge, exc.reason, f"status: {exc.detail}", now))
@@ -166,29 +212,23 @@ class IngestService:
             self._rules[mill] = (allowed, rules)
         return rules
 
-    def _reject(self, payload: bytes, env: Envelope | None, exc: PayloadError, received_ns: int,
-                topic: tuple[str, str] | None) -> IngestResult:
-        edge: str | None
-        mill: str | None
-        seq: int | None
-        if env is not None:
-            edge, mill, seq = env.edge, env.mill, env.seq
-        else:
-            edge, mill, seq = _peek(payload)
-            if topic is not None:
-                mill, edge = topic
-        self.store.record_rejection(Rejection(edge or UNKNOWN_EDGE, exc.reason, exc.detail, received_ns))
-        return IngestResult("rejected", edge, mill, seq, 0, exc.reason, exc.detail)
+    def _reject(self, payload: bytes, env: Envelope | None, exc: PayloadError, received_ns: int) -> IngestResult:
+        if env is None or isinstance(exc, UnverifiedPayload):
+            # Nothing it claims is proven: neutral bucket, fixed detail, no edge/seq to ack.
+            self.store.record_rejection(Rejection(UNVERIFIED_EDGE, exc.reason,
+                                                  unverified_detail("batch", exc.reason, len(payload)), received_ns))
+            return IngestResult("rejected", None, None, None, 0, exc.reason, exc.detail, verified=False)
+        self.store.record_rejection(Rejection(env.edge, exc.reason, exc.detail, received_ns))
+        return IngestResult("rejected", env.edge, env.mill, env.seq, 0, exc.reason, exc.detail,
+                            incarnation=env.incarnation)
 
-
-def _peek(payload: bytes) -> tuple[str | None, str | None, int | None]:
-    """Who a refused payload claims to be (unverified): for the ack and the per-edge count."""
-    edge = peek_edge(payload)
-    if edge is None:
-        return None, None, None
-    try:
-        (hlen,) = struct.unpack_from("<I", payload, 8)
-        h = json.loads(payload[12:12 + hlen])
-        return edge, str(h.get("mill")), int(h["seq"])
-    except (struct.error, ValueError, KeyError, TypeError):
-        return edge, None, None
+    def _reject_signed(self, exc: SignedPayloadError, received_ns: int,
+                       topic: tuple[str, str] | None) -> IngestResult:
+        """A verified edge's payload that fails to decode: its own refusal, acked when it came on its topic."""
+        on_own_topic = topic is None or topic == (exc.mill, exc.edge)
+        if not on_own_topic or self.edge_mill(exc.edge) != exc.mill:
+            self.store.record_rejection(Rejection(UNVERIFIED_EDGE, exc.reason,
+                                                  unverified_detail("batch", exc.reason, 0), received_ns))
+            return IngestResult("rejected", None, None, None, 0, exc.reason, exc.detail, verified=False)
+        self.store.record_rejection(Rejection(exc.edge, exc.reason, exc.detail, received_ns))
+        return IngestResult("rejected", exc.edge, exc.mill, exc.seq, 0, exc.reason, exc.detail)

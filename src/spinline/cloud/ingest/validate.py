@@ -11,6 +11,11 @@ Rules, in the order checked:
 - ``unknown_point``: a point key not declared for the edge's mill;
 - ``future_timestamp``: a row more than ``max_future_ns`` (default 5 min) ahead of the cloud's clock;
 - ``clock_skew``: a row before ``min_ts_ns`` (default 2015-01-01), an edge clock that never synced;
+- ``too_old``: a row older than ``max_age_ns`` (the store's ``raw_retention_ns``; None: no limit).
+  Retention has already removed the raw rows of its minute, so its rollups could not be recomputed
+  exactly; and a batch that old may be a replay whose idempotency key was purged (keys outlive the
+  raw rows by a margin, ``spinline.cloud.storage.shared.key_retention_s``), which must not be
+  stored twice;
 - ``non_finite``: NaN or +-inf in a row of good or uncertain quality (a bad-quality row may carry
   NaN: the reading failed and says so; inf is never valid);
 - ``wrong_type``: a state point whose value is not a whole number, or a counter below 0.
@@ -52,7 +57,7 @@ class PointRules:
 
 
 def validate(env: Envelope, rules: PointRules, now_ns: int, *, max_future_ns: int = MAX_FUTURE_NS,
-             min_ts_ns: int = MIN_TS_NS) -> Batch:
+             min_ts_ns: int = MIN_TS_NS, max_age_ns: int | None = None) -> Batch:
     """The batch, if every row passes; else ``PayloadError`` with the first failing rule's reason."""
     b = env.batch
     if not len(b):
@@ -74,6 +79,12 @@ def validate(env: Envelope, rules: PointRules, now_ns: int, *, max_future_ns: in
     if early.any():
         raise PayloadError("clock_skew", f"{int(early.sum())} rows are timestamped before 2015 "
                                          f"(earliest {int(b.ts_ns.min())} ns): the edge clock is not set")
+    if max_age_ns is not None:
+        old = b.ts_ns < now_ns - max_age_ns
+        if old.any():
+            age = (now_ns - int(b.ts_ns.min())) / 86400e9
+            raise PayloadError("too_old", f"{int(old.sum())} rows are older than the raw retention "
+                                          f"({max_age_ns / 86400e9:.1f} days; oldest {age:.1f} days)")
     finite = np.isfinite(b.value)
     if not finite.all():
         may_be_nan = np.isnan(b.value) & (b.quality >= Quality.BAD)

@@ -40,6 +40,8 @@ class PointInfo:
     deadband: float = 0.0
     #: Counters only: the value at which the register wraps to 0 (None: a drop is a reset).
     rollover: float | None = None
+    #: ISO 20816 machine class of the point's machine (I..IV, from its template); None: not known.
+    iso_class: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

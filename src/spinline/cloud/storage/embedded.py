@@ -11,10 +11,14 @@ Layout (see ``_DDL``):
   queries filter on ``ts`` through zone maps, and charts over long spans read rollups);
 - ``latest``: one row per point, upserted with each write (the mill overview);
 - ``rollup_1m`` / ``rollup_1h``: min, max, sum, count, first, last and the counter increase within
-  the bucket; ``rollup_dirty`` lists the 1-minute buckets written since the last refresh, filled in
-  the write's own transaction, so ``refresh_rollups`` recomputes exactly the buckets that changed
-  (late data included) and a crash between write and refresh loses nothing;
+  the bucket; ``rollup_dirty`` lists the (point, 1-minute bucket) pairs written since the last
+  refresh, filled in the write's own transaction, so ``refresh_rollups`` recomputes exactly the
+  buckets that changed (late data included), of the points written and no other, and a crash
+  between write and refresh loses nothing;
 - ``ingest_keys``, ``rejections``, ``edge_status``, ``points``.
+
+Every ``duckdb.Error`` leaving a public method is raised as ``StorageError`` (as the PostgreSQL
+store does for psycopg), so callers handle one exception type whatever the backend.
 
 One process owns the file (DuckDB's rule). Writes are serialised by a lock; reads use one cursor
 per thread and run concurrently with them.
@@ -22,13 +26,15 @@ per thread and run concurrently with them.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, ParamSpec, TypeVar
 
 import duckdb
 import numpy as np
@@ -51,7 +57,7 @@ from spinline.cloud.storage.gaps import completeness_by_point
 from spinline.core.batch import Batch
 from spinline.core.errors import StorageError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 3
 
 _ROLLUP_COLS = ("point BIGINT, bucket BIGINT, min DOUBLE, max DOUBLE, sum DOUBLE, count BIGINT, "
                 "first DOUBLE, last DOUBLE, inc DOUBLE")
@@ -60,12 +66,16 @@ _DDL = (
     "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER)",
     """CREATE TABLE IF NOT EXISTS points (key BIGINT PRIMARY KEY, tag VARCHAR, mill VARCHAR,
         machine VARCHAR, name VARCHAR, unit VARCHAR, kind VARCHAR, interval_s DOUBLE, line VARCHAR,
-        workshop VARCHAR, machine_type VARCHAR, deadband DOUBLE, rollover DOUBLE)""",
+        workshop VARCHAR, machine_type VARCHAR, deadband DOUBLE, rollover DOUBLE, iso_class VARCHAR)""",
+    # Version 2: the machine's ISO 20816 class (databases created by version 1 gain the column).
+    "ALTER TABLE points ADD COLUMN IF NOT EXISTS iso_class VARCHAR",
     "CREATE TABLE IF NOT EXISTS samples (point BIGINT, ts BIGINT, value DOUBLE, quality UTINYINT, seq BIGINT)",
     """CREATE TABLE IF NOT EXISTS latest (point BIGINT PRIMARY KEY, ts BIGINT, value DOUBLE,
         quality UTINYINT, seq BIGINT)""",
     "CREATE TABLE IF NOT EXISTS ingest_keys (key VARCHAR PRIMARY KEY, stored BIGINT, ts_ns BIGINT)",
-    "CREATE TABLE IF NOT EXISTS rollup_dirty (bucket BIGINT)",
+    "CREATE TABLE IF NOT EXISTS rollup_dirty (bucket BIGINT, point BIGINT)",
+    # Version 3: dirty buckets name their point (rows of version 2 have NULL: every point written there).
+    "ALTER TABLE rollup_dirty ADD COLUMN IF NOT EXISTS point BIGINT",
     f"CREATE TABLE IF NOT EXISTS rollup_1m ({_ROLLUP_COLS})",
     f"CREATE TABLE IF NOT EXISTS rollup_1h ({_ROLLUP_COLS})",
     "CREATE TABLE IF NOT EXISTS rejections (edge VARCHAR, reason VARCHAR, detail VARCHAR, ts_ns BIGINT)",
@@ -81,7 +91,7 @@ _STEP_H = STEP_SQL.format(prev="prev_last", cur="first", rollover="rollover")
 _MERGE_GAP_1M = 3600 * 10**9
 _MERGE_GAP_1H = 7 * 86400 * 10**9
 
-#: 1-minute buckets from raw rows of the dirty minutes in [lo, hi): increases are summed between
+#: 1-minute buckets from raw rows of the dirty (point, minute) pairs in [lo, hi): increases are summed between
 #: consecutive rows of the same bucket. Gauges (no increase) skip the window: on sparse data every
 #: row is its own bucket, and a window partitioned per bucket costs more than the aggregate.
 _REFRESH_1M = f"""
@@ -89,9 +99,9 @@ INSERT INTO rollup_1m
 WITH rows AS (
   SELECT s.point, s.ts - s.ts % 60000000000 AS bucket, s.ts, s.value, coalesce(p.kind = 'counter', false) AS ctr,
          p.rollover
-  FROM samples s LEFT JOIN points p ON p.key = s.point
+  FROM samples s SEMI JOIN dirty_minutes d ON d.point = s.point AND d.bucket = s.ts - s.ts % 60000000000
+  LEFT JOIN points p ON p.key = s.point
   WHERE s.ts >= $lo AND s.ts < $hi AND s.quality < 128 AND NOT isnan(s.value)
-    AND s.ts - s.ts % 60000000000 IN (SELECT bucket FROM dirty_minutes)
 )
 SELECT point, bucket, min(value), max(value), sum(value), count(*), arg_min(value, ts), arg_max(value, ts), 0.0
 FROM rows WHERE NOT ctr GROUP BY point, bucket
@@ -104,6 +114,17 @@ FROM (
 GROUP BY point, bucket
 """  # noqa: S608 (constant SQL built from constants)
 
+#: Chart reduction of raw rows done by DuckDB (the rows never reach Python): per chart bucket of width
+#: ``$w`` from ``$lo``, the row of the minimum (NaN sorts last; ties: the earliest) and the row of the
+#: maximum (NaN only where the bucket has nothing else; ties: the earliest), as ``downsample.minmax``.
+_REDUCE_RAW = """
+SELECT mn.t AS t1, mn.v AS v1, -mx.t AS t2, mx.v AS v2 FROM (
+  SELECT (ts - $lo) // $w AS b, min(struct_pack(v := value, t := ts)) AS mn,
+         max(struct_pack(ok := NOT isnan(value), v := value, t := -ts)) AS mx
+  FROM samples WHERE point = $p AND ts >= $lo AND ts < $hi GROUP BY b
+) ORDER BY b
+"""
+
 #: 1-hour buckets from 1-minute ones: within-hour increase = minutes' own + steps between minutes.
 _REFRESH_1H = f"""
 INSERT INTO rollup_1h
@@ -112,11 +133,29 @@ SELECT point, hour, min(min), max(max), sum(sum), sum(count), arg_min(first, buc
 FROM (
   SELECT r.*, r.bucket - r.bucket % 3600000000000 AS hour, p.kind, p.rollover,
          lag(r.last) OVER (PARTITION BY r.point, r.bucket - r.bucket % 3600000000000 ORDER BY r.bucket) AS prev_last
-  FROM rollup_1m r LEFT JOIN points p ON p.key = r.point
-  WHERE r.bucket >= $lo AND r.bucket < $hi AND r.bucket - r.bucket % 3600000000000 IN (SELECT bucket FROM dirty_hours)
+  FROM rollup_1m r SEMI JOIN dirty_hours d ON d.point = r.point AND d.bucket = r.bucket - r.bucket % 3600000000000
+  LEFT JOIN points p ON p.key = r.point
+  WHERE r.bucket >= $lo AND r.bucket < $hi
 )
 GROUP BY point, hour
 """  # noqa: S608 (constant SQL built from constants)
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _wrapped(what: str) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
+    """Raise a ``duckdb.Error`` escaping the decorated method as ``StorageError`` (``what`` failed)."""
+    def deco(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+        @functools.wraps(fn)
+        def inner(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+            try:
+                return fn(*args, **kwargs)
+            except duckdb.Error as exc:
+                raise StorageError(f"{what} failed: {exc}") from exc
+        return inner
+    return deco
 
 
 def _arrow_batch(batch: Batch) -> pa.Table:
@@ -176,9 +215,16 @@ class EmbeddedStore:
             try:
                 yield cur
             except BaseException:
-                cur.rollback()
+                with contextlib.suppress(duckdb.Error):        # a dead connection has nothing to roll back
+                    cur.rollback()
                 raise
             cur.commit()
+
+    @property
+    def raw_retention_ns(self) -> int | None:
+        """How long raw rows are kept, in ns (None: forever); ingest refuses older rows (``too_old``)."""
+        raw = self.retention_s["raw"]
+        return None if raw is None else int(raw * 1e9)
 
     def close(self) -> None:
         with self._open_lock:
@@ -189,6 +235,7 @@ class EmbeddedStore:
 
     # --- schema and metadata --------------------------------------------------------------------
 
+    @_wrapped("migration")
     def migrate(self) -> None:
         with self._tx() as cur:
             for stmt in _DDL:
@@ -198,14 +245,18 @@ class EmbeddedStore:
                 cur.execute("INSERT INTO schema_version VALUES (?)", [SCHEMA_VERSION])
             elif row[0] > SCHEMA_VERSION:
                 raise StorageError(f"database schema {row[0]} is newer than this code ({SCHEMA_VERSION})")
+            elif row[0] < SCHEMA_VERSION:
+                cur.execute("INSERT INTO schema_version VALUES (?)", [SCHEMA_VERSION])
 
+    @_wrapped("point registration")
     def register_points(self, points: Sequence[PointInfo]) -> None:
         if not points:
             return
         latest = {p.key: p for p in points}.values()          # one row per key (the last given)
         names = ("key", "tag", "mill", "machine", "name", "unit", "kind", "interval_s", "line", "workshop",
-                 "machine_type", "deadband", "rollover")
-        table = pa.table({n: [getattr(p, n) for p in latest] for n in names})
+                 "machine_type", "deadband", "rollover", "iso_class")
+        table = pa.table({n: pa.array([getattr(p, n) for p in latest], type=pa.string() if n == "iso_class" else None)
+                          for n in names})
         with self._tx() as cur:
             cur.register("incoming_points", table)
             try:
@@ -213,20 +264,22 @@ class EmbeddedStore:
             finally:
                 cur.unregister("incoming_points")
 
+    @_wrapped("point lookup")
     def points(self, mill: str | None = None) -> list[PointInfo]:
         sql = ("SELECT key, tag, mill, machine, name, unit, kind, interval_s, line, workshop, machine_type, "
-               "deadband, rollover FROM points")
+               "deadband, rollover, iso_class FROM points")
         rows = (self._cur().execute(sql + " WHERE mill = ? ORDER BY tag", [mill]) if mill is not None
                 else self._cur().execute(sql + " ORDER BY tag")).fetchall()
         return [PointInfo(key=r[0], tag=r[1], mill=r[2], machine=r[3], name=r[4], unit=r[5], kind=r[6],
                           interval_s=r[7], line=r[8], workshop=r[9], machine_type=r[10], deadband=r[11],
-                          rollover=r[12]) for r in rows]
+                          rollover=r[12], iso_class=r[13]) for r in rows]
 
     # --- writes ---------------------------------------------------------------------------------
 
     def write(self, batch: Batch, *, idempotency_key: str | None = None) -> WriteResult:
         return self.write_many([(batch, idempotency_key)])[0]
 
+    @_wrapped("write")
     def write_many(self, items: Sequence[tuple[Batch, str | None]]) -> list[WriteResult]:
         if not items:
             return []
@@ -247,7 +300,8 @@ class EmbeddedStore:
     def _insert(self, cur: duckdb.DuckDBPyConnection, batch: Batch) -> None:
         incoming = _arrow_batch(batch)
         last = _arrow_batch(shared.last_per_point(batch))
-        dirty = pa.table({"bucket": pa.array(shared.minute_buckets(batch.ts_ns))})
+        dpoint, dbucket = shared.minute_pairs(batch.point, batch.ts_ns)
+        dirty = pa.table({"bucket": pa.array(dbucket), "point": pa.array(dpoint)})
         cur.register("incoming", incoming)
         cur.register("incoming_last", last)
         cur.register("incoming_dirty", dirty)
@@ -256,7 +310,7 @@ class EmbeddedStore:
             cur.execute("""INSERT INTO latest SELECT point, ts, value, quality, seq FROM incoming_last
                            ON CONFLICT (point) DO UPDATE SET ts = excluded.ts, value = excluded.value,
                            quality = excluded.quality, seq = excluded.seq WHERE excluded.ts >= latest.ts""")
-            cur.execute("INSERT INTO rollup_dirty SELECT bucket FROM incoming_dirty")
+            cur.execute("INSERT INTO rollup_dirty (bucket, point) SELECT bucket, point FROM incoming_dirty")
         finally:
             cur.unregister("incoming")
             cur.unregister("incoming_last")
@@ -264,6 +318,7 @@ class EmbeddedStore:
 
     # --- reads ----------------------------------------------------------------------------------
 
+    @_wrapped("latest read")
     def latest(self, points: Sequence[int]) -> Batch:
         keys = pa.table({"k": pa.array(np.asarray(points, dtype=np.int64))})
         cur = self._cur()
@@ -275,6 +330,7 @@ class EmbeddedStore:
             cur.unregister("want")
         return Batch.of(res["point"], res["ts"], res["value"], res["quality"], res["seq"])
 
+    @_wrapped("range read")
     def range(self, point: int, start_ns: int, end_ns: int, *, max_points: int | None = None,
               resolution: Resolution | Literal["auto"] = "auto") -> Series:
         res = shared.pick_resolution(end_ns - start_ns, max_points) if resolution == "auto" else resolution
@@ -282,9 +338,16 @@ class EmbeddedStore:
             raise ValueError(f"resolution must be raw, 1m, 1h or auto, not {resolution!r}")
         cur = self._cur()
         if res == "raw":
-            r = cur.execute("SELECT ts, value FROM samples WHERE point = ? AND ts >= ? AND ts < ? ORDER BY ts",
-                            [point, start_ns, end_ns]).fetchnumpy()
+            if max_points is not None and max_points < 2:
+                raise ValueError(f"max_points must be at least 2, got {max_points}")
+            # At most max_points + 1 rows come back; more means the database reduces them.
+            limit = None if max_points is None else int(max_points) + 1        # LIMIT NULL: every row
+            r = cur.execute("SELECT ts, value FROM samples WHERE point = ? AND ts >= ? AND ts < ? ORDER BY ts "
+                            "LIMIT ?", [point, start_ns, end_ns, limit]).fetchnumpy()
             ts, val = _col(r, "ts", np.int64, 0), _col(r, "value", np.float64, np.nan)
+            if max_points is not None and len(ts) > max_points:
+                ts, val = self._reduce_raw(cur, point, start_ns, end_ns, max_points)
+                return Series(point=point, ts_ns=ts, value=val, resolution="raw", reduced=True)
         else:
             lo = start_ns - start_ns % RESOLUTION_NS[res]
             sql = f"SELECT bucket, min, max FROM rollup_{res} WHERE point = ? AND bucket >= ? AND bucket < ? "  # noqa: S608
@@ -294,6 +357,24 @@ class EmbeddedStore:
         ts, val, reduced = shared.reduce(ts, val, max_points, start_ns, end_ns)
         return Series(point=point, ts_ns=ts, value=val, resolution=res, reduced=reduced)
 
+    @staticmethod
+    def _reduce_raw(cur: duckdb.DuckDBPyConnection, point: int, start_ns: int, end_ns: int,
+                    max_points: int) -> tuple[Any, Any]:
+        """``downsample.minmax`` of the raw rows, computed by DuckDB: max_points rows at most in memory."""
+        width = max(1, -(-(end_ns - start_ns) // (max_points // 2)))
+        r = cur.execute(_REDUCE_RAW, {"p": point, "lo": start_ns, "hi": end_ns, "w": width}).fetchnumpy()
+        t1, t2 = _col(r, "t1", np.int64, 0), _col(r, "t2", np.int64, 0)
+        v1, v2 = _col(r, "v1", np.float64, np.nan), _col(r, "v2", np.float64, np.nan)
+        swap = t2 < t1
+        ts = np.empty(2 * len(t1), dtype=np.int64)
+        val = np.empty(2 * len(t1), dtype=np.float64)
+        ts[0::2], ts[1::2] = np.where(swap, t2, t1), np.where(swap, t1, t2)
+        val[0::2], val[1::2] = np.where(swap, v2, v1), np.where(swap, v1, v2)
+        keep = np.ones(len(ts), dtype=bool)
+        keep[1::2] = t1 != t2                       # one row is both the minimum and the maximum
+        return ts[keep], val[keep]
+
+    @_wrapped("rollup read")
     def rollup(self, points: Sequence[int], start_ns: int, end_ns: int,
                resolution: Literal["1m", "1h"]) -> Rollup:
         if resolution not in ("1m", "1h"):
@@ -319,6 +400,7 @@ class EmbeddedStore:
             _col(r, "first", f, np.nan), _col(r, "last", f, np.nan), _col(r, "inc", f, 0.0),
             _col(r, "prev_last", f, np.nan), _col(r, "is_counter", bool, False), _col(r, "rollover", f, np.nan))
 
+    @_wrapped("completeness read")
     def completeness(self, points: Sequence[int], start_ns: int, end_ns: int) -> dict[int, Completeness]:
         cur = self._cur()
         info = {p.key: p for p in self.points()}
@@ -334,57 +416,93 @@ class EmbeddedStore:
 
     # --- rollups and retention ------------------------------------------------------------------
 
+    @_wrapped("rollup refresh")
     def refresh_rollups(self) -> None:
-        """Recompute the dirty minutes and their hours, set-based.
+        """Recompute the dirty (point, minute) pairs and their (point, hour) pairs, set-based.
 
-        The dirty buckets are joined as a table, one statement per span of nearby dirty buckets
-        (``shared.spans``), so the cost follows the rows in dirty buckets and not their number.
+        Only the pairs written since the last refresh are deleted and rebuilt: a late or replayed
+        batch of one point never touches another point's rollups (whose raw rows retention may have
+        removed). The dirty pairs are joined as a table, one statement per span of nearby dirty
+        minutes (``shared.spans``), so the cost follows the rows in dirty buckets, not their number.
         """
         with self._tx() as cur:
-            rows = cur.execute("DELETE FROM rollup_dirty RETURNING bucket").fetchnumpy()
-            minutes = np.unique(_col(rows, "bucket", np.int64, 0))
-            if not len(minutes):
+            rows = cur.execute("DELETE FROM rollup_dirty RETURNING point, bucket").fetchnumpy()
+            point = rows["point"]
+            bucket = _col(rows, "bucket", np.int64, 0)
+            legacy = np.ma.getmaskarray(point)        # written before version 3: every point of the minute
+            point = _col(rows, "point", np.int64, 0)
+            if legacy.any():
+                extra_p, extra_b = self._legacy_pairs(cur, np.unique(bucket[legacy]))
+                point = np.r_[point[~legacy], extra_p]
+                bucket = np.r_[bucket[~legacy], extra_b]
+            if not len(bucket):
                 return
-            hours = np.unique(minutes - minutes % RESOLUTION_NS["1h"])
-            cur.register("dirty_minutes", pa.table({"bucket": pa.array(minutes)}))
-            cur.register("dirty_hours", pa.table({"bucket": pa.array(hours)}))
+            # Not deduplicated: the semi-joins and DELETE ... USING below do not care about repeats.
+            mp, mb = point, bucket
+            hp, hb = point, bucket - bucket % RESOLUTION_NS["1h"]
+            cur.register("dirty_minutes", pa.table({"point": pa.array(mp), "bucket": pa.array(mb)}))
+            cur.register("dirty_hours", pa.table({"point": pa.array(hp), "bucket": pa.array(hb)}))
             try:
-                for lo, hi in shared.spans(minutes, RESOLUTION_NS["1m"], _MERGE_GAP_1M):
-                    cur.execute("DELETE FROM rollup_1m WHERE bucket >= ? AND bucket < ? "
-                                "AND bucket IN (SELECT bucket FROM dirty_minutes)", [lo, hi])
+                for lo, hi in shared.spans(np.unique(mb), RESOLUTION_NS["1m"], _MERGE_GAP_1M):
+                    cur.execute("DELETE FROM rollup_1m r USING dirty_minutes d WHERE r.bucket >= ? AND r.bucket < ? "
+                                "AND r.point = d.point AND r.bucket = d.bucket", [lo, hi])
                     cur.execute(_REFRESH_1M, {"lo": lo, "hi": hi})
-                for lo, hi in shared.spans(hours, RESOLUTION_NS["1h"], _MERGE_GAP_1H):
-                    cur.execute("DELETE FROM rollup_1h WHERE bucket >= ? AND bucket < ? "
-                                "AND bucket IN (SELECT bucket FROM dirty_hours)", [lo, hi])
+                for lo, hi in shared.spans(np.unique(hb), RESOLUTION_NS["1h"], _MERGE_GAP_1H):
+                    cur.execute("DELETE FROM rollup_1h r USING dirty_hours d WHERE r.bucket >= ? AND r.bucket < ? "
+                                "AND r.point = d.point AND r.bucket = d.bucket", [lo, hi])
                     cur.execute(_REFRESH_1H, {"lo": lo, "hi": hi})
             finally:
                 cur.unregister("dirty_minutes")
                 cur.unregister("dirty_hours")
 
+    @staticmethod
+    def _legacy_pairs(cur: duckdb.DuckDBPyConnection, minutes: Any) -> tuple[Any, Any]:
+        """The (point, minute) pairs with raw rows in ``minutes`` (dirty rows from before version 3)."""
+        cur.register("legacy_minutes", pa.table({"bucket": pa.array(minutes)}))
+        try:
+            r = cur.execute("""SELECT DISTINCT point, ts - ts % 60000000000 AS bucket FROM samples
+                               WHERE ts >= ? AND ts < ? AND ts - ts % 60000000000 IN
+                               (SELECT bucket FROM legacy_minutes)""",
+                            [int(minutes[0]), int(minutes[-1]) + RESOLUTION_NS["1m"]]).fetchnumpy()
+        finally:
+            cur.unregister("legacy_minutes")
+        return _col(r, "point", np.int64, 0), _col(r, "bucket", np.int64, 0)
+
+    @_wrapped("retention")
     def apply_retention(self, now_ns: int) -> dict[str, int]:
+        """Drop what is past its retention: raw rows (whole minutes), rollups, rejections, old keys.
+
+        Pending rollups are refreshed first, so no dirty minute is left to recompute from raw rows
+        this removes. Idempotency keys are kept ``shared.key_retention_s`` (see there for why that
+        bound is enough).
+        """
+        self.refresh_rollups()
         out: dict[str, int] = {}
         with self._tx() as cur:
             for res, table, col in (("raw", "samples", "ts"), ("1m", "rollup_1m", "bucket"),
-                                    ("1h", "rollup_1h", "bucket")):
-                keep = self.retention_s[res]
-                if keep is None:
+                                    ("1h", "rollup_1h", "bucket"), ("rejections", "rejections", "ts_ns")):
+                cutoff = shared.cutoff_ns(now_ns, self.retention_s[res])
+                if cutoff is None:
                     out[res] = 0
                     continue
-                cutoff = now_ns - int(keep * 1e9)
+                if res == "raw":
+                    cutoff -= cutoff % RESOLUTION_NS["1m"]      # never half a minute: its rollup stays exact
                 row = cur.execute(f"DELETE FROM {table} WHERE {col} < ?", [cutoff]).fetchone()  # noqa: S608
                 out[res] = int(row[0]) if row else 0
-                if res == "raw":
-                    # Keys older than the raw data they guarded: a re-send that old would find no rows anyway.
-                    cur.execute("DELETE FROM ingest_keys WHERE ts_ns < ?", [cutoff])
+            keys = shared.cutoff_ns(now_ns, shared.key_retention_s(self.retention_s))
+            if keys is not None:
+                cur.execute("DELETE FROM ingest_keys WHERE ts_ns < ?", [keys])
         return out
 
     # --- rejections and edge status -------------------------------------------------------------
 
+    @_wrapped("recording a rejection")
     def record_rejection(self, rejection: Rejection) -> None:
         with self._tx() as cur:
             cur.execute("INSERT INTO rejections VALUES (?, ?, ?, ?)",
                         [rejection.edge, rejection.reason, rejection.detail, rejection.ts_ns])
 
+    @_wrapped("rejection read")
     def rejections(self, edge: str | None = None) -> dict[str, dict[str, int]]:
         sql = "SELECT edge, reason, count(*) FROM rejections"
         cur = self._cur()
@@ -395,6 +513,7 @@ class EmbeddedStore:
             out.setdefault(e, {})[reason] = int(n)
         return out
 
+    @_wrapped("rejection read")
     def recent_rejections(self, edge: str | None = None, limit: int = 100) -> list[Rejection]:
         sql = "SELECT edge, reason, detail, ts_ns FROM rejections"
         cur = self._cur()
@@ -402,11 +521,13 @@ class EmbeddedStore:
                 else cur.execute(sql + " ORDER BY ts_ns DESC LIMIT ?", [limit])).fetchall()
         return [Rejection(edge=r[0], reason=r[1], detail=r[2], ts_ns=r[3]) for r in rows]
 
+    @_wrapped("recording an edge status")
     def record_edge_status(self, edge: str, mill: str, status: dict[str, Any], received_ns: int) -> None:
         with self._tx() as cur:
             cur.execute("INSERT OR REPLACE INTO edge_status VALUES (?, ?, ?, ?)",
                         [edge, mill, json.dumps(status, default=str), received_ns])
 
+    @_wrapped("edge status read")
     def edge_status(self, mill: str | None = None) -> dict[str, EdgeStatus]:
         sql = "SELECT edge, mill, status, received_ns FROM edge_status"
         cur = self._cur()

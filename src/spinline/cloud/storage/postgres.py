@@ -55,41 +55,26 @@ MINUTE_NS = RESOLUTION_NS["1m"]
 HOUR_NS = RESOLUTION_NS["1h"]
 #: Dirty minutes closer than this are recomputed from ``samples`` by one statement (``shared.spans``).
 _MERGE_GAP_NS = 3600 * 10**9
+#: work_mem of the refresh transaction (SET LOCAL): a 1 M-partial sort in memory.
+REFRESH_WORK_MEM = "256MB"
 
 _STEP = STEP_SQL.format(prev="prev", cur="value", rollover="rollover")
 _STEP_H = STEP_SQL.format(prev="prev_last", cur="first", rollover="rollover")
 _ROLLUP_COLS = "point, bucket, min, max, sum, count, first, last, inc, first_ts, last_ts"
+_PARTIAL_COLS = "point, bucket, min, max, sum, count, first_ts, first, last_ts, last, inc"
 
 
-def _merge_sql(width_ns: int, table: str) -> str:
-    """Fold the partials taken by this refresh (``_rp``) into ``table`` at ``width_ns``: a temp table
-    ``_m`` of merged rows, with ``redo`` set where the merge is not exact (a counter's rows that
-    overlap in time other rows of the bucket, or a bucket stored before first/last times were kept).
-
-    Partials of one (point, bucket) are chained in time order; each link adds the step from one
-    partial's last value to the next one's first. Then the result is placed after (or before) the
-    stored bucket, adding the step across the seam.
+def _merged(src: str, table: str, rng: str) -> str:
+    """Merged rows of ``src`` (new partials already merged per bucket) and the stored rows of ``table``:
+    the stored bucket's aggregates combined with the new ones, the new rows placed after (or before)
+    the stored ones with the counter step across the seam; ``redo`` where the merge is not exact (a
+    counter's new rows overlap in time the stored ones or each other, or a bucket stored before
+    first/last times were kept), ``stored`` where ``table`` has the bucket. Only the stored rows in the
+    time range of the new ones (``rng``: a ``lo``/``hi`` placeholder pair) are joined.
     """
-    step_chain = STEP_SQL.format(prev="prev", cur="first", rollover="rollover")
     step_after = STEP_SQL.format(prev="e.last", cur="a.first", rollover="a.rollover")
     step_before = STEP_SQL.format(prev="a.last", cur="e.first", rollover="a.rollover")
     return f"""
-CREATE TEMP TABLE _m ON COMMIT DROP AS
-WITH g AS (
-  SELECT r.*, coalesce(p.kind = 'counter', false) AS ctr, p.rollover,
-         lag(r.last_ts) OVER w AS prev_ts, lag(r.last) OVER w AS prev
-  FROM (SELECT point, bucket - bucket % {width_ns} AS b, min, max, sum, count, first_ts, first, last_ts, last, inc
-        FROM _rp) r
-  LEFT JOIN points p ON p.key = r.point
-  WINDOW w AS (PARTITION BY r.point, r.b ORDER BY r.first_ts, r.last_ts)
-), a AS (
-  SELECT point, b AS bucket, min(min) AS min, max(max) AS max, sum(sum) AS sum, sum(count)::bigint AS count,
-         min(first_ts) AS first_ts, (min(ARRAY[(first_ts - b)::float8, first]))[2] AS first,
-         max(last_ts) AS last_ts, (max(ARRAY[(last_ts - b)::float8, last]))[2] AS last,
-         sum(inc + CASE WHEN ctr THEN {step_chain} ELSE 0 END) AS inc,
-         bool_and(prev_ts IS NULL OR first_ts >= prev_ts) AS ordered, bool_or(ctr) AS ctr, max(rollover) AS rollover
-  FROM g GROUP BY point, b
-)
 SELECT a.point, a.bucket, least(a.min, e.min) AS min, greatest(a.max, e.max) AS max,
        a.sum + coalesce(e.sum, 0) AS sum, a.count + coalesce(e.count, 0) AS count,
        CASE WHEN e.first_ts IS NULL OR a.first_ts < e.first_ts THEN a.first ELSE e.first END AS first,
@@ -103,19 +88,83 @@ SELECT a.point, a.bucket, least(a.min, e.min) AS min, greatest(a.max, e.max) AS 
          OR (a.ctr AND (NOT a.ordered
                         OR (e.point IS NOT NULL AND NOT (a.first_ts >= e.last_ts OR a.last_ts <= e.first_ts))))
          AS redo, e.point IS NOT NULL AS stored
-FROM a LEFT JOIN {table} e ON e.point = a.point AND e.bucket = a.bucket
+FROM {src} a LEFT JOIN {table} e ON e.point = a.point AND e.bucket = a.bucket
+  AND e.bucket >= __{rng}_LO__ AND e.bucket < __{rng}_HI__"""  # noqa: S608 (constants)
+
+
+def _store(src: str, table: str, rng: str) -> str:
+    """Data-modifying CTEs writing the exact merged rows of ``src`` into ``table``: new buckets by a
+    plain INSERT (only the refresh writes rollups, under its lock, so no ON CONFLICT is needed),
+    stored ones updated in place."""
+    return f"""
+ins_{table} AS (INSERT INTO {table} ({_ROLLUP_COLS}) SELECT {_ROLLUP_COLS} FROM {src}
+                WHERE NOT redo AND NOT stored),
+upd_{table} AS (UPDATE {table} t SET min = m.min, max = m.max, sum = m.sum, count = m.count, first = m.first,
+                last = m.last, inc = m.inc, first_ts = m.first_ts, last_ts = m.last_ts
+                FROM {src} m WHERE m.stored AND NOT m.redo AND t.point = m.point AND t.bucket = m.bucket
+                AND t.bucket >= __{rng}_LO__ AND t.bucket < __{rng}_HI__)"""  # noqa: S608
+
+
+def _refresh_sql() -> str:
+    """ONE statement folding every partial into ``rollup_1m`` and ``rollup_1h``; returns the
+    (resolution, point, bucket) whose merge is not exact (recomputed afterwards).
+
+    The partials are deleted and read by the same statement (no staging copy). Partials of one
+    (point, minute) are chained in time order (each link adds the step from one partial's last value
+    to the next one's first) into ``a``, sorted by (point, minute); the hours are folded from ``a``
+    with one more chain across its minutes, which needs no second sort of the partials: within an
+    hour the minutes are disjoint in time, so minute order is time order, and the hour is ordered
+    when each of its minutes is. A sparse workload (one partial per minute) thus costs one sort,
+    one pass and plain INSERTs.
+
+    Parameters ``lo1``/``hi1`` and ``lo2``/``hi2``: the minutes and hours the partials span; the stored
+    rollups are joined only within them (BRIN on ``bucket``, revision 0004), not the whole history.
+    """
+    step_chain = STEP_SQL.format(prev="prev", cur="first", rollover="rollover")
+    sql = f"""
+WITH p AS (DELETE FROM rollup_partial RETURNING {_PARTIAL_COLS}),
+g AS (
+  SELECT r.point, r.bucket - r.bucket % {MINUTE_NS} AS b, r.min, r.max, r.sum, r.count, r.first_ts, r.first,
+         r.last_ts, r.last, r.inc, coalesce(k.kind = 'counter', false) AS ctr, k.rollover,
+         lag(r.last_ts) OVER w AS prev_ts, lag(r.last) OVER w AS prev,
+         min(r.first_ts) OVER wb AS b_first_ts, max(r.last_ts) OVER wb AS b_last_ts
+  FROM p r LEFT JOIN points k ON k.key = r.point
+  WINDOW wb AS (PARTITION BY r.point, r.bucket - r.bucket % {MINUTE_NS}),
+         w AS (wb ORDER BY r.first_ts, r.last_ts)
+), a AS (
+  SELECT point, b AS bucket, min(min) AS min, max(max) AS max, sum(sum) AS sum, sum(count)::bigint AS count,
+         min(first_ts) AS first_ts, min(first) FILTER (WHERE first_ts = b_first_ts) AS first,
+         max(last_ts) AS last_ts, max(last) FILTER (WHERE last_ts = b_last_ts) AS last,
+         sum(inc + CASE WHEN ctr THEN {step_chain} ELSE 0 END) AS inc,
+         bool_and(prev_ts IS NULL OR first_ts >= prev_ts) AS ordered, bool_or(ctr) AS ctr, max(rollover) AS rollover
+  FROM g GROUP BY point, b
+), hx AS (
+  SELECT a.*, a.bucket - a.bucket % {HOUR_NS} AS hb, lag(a.last) OVER w AS prev,
+         min(a.first_ts) OVER wh AS h_first_ts, max(a.last_ts) OVER wh AS h_last_ts
+  FROM a WINDOW wh AS (PARTITION BY a.point, a.bucket - a.bucket % {HOUR_NS}), w AS (wh ORDER BY a.bucket)
+), h AS (
+  SELECT point, hb AS bucket, min(min) AS min, max(max) AS max, sum(sum) AS sum, sum(count)::bigint AS count,
+         min(first_ts) AS first_ts, min(first) FILTER (WHERE first_ts = h_first_ts) AS first,
+         max(last_ts) AS last_ts, max(last) FILTER (WHERE last_ts = h_last_ts) AS last,
+         sum(inc + CASE WHEN ctr THEN {step_chain} ELSE 0 END) AS inc,
+         bool_and(ordered) AS ordered, bool_or(ctr) AS ctr, max(rollover) AS rollover
+  FROM hx GROUP BY point, hb
+),
+m1 AS ({_merged("a", "rollup_1m", "M")}),
+m2 AS ({_merged("h", "rollup_1h", "H")}),
+{_store("m1", "rollup_1m", "M")},
+{_store("m2", "rollup_1h", "H")}
+SELECT 1, point, bucket FROM m1 WHERE redo UNION ALL SELECT 2, point, bucket FROM m2 WHERE redo
 """  # noqa: S608 (constant SQL built from constants)
+    sql = sql.replace("%", "%%")
+    for token, param in (("M_LO", "lo1"), ("M_HI", "hi1"), ("H_LO", "lo2"), ("H_HI", "hi2")):
+        sql = sql.replace(f"__{token}__", f"%({param})s")
+    return sql
 
 
-#: New buckets go in by a plain INSERT (only the refresh writes rollups, under its lock), stored
-#: ones are updated in place: cheaper than one INSERT ... ON CONFLICT for both.
-_STORE_MERGED = ("""INSERT INTO {table} ({cols}) SELECT {cols} FROM _m WHERE NOT redo AND NOT stored
-                    ORDER BY point, bucket""",
-                 """UPDATE {table} t SET min = m.min, max = m.max, sum = m.sum, count = m.count, first = m.first,
-                    last = m.last, inc = m.inc, first_ts = m.first_ts, last_ts = m.last_ts
-                    FROM _m m WHERE m.stored AND NOT m.redo AND t.point = m.point AND t.bucket = m.bucket""")
+_REFRESH = _refresh_sql()
 
-#: Recompute (point, minute) pairs of ``_redo1m`` and every point of the minutes of ``_rd`` from raw rows.
+#: Recompute the (point, minute) pairs of ``_redo1m`` from raw rows.
 _RECOMPUTE_1M = f"""
 INSERT INTO rollup_1m ({_ROLLUP_COLS})
 SELECT point, bucket, min(value), max(value), sum(value), count(*),
@@ -126,8 +175,7 @@ FROM (
          lag(s.value) OVER (PARTITION BY s.point, s.ts - s.ts %% 60000000000 ORDER BY s.ts) AS prev
   FROM samples s LEFT JOIN points p ON p.key = s.point
   WHERE s.ts >= %(lo)s AND s.ts < %(hi)s AND s.quality < 128 AND s.value <> 'NaN'::float8
-    AND ((s.point, s.ts - s.ts %% 60000000000) IN (SELECT point, bucket FROM _redo1m)
-         OR s.ts - s.ts %% 60000000000 IN (SELECT bucket FROM _rd))
+    AND (s.point, s.ts - s.ts %% 60000000000) IN (SELECT point, bucket FROM _redo1m)
 ) q
 GROUP BY point, bucket
 """  # noqa: S608 (constant SQL built from constants)
@@ -213,6 +261,15 @@ class PostgresStore:
         #: (every registered key, counter keys, their roll-over) sorted, for the partials of a write.
         self._kinds: tuple[Any, Any, Any] | None = None
 
+    @property
+    def raw_retention_ns(self) -> int | None:
+        """How long raw rows are kept, in ns (None: forever); ingest refuses older rows (``too_old``).
+
+        Partitions go by whole days, so rows may outlive this by up to a day; never by less.
+        """
+        raw = self.retention_s["raw"]
+        return None if raw is None else int(raw * 1e9)
+
     # --- connections ----------------------------------------------------------------------------
 
     def _conn(self) -> psycopg.Connection[Any]:
@@ -262,25 +319,27 @@ class PostgresStore:
         if not points:
             return
         rows = [(p.key, p.tag, p.mill, p.machine, p.name, p.unit, p.kind, p.interval_s, p.line, p.workshop,
-                 p.machine_type, p.deadband, p.rollover) for p in sorted(points, key=lambda p: p.key)]
+                 p.machine_type, p.deadband, p.rollover, p.iso_class) for p in sorted(points, key=lambda p: p.key)]
         with self._tx() as cur:
-            cur.executemany("""INSERT INTO points VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+            cur.executemany("""INSERT INTO points (key, tag, mill, machine, name, unit, kind, interval_s, line,
+                workshop, machine_type, deadband, rollover, iso_class)
+                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
                 ON CONFLICT (key) DO UPDATE SET tag = excluded.tag, mill = excluded.mill,
                 machine = excluded.machine, name = excluded.name, unit = excluded.unit, kind = excluded.kind,
                 interval_s = excluded.interval_s, line = excluded.line, workshop = excluded.workshop,
                 machine_type = excluded.machine_type, deadband = excluded.deadband,
-                rollover = excluded.rollover""", rows)
+                rollover = excluded.rollover, iso_class = excluded.iso_class""", rows)
         self._kinds = None
 
     def points(self, mill: str | None = None) -> list[PointInfo]:
         sql = ("SELECT key, tag, mill, machine, name, unit, kind, interval_s, line, workshop, machine_type, "
-               "deadband, rollover FROM points")
+               "deadband, rollover, iso_class FROM points")
         with self._conn().cursor() as cur:
             rows = (cur.execute(sql + " WHERE mill = %s ORDER BY tag", [mill]) if mill is not None
                     else cur.execute(sql + " ORDER BY tag")).fetchall()
         return [PointInfo(key=r[0], tag=r[1], mill=r[2], machine=r[3], name=r[4], unit=r[5], kind=r[6],
                           interval_s=r[7], line=r[8], workshop=r[9], machine_type=r[10], deadband=r[11],
-                          rollover=r[12]) for r in rows]
+                          rollover=r[12], iso_class=r[13]) for r in rows]
 
     # --- writes ---------------------------------------------------------------------------------
 
@@ -304,35 +363,47 @@ class PostgresStore:
     def write_many(self, items: Sequence[tuple[Batch, str | None]]) -> list[WriteResult]:
         if not items:
             return []
+        for attempt in range(2):
+            for b, _ in items:
+                if len(b):
+                    self._ensure_partitions(b.ts_ns)
+            try:
+                return self._write_many(items)
+            except psycopg.errors.CheckViolation as exc:
+                # "no partition of relation samples found for row": another process's retention
+                # dropped a day this process still had in its cache. Forget the cache, create, retry.
+                if attempt or "partition" not in str(exc):
+                    raise StorageError(f"write failed: {exc}") from exc
+                with self._lock:
+                    self._days.clear()
+            except psycopg.Error as exc:
+                raise StorageError(f"write failed: {exc}") from exc
+        raise AssertionError("unreachable")
+
+    def _write_many(self, items: Sequence[tuple[Batch, str | None]]) -> list[WriteResult]:
         now = time.time_ns()
-        for b, _ in items:
-            if len(b):
-                self._ensure_partitions(b.ts_ns)
         keys: dict[str, int] = {}
         for b, k in items:
             if k is not None and k not in keys:
                 keys[k] = len(b)
-        try:
-            with self._tx() as cur:
-                fresh: set[str] = set()
-                if keys:
-                    ordered = sorted(keys)          # one lock order for every writer: no deadlock
-                    cur.execute("""INSERT INTO ingest_keys (key, stored, ts_ns)
-                                   SELECT k, s, %s FROM unnest(%s::text[], %s::bigint[]) AS t(k, s)
-                                   ON CONFLICT DO NOTHING RETURNING key""",
-                                [now, ordered, [keys[k] for k in ordered]])
-                    fresh = {r[0] for r in cur.fetchall()}
-                flags: list[bool] = []
-                for _, k in items:
-                    new = k is None or k in fresh
-                    if k is not None:
-                        fresh.discard(k)
-                    flags.append(new)
-                todo = [b for (b, _), new in zip(items, flags, strict=True) if new and len(b)]
-                if todo:
-                    self._insert(cur, Batch.concat(todo))
-        except psycopg.Error as exc:
-            raise StorageError(f"write failed: {exc}") from exc
+        with self._tx() as cur:
+            fresh: set[str] = set()
+            if keys:
+                ordered = sorted(keys)          # one lock order for every writer: no deadlock
+                cur.execute("""INSERT INTO ingest_keys (key, stored, ts_ns)
+                               SELECT k, s, %s FROM unnest(%s::text[], %s::bigint[]) AS t(k, s)
+                               ON CONFLICT DO NOTHING RETURNING key""",
+                            [now, ordered, [keys[k] for k in ordered]])
+                fresh = {r[0] for r in cur.fetchall()}
+            flags: list[bool] = []
+            for _, k in items:
+                new = k is None or k in fresh
+                if k is not None:
+                    fresh.discard(k)
+                flags.append(new)
+            todo = [b for (b, _), new in zip(items, flags, strict=True) if new and len(b)]
+            if todo:
+                self._insert(cur, Batch.concat(todo))
         return [WriteResult(len(b) if new else 0, not new) for (b, _), new in zip(items, flags, strict=True)]
 
     def _insert(self, cur: psycopg.Cursor[Any], batch: Batch) -> None:
@@ -386,14 +457,22 @@ class PostgresStore:
         res = shared.pick_resolution(end_ns - start_ns, max_points) if resolution == "auto" else resolution
         if res not in RESOLUTION_NS:
             raise ValueError(f"resolution must be raw, 1m, 1h or auto, not {resolution!r}")
+        if max_points is not None and max_points < 2:
+            raise ValueError(f"max_points must be at least 2, got {max_points}")
         step = RESOLUTION_NS[res] or 10**9              # raw: assume at most one row a second
         if max_points is not None and (end_ns - start_ns) // step * 2 > max_points:
             ts, val, n = self._reduced(point, start_ns, end_ns, max_points, res)
             return Series(point=point, ts_ns=ts, value=val, resolution=res, reduced=n > len(ts))
         with self._conn().cursor(binary=True) as cur:
             if res == "raw":
+                # At most max_points + 1 rows cross the wire; more (a point faster than 1 Hz) means the
+                # server reduces them after all.
+                limit = None if max_points is None else int(max_points) + 1    # LIMIT NULL: every row
                 rows = cur.execute("SELECT ts, value FROM samples WHERE point = %s AND ts >= %s AND ts < %s "
-                                   "ORDER BY ts", [point, start_ns, end_ns]).fetchall()
+                                   "ORDER BY ts LIMIT %s", [point, start_ns, end_ns, limit]).fetchall()
+                if max_points is not None and len(rows) > max_points:
+                    ts, val, _ = self._reduced(point, start_ns, end_ns, max_points, res)
+                    return Series(point=point, ts_ns=ts, value=val, resolution=res, reduced=True)
                 ts = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
                 val = np.fromiter((np.nan if r[1] is None else r[1] for r in rows), dtype=np.float64,
                                   count=len(rows))
@@ -499,34 +578,45 @@ class PostgresStore:
             raise StorageError(f"rollup refresh failed: {exc}") from exc
 
     def _refresh(self, cur: psycopg.Cursor[Any]) -> None:
-        cur.execute("CREATE TEMP TABLE _rp ON COMMIT DROP AS "
-                    "WITH d AS (DELETE FROM rollup_partial RETURNING *) SELECT * FROM d")
-        cur.execute("CREATE TEMP TABLE _rd ON COMMIT DROP AS "
-                    "WITH d AS (DELETE FROM rollup_dirty RETURNING bucket) SELECT DISTINCT bucket FROM d")
-        cur.execute("ANALYZE _rp")
-        # 1 minute: merge, then recompute from raw where the merge is not exact.
-        cur.execute(_merge_sql(MINUTE_NS, "rollup_1m"))
-        for sql in _STORE_MERGED:
-            cur.execute(sql.format(table="rollup_1m", cols=_ROLLUP_COLS))
-        cur.execute("CREATE TEMP TABLE _redo1m ON COMMIT DROP AS SELECT point, bucket FROM _m WHERE redo")
-        cur.execute("DROP TABLE _m")
-        rows = cur.execute("SELECT bucket FROM _redo1m UNION SELECT bucket FROM _rd").fetchall()
-        if rows:
+        # Scoped to this transaction: sorts and hashes of a large refresh stay in memory, and no JIT
+        # compilation (tens of ms) on statements that are not CPU-bound expressions.
+        cur.execute(f"SET LOCAL work_mem = '{REFRESH_WORK_MEM}'")
+        cur.execute("SET LOCAL jit = off")
+        dirty = [r[0] for r in cur.execute(
+            "WITH d AS (DELETE FROM rollup_dirty RETURNING bucket) SELECT DISTINCT bucket FROM d").fetchall()]
+        # The time range of the new partials (same snapshot as the refresh statement): the stored
+        # rollups are joined only there.
+        row = cur.execute("SELECT min(bucket), max(bucket) FROM rollup_partial").fetchone()
+        redo: list[tuple[int, int, int]] = []
+        if row is not None and row[0] is not None:
+            lo, hi = int(row[0]), int(row[1])
+            redo = cur.execute(_REFRESH, {"lo1": lo, "hi1": hi + MINUTE_NS, "lo2": lo - lo % HOUR_NS,
+                                          "hi2": hi - hi % HOUR_NS + HOUR_NS}).fetchall()
+        redo1m = [(p, b) for r, p, b in redo if r == 1]
+        redo1h = [(p, b) for r, p, b in redo if r == 2]
+        if dirty:
+            # Minutes listed in rollup_dirty (a downgrade from partials): every point with raw rows
+            # there, and only those (a point whose raw rows retention removed keeps its rollups).
+            d = np.array(sorted(dirty), dtype=np.int64)
+            redo1m += cur.execute("""SELECT DISTINCT point, ts - ts %% 60000000000 FROM samples
+                                     WHERE ts >= %s AND ts < %s AND ts - ts %% 60000000000 = ANY(%s::bigint[])""",
+                                  [int(d[0]), int(d[-1]) + MINUTE_NS, dirty]).fetchall()
+        if not (redo1m or redo1h):
+            return
+        cur.execute("CREATE TEMP TABLE _redo1m ON COMMIT DROP AS "
+                    "SELECT DISTINCT * FROM unnest(%s::bigint[], %s::bigint[]) AS t(point, bucket)",
+                    [[p for p, _ in redo1m], [b for _, b in redo1m]])
+        # 1 minute: recompute from raw where the merge is not exact.
+        minutes = np.array(sorted({b for _, b in redo1m}), dtype=np.int64)
+        if len(minutes):
             cur.execute("DELETE FROM rollup_1m r USING _redo1m x WHERE r.point = x.point AND r.bucket = x.bucket")
-            cur.execute("DELETE FROM rollup_1m WHERE bucket IN (SELECT bucket FROM _rd)")
-            minutes = np.array([r[0] for r in rows], dtype=np.int64)
-            for lo, hi in shared.spans(minutes, MINUTE_NS, _MERGE_GAP_NS):
-                cur.execute(_RECOMPUTE_1M, {"lo": lo, "hi": hi})
-        # 1 hour: merge the same partials, then recompute from 1 min rollups what the merge cannot do.
-        cur.execute(_merge_sql(HOUR_NS, "rollup_1h"))
-        for sql in _STORE_MERGED:
-            cur.execute(sql.format(table="rollup_1h", cols=_ROLLUP_COLS))
+            for mlo, mhi in shared.spans(minutes, MINUTE_NS, _MERGE_GAP_NS):
+                cur.execute(_RECOMPUTE_1M, {"lo": mlo, "hi": mhi})
+        # 1 hour: recompute from the 1 min rollups what the merge cannot do.
         cur.execute(f"""CREATE TEMP TABLE _redo1h ON COMMIT DROP AS
-            SELECT point, bucket FROM _m WHERE redo
-            UNION SELECT point, bucket - bucket % {HOUR_NS} FROM _redo1m
-            UNION SELECT point, bucket - bucket % {HOUR_NS} FROM rollup_1m
-                  WHERE bucket IN (SELECT bucket FROM _rd)""")  # noqa: S608 (constants)
-        cur.execute("DROP TABLE _m")
+            SELECT * FROM unnest(%s::bigint[], %s::bigint[]) AS t(point, bucket)
+            UNION SELECT point, bucket - bucket %% {HOUR_NS} FROM _redo1m""",  # noqa: S608 (constants)
+                    [[p for p, _ in redo1h], [b for _, b in redo1h]])
         if cur.execute("SELECT EXISTS (SELECT 1 FROM _redo1h)").fetchone() == (True,):
             cur.execute("DELETE FROM rollup_1h r USING _redo1h x WHERE r.point = x.point AND r.bucket = x.bucket")
             cur.execute(_RECOMPUTE_1H)
@@ -542,31 +632,44 @@ class PostgresStore:
         return out
 
     def apply_retention(self, now_ns: int) -> dict[str, int]:
+        """Drop what is past its retention: raw partitions, rollups, rejections, old idempotency keys.
+
+        Pending partials are merged first, so no bucket is left to recompute from a partition this
+        drops. Keys are kept ``shared.key_retention_s`` (see there for why that bound is enough).
+        """
+        self.refresh_rollups()
         out: dict[str, int] = {}
-        with self._tx() as cur:
-            for res, table, col in (("raw", "samples", "ts"), ("1m", "rollup_1m", "bucket"),
-                                    ("1h", "rollup_1h", "bucket")):
-                keep = self.retention_s[res]
-                if keep is None:
-                    out[res] = 0
-                    continue
-                cutoff = now_ns - int(keep * 1e9)
-                dropped = 0
-                if res == "raw":
-                    # Whole days below the cutoff: drop the partition (no vacuum, no bloat).
-                    for day, name in sorted(self._partitions(cur).items()):
-                        if (day + 1) * DAY_NS <= cutoff:
-                            row = cur.execute(f'SELECT count(*) FROM "{name}"').fetchone()  # noqa: S608
-                            dropped += int(row[0]) if row else 0
-                            cur.execute(f'DROP TABLE "{name}"')
-                            with self._lock:
-                                self._days.discard(day)
-                    cur.execute("DELETE FROM ingest_keys WHERE ts_ns < %s", [cutoff])
-                    out[res] = dropped
-                    continue            # never DELETE raw rows: a day goes with its partition
-                cur.execute(f"DELETE FROM {table} WHERE {col} < %s", [cutoff])  # noqa: S608
-                out[res] = dropped + cur.rowcount
+        try:
+            with self._tx() as cur:
+                for res, table, col in (("raw", "samples", "ts"), ("1m", "rollup_1m", "bucket"),
+                                        ("1h", "rollup_1h", "bucket"), ("rejections", "rejections", "ts_ns")):
+                    cutoff = shared.cutoff_ns(now_ns, self.retention_s[res])
+                    if cutoff is None:
+                        out[res] = 0
+                        continue
+                    if res == "raw":
+                        out[res] = self._drop_partitions(cur, cutoff)
+                        continue            # never DELETE raw rows: a day goes with its partition
+                    cur.execute(f"DELETE FROM {table} WHERE {col} < %s", [cutoff])  # noqa: S608
+                    out[res] = cur.rowcount
+                keys = shared.cutoff_ns(now_ns, shared.key_retention_s(self.retention_s))
+                if keys is not None:
+                    cur.execute("DELETE FROM ingest_keys WHERE ts_ns < %s", [keys])
+        except psycopg.Error as exc:
+            raise StorageError(f"retention failed: {exc}") from exc
         return out
+
+    def _drop_partitions(self, cur: psycopg.Cursor[Any], cutoff: int) -> int:
+        """Drop the daily partitions wholly below ``cutoff``; the rows they held."""
+        dropped = 0
+        for day, name in sorted(self._partitions(cur).items()):
+            if (day + 1) * DAY_NS <= cutoff:
+                row = cur.execute(f'SELECT count(*) FROM "{name}"').fetchone()  # noqa: S608
+                dropped += int(row[0]) if row else 0
+                cur.execute(f'DROP TABLE "{name}"')
+                with self._lock:
+                    self._days.discard(day)
+        return dropped
 
     # --- rejections and edge status -------------------------------------------------------------
 

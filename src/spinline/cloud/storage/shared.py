@@ -24,8 +24,11 @@ from spinline.cloud.storage.counters import step
 from spinline.core.batch import F64, I64, Batch
 
 DAY_S = 86400.0
-#: Default retention per resolution in seconds (None: keep forever).
-DEFAULT_RETENTION_S: dict[str, float | None] = {"raw": 90 * DAY_S, "1m": 2 * 365 * DAY_S, "1h": None}
+#: Default retention in seconds (None: keep forever) per resolution, and of the rejection log.
+DEFAULT_RETENTION_S: dict[str, float | None] = {"raw": 90 * DAY_S, "1m": 2 * 365 * DAY_S, "1h": None,
+                                                "rejections": 90 * DAY_S}
+#: How much longer than the raw rows an idempotency key is kept (see ``key_retention_s``).
+KEY_MARGIN_S = DAY_S
 #: How far back a rollup query looks for the bucket before the first one (the counter increase
 #: across that boundary). A counter silent longer than this starts again from its next bucket.
 LOOKBACK_NS: dict[str, int] = {"1m": 3600 * 10**9, "1h": 2 * 86400 * 10**9}
@@ -33,12 +36,36 @@ MINUTE_NS = RESOLUTION_NS["1m"]
 
 
 def retention(overrides: Mapping[str, float | None] | None) -> dict[str, float | None]:
+    """``DEFAULT_RETENTION_S`` with ``overrides`` (keys raw, 1m, 1h, rejections; seconds, None: forever)."""
     out = dict(DEFAULT_RETENTION_S)
     for k, v in (overrides or {}).items():
         if k not in out:
-            raise ValueError(f"unknown resolution {k!r} in retention (raw, 1m, 1h)")
+            raise ValueError(f"unknown retention {k!r} (raw, 1m, 1h, rejections)")
+        if v is not None and v <= 0:
+            raise ValueError(f"retention {k!r} must be positive seconds or None, not {v!r}")
         out[k] = v
     return out
+
+
+def key_retention_s(retention_s: Mapping[str, float | None]) -> float | None:
+    """How long an idempotency key is kept (by ingest time): the raw retention plus ``KEY_MARGIN_S``.
+
+    Keys are not kept as long as the rollups (1 h rollups are kept forever by default, and a key
+    per batch forever is unbounded). The bound that makes this safe: a batch's rows are at most
+    ``MAX_FUTURE_NS`` (minutes) ahead of the cloud clock when it is first stored, so once its key is
+    purged (ingest time + raw retention + margin, the margin far above that limit) every row of a
+    replay of it is older than the raw retention, and the ingest boundary refuses it as ``too_old``
+    (``spinline.cloud.ingest.validate`` with the store's ``raw_retention_ns``) before the store sees
+    it. A replay can therefore never be merged into rollups twice (PostgreSQL partials) nor recompute
+    buckets whose raw rows retention already removed (embedded). Never configurable below that.
+    """
+    raw = retention_s["raw"]
+    return None if raw is None else raw + KEY_MARGIN_S
+
+
+def cutoff_ns(now_ns: int, keep_s: float | None) -> int | None:
+    """The timestamp below which data kept ``keep_s`` seconds is dropped at ``now_ns`` (None: never)."""
+    return None if keep_s is None else now_ns - int(keep_s * 1e9)
 
 
 def pick_resolution(span_ns: int, max_points: int | None) -> Literal["raw", "1m", "1h"]:
@@ -91,6 +118,18 @@ def minute_buckets(ts_ns: I64) -> I64:
     if not len(ts_ns):
         return np.empty(0, dtype=np.int64)
     return np.unique(ts_ns - ts_ns % MINUTE_NS)
+
+
+def minute_pairs(point: I64, ts_ns: I64) -> tuple[I64, I64]:
+    """Distinct (point, 1-minute bucket) pairs touched by these rows, sorted by point then bucket."""
+    if not len(ts_ns):
+        e = np.empty(0, dtype=np.int64)
+        return e, e
+    b = ts_ns - ts_ns % MINUTE_NS
+    order = np.lexsort((b, point))
+    p, b = point[order], b[order]
+    first = np.r_[True, (p[1:] != p[:-1]) | (b[1:] != b[:-1])]
+    return np.ascontiguousarray(p[first], dtype=np.int64), np.ascontiguousarray(b[first], dtype=np.int64)
 
 
 def runs(buckets: I64, width_ns: int) -> list[tuple[int, int]]:

@@ -12,7 +12,10 @@ Failure mapping (the one boundary where pymodbus errors become spinline errors):
   the coordinator's backoff decides when);
 * the device answers with an exception code for one block (e.g. illegal address) -> the points
   of that block come back with quality BAD and the link is ``degraded``; the other blocks are
-  still read.
+  still read. Each refused block is counted in ``health.bad_input["modbus_exception"]`` (so in
+  ``link_errors``), logged once per exception code; a block whose registers do not decode is
+  counted as ``modbus_decode``. Values outside a point's ``min``/``max`` are the agent's business
+  (its report filter flags them UNCERTAIN and counts ``out_of_range``).
 """
 
 from __future__ import annotations
@@ -39,6 +42,10 @@ from .codec import BlockDecoder, RegisterField, decode_bits
 from .planner import BIT_TABLES, BlockRead, PlanItem, plan
 
 log = logging.getLogger(__name__)
+#: Modbus exception codes (Modbus application protocol v1.1b3, section 7).
+EXCEPTION_CODES = {1: "illegal function", 2: "illegal data address", 3: "illegal data value",
+                   4: "server device failure", 5: "acknowledge", 6: "server device busy", 8: "memory parity error",
+                   10: "gateway path unavailable", 11: "gateway target device failed to respond"}
 
 
 @dataclass(slots=True)
@@ -170,6 +177,12 @@ class ModbusConnector:
             n = len(c.keys)
             if rr.isError():
                 refused += 1
+                code = getattr(rr, "exception_code", None)
+                b = c.block
+                self.health.rejected("modbus_exception",
+                                     f"{b.table.value} registers {b.start}..{b.start + b.count - 1}: exception code "
+                                     f"{code} ({EXCEPTION_CODES.get(code or 0, 'unknown')}); {n} point(s) BAD",
+                                     logger=log, log_key=f"modbus_exception:{code}")
                 v = np.full(n, np.nan)
                 q = np.full(n, Quality.BAD, dtype=np.uint8)
             else:
@@ -179,8 +192,10 @@ class ModbusConnector:
                     else:
                         assert c.bit_offsets is not None
                         v = decode_bits(rr.bits, c.bit_offsets)
-                except DecodeError:
+                except DecodeError as exc:
                     refused += 1
+                    self.health.rejected("modbus_decode", f"{c.block.table.value} registers {c.block.start}.."
+                                                          f"{c.block.start + c.block.count - 1}: {exc}", logger=log)
                     v = np.full(n, np.nan)
                 q = np.where(np.isfinite(v), np.uint8(Quality.GOOD), np.uint8(Quality.BAD)).astype(np.uint8)
             keys.append(c.keys)

@@ -5,6 +5,24 @@ re-opened with backoff whenever the broker goes away (aiomqtt leaves reconnectio
 Link health per machine: ``up`` while its messages arrive, ``degraded`` when it has been silent
 for ``stale_after`` x its shortest interval, ``down`` when the broker is unreachable or a
 Sparkplug node sent NDEATH (or its Will fired).
+
+Subscriptions are the mill's wildcards (``spinline/{mill}/+/telemetry``, ``.../+/vibration/+``,
+``spBv1.0/{mill}/#``) plus the exact topics those do not cover (never both for one topic: a
+broker may deliver overlapping subscriptions twice), so a device the site does not know is seen
+and counted (``unknown_devices``) instead of silently ignored.
+
+Bad input (``handle`` never raises for it): every message is checked against a size limit first
+(``max_message_bytes``, 1 MiB; a vibration topic's limit is sized from the site's ``fs_hz`` x
+``snapshot_s``), then decoded; a payload that cannot be used is counted per machine and cause
+(``LinkHealth.rejected``: ``message_too_large``, ``json_invalid``, ``json_not_object``,
+``field_not_number``, ``field_not_finite``, ``bad_timestamp``, ``snapshot_*``,
+``sparkplug_undecodable``, ``sparkplug_no_birth``, ``sparkplug_unknown_alias``,
+``sparkplug_seq_gap``, ``duplicate_ts``, ``out_of_order_ts``, and ``undecodable`` for anything
+else a message makes go wrong while it is handled: a catch-all, so no payload ends the session)
+and logged once per cause and machine; the rest of the message, and the next messages, are still
+collected. Device timestamps go through a ``TsGuard`` per point (per channel for snapshots): a
+re-sent sample (same timestamp, same value) is dropped as a duplicate, an older timestamp is kept
+(a late snapshot is featurised but not scored: the alarm rules need time to move forward).
 """
 
 from __future__ import annotations
@@ -24,19 +42,24 @@ from spinline.core.batch import Batch, Quality
 from spinline.core.errors import ConnectorError, DecodeError
 from spinline.core.site import Machine, MqttLink, PointRef
 
-from ..base import LinkHealth, LinkState, Sink
+from ..base import BadInput, LinkHealth, LinkState, Problems, Sink, TsGuard
 from . import sparkplug
-from .json_map import TopicMap
+from .json_map import TS_MAX_NS, TS_MIN_NS, TopicMap
 from .vibration import VibrationMap
 
 log = logging.getLogger(__name__)
+#: Largest JSON telemetry / Sparkplug message accepted.
+MAX_MESSAGE_BYTES = 1 << 20
+#: Distinct unknown topics counted by name (the rest go to one bucket).
+_MAX_UNKNOWN_TOPICS = 256
+_SPB_DATA = ("NBIRTH", "NDATA", "DBIRTH", "DDATA")
 
 
 class MqttConnector:
     def __init__(self, host: str, port: int, points: Sequence[PointRef], *, mill: str,
                  vibration_machines: Sequence[Machine] = (), iso_class: Mapping[str, str] | None = None,
                  stale_after: float = 5.0, backoff_s: tuple[float, float] = (0.5, 15.0),
-                 client_id: str | None = None) -> None:
+                 client_id: str | None = None, max_message_bytes: int = MAX_MESSAGE_BYTES) -> None:
         self.host, self.port, self.mill = host, port, mill
         self.client_id = client_id
         self.stale_after = stale_after
@@ -62,6 +85,14 @@ class MqttConnector:
         self._dead: set[str] = set()
         self.messages = 0
         self.decode_errors = 0
+        self.max_message_bytes = max_message_bytes
+        self.ts_guard = TsGuard()
+        #: Where bad input of machines without an MQTT data link goes (a vibration sensor on a Modbus
+        #: machine counts into that machine's health); the agent fills it, else one is made per machine.
+        self.report_to: dict[str, LinkHealth] = {}
+        self._extra: dict[str, LinkHealth] = {}
+        self.unknown = LinkHealth(f"mqtt {host}:{port} unknown device")
+        self.unknown_topics: dict[str, int] = {}
 
     async def __aenter__(self) -> Self:
         return self
@@ -74,24 +105,120 @@ class MqttConnector:
         return self._health
 
     def subscriptions(self) -> list[str]:
-        subs = self.json.topics + self.vib.topics
-        for node in self.spb_names:
-            subs.append(sparkplug.topic(self.mill, "+", node))
-            subs.append(sparkplug.topic(self.mill, "+", node) + "/#")
-        return subs
+        wild = []
+        if self.json.by_topic:
+            wild.append(f"spinline/{self.mill}/+/telemetry")
+        if self.vib.by_topic:
+            wild.append(f"spinline/{self.mill}/+/vibration/+")
+        if self.spb_names:
+            wild.append(f"{sparkplug.NAMESPACE}/{self.mill}/#")
+        exact = [t for t in self.json.topics + self.vib.topics
+                 if not any(aiomqtt.Topic(t).matches(w) for w in wild)]
+        return wild + exact
+
+    def health_for(self, machine: str) -> LinkHealth:
+        """The health that counts ``machine``'s bad input."""
+        h = self._health.get(machine) or self.report_to.get(machine)
+        if h is None:
+            h = self._extra.setdefault(machine, LinkHealth(f"mqtt {machine} ({self.host}:{self.port})"))
+        return h
+
+    def unknown_devices(self) -> dict[str, object]:
+        return {"messages": self.unknown.bad_input_total, "topics": dict(self.unknown_topics)}
+
+    def _reject(self, machine: str | None, cause: str, detail: str, n: int = 1) -> None:
+        if machine is None:
+            self.unknown.rejected(cause, detail, logger=log)
+        else:
+            self.health_for(machine).rejected(cause, detail, logger=log, n=n)
+
+    def _unknown(self, topic: str, what: str) -> None:
+        if topic in self.unknown_topics or len(self.unknown_topics) < _MAX_UNKNOWN_TOPICS:
+            self.unknown_topics[topic] = self.unknown_topics.get(topic, 0) + 1
+        else:
+            self.unknown_topics["(other)"] = self.unknown_topics.get("(other)", 0) + 1
+        self.unknown.rejected("unknown_device", f"message on {topic}: {what}; ignored", logger=log,
+                              log_key=topic)
 
     # --- message handling (sync, no I/O) -----------------------------------------------------------
 
     def handle(self, topic: str, payload: bytes, received_ns: int) -> tuple[str | None, Batch]:
-        """Rows from one message and the machine it came from."""
-        if topic in self.json.by_topic:
-            return self.json.machine_of(topic), self.json.decode(topic, payload, received_ns)
-        if topic in self.vib.by_topic:
-            return self.vib.machine_of(topic), self.vib.features(topic, payload, received_ns)
-        t = sparkplug.parse_topic(topic)
-        if t is not None and t.edge_node in self.spb_names and t.device is None:
-            return t.edge_node, self._sparkplug(t, payload, received_ns)
-        return None, Batch.empty()
+        """Rows from one message and the machine it came from; bad input is counted here, never raised."""
+        machine: str | None = None
+        try:
+            if topic in self.json.by_topic:
+                machine = self.json.machine_of(topic)
+                self._check_size(topic, payload, self.max_message_bytes)
+                problems: Problems = []
+                b = self.json.decode(topic, payload, received_ns, problems)
+                for cause, detail in problems:
+                    self._reject(machine, cause, detail)
+                return machine, self._dedup(machine, topic, b)
+            if topic in self.vib.by_topic:
+                machine = self.vib.machine_of(topic)
+                self._check_size(topic, payload, self.vib.max_bytes(topic))
+                snap = self.vib.parse(topic, payload, received_ns)
+                if snap.ts_problem is not None:
+                    self._reject(machine, "bad_timestamp", f"{topic}: {snap.ts_problem}")
+                verdict = self.ts_guard.check(topic, snap.ts_ns)
+                if verdict == "duplicate":
+                    self._reject(machine, "duplicate_ts", f"{topic}: snapshot ts {snap.ts_ns} re-sent; dropped")
+                    return machine, Batch.empty()
+                if verdict == "out_of_order":
+                    self._reject(machine, "out_of_order_ts", f"{topic}: snapshot ts {snap.ts_ns} older than the "
+                                                             "last one; featurised, not scored")
+                return machine, self.vib.features_of(topic, snap, score=verdict == "new")
+            t = sparkplug.parse_topic(topic)
+            if t is not None and t.group == self.mill:
+                if t.edge_node in self.spb_names and t.device is None:
+                    machine = t.edge_node
+                    self._check_size(topic, payload, self.max_message_bytes)
+                    return machine, self._dedup(machine, topic, self._sparkplug(t, payload, received_ns))
+                if t.message_type in _SPB_DATA:
+                    who = f"Sparkplug {'device ' + t.device + ' of ' if t.device else ''}node {t.edge_node}"
+                    self._unknown(topic, f"{who} is not in the site")
+                return None, Batch.empty()
+            self._unknown(topic, "no device of the site publishes here")
+            return None, Batch.empty()
+        except DecodeError as exc:
+            self.decode_errors += 1
+            cause = exc.cause if isinstance(exc, BadInput) else (
+                "sparkplug_undecodable" if topic.startswith(sparkplug.NAMESPACE) else "undecodable")
+            self._reject(machine, cause, str(exc))
+            return machine, Batch.empty()
+        except Exception as exc:  # noqa: BLE001 - one message must never end the broker session
+            self.decode_errors += 1
+            self._reject(machine, "undecodable", f"{topic}: message could not be handled: {type(exc).__name__}: "
+                                                 f"{str(exc)[:200]}")
+            return machine, Batch.empty()
+
+    @staticmethod
+    def _check_size(topic: str, payload: bytes, limit: int) -> None:
+        if len(payload) > limit:
+            raise BadInput("message_too_large", f"{topic}: message of {len(payload)} bytes exceeds the limit of "
+                                                f"{limit} bytes; dropped unread")
+
+    def _dedup(self, machine: str | None, topic: str, b: Batch) -> Batch:
+        """Drop rows whose (point, device ts) was already received; count late ones."""
+        if not len(b):
+            return b
+        keep = np.ones(len(b), dtype=bool)
+        late = 0
+        for i, (k, ts, val) in enumerate(zip(b.point.tolist(), b.ts_ns.tolist(), b.value.tolist(), strict=True)):
+            v = self.ts_guard.check(k, ts, val)
+            if v == "duplicate":
+                keep[i] = False
+            elif v == "out_of_order":
+                late += 1
+        if late:
+            self._reject(machine, "out_of_order_ts", f"{topic}: {late} value(s) older than the last one received "
+                                                     "(kept)", n=late)
+        dups = int((~keep).sum())
+        if dups:
+            self._reject(machine, "duplicate_ts", f"{topic}: {dups} value(s) with a timestamp already received "
+                                                  "(re-sent; dropped)", n=dups)
+            return b.take(keep)
+        return b
 
     def _sparkplug(self, t: sparkplug.Topic, payload: bytes, received_ns: int) -> Batch:
         node = t.edge_node
@@ -102,6 +229,9 @@ class MqttConnector:
         if t.message_type not in ("NBIRTH", "NDATA"):
             return Batch.empty()
         ts_ms, seq, metrics = sparkplug.decode(payload)
+        if not metrics and ts_ms is None and seq is None:
+            raise BadInput("sparkplug_undecodable", f"{t.message_type} from {node}: payload holds no Sparkplug "
+                                                    f"timestamp, seq or metric ({len(payload)} bytes)")
         names = self.spb_names[node]
         if t.message_type == "NBIRTH":
             self._dead.discard(node)
@@ -109,21 +239,45 @@ class MqttConnector:
                                     if m.alias is not None and m.name in names}
         elif seq is not None and node in self.spb_seq and seq != (self.spb_seq[node] + 1) % 256:
             self.spb_seq_gaps += 1
-            log.warning("Sparkplug node %s: seq %d after %d (messages lost on the device side)",
-                        node, seq, self.spb_seq[node])
+            self._reject(node, "sparkplug_seq_gap", f"seq {seq} after {self.spb_seq[node]} (messages lost on the "
+                                                    "device side)")
         if seq is not None:
             self.spb_seq[node] = seq
-        aliases = self.spb_alias.get(node, {})
+        aliases = self.spb_alias.get(node)
         keys, ts, vals, qual = [], [], [], []
+        unaliased = 0
         for m in metrics:
-            key = names.get(m.name) if m.name is not None else aliases.get(m.alias) if m.alias is not None else None
+            key = names.get(m.name) if m.name is not None else None
+            if key is None and m.name is None and m.alias is not None:
+                key = aliases.get(m.alias) if aliases is not None else None
+                if key is None:
+                    unaliased += 1
             if key is None:
                 continue
             keys.append(key)
             stamp = m.timestamp_ms if m.timestamp_ms is not None else ts_ms
-            ts.append(int(stamp * 1_000_000) if stamp is not None else received_ns)
-            vals.append(m.value)
-            qual.append(int(Quality.GOOD) if np.isfinite(m.value) else int(Quality.BAD))
+            ns = int(stamp * 1_000_000) if stamp is not None else received_ns
+            if not TS_MIN_NS <= ns <= TS_MAX_NS:
+                self._reject(node, "bad_timestamp", f"Sparkplug metric {m.name or m.alias}: timestamp {stamp} ms "
+                                                    "is not plausible; receipt time used")
+                ns = received_ns
+            ts.append(ns)
+            good = m.numeric and np.isfinite(m.value)
+            if not m.numeric:
+                self._reject(node, "field_not_number", f"Sparkplug metric {m.name or m.alias} is not a number "
+                                                       f"(datatype {m.datatype})")
+            elif not good and m.value == m.value:
+                self._reject(node, "field_not_finite", f"Sparkplug metric {m.name or m.alias} is {m.value}")
+            vals.append(m.value if good else np.nan)
+            qual.append(int(Quality.GOOD) if good else int(Quality.BAD))
+        if unaliased:
+            if aliases is None:
+                self._reject(node, "sparkplug_no_birth", f"{t.message_type} before any NBIRTH: {unaliased} metric(s) "
+                                                         "sent by alias only cannot be mapped (aliases unknown)",
+                             n=unaliased)
+            else:
+                self._reject(node, "sparkplug_unknown_alias", f"{unaliased} metric alias(es) not declared in the "
+                                                              "last NBIRTH", n=unaliased)
         return Batch(np.asarray(keys, dtype=np.int64), np.asarray(ts, dtype=np.int64),
                      np.asarray(vals, dtype=np.float64), np.asarray(qual, dtype=np.uint8))
 
@@ -163,12 +317,7 @@ class MqttConnector:
                     self.messages += 1
                     now = time.time_ns()
                     payload = msg.payload if isinstance(msg.payload, bytes) else str(msg.payload).encode()
-                    try:
-                        machine, batch = self.handle(str(msg.topic), payload, now)
-                    except DecodeError as exc:
-                        self.decode_errors += 1
-                        log.debug("undecodable message on %s: %s", msg.topic, exc)
-                        continue
+                    machine, batch = self.handle(str(msg.topic), payload, now)
                     if machine is not None:
                         self._seen(machine)
                     if len(batch):

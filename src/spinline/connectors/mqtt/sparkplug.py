@@ -67,6 +67,8 @@ class MetricValue:
     timestamp_ms: int | None
     datatype: int
     value: float          # NaN for null / non-numeric
+    #: False for a value that is not a number (string, bytes, no value); a null is numeric (just absent).
+    numeric: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +120,8 @@ def decode(data: bytes) -> tuple[int | None, int | None, list[MetricValue]]:
     except Exception as exc:  # protobuf raises DecodeError of its own, not a common base
         raise DecodeError(f"not a Sparkplug B payload: {exc}") from None
     out = [MetricValue(m.name if m.HasField("name") else None, m.alias if m.HasField("alias") else None,
-                       m.timestamp if m.HasField("timestamp") else None, m.datatype, _numeric(m))
+                       m.timestamp if m.HasField("timestamp") else None, m.datatype, _numeric(m),
+                       m.is_null or m.WhichOneof("value") not in ("string_value", "bytes_value", None))
            for m in p.metrics]
     return (p.timestamp if p.HasField("timestamp") else None, p.seq if p.HasField("seq") else None, out)
 

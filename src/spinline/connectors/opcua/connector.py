@@ -7,6 +7,10 @@ the ServerTimestamp and then the edge's receipt time. A session is checked every
 or a transport error ends the session, and ``run`` reconnects with backoff and re-subscribes
 everything (after a server restart too). No exception ends ``run``; only cancellation does.
 If the server refuses subscriptions, the connector falls back to polling ``read_values``.
+
+A value with a Bad StatusCode (or one that is not a number) is kept as a BAD row with NaN and
+counted on its machine's health (``opcua_bad_status`` / ``field_not_number`` in ``bad_input``,
+so in ``link_errors``), logged once per status code and machine.
 """
 
 from __future__ import annotations
@@ -76,12 +80,24 @@ class OpcUaConnector:
         dv = data.monitored_item.Value
         code = dv.StatusCode.value if dv.StatusCode is not None else 0
         ts = to_ns(dv.SourceTimestamp) or to_ns(dv.ServerTimestamp) or time.time_ns()
+        self.notifications += 1
+        self._rows.append((self._keys[i], ts, *self._value(i, val, code)))
+
+    def _value(self, i: int, val: Any, code: int) -> tuple[float, int]:
+        """(value, quality) of one DataValue of point ``i``; bad ones are counted on the machine's health."""
         v = to_float(val)
         q = status_quality(code)
-        if math.isnan(v) and val is not None:
+        p = self.points[i]
+        h = self._health[p.machine.id]
+        if q == Quality.BAD:
+            name = ua.StatusCode(ua.UInt32(code)).name
+            h.rejected("opcua_bad_status", f"{p.opcua_node_id()}: status {name} (0x{code:08x})", logger=log,
+                       log_key=f"opcua_bad_status:{code}")
+        elif math.isnan(v) and val is not None:
+            h.rejected("field_not_number", f"{p.opcua_node_id()}: value {str(val)[:40]!r} is not a number",
+                       logger=log)
             q = int(Quality.BAD)
-        self.notifications += 1
-        self._rows.append((self._keys[i], ts, v, q))
+        return v, q
 
     def status_change_notification(self, status: Any) -> None:
         code = getattr(getattr(status, "Status", None), "value", 0)
@@ -175,10 +191,10 @@ class OpcUaConnector:
         dvs = await client.read_attributes([nodes[i] for i in idx], ua.AttributeIds.Value)
         now = time.time_ns()
         for i, dv in zip(idx, dvs, strict=True):
-            v = to_float(dv.Value.Value if dv.Value is not None else None)
-            q = status_quality(dv.StatusCode.value if dv.StatusCode is not None else 0)
+            code = dv.StatusCode.value if dv.StatusCode is not None else 0
             ts = to_ns(dv.SourceTimestamp) or now
-            self._rows.append((self._keys[i], ts, v, q))
+            self._rows.append((self._keys[i], ts, *self._value(i, dv.Value.Value if dv.Value is not None else None,
+                                                               code)))
 
     async def run(self, sink: Sink) -> None:
         failures = 0

@@ -1,9 +1,13 @@
 """HTTP(S) uplink: ``POST {base}/api/v1/ingest`` with the signed wire payload as the body.
 
-The response is the ack: 200 ``{"seq", "status", "stored"}``; a 4xx ``{"reason", "detail"}`` is a
-refusal of that batch (``rejected``), except 401/403 (credentials: the batch is fine, keep it) and
-408/429 (try later). 5xx and transport errors end the session with ``UplinkError``; the batch
-stays in the buffer and is re-sent.
+The response is the ack: 200 ``{"seq", "status", "stored"}``. A 4xx is a refusal of that batch
+(``rejected``) only when its body is a JSON object whose ``reason`` is one of ``wire.REASONS``
+(the cloud's own refusal); anything else - a 404 from a wrong path prefix, a proxy's 413, a WAF's
+HTML 400 - says nothing about the batch: it ends the session with ``UplinkError`` (logged once
+per kind of answer here; the agent logs the outage once) and the batch stays in the buffer and is
+re-sent after the reconnect. So do 401/403 (credentials), 408/429 (try later), 5xx and transport
+errors. A signed answer (``"sig"``, see ``base``) is checked by ``AckTrust``; a 200 whose ack is not
+trusted is ignored (the batch is re-sent after the ack timeout).
 
 Events: ``POST {base}/api/v1/edge-events`` (``wire.EVENTS_PATH``) with the signed events payload;
 200 with an ``EventsAck`` body is the ack. Any other answer (a cloud without the route yet: 404)
@@ -24,17 +28,19 @@ import httpx
 from spinline.core import wire
 from spinline.core.errors import PayloadError, UplinkError
 
-from .base import Ack, parse_ack
+from .base import Ack, AckTrust, ack_object, parse_ack
 
 log = logging.getLogger(__name__)
 CONTENT_TYPE = "application/x-spinline-batch"
 INGEST_PATH = "/api/v1/ingest"
 STATUS_PATH = "/api/v1/edge-status"
+#: (base URL, answer) already logged: once per process, not once per session (a new uplink per reconnect).
+_ODD_ANSWERS_LOGGED: set[tuple[str, str]] = set()
 
 
 class HttpUplink:
     def __init__(self, url: str, *, edge: str, mill: str, secret: bytes, timeout_s: float = 10.0,
-                 verify: bool = True) -> None:
+                 verify: bool = True, trust: AckTrust | None = None) -> None:
         self.base = url.rstrip("/")
         self.edge, self.mill = edge, mill
         self.secret = secret
@@ -43,6 +49,7 @@ class HttpUplink:
         self.acks: asyncio.Queue[Ack] = asyncio.Queue()
         self.event_acks: asyncio.Queue[wire.EventsAck] = asyncio.Queue()
         self._events_failing: str | None = None
+        self.trust = trust if trust is not None else AckTrust(secret, edge)
         #: Completes when the session ends; created in ``__aenter__``.
         self.closed: asyncio.Future[None] = None  # type: ignore[assignment]
         self._client: httpx.AsyncClient | None = None
@@ -79,17 +86,31 @@ class HttpUplink:
             raise self._fail(f"POST batch {seq}: {type(exc).__name__}: {exc}") from None
         if r.status_code == 200:
             try:
-                ack = parse_ack(r.json() | {"seq": r.json().get("seq", seq)})
-            except (ValueError, UplinkError) as exc:
+                d = ack_object(r.content)
+                if not self.trust.accept(d, "ingest response"):
+                    return  # stays in flight: re-sent after the ack timeout
+                ack = parse_ack(d if "seq" in d else d | {"seq": seq})
+            except UplinkError as exc:
                 raise self._fail(f"bad ingest response for batch {seq}: {exc}") from None
             self.acks.put_nowait(ack)
             return
         if r.status_code in (401, 403, 408, 429) or r.status_code >= 500:
             raise self._fail(f"POST batch {seq}: HTTP {r.status_code} {r.text[:200]}")
+        reason = _refusal_reason(r)
+        if reason is None:
+            kind = f"HTTP {r.status_code}"
+            if (self.base, kind) not in _ODD_ANSWERS_LOGGED and len(_ODD_ANSWERS_LOGGED) < 64:
+                _ODD_ANSWERS_LOGGED.add((self.base, kind))
+                log.warning("POST %s%s answered %s %r, not a spinline refusal (wrong URL prefix? a proxy?): batch "
+                            "kept, session ended, retrying [logged once]", self.base, INGEST_PATH, kind,
+                            r.text[:120])
+            raise self._fail(f"POST batch {seq}: {kind} {r.text[:200]!r} is not a spinline refusal (kept, retrying)")
         try:
-            reason = str(r.json().get("reason") or f"http_{r.status_code}")
-        except ValueError:
-            reason = f"http_{r.status_code}"
+            body = ack_object(r.content)
+        except UplinkError:
+            body = {}
+        if not self.trust.accept(body, "ingest refusal"):
+            return
         self.acks.put_nowait(Ack(seq, "rejected", reason, 0))
 
     async def publish_status(self, payload: bytes) -> None:
@@ -113,8 +134,10 @@ class HttpUplink:
         problem: str | None = None
         if r.status_code == 200:
             try:
-                self.event_acks.put_nowait(wire.decode_events_ack(r.content))
-            except PayloadError as exc:
+                d = ack_object(r.content)
+                if self.trust.accept(d, "events ack"):
+                    self.event_acks.put_nowait(wire.decode_events_ack(d))
+            except (UplinkError, PayloadError) as exc:
                 problem = f"bad events response: {exc}"
         else:
             problem = f"HTTP {r.status_code}"
@@ -125,3 +148,13 @@ class HttpUplink:
         elif problem != self._events_failing:
             log.warning("cloud did not ack edge events (%s): kept in the buffer, re-sent later", problem)
             self._events_failing = problem
+
+
+def _refusal_reason(r: httpx.Response) -> str | None:
+    """The reason of a cloud's refusal: a JSON object whose ``reason`` is in ``wire.REASONS``; else None."""
+    try:
+        d = r.json()
+    except (ValueError, RecursionError):
+        return None
+    reason = d.get("reason") if isinstance(d, dict) else None
+    return reason if isinstance(reason, str) and reason in wire.REASONS else None

@@ -24,14 +24,14 @@ import aiomqtt
 from spinline.core import wire
 from spinline.core.errors import PayloadError, UplinkError
 
-from .base import Ack, parse_ack
+from .base import Ack, AckTrust, ack_object, parse_ack
 
 log = logging.getLogger(__name__)
 
 
 class MqttUplink:
     def __init__(self, url: str, *, edge: str, mill: str, secret: bytes, timeout_s: float = 10.0,
-                 send_credentials: bool = False) -> None:
+                 send_credentials: bool = False, trust: AckTrust | None = None) -> None:
         u = urlsplit(url)
         self.host = u.hostname or "127.0.0.1"
         self.tls = u.scheme == "mqtts"
@@ -53,6 +53,8 @@ class MqttUplink:
         self._client: aiomqtt.Client | None = None
         self._reader: asyncio.Task[None] | None = None
         self.bad_acks = 0
+        #: Which acks are acted on (signatures; see ``base``): the forwarder's, shared across sessions.
+        self.trust = trust if trust is not None else AckTrust(secret, edge)
 
     async def __aenter__(self) -> Self:
         self.closed = asyncio.get_running_loop().create_future()
@@ -78,20 +80,20 @@ class MqttUplink:
         try:
             async for msg in client.messages:
                 data = bytes(msg.payload) if isinstance(msg.payload, bytes | bytearray) else str(msg.payload)
-                if msg.topic.matches(self.topic_events_ack):
-                    try:
-                        self.event_acks.put_nowait(wire.decode_events_ack(data))
-                    except PayloadError as exc:
-                        self.bad_acks += 1
-                        log.warning("ignoring a malformed events ack on %s: %s", msg.topic, exc)
-                    continue
+                events = msg.topic.matches(self.topic_events_ack)
                 try:
-                    ack = parse_ack(data)
-                except UplinkError as exc:
+                    d = ack_object(data)
+                    if not self.trust.accept(d, "events ack" if events else "ack"):
+                        self.bad_acks += 1
+                        continue
+                    if events:
+                        self.event_acks.put_nowait(wire.decode_events_ack(d))
+                    else:
+                        self.acks.put_nowait(parse_ack(d))
+                except (UplinkError, PayloadError) as exc:
                     self.bad_acks += 1
-                    log.warning("ignoring a malformed ack on %s: %s", msg.topic, exc)
-                    continue
-                self.acks.put_nowait(ack)
+                    if self.bad_acks <= 3 or self.bad_acks % 1000 == 0:  # a flood of junk must not flood the log
+                        log.warning("ignoring a malformed ack on %s: %s (%d so far)", msg.topic, exc, self.bad_acks)
             if not self.closed.done():
                 self.closed.set_result(None)
         except aiomqtt.MqttError as exc:

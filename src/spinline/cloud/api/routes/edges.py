@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, HTTPException, Query, Response, status
 
 from spinline.cloud.api import schemas as s
 from spinline.cloud.api.deps import CloudDep, CurrentUser, MetaDep, StoreDep, not_found, require_mill_access
 from spinline.cloud.api.services import fleet
 from spinline.cloud.auth.roles import Permission, Principal
-from spinline.cloud.meta.store import EdgeRecord, MetaStore
+from spinline.cloud.meta.store import ConflictError, EdgeRecord, MetaStore
 
 router = APIRouter(prefix="/edges", tags=["edges"])
 
@@ -37,10 +37,17 @@ def list_edges(user: CurrentUser, meta: MetaDep, store: StoreDep,
 
 @router.post("", status_code=status.HTTP_201_CREATED, responses={409: {"model": s.ErrorPublic}})
 def create_edge(body: s.EdgeCreate, user: CurrentUser, cloud: CloudDep) -> s.EdgeCreated:
-    """Register an edge of one mill. The answer holds its secret: it is never shown again."""
+    """Register an edge of one mill. The answer holds its secret: it is never shown again.
+
+    Edge ids are global: an id in use (by any mill, or revoked) answers 409 with a message that does
+    not say whose it is.
+    """
     require_mill_access(body.mill, user, meta=cloud.meta, permission=Permission.MANAGE_EDGES)
-    rec, secret = cloud.edges.create(edge_id=body.id, mill=body.mill, description=body.description,
-                                     created_by=user.username)
+    try:
+        rec, secret = cloud.edges.create(edge_id=body.id, mill=body.mill, description=body.description,
+                                         created_by=user.username)
+    except ConflictError:
+        raise HTTPException(status.HTTP_409_CONFLICT, "this edge id is not available; choose another") from None
     pub = fleet.edge_public(rec, None, {})
     return s.EdgeCreated(**pub.model_dump(), secret=secret)
 

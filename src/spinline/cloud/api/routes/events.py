@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC
 from typing import Annotated
 
 from fastapi import APIRouter, Query, status
@@ -31,6 +32,9 @@ def list_events(mill: ReadableMill, meta: MetaDep, span: TimeRangeDep,
 
 @router.post("", status_code=status.HTTP_201_CREATED)
 def create_event(mill: WritableMill, body: s.EventCreate, user: CurrentUser, meta: MetaDep) -> s.EventPublic:
-    ts_ns = int(body.ts.timestamp() * 1e6) * 1000 if body.ts is not None else time.time_ns()
+    ts = body.ts
+    if ts is not None and ts.tzinfo is None:
+        ts = ts.replace(tzinfo=UTC)          # a time without an offset is UTC, as everywhere in the API
+    ts_ns = int(ts.timestamp() * 1e6) * 1000 if ts is not None else time.time_ns()
     return event_public(meta.add_event(mill=mill.id, ts_ns=ts_ns, kind=body.kind, severity=body.severity,
                                        message=body.message, machine=body.machine, source=user.username))

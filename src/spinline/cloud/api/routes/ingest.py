@@ -5,6 +5,9 @@ ingest service checks that the edge belongs to the mill the batch claims and tha
 one of that mill's. Answers: 200 ``{"seq", "status", "stored"}`` (stored or duplicate), or
 ``{"reason", "detail"}`` with 400 (malformed or invalid data), 401 (unknown, revoked or wrong
 signature, or another mill's edge) or 413 (oversized).
+
+A refusal is counted against an edge only when its signature proved the edge sent it; others are
+counted under the neutral edge ``UNVERIFIED_EDGE`` with a fixed detail (no header value echoed).
 """
 
 from __future__ import annotations
@@ -19,10 +22,10 @@ from fastapi.responses import JSONResponse, Response
 
 from spinline.cloud.api import schemas as s
 from spinline.cloud.api.deps import CloudDep
+from spinline.cloud.ingest.service import UNVERIFIED_EDGE, unverified_detail
 from spinline.cloud.storage.base import Rejection
 from spinline.core import wire
 from spinline.core.errors import PayloadError
-from spinline.core.wire import peek_edge
 
 router = APIRouter(tags=["ingest"])
 
@@ -32,9 +35,14 @@ STATUS_OF_REASON = {"unauthorised": status.HTTP_401_UNAUTHORIZED,
 _REFUSALS: dict[int | str, dict[str, Any]] = {code: {"model": s.IngestRefusal} for code in (400, 401, 413)}
 
 
-def refusal(reason: str, detail: str) -> JSONResponse:
+def refusal(reason: str, detail: str, *, key: bytes | None = None, ack: dict[str, Any] | None = None) -> JSONResponse:
+    """A refusal; signed with the edge's key (plus its ack fields) when the payload's signature was verified,
+    so the edge can tell it from a proxy's or a forger's answer."""
     code = STATUS_OF_REASON.get(reason, status.HTTP_400_BAD_REQUEST)
-    return JSONResponse(s.IngestRefusal(reason=reason, detail=detail).model_dump(), status_code=code)
+    body: dict[str, Any] = s.IngestRefusal(reason=reason, detail=detail).model_dump()
+    if key and ack is not None:
+        body = wire.sign_ack(key, ack | body)
+    return JSONResponse(body, status_code=code)
 
 
 async def _read_limited(request: Request, limit: int) -> tuple[bytes, bool]:
@@ -61,12 +69,16 @@ async def ingest(request: Request, cloud: CloudDep) -> Response:
     if too_big:
         detail = f"payload is larger than {limit} bytes"
         await run_in_threadpool(cloud.store.record_rejection,
-                                Rejection(peek_edge(body) or "?", "oversized", detail, time.time_ns()))
+                                Rejection(UNVERIFIED_EDGE, "oversized", detail, time.time_ns()))
         return refusal("oversized", detail)
     result = await run_in_threadpool(cloud.ingest.handle, body)
+    signed = cloud.ingest.signed_ack(result)
     if result.status == "rejected":
-        return refusal(result.reason or "malformed", result.detail)
-    return JSONResponse(s.IngestAck(seq=result.seq, status=result.status, stored=result.stored).model_dump())
+        key = cloud.ingest.edge_keys(result.edge) if result.verified and result.edge else None
+        return refusal(result.reason or "malformed", result.detail, key=key,
+                       ack={k: v for k, v in signed.items() if k != wire.ACK_SIG_FIELD})
+    # The signed dict as it is: re-serialising through the schema could add or drop keys the signature covers.
+    return JSONResponse(signed)
 
 
 @router.post("/edge-status", status_code=status.HTTP_204_NO_CONTENT, responses=_REFUSALS)
@@ -86,10 +98,12 @@ async def edge_status(request: Request, cloud: CloudDep,
     good = key is not None and x_spinline_signature is not None and hmac.compare_digest(
         wire.sign_status(key, body), x_spinline_signature.strip().lower())
     if not good:
-        detail = f"status of {x_spinline_mill}/{x_spinline_edge} is unsigned or the signature does not match"
+        # Unproven: counted under the neutral edge, and nothing from the headers is stored.
         await run_in_threadpool(cloud.store.record_rejection,
-                                Rejection(x_spinline_edge, "unauthorised", f"status: {detail}", time.time_ns()))
-        return refusal("unauthorised", detail)
+                                Rejection(UNVERIFIED_EDGE, "unauthorised",
+                                          unverified_detail("status", "unsigned or bad signature", len(body)),
+                                          time.time_ns()))
+        return refusal("unauthorised", "the status is unsigned, the edge unknown or the signature does not match")
     ok = await run_in_threadpool(cloud.ingest.handle_status, body, x_spinline_mill, x_spinline_edge)
     if not ok:
         return refusal("unauthorised", f"no edge {x_spinline_mill}/{x_spinline_edge} may report status")
@@ -114,7 +128,8 @@ async def edge_events(request: Request, cloud: CloudDep) -> Response:
         ack = await run_in_threadpool(events.handle, body)
     except PayloadError as exc:
         return refusal(exc.reason, exc.detail)
-    return Response(wire.encode_events_ack(ack), media_type="application/json")
+    edge = wire.decode_events(body, per_event=True).edge  # verified by ``handle`` above
+    return Response(wire.signed_events_ack(ack, edge, cloud.edges.key(edge)), media_type="application/json")
 
 
 sign_status = wire.sign_status  # re-exported for tests; the edge imports it from spinline.core.wire

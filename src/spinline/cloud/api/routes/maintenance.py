@@ -4,7 +4,8 @@ Thin routes over ``spinline.health`` (state machines, reports) and ``HealthStore
 the metadata database, tables created on first use). Reading needs ``read`` on the mill; changing
 an alarm or a work order needs ``manage_maintenance`` (a maintenance engineer or a manager);
 recording an alarm raised at the edge needs ``write_events``. A record of another mill answers 404,
-like an unknown one. A refused lifecycle step answers 409 with the reason.
+like an unknown one. A refused lifecycle step answers 409 with the reason, as does saving a record
+whose id another mill's record already has (it is never overwritten).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from spinline.cloud.health_pipeline import measured_health
 from spinline.cloud.meta.store import MillRecord
 from spinline.health.alarms import Alarm, AlarmState, InvalidTransition, Severity
 from spinline.health.reports import monthly_report, weekly_plan
-from spinline.health.store import HealthStore
+from spinline.health.store import HealthStore, RecordConflict
 from spinline.health.workorders import Priority, WorkOrder, WOState, overdue
 
 router = APIRouter(prefix="/mills/{mill}/maintenance", tags=["maintenance"])
@@ -194,8 +195,22 @@ def _order_of(hs: HealthStore, mill: str, order_id: str) -> WorkOrder:
     return got[1]
 
 
-def _conflict(exc: InvalidTransition) -> HTTPException:
+def _conflict(exc: InvalidTransition | RecordConflict) -> HTTPException:
     return HTTPException(status.HTTP_409_CONFLICT, str(exc))
+
+
+def _save_alarm(hs: HealthStore, mill: str, a: Alarm) -> None:
+    try:
+        hs.save_alarm(mill, a)
+    except RecordConflict as exc:
+        raise _conflict(exc) from None
+
+
+def _save_order(hs: HealthStore, mill: str, w: WorkOrder) -> None:
+    try:
+        hs.save_work_order(mill, w)
+    except RecordConflict as exc:
+        raise _conflict(exc) from None
 
 
 # --- alarms ----------------------------------------------------------------------------------------
@@ -214,7 +229,7 @@ def record_alarm(mill: WritableMill, body: AlarmCreate, user: CurrentUser, hs: H
     a = Alarm(asset=body.asset, rule=body.rule, severity=body.severity, message=body.message,
               raised_at=_naive_utc(body.raised_at) or _now(), value=body.value if body.value is not None else 0.0,
               evidence={**body.evidence, "recorded_by": user.username})
-    hs.save_alarm(mill.id, a)
+    _save_alarm(hs, mill.id, a)
     return alarm_public(mill.id, a)
 
 
@@ -227,7 +242,7 @@ def alarm_step(mill: MaintainableMill, alarm_id: str, action: Literal["acknowled
         getattr(a, action)(user.username, _now(), body.comment)
     except InvalidTransition as exc:
         raise _conflict(exc) from None
-    hs.save_alarm(mill.id, a)
+    _save_alarm(hs, mill.id, a)
     return alarm_public(mill.id, a)
 
 
@@ -266,7 +281,7 @@ def create_work_order(mill: MaintainableMill, body: WorkOrderCreate, user: Curre
         w = WorkOrder(asset=body.asset, title=body.title, created_at=now, created_by=user.username,
                       priority=body.priority or Priority.NORMAL, fault=body.fault or "unknown",
                       due_at=_naive_utc(body.due_at), description=body.description, hi_at_open=body.health_index)
-    hs.save_work_order(mill.id, w)
+    _save_order(hs, mill.id, w)
     return order_public(mill.id, w, now)
 
 
@@ -304,7 +319,7 @@ def work_order_step(mill: MaintainableMill, order_id: str,
             getattr(w, action)(by=user.username, at=now, comment=body.comment)
     except InvalidTransition as exc:
         raise _conflict(exc) from None
-    hs.save_work_order(mill.id, w)
+    _save_order(hs, mill.id, w)
     return order_public(mill.id, w, now)
 
 
@@ -330,8 +345,12 @@ def get_monthly_report(mill: ReadableMill, hs: HealthStoreDep,
                        month: Annotated[str | None, Query(pattern=r"^\d{4}-\d{2}$", description="YYYY-MM")] = None,
                        ) -> MonthlyReportPublic:
     """Faults found, time to fix and downtime avoided in a month (default: this month)."""
-    start = datetime.strptime(month, "%Y-%m") if month else _now().replace(day=1, hour=0, minute=0, second=0,
-                                                                          microsecond=0)
+    try:
+        start = datetime.strptime(month, "%Y-%m") if month else _now().replace(day=1, hour=0, minute=0, second=0,
+                                                                              microsecond=0)
+    except ValueError:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"month {month!r} is not a month (YYYY-MM)") \
+            from None
     r = monthly_report(hs.list_work_orders(mill.id), start)
 
     def fin(v: float) -> float | None:
