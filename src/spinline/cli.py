@@ -39,21 +39,13 @@ def version() -> None:
 
 
 def _register() -> None:
-    # Sub-command modules are registered here explicitly (no plugin scanning).
+    # Sub-command modules are registered here explicitly (no plugin scanning); each imports its
+    # heavy dependencies inside its commands, so ``spinline --help`` stays fast.
     from importlib import import_module
 
-    for name in ("sim", "edge", "cloud", "health", "carbon", "demo"):
-        try:
-            mod = import_module(f"spinline.{name}.cli")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"spinline.{name}.cli" and exc.name != f"spinline.{name}":
-                raise
-            continue
-        sub = mod.app
-        if name == "demo":
-            app.command("demo")(sub)
-        else:
-            app.add_typer(sub, name=name)
+    for name in ("sim", "edge", "cloud", "health", "carbon"):
+        app.add_typer(import_module(f"spinline.{name}.cli").app, name=name)
+    app.command("demo")(import_module("spinline.demo.cli").app)
 
 
 _register()
