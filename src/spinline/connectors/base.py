@@ -205,6 +205,23 @@ class PushConnector(Protocol):
         ...
 
 
+class PushLinks:
+    """What every push connector shares: one ``LinkHealth`` per machine (``_health``), and a context
+    manager with nothing to open — the connection lives in ``run``, which reconnects on its own."""
+
+    _health: dict[str, LinkHealth]
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        return None
+
+    def healths(self) -> dict[str, LinkHealth]:
+        return self._health
+
+
 def machine_ids(points: Sequence[PointRef]) -> list[str]:
     seen: dict[str, None] = {}
     for p in points:

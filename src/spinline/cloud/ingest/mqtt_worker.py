@@ -41,13 +41,21 @@ from paho.mqtt.reasoncodes import ReasonCode
 from spinline.cloud.health_events import EdgeEvents
 from spinline.cloud.ingest.service import Accepted, IngestResult, IngestService
 from spinline.core.errors import PayloadError, StorageError
-from spinline.core.wire import TOPIC_ACK, TOPIC_EVENTS_ACK, signed_events_ack
+from spinline.core.wire import (
+    TOPIC_ACK,
+    TOPIC_BATCH,
+    TOPIC_EVENTS,
+    TOPIC_EVENTS_ACK,
+    TOPIC_STATUS,
+    signed_events_ack,
+)
 
 logger = logging.getLogger(__name__)
 
-BATCH_FILTER = "spinline/up/+/+/batch"
-STATUS_FILTER = "spinline/up/+/+/status"
-EVENTS_FILTER = "spinline/up/+/+/events"
+#: Every mill's and edge's uplink topics (the topic layout is ``core.wire``'s, with wildcards).
+BATCH_FILTER = TOPIC_BATCH.format(mill="+", edge="+")
+STATUS_FILTER = TOPIC_STATUS.format(mill="+", edge="+")
+EVENTS_FILTER = TOPIC_EVENTS.format(mill="+", edge="+")
 
 
 @dataclass(slots=True)

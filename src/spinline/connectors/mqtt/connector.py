@@ -32,8 +32,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from types import TracebackType
-from typing import Self
 
 import aiomqtt
 import numpy as np
@@ -42,7 +40,7 @@ from spinline.core.batch import Batch, Quality
 from spinline.core.errors import ConnectorError, DecodeError
 from spinline.core.site import Machine, MqttLink, PointRef
 
-from ..base import BadInput, LinkHealth, LinkState, Problems, Sink, TsGuard
+from ..base import BadInput, LinkHealth, LinkState, Problems, PushLinks, Sink, TsGuard
 from . import sparkplug
 from .json_map import TS_MAX_NS, TS_MIN_NS, TopicMap
 from .vibration import VibrationMap
@@ -55,7 +53,7 @@ _MAX_UNKNOWN_TOPICS = 256
 _SPB_DATA = ("NBIRTH", "NDATA", "DBIRTH", "DDATA")
 
 
-class MqttConnector:
+class MqttConnector(PushLinks):
     def __init__(self, host: str, port: int, points: Sequence[PointRef], *, mill: str,
                  vibration_machines: Sequence[Machine] = (), iso_class: Mapping[str, str] | None = None,
                  stale_after: float = 5.0, backoff_s: tuple[float, float] = (0.5, 15.0),
@@ -93,16 +91,6 @@ class MqttConnector:
         self._extra: dict[str, LinkHealth] = {}
         self.unknown = LinkHealth(f"mqtt {host}:{port} unknown device")
         self.unknown_topics: dict[str, int] = {}
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        return None
-
-    def healths(self) -> dict[str, LinkHealth]:
-        return self._health
 
     def subscriptions(self) -> list[str]:
         wild = []

@@ -21,8 +21,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import numpy as np
 from asyncua import Client, ua
@@ -32,14 +31,14 @@ from spinline.core.batch import Batch, Quality
 from spinline.core.errors import ConnectorError
 from spinline.core.site import OpcUaLink, PointRef
 
-from ..base import LinkHealth, Sink, machine_ids
+from ..base import LinkHealth, PushLinks, Sink, machine_ids
 from .codec import status_quality, to_float, to_ns
 
 log = logging.getLogger(__name__)
 SERVER_STATE = "i=2259"  # Server_ServerStatus_State
 
 
-class OpcUaConnector:
+class OpcUaConnector(PushLinks):
     def __init__(self, endpoint: str, points: Sequence[PointRef], *, timeout_s: float = 2.0, check_s: float = 1.0,
                  flush_s: float = 0.1, backoff_s: tuple[float, float] = (0.5, 15.0), subscribe: bool = True) -> None:
         if not points:
@@ -60,16 +59,6 @@ class OpcUaConnector:
         self.sessions = 0
         self.notifications = 0
         self.mode = "subscription"
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        return None
-
-    def healths(self) -> dict[str, LinkHealth]:
-        return self._health
 
     # --- asyncua subscription handler ---------------------------------------------------------------
 
