@@ -25,6 +25,9 @@ def tables(d: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     lib = d["library"]
     summary = [
         {"item": "mill", "value": d["mill"]}, {"item": "month", "value": d["month"]},
+        {"item": "hours_covered", "value": f"{d['period']['covered_start']} .. {d['period']['covered_end']} "
+                                           f"({d['period']['hours']} h)"},
+        {"item": "month_to_date", "value": d["period"]["month_to_date"]},
         {"item": "allocation_rule", "value": f"{d['allocation_rule']}: {RULES[d['allocation_rule']]}"},
         {"item": "gap_fill", "value": d["gap_fill"]},
         {"item": "factor_library", "value": f"{lib['name']} {lib['version']} ({lib['digest']})"},
@@ -37,6 +40,7 @@ def tables(d: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
         {"item": "kgco2e_per_kg_spinning", "value": d["product_footprint"]["kgco2e_per_kg_spinning"]},
         {"item": "kgco2e_per_kg_cradle_to_gate", "value": d["product_footprint"]["kgco2e_per_kg_cradle_to_gate"]},
         {"item": "estimated_kwh_share", "value": dq["estimated_share"]},
+        {"item": "estimated_flagged", "value": dq["estimated_flagged"]},
         {"item": "interpolated_kwh_share", "value": dq["interpolated_share"]},
     ]
     counts = [{k: v for k, v in c.items() if k != "stages_kwh_per_kg"} for c in d["counts"]]

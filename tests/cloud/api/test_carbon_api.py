@@ -40,6 +40,12 @@ async def test_month_figures_and_pact_export(api: Api, zone_site: Site) -> None:
     inv = d["inventory"]
     total = d["energy"]["total_kwh"]
     assert total > 1000 and d["energy"]["yarn_kg"] > 100
+    # three days of data in October: the figures cover those hours, energy and yarn alike, with
+    # nothing filled before the first or after the last reading (so nothing estimated or flagged)
+    # (the last reading, at 3 days exactly, opens a 73rd hour)
+    assert d["period"]["hours"] == 73 and d["period"]["month_to_date"] is True
+    assert d["period"]["covered_start"] == "2026-09-30T16:00:00Z"
+    assert d["energy"]["estimated_share"] == 0.0 and d["energy"]["estimated_flagged"] is False
     # Scope 2 both ways: location-based (grid average) and market-based (residual mix), both positive
     assert inv["scope2_location_kg"] > 0 and inv["scope2_market_kg"] > 0
     assert inv["consumption_kwh"] == pytest.approx(total, rel=1e-6)

@@ -10,7 +10,7 @@ from spinline.carbon.factors import FactorError
 from spinline.carbon.footprint import AllocationError
 from spinline.carbon.report import pact_footprints
 from spinline.carbon.service import figures_dict, month_report
-from spinline.cloud.api.deps import ReadableMill, StoreDep
+from spinline.cloud.api.deps import ReadableMill, SettingsDep, StoreDep
 
 router = APIRouter(tags=["carbon"])
 
@@ -19,18 +19,28 @@ RuleQ = Annotated[Literal["mass", "energy", "spindle_hours"], Query(description=
 
 
 @router.get("/mills/{mill}/carbon/{month}")
-def carbon_month(mill: ReadableMill, store: StoreDep, month: str, rule: RuleQ = "mass") -> dict[str, Any]:
-    """Inventory (Scope 1, Scope 2 location and market), per-kg figures, indicators, data quality, factors."""
+def carbon_month(mill: ReadableMill, store: StoreDep, settings: SettingsDep, month: str,
+                 rule: RuleQ = "mass") -> dict[str, Any]:
+    """Inventory (Scope 1, Scope 2 location and market), per-kg figures, indicators, data quality, factors.
+
+    A month in progress is reported month to date over the hours its data covers (``period``);
+    ``energy.estimated_flagged`` (and the same beside the product footprint and in
+    ``data_quality``) is true when the estimated share of kWh exceeds the configured limit
+    (``SPINLINE_CARBON_ESTIMATED_LIMIT``, default 10 %).
+    """
     try:
-        return figures_dict(month_report(store, mill.config, month, rule=rule))
+        return figures_dict(month_report(store, mill.config, month, rule=rule,
+                                         estimated_limit=settings.carbon_estimated_limit))
     except (FactorError, AllocationError, ValueError) as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from None
 
 
 @router.get("/mills/{mill}/carbon/{month}/pact")
-def carbon_pact(mill: ReadableMill, store: StoreDep, month: str, rule: RuleQ = "mass") -> list[dict[str, Any]]:
+def carbon_pact(mill: ReadableMill, store: StoreDep, settings: SettingsDep, month: str,
+                rule: RuleQ = "mass") -> list[dict[str, Any]]:
     """PACT (Pathfinder) v2 ProductFootprints, one per yarn count."""
     try:
-        return pact_footprints(month_report(store, mill.config, month, rule=rule))
+        return pact_footprints(month_report(store, mill.config, month, rule=rule,
+                                            estimated_limit=settings.carbon_estimated_limit))
     except (FactorError, AllocationError, ValueError) as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from None
