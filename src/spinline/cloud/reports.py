@@ -107,6 +107,11 @@ def _wmean(values: list[float | None], weights: list[float]) -> float | None:
     return None if not total else sum(v * w for v, w in pairs) / total
 
 
+def _base_of(pcts: list[float | None], kg: list[float]) -> list[float]:
+    """The denominators behind output ratios (kg ÷ pct), so merged efficiencies stay Σ kg ÷ Σ base."""
+    return [x * 100.0 / v if v else 0.0 for v, x in zip(pcts, kg, strict=True)]
+
+
 def _merge(ks: list[Kpis]) -> Kpis:
     out = sum(k.output_kg for k in ks)
     hours = sum(k.hours for k in ks)
@@ -118,7 +123,10 @@ def _merge(ks: list[Kpis]) -> Kpis:
         hours=hours, machines=max(k.machines for k in ks), spindles=max(k.spindles for k in ks), output_kg=out,
         std_output_kg=None if any(s is None for s in std) else sum(s for s in std if s is not None),
         count_ne=_wmean([k.count_ne for k in ks], [k.output_kg for k in ks]), run_h=run, energy_kwh=energy,
-        efficiency_pct=_wmean([k.efficiency_pct for k in ks], [k.output_kg for k in ks]),
+        efficiency_pct=_wmean([k.efficiency_pct for k in ks],
+                              _base_of([k.efficiency_pct for k in ks], [k.output_kg for k in ks])),
+        running_efficiency_pct=_wmean([k.running_efficiency_pct for k in ks],
+                                      _base_of([k.running_efficiency_pct for k in ks], [k.output_kg for k in ks])),
         spindle_utilisation_pct=_wmean([k.spindle_utilisation_pct for k in ks], [k.hours for k in ks]),
         availability_pct=_wmean([k.availability_pct for k in ks], [k.hours for k in ks]),
         performance_pct=_wmean([k.performance_pct for k in ks], [k.run_h for k in ks]),
@@ -135,6 +143,7 @@ def _merge(ks: list[Kpis]) -> Kpis:
 COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("output_kg", "Output kg", "{:,.0f}"), ("std_output_kg", "kg at std count", "{:,.0f}"),
     ("count_ne", "Count Ne", "{:.1f}"), ("efficiency_pct", "Efficiency %", "{:.1f}"),
+    ("running_efficiency_pct", "Running eff. %", "{:.1f}"),
     ("oee_pct", "OEE %", "{:.1f}"), ("availability_pct", "A %", "{:.1f}"), ("performance_pct", "P %", "{:.1f}"),
     ("quality_pct", "Q %", "{:.1f}"), ("spindle_utilisation_pct", "Spindle util. %", "{:.1f}"),
     ("ends_down_per_1000_spindle_h", "Ends down /1000 sp·h", "{:.1f}"),
@@ -155,7 +164,9 @@ td,th{border:1px solid #bbb;padding:3px 6px;text-align:right}th:first-child,td:f
 caption{text-align:left;font-weight:bold}</style></head><body>
 <h1>{{ r.mill_name }} — production {{ r.period.label }}</h1>
 <p>Formulas: docs/kpis.md. Standard count for comparison: Ne {{ r.standard_ne | round(0) | int }}.
-Efficiency is against the speed run for the run time; OEE performance against each frame's top speed.</p>
+Efficiency is production efficiency as mills quote it: kg made ÷ kg at 100 % at the speed run over the whole
+planned time, so doffs, stops and ends down all lower it; running efficiency counts the run time only.
+OEE performance is against each frame's top speed.</p>
 {% for title, rows in sections %}<table><caption>{{ title }}</caption>
 <tr><th></th>{% for _, head, _ in columns %}<th>{{ head }}</th>{% endfor %}</tr>
 {% for name, cells in rows %}<tr><td>{{ name }}</td>{% for c in cells %}<td>{{ c }}</td>{% endfor %}</tr>{% endfor %}
