@@ -74,6 +74,21 @@ def test_production_efficiency_counts_doffs_and_stops() -> None:
     assert k0.efficiency_pct == 0.0 and k0.running_efficiency_pct is None
 
 
+def test_a_hole_in_the_data_bridged_by_the_counters() -> None:
+    # 4 buckets of 1 h at 15 000 rpm, 9.0 kg/h at 100 %; nothing read in buckets 1 and 2 (the edge was
+    # down), so bucket 3 carries the counters' increase over three hours: 3 h run, 3 × 8.1 = 24.3 kg.
+    b = Buckets(bucket_h=1.0, n=4,
+                delta={"output": np.array([8.1, np.nan, np.nan, 24.3]),
+                       "run_hours": np.array([1.0, np.nan, np.nan, 3.0])},
+                mean={"spindle_speed": np.array([15000.0, np.nan, np.nan, 15000.0]), "twist": np.full(4, 1000.0)},
+                max={"spindle_speed": np.array([15000.0, np.nan, np.nan, 15000.0])})
+    k = kpis(machine_totals(b, window_h=4.0, spindles=1000, count_ne=59.05), 4.0)
+    # the speed of bucket 3 is the 15 000 rpm it was read at (not 15 000 ÷ 3): theoretical 9.0 × 4 h run
+    # = 36 kg -> running 32.4 / 36 = 90 %; over the 4 h: 36 kg -> production efficiency 90 %
+    assert k.running_efficiency_pct == approx(90.0)
+    assert k.efficiency_pct == approx(90.0)
+
+
 def test_spindle_utilisation() -> None:
     # 7600 spindle-hours worked on 1000 spindles over an 8 h shift: 7600 / (1000·8) × 100 = 95 %
     assert spindle_utilisation_pct(7600, 1000, 8) == approx(95.0)

@@ -312,7 +312,9 @@ def machine_totals(b: Buckets, *, window_h: float, spindles: int | None = None, 
     if "spindle_speed" in b.mean:
         mean_rpm = b.gauge("spindle_speed", 0.0)
         max_rpm = b.gauge("spindle_speed", 0.0, table="max") if "spindle_speed" in b.max else mean_rpm
-        n_run = running_speed(mean_rpm, max_rpm, run / b.bucket_h)
+        # A bucket right after a hole in the data carries the counters' whole increase across the
+        # hole (run hours above its own length): its speed is that of the time it was read.
+        n_run = running_speed(mean_rpm, max_rpm, np.minimum(run / b.bucket_h, 1.0))
         theoretical = float(np.sum(theoretical_kg_per_h_array(n_run, tpm, ne, spindles) * run))
         nominal = nominal_rpm if nominal_rpm is not None else (float(max_rpm.max()) if b.n else 0.0)
         rated = float(np.sum(theoretical_kg_per_h_array(np.full(b.n, nominal), tpm, ne, spindles) * run))
