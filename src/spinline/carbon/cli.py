@@ -25,6 +25,7 @@ def report(
     green_kwh: float = typer.Option(0.0, "--green-kwh", help="green-certificate kWh for the month (adds one)"),
     tolerance: float = typer.Option(0.05, "--tolerance", help="sub-meter reconciliation tolerance (share)"),
     pdf: bool = typer.Option(True, "--pdf/--no-pdf", help="also write the PDF"),
+    lang: str = typer.Option("en", "--lang", help="language of the PDF: zh-CN | en"),
     estimated_limit: float = typer.Option(0.10, "--estimated-limit", min=0.0, max=1.0,
                                           help="flag the figures when more than this share of kWh is estimated"),
 ) -> None:
@@ -40,6 +41,8 @@ def report(
         raise typer.BadParameter("--rule must be mass, energy or spindle_hours")
     if gap_fill not in ("auto", "estimate", "none"):
         raise typer.BadParameter("--gap-fill must be auto, estimate or none")
+    if lang not in ("zh-CN", "en"):
+        raise typer.BadParameter("--lang must be zh-CN or en")
     try:
         s = load_site(site)
         lib = FactorLibrary.load(factors)
@@ -51,7 +54,7 @@ def report(
             fig = month_report(store, s.mill(mill), month, library=lib, inputs=inp, rule=rule,  # type: ignore[arg-type]
                                gap_fill=gap_fill, tolerance=tolerance,  # type: ignore[arg-type]
                                estimated_limit=estimated_limit)
-            paths = write_report(fig, out, pdf=pdf)
+            paths = write_report(fig, out, pdf=pdf, lang=lang)
         finally:
             store.close()
     except (SpinlineError, KeyError, ValueError) as exc:

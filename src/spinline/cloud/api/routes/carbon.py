@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, Query, Response, status
 
 from spinline.carbon.factors import FactorError
 from spinline.carbon.footprint import AllocationError
-from spinline.carbon.report import pact_footprints
+from spinline.carbon.report import pact_footprints, render
 from spinline.carbon.service import figures_dict, month_report
 from spinline.cloud.api.deps import ReadableMill, SettingsDep, StoreDep
 
@@ -32,7 +32,7 @@ def carbon_month(mill: ReadableMill, store: StoreDep, settings: SettingsDep, mon
         return figures_dict(month_report(store, mill.config, month, rule=rule,
                                          estimated_limit=settings.carbon_estimated_limit))
     except (FactorError, AllocationError, ValueError) as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from None
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
 
 
 @router.get("/mills/{mill}/carbon/{month}/pact")
@@ -43,4 +43,22 @@ def carbon_pact(mill: ReadableMill, store: StoreDep, settings: SettingsDep, mont
         return pact_footprints(month_report(store, mill.config, month, rule=rule,
                                             estimated_limit=settings.carbon_estimated_limit))
     except (FactorError, AllocationError, ValueError) as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from None
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
+
+
+LangQ = Annotated[Literal["zh-CN", "en"], Query(description="language of the PDF (zh-CN uses the built-in "
+                                                             "STSong-Light CID font)")]
+
+
+@router.get("/mills/{mill}/carbon/{month}/report",
+            responses={200: {"content": {"application/pdf": {}, "text/html": {}}}})
+def carbon_report(mill: ReadableMill, store: StoreDep, settings: SettingsDep, month: str, rule: RuleQ = "mass",
+                  format: Annotated[Literal["pdf", "html", "xlsx", "json"], Query()] = "pdf",  # noqa: A002
+                  lang: LangQ = "zh-CN") -> Response:
+    """The month's report as a file to download (PDF with charts, in Chinese by default)."""
+    try:
+        fig = month_report(store, mill.config, month, rule=rule, estimated_limit=settings.carbon_estimated_limit)
+        content, media, name = render(fig, format, lang)
+    except (FactorError, AllocationError, ValueError) as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
+    return Response(content, media_type=media, headers={"Content-Disposition": f'attachment; filename="{name}"'})
