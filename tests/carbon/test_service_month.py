@@ -122,7 +122,8 @@ def test_pdf_in_chinese_with_charts(month_db: Path, mill_yaml: Path, tmp_path: P
     text = text_of(data)
     flat = "".join(text.split())
     # headings, Scope 1/2 and the mill's figure in Chinese, numbers as in the figures
-    for words in ("能源与碳排放月报", "组织温室气体清单", "范围二（基于位置）", "单位纱线指标", "绿色工厂指标", "数据质量"):
+    for words in ("能源与碳排放月报", "组织温室气体清单", "范围二（基于位置）", "单位纱线指标", "绿色工厂指标",
+                  "数据质量"):
         assert words in flat, words
     assert f"全厂单位电耗{f.footprint.kwh_per_kg:.3f}kWh/kg" in flat
     # the charts: titles, stage names on the axis and shares in the pie's legend

@@ -89,7 +89,8 @@ def test_pdf_report_in_chinese_with_charts(week_store: tuple[Site, Path], tmp_pa
     text = text_of(data)
     flat = "".join(text.split())               # table heads wrap over lines
     # Chinese headings and column heads as mills say them, the figures beside them
-    for words in ("生产报表", "细纱机（按千锭时断头从高到低）", "千锭时断头", "生产效率%", "运转效率%", "单位电耗kWh/kg"):
+    for words in ("生产报表", "细纱机（按千锭时断头从高到低）", "千锭时断头", "生产效率%", "运转效率%",
+                  "单位电耗kWh/kg"):
         assert words in flat, words
     assert f"{r.summary.kpis.efficiency_pct:.1f}" in text
     # the charts: their titles, the day labels of the x axis and the legend of the efficiency lines
