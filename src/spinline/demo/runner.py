@@ -268,7 +268,7 @@ def _fast_forward(sim: SimServer, until_ns: int) -> None:
 def _backfill(cloud: Cloud, app: Any, sims: dict[str, SimServer], edges: dict[str, tuple[str, Path]],
               start_ns: int, summary: DemoSummary, say: Callable[[str], None]) -> None:
     """Write each mill's history up to now, catch up with the clock, then rollups and the health pipeline."""
-    t0 = time.monotonic()
+    t0, cpu0 = time.monotonic(), time.process_time()
     end = summary.history_span[1] if summary.history_span else time.time_ns()
     days = (end - start_ns) / 86400e9
     say(f"writing {days:g} days of history for {', '.join(sims)} (simulator -> edge encoding -> cloud ingest)")
@@ -312,7 +312,9 @@ def _backfill(cloud: Cloud, app: Any, sims: dict[str, SimServer], edges: dict[st
         rep = pipeline.run_once()
         alarms = f"; health pipeline: {len(rep.raised)} alarms, {len(rep.orders)} work orders"
     summary.history_s = time.monotonic() - t0
-    say(f"history written in {summary.history_s:.0f}s{alarms}")
+    rows = sum(r.rows for r in summary.history.values())
+    say(f"history written in {summary.history_s:.0f}s ({time.process_time() - cpu0:.0f} CPU-s, {rows:,} readings)"
+        f"{alarms}")
 
 
 def _hhmm(ts_ns: int) -> str:
