@@ -28,6 +28,7 @@ def b_values(api: Api) -> dict[str, list[str]]:
     return {"mill": ["mill-b"], "ref": [B_POINT, str(point_key(B_POINT))], "edge_id": ["edge-b"],
             "user_id": [str(api.user_ids["bob"])],
             "month": ["2026-10"],  # with mill B in the path: a month of mill B's carbon figures
+            "period": ["2026-10", "2026-W47"],  # with mill B in the path: mill B's production report
             "alarm_id": ["AL-1"], "order_id": ["WO-1"],
             "action": ["acknowledge", "assign", "clear", "verify"],
             # for routes of other parts: ids of mill B's records are looked up the same way
@@ -154,6 +155,7 @@ async def test_every_route_refuses_mill_b_to_a_mill_a_user(api: Api, who: str) -
 async def test_without_a_token_every_route_but_login_and_ingest_is_401(api: Api) -> None:
     spec = (await api.client.get("/api/v1/openapi.json")).json()
     values = {"mill": "mill-a", "ref": A_POINT, "edge_id": "edge-a", "user_id": "1", "month": "2026-10",
+              "period": "2026-10",
               "alarm_id": "AL-1", "order_id": "WO-1", "action": "acknowledge"}
     for path, ops in spec["paths"].items():
         for method in ops:
