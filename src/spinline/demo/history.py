@@ -17,8 +17,11 @@ history to now, and hands every block to the cloud the way the mill's edge would
   ``payload_s`` of history, incarnation ``history`` (idempotency key ``edge:history:seq``, never
   one of the live buffer's), delivered to the cloud's ``IngestService`` (``ingest``) as the HTTP
   route does, and the edge's alarm events through ``EdgeEvents`` (``events``);
-* an **offline episode**: the edge was down over ``offline`` (no reading, no snapshot), a hole
-  that the cloud's completeness reports as ``not_collected`` and the counters bridge.
+* the edge's own points every ``slow_step_s``: ``points_collected`` (the readings it sent so far)
+  and ``uplink_state`` (connected), as the agent reports itself;
+* an **offline episode**: the edge was down over ``offline`` (no reading, no snapshot, no edge
+  point), a hole that the cloud's completeness reports as ``not_collected`` on the device points
+  and on the edge's own, and that the counters bridge.
 
 Rows go in time order, so the health pipeline's per-asset watermark sees them in order too.
 """
@@ -36,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from spinline.core.batch import Batch
-from spinline.core.site import Site
+from spinline.core.site import EDGE_MACHINE_ID, Site, point_key
 from spinline.core.wire import MAX_EVENTS, Envelope, encode, encode_events
 from spinline.sim.mill import MillSim
 
@@ -115,6 +118,9 @@ class HistoryWriter:
         self.report = HistoryReport(self.mill, offline=plan.offline)
         pts = sim.points
         self._fast = np.array([p.point.name in FAST_POINTS for p in pts])
+        self._edge_keys = np.array([point_key(f"{self.mill}/{EDGE_MACHINE_ID}/{n}")
+                                    for n in ("points_collected", "uplink_state")], dtype=np.int64)
+        self._collected = 0
         self._seq = 0
         self._pending: list[Batch] = []
         self._pending_from = plan.start_ns
@@ -156,6 +162,12 @@ class HistoryWriter:
         keep &= up[:, None]
         r, c = np.nonzero(keep)
         batches = [Batch.of(self.sim.keys[c], ts_i[r], values[r, c], quality[r, c])] if len(r) else []
+        self._collected += len(r)
+        own = np.flatnonzero(slow_row & up)
+        if len(own):
+            per_row = np.cumsum(keep.sum(axis=1))           # readings sent up to each step
+            vals = np.column_stack([self._collected - per_row[-1] + per_row[own], np.zeros(len(own))])
+            batches.append(Batch.of(np.tile(self._edge_keys, len(own)), np.repeat(ts_i[own], 2), vals.ravel()))
         if up[-1]:
             batches += self._vib.due(int(ts_i[-1]))
         self.report.snapshots = self._vib.snapshots
