@@ -43,8 +43,10 @@ def _register() -> None:
     # heavy dependencies inside its commands, so ``spinline --help`` stays fast.
     from importlib import import_module
 
-    for name in ("sim", "edge", "cloud", "health", "carbon"):
-        app.add_typer(import_module(f"spinline.{name}.cli").app, name=name)
+    # ``carbon`` reads the cloud's store, so its command lives on the cloud side (spinline.cloud.carbon).
+    for name, module in (("sim", "sim"), ("edge", "edge"), ("cloud", "cloud"), ("health", "health"),
+                         ("carbon", "cloud.carbon")):
+        app.add_typer(import_module(f"spinline.{module}.cli").app, name=name)
     app.command("demo")(import_module("spinline.demo.cli").app)
 
 

@@ -16,7 +16,7 @@ import jinja2
 
 from spinline.carbon import pact
 from spinline.carbon.footprint import RULES
-from spinline.carbon.service import MonthFigures, figures_dict
+from spinline.cloud.carbon.service import MonthFigures, figures_dict
 
 
 def tables(d: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:

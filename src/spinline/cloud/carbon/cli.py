@@ -30,7 +30,7 @@ def report(
     from spinline.carbon import inputs as ci
     from spinline.carbon.factors import FactorLibrary
     from spinline.carbon.report import write_report
-    from spinline.carbon.service import month_report
+    from spinline.cloud.carbon.service import month_report
     from spinline.cloud.storage.factory import open_store
     from spinline.core.site import load_site
 
