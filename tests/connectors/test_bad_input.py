@@ -32,6 +32,7 @@ from spinline.core.batch import Batch, Quality
 from spinline.core.site import parse_site, point_key
 from spinline.edge.agent import BUFFER_FILE, EdgeAgent
 from spinline.edge.buffer import EdgeBuffer
+from spinline.health.features import featurize
 
 peers = import_module("spinline_test_peers")
 
@@ -75,7 +76,8 @@ class MqttRig:
         self.site = mqtt_site(self.tag, snapshot_s)
         self.pts = {p.tag.split("/", 1)[1]: p for p in self.site.points(self.tag)}
         vib = [p.machine for p in self.pts.values() if p.machine.vibration is not None][:1]
-        self.conn = MqttConnector(host, port, list(self.pts.values()), mill=self.tag, vibration_machines=vib)
+        self.conn = MqttConnector(host, port, list(self.pts.values()), mill=self.tag, vibration_machines=vib,
+                                  featurizer=featurize)
         self.got: list[Batch] = []
         self.dev: aiomqtt.Client | None = None
         self.task: asyncio.Task[None] | None = None

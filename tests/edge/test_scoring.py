@@ -32,6 +32,7 @@ from spinline.edge.agent import BUFFER_FILE, EdgeAgent
 from spinline.edge.buffer import EdgeBuffer
 from spinline.edge.models import MODELS_DIR, ModelRecord, ModelRejected, ModelSlot, slot_filename
 from spinline.edge.scoring import EdgeScoring, ScoringConfig
+from spinline.health.features import featurize
 from spinline.health.synthetic import snapshot
 from spinline.sim.mqtt_publisher import vibration_payload
 from spinline.sim.server import SimServer
@@ -55,7 +56,7 @@ class Feed:
         self.mill = site.mills[0].id
         self.scoring = EdgeScoring(self.mill, [self.machine], {"rf01": "II"}, data_dir,
                                    ScoringConfig(commissioning_n=commissioning_n))
-        self.vib = VibrationMap(self.mill, [self.machine], {"rf01": "II"}, scorer=self.scoring)
+        self.vib = VibrationMap(self.mill, [self.machine], {"rf01": "II"}, scorer=self.scoring, featurizer=featurize)
         self.topic = VIB_TOPIC.format(mill=self.mill, machine="rf01", channel="main_motor")
         self.bearing = self.machine.bearings[0]
         self.t_ns = 1_790_000_000 * S

@@ -177,9 +177,12 @@ class EdgeAgent:
             self.scoring = EdgeScoring(self.mill.id, all_vib, iso, self.data_dir, self.scoring_config,
                                        self.model_verifier)
         for (host, port) in set(mqtt) | set(vib_machines):
+            from spinline.health.features import featurize  # on use: health costs nothing without vibration
+
             mc = MqttConnector(host, port, mqtt.get((host, port), []), mill=self.mill.id,
                                vibration_machines=vib_machines.get((host, port), []),
-                               iso_class=iso, client_id=f"spinline-dev-{self.edge_id}-{port}")
+                               iso_class=iso, client_id=f"spinline-dev-{self.edge_id}-{port}",
+                               featurizer=featurize)
             mc.vib.scorer = self.scoring
             self.pushers.append(mc)
 
