@@ -54,7 +54,7 @@ from typing import Any
 from spinline.core.errors import StorageError
 from spinline.core.site import Machine, MachineType
 from spinline.core.wire import EdgeEvent, EventSeverity
-from spinline.health.alarms import Alarm, AlarmEngine, AlarmState, Severity, default_rules
+from spinline.health.alarms import Alarm, AlarmEngine, AlarmStateError, default_rules
 from spinline.health.anomaly import DETECTORS, BaselineDetector
 from spinline.health.features import bearing_frequencies
 from spinline.health.monitor import AssetMonitor, AssetStatus
@@ -77,7 +77,6 @@ __all__ = ["AssetScorer", "EdgeScoring", "ScoringConfig", "asset_tag", "validate
 KIND_PREFIX = "asset_monitor/"
 COMMISSIONING = "commissioning"
 ALARMS_SUFFIX = ".alarms"
-ALARMS_VERSION = 1
 
 
 def asset_tag(mill: str, machine: str, channel: str) -> str:
@@ -223,18 +222,7 @@ class AssetScorer:
     # --- alarm state ------------------------------------------------------------------------------
 
     def _alarm_state(self) -> dict[str, Any]:
-        rules: dict[str, Any] = {}
-        for rule in self.engine.rules:
-            st = self.engine._st.get((self.asset, rule.name))  # noqa: SLF001 - see load_alarms
-            if st is None:
-                continue
-            a = st.alarm if st.alarm is not None and st.alarm.is_open else None
-            rules[rule.name] = {
-                "cleared_at": None if st.cleared_at is None else st.cleared_at.isoformat(),
-                "alarm": None if a is None else {"id": a.id, "severity": a.severity.value, "message": a.message,
-                                                 "raised_at": a.raised_at.isoformat(), "value": a.value,
-                                                 "state": a.state.value, "count": a.count}}
-        return {"version": ALARMS_VERSION, "asset": self.asset, "rules": rules}
+        return self.engine.export_state(self.asset)
 
     def _note_alarm_change(self) -> None:
         sig = tuple((r, (v["alarm"] or {}).get("id"), (v["alarm"] or {}).get("state"), v["cleared_at"])
@@ -252,11 +240,10 @@ class AssetScorer:
         self.alarms_dirty = False
 
     def load_alarms(self) -> None:
-        """Put the persisted open alarms back into the engine (I/O).
+        """Put the persisted alarm state (``AlarmEngine.export_state``) back into the engine (I/O).
 
-        ``AlarmEngine`` has no public restore yet, so this sets its per-(asset, rule) state
-        directly: the open alarm, an ``on`` count at the rule's delay (the condition held when it
-        was raised) and the last clear time (the re-arm delay goes on across the restart).
+        The open alarms, the rules' counters and the last clear times (the re-arm delay goes on
+        across the restart); a file of the older version 1 is migrated by ``restore_state``.
         """
         try:
             raw = self.alarms_path.read_bytes()
@@ -264,39 +251,18 @@ class AssetScorer:
             return
         except OSError as exc:
             raise StorageError(f"cannot read alarm state {self.alarms_path}: {exc}") from exc
-        rules = {r.name: r for r in self.engine.rules}
         try:
             d = json.loads(raw)
-            if d.get("version") != ALARMS_VERSION or d.get("asset") != self.asset:
-                raise ValueError(f"alarm state of {d.get('asset')!r}, version {d.get('version')!r}")
-            restored = []
-            for name, v in d["rules"].items():
-                rule = rules.get(name)
-                if rule is None:
-                    continue   # a rule this edge no longer runs
-                cleared = v.get("cleared_at")
-                a = v.get("alarm")
-                alarm = None if a is None else Alarm(
-                    asset=self.asset, rule=name, severity=Severity(a["severity"]), message=str(a["message"]),
-                    raised_at=datetime.fromisoformat(a["raised_at"]), value=float(a["value"]), id=str(a["id"]),
-                    state=AlarmState(a["state"]), count=int(a["count"]))
-                restored.append((name, rule.on_delay, alarm, None if cleared is None else datetime.fromisoformat(
-                    cleared)))
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            if not isinstance(d, dict) or d.get("asset") != self.asset:
+                raise AlarmStateError(f"alarm state of {d.get('asset') if isinstance(d, dict) else d!r}")
+            self.engine.restore_state(d)
+        except ValueError as exc:  # AlarmStateError and JSON errors are ValueErrors
             bad = self.alarms_path.with_name(self.alarms_path.name + f".bad-{time.time_ns()}")
             with contextlib.suppress(OSError):
                 os.replace(self.alarms_path, bad)
             log.error("alarm state %s is unusable (%s): moved to %s, the asset starts with no open alarm",
                       self.alarms_path, exc, bad.name)
             return
-        from spinline.health.alarms import _RuleState
-
-        for name, on_delay, alarm, cleared in restored:
-            st = self.engine._st.setdefault((self.asset, name), _RuleState())  # noqa: SLF001
-            st.cleared_at = cleared
-            if alarm is not None and alarm.is_open:
-                st.alarm, st.on, st.off = alarm, on_delay, 0
-                self.engine.alarms.append(alarm)
         self._note_alarm_change()
         self.alarms_dirty = False
         if self.engine.open_alarms(self.asset):
