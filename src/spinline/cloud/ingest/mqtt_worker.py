@@ -38,8 +38,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from spinline.cloud.health_events import EdgeEvents
 from spinline.cloud.ingest.service import Accepted, IngestResult, IngestService
+from spinline.cloud.maintenance.events import EdgeEvents
 from spinline.core.errors import PayloadError, StorageError
 from spinline.core.wire import (
     TOPIC_ACK,

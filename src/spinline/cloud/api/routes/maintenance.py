@@ -26,11 +26,11 @@ from spinline.cloud.api.deps import (
     not_found,
 )
 from spinline.cloud.auth.roles import Permission
-from spinline.cloud.health_pipeline import measured_health
+from spinline.cloud.maintenance.pipeline import measured_health
+from spinline.cloud.maintenance.store import HealthStore, RecordConflict
 from spinline.cloud.meta.store import MillRecord
 from spinline.health.alarms import Alarm, AlarmState, InvalidTransition, Severity
 from spinline.health.reports import monthly_report, weekly_plan
-from spinline.health.store import HealthStore, RecordConflict
 from spinline.health.workorders import Priority, WorkOrder, WOState, overdue
 
 router = APIRouter(prefix="/mills/{mill}/maintenance", tags=["maintenance"])

@@ -44,6 +44,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from spinline.cloud.maintenance.store import HealthStore
 from spinline.cloud.settings import Settings
 from spinline.cloud.storage.base import PointInfo, TimeSeriesStore
 from spinline.core.errors import StorageError
@@ -61,7 +62,6 @@ from spinline.health.alarms import (
 from spinline.health.diagnosis import diagnose
 from spinline.health.features import ISO_ZONES
 from spinline.health.health_index import HealthIndex, health_index
-from spinline.health.store import HealthStore
 from spinline.health.workorders import WorkOrder
 
 logger = logging.getLogger(__name__)
