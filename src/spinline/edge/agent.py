@@ -61,7 +61,7 @@ from .coordinator import PollCoordinator
 from .filter import PointTable, ReportFilter
 from .forwarder import AsyncBuffer, Forwarder
 from .scheduler import Backoff
-from .uplink.base import make_uplink
+from .uplink.factory import make_uplink
 
 if TYPE_CHECKING:  # scoring pulls in the health models (scipy): only edges with vibration channels load it
     from .models import ModelVerifier
