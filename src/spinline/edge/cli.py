@@ -105,11 +105,13 @@ def run(site: Path = typer.Argument(..., help="site YAML file"),
         s = rebind(s, {int(a): int(b) for a, b in (p.split(":") for p in ports.split(",") if p)})
     from .agent import EdgeAgent
     from .models import ScoringConfig
+    from .settings import EdgeSettings
 
-    agent = EdgeAgent(s, mill or s.mills[0].id, edge_id=edge_id, secret=read_secret(secret_file, data_dir),
-                      data_dir=data_dir, cloud_url=cloud, device_mqtt=device_mqtt,
-                      budget_bytes=int(budget_mb * 1024 * 1024), flush_s=flush_s,
-                      scoring=ScoringConfig(commissioning_n=commissioning_n), require_signed_acks=require_signed_acks)
+    settings = EdgeSettings(edge_id=edge_id, secret=read_secret(secret_file, data_dir), data_dir=data_dir,
+                            cloud_url=cloud, device_mqtt=device_mqtt, budget_bytes=int(budget_mb * 1024 * 1024),
+                            flush_s=flush_s, scoring=ScoringConfig(commissioning_n=commissioning_n),
+                            require_signed_acks=require_signed_acks)
+    agent = EdgeAgent(s, mill or s.mills[0].id, settings)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(agent.run())
 
