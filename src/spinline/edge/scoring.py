@@ -208,16 +208,34 @@ class AssetScorer:
                                      model_version=rec.version,
                                      evidence=f"{rec.kind} {rec.version} from the {rec.source}"))
 
-    def persist(self) -> None:
-        """Write the slot if it changed (I/O; fsync'd, atomic)."""
+    def take_record(self) -> ModelRecord | None:
+        """The slot's record to write, if it changed (pure; on the event loop, where scoring runs).
+
+        Taken here and written by ``write_record`` on the buffer's thread, so the record written is
+        the one the models hold: a freeze between the two can no longer be overwritten by a stale
+        commissioning record. A failed write puts ``dirty`` back (``restore_dirty``)."""
         if not self.dirty:
-            return
+            return None
         rec = self.slot.record
         if rec is None or rec.state == "commissioning":
             rec = ModelRecord(asset=self.asset, kind=self.kind, version=COMMISSIONING,
                               params={"rows": list(self.rows)}, state="commissioning", source="local")
-        self.slot.save(rec)
         self.dirty = False
+        return rec
+
+    def write_record(self, rec: ModelRecord) -> None:
+        """Write a record from ``take_record`` (I/O; fsync'd, atomic)."""
+        self.slot.write(rec)
+
+    def persist(self) -> None:
+        """Write the slot if it changed (take and write at once: for callers without a loop)."""
+        rec = self.take_record()
+        if rec is not None:
+            try:
+                self.write_record(rec)
+            except BaseException:
+                self.dirty = True
+                raise
 
     # --- alarm state ------------------------------------------------------------------------------
 
@@ -231,13 +249,26 @@ class AssetScorer:
             self._alarm_sig = sig
             self.alarms_dirty = True
 
-    def persist_alarms(self) -> None:
-        """Write the alarm state if it changed (I/O; atomic, fsync'd)."""
+    def take_alarm_state(self) -> bytes | None:
+        """The alarm state to write, if it changed (on the loop: the engine is not read from another thread)."""
         if not self.alarms_dirty:
-            return
-        atomic_write(self.alarms_path, json.dumps(self._alarm_state(), separators=(",", ":"),
-                                                  allow_nan=True).encode())
+            return None
         self.alarms_dirty = False
+        return json.dumps(self._alarm_state(), separators=(",", ":"), allow_nan=True).encode()
+
+    def write_alarm_state(self, data: bytes) -> None:
+        """Write a state from ``take_alarm_state`` (I/O; atomic, fsync'd)."""
+        atomic_write(self.alarms_path, data)
+
+    def persist_alarms(self) -> None:
+        """Write the alarm state if it changed (take and write at once: for callers without a loop)."""
+        data = self.take_alarm_state()
+        if data is not None:
+            try:
+                self.write_alarm_state(data)
+            except BaseException:
+                self.alarms_dirty = True
+                raise
 
     def load_alarms(self) -> None:
         """Put the persisted alarm state (``AlarmEngine.export_state``) back into the engine (I/O).
@@ -405,6 +436,33 @@ class EdgeScoring:
         """Write changed alarm states (I/O; the agent calls it after committing the events)."""
         for a in self.assets.values():
             a.persist_alarms()
+
+    # Taken on the event loop (where scoring mutates the models), written on the buffer's thread.
+
+    def take_records(self) -> list[tuple[AssetScorer, ModelRecord]]:
+        return [(a, r) for a in self.assets.values() if (r := a.take_record()) is not None]
+
+    def take_alarm_states(self) -> list[tuple[AssetScorer, bytes]]:
+        return [(a, d) for a in self.assets.values() if (d := a.take_alarm_state()) is not None]
+
+    @staticmethod
+    def write_records(todo: list[tuple[AssetScorer, ModelRecord]]) -> None:
+        for a, r in todo:
+            a.write_record(r)
+
+    @staticmethod
+    def write_alarm_states(todo: list[tuple[AssetScorer, bytes]]) -> None:
+        for a, d in todo:
+            a.write_alarm_state(d)
+
+    @staticmethod
+    def restore_dirty(records: Sequence[tuple[AssetScorer, ModelRecord]] = (),
+                      alarms: Sequence[tuple[AssetScorer, bytes]] = ()) -> None:
+        """After a failed write: those assets are written again at the next commit."""
+        for a, _ in records:
+            a.dirty = True
+        for a, _ in alarms:
+            a.alarms_dirty = True
 
     def snapshot(self) -> dict[str, Any]:
         """Per-asset model state and latest health for the status message."""

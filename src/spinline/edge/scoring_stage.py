@@ -85,13 +85,23 @@ class ScoringStage:
         """Persist changed model slots, commit the scoring events (kept for the next try on failure), then
         persist the alarm states: a crash in between re-raises an alarm after the restart, never loses one.
         Returns the model version behind each asset's scores since the last commit."""
-        if self.scoring.dirty():
-            await buffer.call(self.scoring.persist, alarms=False)
-        self._pending_events += self.scoring.take_events()
+        sc = self.scoring
+        # What to write is taken here, on the loop where the models change; only the writing is threaded.
+        if records := sc.take_records():
+            try:
+                await buffer.call(sc.write_records, records)
+            except BaseException:
+                sc.restore_dirty(records=records)
+                raise
+        self._pending_events += sc.take_events()
         if self._pending_events:
             await buffer.append_events(self._pending_events)
             self._pending_events = []
             on_events()
-        if self.scoring.alarms_dirty():
-            await buffer.call(self.scoring.persist_alarms)
-        return self.scoring.take_versions()
+        if alarms := sc.take_alarm_states():
+            try:
+                await buffer.call(sc.write_alarm_states, alarms)
+            except BaseException:
+                sc.restore_dirty(alarms=alarms)
+                raise
+        return sc.take_versions()
