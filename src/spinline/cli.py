@@ -11,8 +11,7 @@ from pathlib import Path
 import typer
 
 from spinline import __version__
-from spinline.core.errors import SiteConfigError
-from spinline.core.site import load_site
+from spinline.core.site_cli import load_site_or_exit
 
 app = typer.Typer(help="spinline: end-edge-cloud platform for spinning mills.", no_args_is_help=True,
                   add_completion=False)
@@ -21,11 +20,7 @@ app = typer.Typer(help="spinline: end-edge-cloud platform for spinning mills.", 
 @app.command()
 def validate(site: Path = typer.Argument(..., help="site YAML file")) -> None:
     """Check a site file and print what it describes."""
-    try:
-        s = load_site(site)
-    except SiteConfigError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(2) from None
+    s = load_site_or_exit(site)
     for mill in s.mills:
         pts = s.points(mill.id)
         machines = {p.machine.id for p in pts}

@@ -29,15 +29,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import defaultdict
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any, cast
 
-from spinline.connectors.base import LinkHealth, PushConnector
-from spinline.connectors.modbus.connector import ModbusConnector
+from spinline.connectors.base import LinkHealth, PolledConnector, PushConnector
 from spinline.connectors.mqtt.connector import MqttConnector
+from spinline.connectors.registry import LinkContext, plan, vibration_machines
 from spinline.core.errors import StorageError, UplinkError
-from spinline.core.site import ModbusLink, MqttLink, OpcUaLink, PointRef, Site, derived_points
+from spinline.core.site import Site, derived_points
 
 from .buffer import EdgeBuffer
 from .buffer_io import AsyncBuffer
@@ -102,57 +100,34 @@ class EdgeAgent:
     # --- wiring (pure: objects only, no I/O) ---------------------------------------------------------
 
     def _build(self) -> None:
-        by_machine: dict[str, list[PointRef]] = defaultdict(list)
-        for p in self.points:
-            by_machine[p.machine.id].append(p)
-        opcua: dict[str, list[PointRef]] = defaultdict(list)
-        mqtt: dict[tuple[str, int], list[PointRef]] = defaultdict(list)
-        vib_machines: dict[tuple[str, int], list[Any]] = defaultdict(list)
-        from spinline.connectors.opcua.connector import OpcUaConnector
-
-        for i, (mid, pts) in enumerate(by_machine.items()):
-            link = pts[0].machine.link
-            if isinstance(link, ModbusLink):
-                conn = ModbusConnector(pts[0].machine, max_gap=self.settings.modbus_max_gap)
-                self.pollers.append(PollCoordinator(f"modbus {mid}", conn, pts, self.collector.ingest,
-                                                    backoff=Backoff(seed=i), timeout_s=link.timeout_s * 4 + 1))
-            elif isinstance(link, OpcUaLink):
-                opcua[link.endpoint].extend(pts)
-            elif isinstance(link, MqttLink):
-                mqtt[self._broker(link)].extend(pts)
-        for m in (p.machine for p in self.points):
-            if m.vibration is not None:
-                key = self._broker(m.link if isinstance(m.link, MqttLink) else None)
-                if m not in vib_machines[key]:
-                    vib_machines[key].append(m)
-        for endpoint, pts in opcua.items():
-            self.pushers.append(OpcUaConnector(endpoint, pts))
+        """The connectors the site needs (``connectors.registry``), the scoring stage if any channel vibrates."""
         iso = {m.id: self.site.templates[m.template].iso_class or "I"
                for m in (p.machine for p in self.points) if m.template and m.template in self.site.templates}
-        all_vib = [m for ms in vib_machines.values() for m in ms]
-        if all_vib:
+        featurizer = None
+        vib = vibration_machines(self.points)
+        if vib:
+            from spinline.health.features import featurize  # on use: health costs nothing without vibration
+
             from .scoring import EdgeScoring
             from .scoring_stage import ScoringStage
 
-            self.scoring = EdgeScoring(self.mill.id, all_vib, iso, self.data_dir, self.settings.scoring,
+            featurizer = featurize
+            self.scoring = EdgeScoring(self.mill.id, vib, iso, self.data_dir, self.settings.scoring,
                                        self.model_verifier)
             self.scoring_stage = ScoringStage(self.scoring, self.mill.id, self.collector.ingest)
-        for (host, port) in set(mqtt) | set(vib_machines):
-            from spinline.health.features import featurize  # on use: health costs nothing without vibration
-
-            self.pushers.append(MqttConnector(
-                host, port, mqtt.get((host, port), []), mill=self.mill.id,
-                vibration_machines=vib_machines.get((host, port), []), iso_class=iso,
-                client_id=f"spinline-dev-{self.edge_id}-{port}", featurizer=featurize,
-                feature_sink=self.scoring_stage.submit if self.scoring_stage is not None else None))
-
-    def _broker(self, link: MqttLink | None) -> tuple[str, int]:
-        cloud_url = self.settings.cloud_url
-        url = (link.broker if link is not None and link.broker else None) or self.settings.device_mqtt
-        if url is None and cloud_url and urlsplit(cloud_url).scheme == "mqtt":
-            url = cloud_url
-        u = urlsplit(url or "mqtt://127.0.0.1:1883")
-        return u.hostname or "127.0.0.1", u.port or 1883
+        ctx = LinkContext(edge_id=self.edge_id, mill=self.mill.id, device_mqtt=self.settings.device_mqtt,
+                          cloud_url=self.settings.cloud_url, modbus_max_gap=self.settings.modbus_max_gap,
+                          iso_class=iso, featurizer=featurizer,
+                          feature_sink=self.scoring_stage.submit if self.scoring_stage is not None else None)
+        seed = {mid: i for i, mid in enumerate(dict.fromkeys(p.machine.id for p in self.points))}
+        for c in plan(self.points, ctx):
+            if c.shape == "polled":
+                self.pollers.append(PollCoordinator(c.name, cast(PolledConnector, c.connector), list(c.points),
+                                                    self.collector.ingest,
+                                                    backoff=Backoff(seed=seed[c.points[0].machine.id]),
+                                                    timeout_s=c.timeout_s))
+            else:
+                self.pushers.append(cast(PushConnector, c.connector))
 
     def healths(self) -> dict[str, LinkHealth]:
         out: dict[str, LinkHealth] = {}
