@@ -8,6 +8,9 @@ expands the templates into the flat list every other part of spinline uses.
 Every point gets a stable tag ``"{mill}/{machine}/{point}"`` and a stable 64-bit key derived from
 the tag (``point_key``), so the edge and the cloud agree on ids from the same file with no
 coordination and the columnar batch stays all-numeric.
+
+Size: the whole site-file schema and the point set derived from it in one module, so the edge and
+the cloud read one vocabulary and a schema change is one diff.
 """
 
 from __future__ import annotations

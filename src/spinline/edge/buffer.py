@@ -36,6 +36,9 @@ Rows leave the buffer only through ``ack`` (the cloud stored them or already had
 ``dead_letter`` (the cloud refused them; they are kept in ``dead_letters`` for inspection).
 
 The class is synchronous and not thread-safe; the agent runs it on one worker thread.
+
+Size: one SQLite schema and every statement on it, so the durability rules (one transaction per
+batch, fsync before ack, budgets, dead letters, events) are checked in one place.
 """
 
 from __future__ import annotations

@@ -36,6 +36,10 @@ committed, so a crash in between re-raises an alarm (at least once) rather than 
 
 Known limits: a ``RateRule``'s value history is not persisted (none of the default rules is one);
 a stopped machine (shaft speed 0) gives no score at all.
+
+Size: one asset's model lifecycle (commissioning, freezing, replacement, alarm state, events, what
+is persisted when) reads as one story; the task that runs it beside the connectors is
+``scoring_stage.py``.
 """
 
 from __future__ import annotations

@@ -32,6 +32,9 @@ Version 1 is the edge's file before this contract (``cleared_at`` and the open a
 it is read with ``on`` at the rule's delay for an open alarm, as the edge did. The cloud pipeline's
 older, unversioned per-rule counters are converted by ``state_from_counters``. Any other version is
 refused with ``AlarmStateError`` naming it.
+
+Size: the alarm lifecycle, the rules, the engine and its versioned state format are one contract;
+splitting them would put the state format away from the state it describes.
 """
 
 from __future__ import annotations

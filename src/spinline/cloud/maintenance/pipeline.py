@@ -26,6 +26,10 @@ nothing.
 Known limit: a sample older than its asset's watermark when it arrives (an edge's backlog sent
 after newer live data was already evaluated) is stored and charted but not evaluated by the rules;
 ``settle_s`` holds back the newest seconds so the features of one snapshot arrive together.
+
+Size: the asset model, the health assessment and the restart-safe run of one asset belong together:
+the run's order (alarms, then work orders, then the watermark) is the pipeline's correctness, and it
+reads as one story here.
 """
 
 from __future__ import annotations
