@@ -24,7 +24,7 @@ from fastapi.routing import APIRoute
 
 from spinline import __version__
 from spinline.cloud import health_pipeline
-from spinline.cloud.api.deps import Cloud
+from spinline.cloud.api.deps import ApiError, Cloud
 from spinline.cloud.api.routes import (
     auth,
     carbon,
@@ -40,6 +40,7 @@ from spinline.cloud.api.routes import (
     users,
 )
 from spinline.cloud.api.services.site import register_site
+from spinline.cloud.api.services.streams import LiveStreams
 from spinline.cloud.auth.passwords import Passwords
 from spinline.cloud.auth.sealing import SecretBox
 from spinline.cloud.auth.service import Accounts, EdgeCredentials, InvalidRequest
@@ -92,12 +93,15 @@ def build_cloud(settings: Settings, store: TimeSeriesStore, meta: MetaStore) -> 
     passwords = Passwords(time_cost=settings.argon2_time_cost, memory_kib=settings.argon2_memory_kib,
                           parallelism=settings.argon2_parallelism)
     accounts = Accounts(meta, passwords, token_ttl_s=settings.token_ttl_s, max_failures=settings.login_max_failures,
-                        window_s=settings.login_window_s)
+                        window_s=settings.login_window_s, session_idle_s=settings.session_idle_s,
+                        session_max_s=settings.session_max_s)
     edge_creds = EdgeCredentials(meta, SecretBox(settings.load_secret_key()))
     ingest_svc = IngestService(store, edge_creds.key, edge_creds.mill_of, _AllowedPoints(store),
                                max_bytes=settings.max_ingest_bytes)
+    streams = LiveStreams(settings.max_streams_per_user)
+    accounts.on_sessions_ended(streams.end)
     return Cloud(settings=settings, store=store, meta=meta, accounts=accounts, edges=edge_creds, ingest=ingest_svc,
-                 kpis=KpiService(store))
+                 kpis=KpiService(store), streams=streams)
 
 
 def open_stores(settings: Settings, *, site: Site | None = None) -> tuple[TimeSeriesStore, MetaStore]:
@@ -208,6 +212,11 @@ def create_app(settings: Settings, *, store: TimeSeriesStore | None = None, meta
     @app.get("/healthz", tags=["health"], include_in_schema=False)
     def healthz() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail, "code": exc.code}, status_code=exc.status_code,
+                            headers=exc.headers)
 
     @app.exception_handler(InvalidRequest)
     async def _invalid(_: Request, exc: InvalidRequest) -> JSONResponse:

@@ -8,6 +8,7 @@ that it shows nothing of mill B, or this suite fails.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -92,8 +93,21 @@ async def _me(api: Api, h: dict[str, str]) -> None:
     assert "password" not in r.text and "argon2" not in r.text
 
 
+async def _auth_me(api: Api, h: dict[str, str]) -> None:
+    r = await api.client.get("/api/v1/auth/me", headers=h)
+    assert r.status_code == 200 and r.json()["mills"] == ["mill-a"] and not r.json()["all_mills"]
+    _assert_no_b(r.json())
+
+
+async def _language(api: Api, h: dict[str, str]) -> None:
+    r = await api.client.put("/api/v1/auth/me/language", headers=h, json={"language": "en"})
+    assert r.status_code == 200 and r.json()["language"] == "en"
+    assert api.cloud.meta.language(api.user_ids["bob"]) is None   # only the caller's own setting changed
+
+
 async def _public(api: Api, h: dict[str, str]) -> None:
-    """Login/logout act on the caller's own session; ingest routes are covered by the edge tests below."""
+    """Login/logout and the own password act on the caller's own session and account (tests/cloud/api/
+    test_sessions.py); ingest routes are covered by the edge tests below."""
 
 
 #: Routes without a path parameter: each with the check that it leaks nothing of mill B.
@@ -106,6 +120,11 @@ UNSCOPED: dict[tuple[str, str], Check] = {
     ("post", "/api/v1/users"): _create_user,
     ("get", "/api/v1/users/me"): _me,
     ("post", "/api/v1/auth/login"): _public,
+    ("post", "/api/v1/auth/session"): _public,
+    ("delete", "/api/v1/auth/session"): _public,
+    ("get", "/api/v1/auth/me"): _auth_me,
+    ("put", "/api/v1/auth/me/password"): _public,
+    ("put", "/api/v1/auth/me/language"): _language,
     ("post", "/api/v1/auth/logout"): _public,
     ("post", "/api/v1/ingest"): _public,
     ("post", "/api/v1/edge-status"): _public,
@@ -113,12 +132,18 @@ UNSCOPED: dict[tuple[str, str], Check] = {
 }
 
 
-@pytest.mark.parametrize("who", ["alice", "vera", "erin"])
+@pytest.mark.parametrize("who", ["alice", "vera", "erin", "alice:session"])
 async def test_every_route_refuses_mill_b_to_a_mill_a_user(api: Api, who: str) -> None:
     # mill B has data, an event and an edge, so a leak would show
     api.cloud.store.write(_batch(B_POINT, 123.0))
     api.cloud.meta.add_event(mill="mill-b", ts_ns=1, kind="note", message="mill-b secret plan")
-    h = await api.login(who)
+    if who.endswith(":session"):
+        # the same tour in a browser: the session cookie, with the CSRF header on writes
+        who = who.partition(":")[0]
+        api = dataclasses.replace(api, client=await api.browser(who))
+        h: dict[str, str] = {}
+    else:
+        h = await api.login(who)
     spec = (await api.client.get("/api/v1/openapi.json")).json()
     values = b_values(api)
     tried = 0
@@ -157,7 +182,8 @@ async def test_without_a_token_every_route_but_login_and_ingest_is_401(api: Api)
               "alarm_id": "AL-1", "order_id": "WO-1", "action": "acknowledge"}
     for path, ops in spec["paths"].items():
         for method in ops:
-            if path in ("/api/v1/auth/login", "/api/v1/ingest", "/api/v1/edge-status", "/api/v1/edge-events"):
+            if path in ("/api/v1/auth/login", "/api/v1/ingest", "/api/v1/edge-status", "/api/v1/edge-events") \
+                    or (method, path) == ("post", "/api/v1/auth/session"):
                 continue
             url = re.sub(r"{(\w+)}", lambda m: values[m.group(1)], path)
             r = await api.client.request(method.upper(), url, json={} if method != "get" else None,

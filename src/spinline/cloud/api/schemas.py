@@ -49,6 +49,43 @@ class Message(_Out):
 
 class ErrorPublic(_Out):
     detail: Any
+    code: str | None = Field(default=None, description="a stable machine-readable error code, where there is one")
+
+
+class SessionLogin(BaseModel):
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+Language = Literal["zh-CN", "en"]
+
+
+class MePublic(_Out):
+    """The caller, as the console needs it: who, which role and mills, what they may do, their language."""
+
+    id: int
+    username: str
+    full_name: str
+    role: Role
+    mills: list[str] = Field(description="the mills in the caller's scope (every mill for a zone operator)")
+    all_mills: bool = Field(description="true for a zone operator: every mill, including ones added later")
+    permissions: list[str]
+    language: Language | None = Field(description="the chosen language; null: follow the browser")
+    auth: Literal["bearer", "session"] = Field(description="how this request was authenticated")
+
+
+class SessionPublic(MePublic):
+    expires_at: datetime = Field(description="the session's absolute expiry (UTC)")
+    idle_timeout_s: float = Field(description="the session ends after this long without a request")
+
+
+class PasswordChange(BaseModel):
+    current_password: str = Field(min_length=1, max_length=1024)
+    new_password: str = Field(min_length=8, max_length=1024)
+
+
+class LanguageChange(BaseModel):
+    language: Language | None = Field(description="zh-CN or en; null: follow the browser")
 
 
 # --- users ---------------------------------------------------------------------------------------
