@@ -38,9 +38,11 @@ from spinline.cloud.api.routes import (
     points,
     stream,
     users,
+    zone,
 )
 from spinline.cloud.api.services.site import register_site
 from spinline.cloud.api.services.streams import LiveStreams
+from spinline.cloud.api.services.zone import ZoneOverview
 from spinline.cloud.auth.passwords import Passwords
 from spinline.cloud.auth.sealing import SecretBox
 from spinline.cloud.auth.service import Accounts, EdgeCredentials, InvalidRequest
@@ -53,6 +55,7 @@ from spinline.cloud.storage.base import TimeSeriesStore
 from spinline.cloud.storage.factory import open_store
 from spinline.core.errors import StorageError
 from spinline.core.site import Site, load_site
+from spinline.health.store import HealthQueries
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +63,7 @@ API_PREFIX = "/api/v1"
 #: Routers in the order the OpenAPI document lists them. Adding a router here puts its routes under
 #: the tenant-isolation suite (tests/cloud/api/test_tenant_isolation.py), which must then pass.
 ROUTERS = (auth.router, users.router, mills.router, points.router, kpis.router, events.router, edges.router,
-           stream.router, ingest.router, carbon.router, maintenance.router, health.router)
+           stream.router, ingest.router, carbon.router, maintenance.router, health.router, zone.router)
 
 
 def _unique_id(route: APIRoute) -> str:
@@ -100,8 +103,9 @@ def build_cloud(settings: Settings, store: TimeSeriesStore, meta: MetaStore) -> 
                                max_bytes=settings.max_ingest_bytes)
     streams = LiveStreams(settings.max_streams_per_user)
     accounts.on_sessions_ended(streams.end)
+    kpis_svc = KpiService(store)
     return Cloud(settings=settings, store=store, meta=meta, accounts=accounts, edges=edge_creds, ingest=ingest_svc,
-                 kpis=KpiService(store), streams=streams)
+                 kpis=kpis_svc, streams=streams, zone=ZoneOverview(store, kpis_svc, HealthQueries(meta.engine)))
 
 
 def open_stores(settings: Settings, *, site: Site | None = None) -> tuple[TimeSeriesStore, MetaStore]:

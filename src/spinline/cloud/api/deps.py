@@ -44,6 +44,7 @@ from spinline.core.errors import AuthError
 
 if TYPE_CHECKING:
     from spinline.cloud.api.services.streams import LiveStreams
+    from spinline.cloud.api.services.zone import ZoneOverview
     from spinline.cloud.health_events import EdgeEvents
 
 SESSION_COOKIE = "spinline_session"
@@ -65,6 +66,8 @@ class Cloud:
     kpis: KpiService
     #: Open live streams per user (limit, and their end at logout).
     streams: LiveStreams
+    #: The zone overview and the cross-mill alarm and work-order queries.
+    zone: ZoneOverview
     #: Receives alarm events from the edges (set in the app's lifespan, with the health pipeline).
     edge_events: EdgeEvents | None = None
 

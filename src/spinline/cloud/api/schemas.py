@@ -326,3 +326,62 @@ class IngestAck(_Out):
 class IngestRefusal(_Out):
     reason: str
     detail: str
+
+
+# --- zone overview -----------------------------------------------------------------------------------
+
+class ZoneHealthPublic(_Out):
+    value: float = Field(description="the mill's health index (0-100): the minimum over its assets")
+    status: str
+    worst_asset: str = Field(description="machine/channel of the lowest index")
+    worst_machine: str
+    driver: str = Field(description="what drove the worst asset's index down")
+    assets: int = Field(description="assets with health data")
+
+
+class AlarmCounts(_Out):
+    info: int
+    warning: int
+    critical: int
+    total: int
+
+
+class EdgeCounts(_Out):
+    online: int = Field(description="active edges whose last status is recent (edge_online_within_s)")
+    total: int = Field(description="active (not revoked) edges")
+    max_lag_s: float | None = Field(description="the largest lag among the online edges")
+    last_seen: datetime | None
+
+
+class MillOverviewPublic(_Out):
+    id: str
+    name: str
+    zone: str
+    timezone: str
+    status: Literal["running", "degraded", "offline"] = Field(description="from the edges' last status messages")
+    status_reason: str
+    day_start: datetime = Field(description="local midnight of today in the mill's time zone (UTC)")
+    output_today_kg: float
+    std_output_today_kg: float | None = Field(description="today's output converted to the standard count")
+    count_ne: float | None = Field(description="output-weighted mean count spun today (Ne)")
+    efficiency_pct: float | None
+    ends_down_per_1000_spindle_h: float | None
+    energy_today_kwh: float
+    kwh_per_kg: float | None = Field(description="today's specific energy, kWh per kg of yarn")
+    kgco2e_per_kg_today: float | None = Field(description="TODAY's electricity carbon intensity: kwh_per_kg x the "
+                                                          "location-based grid factor (Scope 2 electricity only)")
+    carbon_factor: str | None = Field(description="id of the grid emission factor used")
+    health: ZoneHealthPublic | None = Field(description="null: no asset has health data yet")
+    alarms_open: AlarmCounts = Field(description="alarms not cleared, by severity")
+    work_orders_open: int = Field(description="work orders not verified or closed")
+    work_orders_overdue: int
+    edges: EdgeCounts
+
+
+class ZoneOverviewPublic(_Out):
+    generated_at: datetime
+    standard_ne: float
+    carbon_basis: str = Field(description="what kgco2e_per_kg_today covers")
+    edge_online_within_s: float
+    mills: list[MillOverviewPublic]
+
