@@ -36,6 +36,7 @@ from spinline.cloud.api.routes import (
     maintenance,
     mills,
     points,
+    series,
     stream,
     users,
     zone,
@@ -63,7 +64,8 @@ API_PREFIX = "/api/v1"
 #: Routers in the order the OpenAPI document lists them. Adding a router here puts its routes under
 #: the tenant-isolation suite (tests/cloud/api/test_tenant_isolation.py), which must then pass.
 ROUTERS = (auth.router, users.router, mills.router, points.router, kpis.router, events.router, edges.router,
-           stream.router, ingest.router, carbon.router, maintenance.router, health.router, zone.router)
+           stream.router, ingest.router, carbon.router, maintenance.router, health.router, zone.router,
+           series.router)
 
 
 def _unique_id(route: APIRoute) -> str:
