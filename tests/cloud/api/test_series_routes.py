@@ -70,3 +70,50 @@ async def test_a_long_span_reads_rollups(api: Api) -> None:
     sp = r.json()["series"][0]
     assert sp["resolution"] == "1m" and sp["reduced"] and len(sp["points"]) <= 500
     assert min(x for _, x in sp["points"]) == 1.0 and max(x for _, x in sp["points"]) == 15000.0
+
+
+async def test_point_display_metadata(api: Api) -> None:
+    h = await api.login("vera")
+    r = await api.client.get("/api/v1/mills/mill-a/points", headers=h, params={"machine": "rf01"})
+    assert r.status_code == 200, r.text
+    pts = {p["name"]: p for p in r.json()}
+    assert {p["machine"] for p in pts.values()} == {"rf01"}
+    st = pts["state"]
+    assert st["kind"] == "state" and st["states"] == {"0": "running", "1": "idle", "2": "stopped", "3": "fault",
+                                                      "4": "doffing"}
+    sp = pts["spindle_speed"]
+    assert (sp["min"], sp["max"], sp["unit"], sp["group"]) == (0, 30000, "rpm", "production")
+    assert sp["key"] == str(point_key(SPEED)) and sp["machine_type"] == "ring_frame" and sp["line"]
+    assert pts["vib_main_motor_velocity_rms"]["group"] == "vibration"
+    assert pts["link_state"]["states"] == {"0": "up", "1": "degraded", "2": "down"}
+    whole = (await api.client.get("/api/v1/mills/mill-a/points", headers=h)).json()
+    assert len(whole) > len(pts) and {p["group"] for p in whole} == {"production", "vibration", "link", "edge"}
+
+
+async def test_point_keys_are_strings_on_every_route(api: Api) -> None:
+    """64-bit keys exceed JavaScript's 2^53: every JSON answer carries them as strings."""
+    now = time.time_ns()
+    _write(api, SPEED, np.array([now - 2 * 10**9]), np.array([15000.0]))
+    api.cloud.store.refresh_rollups()
+    h = await api.login("alice")
+    ref = str(point_key(SPEED))
+    answers = [(await api.client.get(u, headers=h)).json() for u in (
+        "/api/v1/mills/mill-a/tree", "/api/v1/mills/mill-a/latest", f"/api/v1/points/{ref}/range",
+        f"/api/v1/points/{ref}/rollup?resolution=1m", "/api/v1/mills/mill-a/points",
+        f"/api/v1/mills/mill-a/series?tag={ref}")]
+
+    def walk(x: object) -> int:
+        n = 0
+        if isinstance(x, dict):
+            for k, v in x.items():
+                if k == "key":
+                    assert isinstance(v, str) and -(2**63) <= int(v) < 2**63, (k, v)
+                    n += 1
+                n += walk(v)
+        elif isinstance(x, list):
+            n += sum(walk(v) for v in x)
+        elif isinstance(x, int) and not isinstance(x, bool):
+            assert abs(x) < 2**53, x
+        return n
+
+    assert all(walk(a) > 0 for a in answers)

@@ -2,13 +2,14 @@
 
 A ``...Public`` model is what leaves the API: ``UserPublic`` has no password hash and
 ``EdgePublic`` no secret (only ``EdgeCreated``, answered once by ``POST /edges``, carries it).
-Times are ISO 8601 UTC; series are columns (``ts_ms`` + ``value``) so a chart reads them directly.
+Point keys are strings (64-bit); times are ISO 8601 UTC; series are columns (``ts_ms`` + ``value``)
+so a chart reads them directly.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal, overload
+from typing import Annotated, Any, Literal, overload
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -24,6 +25,12 @@ def ts(ns: int | None) -> datetime | None: ...
 def ts(ns: int | None) -> datetime | None:
     """Nanoseconds since the epoch -> an aware UTC datetime (microsecond precision)."""
     return None if ns is None else datetime.fromtimestamp(ns / 1e9, UTC)
+
+
+#: A 64-bit point key travels as a decimal string: JavaScript's numbers lose integers above 2^53.
+PointKey = Annotated[str, Field(description="the 64-bit point key as a decimal string (JSON numbers lose "
+                                            "integers above 2^53 in JavaScript); the tag names the point too",
+                                pattern=r"^-?[0-9]{1,20}$")]
 
 
 class _Out(BaseModel):
@@ -136,7 +143,7 @@ class MillPublic(_Out):
 
 
 class PointPublic(_Out):
-    key: int
+    key: PointKey
     tag: str
     name: str
     unit: str
@@ -177,7 +184,7 @@ class MillTree(_Out):
 
 class LatestValue(_Out):
     tag: str
-    key: int
+    key: PointKey
     ts: datetime
     value: float | None
     quality: int
@@ -185,7 +192,7 @@ class LatestValue(_Out):
 
 class SeriesPublic(_Out):
     tag: str
-    key: int
+    key: PointKey
     unit: str
     resolution: str
     reduced: bool
@@ -195,7 +202,7 @@ class SeriesPublic(_Out):
 
 class RollupPublic(_Out):
     tag: str
-    key: int
+    key: PointKey
     unit: str
     kind: str
     resolution: Literal["1m", "1h"]

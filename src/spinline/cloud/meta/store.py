@@ -6,6 +6,7 @@ The constructor connects to nothing (``create_engine`` is lazy); ``migrate()`` c
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -140,6 +141,20 @@ class MetaStore:
         with self.engine.connect() as con:
             r = con.execute(sa.select(t.mills).where(t.mills.c.id == mill_id)).mappings().first()
         return None if r is None else _mill(r)
+
+    def set_point_display(self, mill: str, rows: dict[str, dict[str, Any]]) -> None:
+        """Replace the display metadata of a mill's points (tag -> {description, states, min, max})."""
+        with self.engine.begin() as con:
+            con.execute(sa.delete(t.point_display).where(t.point_display.c.mill == mill))
+            if rows:
+                con.execute(sa.insert(t.point_display), [{"tag": tag, "mill": mill, "display": json.dumps(d)}
+                                                         for tag, d in rows.items()])
+
+    def point_display(self, mill: str) -> dict[str, dict[str, Any]]:
+        with self.engine.connect() as con:
+            rows = con.execute(sa.select(t.point_display.c.tag, t.point_display.c.display)
+                               .where(t.point_display.c.mill == mill))
+            return {str(tag): json.loads(d) for tag, d in rows}
 
     # --- users -----------------------------------------------------------------------------------
 

@@ -82,6 +82,16 @@ user_prefs = Table(
     Column("language", String(16), nullable=True),
 )
 
+#: How to show each point (from the site file's templates, which the time-series store does not keep):
+#: description, state labels, expected range. Replaced per mill when the site is registered.
+point_display = Table(
+    "meta_point_display", metadata,
+    Column("tag", String(255), primary_key=True),
+    Column("mill", String(64), nullable=False, index=True),
+    #: JSON: {"description", "states": {code: label}, "min", "max"}
+    Column("display", Text, nullable=False),
+)
+
 login_failures = Table(
     "meta_login_failures", metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),

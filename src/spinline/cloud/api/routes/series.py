@@ -1,4 +1,5 @@
-"""Many points of one mill in one call, each reduced on the server for a chart, and their display metadata.
+"""Many points of one mill in one call, each reduced on the server for a chart, and their display metadata
+(``GET /mills/{mill}/points``: names, units, ranges, state labels).
 
 ``GET /mills/{mill}/series?machine=rf01`` gives every point of a machine; ``&tag=...`` (repeated)
 picks points by tag, key or ``machine/point`` name. Each series is min/max-preserving downsampled
@@ -17,9 +18,10 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from spinline.cloud.api import schemas as s
-from spinline.cloud.api.deps import ReadableMill, SettingsDep, StoreDep, TimeRangeDep
+from spinline.cloud.api.deps import MetaDep, ReadableMill, SettingsDep, StoreDep, TimeRangeDep
 from spinline.cloud.api.services import data
 from spinline.cloud.storage.base import PointInfo, TimeSeriesStore
+from spinline.core.site import EDGE_MACHINE_ID, iter_machines
 
 router = APIRouter(tags=["series"])
 
@@ -29,7 +31,7 @@ MAX_SERIES_POINTS = 100
 
 class PointSeries(BaseModel):
     tag: str
-    key: str = Field(description="the 64-bit point key, as a string")
+    key: s.PointKey
     machine: str
     name: str
     unit: str
@@ -90,3 +92,56 @@ async def read_series(mill: ReadableMill, store: StoreDep, settings: SettingsDep
     series = await run_in_threadpool(_read, store, chosen, span.start_ns, span.end_ns, limit, resolution)
     return MultiSeriesPublic(mill=mill.id, start=s.ts(span.start_ns), end=s.ts(span.end_ns), max_points=limit,
                              series=series, unknown=unknown)
+
+
+class PointMetaPublic(BaseModel):
+    tag: str
+    key: s.PointKey
+    machine: str
+    machine_name: str
+    machine_type: str
+    line: str
+    workshop: str
+    name: str = Field(description="the point's name in the site file (the console's message catalogue key)")
+    display_name: str = Field(description="a readable English name: the description, else the name spelt out")
+    description: str
+    unit: str
+    kind: str = Field(description="gauge, counter or state")
+    group: Literal["production", "vibration", "link", "edge"]
+    interval_s: float
+    min: float | None = Field(description="lower end of the expected range (site file), if given")
+    max: float | None = Field(description="upper end of the expected range (site file), if given")
+    states: dict[str, str] | None = Field(description="state code -> label for state points")
+
+
+_LINK = ("link_state", "link_errors", "link_latency_ms")
+
+
+def _group(p: PointInfo) -> str:
+    if p.machine == EDGE_MACHINE_ID:
+        return "edge"
+    if p.name.startswith("vib_"):
+        return "vibration"
+    return "link" if p.name in _LINK else "production"
+
+
+@router.get("/mills/{mill}/points")
+def read_point_meta(mill: ReadableMill, store: StoreDep, meta: MetaDep,
+                    machine: Annotated[str | None, Query(max_length=64, description="only this machine's points")]
+                    = None) -> list[PointMetaPublic]:
+    """Display metadata of the mill's (or one machine's) points: names, units, ranges and state labels."""
+    names = {m.id: m.name or m.id for _, _, m in iter_machines(mill.config)}
+    display = meta.point_display(mill.id)
+    out = []
+    for p in store.points(mill.id):
+        if machine is not None and p.machine != machine:
+            continue
+        d = display.get(p.tag, {})
+        desc = str(d.get("description") or "")
+        out.append(PointMetaPublic(
+            tag=p.tag, key=str(p.key), machine=p.machine, machine_name=names.get(p.machine, p.machine),
+            machine_type=p.machine_type, line=p.line, workshop=p.workshop, name=p.name,
+            display_name=desc if desc and desc != "derived at the edge" else p.name.replace("_", " "),
+            description=desc, unit=p.unit, kind=p.kind, group=_group(p), interval_s=p.interval_s,  # type: ignore[arg-type]
+            min=d.get("min"), max=d.get("max"), states=d.get("states")))
+    return out

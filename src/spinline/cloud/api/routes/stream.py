@@ -70,7 +70,7 @@ async def stream_latest(
     """
     infos = await run_in_threadpool(store.points, mill.id)
     selected = data.select_points(infos, None if points is None else points.split(","))
-    seen: dict[int, int] = {}
+    seen: dict[str, int] = {}
     sent = 0
     while max_events is None or sent < max_events:
         if slot.ended.is_set() or not await run_in_threadpool(_still_valid, cloud, caller):
