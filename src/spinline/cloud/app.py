@@ -107,7 +107,8 @@ def build_cloud(settings: Settings, store: TimeSeriesStore, meta: MetaStore) -> 
     accounts.on_sessions_ended(streams.end)
     kpis_svc = KpiService(store)
     return Cloud(settings=settings, store=store, meta=meta, accounts=accounts, edges=edge_creds, ingest=ingest_svc,
-                 kpis=kpis_svc, streams=streams, zone=ZoneOverview(store, kpis_svc, HealthQueries(meta.engine)))
+                 kpis=kpis_svc, streams=streams, zone=ZoneOverview(store, kpis_svc, HealthQueries(meta.engine),
+                                   kpi_max_age_s=max(60.0, 3 * settings.zone_refresh_s)))
 
 
 def open_stores(settings: Settings, *, site: Site | None = None) -> tuple[TimeSeriesStore, MetaStore]:
@@ -187,6 +188,10 @@ def create_app(settings: Settings, *, store: TimeSeriesStore | None = None, meta
             tasks.append(asyncio.create_task(health_pipeline.run_periodically(pipeline, settings.health_pipeline_s)))
         if settings.rollup_refresh_s > 0:
             tasks.append(asyncio.create_task(_refresh_rollups(st, settings.rollup_refresh_s)))
+        if settings.zone_refresh_s > 0:
+            tasks.append(asyncio.create_task(_every(
+                "zone overview refresh", settings.zone_refresh_s,
+                lambda: cloud.zone.refresh(mt.mills(), settings.standard_ne))))
         if settings.retention_every_s > 0:
             tasks.append(asyncio.create_task(_apply_retention(st, settings.retention_every_s)))
         try:

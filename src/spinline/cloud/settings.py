@@ -61,6 +61,9 @@ class Settings(BaseModel):
     stream_interval_s: float = Field(default=1.0, gt=0)
     #: Seconds between rollup refreshes run by the app (0: someone else refreshes them).
     rollup_refresh_s: float = Field(default=30.0, ge=0)
+    #: Seconds between background recomputations of each mill's KPIs of today for the zone overview (0: off,
+    #: computed in the request when older than a minute).
+    zone_refresh_s: float = Field(default=20.0, ge=0)
     #: Seconds between retention runs by the app (drops data past each resolution's retention; 0: off).
     retention_every_s: float = Field(default=3600.0, ge=0)
     #: Seconds between runs of the health pipeline (alarms and work orders from vibration features; 0: off).

@@ -91,6 +91,17 @@ async def test_zone_overview_has_every_mill_in_scope_with_todays_figures(api: Ap
     assert (a["work_orders_open"], a["work_orders_overdue"]) == (7, 3)
     assert mills["mill-b"]["status"] == "offline" and mills["mill-b"]["edges"]["total"] == 1
     assert mills["mill-c"]["health"] is None and mills["mill-c"]["output_today_kg"] == 0
+    # today's KPIs are kept (the rollups they read change only when refreshed); the app recomputes them
+    # in the background, and a row says when they were computed
+    now = time.time_ns()
+    api.cloud.store.write(Batch.of([point_key("mill-a/rf01/output")], [now - 10**9], [kg + 500.0]))
+    api.cloud.store.refresh_rollups()
+    again = {m["id"]: m for m in (await api.client.get("/api/v1/zone/overview", headers=zone)).json()["mills"]}
+    assert again["mill-a"]["output_today_kg"] == a["output_today_kg"] and again["mill-a"]["kpis_at"] == a["kpis_at"]
+    api.cloud.zone.refresh([m for m in api.cloud.meta.mills()], 40.0)
+    again = {m["id"]: m for m in (await api.client.get("/api/v1/zone/overview", headers=zone)).json()["mills"]}
+    assert again["mill-a"]["output_today_kg"] == pytest.approx(kg + 500.0, rel=1e-6)
+    assert again["mill-a"]["kpis_at"] > a["kpis_at"]
     # a mill-A user sees mill A only
     alice = await api.login("alice")
     r = await api.client.get("/api/v1/zone/overview", headers=alice)

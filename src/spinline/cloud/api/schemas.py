@@ -368,6 +368,8 @@ class MillOverviewPublic(_Out):
     status: Literal["running", "degraded", "offline"] = Field(description="from the edges' last status messages")
     status_reason: str
     day_start: datetime = Field(description="local midnight of today in the mill's time zone (UTC)")
+    kpis_at: datetime = Field(description="when today's KPIs were computed from the rollups (refreshed in the "
+                                          "background every zone_refresh_s)")
     output_today_kg: float
     std_output_today_kg: float | None = Field(description="today's output converted to the standard count")
     count_ne: float | None = Field(description="output-weighted mean count spun today (Ne)")
