@@ -36,7 +36,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -221,13 +221,12 @@ class LatestHealth:
 def latest_health(store: TimeSeriesStore, mill: str, machine_class: Callable[[str], str] | None = None,
                   ) -> list[LatestHealth]:
     """The latest health of every asset of ``mill`` with data (from the latest value of each feature)."""
-    return latest_health_of(store, store.points(mill), machine_class).get(mill, [])
+    return latest_health_of(store, assets_of(store.points(mill), mill), machine_class).get(mill, [])
 
 
-def latest_health_of(store: TimeSeriesStore, points: Iterable[PointInfo],
+def latest_health_of(store: TimeSeriesStore, assets: Sequence[Asset],
                      machine_class: Callable[[str], str] | None = None) -> dict[str, list[LatestHealth]]:
-    """``latest_health`` of the assets among ``points`` (any number of mills) with ONE ``latest`` read, by mill."""
-    assets = assets_of(points)
+    """``latest_health`` of ``assets`` (any number of mills) with ONE ``latest`` read, by mill."""
     keys = [k for a in assets for k in a.points.values()]
     if not keys:
         return {}

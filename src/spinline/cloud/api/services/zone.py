@@ -27,12 +27,12 @@ from zoneinfo import ZoneInfo
 from spinline.carbon.factors import FactorError, FactorLibrary, grid_regions
 from spinline.cloud.api import schemas as s
 from spinline.cloud.api.services.fleet import edge_public
-from spinline.cloud.health_pipeline import latest_health_of
+from spinline.cloud.health_pipeline import Asset, assets_of, latest_health_of
 from spinline.cloud.kpis.formulas import Kpis
 from spinline.cloud.kpis.service import HOUR_NS, KpiService
 from spinline.cloud.meta.store import EdgeRecord, MillRecord
-from spinline.cloud.storage.base import EdgeStatus, PointInfo, TimeSeriesStore
-from spinline.health.health_index import rollup, status
+from spinline.cloud.storage.base import EdgeStatus, TimeSeriesStore
+from spinline.health.health_index import status
 from spinline.health.store import HealthQueries
 
 #: An edge whose last status message is older than this is offline.
@@ -90,25 +90,26 @@ class ZoneOverview:
     queries: HealthQueries
     #: Today's KPIs of a mill older than this are recomputed in the request.
     kpi_max_age_s: float = 60.0
-    #: The registered points are re-read at most this often.
+    #: The registered points (for the vibration assets) are re-read at most this often.
     points_ttl_s: float = 10.0
     _library: FactorLibrary | None = None
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
         self._kept: dict[tuple[str, float], _Kept] = {}
-        self._points: tuple[float, list[PointInfo]] | None = None
+        self._assets: tuple[float, list[Asset]] | None = None
 
-    def points(self) -> list[PointInfo]:
+    def assets(self) -> list[Asset]:
+        """The vibration assets of every mill (from the registered points, re-read every ``points_ttl_s``)."""
         now = time.monotonic()
         with self._lock:
-            hit = self._points
+            hit = self._assets
         if hit is not None and now - hit[0] < self.points_ttl_s:
             return hit[1]
-        pts = self.store.points()
+        found = assets_of(self.store.points())
         with self._lock:
-            self._points = (now, pts)
-        return pts
+            self._assets = (now, found)
+        return found
 
     def today_kpis(self, m: MillRecord, now_ns: int, standard_ne: float, *, fresh: bool = False) -> tuple[Kpis, int]:
         """Today's KPIs of a mill and when they were computed: kept ones when fresh enough (same day and count)."""
@@ -160,7 +161,7 @@ class ZoneOverview:
         orders = self.queries.order_counts(ids, now_naive) if ids else {}
         year = datetime.fromtimestamp(now / 1e9, UTC).year
         wanted = set(ids)
-        healths = latest_health_of(self.store, [p for p in self.points() if p.mill in wanted]) if ids else {}
+        healths = latest_health_of(self.store, [a for a in self.assets() if a.mill in wanted]) if ids else {}
         rows = []
         for m in mills:
             start = day_start_ns(m.timezone, now)
@@ -168,9 +169,9 @@ class ZoneOverview:
             health = healths.get(m.id, [])
             hp = None
             if health:
-                tree = rollup((m.id, h.asset.line or "-", h.asset.machine, h.asset.id, h.health.value) for h in health)
+                # the mill's index is its worst asset's (the rollup of /health takes the minimum at each level)
                 worst = min(health, key=lambda h: h.health.value)
-                hp = s.ZoneHealthPublic(value=round(tree.value, 1), status=status(tree.value),
+                hp = s.ZoneHealthPublic(value=round(worst.health.value, 1), status=status(worst.health.value),
                                         worst_asset=worst.asset.id, worst_machine=worst.asset.machine,
                                         driver=worst.health.index.driver, assets=len(health))
             mine = by_mill.get(m.id, [])
