@@ -164,3 +164,21 @@ async def test_work_order_list_filters_and_transitions_with_the_cookie(api: Api)
     v = await api.browser("vera")
     assert (await v.get("/api/v1/work-orders")).json()["total"] == 7
     assert (await v.post("/api/v1/mills/mill-a/maintenance/work-orders/WO-A2/start", json={})).status_code == 403
+
+
+async def test_console_routes_document_their_answers(api: Api) -> None:
+    """The console generates its types from the OpenAPI document: every route it reads names its model."""
+    spec = (await api.client.get("/api/v1/openapi.json")).json()
+    routes = [("post", "/api/v1/auth/session"), ("get", "/api/v1/auth/me"), ("put", "/api/v1/auth/me/language"),
+              ("get", "/api/v1/zone/overview"), ("get", "/api/v1/alarms"), ("get", "/api/v1/work-orders"),
+              ("get", "/api/v1/mills/{mill}/series"), ("get", "/api/v1/mills/{mill}/points"),
+              ("get", "/api/v1/mills/{mill}/machines/{machine}/health/history"),
+              ("get", "/api/v1/mills/{mill}/carbon/trend")]
+    for method, path in routes:
+        schema = spec["paths"][path][method]["responses"]["200"]["content"]["application/json"]["schema"]
+        assert "$ref" in schema or schema.get("type") == "array" and "$ref" in schema["items"], (path, schema)
+    schemes = spec["components"]["securitySchemes"]
+    assert schemes["SessionCookie"] == {**schemes["SessionCookie"], "type": "apiKey", "in": "cookie",
+                                        "name": "spinline_session"}
+    overview = spec["components"]["schemas"]["MillOverviewPublic"]["properties"]
+    assert "TODAY" in overview["kgco2e_per_kg_today"]["description"]
