@@ -130,11 +130,15 @@ def open_stores(settings: Settings, *, site: Site | None = None) -> tuple[TimeSe
     return store, meta
 
 
-async def _every(what: str, every_s: float, job: Callable[[], object]) -> None:
-    """Run ``job`` in a worker thread every ``every_s``; log a failure once and its recovery once."""
+async def _every(what: str, every_s: float, job: Callable[[], object], *, at_once: bool = False) -> None:
+    """Run ``job`` in a worker thread every ``every_s`` (first at once with ``at_once``); log a failure once
+    and its recovery once."""
     failing = False
+    first = at_once
     while True:
-        await asyncio.sleep(every_s)
+        if not first:
+            await asyncio.sleep(every_s)
+        first = False
         try:
             await run_in_threadpool(job)
             if failing:
@@ -191,7 +195,7 @@ def create_app(settings: Settings, *, store: TimeSeriesStore | None = None, meta
         if settings.zone_refresh_s > 0:
             tasks.append(asyncio.create_task(_every(
                 "zone overview refresh", settings.zone_refresh_s,
-                lambda: cloud.zone.refresh(mt.mills(), settings.standard_ne))))
+                lambda: cloud.zone.refresh(mt.mills(), settings.standard_ne), at_once=True)))
         if settings.retention_every_s > 0:
             tasks.append(asyncio.create_task(_apply_retention(st, settings.retention_every_s)))
         try:
