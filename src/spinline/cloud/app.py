@@ -130,15 +130,11 @@ def open_stores(settings: Settings, *, site: Site | None = None) -> tuple[TimeSe
     return store, meta
 
 
-async def _every(what: str, every_s: float, job: Callable[[], object], *, at_once: bool = False) -> None:
-    """Run ``job`` in a worker thread every ``every_s`` (first at once with ``at_once``); log a failure once
-    and its recovery once."""
+async def _every(what: str, every_s: float, job: Callable[[], object]) -> None:
+    """Run ``job`` in a worker thread every ``every_s``; log a failure once and its recovery once."""
     failing = False
-    first = at_once
     while True:
-        if not first:
-            await asyncio.sleep(every_s)
-        first = False
+        await asyncio.sleep(every_s)
         try:
             await run_in_threadpool(job)
             if failing:
@@ -148,6 +144,31 @@ async def _every(what: str, every_s: float, job: Callable[[], object], *, at_onc
             if not failing:
                 logger.exception("%s failed", what)
             failing = True
+
+
+async def _refresh_zone(cloud: Cloud, every_s: float) -> None:
+    """Recompute each mill's KPIs of today for the zone overview, one mill at a time spread over ``every_s``
+    (from start-up on): the work never holds the interpreter for long, so requests are not kept waiting."""
+    failing = False
+    while True:
+        try:
+            mills = await run_in_threadpool(cloud.meta.mills)
+        except Exception:  # the metadata store is down: try again next round
+            mills = []
+        pause = every_s / max(1, len(mills))
+        for m in mills:
+            try:
+                await run_in_threadpool(cloud.zone.refresh, [m], cloud.settings.standard_ne)
+                if failing:
+                    logger.info("zone overview refresh recovered")
+                failing = False
+            except Exception:  # any failure: the task must outlive it (asyncio.CancelledError is no Exception)
+                if not failing:
+                    logger.exception("zone overview refresh failed")
+                failing = True
+            await asyncio.sleep(pause)
+        if not mills:
+            await asyncio.sleep(every_s)
 
 
 async def _refresh_rollups(store: TimeSeriesStore, every_s: float) -> None:
@@ -193,9 +214,7 @@ def create_app(settings: Settings, *, store: TimeSeriesStore | None = None, meta
         if settings.rollup_refresh_s > 0:
             tasks.append(asyncio.create_task(_refresh_rollups(st, settings.rollup_refresh_s)))
         if settings.zone_refresh_s > 0:
-            tasks.append(asyncio.create_task(_every(
-                "zone overview refresh", settings.zone_refresh_s,
-                lambda: cloud.zone.refresh(mt.mills(), settings.standard_ne), at_once=True)))
+            tasks.append(asyncio.create_task(_refresh_zone(cloud, settings.zone_refresh_s)))
         if settings.retention_every_s > 0:
             tasks.append(asyncio.create_task(_apply_retention(st, settings.retention_every_s)))
         try:

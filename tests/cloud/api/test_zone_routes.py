@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -182,3 +184,31 @@ async def test_console_routes_document_their_answers(api: Api) -> None:
                                         "name": "spinline_session"}
     overview = spec["components"]["schemas"]["MillOverviewPublic"]["properties"]
     assert "TODAY" in overview["kgco2e_per_kg_today"]["description"]
+
+
+async def test_the_app_keeps_every_mills_kpis_fresh_in_the_background(api: Api) -> None:
+    """From start-up on, one mill at a time: a later overview computes nothing in the request."""
+    from spinline.cloud.app import _refresh_zone
+
+    seed_today(api)
+    task = asyncio.create_task(_refresh_zone(api.cloud, 0.3))
+    try:
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if len(api.cloud.zone._kept) == 3:
+                break
+        assert {m for m, _ in api.cloud.zone._kept} == {"mill-a", "mill-b", "mill-c"}
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    calls = {"n": 0}
+    real = api.cloud.kpis.mill_kpis
+
+    def counting(*a: object, **kw: object) -> object:
+        calls["n"] += 1
+        return real(*a, **kw)  # type: ignore[arg-type]
+
+    api.cloud.kpis.mill_kpis = counting  # type: ignore[method-assign]
+    r = await api.client.get("/api/v1/zone/overview", headers=await api.login("zone"))
+    assert r.status_code == 200 and r.json()["mills"][0]["output_today_kg"] > 0 and calls["n"] == 0
