@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hmac
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated
@@ -108,8 +108,8 @@ session_cookie = APIKeyCookie(name=SESSION_COOKIE, auto_error=False, scheme_name
 class ApiError(HTTPException):
     """An HTTP error with a stable machine-readable ``code`` beside the message (``{"detail", "code"}``)."""
 
-    def __init__(self, status_code: int, code: str, detail: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(status_code, detail, headers=headers)
+    def __init__(self, status_code: int, code: str, detail: str, *, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(status_code, detail, headers=dict(headers) if headers else None)
         self.code = code
 
 

@@ -228,11 +228,13 @@ class Accounts:
 
     # --- one's own account -----------------------------------------------------------------------
 
-    def change_own_password(self, user_id: int, old: str, new: str) -> None:
-        """Set a new password after checking the current one (``AuthError``); ends every session of the user."""
+    def change_own_password(self, user_id: int, old: str, new: str, client: str) -> None:
+        """Set a new password after checking the current one like a login (``AuthError``, ``LoginRateLimited``:
+        a stolen session cannot guess its way to the password); ends every session of the user."""
         user = self.meta.user(user_id)
-        if user is None or not self.passwords.verify(user.password_hash, old):
-            raise AuthError("the current password is wrong")
+        if user is None:
+            raise AuthError("the user is gone")
+        self.check_login(user.username, old, client)
         if old == new:
             raise InvalidRequest("the new password is the current one")
         self.update_user(user_id, password=new)
