@@ -373,6 +373,8 @@ class MillOverviewPublic(_Out):
     output_today_kg: float
     std_output_today_kg: float | None = Field(description="today's output converted to the standard count")
     count_ne: float | None = Field(description="output-weighted mean count spun today (Ne)")
+    spindles: int = Field(description="installed ring spindles")
+    std_gps_g: float | None = Field(description="grams per spindle per 8 h shift today, at the standard count")
     efficiency_pct: float | None
     ends_down_per_1000_spindle_h: float | None
     energy_today_kwh: float

@@ -32,6 +32,7 @@ from spinline.cloud.kpis.formulas import Kpis
 from spinline.cloud.kpis.service import HOUR_NS, KpiService
 from spinline.cloud.meta.store import EdgeRecord, MillRecord
 from spinline.cloud.storage.base import EdgeStatus, TimeSeriesStore
+from spinline.core.site import MachineType, iter_machines
 from spinline.health.health_index import status
 from spinline.health.store import HealthQueries
 
@@ -189,7 +190,9 @@ class ZoneOverview:
                 id=m.id, name=m.name or m.id, zone=m.zone, timezone=m.timezone, status=st,  # type: ignore[arg-type]
                 status_reason=why, day_start=s.ts(start), kpis_at=s.ts(kpis_at), output_today_kg=round(k.output_kg, 1),
                 std_output_today_kg=_num(k.std_output_kg, 1), count_ne=_num(k.count_ne, 2),
-                efficiency_pct=_num(k.efficiency_pct, 1),
+                spindles=sum(mc.spindles or 0 for _, _, mc in iter_machines(m.config)
+                             if mc.type == MachineType.RING_FRAME),
+                std_gps_g=_num(k.std_gps_g, 1), efficiency_pct=_num(k.efficiency_pct, 1),
                 ends_down_per_1000_spindle_h=_num(k.ends_down_per_1000_spindle_h, 1),
                 energy_today_kwh=round(k.energy_kwh, 1), kwh_per_kg=_num(sec), kgco2e_per_kg_today=_num(co2),
                 carbon_factor=factor[1] if factor else None, health=hp,
