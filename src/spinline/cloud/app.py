@@ -146,6 +146,18 @@ async def _every(what: str, every_s: float, job: Callable[[], object]) -> None:
             failing = True
 
 
+async def _finish_in_thread(fn: Callable[..., object], *args: object) -> None:
+    """Run ``fn`` in a worker thread; a cancel waits for it to finish (a short job), so that at shutdown the
+    stores are not closed under a thread still using them."""
+    job = asyncio.ensure_future(run_in_threadpool(fn, *args))
+    try:
+        await asyncio.shield(job)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await job
+        raise
+
+
 async def _refresh_zone(cloud: Cloud, every_s: float) -> None:
     """Recompute each mill's KPIs of today for the zone overview, one mill at a time spread over ``every_s``
     (from start-up on): the work never holds the interpreter for long, so requests are not kept waiting."""
@@ -158,7 +170,7 @@ async def _refresh_zone(cloud: Cloud, every_s: float) -> None:
         pause = every_s / max(1, len(mills))
         for m in mills:
             try:
-                await run_in_threadpool(cloud.zone.refresh, [m], cloud.settings.standard_ne)
+                await _finish_in_thread(cloud.zone.refresh, [m], cloud.settings.standard_ne)
                 if failing:
                     logger.info("zone overview refresh recovered")
                 failing = False

@@ -212,3 +212,28 @@ async def test_the_app_keeps_every_mills_kpis_fresh_in_the_background(api: Api) 
     api.cloud.kpis.mill_kpis = counting  # type: ignore[method-assign]
     r = await api.client.get("/api/v1/zone/overview", headers=await api.login("zone"))
     assert r.status_code == 200 and r.json()["mills"][0]["output_today_kg"] > 0 and calls["n"] == 0
+
+
+async def test_cancelling_the_background_refresh_waits_for_the_mill_in_hand(api: Api) -> None:
+    """At shutdown the stores close right after the tasks are cancelled: no thread may still be using them."""
+    import threading
+
+    from spinline.cloud.app import _refresh_zone
+
+    busy, done = threading.Event(), threading.Event()
+    real = api.cloud.zone.refresh
+
+    def slow(*a: object, **kw: object) -> None:
+        busy.set()
+        time.sleep(0.3)
+        real(*a, **kw)  # type: ignore[arg-type]
+        done.set()
+
+    api.cloud.zone.refresh = slow  # type: ignore[method-assign]
+    task = asyncio.create_task(_refresh_zone(api.cloud, 10.0))
+    while not busy.is_set():
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert done.is_set()
