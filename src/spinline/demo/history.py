@@ -11,7 +11,7 @@ history to now, and hands every block to the cloud the way the mill's edge would
 * vibration: a waveform snapshot of each channel every ``vib_every_s`` (8 h; every 2 h on a channel
   with a fault scheduled, so its health trend is seen falling; a live edge takes one every few
   minutes, and featurising 1 s at 25.6 kHz is the history's dearest step), featurised by the edge's own
-  ``VibrationMap`` and scored by the edge's own ``EdgeScoring`` in the edge's data dir: the asset
+  ``VibrationMap`` and scored by the edge's ``ScoringStage`` over ``EdgeScoring`` in the edge's data dir: the asset
   models commission on the healthy start of the history, and the live edge loads them;
 * edge encoding: ``core.wire.encode`` signed with the edge's secret, one payload per
   ``payload_s`` of history, incarnation ``history`` (idempotency key ``edge:history:seq``, never
@@ -224,12 +224,16 @@ class _Vibration:
         if not machines:
             return
         from spinline.edge.scoring import EdgeScoring
+        from spinline.edge.scoring_stage import ScoringStage
+        from spinline.health.features import featurize
 
         iso = {m.id: (site.templates[m.template].iso_class if m.template in site.templates else None) or "I"
                for m in machines}
         self.scoring = EdgeScoring(sim.mill.id, machines, iso, edge_dir)
         self.scoring.load()
-        self.map = VibrationMap(sim.mill.id, machines, iso, scorer=self.scoring)
+        self._scored: list[Batch] = []
+        self.stage = ScoringStage(self.scoring, sim.mill.id, self._scored.append)
+        self.map = VibrationMap(sim.mill.id, machines, iso, featurizer=featurize, sink=self.stage.submit)
         faulted = {(f.machine, f.channel) for f in sim.faults.faults}
         for m in machines:
             assert m.vibration is not None
@@ -254,6 +258,9 @@ class _Vibration:
             snap = Snapshot(now_ns, fs, rpm, samples.astype(np.float64))
             out.append(self.map.features_of(topic, snap))
             self.snapshots += 1
+        self.stage.drain()            # the edge's scoring stage: anomaly score and health index, same timestamps
+        out += self._scored
+        self._scored.clear()
         return out
 
     def take_events(self) -> list[Any]:
