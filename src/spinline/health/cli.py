@@ -325,7 +325,7 @@ def _score(data: Path, model_path: Path, out: Path, label: str | None, on_delay:
     if asset_col:
         summary = outdf.assign(_a=assets).groupby("_a", sort=False).agg(
             rows=("anomaly_score", "size"), alarms=("alarm_raised", "sum"), min_hi=("health_index", "min"),
-            last_hi=("health_index", "last"), last_rul=(rcol, "last"))
+            last_hi=("health_index", "last"), last_rul=(rcol, lambda v: v.iloc[-1]))
         shown = summary.sort_values(["alarms", "min_hi"], ascending=[False, True]).head(30)
         typer.echo(f"per {asset_col} (worst first{', 30 shown' if len(summary) > 30 else ''}):")
         for a, r in shown.iterrows():

@@ -176,19 +176,26 @@ class FleetModel:
 
 
 def synthetic_departures(z: F64, rng: np.random.Generator) -> dict[str, F64]:
-    """Departures from normal made from normal rows only (standardised units), by kind."""
+    """Departures from normal made from normal rows only, by kind.
+
+    Sizes are in units of the spread the held-back rows actually show (at least the fitting rows'
+    spread): when healthy rows drift beyond the fitting period, "4 sigma" must mean 4 sigma of
+    that real healthy variation, or a detector that merely saturates on drift looks good.
+    """
     n, p = z.shape
+    med = np.median(z, axis=0)
+    spread = np.maximum(1.4826 * np.median(np.abs(z - med), axis=0), 1.0)
     out: dict[str, F64] = {}
     j = rng.integers(0, p, n)
     sign = rng.choice([-1.0, 1.0], n)
     one = z.copy()
-    one[np.arange(n), j] += 4.0 * sign
+    one[np.arange(n), j] += 4.0 * sign * spread[j]
     out["one feature +-4 sigma"] = one
-    out["all features +-2 sigma"] = z + 2.0 * rng.choice([-1.0, 1.0], (n, p))
+    out["all features +-2 sigma"] = z + 2.0 * rng.choice([-1.0, 1.0], (n, p)) * spread[None, :]
     if p >= 2:
         swap = z.copy()
         other = rng.permutation(n)
-        swap[np.arange(n), j] = z[other, j] + 2.0 * sign
+        swap[np.arange(n), j] = z[other, j] + 2.0 * sign * spread[j]
         out["one feature swapped with another row's, +-2 sigma"] = swap
     return out
 
