@@ -222,8 +222,8 @@ def _fit(data: Path, normal: str, out: Path, asset_column: str | None, features:
     n_assets = len(fm.assets) - 1
     typer.echo(f"detector: {fm.selection['why']}")
     for k, r in fm.selection["candidates"].items():
-        typer.echo(f"  {k:<12} mean AUROC on synthetic departures {r['mean_auroc']:.3f}, stability "
-                   f"{r['stability']:.2f}")
+        typer.echo(f"  {k:<12} synthetic departures: AUROC {r['mean_auroc']:.3f}, detected at the threshold "
+                   f"{100 * r['mean_detected']:.1f} %, stability {r['stability']:.2f}")
     achieved = _pct(cal["far_achieved_held_back"])
     typer.echo(f"threshold: {cal['how']}; false-alarm rate on held-back healthy rows {achieved}"
                f" (asked {_pct(far)}, {cal['n_held_back']} held-back rows, two-fold cross-calibration)")

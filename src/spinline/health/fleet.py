@@ -26,8 +26,10 @@ What ``spinline health fit`` builds from the rows a user says were normal, and w
   departures made *from those same normal rows* (one feature shifted by 4 robust sigmas, every
   feature shifted by 2, one feature swapped with another row's value: a broken relationship) by
   AUROC, and for stability (rank agreement of two fits on alternate halves of the fitting rows).
-  The most separating stable detector wins; within 0.01 AUROC the simpler one. Abnormal rows
-  are never looked at for any choice.
+  The most separating stable detector wins; within 0.01 AUROC the simpler one; the forest, whose
+  score is bounded (it cannot say how far beyond normal a row is, which the health index and the
+  remaining life need), only with a margin of 0.02. Abnormal rows are never looked at for any
+  choice. The share of departures detected at the calibrated threshold is reported beside it.
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ N_PRIOR = 20
 #: Share of each asset's normal rows (the latest ones) held back for calibration and model choice.
 HOLDOUT = 0.25
 FLEET = "__fleet__"
+#: AUROC margin the IsolationForest must win by (its score is bounded; see ``fit_fleet``).
+IFOREST_MARGIN = 0.02
 
 
 def _split(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -246,31 +250,35 @@ def fit_fleet(x: F64, assets: Sequence[str] | np.ndarray, normal: np.ndarray, *,
         d = np.where(np.isfinite(logs[rows]), logs[rows] - s_ref[name], 0.0)
         return x[rows] - d[:, None] * slope[None, :]  # type: ignore[no-any-return]
 
-    # Per-asset robust centre and scale, scales shrunk toward the fleet's typical scale.
-    own_scale = {n: _robust_scale(resid(fit_idx[n], n)) for n in names}
-    prior = np.exp(np.nanmedian(np.log(np.maximum(np.vstack(list(own_scale.values())), 1e-300)), axis=0))
-    baselines: dict[str, AssetBaseline] = {}
-    for n in names:
-        r = resid(fit_idx[n], n)
-        centre = np.nanmedian(r, axis=0)
-        w = fit_idx[n].size / (fit_idx[n].size + N_PRIOR) if len(names) > 1 else 1.0
-        sc = np.exp(w * np.log(np.maximum(own_scale[n], 1e-300)) + (1 - w) * np.log(prior))
-        sc = np.maximum.reduce([sc, floor, 1e-9 * np.maximum(np.abs(centre), 1.0)])
-        baselines[n] = AssetBaseline(np.nan_to_num(centre), sc, s_ref[n], fit_idx[n].size, cal_idx[n].size, w,
-                                     math.nan, "")
-    # The fleet itself, for assets that turn up only when scoring.
-    r_all = np.vstack([resid(fit_idx[n], n) for n in names])
-    c_all = np.nan_to_num(np.nanmedian(r_all, axis=0))
-    baselines[FLEET] = AssetBaseline(c_all, np.maximum.reduce([_robust_scale(r_all), floor,
-                                                               1e-9 * np.maximum(np.abs(c_all), 1.0)]),
-                                     float(np.median(list(s_ref.values()))), all_fit.size, all_cal.size, 0.0,
-                                     math.nan, "")
+    def make_baselines(idx: dict[str, np.ndarray]) -> dict[str, AssetBaseline]:
+        """Per-asset robust centre and scale, scales shrunk toward the fleet's typical scale."""
+        own_scale = {n: _robust_scale(resid(idx[n], n)) for n in names}
+        prior = np.exp(np.nanmedian(np.log(np.maximum(np.vstack(list(own_scale.values())), 1e-300)), axis=0))
+        out: dict[str, AssetBaseline] = {}
+        for n in names:
+            centre = np.nanmedian(resid(idx[n], n), axis=0)
+            w = idx[n].size / (idx[n].size + N_PRIOR) if len(names) > 1 else 1.0
+            sc = np.exp(w * np.log(np.maximum(own_scale[n], 1e-300)) + (1 - w) * np.log(prior))
+            sc = np.maximum.reduce([sc, floor, 1e-9 * np.maximum(np.abs(centre), 1.0)])
+            out[n] = AssetBaseline(np.nan_to_num(centre), sc, s_ref[n], fit_idx[n].size, cal_idx[n].size, w,
+                                   math.nan, "")
+        # The fleet itself, for assets that turn up only when scoring.
+        r_all = np.vstack([resid(idx[n], n) for n in names])
+        c_all = np.nan_to_num(np.nanmedian(r_all, axis=0))
+        out[FLEET] = AssetBaseline(c_all, np.maximum.reduce([_robust_scale(r_all), floor,
+                                                             1e-9 * np.maximum(np.abs(c_all), 1.0)]),
+                                   float(np.median(list(s_ref.values()))), all_fit.size, all_cal.size, 0.0,
+                                   math.nan, "")
+        return out
+
+    baselines = make_baselines(fit_idx)
 
     def z_of(rows_by: dict[str, np.ndarray]) -> tuple[F64, np.ndarray]:
+        bl = baselines
         zs, who = [], []
         for n in names:
             rows = rows_by[n]
-            z = (resid(rows, n) - baselines[n].centre) / baselines[n].scale
+            z = (resid(rows, n) - bl[n].centre) / bl[n].scale
             zs.append(np.where(np.isfinite(z), z, 0.0))
             who += [n] * rows.size
         return np.vstack(zs) if zs else np.zeros((0, p)), np.asarray(who, dtype=object)
@@ -289,7 +297,10 @@ def fit_fleet(x: F64, assets: Sequence[str] | np.ndarray, normal: np.ndarray, *,
         det = BATCH_DETECTORS[kind](far=far, seed=seed)
         shapes[kind] = det.fit_standardised(z_fit)
         d_val = det.distance(z_val)
-        aucs = {k: round(roc_auc(d_val, det.distance(v)), 4) for k, v in synth.items()}
+        d_syn = {k: det.distance(v) for k, v in synth.items()}
+        aucs = {k: round(roc_auc(d_val, d), 4) for k, d in d_syn.items()}
+        thr_val, _ = calibrate(d_val, far)
+        tprs = {k: round(float(np.mean(d > thr_val)), 4) for k, d in d_syn.items()}
         half_a, half_b = BATCH_DETECTORS[kind](far=far, seed=seed), BATCH_DETECTORS[kind](far=far, seed=seed + 1)
         if z_fit.shape[0] >= 8:
             half_a.fit_standardised(z_fit[0::2])
@@ -299,13 +310,22 @@ def fit_fleet(x: F64, assets: Sequence[str] | np.ndarray, normal: np.ndarray, *,
         else:
             stab = 1.0
         report[kind] = {"auroc_synthetic": aucs, "mean_auroc": round(float(np.mean(list(aucs.values()))), 4),
+                        "detected_at_threshold": tprs, "mean_detected": round(float(np.mean(list(tprs.values()))), 4),
                         "stability": round(stab, 4)}
     stable = [k for k in kinds if report[k]["stability"] >= 0.8] or list(kinds)
-    best = max(report[k]["mean_auroc"] for k in stable)
-    chosen = next(k for k in stable if report[k]["mean_auroc"] >= best - 0.01)
+    # The forest's score is bounded (a 20-sigma departure scores barely above its threshold), so the
+    # health index and the remaining life read from it say little about severity: it must beat the
+    # best unbounded detector by a clear margin to be chosen.
+    def merit(k: str) -> float:
+        return float(report[k]["mean_auroc"]) - (IFOREST_MARGIN if k == "iforest" else 0.0)
+
+    best = max(merit(k) for k in stable)
+    chosen = next(k for k in stable if merit(k) >= best - 0.01)
     why = (f"{chosen}: best separation of synthetic departures from held-back normal rows among stable candidates "
            f"(mean AUROC {report[chosen]['mean_auroc']:.3f}, stability {report[chosen]['stability']:.2f}"
-           + (", simplest within 0.01 of the best" if report[chosen]["mean_auroc"] < best else "") + ")")
+           + (", simplest within 0.01 of the best" if merit(chosen) < best else "")
+           + (f", ahead by more than the {IFOREST_MARGIN} asked of a bounded score" if chosen == "iforest" else "")
+           + ")")
     if no_holdout:
         why += "; too few normal rows to hold any back: judged on the fitting rows"
     selection = {"candidates": report, "chosen": chosen, "why": why, "judged_on": "held-back normal rows"
@@ -343,5 +363,8 @@ def fit_fleet(x: F64, assets: Sequence[str] | np.ndarray, normal: np.ndarray, *,
                    "how": pooled_how,
                    "assets_own_threshold": [n for n in names if "this asset" in baselines[n].threshold_from],
                    "fleet_prior_rows": N_PRIOR}
+    # No refit on every normal row afterwards: the thresholds belong to the model they were
+    # calibrated with (a refit moved the distances of an IsolationForest enough to cost a quarter of
+    # its detections on SKAB, so the guarantee is kept instead of the extra 25 % of rows).
     return FleetModel(kind=chosen, features=features, far=far, seed=seed, shape=shapes[chosen], assets=baselines,
                       slope=slope, speed_key=speed_key, selection=selection, calibration=calibration)
