@@ -2,8 +2,8 @@
 
 A worked example, end to end (docs/health.md has it with the output explained)::
 
-    # 1. learn what normal looks like: rows 0-399 of every pump, one baseline per pump
-    spinline health fit pumps.csv --normal 0:400 --asset-column pump --label fault --out pumps.json
+    # 1. learn what normal looks like: rows 0-699 of every pump, one baseline per pump
+    spinline health fit pumps.csv --normal 0:700 --asset-column pump --label fault --out pumps.json
     # -> lists every column kept or dropped and why, the detector chosen and why,
     #    the false-alarm rate achieved on held-back healthy rows, the alarm delays
     # 2. score everything (or new data with the same columns): per row and per pump
@@ -11,7 +11,8 @@ A worked example, end to end (docs/health.md has it with the output explained)::
     # -> anomaly_score, alarm_raised, alarm_active, health_index, status, driver, moved_most,
     #    rul_h, rul_low_h, rul_high_h beside every input column; a summary per pump
     # 3. if you know the true remaining life of a run to failure, check the RUL
-    spinline health score run.csv --model pumps.json --out run_scored.csv --true-rul rul_h_true
+    spinline health score pumps.csv --model pumps.json --out scored.xlsx --true-rul true_rul_h
+    # -> RMSE, PHM08 score and how often the band held the truth
 
 DATA is CSV (``,`` or ``;``), Parquet or XLSX, one row per sample; the model is JSON (no pickles:
 a model file is data, safe to share and to read). ROWS is row ranges (``0:400`` or
