@@ -147,10 +147,10 @@ def test_failed_group_write_is_retried_batch_by_batch(store: TimeSeriesStore, mi
     w, pub = _worker(svc)
     real = store.write_many
 
-    def picky(items: list[tuple[Batch, str | None]]) -> list[WriteResult]:
+    def picky(items: list[tuple[Batch, str | None]], **kw: Any) -> list[WriteResult]:
         if any(k == "edge-a:2" for _, k in items):
             raise StorageError("this batch cannot be written")
-        return real(items)
+        return real(items, **kw)
 
     monkeypatch.setattr(store, "write_many", picky)
     now = time.time_ns()

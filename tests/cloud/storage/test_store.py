@@ -75,6 +75,26 @@ def test_idempotency_key_stores_once(ready: TimeSeriesStore) -> None:
     assert len(ready.range(COUNTER, T0, T0 + DAY, resolution="raw").ts_ns) == 10
 
 
+def test_same_key_with_other_content_is_a_conflict_not_a_duplicate(ready: TimeSeriesStore) -> None:
+    """A buffer restored from a snapshot reuses (edge, incarnation, seq) for new rows: never acked as done."""
+    first = seconds(GAUGE, T0, 30, 1.0)
+    assert ready.write(first, idempotency_key="e1:i:5", note='{"refused": {}}').stored == 30
+    same = ready.write(seconds(GAUGE, T0, 30, 1.0), idempotency_key="e1:i:5")
+    assert (same.stored, same.duplicate, same.conflict, same.note) == (0, True, False, '{"refused": {}}')
+    other = ready.write(seconds(GAUGE, T0 + 30 * S, 30, 2.0), idempotency_key="e1:i:5")
+    assert (other.stored, other.duplicate, other.conflict) == (0, False, True)
+    # In one call: the second item with the key is judged against the first one's content.
+    res = ready.write_many([(seconds(GAUGE, T0 + 60 * S, 5, 3.0), "e1:i:6"),
+                            (seconds(GAUGE, T0 + 60 * S, 5, 3.0), "e1:i:6"),
+                            (seconds(GAUGE, T0 + 90 * S, 5, 4.0), "e1:i:6")])
+    assert [(r.stored, r.duplicate, r.conflict) for r in res] == [(5, False, False), (0, True, False), (0, False, True)]
+    # An explicit digest (the whole payload's, when only some rows were stored) is what is compared.
+    ready.write(seconds(GAUGE, T0 + 120 * S, 5, 1.0), idempotency_key="e1:i:7", digest="abc")
+    assert ready.write(seconds(GAUGE, T0 + 120 * S, 3, 1.0), idempotency_key="e1:i:7", digest="abc").duplicate
+    assert ready.write(seconds(GAUGE, T0 + 120 * S, 5, 1.0), idempotency_key="e1:i:7", digest="abd").conflict
+    assert len(ready.range(GAUGE, T0, T0 + DAY, resolution="raw").ts_ns) == 40
+
+
 def test_write_many_one_transaction_mixed_keys(ready: TimeSeriesStore) -> None:
     ready.write(seconds(GAUGE, T0, 10, 1.0), idempotency_key="e1:1")
     res = ready.write_many([(seconds(GAUGE, T0, 10, 1.0), "e1:1"),          # seen before

@@ -357,18 +357,23 @@ class PostgresStore:
         with self._lock:
             self._days |= days
 
-    def write(self, batch: Batch, *, idempotency_key: str | None = None) -> WriteResult:
-        return self.write_many([(batch, idempotency_key)])[0]
+    def write(self, batch: Batch, *, idempotency_key: str | None = None, digest: str | None = None,
+              note: str | None = None) -> WriteResult:
+        return self.write_many([(batch, idempotency_key)], digests=[digest], notes=[note])[0]
 
-    def write_many(self, items: Sequence[tuple[Batch, str | None]]) -> list[WriteResult]:
+    def write_many(self, items: Sequence[tuple[Batch, str | None]], *,
+                   digests: Sequence[str | None] | None = None,
+                   notes: Sequence[str | None] | None = None) -> list[WriteResult]:
         if not items:
             return []
+        dig = shared.item_digests(items, digests)
+        nts = shared.item_notes(items, notes)
         for attempt in range(2):
             for b, _ in items:
                 if len(b):
                     self._ensure_partitions(b.ts_ns)
             try:
-                return self._write_many(items)
+                return self._write_many(items, dig, nts)
             except psycopg.errors.CheckViolation as exc:
                 # "no partition of relation samples found for row": another process's retention
                 # dropped a day this process still had in its cache. Forget the cache, create, retry.
@@ -380,31 +385,36 @@ class PostgresStore:
                 raise StorageError(f"write failed: {exc}") from exc
         raise AssertionError("unreachable")
 
-    def _write_many(self, items: Sequence[tuple[Batch, str | None]]) -> list[WriteResult]:
+    def _write_many(self, items: Sequence[tuple[Batch, str | None]], digests: Sequence[str | None],
+                    notes: Sequence[str | None]) -> list[WriteResult]:
         now = time.time_ns()
-        keys: dict[str, int] = {}
-        for b, k in items:
-            if k is not None and k not in keys:
-                keys[k] = len(b)
+        first: dict[str, int] = {}
+        for i, (_, k) in enumerate(items):
+            if k is not None and k not in first:
+                first[k] = i
         with self._tx() as cur:
             fresh: set[str] = set()
-            if keys:
-                ordered = sorted(keys)          # one lock order for every writer: no deadlock
-                cur.execute("""INSERT INTO ingest_keys (key, stored, ts_ns)
-                               SELECT k, s, %s FROM unnest(%s::text[], %s::bigint[]) AS t(k, s)
+            seen: dict[str, tuple[str | None, str | None]] = {}
+            if first:
+                ordered = sorted(first)          # one lock order for every writer: no deadlock
+                cur.execute("""INSERT INTO ingest_keys (key, stored, ts_ns, digest, note)
+                               SELECT k, s, %s, d, n FROM unnest(%s::text[], %s::bigint[], %s::text[], %s::text[])
+                                 AS t(k, s, d, n)
                                ON CONFLICT DO NOTHING RETURNING key""",
-                            [now, ordered, [keys[k] for k in ordered]])
+                            [now, ordered, [len(items[first[k]][0]) for k in ordered],
+                             [digests[first[k]] for k in ordered], [notes[first[k]] for k in ordered]])
                 fresh = {r[0] for r in cur.fetchall()}
-            flags: list[bool] = []
-            for _, k in items:
-                new = k is None or k in fresh
-                if k is not None:
-                    fresh.discard(k)
-                flags.append(new)
-            todo = [b for (b, _), new in zip(items, flags, strict=True) if new and len(b)]
+                if len(fresh) < len(ordered):
+                    # Seen before (the INSERT waited for any writer holding them): what was kept with them.
+                    cur.execute("SELECT key, digest, note FROM ingest_keys WHERE key = ANY(%s::text[])",
+                                [[k for k in ordered if k not in fresh]])
+                    seen = {r[0]: (r[1], r[2]) for r in cur.fetchall()}
+            claims = shared.resolve_claims(items, digests, notes, fresh, seen)
+            todo = [b for (b, _), c in zip(items, claims, strict=True) if c.fresh and len(b)]
             if todo:
                 self._insert(cur, Batch.concat(todo))
-        return [WriteResult(len(b) if new else 0, not new) for (b, _), new in zip(items, flags, strict=True)]
+        return [WriteResult(len(b) if c.fresh else 0, not c.fresh and not c.conflict, c.conflict, c.note)
+                for (b, _), c in zip(items, claims, strict=True)]
 
     def _insert(self, cur: psycopg.Cursor[Any], batch: Batch) -> None:
         with cur.copy("COPY samples (point, ts, value, quality, seq) FROM STDIN (FORMAT BINARY)") as cp:

@@ -31,8 +31,9 @@ router = APIRouter(tags=["ingest"])
 
 CONTENT_TYPE = "application/x-spinline-batch"
 STATUS_OF_REASON = {"unauthorised": status.HTTP_401_UNAUTHORIZED,
-                    "oversized": status.HTTP_413_CONTENT_TOO_LARGE}
-_REFUSALS: dict[int | str, dict[str, Any]] = {code: {"model": s.IngestRefusal} for code in (400, 401, 413)}
+                    "oversized": status.HTTP_413_CONTENT_TOO_LARGE,
+                    "conflicting_duplicate": status.HTTP_409_CONFLICT}
+_REFUSALS: dict[int | str, dict[str, Any]] = {code: {"model": s.IngestRefusal} for code in (400, 401, 409, 413)}
 
 
 def refusal(reason: str, detail: str, *, key: bytes | None = None, ack: dict[str, Any] | None = None) -> JSONResponse:
