@@ -252,6 +252,25 @@ def test_completeness_names_lost_and_not_collected_gaps(ready: TimeSeriesStore) 
     assert 0 < g.ratio < 1
 
 
+def test_completeness_does_not_call_the_silence_of_report_by_exception_points_a_gap(
+        store: TimeSeriesStore) -> None:
+    """An OPC UA monitored item whose value stands still sends nothing: not a gap. Past its keep-alive it is."""
+    mon, ka = 201, 202
+    store.register_points([
+        PointInfo(mon, "m1/mc/mon", "m1", "mc", "mon", "kW", "gauge", 1.0, report="on_change"),
+        PointInfo(ka, "m1/mc/ka", "m1", "mc", "ka", "kW", "gauge", 1.0, report="on_change", keepalive_s=60.0)])
+    assert {p.key: (p.report, p.keepalive_s) for p in store.points("m1")} == {
+        mon: ("on_change", None), ka: ("on_change", 60.0)}
+    # mon: silent 20 min, then a seq jump of 2 (1 sample lost); ka: keep-alive every 60 s, then 10 min of silence.
+    store.write(Batch.of([mon] * 3, T0 + np.array([0, 1200, 1300]) * S, 1.0, Quality.GOOD, [0, 1, 3]))
+    ka_ts = np.r_[np.arange(0, 600, 60), np.arange(1200, 1800, 60)]
+    store.write(Batch.of(np.full(len(ka_ts), ka), T0 + ka_ts * S, 1.0, Quality.GOOD, np.arange(len(ka_ts))))
+    c = store.completeness([mon, ka], T0, T0 + 1800 * S)
+    assert [(g.kind, g.missing) for g in c[mon].gaps] == [("lost", 1)]
+    assert [(g.kind, g.missing) for g in c[ka].gaps] == [("not_collected", 10)]    # 660 s: 10 keep-alives missed
+    assert store.completeness([mon], T0 + 2000 * S, T0 + 9000 * S)[mon].gaps == []   # a silent window: no gap
+
+
 def test_rejections_counted_per_edge_and_reason(ready: TimeSeriesStore) -> None:
     for i, (edge, reason) in enumerate([("e1", "malformed"), ("e1", "malformed"), ("e1", "unknown_point"),
                                         ("e2", "future_timestamp")]):

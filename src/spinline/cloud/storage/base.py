@@ -42,6 +42,11 @@ class PointInfo:
     rollover: float | None = None
     #: ISO 20816 machine class of the point's machine (I..IV, from its template); None: not known.
     iso_class: str | None = None
+    #: ``interval`` (a sample every interval) or ``on_change`` (report by exception: OPC UA monitored
+    #: items, on-change MQTT devices, deadbanded points); see ``spinline.core.site.PointRef.report``.
+    report: str = "interval"
+    #: On-change points: the longest normal silence in seconds (None: unknown, silence is no gap).
+    keepalive_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,8 +124,9 @@ class Gap:
 
     - ``lost``: a jump in ``seq`` — the edge emitted samples that never got stored;
     - ``not_collected``: consecutive rows further apart in time than the point's interval allows
-      with no jump in ``seq`` — nobody sampled (edge process down, device down). Only judged for
-      points with deadband 0, whose samples are due every interval.
+      with no jump in ``seq`` — nobody sampled (edge process down, device down). For points that
+      report on change (``PointInfo.report``) silence is normal: judged only past their keep-alive,
+      and never when no keep-alive is known.
     """
 
     point: int

@@ -57,7 +57,7 @@ from spinline.cloud.storage.gaps import completeness_by_point
 from spinline.core.batch import Batch
 from spinline.core.errors import StorageError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _ROLLUP_COLS = ("point BIGINT, bucket BIGINT, min DOUBLE, max DOUBLE, sum DOUBLE, count BIGINT, "
                 "first DOUBLE, last DOUBLE, inc DOUBLE")
@@ -69,6 +69,9 @@ _DDL = (
         workshop VARCHAR, machine_type VARCHAR, deadband DOUBLE, rollover DOUBLE, iso_class VARCHAR)""",
     # Version 2: the machine's ISO 20816 class (databases created by version 1 gain the column).
     "ALTER TABLE points ADD COLUMN IF NOT EXISTS iso_class VARCHAR",
+    # Version 5: how the point reports (interval | on_change) and its keep-alive (completeness).
+    "ALTER TABLE points ADD COLUMN IF NOT EXISTS report VARCHAR",
+    "ALTER TABLE points ADD COLUMN IF NOT EXISTS keepalive_s DOUBLE",
     "CREATE TABLE IF NOT EXISTS samples (point BIGINT, ts BIGINT, value DOUBLE, quality UTINYINT, seq BIGINT)",
     """CREATE TABLE IF NOT EXISTS latest (point BIGINT PRIMARY KEY, ts BIGINT, value DOUBLE,
         quality UTINYINT, seq BIGINT)""",
@@ -257,25 +260,27 @@ class EmbeddedStore:
             return
         latest = {p.key: p for p in points}.values()          # one row per key (the last given)
         names = ("key", "tag", "mill", "machine", "name", "unit", "kind", "interval_s", "line", "workshop",
-                 "machine_type", "deadband", "rollover", "iso_class")
-        table = pa.table({n: pa.array([getattr(p, n) for p in latest], type=pa.string() if n == "iso_class" else None)
-                          for n in names})
+                 "machine_type", "deadband", "rollover", "iso_class", "report", "keepalive_s")
+        types = {"iso_class": pa.string(), "keepalive_s": pa.float64(), "rollover": pa.float64()}
+        table = pa.table({n: pa.array([getattr(p, n) for p in latest], type=types.get(n)) for n in names})
         with self._tx() as cur:
             cur.register("incoming_points", table)
             try:
-                cur.execute(f"INSERT OR REPLACE INTO points SELECT {', '.join(names)} FROM incoming_points")  # noqa: S608
+                cur.execute(f"INSERT OR REPLACE INTO points ({', '.join(names)}) "  # noqa: S608
+                            f"SELECT {', '.join(names)} FROM incoming_points")
             finally:
                 cur.unregister("incoming_points")
 
     @_wrapped("point lookup")
     def points(self, mill: str | None = None) -> list[PointInfo]:
         sql = ("SELECT key, tag, mill, machine, name, unit, kind, interval_s, line, workshop, machine_type, "
-               "deadband, rollover, iso_class FROM points")
+               "deadband, rollover, iso_class, report, keepalive_s FROM points")
         rows = (self._cur().execute(sql + " WHERE mill = ? ORDER BY tag", [mill]) if mill is not None
                 else self._cur().execute(sql + " ORDER BY tag")).fetchall()
         return [PointInfo(key=r[0], tag=r[1], mill=r[2], machine=r[3], name=r[4], unit=r[5], kind=r[6],
                           interval_s=r[7], line=r[8], workshop=r[9], machine_type=r[10], deadband=r[11],
-                          rollover=r[12], iso_class=r[13]) for r in rows]
+                          rollover=r[12], iso_class=r[13], report=r[14] or "interval", keepalive_s=r[15])
+                for r in rows]
 
     # --- writes ---------------------------------------------------------------------------------
 

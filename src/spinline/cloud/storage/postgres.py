@@ -319,27 +319,30 @@ class PostgresStore:
         if not points:
             return
         rows = [(p.key, p.tag, p.mill, p.machine, p.name, p.unit, p.kind, p.interval_s, p.line, p.workshop,
-                 p.machine_type, p.deadband, p.rollover, p.iso_class) for p in sorted(points, key=lambda p: p.key)]
+                 p.machine_type, p.deadband, p.rollover, p.iso_class, p.report, p.keepalive_s)
+                for p in sorted(points, key=lambda p: p.key)]
         with self._tx() as cur:
             cur.executemany("""INSERT INTO points (key, tag, mill, machine, name, unit, kind, interval_s, line,
-                workshop, machine_type, deadband, rollover, iso_class)
-                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                workshop, machine_type, deadband, rollover, iso_class, report, keepalive_s)
+                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
                 ON CONFLICT (key) DO UPDATE SET tag = excluded.tag, mill = excluded.mill,
                 machine = excluded.machine, name = excluded.name, unit = excluded.unit, kind = excluded.kind,
                 interval_s = excluded.interval_s, line = excluded.line, workshop = excluded.workshop,
                 machine_type = excluded.machine_type, deadband = excluded.deadband,
-                rollover = excluded.rollover, iso_class = excluded.iso_class""", rows)
+                rollover = excluded.rollover, iso_class = excluded.iso_class, report = excluded.report,
+                keepalive_s = excluded.keepalive_s""", rows)
         self._kinds = None
 
     def points(self, mill: str | None = None) -> list[PointInfo]:
         sql = ("SELECT key, tag, mill, machine, name, unit, kind, interval_s, line, workshop, machine_type, "
-               "deadband, rollover, iso_class FROM points")
+               "deadband, rollover, iso_class, report, keepalive_s FROM points")
         with self._conn().cursor() as cur:
             rows = (cur.execute(sql + " WHERE mill = %s ORDER BY tag", [mill]) if mill is not None
                     else cur.execute(sql + " ORDER BY tag")).fetchall()
         return [PointInfo(key=r[0], tag=r[1], mill=r[2], machine=r[3], name=r[4], unit=r[5], kind=r[6],
                           interval_s=r[7], line=r[8], workshop=r[9], machine_type=r[10], deadband=r[11],
-                          rollover=r[12], iso_class=r[13]) for r in rows]
+                          rollover=r[12], iso_class=r[13], report=r[14] or "interval", keepalive_s=r[15])
+                for r in rows]
 
     # --- writes ---------------------------------------------------------------------------------
 
