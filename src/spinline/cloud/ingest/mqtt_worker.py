@@ -141,6 +141,30 @@ class IngestWorker:
             self.stop()
             raise ConnectionError(self._sub_error)
 
+    def start_when_reachable(self, stop: threading.Event, backoff_s: tuple[float, float] = (0.5, 30.0),
+                             timeout: float = 10.0) -> bool:
+        """``start``, retried with backoff while the broker cannot be reached, saying so each time.
+
+        For a cloud started before its broker: it serves HTTP meanwhile and subscribes when the
+        broker comes up (after that, paho reconnects and re-subscribes by itself). Returns False when
+        ``stop`` was set first.
+        """
+        delay, attempt = backoff_s[0], 0
+        while not stop.is_set():
+            try:
+                self.start(timeout)
+            except ConnectionError as exc:
+                attempt += 1
+                logger.warning("MQTT ingest: %s; retrying in %.1f s (attempt %d)", exc, delay, attempt)
+                if stop.wait(delay):
+                    return False
+                delay = min(delay * 2, backoff_s[1])
+                continue
+            logger.info("MQTT ingest subscribed on %s:%d%s", self.host, self.port,
+                     f" after {attempt} failed attempt(s)" if attempt else "")
+            return True
+        return False
+
     def stop(self, timeout: float = 10.0) -> None:
         """Stop taking messages, store and acknowledge what was received, then disconnect."""
         client = self._client
