@@ -81,8 +81,8 @@ class IngestWorker:
     """
 
     def __init__(self, service: IngestService, host: str = "127.0.0.1", port: int = 1883, group: str = "ingest",
-                 *, client_id: str | None = None, max_coalesce: int = 32, max_rows_per_write: int = 1_000_000,
-                 queue_size: int = 256, keepalive: int = 30, rollup_every_s: float | None = None,
+                 *, client_id: str | None = None, max_coalesce: int = 512, max_rows_per_write: int = 1_000_000,
+                 queue_size: int = 1024, keepalive: int = 30, rollup_every_s: float | None = None,
                  namespace: str = "", events: EdgeEvents | None = None) -> None:
         self.service = service
         #: Records edge events (``TOPIC_EVENTS``, acked on ``TOPIC_EVENTS_ACK``); None: not subscribed.

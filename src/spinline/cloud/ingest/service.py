@@ -269,11 +269,13 @@ class IngestService:
     def rules(self, mill: str) -> PointRules:
         if self._point_rules is not None:
             return self._point_rules(mill)
-        allowed = frozenset(self.allowed_points(mill))
+        got = self.allowed_points(mill)
         with self._rules_lock:
             cached = self._rules.get(mill)
-        if cached is not None and cached[0] == allowed:
+        # The same set object as last time (the usual case: a cached lookup): no comparison at all.
+        if cached is not None and (cached[0] is got or cached[0] == got):
             return cached[1]
+        allowed = frozenset(got)
         rules = PointRules.build(allowed, self.store.points(mill))
         with self._rules_lock:
             self._rules[mill] = (allowed, rules)

@@ -50,9 +50,6 @@ MAX_FUTURE_NS = 5 * 60 * 10**9
 MIN_TS_NS = 1_420_070_400 * 10**9          # 2015-01-01T00:00:00Z
 #: Refusals caused by the cloud's state, not by the row: the edge may re-send those rows later.
 CLOUD_STATE_REASONS = frozenset({"unknown_point", "future_timestamp", "too_old"})
-#: At most this many unknown point keys are named in a ``Retry`` (beyond it: a site-file mismatch
-#: the operator must fix; the edge then re-sends every row of the batch's unknown points it can tell).
-MAX_RETRY_POINTS = 1000
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -62,6 +59,14 @@ class PointRules:
     keys: npt.NDArray[np.int64]            # sorted
     integer: npt.NDArray[np.bool_]         # state points: whole numbers only
     counter: npt.NDArray[np.bool_]         # counters: never below 0
+
+    @property
+    def any_integer(self) -> bool:
+        return bool(len(self.integer)) and bool(self.integer.any())
+
+    @property
+    def any_counter(self) -> bool:
+        return bool(len(self.counter)) and bool(self.counter.any())
 
     @classmethod
     def build(cls, allowed: Iterable[int], infos: Iterable[PointInfo] = ()) -> PointRules:
@@ -138,53 +143,56 @@ def screen(env: Envelope, rules: PointRules, now_ns: int, *, max_future_ns: int 
     idx_c = np.minimum(idx, max(len(rules.keys) - 1, 0))
     known = (idx < len(rules.keys)) & (rules.keys[idx_c] == b.point) if len(rules.keys) else \
         np.zeros(n, dtype=bool)
+    all_known = bool(known.all())
     unknown_keys: tuple[int, ...] = ()
-    if not known.all():
+    if not all_known:
         bad = np.unique(b.point[~known])
-        unknown_keys = tuple(int(k) for k in bad[:MAX_RETRY_POINTS])
+        unknown_keys = tuple(int(k) for k in bad)
         refuse("unknown_point", ~known, f"{len(bad)} point key(s) not declared for mill {env.mill!r}, "
                                         f"e.g. {int(bad[0])} ({int((~known).sum())} rows)")
+    # Time rules: one min/max each in the common case (every row in range), masks only when not.
     limit = now_ns + max_future_ns
-    late = b.ts_ns > limit
-    if late.any():
-        ahead = (int(b.ts_ns.max()) - now_ns) / 1e9
-        refuse("future_timestamp", late, f"{int(late.sum())} rows are up to {ahead:.1f} s ahead of the "
-                                         f"cloud clock (limit {max_future_ns / 1e9:.0f} s)")
-    early = b.ts_ns < min_ts_ns
-    if early.any():
+    oldest_kept = None if max_age_ns is None else now_ns - max_age_ns
+    ts_min, ts_max = int(b.ts_ns.min()), int(b.ts_ns.max())
+    if ts_max > limit:
+        late = b.ts_ns > limit
+        refuse("future_timestamp", late, f"{int(late.sum())} rows are up to {(ts_max - now_ns) / 1e9:.1f} s ahead "
+                                         f"of the cloud clock (limit {max_future_ns / 1e9:.0f} s)")
+    if ts_min < min_ts_ns:
+        early = b.ts_ns < min_ts_ns
         refuse("clock_skew", early, f"{int(early.sum())} rows are timestamped before 2015 "
-                                    f"(earliest {int(b.ts_ns.min())} ns): the edge clock is not set")
-    oldest_kept: int | None = None
-    if max_age_ns is not None:
-        oldest_kept = now_ns - max_age_ns
+                                    f"(earliest {ts_min} ns): the edge clock is not set")
+    if oldest_kept is not None and ts_min < oldest_kept:
         old = b.ts_ns < oldest_kept
-        if old.any():
-            age = (now_ns - int(b.ts_ns.min())) / 86400e9
-            refuse("too_old", old, f"{int(old.sum())} rows are older than the raw retention "
-                                   f"({max_age_ns / 86400e9:.1f} days; oldest {age:.1f} days)")
+        assert max_age_ns is not None
+        refuse("too_old", old, f"{int(old.sum())} rows are older than the raw retention "
+                               f"({max_age_ns / 86400e9:.1f} days; oldest {(now_ns - ts_min) / 86400e9:.1f} days)")
     finite = np.isfinite(b.value)
-    if not finite.all():
+    all_finite = bool(finite.all())
+    if not all_finite:
         may_be_nan = np.isnan(b.value) & (b.quality >= Quality.BAD)
         offending = ~finite & ~may_be_nan
         if offending.any():
             i = int(np.flatnonzero(offending)[0])
             refuse("non_finite", offending, f"{int(offending.sum())} rows hold NaN/inf with non-bad quality, "
                                             f"e.g. point {int(b.point[i])} = {b.value[i]!r}")
-    if len(rules.keys):
-        integer, counter = rules.integer[idx_c] & known, rules.counter[idx_c] & known
-    else:
-        integer = counter = np.zeros(n, dtype=bool)
-    with np.errstate(invalid="ignore"):
-        fractional = integer & finite & (b.value != np.round(b.value))
-        negative = counter & finite & (b.value < 0)
-    if fractional.any():
-        i = int(np.flatnonzero(fractional)[0])
-        refuse("wrong_type", fractional, f"{int(fractional.sum())} state rows are not whole numbers, "
-                                         f"e.g. point {int(b.point[i])} = {b.value[i]!r}")
-    if negative.any():
-        i = int(np.flatnonzero(negative)[0])
-        refuse("wrong_type", negative, f"{int(negative.sum())} counter rows are below 0, "
-                                       f"e.g. point {int(b.point[i])} = {b.value[i]!r}")
+    # Type rules only where the mill has such points (comparisons with NaN are False, no warning).
+    if rules.any_integer:
+        integer = rules.integer[idx_c] if all_known else rules.integer[idx_c] & known
+        fractional = integer & (b.value != np.round(b.value))
+        if not all_finite:
+            fractional &= finite
+        if fractional.any():
+            i = int(np.flatnonzero(fractional)[0])
+            refuse("wrong_type", fractional, f"{int(fractional.sum())} state rows are not whole numbers, "
+                                             f"e.g. point {int(b.point[i])} = {b.value[i]!r}")
+    if rules.any_counter:
+        counter = rules.counter[idx_c] if all_known else rules.counter[idx_c] & known
+        negative = counter & (b.value < 0)
+        if negative.any():
+            i = int(np.flatnonzero(negative)[0])
+            refuse("wrong_type", negative, f"{int(negative.sum())} counter rows are below 0, "
+                                           f"e.g. point {int(b.point[i])} = {b.value[i]!r}")
     if not refused:
         return Screened(b)
     retry = None
