@@ -141,7 +141,8 @@ def test_reused_key_with_other_rows_is_a_loud_refusal_not_a_duplicate(store: Tim
                                                                        caplog: pytest.LogCaptureFixture) -> None:
     """A buffer restored from a snapshot rolls its seq back: new rows under a used key are not acked as done."""
     svc = mill.service(store)
-    assert svc.handle(mill.payload(_good(mill, 0), 9)).status == "stored"
+    original = mill.payload(_good(mill, 0), 9)
+    assert svc.handle(original).status == "stored"
     with caplog.at_level("ERROR"):
         first = svc.handle(mill.payload(_good(mill, 1), 9))
         second = svc.handle(mill.payload(_good(mill, 2), 9))
@@ -150,7 +151,7 @@ def test_reused_key_with_other_rows_is_a_loud_refusal_not_a_duplicate(store: Tim
     assert store.rejections() == {"edge-a": {CONFLICT: 2}}     # every one counted ...
     assert sum(CONFLICT in r.message for r in caplog.records) == 1   # ... logged once
     assert _rows(store, mill) == 5
-    assert svc.handle(mill.payload(_good(mill, 0), 9)).status == "duplicate"   # the real re-send still is
+    assert svc.handle(original).status == "duplicate"        # the real re-send still is
 
 
 def test_bad_batch_in_a_coalesced_group_does_not_block_the_rest(store: TimeSeriesStore, mill: Any) -> None:

@@ -273,7 +273,11 @@ class IngestService:
         with self._rules_lock:
             cached = self._rules.get(mill)
         # The same set object as last time (the usual case: a cached lookup): no comparison at all.
-        if cached is not None and (cached[0] is got or cached[0] == got):
+        if cached is not None and cached[0] is got:
+            return cached[1]
+        if cached is not None and cached[0] == got:
+            with self._rules_lock:      # a fresh copy of the same set: remember it, compare once
+                self._rules[mill] = (frozenset(got) if not isinstance(got, frozenset) else got, cached[1])
             return cached[1]
         allowed = frozenset(got)
         rules = PointRules.build(allowed, self.store.points(mill))
