@@ -33,7 +33,7 @@ from typing import Any, Literal
 import numpy as np
 import psycopg
 
-from spinline.cloud.storage import shared
+from spinline.cloud.storage import partials, shared
 from spinline.cloud.storage.base import (
     RESOLUTION_NS,
     Completeness,
@@ -557,8 +557,8 @@ class PostgresStore:
         (resolution, point, bucket) whose merge is not exact (recomputed by the caller).
 
         One COPY reads and deletes the partials; they are folded per (point, minute) and per
-        (point, hour) (``shared.fold_partials``), merged with the stored rows of those buckets, read
-        by one COPY each (``shared.merge_stored``), and written back by a DELETE of the merged keys
+        (point, hour) (``partials.fold_partials``), merged with the stored rows of those buckets, read
+        by one COPY each (``partials.merge_stored``), and written back by a DELETE of the merged keys
         and one COPY. Per row that is a few numpy passes instead of the executor nodes of a window
         and aggregate plan, which is what bounded sparse data (every row alone in its minute).
         """
@@ -573,14 +573,14 @@ class PostgresStore:
         kinds = cur.execute("SELECT key, rollover FROM points WHERE kind = 'counter' ORDER BY key").fetchall()
         ctr_keys = np.array([r[0] for r in kinds], dtype=np.int64)
         ctr_roll = np.array([np.nan if r[1] is None else r[1] for r in kinds], dtype=np.float64)
-        minutes = shared.fold_partials(parts, MINUTE_NS, ctr_keys, ctr_roll)
-        hours = shared.fold_partials(minutes.parts, HOUR_NS, ctr_keys, ctr_roll, ordered_in=minutes.ordered)
+        minutes = partials.fold_partials(parts, MINUTE_NS, ctr_keys, ctr_roll)
+        hours = partials.fold_partials(minutes.parts, HOUR_NS, ctr_keys, ctr_roll, ordered_in=minutes.ordered)
         redo = [(1, int(p), int(b)) for p, b in self._merge_into(cur, "rollup_1m", minutes, MINUTE_NS)]
         redo += [(2, int(p), int(b)) for p, b in self._merge_into(cur, "rollup_1h", hours, HOUR_NS)]
         return redo
 
     @staticmethod
-    def _merge_into(cur: psycopg.Cursor[Any], table: str, new: shared.Folded,
+    def _merge_into(cur: psycopg.Cursor[Any], table: str, new: partials.Folded,
                     width_ns: int) -> list[tuple[Any, Any]]:
         """Merge ``new`` into ``table`` (exact rows written, stored ones replaced); the redo keys."""
         a = new.parts
@@ -592,15 +592,15 @@ class PostgresStore:
             cp.write(_keys_copy_buffer(a.point, a.bucket))
         raw = bytearray()
         with cur.copy(f"""COPY (SELECT e.point, e.bucket, e.min, e.max, e.sum, e.count::bigint,
-                                coalesce(e.first_ts, {shared.NO_TS}), coalesce(e.first, 'NaN'::float8),
-                                coalesce(e.last_ts, {shared.NO_TS}), coalesce(e.last, 'NaN'::float8),
+                                coalesce(e.first_ts, {partials.NO_TS}), coalesce(e.first, 'NaN'::float8),
+                                coalesce(e.last_ts, {partials.NO_TS}), coalesce(e.last, 'NaN'::float8),
                                 coalesce(e.inc, 0::float8)
                           FROM {table} e JOIN _mkeys_{table} k ON k.point = e.point AND k.bucket = e.bucket
                           WHERE e.bucket >= {lo} AND e.bucket < {hi}) TO STDOUT (FORMAT BINARY)""") as cp:  # noqa: S608
             for chunk in cp:
                 raw += chunk
         stored = _parse_partials(bytes(raw))
-        merged, redo, had = shared.merge_stored(new, stored)
+        merged, redo, had = partials.merge_stored(new, stored)
         replace = had & ~redo
         if replace.any():
             cur.execute(f"TRUNCATE _mkeys_{table}")
