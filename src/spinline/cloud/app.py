@@ -96,7 +96,7 @@ def build_cloud(settings: Settings, store: TimeSeriesStore, meta: MetaStore) -> 
                         window_s=settings.login_window_s)
     edge_creds = EdgeCredentials(meta, SecretBox(settings.load_secret_key()))
     ingest_svc = IngestService(store, edge_creds.key, edge_creds.mill_of, _AllowedPoints(store),
-                               max_bytes=settings.max_ingest_bytes)
+                               max_bytes=settings.max_ingest_bytes, sync_credentials=edge_creds.sync)
     return Cloud(settings=settings, store=store, meta=meta, accounts=accounts, edges=edge_creds, ingest=ingest_svc,
                  kpis=KpiService(store))
 

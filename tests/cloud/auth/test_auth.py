@@ -194,6 +194,12 @@ def test_edge_credentials_are_cached_and_a_revoked_edge_is_refused_at_once(meta:
     assert edges.key("edge-b") == secret_b.encode()           # within the recheck window ...
     mono[0] += 1.0
     assert edges.key("edge-b") is None                        # ... then refused
+    # ... or at once after ``sync()``, which the ingest calls per request and per group of payloads
+    _, secret_c = other.create(edge_id="edge-c", mill="mill-a")
+    assert edges.key("edge-c") == secret_c.encode()
+    assert other.revoke("edge-c")
+    edges.sync()
+    assert edges.key("edge-c") is None
     # the TTL bounds an entry even when nothing changed
     misses = edges.misses
     mono[0] += 61.0

@@ -190,9 +190,10 @@ class EdgeCredentials:
 
     - an entry lives at most ``ttl_s`` (default 60 s);
     - a revocation through this object (the API) drops the edge's entry at once;
-    - a creation or revocation by another process (``spinline cloud revoke-edge``) is seen within
-      ``recheck_s`` (default 1 s): the cache re-reads ``MetaStore.edges_revision`` (one cheap query)
-      at most that often and forgets everything when it changed.
+    - a creation or revocation by another process (``spinline cloud revoke-edge``) is seen at the
+      next ``sync()`` (the ingest calls it once per HTTP request and per group of MQTT payloads) and
+      at the latest within ``recheck_s`` (default 1 s): ``MetaStore.edges_revision`` (one cheap
+      query) is re-read and the cache forgotten when it changed.
 
     Unknown edges are cached too (a forger spraying made-up ids costs no query each), under the same
     bounds, so a new edge is known within ``recheck_s`` of its creation.
@@ -215,16 +216,25 @@ class EdgeCredentials:
         self.hits = 0
         self.misses = 0
 
+    def sync(self) -> None:
+        """Forget every cached answer if an edge was created or revoked anywhere since the last look
+        (one small query). The ingest calls it once per request or per group of payloads, so a
+        revocation by another process is honoured from the next request on."""
+        self._check(self._mono())
+
+    def _check(self, now: float) -> None:
+        rev = self.meta.edges_revision()
+        with self._lock:
+            if rev != self._revision:
+                self._cache.clear()
+                self._gen += 1
+                self._revision = rev
+            self._checked = now
+
     def _entry(self, edge_id: str) -> tuple[bytes | None, str | None]:
         now = self._mono()
         if now - self._checked >= self.recheck_s:
-            rev = self.meta.edges_revision()
-            with self._lock:
-                if rev != self._revision:
-                    self._cache.clear()
-                    self._gen += 1
-                    self._revision = rev
-                self._checked = now
+            self._check(now)
         with self._lock:
             hit = self._cache.get(edge_id)
         if hit is not None and hit[0] > now:

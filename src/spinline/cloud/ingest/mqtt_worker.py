@@ -250,6 +250,7 @@ class IngestWorker:
     def _process(self, items: list[tuple[str, bytes, int]]) -> None:
         accepted: list[Accepted] = []
         rows = 0
+        self.service.sync_credentials()         # a revocation elsewhere counts from this group on
         for topic, payload, received in items:
             up = parse_up_topic(topic.removeprefix(self.namespace))
             if up is None:

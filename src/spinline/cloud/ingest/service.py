@@ -138,7 +138,7 @@ class IngestService:
                  edge_mill: Callable[[str], str | None], allowed_points: Callable[[str], set[int] | frozenset[int]],
                  *, point_rules: Callable[[str], PointRules] | None = None, max_future_ns: int = MAX_FUTURE_NS,
                  max_rows: int = MAX_ROWS, max_bytes: int = MAX_PAYLOAD_BYTES,
-                 clock: Callable[[], int] = time.time_ns) -> None:
+                 clock: Callable[[], int] = time.time_ns, sync_credentials: Callable[[], None] | None = None) -> None:
         self.store = store
         self.edge_keys = edge_keys
         self.edge_mill = edge_mill
@@ -148,6 +148,8 @@ class IngestService:
         self.max_rows = max_rows
         self.max_bytes = max_bytes
         self.clock = clock
+        #: Called before each request or group of payloads: a credential cache re-checks revocations.
+        self.sync_credentials = sync_credentials or (lambda: None)
         self._rules: dict[str, tuple[frozenset[int], PointRules]] = {}
         self._rules_lock = threading.Lock()
         #: Edges whose conflicting re-use of a key was logged (once per edge; every one is counted).
@@ -162,6 +164,7 @@ class IngestService:
                     topics: Sequence[tuple[str, str] | None] | None = None) -> list[IngestResult]:
         """Several payloads, the good ones stored in one transaction; results in input order."""
         now = self.clock() if received_ns is None else received_ns
+        self.sync_credentials()
         prepared = [self.prepare(p, now, topic=None if topics is None else topics[i])
                     for i, p in enumerate(payloads)]
         done = iter(self.commit([p for p in prepared if isinstance(p, Accepted)]))
