@@ -103,7 +103,7 @@ def build_cloud(settings: Settings, store: TimeSeriesStore, meta: MetaStore) -> 
                         session_max_s=settings.session_max_s)
     edge_creds = EdgeCredentials(meta, SecretBox(settings.load_secret_key()))
     ingest_svc = IngestService(store, edge_creds.key, edge_creds.mill_of, _AllowedPoints(store),
-                               max_bytes=settings.max_ingest_bytes)
+                               max_bytes=settings.max_ingest_bytes, sync_credentials=edge_creds.sync)
     streams = LiveStreams(settings.max_streams_per_user)
     accounts.on_sessions_ended(streams.end)
     kpis_svc = KpiService(store)
@@ -129,6 +129,57 @@ def open_stores(settings: Settings, *, site: Site | None = None) -> tuple[TimeSe
         meta.close()
         raise
     return store, meta
+
+
+#: Waits between attempts to reach PostgreSQL at start: doubling from the first to the last.
+START_BACKOFF_S = (0.5, 30.0)
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` says a server (PostgreSQL) cannot be reached, as opposed to a real fault
+    (a bad schema, a wrong password is also "operational" but retrying it costs nothing but time)."""
+    import psycopg
+    import sqlalchemy.exc
+
+    if isinstance(exc, StorageError):
+        return "cannot connect" in str(exc) or isinstance(exc.__cause__, psycopg.OperationalError)
+    return isinstance(exc, psycopg.OperationalError | sqlalchemy.exc.OperationalError | ConnectionError)
+
+
+async def open_stores_waiting(settings: Settings, *, site: Site | None = None,
+                              backoff_s: tuple[float, float] = START_BACKOFF_S) -> tuple[TimeSeriesStore, MetaStore]:
+    """``open_stores``, waiting for PostgreSQL while it cannot be reached (saying so, with backoff).
+
+    A cloud started before its database (a host reboot, a compose file without health checks) comes
+    up by itself when the database does, instead of exiting; any other failure is raised at once.
+    """
+    delay, attempt = backoff_s[0], 0
+    while True:
+        try:
+            opened = await run_in_threadpool(open_stores, settings, site=site)
+        except Exception as exc:  # only "cannot reach" is retried; anything else ends the start
+            if not unreachable(exc):
+                raise
+            attempt += 1
+            logger.warning("database %s cannot be reached (%s); retrying in %.1f s (attempt %d)",
+                           _redacted(settings.db), _first_line(exc), delay, attempt)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, backoff_s[1])
+            continue
+        if attempt:
+            logger.info("database %s reached after %d failed attempt(s)", _redacted(settings.db), attempt)
+        return opened
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+
+
+def _redacted(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    p = urlsplit(url)
+    return url.replace(f":{p.password}@", ":***@") if p.password else url
 
 
 async def _every(what: str, every_s: float, job: Callable[[], object]) -> None:
@@ -206,7 +257,7 @@ def create_app(settings: Settings, *, store: TimeSeriesStore | None = None, meta
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = store is None or meta is None
         if owned:
-            st, mt = await run_in_threadpool(open_stores, settings, site=site)
+            st, mt = await open_stores_waiting(settings, site=site)
         else:
             assert store is not None and meta is not None
             st, mt = store, meta

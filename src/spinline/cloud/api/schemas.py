@@ -326,6 +326,9 @@ class IngestAck(_Out):
     reason: str | None = None
     edge: str | None = Field(default=None, description="the edge the ack is for")
     inc: str | None = Field(default=None, description="the incarnation (edge buffer) of the batch")
+    refused: dict[str, int] | None = Field(default=None, description="rows refused per reason (the rest stored)")
+    retry: dict[str, Any] | None = Field(default=None, description="which refused rows the edge may re-send "
+                                         "later: points (unknown keys), after_ns, before_ns")
     sig: str | None = Field(default=None, description="hex HMAC-SHA256 of the ack with the edge's secret "
                                                       "(spinline.core.wire.sign_ack)")
 
