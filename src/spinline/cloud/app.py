@@ -35,8 +35,10 @@ from spinline.cloud.api.routes import (
     kpis,
     maintenance,
     mills,
+    models,
     points,
     stream,
+    tuf,
     users,
 )
 from spinline.cloud.api.services.site import register_site
@@ -47,11 +49,13 @@ from spinline.cloud.health_events import EdgeEvents
 from spinline.cloud.ingest.service import IngestService
 from spinline.cloud.kpis.service import KpiService
 from spinline.cloud.meta.store import ConflictError, MetaStore
+from spinline.cloud.models.registry import ModelRegistry
+from spinline.cloud.models.tuf_repo import TufRepository
 from spinline.cloud.settings import Settings
 from spinline.cloud.storage.base import TimeSeriesStore
 from spinline.cloud.storage.factory import open_store
 from spinline.core.errors import StorageError
-from spinline.core.site import Site, load_site
+from spinline.core.site import Mill, Site, load_site
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +63,8 @@ API_PREFIX = "/api/v1"
 #: Routers in the order the OpenAPI document lists them. Adding a router here puts its routes under
 #: the tenant-isolation suite (tests/cloud/api/test_tenant_isolation.py), which must then pass.
 ROUTERS = (auth.router, users.router, mills.router, points.router, kpis.router, events.router, edges.router,
-           stream.router, ingest.router, carbon.router, maintenance.router, health.router)
+           stream.router, ingest.router, carbon.router, maintenance.router, health.router, models.router,
+           tuf.router)
 
 
 def _unique_id(route: APIRoute) -> str:
@@ -135,6 +140,26 @@ async def _every(what: str, every_s: float, job: Callable[[], object]) -> None:
             failing = True
 
 
+def build_models(settings: Settings, meta: MetaStore) -> ModelRegistry:
+    """The model registry over the metadata database, with its TUF repository (tables created here)."""
+
+    def mill_config(mill: str) -> Mill | None:
+        rec = meta.mill(mill)
+        return rec.config if rec is not None else None
+
+    repo = TufRepository(meta.engine, SecretBox(settings.load_secret_key()))
+    reg = ModelRegistry(meta.engine, repo, mills=mill_config,
+                        edges_of=lambda mill: [e.id for e in meta.edges([mill]) if e.active])
+    reg.create_schema()
+    return reg
+
+
+def _model_jobs(reg: ModelRegistry) -> None:
+    if reg.repo is not None:
+        reg.repo.refresh_expiring()
+    reg.evaluate_canaries()
+
+
 async def _refresh_rollups(store: TimeSeriesStore, every_s: float) -> None:
     await _every("rollup refresh", every_s, store.refresh_rollups)
 
@@ -170,6 +195,7 @@ def create_app(settings: Settings, *, store: TimeSeriesStore | None = None, meta
         await run_in_threadpool(cloud.edge_events.create_schema)
         app.state.health_store, app.state.health_pipeline = pipeline.health, pipeline
         app.state.edge_events = cloud.edge_events
+        cloud.models = await run_in_threadpool(build_models, settings, mt)
         app.state.cloud = cloud
         stop = await run_in_threadpool(on_ready, cloud) if on_ready is not None else None
         tasks = []
@@ -177,6 +203,9 @@ def create_app(settings: Settings, *, store: TimeSeriesStore | None = None, meta
             tasks.append(asyncio.create_task(health_pipeline.run_periodically(pipeline, settings.health_pipeline_s)))
         if settings.rollup_refresh_s > 0:
             tasks.append(asyncio.create_task(_refresh_rollups(st, settings.rollup_refresh_s)))
+        if settings.models_every_s > 0:
+            reg = cloud.models
+            tasks.append(asyncio.create_task(_every("model jobs", settings.models_every_s, lambda: _model_jobs(reg))))
         if settings.retention_every_s > 0:
             tasks.append(asyncio.create_task(_apply_retention(st, settings.retention_every_s)))
         try:

@@ -38,6 +38,7 @@ from spinline.core.errors import AuthError
 
 if TYPE_CHECKING:
     from spinline.cloud.health_events import EdgeEvents
+    from spinline.cloud.models.registry import ModelRegistry
 
 
 @dataclass
@@ -53,6 +54,8 @@ class Cloud:
     kpis: KpiService
     #: Receives alarm events from the edges (set in the app's lifespan, with the health pipeline).
     edge_events: EdgeEvents | None = None
+    #: The model registry and its TUF repository (set in the app's lifespan).
+    models: ModelRegistry | None = None
 
 
 def get_cloud(request: Request) -> Cloud:
