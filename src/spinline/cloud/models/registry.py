@@ -46,6 +46,8 @@ from spinline.health.anomaly import DETECTORS, BaselineDetector
 
 from . import tables as t
 from .canary import Counts, Policy, Verdict, judge
+from .training import MillRows, TrainResult
+from .training import train as train_model
 from .tuf_repo import TufRepository
 
 log = logging.getLogger(__name__)
@@ -388,6 +390,24 @@ class ModelRegistry:
                 con.execute(t.desired.delete().where(t.desired.c.model_id == m.id))
             self._publish_all(mills)
         return self.get(name, version)
+
+    def train(self, machine_type: str, data: Mapping[str, MillRows], *, actor: str, kind: str = "mahalanobis",
+              span: tuple[int, int] | None = None, seed: int = 0) -> tuple[TrainResult, ModelVersion | None]:
+        """Train a fleet model of ``machine_type`` mill-wise; register it as a candidate only when it beats
+        the active model on the held-out mills (the comparison is stored with it)."""
+        name = f"{machine_type}.{kind}"
+        active = next(iter(self.versions(name=name, status="active")), None)
+        active_params = json.loads(self.artefact(active))["params"] if active is not None else None
+        res = train_model(data, active_params=active_params, kind=kind, seed=seed)
+        if not res.propose:
+            log.info("training %s: no candidate (%s)", name, res.comparison["why"])
+            return res, None
+        m = self.register(name=name, scope_kind="machine_type", scope=machine_type, kind=KIND_PREFIX + kind,
+                          params=res.params, actor=actor, reason=f"trained: {res.comparison['why']}",
+                          train_mills=res.train_mills, train_start_ns=span[0] if span else None,
+                          train_end_ns=span[1] if span else None, metrics=res.metrics, comparison=res.comparison,
+                          parent=active.version if active is not None else None)
+        return res, m
 
     # --- desired state -------------------------------------------------------------------------------------
 
