@@ -12,7 +12,7 @@ import pytest
 
 from spinline.cloud.app import open_stores
 from spinline.cloud.models.registry import ModelRegistry
-from spinline.cloud.models.training import MillRows, load_rows, split_mills, train
+from spinline.cloud.models.training import MillRows, load_rows, split_mills
 from spinline.cloud.settings import Settings
 from spinline.core.batch import Batch
 from spinline.core.site import load_site, point_key
