@@ -173,15 +173,15 @@ class ModelUpdater:
 
     def observe(self, asset: str, version: str, *, latency_s: float | None = None, alarm: bool = False,
                 error: bool = False) -> None:
-        """Count one scored snapshot (or a scoring error, or an alarm raised) against a model version."""
+        """Count one snapshot against a model version: scored (``alarm``: its anomaly score was at alarm
+        level, above 1), or a scoring ``error``; with the time the model took."""
         with self._lock:
             ev = self.evidence.setdefault((asset, version), Evidence(first_ns=self.clock()))
             if error:
                 ev.errors += 1
-            elif alarm:
-                ev.alarms += 1
             else:
                 ev.scored += 1
+                ev.alarms += int(alarm)
             if latency_s is not None:
                 ev.latency_s_sum += latency_s
                 ev.latency_s_max = max(ev.latency_s_max, latency_s)

@@ -1,10 +1,12 @@
 """The canary judge: promote or roll back a canary model on measured evidence, no human in the loop.
 
-Pure arithmetic over counters the edges report per (asset, model version): snapshots scored, alarms
-raised, scoring errors, inference time; plus alarms later closed as no fault found (``nff``) where the
-maintenance record says so. The canary's counters are compared with the **current model on the same
-machine type in the same mills over the same period** (the baseline), because "many alarms" means
-nothing without knowing how many the current model raises on the same machines.
+Pure arithmetic over counters the edges report per (asset, model version): snapshots scored, those
+scored at alarm level (anomaly score above 1: more telling than alarms raised, which hysteresis and
+repeat suppression hold to one per episode), scoring errors, inference time; plus alarms later closed
+as no fault found (``nff``) where the maintenance record says so. The canary's counters are compared
+with the **current model on the same machine type in the same mills over the same period** (the
+baseline), because "many alarms" means nothing without knowing how many the current model raises on
+the same machines.
 
 Rules (any one rolls back; the reasons are all recorded):
 
@@ -49,8 +51,7 @@ class Counts:
 
     @property
     def mean_latency_s(self) -> float:
-        n = self.scored + self.alarms
-        return self.latency_s_sum / n if n else 0.0
+        return self.latency_s_sum / self.scored if self.scored else 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +78,7 @@ def judge(canary: Counts, baseline: Counts, policy: Policy | None = None) -> Ver
     p = policy or Policy()
     reasons: list[str] = []
     base_rate = max(baseline.alarm_rate, p.alarm_rate_floor)
-    seen = canary.scored + canary.alarms
+    seen = canary.scored
     if canary.alarms >= p.min_alarms and seen and canary.alarms / seen > p.alarm_ratio * base_rate:
         reasons.append(f"alarm rate: {canary.alarms}/{seen} = {canary.alarms / seen:.3f} per snapshot vs "
                        f"{baseline.alarm_rate:.4f} for the current model ({baseline.alarms}/{baseline.scored})")

@@ -66,7 +66,7 @@ def split_mills(mills: Sequence[str], *, test_share: float = 0.34, seed: int = 0
     """Train and held-out mills, disjoint, at least one each (needs two mills or more).
 
     >>> split_mills(["a", "b", "c"])
-    (['a', 'c'], ['b'])
+    (['a', 'b'], ['c'])
     """
     ms = sorted(set(mills))
     if len(ms) < 2:
