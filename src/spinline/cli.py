@@ -45,6 +45,7 @@ def _register() -> None:
 
     for name in ("sim", "edge", "cloud", "health", "carbon"):
         app.add_typer(import_module(f"spinline.{name}.cli").app, name=name)
+    app.add_typer(import_module("spinline.cloud.models.cli").app, name="models")
     app.command("demo")(import_module("spinline.demo.cli").app)
 
 
