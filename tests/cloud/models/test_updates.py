@@ -61,6 +61,23 @@ def test_a_promoted_model_reaches_the_edge_and_the_fleet_view_shows_it(zone: Zon
     # mill-b was not targeted: its edge gets no desired model
     b = zone.edge("edge-b")
     assert b.check_once().installed == [] and _slot_versions(b) == {None}
+    # the fleet API: versions filled per asset, desired beside running; alice (mill-a) sees only her edge
+    import httpx
+
+    from .conftest import PASSWORD
+
+    for who, want in (("zone", {"edge-a", "edge-b", "edge-c"}), ("alice", {"edge-a"})):
+        tok = httpx.post(f"{zone.url}/api/v1/auth/login", json={"username": who, "password": PASSWORD}).json()
+        edges = httpx.get(f"{zone.url}/api/v1/edges", headers={"Authorization": f"Bearer {tok['access_token']}"}
+                          ).json()
+        assert {e["id"] for e in edges} == want
+        ea = next(e for e in edges if e["id"] == "edge-a")
+        assert {k: v for k, v in ea["versions"].items() if k in RF_ASSETS["mill-a"]} == dict.fromkeys(
+            RF_ASSETS["mill-a"], v2)
+        assert all(x["converged"] for x in ea["models"]["assets"].values())
+        models = httpx.get(f"{zone.url}/api/v1/models/fleet", headers={
+            "Authorization": f"Bearer {tok['access_token']}"}).json()
+        assert set(models) == ({"mill-a", "mill-b", "mill-c"} if who == "zone" else {"mill-a"})
 
 
 def test_a_tampered_model_is_refused_and_counted(zone: Zone) -> None:
