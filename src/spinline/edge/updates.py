@@ -37,6 +37,7 @@ registry model around TUF. All I/O here is blocking (TUF's client is synchronous
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -46,7 +47,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import httpx
 from tuf.api import exceptions as tuf_exc
@@ -408,3 +409,67 @@ class ModelUpdater:
             d = {"running": self.running, "previous": self.previous, "refusals": self.refusals, "evidence": ev}
         with contextlib.suppress(StorageError):
             atomic_write(self.dir / STATE_FILE, json.dumps(d, separators=(",", ":"), allow_nan=True).encode())
+
+
+class FeatureScorerLike(Protocol):
+    """What the vibration connector calls (``connectors.mqtt.vibration.FeatureScorer``), plus the model
+    version per asset (``EdgeScoring``)."""
+
+    def score(self, machine: str, channel: str, ts_ns: int, shaft_hz: float,
+              features: Mapping[str, float]) -> Mapping[str, float]: ...
+
+
+class ObservedScorer:
+    """Wraps the edge's scorer: every snapshot scored is evidence for the model version that scored it
+    (time taken, alarm level, scoring error). Hand this to the vibration connector instead of the scorer.
+
+    ``version_of(machine, channel)`` names the asset and the version running there (``EdgeScoring``'s
+    ``assets[(machine, channel)]``); ``errors_of()`` is the scorer's error count (it swallows numerical
+    failures of one asset so the others keep going; a rise during a call is that asset's error).
+    """
+
+    def __init__(self, scorer: FeatureScorerLike, updater: ModelUpdater,
+                 version_of: Callable[[str, str], tuple[str, str] | None], errors_of: Callable[[], int]) -> None:
+        self.scorer, self.updater, self.version_of, self.errors_of = scorer, updater, version_of, errors_of
+
+    def score(self, machine: str, channel: str, ts_ns: int, shaft_hz: float,
+              features: Mapping[str, float]) -> Mapping[str, float]:
+        errors = self.errors_of()
+        t0 = time.perf_counter()
+        out = self.scorer.score(machine, channel, ts_ns, shaft_hz, features)
+        dt = time.perf_counter() - t0
+        who = self.version_of(machine, channel)
+        if who is None:
+            return out
+        asset, version = who
+        if self.errors_of() > errors:
+            self.updater.observe(asset, version, error=True)
+        elif out and version != "commissioning":
+            score = out.get("anomaly_score")
+            self.updater.observe(asset, version, latency_s=dt,
+                                 alarm=score is not None and score == score and score > 1.0)
+        return out
+
+
+async def run_updates(updater: ModelUpdater, every_s: float, nudge: asyncio.Event | None = None) -> None:
+    """Check for model updates every ``every_s`` (or at once when ``nudge`` is set), off the event loop.
+
+    Runs until cancelled; a failure of one check (disk full) is logged once and retried next time.
+    """
+    failing = False
+    while True:
+        try:
+            await asyncio.to_thread(updater.check_once)
+            if failing:
+                log.info("model update checks recovered")
+            failing = False
+        except StorageError as exc:
+            if not failing:
+                log.error("model update check failed: %s", exc)
+            failing = True
+        if nudge is None:
+            await asyncio.sleep(every_s)
+            continue
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(nudge.wait(), every_s)
+        nudge.clear()

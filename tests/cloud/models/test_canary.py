@@ -13,7 +13,7 @@ import numpy as np
 from spinline.core.site import iter_machines, load_site
 from spinline.edge.models import ScoringConfig
 from spinline.edge.scoring import EdgeScoring
-from spinline.edge.updates import ApprovedModels, ModelUpdater
+from spinline.edge.updates import ApprovedModels, ModelUpdater, ObservedScorer
 from spinline.health.anomaly import VIB_MODEL_KEYS
 
 from .conftest import EDGES, Zone, fitted_params
@@ -37,21 +37,21 @@ class Edge:
         self.updater = ModelUpdater(base_url=z.url, edge=edge, mill=mill, secret=z.secrets[edge].encode(),
                                     data_dir=z.tmp / edge, slots=slots, approvals=self.approvals,
                                     trusted_root=z.repo.root(1))
-        self.rng = np.random.default_rng(hash(edge) % 2**32)
+        self.scorer = ObservedScorer(self.scoring, self.updater, self._version_of, lambda: self.scoring.errors)
+        self.rng = np.random.default_rng(sum(map(ord, edge)))
         self.ts = time.time_ns()
 
+    def _version_of(self, machine: str, channel: str) -> tuple[str, str] | None:
+        a = self.scoring.assets.get((machine, channel))
+        return None if a is None else (a.asset, a.version)
+
     def run(self, n: int) -> None:
-        """``n`` healthy snapshots per asset through the real scorer, each observed as evidence."""
+        """``n`` healthy snapshots per asset through the real scorer (wrapped: each one is evidence)."""
         for _ in range(n):
             self.ts += 60 * 10**9
-            for (machine, channel), a in self.scoring.assets.items():
+            for machine, channel in self.scoring.assets:
                 feats = {k: float(abs(self.rng.normal(1.0, 0.05))) for k in VIB_MODEL_KEYS}
-                t0 = time.perf_counter()
-                out = self.scoring.score(machine, channel, self.ts, 24.7, feats)
-                dt = time.perf_counter() - t0
-                if out:
-                    self.updater.observe(a.asset, a.version, latency_s=dt,
-                                         alarm=float(out.get("anomaly_score", 0.0)) > 1.0)
+                self.scorer.score(machine, channel, self.ts, 24.7, feats)
 
 
 def test_a_bad_canary_is_rolled_back_automatically_and_a_good_one_promoted(zone: Zone, zone_yaml: Path) -> None:
