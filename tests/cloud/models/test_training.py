@@ -83,6 +83,11 @@ def test_a_candidate_is_proposed_only_when_it_beats_the_active_model(tmp_path: P
     assert cand.metrics["detection_rate"] > 0.8 and cand.metrics["false_alarm_rate"] < 0.1
     assert cand.parent == poor.version and cand.status == "candidate"
     assert cand.transitions[0].reason.startswith("trained: candidate AUC")
+    # the artefact that travels to every mill's edges carries the fitted state, not the training rows
+    import json
+
+    det = json.loads(reg.artefact(cand))["params"]["detector"]
+    assert det["rows"] == [] and det["speeds"] == [] and det["state"] is not None
     # now that model is active: the same data gives nothing better, so nothing is proposed
     reg.promote(cand.name, cand.version, mills=["mill-a"], actor="zone", reason="better")
     res2, none = reg.train("ring_frame", data, actor="trainer")

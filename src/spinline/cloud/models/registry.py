@@ -166,6 +166,16 @@ def validate_params(kind: str, params: Mapping[str, Any]) -> list[str]:
     return list(det.features or ())
 
 
+def without_rows(params: Mapping[str, Any]) -> dict[str, Any]:
+    """A fleet model without its baseline buffer: the fitted state scores; the rows would carry the training
+    mills' feature rows to every other mill's edges. Refuses a detector that is not fitted."""
+    det = dict(params["detector"])
+    det["rows"], det["speeds"] = [], []
+    if not BaselineDetector.from_dict(det)._ready():  # noqa: SLF001 - fitted state present and clean
+        raise RegistryError("the detector is not fitted (no state): train it before registering")
+    return {**params, "detector": det}
+
+
 def in_share(asset: str, version: str, share: float) -> bool:
     """Stable choice of canary assets: the same asset stays in (or out of) a version's canary."""
     if share >= 1.0:
@@ -211,6 +221,8 @@ class ModelRegistry:
             raise RegistryError(f"bad model name {name!r}: lower-case letters, digits, '_', '-', '.' "
                                 "(e.g. ring_frame.mahalanobis)")
         features = validate_params(kind, params)
+        if scope_kind == "machine_type":
+            params = without_rows(params)
         with self._lock, self.engine.begin() as con:
             last = con.execute(sa.select(sa.func.max(t.versions.c.seq)).where(t.versions.c.name == name)).scalar()
             seq = int(last or 0) + 1
