@@ -42,7 +42,7 @@ from sqlalchemy.engine import Engine
 from spinline.core.errors import SpinlineError
 from spinline.core.modelspec import DESIRED_FORMAT, artefact_bytes, artefact_path, canonical, desired_path
 from spinline.core.site import Mill, iter_machines
-from spinline.health.anomaly import DETECTORS, BaselineDetector
+from spinline.health.anomaly import MODEL_KINDS, BaselineDetector
 
 from . import tables as t
 from .canary import Counts, Policy, Verdict, judge
@@ -115,7 +115,7 @@ class ModelVersion:
 
     @property
     def target(self) -> str:
-        return artefact_path(self.name, self.version, self.format)
+        return artefact_path(self.name, self.version)   # JSON either way (ONNX bytes travel base64 inside)
 
     def public(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "seq": self.seq, "scope_kind": self.scope_kind,
@@ -148,8 +148,8 @@ def mill_assets(mill: Mill) -> list[AssetRef]:
 
 def validate_params(kind: str, params: Mapping[str, Any]) -> list[str]:
     """Refuse parameters the edge's scorer could not run; returns the detector's feature names."""
-    if not kind.startswith(KIND_PREFIX) or kind[len(KIND_PREFIX):] not in DETECTORS:
-        raise RegistryError(f"unknown model kind {kind!r} (one of {', '.join(KIND_PREFIX + k for k in DETECTORS)})")
+    if not kind.startswith(KIND_PREFIX) or kind[len(KIND_PREFIX):] not in MODEL_KINDS:
+        raise RegistryError(f"unknown model kind {kind!r} (one of {', '.join(KIND_PREFIX + k for k in MODEL_KINDS)})")
     try:
         det = BaselineDetector.from_dict(params["detector"])
         base = params["baseline"]
@@ -232,7 +232,8 @@ class ModelRegistry:
             now = self.clock()
             mid = con.execute(t.versions.insert().values(
                 name=name, seq=seq, version=version, scope_kind=scope_kind, scope=scope, mill=mill, kind=kind,
-                format="json", artefact=data, sha256=hashlib.sha256(data).hexdigest(), size=len(data),
+                format="onnx" if kind.endswith("/onnx") else "json",
+                artefact=data, sha256=hashlib.sha256(data).hexdigest(), size=len(data),
                 features=_j(features), train_mills=_j(sorted(train_mills)), train_start_ns=train_start_ns,
                 train_end_ns=train_end_ns, metrics=_j(dict(metrics or {})), comparison=_j(dict(comparison or {})),
                 parent=parent, status="candidate", created_ns=now, created_by=actor)).inserted_primary_key
