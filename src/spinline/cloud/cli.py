@@ -100,7 +100,20 @@ def _mqtt_workers(url: str) -> Any:
             return None
         worker = IngestWorker(cloud.ingest, host, port, events=cloud.edge_events)
         worker.start()
-        return worker.stop
+        nudger = None
+        if cloud.models is not None:
+            from spinline.cloud.models.nudge import MqttNudger
+
+            nudger = MqttNudger(host, port)
+            nudger.start()
+            cloud.models.notify = nudger
+
+        def stop() -> None:
+            worker.stop()
+            if nudger is not None:
+                nudger.stop()
+
+        return stop
 
     return start
 

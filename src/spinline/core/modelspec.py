@@ -35,3 +35,8 @@ def artefact_path(name: str, version: str, fmt: str = "json") -> str:
 
 def desired_path(edge: str) -> str:
     return f"desired/{edge}.json"
+
+
+#: MQTT downlink nudge: "your desired state or its metadata changed, check now". It carries nothing an
+#: edge trusts (the check goes through TUF over HTTP); it only saves the wait until the next poll.
+TOPIC_MODELS = "spinline/down/{mill}/{edge}/models"

@@ -54,7 +54,7 @@ from tuf.api import exceptions as tuf_exc
 from tuf.ngclient import FetcherInterface, Updater
 
 from spinline.core.errors import StorageError
-from spinline.core.modelspec import ARTEFACT_FORMAT, DESIRED_FORMAT, artefact_bytes, desired_path
+from spinline.core.modelspec import ARTEFACT_FORMAT, DESIRED_FORMAT, TOPIC_MODELS, artefact_bytes, desired_path
 from spinline.core.request_auth import sign_request
 
 from .models import ModelRecord, ModelRejected, ModelSlot, atomic_write, slot_filename
@@ -473,3 +473,29 @@ async def run_updates(updater: ModelUpdater, every_s: float, nudge: asyncio.Even
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(nudge.wait(), every_s)
         nudge.clear()
+
+
+async def listen_nudges(host: str, port: int, mill: str, edge: str, nudge: asyncio.Event, *,
+                        username: str | None = None, password: str | None = None,
+                        reconnect_s: float = 5.0) -> None:
+    """Set ``nudge`` whenever the cloud says this edge's models changed (``TOPIC_MODELS``); runs until
+    cancelled. The nudge only makes ``run_updates`` check at once; what is installed is what TUF verifies."""
+    import aiomqtt
+
+    topic = TOPIC_MODELS.format(mill=mill, edge=edge)
+    failing = False
+    while True:
+        try:
+            async with aiomqtt.Client(host, port, username=username, password=password,
+                                      identifier=f"spinline-edge-{mill}-{edge}-models", keepalive=30) as client:
+                await client.subscribe(topic, qos=1)
+                if failing:
+                    log.info("model nudges: subscribed again")
+                failing = False
+                async for _msg in client.messages:
+                    nudge.set()
+        except aiomqtt.MqttError as exc:
+            if not failing:
+                log.warning("model nudges unavailable (%s): checking by polling only", exc)
+            failing = True
+            await asyncio.sleep(reconnect_s)

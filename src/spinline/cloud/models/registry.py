@@ -200,6 +200,8 @@ class ModelRegistry:
         self.edges_of = edges_of or (lambda _m: [])
         self.clock = clock
         self.policy = policy or Policy()
+        #: Called after a mill's repository changed: (mill, its edges, targets version); the MQTT nudge.
+        self.notify: Callable[[str, list[str], int], None] | None = None
         self._lock = threading.RLock()
 
     def create_schema(self) -> None:
@@ -508,13 +510,17 @@ class ModelRegistry:
             return None
         assets = self.assets(mill)
         files: dict[str, bytes] = {}
-        for edge in self.edges_of(mill):
+        edges = self.edges_of(mill)
+        for edge in edges:
             doc = self.desired_doc(mill, edge, assets)
             files[desired_path(edge)] = canonical(doc)
             for want in doc["assets"].values():
                 if want["target"] not in files:
                     files[want["target"]] = self.artefact(self.get(want["name"], want["version"]))
-        return self.repo.publish(mill, files)
+        version = self.repo.publish(mill, files)
+        if self.notify is not None and edges:
+            self.notify(mill, edges, version)
+        return version
 
     def _publish_all(self, mills: Iterable[str]) -> None:
         for mill in sorted(set(mills)):
