@@ -15,7 +15,9 @@ clients (TUF verification, signed HTTP requests) in threads of this process.
   vectorised ``score_many``), beside the learned ONNX path (a 50-tree isolation forest exported with
   skl2onnx, run by onnxruntime on one thread).
 * ``uplink``: bytes per mill per day of features (the wire format, compressed) and model updates
-  (measured bytes per check x checks per day) vs streaming the raw vibration of the same channels.
+  (measured bytes per converged check, metadata in and the update report out, x checks per day) vs
+  streaming the raw vibration of the same channels. The edge's status message is not counted (item 8
+  of issue 11, not built): ``status_bytes_per_day`` is null.
 """
 
 from __future__ import annotations
@@ -163,10 +165,10 @@ def propagation_and_rollback(folder: Path) -> dict[str, Any]:
         baseline_s = plain_fetch(cs, edges, reg.get(RF, v1).target)
         bytes_per_check = [e.bytes_in / max(1, e.checks) for e in edges]
         # a converged check: metadata only (timestamp; snapshot/targets only when they changed)
-        before = [e.bytes_in for e in edges]
+        before = [e.bytes_in + e.bytes_out for e in edges]
         for e in edges:
             e.check_once()
-        idle_check_bytes = float(np.mean([e.bytes_in - b for e, b in zip(edges, before, strict=True)]))
+        idle_check_bytes = float(np.mean([e.bytes_in + e.bytes_out - b for e, b in zip(edges, before, strict=True)]))
         # bad canary on mill-a's edges: evidence of alarms on every snapshot
         canary_edges = [e for e in edges if e.mill == mills[0]]
         bad = reg.register(name=RF, scope_kind="machine_type", scope="ring_frame", kind=KIND,

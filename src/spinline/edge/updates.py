@@ -162,6 +162,8 @@ class ModelUpdater:
         self.last_state = "never"
         self.checks = 0
         self.bytes_in = 0
+        #: Bytes of update reports sent (the uplink accounting; requests' headers not counted).
+        self.bytes_out = 0
         #: Per asset: the model line, version, seq and sha256 installed from the registry.
         self.running: dict[str, dict[str, Any]] = {}
         self.previous: dict[str, dict[str, Any]] = {}
@@ -360,7 +362,7 @@ class ModelUpdater:
             return {"state": self.last_state, "last_check_ns": self.last_check_ns, "checks": self.checks,
                     "running": {a: {k: v for k, v in r.items() if k != "sha256"} for a, r in self.running.items()},
                     "previous": dict(self.previous), "refusals": dict(self.refusals),
-                    "last_refusal": self.last_refusal, "bytes_in": self.bytes_in}
+                    "last_refusal": self.last_refusal, "bytes_in": self.bytes_in, "bytes_out": self.bytes_out}
 
     def report_body(self) -> dict[str, Any]:
         with self._lock:
@@ -372,6 +374,7 @@ class ModelUpdater:
         body = json.dumps(self.report_body(), separators=(",", ":"), default=str).encode()
         headers = {"Content-Type": "application/json",
                    **sign_request(self.secret, self.edge, "POST", REPORT_PATH, self.clock(), body)}
+        self.bytes_out += len(body)
         try:
             r = client.post(REPORT_PATH, content=body, headers=headers)
         except httpx.HTTPError as exc:
