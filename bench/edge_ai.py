@@ -114,7 +114,8 @@ def make_edges(cs: CloudServer, folder: Path) -> list[ModelUpdater]:
         slots = {a: ModelSlot(a, folder / edge / "models", verifier=approvals, validate=validate_record)
                  for a in (f"{mill}/rf01/main_motor", f"{mill}/rf02/main_motor")}
         out.append(ModelUpdater(base_url=cs.url, edge=edge, mill=mill, secret=secret.encode(),
-                                data_dir=folder / edge, slots=slots, approvals=approvals, trusted_root=root))
+                                data_dir=folder / edge, slots=slots, approvals=approvals, trusted_root=root,
+                                report_every_s=0))
     return out
 
 
@@ -165,10 +166,11 @@ def propagation_and_rollback(folder: Path) -> dict[str, Any]:
         baseline_s = plain_fetch(cs, edges, reg.get(RF, v1).target)
         bytes_per_check = [e.bytes_in / max(1, e.checks) for e in edges]
         # a converged check: metadata only (timestamp; snapshot/targets only when they changed)
-        before = [e.bytes_in + e.bytes_out for e in edges]
+        before = [e.bytes_in for e in edges]
         for e in edges:
             e.check_once()
-        idle_check_bytes = float(np.mean([e.bytes_in + e.bytes_out - b for e, b in zip(edges, before, strict=True)]))
+        idle_check_bytes = float(np.mean([e.bytes_in - b for e, b in zip(edges, before, strict=True)]))
+        report_bytes = float(np.mean([e.last_report_bytes for e in edges]))
         # bad canary on mill-a's edges: evidence of alarms on every snapshot
         canary_edges = [e for e in edges if e.mill == mills[0]]
         bad = reg.register(name=RF, scope_kind="machine_type", scope="ring_frame", kind=KIND,
@@ -199,7 +201,7 @@ def propagation_and_rollback(folder: Path) -> dict[str, Any]:
                           "publish_s": round(publish_s, 3),
                           "baseline_plain_fetch_all_s": round(baseline_s, 3),
                           "first_install_bytes_per_check": round(float(np.mean(bytes_per_check))),
-                          "idle_check_bytes": round(idle_check_bytes)},
+                          "idle_check_bytes": round(idle_check_bytes), "report_bytes": round(report_bytes)},
             "rollback": {"canary_edges": len(canary_edges), "evidence_to_all_rolled_back_s": round(auto_s, 3),
                          "baseline_manual_rollback_to_all_s": round(manual_s, 3), "reason": reason},
             "refusals": refusals}
@@ -264,7 +266,8 @@ def inference(seconds: float = 1.5) -> dict[str, Any]:
     return out
 
 
-def uplink(idle_check_bytes: float, poll_s_real: float = 300.0) -> dict[str, Any]:
+def uplink(idle_check_bytes: float, report_bytes: float, poll_s_real: float = 300.0,
+           report_s: float = 900.0) -> dict[str, Any]:
     """Per mill per day: features of every vibration channel (wire format) + model update checks vs raw."""
     site = load_site(SITE)
     mill = site.mills[0]
@@ -284,10 +287,11 @@ def uplink(idle_check_bytes: float, poll_s_real: float = 300.0) -> dict[str, Any
                           key=b"k" * 32)
         per_day_features += len(enc) / 10 * snaps
         raw += m.vibration.fs_hz * 2 * 86400   # int16 samples, continuous
-    model_checks = idle_check_bytes * 86400 / poll_s_real
+    model_checks = idle_check_bytes * 86400 / poll_s_real + report_bytes * 86400 / report_s
     total = per_day_features + model_checks
     return {"mill": mill.id, "channels": len(chans), "features_bytes_per_day": round(per_day_features),
             "model_check_bytes_per_day": round(model_checks), "model_poll_s": poll_s_real,
+            "model_report_s": report_s,
             "total_bytes_per_day": round(total), "baseline_raw_vibration_bytes_per_day": round(raw),
             "ratio_raw_over_ours": round(raw / total, 1),
             "status_bytes_per_day": None}
@@ -305,7 +309,7 @@ def main() -> None:
           f"(manual rollback: {r['baseline_manual_rollback_to_all_s']} s); reason: {r['reason'][:90]}")
     fig["inference"] = inference()
     print(f"inference per core: {json.dumps(fig['inference'])}")
-    fig["uplink"] = uplink(p["idle_check_bytes"])
+    fig["uplink"] = uplink(p["idle_check_bytes"], p["report_bytes"])
     u = fig["uplink"]
     print(f"uplink {u['mill']}: {u['total_bytes_per_day']} B/day vs raw {u['baseline_raw_vibration_bytes_per_day']}"
           f" B/day ({u['ratio_raw_over_ours']}x less)")

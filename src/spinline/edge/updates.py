@@ -148,7 +148,8 @@ class ModelUpdater:
 
     def __init__(self, *, base_url: str, edge: str, mill: str, secret: bytes, data_dir: str | Path,
                  slots: Mapping[str, ModelSlot], approvals: ApprovedModels, trusted_root: bytes | None = None,
-                 timeout_s: float = 15.0, verify_tls: bool = True, clock: Callable[[], int] = time.time_ns) -> None:
+                 timeout_s: float = 15.0, verify_tls: bool = True, report_every_s: float = 900.0,
+                 clock: Callable[[], int] = time.time_ns) -> None:
         self.base_url = base_url.rstrip("/")
         self.edge, self.mill, self.secret = edge, mill, secret
         self.dir = Path(data_dir) / "updates"
@@ -156,6 +157,11 @@ class ModelUpdater:
         self.approvals = approvals
         self.trusted_root = trusted_root
         self.timeout_s, self.verify_tls, self.clock = timeout_s, verify_tls, clock
+        #: Reports go up after a check that installed or refused something, else at most this often (the
+        #: evidence grows with every snapshot; sending it on every poll would cost more than the features).
+        self.report_every_s = report_every_s
+        self._reported_ns: int | None = None
+        self.last_report_bytes = 0
         self.refusals: dict[str, int] = dict.fromkeys(REASONS, 0)
         self.last_refusal: dict[str, Any] | None = None
         self.last_check_ns: int | None = None
@@ -229,7 +235,9 @@ class ModelUpdater:
             if result.state != "offline":
                 self._log_clear("offline", "", "model updates: cloud reachable again")
                 self._save_state()
-                self._report(client, result)
+                due = self._reported_ns is None or (self.clock() - self._reported_ns) >= self.report_every_s * 1e9
+                if due or result.installed or result.refused:
+                    self._report(client, result)
         if not result.refused and result.state == "ok":
             for key in [k for k in self._logged if k[0] != "offline"]:
                 self._logged.discard(key)
@@ -375,11 +383,14 @@ class ModelUpdater:
         headers = {"Content-Type": "application/json",
                    **sign_request(self.secret, self.edge, "POST", REPORT_PATH, self.clock(), body)}
         self.bytes_out += len(body)
+        self.last_report_bytes = len(body)
         try:
             r = client.post(REPORT_PATH, content=body, headers=headers)
         except httpx.HTTPError as exc:
             self._log_once("report", "", logging.WARNING, "model update report not delivered: %r", exc)
             return
+        if r.status_code == 204:
+            self._reported_ns = self.clock()
         if r.status_code != 204:
             self._log_once("report", "", logging.WARNING, "model update report refused: HTTP %d %s",
                            r.status_code, r.text[:200])

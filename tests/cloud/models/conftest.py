@@ -65,7 +65,7 @@ class Zone:
             s.load()
         root = self.repo.root(1)
         return ModelUpdater(base_url=self.url, edge=edge, mill=mill, secret=self.secrets[edge].encode(),
-                            data_dir=data, slots=slots, approvals=approvals, trusted_root=root)
+                            data_dir=data, slots=slots, approvals=approvals, trusted_root=root, report_every_s=0)
 
 
 def fitted_params(seed: int = 0, scale: float = 1.0) -> dict[str, Any]:

@@ -36,7 +36,7 @@ class Edge:
         slots = {a.asset: a.slot for a in self.scoring.assets.values()}
         self.updater = ModelUpdater(base_url=z.url, edge=edge, mill=mill, secret=z.secrets[edge].encode(),
                                     data_dir=z.tmp / edge, slots=slots, approvals=self.approvals,
-                                    trusted_root=z.repo.root(1))
+                                    trusted_root=z.repo.root(1), report_every_s=0)
         self.scorer = ObservedScorer(self.scoring, self.updater, self._version_of, lambda: self.scoring.errors)
         self.rng = np.random.default_rng(sum(map(ord, edge)))
         self.ts = time.time_ns()

@@ -247,3 +247,20 @@ def test_unsigned_or_foreign_requests_get_nothing(zone: Zone) -> None:
     old = sign_request(zone.secrets["edge-a"].encode(), "edge-a", "GET", path,
                        zone.registry.clock() - int(timedelta(minutes=10).total_seconds() * 1e9))
     assert httpx.get(zone.url + path, headers=old).status_code == 401
+
+
+def test_reports_go_up_on_change_and_otherwise_at_most_every_report_interval(zone: Zone) -> None:
+    _promote(zone, _register(zone))
+    edge = zone.edge("edge-a")
+    edge.report_every_s = 3600.0
+    assert edge.check_once().installed       # installed: reported at once
+    sent = edge.bytes_out
+    assert sent > 0 and zone.registry.reports(["mill-a"])["edge-a"]["slots"]
+    edge.observe("mill-a/rf01/main_motor", edge.slots["mill-a/rf01/main_motor"].version or "", latency_s=0.001)
+    edge.check_once()                         # nothing changed: the evidence waits for the next interval
+    assert edge.bytes_out == sent
+    edge.report_every_s = 0.0
+    edge.check_once()
+    assert edge.bytes_out > sent
+    ev = zone.registry.counts(edge.slots["mill-a/rf01/main_motor"].version or "", ["mill-a"])
+    assert ev.scored == 1
