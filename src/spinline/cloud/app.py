@@ -23,7 +23,6 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
 from spinline import __version__
-from spinline.cloud import health_pipeline
 from spinline.cloud.api.deps import Cloud
 from spinline.cloud.api.routes import (
     auth,
@@ -45,21 +44,23 @@ from spinline.cloud.api.services.site import register_site
 from spinline.cloud.auth.passwords import Passwords
 from spinline.cloud.auth.sealing import SecretBox
 from spinline.cloud.auth.service import Accounts, EdgeCredentials, InvalidRequest
-from spinline.cloud.health_events import EdgeEvents
 from spinline.cloud.ingest.service import IngestService
 from spinline.cloud.kpis.service import KpiService
+from spinline.cloud.maintenance import pipeline as health_pipeline
+from spinline.cloud.maintenance.events import EdgeEvents
 from spinline.cloud.meta.store import ConflictError, MetaStore
 from spinline.cloud.models.registry import ModelRegistry
 from spinline.cloud.models.tuf_repo import TufRepository
 from spinline.cloud.settings import Settings
 from spinline.cloud.storage.base import TimeSeriesStore
 from spinline.cloud.storage.factory import open_store
+from spinline.core import wire
 from spinline.core.errors import StorageError
 from spinline.core.site import Mill, Site, load_site
 
 logger = logging.getLogger(__name__)
 
-API_PREFIX = "/api/v1"
+API_PREFIX = wire.API_PREFIX
 #: Routers in the order the OpenAPI document lists them. Adding a router here puts its routes under
 #: the tenant-isolation suite (tests/cloud/api/test_tenant_isolation.py), which must then pass.
 ROUTERS = (auth.router, users.router, mills.router, points.router, kpis.router, events.router, edges.router,

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from spinline.cloud.app import open_stores
+from spinline.cloud.maintenance.store import HealthStore
 from spinline.cloud.models.registry import ModelRegistry
 from spinline.cloud.models.training import MillRows, load_rows, split_mills
 from spinline.cloud.settings import Settings
@@ -18,7 +19,6 @@ from spinline.core.batch import Batch
 from spinline.core.site import load_site, point_key
 from spinline.health.alarms import Alarm, Severity
 from spinline.health.anomaly import VIB_MODEL_KEYS, RobustZScore
-from spinline.health.store import HealthStore
 from spinline.health.workorders import WorkOrder
 
 MILLS = ("mill-a", "mill-b", "mill-c", "mill-d")

@@ -37,7 +37,7 @@ from spinline.cloud.storage.base import TimeSeriesStore
 from spinline.core.errors import AuthError
 
 if TYPE_CHECKING:
-    from spinline.cloud.health_events import EdgeEvents
+    from spinline.cloud.maintenance.events import EdgeEvents
     from spinline.cloud.models.registry import ModelRegistry
 
 

@@ -148,9 +148,9 @@ def train(machine_type: Annotated[str, typer.Option(help="e.g. ring_frame, card"
           by: ByOpt = None, db: DbOpt = None, data_dir: DataDirOpt = None) -> None:
     """Train a fleet model from every mill's features, labelled by verified work orders; propose it as a
     candidate only if it beats the active model on held-out mills."""
+    from spinline.cloud.maintenance.store import HealthStore
     from spinline.cloud.models.training import load_rows
     from spinline.cloud.storage.factory import open_store
-    from spinline.health.store import HealthStore
 
     settings, meta, reg = _open(db, data_dir)
     store = open_store(settings.store_url())

@@ -187,7 +187,7 @@ def load_rows(store: TimeSeriesStore, orders_of: Callable[[str], Sequence[WorkOr
               machine_type: str, start_ns: int, end_ns: int, *,
               lead: timedelta = timedelta(days=3)) -> dict[str, MillRows]:
     """Feature rows of every ``machine_type`` asset of ``mills`` in [start, end), labelled by verified orders."""
-    from spinline.cloud.health_pipeline import assets_of
+    from spinline.cloud.maintenance.pipeline import assets_of
 
     out: dict[str, MillRows] = {}
     for mill, cfg in sorted(mills.items()):

@@ -9,8 +9,8 @@ from fastapi import APIRouter, HTTPException, Query, status
 from spinline.carbon.factors import FactorError
 from spinline.carbon.footprint import AllocationError
 from spinline.carbon.report import pact_footprints
-from spinline.carbon.service import figures_dict, month_report
 from spinline.cloud.api.deps import ReadableMill, StoreDep
+from spinline.cloud.carbon.service import figures_dict, month_report
 
 router = APIRouter(tags=["carbon"])
 

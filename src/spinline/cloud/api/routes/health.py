@@ -16,7 +16,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 
 from spinline.cloud.api.deps import ReadableMill, StoreDep
-from spinline.cloud.health_pipeline import LatestHealth, latest_health
+from spinline.cloud.maintenance.pipeline import LatestHealth, latest_health
 from spinline.health.health_index import Rollup, rollup, status
 
 router = APIRouter(tags=["health"])
