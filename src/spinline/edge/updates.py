@@ -90,6 +90,8 @@ class EdgeFetcher(FetcherInterface):
         self.client, self.edge, self.secret, self.clock = client, edge, secret, clock
         #: Bytes received (metadata and models), for the uplink accounting.
         self.bytes_in = 0
+        #: The path of the last request answered 404 (a mill with nothing published has no timestamp).
+        self.last_404: str | None = None
 
     def _fetch(self, url: str) -> Iterator[bytes]:
         path = httpx.URL(url).raw_path.decode()
@@ -98,6 +100,8 @@ class EdgeFetcher(FetcherInterface):
             r = self.client.get(url, headers=headers)
         except httpx.HTTPError as exc:
             raise tuf_exc.DownloadError(f"GET {path}: {exc!r}") from None
+        if r.status_code == 404:
+            self.last_404 = path
         if r.status_code != 200:
             raise tuf_exc.DownloadHTTPError(f"GET {path}: HTTP {r.status_code}", r.status_code)
         self.bytes_in += len(r.content)
@@ -223,7 +227,9 @@ class ModelUpdater:
                     self._converge(upd, desired, result)
             except (tuf_exc.RepositoryError, tuf_exc.DownloadError) as exc:
                 reason = refusal_reason(exc)
-                if reason is None:
+                if reason is None and (fetcher.last_404 or "").endswith("/timestamp.json"):
+                    result = CheckResult("ok", detail="nothing published for this mill yet")
+                elif reason is None:
                     result = CheckResult("offline", detail=str(exc))
                     self._log_once("offline", "", logging.WARNING, "model updates: cloud unreachable (%s)", exc)
                 else:

@@ -264,3 +264,10 @@ def test_reports_go_up_on_change_and_otherwise_at_most_every_report_interval(zon
     assert edge.bytes_out > sent
     ev = zone.registry.counts(edge.slots["mill-a/rf01/main_motor"].version or "", ["mill-a"])
     assert ev.scored == 1
+
+
+def test_a_mill_with_nothing_published_is_not_an_outage(zone: Zone) -> None:
+    edge = zone.edge("edge-c")
+    res = edge.check_once()
+    assert res.state == "ok" and "nothing published" in res.detail
+    assert edge.status()["state"] == "ok" and not any(edge.refusals.values())
