@@ -34,9 +34,11 @@ from spinline.cloud.api.routes import (
     kpis,
     maintenance,
     mills,
+    models,
     points,
     series,
     stream,
+    tuf,
     users,
     zone,
 )
@@ -52,12 +54,14 @@ from spinline.cloud.maintenance import pipeline as health_pipeline
 from spinline.cloud.maintenance.events import EdgeEvents
 from spinline.cloud.maintenance.store import HealthQueries
 from spinline.cloud.meta.store import ConflictError, MetaStore
+from spinline.cloud.models.registry import ModelRegistry
+from spinline.cloud.models.tuf_repo import TufRepository
 from spinline.cloud.settings import Settings
 from spinline.cloud.storage.base import TimeSeriesStore
 from spinline.cloud.storage.factory import open_store
 from spinline.core import wire
 from spinline.core.errors import StorageError
-from spinline.core.site import Site, load_site
+from spinline.core.site import Mill, Site, load_site
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +70,7 @@ API_PREFIX = wire.API_PREFIX
 #: the tenant-isolation suite (tests/cloud/api/test_tenant_isolation.py), which must then pass.
 ROUTERS = (auth.router, users.router, mills.router, points.router, kpis.router, events.router, edges.router,
            stream.router, ingest.router, carbon.router, maintenance.router, health.router, zone.router,
-           series.router)
+           series.router, models.router, tuf.router)
 
 
 def _unique_id(route: APIRoute) -> str:
@@ -235,6 +239,26 @@ async def _refresh_zone(cloud: Cloud, every_s: float) -> None:
             await asyncio.sleep(every_s)
 
 
+def build_models(settings: Settings, meta: MetaStore) -> ModelRegistry:
+    """The model registry over the metadata database, with its TUF repository (tables created here)."""
+
+    def mill_config(mill: str) -> Mill | None:
+        rec = meta.mill(mill)
+        return rec.config if rec is not None else None
+
+    repo = TufRepository(meta.engine, SecretBox(settings.load_secret_key()))
+    reg = ModelRegistry(meta.engine, repo, mills=mill_config,
+                        edges_of=lambda mill: [e.id for e in meta.edges([mill]) if e.active])
+    reg.create_schema()
+    return reg
+
+
+def _model_jobs(reg: ModelRegistry) -> None:
+    if reg.repo is not None:
+        reg.repo.refresh_expiring()
+    reg.evaluate_canaries()
+
+
 async def _refresh_rollups(store: TimeSeriesStore, every_s: float) -> None:
     await _every("rollup refresh", every_s, store.refresh_rollups)
 
@@ -270,6 +294,7 @@ def create_app(settings: Settings, *, store: TimeSeriesStore | None = None, meta
         await run_in_threadpool(cloud.edge_events.create_schema)
         app.state.health_store, app.state.health_pipeline = pipeline.health, pipeline
         app.state.edge_events = cloud.edge_events
+        cloud.models = await run_in_threadpool(build_models, settings, mt)
         app.state.cloud = cloud
         stop = await run_in_threadpool(on_ready, cloud) if on_ready is not None else None
         tasks = []
@@ -279,6 +304,9 @@ def create_app(settings: Settings, *, store: TimeSeriesStore | None = None, meta
             tasks.append(asyncio.create_task(_refresh_rollups(st, settings.rollup_refresh_s)))
         if settings.zone_refresh_s > 0:
             tasks.append(asyncio.create_task(_refresh_zone(cloud, settings.zone_refresh_s)))
+        if settings.models_every_s > 0:
+            reg = cloud.models
+            tasks.append(asyncio.create_task(_every("model jobs", settings.models_every_s, lambda: _model_jobs(reg))))
         if settings.retention_every_s > 0:
             tasks.append(asyncio.create_task(_apply_retention(st, settings.retention_every_s)))
         try:

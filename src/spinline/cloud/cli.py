@@ -106,11 +106,20 @@ def _mqtt_workers(url: str) -> Any:
         starter = threading.Thread(target=worker.start_when_reachable, args=(stopping,), name="mqtt-ingest-start",
                                    daemon=True)
         starter.start()
+        nudger = None
+        if cloud.models is not None:
+            from spinline.cloud.models.nudge import MqttNudger
+
+            nudger = MqttNudger(host, port)
+            nudger.start()
+            cloud.models.notify = nudger
 
         def stop() -> None:
             stopping.set()
             starter.join(15)
             worker.stop()
+            if nudger is not None:
+                nudger.stop()
 
         return stop
 

@@ -311,6 +311,10 @@ class BaselineDetector(ABC):
 
     @staticmethod
     def from_dict(d: Mapping[str, Any]) -> BaselineDetector:
+        if d["kind"] == "onnx":   # a learned model (onnxruntime, loaded only when one is used)
+            from spinline.health.onnx_detector import OnnxDetector
+
+            return OnnxDetector.load(d)
         cls = BATCH_DETECTORS[d["kind"]]
         m = cls(**d["params"])
         m._rows = [list(map(float, r)) for r in d["rows"]]
@@ -486,6 +490,9 @@ class IsolationForestDetector(BaselineDetector):
 DETECTORS: dict[str, type[BaselineDetector]] = {c.kind: c for c in (RobustZScore, Mahalanobis, PCAT2Q)}
 #: Every detector, including those only fit for batch scoring (the fleet model of ``spinline health``).
 BATCH_DETECTORS: dict[str, type[BaselineDetector]] = {**DETECTORS, "iforest": IsolationForestDetector}
+#: Every kind ``BaselineDetector.from_dict`` loads: the detectors above, trained in place, and ``onnx``
+#: (``health.onnx_detector``: learned in the cloud, run with onnxruntime, never trained at the edge).
+MODEL_KINDS: tuple[str, ...] = (*DETECTORS, "onnx")
 
 #: Vibration features worth a log transform (positive amplitudes spanning decades).
 VIB_LOG_KEYS: tuple[str, ...] = ("rms_g", "peak_g", "velocity_rms", "env_bpfo", "env_bpfi", "env_bsf", "env_ftf",

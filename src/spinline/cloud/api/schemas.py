@@ -300,9 +300,12 @@ class EdgePublic(_Out):
     buffer_bytes: int | None = None
     lag_s: float | None = None
     uplink_state: str | None = None
-    versions: dict[str, str] = Field(default_factory=dict)
+    versions: dict[str, str] = Field(default_factory=dict,
+                                     description="the agent's version and the model version running per asset")
     alarms: list[str] = Field(default_factory=list)
     rejected: dict[str, int] = Field(default_factory=dict, description="refused batches per reason")
+    models: dict[str, Any] = Field(default_factory=dict, description="per asset the desired model version beside "
+                                   "the running one; the model updates the edge refused, per reason")
     status: dict[str, Any] = Field(default_factory=dict, description="the last status message as sent")
 
 
