@@ -98,9 +98,30 @@ def _mqtt_workers(url: str) -> Any:
         except ModuleNotFoundError:
             logging.getLogger(__name__).warning("no MQTT ingest worker in this build; ingest over HTTP only")
             return None
+        import threading
+
         worker = IngestWorker(cloud.ingest, host, port, events=cloud.edge_events)
-        worker.start()
-        return worker.stop
+        stopping = threading.Event()
+        # The API serves while the broker is still down; the worker subscribes when it comes up.
+        starter = threading.Thread(target=worker.start_when_reachable, args=(stopping,), name="mqtt-ingest-start",
+                                   daemon=True)
+        starter.start()
+        nudger = None
+        if cloud.models is not None:
+            from spinline.cloud.models.nudge import MqttNudger
+
+            nudger = MqttNudger(host, port)
+            nudger.start()
+            cloud.models.notify = nudger
+
+        def stop() -> None:
+            stopping.set()
+            starter.join(15)
+            worker.stop()
+            if nudger is not None:
+                nudger.stop()
+
+        return stop
 
     return start
 

@@ -74,6 +74,8 @@ class Settings(BaseModel):
     health_settle_s: float = Field(default=5.0, ge=0)
     #: Least severity of a pipeline alarm that opens a work order by itself.
     health_order_severity: Literal["warning", "critical"] = "critical"
+    #: Seconds between runs of the model jobs: re-sign TUF metadata past half its life, judge canaries (0: off).
+    models_every_s: float = Field(default=60.0, ge=0)
     #: Standard count for the zone comparison (SITRA 40s; Chinese practice 21s).
     standard_ne: float = Field(default=40.0, gt=0)
     #: Estimated share of a period's kWh above which carbon figures are flagged as resting on estimates.
