@@ -145,7 +145,7 @@ class HistoryWriter:
         rest = (until - self.sim.now_ns) / 1e9
         if rest >= 0.5:                  # up to ``until`` exactly: the live simulator goes on from there
             self._block(1, rest)
-        self._flush(force=True)
+        self._flush()
         self._send_events()
         self._vib.persist()
         self.report.wall_s += time.perf_counter() - t0
@@ -175,7 +175,7 @@ class HistoryWriter:
         if ts_i[-1] - self._pending_from >= int(self.plan.payload_s * 1e9):
             self._flush()
 
-    def _flush(self, force: bool = False) -> None:
+    def _flush(self) -> None:
         if not self._pending:
             return
         b = Batch.concat(self._pending)
