@@ -151,40 +151,59 @@ def _first_alarm(t: pd.Series, over: np.ndarray, on_delay: int) -> pd.Timestamp 
     return None
 
 
-def ims_set(work: Path, baseline_rows: int) -> dict[str, Any]:
-    path = data_dir() / "ims" / "test2_averaged" / "Averaged_BearingTest_Dataset.csv"
-    df = pd.read_csv(path)
+def ims_long(df: pd.DataFrame) -> pd.DataFrame:
+    """The averaged IMS file (one column per bearing) as one row per bearing and snapshot."""
     tcol = df.columns[0]
-    t = pd.to_datetime(df[tcol])
-    end = t.iloc[-1]
-    res, _, score_out = run_cli(df, work, f"ims{baseline_rows}", ["--normal", f"0:{baseline_rows}"])
-    raised = t[res["alarm_raised"].to_numpy() == 1]
-    first = raised.iloc[0] if len(raised) else None
-    early = int((raised < IMS_ONSET).sum())
-    four_days = int((raised < t.iloc[0] + pd.Timedelta(days=4)).sum())
-    first_watch = t[(res["status"] != "good").to_numpy() & (t > t.iloc[baseline_rows - 1]).to_numpy()]
+    long = df.melt(id_vars=[tcol], var_name="bearing", value_name="mean_abs_g").rename(columns={tcol: "time"})
+    long["bearing"] = long["bearing"].str.replace(" ", "").str.lower()
+    return long
+
+
+def ims_set(work: Path, baseline_rows: int) -> dict[str, Any]:
+    """IMS test 2 through the CLI, one asset per bearing (``--asset-column bearing``), the mean absolute
+    acceleration declared ``--rising`` (a bearing that gets quieter is not failing). Lead time: hours from
+    bearing 1's first alarm to the end of the run, 0 if any bearing alarms before the visible onset."""
+    path = data_dir() / "ims" / "test2_averaged" / "Averaged_BearingTest_Dataset.csv"
+    long = ims_long(pd.read_csv(path))
+    t = pd.to_datetime(long["time"])
+    end = t.max()
+    res, _, score_out = run_cli(long, work, f"ims{baseline_rows}",
+                                ["--normal", f"0:{baseline_rows}", "--asset-column", "bearing",
+                                 "--rising", "mean_abs_g"])
+    raised = (res["alarm_raised"].to_numpy() == 1)
+    b1 = (long["bearing"] == "bearing1").to_numpy()
+    first_b1 = t[raised & b1].min() if (raised & b1).any() else None
+    early = int((t[raised] < IMS_ONSET).sum())
+    four_days = int((t[raised] < t.min() + pd.Timedelta(days=4)).sum())
+    per_bearing = {str(b): str(t[raised & (long["bearing"] == b).to_numpy()].min())
+                   for b in long["bearing"].unique() if (raised & (long["bearing"] == b).to_numpy()).any()}
 
     def lead(ts: pd.Timestamp | None, n_early: int) -> float:
         return round((end - ts).total_seconds() / 3600, 1) if ts is not None and n_early == 0 else 0.0
 
-    x = df[[c for c in df.columns if c != tcol]].to_numpy(dtype=float)
-    normal = np.arange(len(df)) < baseline_rows
-    b = baselines(x, normal, np.zeros(len(df)))
+    x = long[["mean_abs_g"]].to_numpy(dtype=float)
+    assets = long["bearing"].to_numpy(dtype=object)
+    idx_in_asset = long.groupby("bearing").cumcount().to_numpy()
+    normal = idx_in_asset < baseline_rows
+    b = baselines(x, normal, assets)
     base = {}
     detail = {}
     for k, (_, over) in b.items():
         over = over & ~normal
-        fa = _first_alarm(t, over, 3)
-        base[k] = lead(fa, int(fa is not None and fa < IMS_ONSET))
-        detail[k] = str(fa)
-    ours = lead(first, early)
-    return _entry(f"hours of warning before the end of the run, 0 if any alarm before the onset "
-                  f"(baseline rows 0:{baseline_rows})", ours, base,
-                  {"first_alarm": str(first), "alarms_before_onset": early, "alarms_in_first_4_days": four_days,
+        firsts = {a: _first_alarm(t[assets == a].reset_index(drop=True), over[assets == a], 3)
+                  for a in pd.unique(assets)}
+        n_early = sum(1 for v in firsts.values() if v is not None and v < IMS_ONSET)
+        base[k] = lead(firsts["bearing1"], n_early)
+        detail[k] = {a: str(v) for a, v in firsts.items()}
+    ours = lead(first_b1, early)
+    return _entry(f"hours of warning (bearing 1) before the end of the run, 0 if any bearing alarms before the "
+                  f"onset (baseline rows 0:{baseline_rows} per bearing)", ours, base,
+                  {"first_alarm_bearing1": str(first_b1), "first_alarm_per_bearing": per_bearing,
+                   "alarms_before_onset": early, "alarms_in_first_4_days": four_days,
                    "onset_used": str(IMS_ONSET), "end": str(end), "baseline_first_alarm": detail,
-                   "first_status_not_good": str(first_watch.iloc[0]) if len(first_watch) else None,
-                   "target": ">= 24 h warning, no alarm in the first 4 days",
-                   "target_met": bool(ours >= 24 and four_days == 0)})
+                   "target": ">= 24 h warning, no false alarm in the healthy first days",
+                   "target_met_before_onset": bool(ours >= 24 and early == 0),
+                   "target_met_literal_4_days": bool(ours >= 24 and four_days == 0)})
 
 
 def fleet_frame(seed: int, kind: str) -> pd.DataFrame:

@@ -259,3 +259,28 @@ def test_class9_score_writes_rul_and_evaluates_it(tmp_path: Path) -> None:
     err = (late["rul_h"] - late["true_rul_h"]).abs()
     assert float(err.median()) < 60, late[["rul_h", "rul_low_h", "rul_high_h", "true_rul_h"]].describe()
     assert "RMSE" in score_out and "coverage" in score_out
+
+
+# --- rising-only columns: a bearing that gets quieter is not failing ----------------------------
+
+def test_rising_columns_ignore_a_drop_but_not_a_rise(tmp_path: Path) -> None:
+    rng = np.random.default_rng(11)
+    parts = []
+    for name, step in (("quieter", -0.5), ("louder", 0.5)):
+        v = 1 + 0.05 * rng.standard_normal(600)
+        v[400:] += step
+        parts.append(pd.DataFrame({"time": pd.date_range("2026-02-01", periods=600, freq="10min").astype(str),
+                                   "asset": name, "vib": v}))
+    df = pd.concat(parts, ignore_index=True)
+    _, _, two_sided = _fit_score(tmp_path, df, ["--normal", "0:300", "--asset-column", "asset", "--kind", "robust_z"])
+    assert two_sided.groupby("asset")["alarm_raised"].sum()["quieter"] >= 1  # the default scores both ways
+    fit_out, _, res = _fit_score(tmp_path, df, ["--normal", "0:300", "--asset-column", "asset", "--kind", "robust_z",
+                                                "--rising", "vib"])
+    per = res.groupby("asset")["alarm_raised"].sum()
+    assert per["quieter"] == 0 and per["louder"] >= 1, per
+    assert "rising only: vib" in fit_out
+    model = json.loads((tmp_path / "m.json").read_text())
+    assert model["rising"]["columns"] == ["vib"] and set(model["rising"]["floors"]) == {"*", "quieter", "louder"}
+    code, out = _run("fit", tmp_path / "d.csv", "--normal", "0:300", "--asset-column", "asset", "--out",
+                     tmp_path / "m3.json", "--rising", "nope")
+    assert code != 0 and "nope" in out and len(out.strip().splitlines()) == 1, out

@@ -34,7 +34,7 @@ import pandas as pd
 import typer
 
 from spinline.health.assess import AlarmSettings, assess, default_alarm_settings, median_interval_s, rul_metrics
-from spinline.health.fleet import CANDIDATES, N_PRIOR, FleetModel, fit_fleet
+from spinline.health.fleet import CANDIDATES, N_PRIOR, FleetModel, clip_rising, fit_fleet, rising_floors
 from spinline.health.screening import BadInput, find_time_column, numeric_column, screen
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, rich_markup_mode=None)
@@ -166,16 +166,22 @@ def fit(data: Path = typer.Argument(..., help="CSV, Parquet or XLSX of measureme
         far: float = typer.Option(0.01, help="false-alarm rate you accept on healthy rows (0-1, e.g. 0.01)"),
         velocity: str | None = typer.Option(None, help="velocity RMS column (mm/s) for the ISO part of the index"),
         machine_class: str = typer.Option("I", help="ISO 20816 machine class I-IV"),
+        rising: str | None = typer.Option(None, "--rising",
+                                          help="comma-separated feature columns where only an increase means "
+                                               "trouble (vibration amplitude, temperature): a drop below the "
+                                               "asset's normal median is not scored"),
         seed: int = typer.Option(0)) -> None:
     """Learn per-asset baselines from the normal rows of DATA, choose the detector, calibrate, save."""
     try:
-        _fit(data, normal, out, asset_column, features, label, speed, kind, far, velocity, machine_class, seed)
+        _fit(data, normal, out, asset_column, features, label, speed, kind, far, velocity, machine_class, seed,
+             rising)
     except BadInput as e:
         _fail(str(e))
 
 
 def _fit(data: Path, normal: str, out: Path, asset_column: str | None, features: str | None, label: list[str],
-         speed: str | None, kind: str, far: float, velocity: str | None, machine_class: str, seed: int) -> None:
+         speed: str | None, kind: str, far: float, velocity: str | None, machine_class: str, seed: int,
+         rising: str | None = None) -> None:
     if not 0.0 < far < 1.0:
         raise BadInput(f"--far {far}: the false-alarm rate must be between 0 and 1 (0.01 = 1 % of healthy rows)")
     if kind != "auto" and kind not in CANDIDATES:
@@ -185,7 +191,8 @@ def _fit(data: Path, normal: str, out: Path, asset_column: str | None, features:
     _check_out(out, "--out")
     df = read_table(data)
     wanted = [c.strip() for c in features.split(",")] if features else None
-    _require(df, [asset_column, speed, velocity, *label, *(wanted or [])], data, "the options given")
+    up = [c.strip() for c in rising.split(",") if c.strip()] if rising else []
+    _require(df, [asset_column, speed, velocity, *label, *(wanted or []), *up], data, "the options given")
     mask, marker = select_rows(df, normal, asset_column)
     if mask.sum() < 8:
         raise BadInput(f"{data}: --normal {normal} selects {int(mask.sum())} rows; at least 8 are needed")
@@ -200,8 +207,14 @@ def _fit(data: Path, normal: str, out: Path, asset_column: str | None, features:
     cols = rep.features
     if not cols:
         raise BadInput(f"{data}: no usable feature column (every column dropped, reasons above)")
+    not_kept = [c for c in up if c not in cols]
+    if not_kept:
+        raise BadInput(f"{data}: --rising {not_kept[0]!r} is not a kept feature column (see the screening above)")
     x = np.column_stack([numeric_column(df, c, str(data)) for c in cols])
     assets = _assets(df, asset_column)
+    up_idx = [cols.index(c) for c in up]
+    floors = rising_floors(x, assets, mask, up_idx) if up_idx else {}
+    x = clip_rising(x, assets, up_idx, floors)
     t_s = _times_s(df, rep.time_column)
     back = _backwards(t_s, assets)
     if back is not None and not asset_column:
@@ -215,8 +228,9 @@ def _fit(data: Path, normal: str, out: Path, asset_column: str | None, features:
     model = {"format": MODEL_FORMAT, "created": datetime.now().isoformat(timespec="seconds"), "source": str(data),
              "normal": normal, "features": cols, "screening": rep.to_dict(), "asset_column": asset_column,
              "labels": list(label) + ([marker] if marker else []), "velocity": velocity,
-             "machine_class": machine_class, "alarm": {"on_delay": alarm.on_delay, "off_delay": alarm.off_delay,
-                                                       "hysteresis": alarm.hysteresis, "basis": alarm.basis},
+             "machine_class": machine_class, "rising": {"columns": up, "floors": floors},
+             "alarm": {"on_delay": alarm.on_delay, "off_delay": alarm.off_delay,
+                       "hysteresis": alarm.hysteresis, "basis": alarm.basis},
              "fleet": fm.to_dict()}
     out.write_text(json.dumps(model), encoding="utf-8")
     cal = fm.calibration
@@ -232,6 +246,8 @@ def _fit(data: Path, normal: str, out: Path, asset_column: str | None, features:
         typer.echo(f"assets: {n_assets}, each with its own centre and scale; scales shrunk toward the fleet "
                    f"prior (weight n/(n+{N_PRIOR})); {len(cal['assets_own_threshold'])} with a threshold of their "
                    "own, the rest the fleet's")
+    if up:
+        typer.echo(f"rising only: {', '.join(up)} (a drop below the asset's normal median scores as the median)")
     typer.echo(f"alarms: {alarm.describe()} -> {out}")
 
 
@@ -302,6 +318,9 @@ def _score(data: Path, model_path: Path, out: Path, label: str | None, on_delay:
         typer.echo(f"warning: {data}: time goes backwards at row {back}" + (
             " within an asset: rows are taken in file order" if asset_col else
             " (several assets stacked?): fit with --asset-column COLUMN for per-asset baselines and alarms"))
+    rise = m.get("rising") or {"columns": [], "floors": {}}
+    if rise["columns"]:
+        x = clip_rising(x, assets, [fm.features.index(c) for c in rise["columns"]], rise["floors"])
     scores, z, unseen = fm.score(x, spd, assets)
     if unseen:
         typer.echo(f"note: {len(unseen)} asset(s) not in the model ({', '.join(unseen[:5])}"

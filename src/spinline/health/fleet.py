@@ -368,3 +368,34 @@ def fit_fleet(x: F64, assets: Sequence[str] | np.ndarray, normal: np.ndarray, *,
     # its detections on SKAB, so the guarantee is kept instead of the extra 25 % of rows).
     return FleetModel(kind=chosen, features=features, far=far, seed=seed, shape=shapes[chosen], assets=baselines,
                       slope=slope, speed_key=speed_key, selection=selection, calibration=calibration)
+
+
+def rising_floors(x: np.ndarray, assets: np.ndarray, normal: np.ndarray, columns: Sequence[int]
+                  ) -> dict[str, list[float]]:
+    """Per asset, the median of each "rising" column over its normal rows (``"*"``: over all assets).
+
+    A rising column is one where only an increase means trouble (a vibration amplitude, a bearing
+    temperature): a bearing that runs in and gets quieter is not failing. ``clip_rising`` lifts
+    values below this floor to it, so any detector sees a drop as "at the centre" and stays two-sided
+    on the other columns. The floor is the normal rows' median, the same for fit and score.
+    """
+    out: dict[str, list[float]] = {"*": [float(np.nanmedian(x[normal, j])) for j in columns]}
+    for a in dict.fromkeys(assets.tolist()):
+        sel = normal & (assets == a)
+        if sel.any():
+            out[str(a)] = [float(np.nanmedian(x[sel, j])) for j in columns]
+    return out
+
+
+def clip_rising(x: np.ndarray, assets: np.ndarray, columns: Sequence[int],
+                floors: dict[str, list[float]]) -> np.ndarray:
+    """``x`` with each rising column raised to its asset's floor (assets not in ``floors``: the ``"*"`` one)."""
+    if not columns:
+        return x
+    y = np.array(x, dtype=np.float64, copy=True)
+    fleet = np.asarray(floors["*"], dtype=np.float64)
+    for a in dict.fromkeys(assets.tolist()):
+        sel = assets == a
+        f = np.asarray(floors.get(str(a), fleet), dtype=np.float64)
+        y[np.ix_(sel, list(columns))] = np.maximum(y[np.ix_(sel, list(columns))], f)  # NaN stays NaN
+    return y
