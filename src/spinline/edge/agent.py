@@ -59,6 +59,8 @@ if TYPE_CHECKING:  # scoring pulls in the health models (scipy): only edges with
 
 log = logging.getLogger(__name__)
 BUFFER_FILE = "buffer.sqlite"
+#: How long stopping waits for each round of task cancellations.
+STOP_TIMEOUT_S = 5.0
 
 
 class EdgeAgent:
@@ -280,9 +282,21 @@ class EdgeAgent:
     async def __aexit__(self, *exc: object) -> None:
         for t in self._tasks:
             t.cancel()
+        pending = set(self._tasks)
+        if pending:
+            _, pending = await asyncio.wait(pending, timeout=STOP_TIMEOUT_S)
+        for _ in range(3):  # a library swallowed the cancel (asyncio.wait_for in 3.11): ask again
+            if not pending:
+                break
+            for t in pending:
+                t.cancel()
+            _, pending = await asyncio.wait(pending, timeout=STOP_TIMEOUT_S)
+        if pending:
+            log.error("edge stop: %s did not stop; left behind", ", ".join(t.get_name() for t in pending))
         for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+            if t.done() and not t.cancelled():
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    t.result()
         self._tasks.clear()
         for p in self.pushers:
             with contextlib.suppress(Exception):
