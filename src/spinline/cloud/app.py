@@ -24,7 +24,11 @@ from fastapi.routing import APIRoute
 
 from spinline import __version__
 from spinline.cloud import health_pipeline
+from spinline.cloud.api import errors, openapi
 from spinline.cloud.api.deps import Cloud
+from spinline.cloud.api.errors import error_response
+from spinline.cloud.api.guards import RequestGuard
+from spinline.cloud.api.limits import ConcurrencyLimiter, TokenBucket, WindowCounter
 from spinline.cloud.api.routes import (
     auth,
     carbon,
@@ -50,7 +54,7 @@ from spinline.cloud.meta.store import ConflictError, MetaStore
 from spinline.cloud.settings import Settings
 from spinline.cloud.storage.base import TimeSeriesStore
 from spinline.cloud.storage.factory import open_store
-from spinline.core.errors import StorageError
+from spinline.core import wire
 from spinline.core.site import Site, load_site
 
 logger = logging.getLogger(__name__)
@@ -90,14 +94,17 @@ class _AllowedPoints:
 def build_cloud(settings: Settings, store: TimeSeriesStore, meta: MetaStore) -> Cloud:
     """Wire the use cases over already-open stores (the CLI uses this too)."""
     passwords = Passwords(time_cost=settings.argon2_time_cost, memory_kib=settings.argon2_memory_kib,
-                          parallelism=settings.argon2_parallelism)
+                          parallelism=settings.argon2_parallelism, max_concurrent=settings.argon2_max_concurrent,
+                          wait_s=settings.argon2_wait_s)
     accounts = Accounts(meta, passwords, token_ttl_s=settings.token_ttl_s, max_failures=settings.login_max_failures,
-                        window_s=settings.login_window_s)
+                        window_s=settings.login_window_s, max_user_failures=settings.login_name_failures)
     edge_creds = EdgeCredentials(meta, SecretBox(settings.load_secret_key()))
     ingest_svc = IngestService(store, edge_creds.key, edge_creds.mill_of, _AllowedPoints(store),
                                max_bytes=settings.max_ingest_bytes)
     return Cloud(settings=settings, store=store, meta=meta, accounts=accounts, edges=edge_creds, ingest=ingest_svc,
-                 kpis=KpiService(store))
+                 kpis=KpiService(store), user_slots=ConcurrencyLimiter(settings.max_requests_per_user),
+                 client_failures=WindowCounter(settings.login_window_s),
+                 login_bucket=TokenBucket(settings.login_global_rate, settings.login_global_burst))
 
 
 def open_stores(settings: Settings, *, site: Site | None = None) -> tuple[TimeSeriesStore, MetaStore]:
@@ -207,19 +214,59 @@ def create_app(settings: Settings, *, store: TimeSeriesStore | None = None, meta
 
     @app.get("/healthz", tags=["health"], include_in_schema=False)
     def healthz() -> dict[str, str]:
+        """Liveness: the process answers. Touches nothing else, so it stays cheap during any outage."""
         return {"status": "ok", "version": __version__}
+
+    @app.get("/readyz", tags=["health"], include_in_schema=False)
+    async def readyz(request: Request) -> JSONResponse:
+        """Readiness: the stores answer within a second or two, and the MQTT ingest (if any) is connected."""
+        cloud: Cloud | None = getattr(request.app.state, "cloud", None)
+        if cloud is None:
+            return JSONResponse({"status": "starting"}, status_code=503, headers={"Retry-After": "5"})
+        checks = await readiness(cloud)
+        ok = all(v == "ok" for v in checks.values())
+        return JSONResponse({"status": "ready" if ok else "not ready", "checks": checks},
+                            status_code=200 if ok else 503, headers=None if ok else {"Retry-After": "5"})
+
+    errors.install(app)
 
     @app.exception_handler(InvalidRequest)
     async def _invalid(_: Request, exc: InvalidRequest) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=422)
+        return error_response(422, str(exc), "invalid_request")
 
     @app.exception_handler(ConflictError)
     async def _conflict(_: Request, exc: ConflictError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=409)
+        return error_response(409, str(exc), "conflict")
 
-    @app.exception_handler(StorageError)
-    async def _storage(_: Request, exc: StorageError) -> JSONResponse:
-        logger.error("storage failure: %s", exc)
-        return JSONResponse({"detail": "storage is unavailable, try again"}, status_code=503)
-
+    app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes, deadline_s=settings.request_deadline_s,
+                       exempt_prefixes=(f"{API_PREFIX}/ingest", f"{API_PREFIX}/edge-status", wire.EVENTS_PATH))
+    openapi.install(app)
     return app
+
+
+async def _probe(what: str, fn: Callable[[], object], timeout_s: float) -> str:
+    try:
+        await asyncio.wait_for(asyncio.shield(asyncio.ensure_future(run_in_threadpool(fn))), timeout_s)
+        return "ok"
+    except TimeoutError:
+        return f"{what} did not answer within {timeout_s:g} s"
+    except Exception as exc:  # any failure is the answer: not ready, and why
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        return f"{what} failed: {first[:200]}"
+
+
+async def readiness(cloud: Cloud, timeout_s: float = 2.0) -> dict[str, str]:
+    """``{"store": "ok" | why not, "meta": ..., "broker": ...}`` (the broker only with MQTT ingest)."""
+    meta = cloud.meta
+
+    def ping_meta() -> None:
+        with meta.engine.connect() as con:
+            con.exec_driver_sql("SELECT 1")
+
+    store, meta_state = await asyncio.gather(
+        _probe("the time-series store", lambda: cloud.store.points("-readyz-"), timeout_s),
+        _probe("the metadata database", ping_meta, timeout_s))
+    checks = {"store": store, "meta": meta_state}
+    if cloud.broker_connected is not None:
+        checks["broker"] = "ok" if cloud.broker_connected() else "the MQTT broker is not connected"
+    return checks

@@ -18,15 +18,19 @@ against another mill's data, so a route that forgets its scoping fails the suite
 
 from __future__ import annotations
 
+import inspect
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, HTTPException, Path, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from spinline.cloud.api.errors import ApiError
+from spinline.cloud.api.limits import ConcurrencyLimiter, TokenBucket, WindowCounter
+from spinline.cloud.api.timefmt import MAX_TIME, MIN_TIME, check_time
 from spinline.cloud.auth.roles import Permission, Principal
 from spinline.cloud.auth.service import Accounts, EdgeCredentials
 from spinline.cloud.ingest.service import IngestService
@@ -53,6 +57,14 @@ class Cloud:
     kpis: KpiService
     #: Receives alarm events from the edges (set in the app's lifespan, with the health pipeline).
     edge_events: EdgeEvents | None = None
+    #: Whether the MQTT ingest is connected to its broker (None: no MQTT ingest in this process).
+    broker_connected: Callable[[], bool] | None = None
+    #: Requests of one user running at once (``Settings.max_requests_per_user``).
+    user_slots: ConcurrencyLimiter = field(default_factory=lambda: ConcurrencyLimiter(4))
+    #: Failed logins per client address (any user name) in the login window.
+    client_failures: WindowCounter = field(default_factory=lambda: WindowCounter(300.0))
+    #: Login attempts of everyone together.
+    login_bucket: TokenBucket = field(default_factory=lambda: TokenBucket(10.0, 30.0))
 
 
 def get_cloud(request: Request) -> Cloud:
@@ -97,11 +109,36 @@ def get_token(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bear
 TokenDep = Annotated[str, Depends(get_token)]
 
 
-def get_current_user(cloud: CloudDep, token: TokenDep) -> Principal:
+def get_principal(cloud: CloudDep, token: TokenDep) -> Principal:
     try:
         return cloud.accounts.authenticate(token)
     except AuthError as exc:
         raise unauthorised(str(exc)) from None
+
+
+def _streams(request: Request) -> bool:
+    route = request.scope.get("route")
+    endpoint = getattr(route, "endpoint", None)
+    return endpoint is not None and inspect.isasyncgenfunction(endpoint)
+
+
+async def get_current_user(request: Request, cloud: CloudDep,
+                           user: Annotated[Principal, Depends(get_principal)]) -> AsyncIterator[Principal]:
+    """The caller, holding one of their ``max_requests_per_user`` slots until the request ends (429 past it).
+
+    Live streams (async-generator routes) do not take a slot: they last as long as the page is open.
+    """
+    if _streams(request):
+        yield user
+        return
+    if not cloud.user_slots.try_acquire(user.user_id):
+        raise ApiError(status.HTTP_429_TOO_MANY_REQUESTS, "too_many_concurrent_requests",
+                       f"at most {cloud.user_slots.per_key} requests of one user run at once; "
+                       "wait for one to finish", headers={"Retry-After": "1"})
+    try:
+        yield user
+    finally:
+        cloud.user_slots.release(user.user_id)
 
 
 CurrentUser = Annotated[Principal, Depends(get_current_user)]
@@ -172,8 +209,8 @@ EdgeManager = Annotated[Principal, Depends(require_permission(Permission.MANAGE_
 
 
 def client_address(request: Request) -> str:
-    """The caller's address for the login rate limit."""
-    return request.client.host if request.client is not None else "unknown"
+    """The caller's address for the login rate limit (an IP address: ``api.guards`` refused anything else)."""
+    return request.client.host[:64] if request.client is not None else "unknown"
 
 
 ClientAddress = Annotated[str, Depends(client_address)]
@@ -185,22 +222,36 @@ class TimeRange:
     end_ns: int
 
 
-def _ns(t: datetime) -> int:
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=UTC)
+def _ns(t: datetime, name: str) -> int:
+    t = check_time(t, name)
     return int(t.timestamp() * 1e6) * 1000
 
 
-def time_range(
-    start: Annotated[datetime | None, Query(description="ISO 8601 (UTC unless an offset is given); "
-                                                        "default: 24 h before the end")] = None,
-    end: Annotated[datetime | None, Query(description="ISO 8601, exclusive; default: now")] = None,
-) -> TimeRange:
-    end_ns = _ns(end) if end is not None else time.time_ns()
-    start_ns = _ns(start) if start is not None else end_ns - 24 * 3600 * 10**9
-    if end_ns <= start_ns:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "end must be after start")
-    return TimeRange(start_ns, end_ns)
+def span_limited(max_days: Callable[[Settings], float], what: str) -> Callable[..., TimeRange]:
+    """A ``TimeRange`` dependency whose span may be at most ``max_days(settings)`` days (422 ``span_too_large``)."""
+
+    def time_range(
+        cloud: CloudDep,
+        start: Annotated[datetime | None, Query(description="ISO 8601 (UTC unless an offset is given); "
+                                                            "default: 24 h before the end; "
+                                                            f"{MIN_TIME:%Y-%m-%d} .. {MAX_TIME:%Y-%m-%d}")] = None,
+        end: Annotated[datetime | None, Query(description="ISO 8601, exclusive; default: now")] = None,
+    ) -> TimeRange:
+        end_ns = _ns(end, "end") if end is not None else time.time_ns()
+        start_ns = _ns(start, "start") if start is not None else end_ns - 24 * 3600 * 10**9
+        if end_ns <= start_ns:
+            raise ApiError(status.HTTP_422_UNPROCESSABLE_CONTENT, "empty_span", "end must be after start")
+        limit = max_days(cloud.settings)
+        days = (end_ns - start_ns) / 86400e9
+        if days > limit:
+            raise ApiError(status.HTTP_422_UNPROCESSABLE_CONTENT, "span_too_large",
+                           f"the span is {days:.1f} days; {what} cover at most {limit:g} days per request")
+        return TimeRange(start_ns, end_ns)
+
+    time_range.__name__ = f"time_range_{what.replace(' ', '_')}"
+    return time_range
 
 
-TimeRangeDep = Annotated[TimeRange, Depends(time_range)]
+TimeRangeDep = Annotated[TimeRange, Depends(span_limited(lambda s: s.max_span_days, "queries"))]
+KpiRangeDep = Annotated[TimeRange, Depends(span_limited(lambda s: s.max_kpi_span_days, "KPIs"))]
+

@@ -12,6 +12,8 @@ from typing import Any, Literal, overload
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from spinline.cloud.api.errors import ErrorPublic  # noqa: F401 (re-exported: routes say s.ErrorPublic)
+from spinline.cloud.api.timefmt import InDatetime, UtcDatetime
 from spinline.cloud.auth.roles import Role
 
 
@@ -40,15 +42,11 @@ class LoginRequest(BaseModel):
 class TokenPublic(_Out):
     access_token: str
     token_type: Literal["bearer"] = "bearer"  # noqa: S105 (the OAuth2 token type, not a secret)
-    expires_at: datetime
+    expires_at: UtcDatetime
 
 
 class Message(_Out):
     message: str
-
-
-class ErrorPublic(_Out):
-    detail: Any
 
 
 # --- users ---------------------------------------------------------------------------------------
@@ -76,7 +74,7 @@ class UserPublic(_Out):
     role: Role
     mills: list[str]
     disabled: bool
-    created_at: datetime
+    created_at: UtcDatetime
 
 
 # --- mills and the tree --------------------------------------------------------------------------
@@ -141,7 +139,7 @@ class MillTree(_Out):
 class LatestValue(_Out):
     tag: str
     key: int
-    ts: datetime
+    ts: UtcDatetime
     value: float | None
     quality: int
 
@@ -180,13 +178,13 @@ class KpiPublic(_Out):
     mill: str
     line: str | None = None
     machine_type: str | None = None
-    start: datetime
-    end: datetime
+    start: UtcDatetime
+    end: UtcDatetime
     hours: float
     machines: int
     spindles: int
-    run_h: float
-    output_kg: float
+    run_h: float | None
+    output_kg: float | None
     std_output_kg: float | None = Field(description="output converted to the standard count")
     count_ne: float | None = Field(description="output-weighted mean count (Ne)")
     efficiency_pct: float | None
@@ -199,14 +197,14 @@ class KpiPublic(_Out):
     worst5_break_share_pct: float | None
     gps_g: float | None = Field(description="grams per spindle per 8 h shift")
     std_gps_g: float | None = Field(description="GPS at the standard count")
-    energy_kwh: float
+    energy_kwh: float | None
     sec_kwh_per_kg: float | None
 
 
 class KpiReport(_Out):
     standard_ne: float
-    start: datetime
-    end: datetime
+    start: UtcDatetime
+    end: UtcDatetime
     by: str
     rows: list[KpiPublic]
 
@@ -221,13 +219,13 @@ class EventCreate(BaseModel):
     message: str = Field(default="", max_length=4000)
     severity: Severity = "info"
     machine: str | None = Field(default=None, max_length=64)
-    ts: datetime | None = Field(default=None, description="when it happened (default: now)")
+    ts: InDatetime | None = Field(default=None, description="when it happened (default: now)")
 
 
 class EventPublic(_Out):
     id: int
     mill: str
-    ts: datetime
+    ts: UtcDatetime
     machine: str | None
     kind: str
     severity: str
@@ -248,10 +246,10 @@ class EdgePublic(_Out):
     mill: str
     description: str
     active: bool
-    created_at: datetime
+    created_at: UtcDatetime
     created_by: str
-    revoked_at: datetime | None
-    last_seen: datetime | None = Field(description="when its last status message arrived")
+    revoked_at: UtcDatetime | None
+    last_seen: UtcDatetime | None = Field(description="when its last status message arrived")
     buffer_rows: int | None = None
     buffer_bytes: int | None = None
     lag_s: float | None = None
@@ -270,7 +268,7 @@ class RejectionPublic(_Out):
     edge: str
     reason: str
     detail: str
-    ts: datetime
+    ts: UtcDatetime
 
 
 # --- ingest --------------------------------------------------------------------------------------
@@ -287,5 +285,8 @@ class IngestAck(_Out):
 
 
 class IngestRefusal(_Out):
+    """A refused edge payload: ``reason`` (the edge protocol's word) and the same ``code`` as every API error."""
+
     reason: str
     detail: str
+    code: str = ""

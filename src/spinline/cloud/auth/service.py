@@ -1,7 +1,7 @@
 """Use cases of accounts and edge credentials (no HTTP here; the routes and the CLI call these).
 
-- ``Accounts``: log in (argon2id check, rate limit per user and client and per user across all
-  clients), authenticate a bearer token, log out, manage users;
+- ``Accounts``: log in (argon2id check, refusal per user and client; the failures of a user name
+  across all clients are counted for a delay, never a lock-out), authenticate a bearer token, log out, manage users;
 - ``EdgeCredentials``: create an edge bound to one mill (the secret is returned once), revoke it,
   and answer the ingest service's two questions: an edge's HMAC key and its mill.
 """
@@ -60,7 +60,7 @@ class Accounts:
         self.token_ttl_ns = int(token_ttl_s * 1e9)
         #: Failed logins of one user from one client within the window before 429.
         self.max_failures = max_failures
-        #: Failed logins of one user from all clients together within the window before 429.
+        #: Failed logins of one user from all clients together within the window before its logins slow down.
         self.max_user_failures = max_user_failures
         self.window_ns = int(window_s * 1e9)
         self.clock = clock
@@ -72,7 +72,9 @@ class Accounts:
 
         The attempt is counted as a failure *before* the (slow) password check and the count taken
         with it, so parallel attempts cannot all pass the check before any is counted; a success
-        clears this client's failures.
+        clears this client's failures. Only the client that failed is refused for the name: the
+        failures of the name from all clients slow its logins down (``name_failures``, applied by
+        the route as a delay), they never lock the real user out (``spinline.cloud.api.limits``).
         """
         now = self.clock()
         key = username.lower()
@@ -81,12 +83,10 @@ class Accounts:
         if len(failures) >= self.max_failures:
             raise LoginRateLimited((failures[0] + self.window_ns - now) / 1e9)
         attempt = self._count_attempt(key, client, now)
-        ahead = self._failures_before(key, None, since, attempt)
         ahead_here = self._failures_before(key, client, since, attempt)
-        if len(ahead_here) >= self.max_failures or len(ahead) >= self.max_user_failures:
+        if len(ahead_here) >= self.max_failures:
             self._forget_attempt(attempt)
-            first = ahead_here[0] if len(ahead_here) >= self.max_failures else ahead[0]
-            raise LoginRateLimited(max(0.0, (first + self.window_ns - now) / 1e9))
+            raise LoginRateLimited(max(0.0, (ahead_here[0] + self.window_ns - now) / 1e9))
         user = self.meta.user_by_name(username)
         if user is None:
             self.passwords.dummy_verify(password)
@@ -100,6 +100,14 @@ class Accounts:
         expires = now + self.token_ttl_ns
         self.meta.add_token(digest, user.id, created_ns=now, expires_ns=expires)
         return Session(token=token, expires_ns=expires, user=user)
+
+    def name_failures(self, username: str) -> int:
+        """Failed logins of ``username`` from every client within the window."""
+        c = t.login_failures.c
+        q = sa.select(sa.func.count()).select_from(t.login_failures).where(
+            c.username == username.lower(), c.ts_ns >= self.clock() - self.window_ns)
+        with self.meta.engine.connect() as con:
+            return int(con.execute(q).scalar_one())
 
     # The attempt counting works on the failures table directly: it needs each row's id (the order
     # in which parallel attempts were counted), which ``MetaStore``'s helpers do not return.

@@ -9,13 +9,12 @@ that drives it. Reading needs ``read`` on the mill.
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 
 from spinline.cloud.api.deps import ReadableMill, StoreDep
+from spinline.cloud.api.timefmt import UtcDatetime
 from spinline.cloud.health_pipeline import LatestHealth, latest_health
 from spinline.health.health_index import Rollup, rollup, status
 
@@ -27,7 +26,7 @@ class AssetHealthPublic(BaseModel):
     machine: str
     channel: str
     line: str
-    at: datetime
+    at: UtcDatetime
     value: float
     status: str
     #: "edge" when the edge computed the index, "cloud" when computed from its features here.

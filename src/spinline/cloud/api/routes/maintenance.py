@@ -25,6 +25,7 @@ from spinline.cloud.api.deps import (
     mill_with,
     not_found,
 )
+from spinline.cloud.api.timefmt import InDatetime, UtcDatetime
 from spinline.cloud.auth.roles import Permission
 from spinline.cloud.health_pipeline import measured_health
 from spinline.cloud.meta.store import MillRecord
@@ -55,7 +56,7 @@ HealthStoreDep = Annotated[HealthStore, Depends(get_health_store)]
 
 class StepPublic(BaseModel):
     state: str
-    at: datetime
+    at: UtcDatetime
     by: str
     comment: str
 
@@ -66,7 +67,7 @@ class AlarmCreate(BaseModel):
     severity: Severity = Severity.WARNING
     message: str = Field(min_length=1, max_length=2000)
     value: float | None = None
-    raised_at: datetime | None = None
+    raised_at: InDatetime | None = None
     evidence: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -80,7 +81,7 @@ class AlarmPublic(BaseModel):
     message: str
     value: float | None
     count: int
-    raised_at: datetime
+    raised_at: UtcDatetime
     evidence: dict[str, Any]
     history: list[StepPublic]
 
@@ -95,7 +96,7 @@ class WorkOrderCreate(BaseModel):
     alarm_id: str | None = Field(default=None, description="create from this alarm (asset, priority, fault follow)")
     priority: Priority | None = None
     fault: str | None = Field(default=None, max_length=64)
-    due_at: datetime | None = None
+    due_at: InDatetime | None = None
     description: str = Field(default="", max_length=4000)
     health_index: float | None = Field(default=None, ge=0, le=100)
 
@@ -114,9 +115,9 @@ class WorkOrderPublic(BaseModel):
     fault: str
     priority: str
     state: str
-    created_at: datetime
+    created_at: UtcDatetime
     created_by: str
-    due_at: datetime | None
+    due_at: UtcDatetime | None
     overdue: bool
     assignee: str | None
     alarm_id: str | None
@@ -129,7 +130,7 @@ class WorkOrderPublic(BaseModel):
 class PlanItemPublic(BaseModel):
     asset: str
     title: str
-    due_at: datetime
+    due_at: UtcDatetime
     priority: str
     state: str
     work_order: str | None
@@ -327,7 +328,8 @@ def work_order_step(mill: MaintainableMill, order_id: str,
 
 @router.get("/plan")
 def get_weekly_plan(mill: ReadableMill, hs: HealthStoreDep,
-                    week_start: Annotated[datetime | None, Query(description="default: this Monday 00:00 UTC")] = None,
+                    week_start: Annotated[InDatetime | None,
+                                          Query(description="default: this Monday 00:00 UTC")] = None,
                     ) -> list[PlanItemPublic]:
     """The week's maintenance plan: overdue orders first, then those due in the week."""
     if week_start is None:
