@@ -8,7 +8,7 @@ Times are ISO 8601 UTC; series are columns (``ts_ms`` + ``value``) so a chart re
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal, overload
+from typing import Annotated, Any, Literal, overload
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -26,6 +26,10 @@ def ts(ns: int | None) -> datetime | None: ...
 def ts(ns: int | None) -> datetime | None:
     """Nanoseconds since the epoch -> an aware UTC datetime (microsecond precision)."""
     return None if ns is None else datetime.fromtimestamp(ns / 1e9, UTC)
+
+
+#: A mill id as a person or an edge writes it (the site file's ids are at most 64 characters).
+MillId = Annotated[str, Field(min_length=1, max_length=64)]
 
 
 class _Out(BaseModel):
@@ -55,13 +59,14 @@ class UserCreate(BaseModel):
     username: str = Field(min_length=1, max_length=64)
     password: str = Field(min_length=8, max_length=1024)
     role: Role
-    mills: list[str] = Field(default_factory=list, description="mills in scope (all for zone_operator)")
+    mills: list[MillId] = Field(default_factory=list, max_length=1000,
+                                description="mills in scope (all for zone_operator)")
     full_name: str = Field(default="", max_length=200)
 
 
 class UserUpdate(BaseModel):
     role: Role | None = None
-    mills: list[str] | None = None
+    mills: list[MillId] | None = Field(default=None, max_length=1000)
     password: str | None = Field(default=None, min_length=8, max_length=1024)
     disabled: bool | None = None
     full_name: str | None = Field(default=None, max_length=200)
@@ -237,7 +242,7 @@ class EventPublic(_Out):
 
 class EdgeCreate(BaseModel):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]{0,62}$")
-    mill: str
+    mill: MillId
     description: str = Field(default="", max_length=200)
 
 

@@ -10,11 +10,12 @@ whose id another mill's record already has (it is never overwritten).
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from spinline.cloud.api.deps import (
     CurrentUser,
@@ -35,6 +36,11 @@ from spinline.health.store import HealthStore, RecordConflict
 from spinline.health.workorders import Priority, WorkOrder, WOState, overdue
 
 router = APIRouter(prefix="/mills/{mill}/maintenance", tags=["maintenance"])
+
+#: Largest evidence of one alarm (JSON), enough for a diagnosis with its spectrum peaks.
+MAX_EVIDENCE_BYTES = 16 * 1024
+#: Filters a person types.
+AssetFilter = Annotated[str | None, Query(max_length=255)]
 
 MaintainableMill = Annotated[MillRecord, Depends(mill_with(Permission.MANAGE_MAINTENANCE))]
 
@@ -68,7 +74,15 @@ class AlarmCreate(BaseModel):
     message: str = Field(min_length=1, max_length=2000)
     value: float | None = None
     raised_at: InDatetime | None = None
-    evidence: dict[str, Any] = Field(default_factory=dict)
+    evidence: dict[str, Any] = Field(default_factory=dict, description=f"at most {MAX_EVIDENCE_BYTES} bytes as JSON")
+
+    @field_validator("evidence")
+    @classmethod
+    def _evidence_small(cls, v: dict[str, Any]) -> dict[str, Any]:
+        size = len(json.dumps(v, default=str))
+        if size > MAX_EVIDENCE_BYTES:
+            raise ValueError(f"evidence is {size} bytes as JSON; at most {MAX_EVIDENCE_BYTES}")
+        return v
 
 
 class AlarmPublic(BaseModel):
@@ -93,7 +107,8 @@ class Comment(BaseModel):
 class WorkOrderCreate(BaseModel):
     asset: str | None = Field(default=None, max_length=255)
     title: str | None = Field(default=None, max_length=255)
-    alarm_id: str | None = Field(default=None, description="create from this alarm (asset, priority, fault follow)")
+    alarm_id: str | None = Field(default=None, max_length=128,
+                                 description="create from this alarm (asset, priority, fault follow)")
     priority: Priority | None = None
     fault: str | None = Field(default=None, max_length=64)
     due_at: InDatetime | None = None
@@ -218,7 +233,7 @@ def _save_order(hs: HealthStore, mill: str, w: WorkOrder) -> None:
 
 @router.get("/alarms")
 def list_alarms(mill: ReadableMill, hs: HealthStoreDep, state: AlarmState | None = None,
-                asset: str | None = None) -> list[AlarmPublic]:
+                asset: AssetFilter = None) -> list[AlarmPublic]:
     """Alarms of the mill, oldest first (filter by state or asset)."""
     return [alarm_public(mill.id, a) for a in hs.list_alarms(mill.id, state=state.value if state else None,
                                                               asset=asset)]
@@ -252,7 +267,7 @@ def alarm_step(mill: MaintainableMill, alarm_id: str, action: Literal["acknowled
 @router.get("/work-orders")
 def list_work_orders(mill: ReadableMill, hs: HealthStoreDep,
                      state: Annotated[list[WOState] | None, Query()] = None,
-                     asset: str | None = None) -> list[WorkOrderPublic]:
+                     asset: AssetFilter = None) -> list[WorkOrderPublic]:
     now = _now()
     return [order_public(mill.id, w, now) for w in
             hs.list_work_orders(mill.id, states=[s.value for s in state] if state else None, asset=asset)]
