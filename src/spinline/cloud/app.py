@@ -49,7 +49,7 @@ from spinline.cloud.auth.sealing import SecretBox
 from spinline.cloud.auth.service import Accounts, EdgeCredentials, InvalidRequest
 from spinline.cloud.health_events import EdgeEvents
 from spinline.cloud.ingest.service import IngestService
-from spinline.cloud.kpis.service import KpiService
+from spinline.cloud.kpis.service import Cancelled, KpiService
 from spinline.cloud.meta.store import ConflictError, MetaStore
 from spinline.cloud.settings import Settings
 from spinline.cloud.storage.base import TimeSeriesStore
@@ -213,7 +213,7 @@ def create_app(settings: Settings, *, store: TimeSeriesStore | None = None, meta
                            allow_headers=["*"])
 
     @app.get("/healthz", tags=["health"], include_in_schema=False)
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:
         """Liveness: the process answers. Touches nothing else, so it stays cheap during any outage."""
         return {"status": "ok", "version": __version__}
 
@@ -233,6 +233,11 @@ def create_app(settings: Settings, *, store: TimeSeriesStore | None = None, meta
     @app.exception_handler(InvalidRequest)
     async def _invalid(_: Request, exc: InvalidRequest) -> JSONResponse:
         return error_response(422, str(exc), "invalid_request")
+
+    @app.exception_handler(Cancelled)
+    async def _cancelled(_: Request, exc: Cancelled) -> JSONResponse:
+        # Work stopped because nobody waits for it (api.guards): this answer goes nowhere.
+        return error_response(503, str(exc), "cancelled")
 
     @app.exception_handler(ConflictError)
     async def _conflict(_: Request, exc: ConflictError) -> JSONResponse:

@@ -70,6 +70,11 @@ async def test_work_is_let_go_when_the_client_hangs_up(tmp_path: Path, zone_site
         assert out["returned_after_s"] < 1.5, out     # the server let go: it does not wait for the work
         assert out["status"] is None                  # and nothing was sent to nobody
         assert time.perf_counter() - t0 < 2.0
+        # the work itself stopped (between KPI windows): the request's slot is back long before 4 s
+        alice = api.user_ids["alice"]
+        while api.cloud.user_slots.held(alice) and time.perf_counter() - t0 < 10:
+            await asyncio.sleep(0.05)
+        assert api.cloud.user_slots.held(alice) == 0 and time.perf_counter() - t0 < 1.5
 
 
 async def test_per_user_concurrency_limit(tmp_path: Path, zone_site: Site) -> None:

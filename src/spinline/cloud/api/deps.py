@@ -216,6 +216,16 @@ def client_address(request: Request) -> str:
 ClientAddress = Annotated[str, Depends(client_address)]
 
 
+def gone_check(request: Request) -> Callable[[], bool]:
+    """True once nobody waits for this request's answer (client gone or deadline passed; ``api.guards``)."""
+    event = request.scope.get("spinline.gone")
+    return event.is_set if event is not None else (lambda: False)
+
+
+#: Pass to long work so it stops between steps when its answer would go nowhere.
+Gone = Annotated[Callable[[], bool], Depends(gone_check)]
+
+
 @dataclass(frozen=True, slots=True)
 class TimeRange:
     start_ns: int

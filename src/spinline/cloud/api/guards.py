@@ -10,10 +10,13 @@
 - **Client address**: a client address that is not an IP address (uvicorn takes it from
   ``X-Forwarded-For`` behind a trusted proxy) is refused with 400 ``bad_client_address``.
 - **The client going away**: the request runs in its own task while the guard listens for
-  ``http.disconnect``; when the client hangs up before the answer is complete, the task is cancelled
-  and abandoned (its later sends are dropped), so the server does not wait on work nobody reads.
-  Blocking storage calls already in a worker thread finish on their own, bounded by the statement
-  timeout and the span limits; async work stops at its next await.
+  ``http.disconnect``; when the client hangs up before the answer is complete, the guard lets go of
+  the task at once (its later sends are dropped) and sets ``scope[GONE]``, a ``threading.Event``
+  that long work checks between steps (``api.deps.Gone``; the KPI loop stops at the next window).
+  The task itself is not cancelled: blocking storage calls in a worker thread cannot be stopped
+  half-way, and the request keeps its per-user slot until its work has really ended, so hanging
+  up and asking again cannot pile up work past the user's limit. ``request.is_disconnected()``
+  answers true from then on.
 - **Deadline**: a request with no answer started after ``deadline_s`` gets 503 ``timeout`` with
   ``Retry-After`` (a hung database must not hold the client for the whole hang) and is abandoned
   the same way. Streams (whose answer starts at once) are not bound by it.
@@ -27,6 +30,7 @@ import ipaddress
 import json
 import logging
 import re
+import threading
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import unquote_to_bytes
@@ -40,6 +44,9 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+#: The scope key of the ``threading.Event`` set when nobody waits for the answer any more.
+GONE = "spinline.gone"
 
 #: ``\u0000`` preceded by an even number of backslashes (an odd number escapes the escape).
 _JSON_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
@@ -144,6 +151,8 @@ class RequestGuard:
 
     async def _run(self, scope: Scope, body: bytes, receive: Receive, send: Send) -> None:
         gone = asyncio.Event()
+        abandoned = threading.Event()
+        scope[GONE] = abandoned
         state = {"started": False, "closed": False, "replayed": False}
 
         async def replay() -> Message:
@@ -187,6 +196,7 @@ class RequestGuard:
                 await _answer(send, 503, "timeout", f"no answer within {self.deadline_s:g} s; try again later",
                               {"Retry-After": str(RETRY_AFTER_STORAGE_S)})
             state["closed"] = True
+            abandoned.set()
             self._abandon(task, scope)
         finally:
             watcher.cancel()
@@ -195,7 +205,6 @@ class RequestGuard:
 
     def _abandon(self, task: asyncio.Task[None], scope: Scope) -> None:
         logger.debug("abandoning %s %s", scope.get("method"), scope.get("path"))
-        task.cancel()
         self.abandoned.add(task)
         self.abandoned_total += 1
         task.add_done_callback(self._forget)

@@ -9,7 +9,16 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, status
 
 from spinline.cloud.api import schemas as s
-from spinline.cloud.api.deps import CloudDep, CurrentUser, KpiRangeDep, MetaDep, ReadableMill, SettingsDep, TimeRange
+from spinline.cloud.api.deps import (
+    CloudDep,
+    CurrentUser,
+    Gone,
+    KpiRangeDep,
+    MetaDep,
+    ReadableMill,
+    SettingsDep,
+    TimeRange,
+)
 from spinline.cloud.api.errors import ApiError
 from spinline.cloud.kpis.service import KpiRow
 
@@ -39,25 +48,26 @@ def _shift_span(span: TimeRange, by: str, max_days: float) -> None:
 
 
 @router.get("/mills/{mill}/kpis")
-def mill_kpis(mill: ReadableMill, cloud: CloudDep, settings: SettingsDep, span: KpiRangeDep,
+def mill_kpis(mill: ReadableMill, cloud: CloudDep, settings: SettingsDep, span: KpiRangeDep, gone: Gone,
               by: Literal["machine", "line", "mill", "shift"] = "mill",
               standard_ne: StandardNe = None) -> s.KpiReport:
     """KPIs per machine, line, the whole mill, or each shift (in the mill's time zone); docs/kpis.md."""
     _shift_span(span, by, settings.max_shift_kpi_span_days)
     std = standard_ne or settings.standard_ne
-    rows = cloud.kpis.mill_kpis(mill.config, span.start_ns, span.end_ns, by=by, standard_ne=std)
+    rows = cloud.kpis.mill_kpis(mill.config, span.start_ns, span.end_ns, by=by, standard_ne=std, cancelled=gone)
     return s.KpiReport(standard_ne=std, start=s.ts(span.start_ns), end=s.ts(span.end_ns), by=by,
                        rows=[kpi_public(r) for r in rows])
 
 
 @router.get("/zone/kpis")
-def zone_kpis(user: CurrentUser, cloud: CloudDep, meta: MetaDep, settings: SettingsDep, span: KpiRangeDep,
+def zone_kpis(user: CurrentUser, cloud: CloudDep, meta: MetaDep, settings: SettingsDep, span: KpiRangeDep, gone: Gone,
               standard_ne: StandardNe = None) -> s.KpiReport:
     """One row per mill in the caller's scope, with output and GPS converted to a standard count."""
     std = standard_ne or settings.standard_ne
     rows = []
     for m in meta.mills():
         if user.sees(m.id):
-            rows += cloud.kpis.mill_kpis(m.config, span.start_ns, span.end_ns, by="mill", standard_ne=std)
+            rows += cloud.kpis.mill_kpis(m.config, span.start_ns, span.end_ns, by="mill", standard_ne=std,
+                                         cancelled=gone)
     return s.KpiReport(standard_ne=std, start=s.ts(span.start_ns), end=s.ts(span.end_ns), by="mill",
                        rows=[kpi_public(r) for r in rows])

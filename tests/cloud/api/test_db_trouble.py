@@ -1,0 +1,171 @@
+"""The cloud through its database's trouble (issue 13, item 2), against a real PostgreSQL reached
+through a loopback TCP proxy the test controls: hung (accepts, then stalls), stopped (closed port),
+back again; and a statement blocked by a lock.
+
+During the trouble data routes answer 503 with ``Retry-After`` within the deadline (never 500, never
+the whole hang), ``/healthz`` stays instant, ``/readyz`` says what is wrong; after it the first
+request succeeds (pre-ping)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+from spinline.cloud.app import create_app
+from spinline.cloud.auth.roles import Role
+from spinline.core.site import Site
+
+from .conftest import FAST, PASSWORD
+
+pytestmark = pytest.mark.postgres
+
+
+class StallingProxy:
+    """Forwards loopback TCP to PostgreSQL; ``stall()`` holds every byte (new and open connections),
+    ``stop()`` closes the port and every connection, ``start()`` opens the same port again."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.port = 0
+        self.flowing = asyncio.Event()
+        self.flowing.set()
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    def stall(self) -> None:
+        self.flowing.clear()
+
+    def resume(self) -> None:
+        self.flowing.set()
+
+    async def stop(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for w in list(self._writers):
+            w.close()
+        await self._server.wait_closed()
+        self._writers.clear()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        await self.flowing.wait()                       # a hung server: accepted, then nothing
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.close()
+            return
+        self._writers.add(up_writer)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError, asyncio.CancelledError):
+                while data := await src.read(65536):
+                    await self.flowing.wait()
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+
+async def _timed(c: httpx.AsyncClient, path: str, **kw: object) -> tuple[httpx.Response, float]:
+    t0 = time.perf_counter()
+    r = await c.get(path, **kw)  # type: ignore[arg-type]
+    return r, time.perf_counter() - t0
+
+
+async def test_hung_stopped_and_recovered_postgres(postgres_url: str, tmp_path: Path, zone_site: Site) -> None:
+    proxy = StallingProxy(("127.0.0.1", 5432))
+    await proxy.start()
+    url = postgres_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+    from spinline.cloud.settings import Settings
+
+    settings = Settings(db=url, data_dir=tmp_path, **(FAST | {
+        "db_connect_timeout_s": 2, "db_statement_timeout_s": 3, "request_deadline_s": 4,
+        "health_pipeline_s": 0, "retention_every_s": 0}))
+    app = create_app(settings, site=zone_site)
+    async with app.router.lifespan_context(app):
+        cloud = app.state.cloud
+        await asyncio.to_thread(cloud.accounts.create_user, username="alice", password=PASSWORD,
+                                role=Role.MILL_MANAGER, mills=["mill-a"])
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c:
+            r = await c.post("/api/v1/auth/login", json={"username": "alice", "password": PASSWORD})
+            h = {"Authorization": f"Bearer {r.json()['access_token']}"}
+            tree = "/api/v1/mills/mill-a/tree"
+            assert (await c.get(tree, headers=h)).status_code == 200
+            assert (await c.get("/readyz")).status_code == 200
+
+            # --- hung: every byte held -------------------------------------------------------
+            proxy.stall()
+            r, took = await _timed(c, tree, headers=h)
+            assert r.status_code == 503 and "Retry-After" in r.headers, r.text
+            assert took < 6                                   # the deadline, not the whole hang
+            r, took = await _timed(c, "/healthz")
+            assert r.status_code == 200 and took < 0.5        # liveness touches nothing
+            r, took = await _timed(c, "/readyz")
+            assert r.status_code == 503 and took < 4 and r.json()["checks"]["meta"] != "ok", r.text
+            proxy.resume()
+            for _ in range(40):                               # the held bytes flow again
+                if (await c.get(tree, headers=h)).status_code == 200:
+                    break
+                await asyncio.sleep(0.25)
+            assert (await c.get(tree, headers=h)).status_code == 200
+
+            # --- stopped: a closed port ----------------------------------------------------------
+            await proxy.stop()
+            r, took = await _timed(c, tree, headers=h)
+            assert r.status_code == 503 and r.json()["code"] == "storage_unavailable", r.text
+            assert r.headers["Retry-After"] and took < 4
+            assert (await c.get("/readyz")).status_code == 503
+
+            # --- back: the first request succeeds (no stale connection is used) ----------------
+            await proxy.start()
+            r = await c.get(tree, headers=h)
+            assert r.status_code == 200, r.text
+            assert (await c.get("/readyz")).status_code == 200
+    await proxy.stop()
+
+
+async def test_a_statement_blocked_by_a_lock_times_out_as_503(postgres_url: str, tmp_path: Path,
+                                                              zone_site: Site) -> None:
+    from spinline.cloud.settings import Settings
+
+    settings = Settings(db=postgres_url, data_dir=tmp_path, **(FAST | {
+        "db_statement_timeout_s": 2, "request_deadline_s": 10, "health_pipeline_s": 0, "retention_every_s": 0}))
+    app = create_app(settings, site=zone_site)
+    async with app.router.lifespan_context(app):
+        cloud = app.state.cloud
+        await asyncio.to_thread(cloud.accounts.create_user, username="alice", password=PASSWORD,
+                                role=Role.MILL_MANAGER, mills=["mill-a"])
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c:
+            r = await c.post("/api/v1/auth/login", json={"username": "alice", "password": PASSWORD})
+            h = {"Authorization": f"Bearer {r.json()['access_token']}"}
+            locked, release = threading.Event(), threading.Event()
+
+            def hold_lock() -> None:
+                with psycopg.connect(postgres_url) as conn:
+                    conn.execute("LOCK TABLE points IN ACCESS EXCLUSIVE MODE")
+                    locked.set()
+                    release.wait(20)
+
+            holder = threading.Thread(target=hold_lock)
+            holder.start()
+            try:
+                assert await asyncio.to_thread(locked.wait, 10)
+                r, took = await _timed(c, "/api/v1/mills/mill-a/tree", headers=h)
+                assert r.status_code == 503 and r.json()["code"] == "storage_unavailable", r.text
+                assert 1.5 < took < 5 and r.headers["Retry-After"]
+            finally:
+                release.set()
+                holder.join(10)
+            assert (await c.get("/api/v1/mills/mill-a/tree", headers=h)).status_code == 200
