@@ -48,6 +48,7 @@ from spinline.cloud.auth.passwords import Passwords
 from spinline.cloud.auth.sealing import SecretBox
 from spinline.cloud.auth.service import Accounts, EdgeCredentials, InvalidRequest
 from spinline.cloud.health_events import EdgeEvents
+from spinline.cloud.ingest.rejections import BoundedRejections
 from spinline.cloud.ingest.service import IngestService
 from spinline.cloud.kpis.service import Cancelled, KpiService
 from spinline.cloud.meta.store import ConflictError, MetaStore
@@ -92,7 +93,12 @@ class _AllowedPoints:
 
 
 def build_cloud(settings: Settings, store: TimeSeriesStore, meta: MetaStore) -> Cloud:
-    """Wire the use cases over already-open stores (the CLI uses this too)."""
+    """Wire the use cases over already-open stores (the CLI uses this too).
+
+    The store is wrapped so that refusals nobody proved they sent are counted in memory, never
+    stored row by row (``ingest.rejections``).
+    """
+    store = BoundedRejections(store)
     passwords = Passwords(time_cost=settings.argon2_time_cost, memory_kib=settings.argon2_memory_kib,
                           parallelism=settings.argon2_parallelism, max_concurrent=settings.argon2_max_concurrent,
                           wait_s=settings.argon2_wait_s)
@@ -172,7 +178,7 @@ def create_app(settings: Settings, *, store: TimeSeriesStore | None = None, meta
                 await run_in_threadpool(register_site, site, st, mt)
         cloud = await run_in_threadpool(build_cloud, settings, st, mt)
         pipeline = await run_in_threadpool(health_pipeline.build, settings, st, mt.engine)
-        cloud.edge_events = EdgeEvents(pipeline.health, st, cloud.edges.key, cloud.edges.mill_of,
+        cloud.edge_events = EdgeEvents(pipeline.health, cloud.store, cloud.edges.key, cloud.edges.mill_of,
                                        order_severity=pipeline.order_severity)
         await run_in_threadpool(cloud.edge_events.create_schema)
         app.state.health_store, app.state.health_pipeline = pipeline.health, pipeline

@@ -25,9 +25,10 @@ def app(site: Annotated[Path, typer.Argument(help="site YAML")] = Path("examples
         report_every: Annotated[float, typer.Option(help="seconds between progress lines")] = 10.0) -> None:
     """Run simulated mill -> edge -> cloud together on embedded defaults (Ctrl-C stops)."""
     from spinline.core.errors import SiteConfigError
+    from spinline.core.logs import configure
     from spinline.demo.runner import run_demo
 
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure("warning")
     # The simulated PLCs run OPC UA without security on loopback; asyncua warns about it at every start.
     logging.getLogger("asyncua").setLevel(logging.ERROR)
     try:

@@ -95,7 +95,9 @@ def run(site: Path = typer.Argument(..., help="site YAML file"),
                         "trusted until the first signed one arrives)"),
         log_level: str = typer.Option("INFO")) -> None:
     """Run the edge agent until interrupted (safe to kill -9: restart on the same data dir)."""
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from spinline.core.logs import configure
+
+    configure(log_level)
     try:
         s = load_site(site)
     except SiteConfigError as exc:

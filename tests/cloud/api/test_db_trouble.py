@@ -9,7 +9,6 @@ request succeeds (pre-ping)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 import time
 from pathlib import Path
@@ -22,60 +21,10 @@ from spinline.cloud.app import create_app
 from spinline.cloud.auth.roles import Role
 from spinline.core.site import Site
 
+from ..pg_proxy import StallingProxy
 from .conftest import FAST, PASSWORD
 
 pytestmark = pytest.mark.postgres
-
-
-class StallingProxy:
-    """Forwards loopback TCP to PostgreSQL; ``stall()`` holds every byte (new and open connections),
-    ``stop()`` closes the port and every connection, ``start()`` opens the same port again."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        self.port = 0
-        self.flowing = asyncio.Event()
-        self.flowing.set()
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    def stall(self) -> None:
-        self.flowing.clear()
-
-    def resume(self) -> None:
-        self.flowing.set()
-
-    async def stop(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        for w in list(self._writers):
-            w.close()
-        await self._server.wait_closed()
-        self._writers.clear()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._writers.add(writer)
-        await self.flowing.wait()                       # a hung server: accepted, then nothing
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
-        except OSError:
-            writer.close()
-            return
-        self._writers.add(up_writer)
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(OSError, asyncio.CancelledError):
-                while data := await src.read(65536):
-                    await self.flowing.wait()
-                    dst.write(data)
-                    await dst.drain()
-            dst.close()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
 
 
 async def _timed(c: httpx.AsyncClient, path: str, **kw: object) -> tuple[httpx.Response, float]:
@@ -87,7 +36,7 @@ async def _timed(c: httpx.AsyncClient, path: str, **kw: object) -> tuple[httpx.R
 async def test_hung_stopped_and_recovered_postgres(postgres_url: str, tmp_path: Path, zone_site: Site) -> None:
     proxy = StallingProxy(("127.0.0.1", 5432))
     await proxy.start()
-    url = postgres_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+    url = proxy.url(postgres_url)
     from spinline.cloud.settings import Settings
 
     settings = Settings(db=url, data_dir=tmp_path, **(FAST | {
