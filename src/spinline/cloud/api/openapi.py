@@ -3,8 +3,9 @@
 FastAPI documents only 200 and its own 422 (``HTTPValidationError``, whose ``detail`` is a list).
 Every error of this API is ``ErrorPublic`` (``spinline.cloud.api.errors``), so the document is
 post-processed once: each operation's 422 points at ``ErrorPublic``, and the statuses any operation
-can answer (401 without a valid token, 403, 404, 409, 413, 429, 503) are added where they apply.
-The ingest routes keep their own refusal body (``IngestRefusal``, which carries the same ``code``).
+can answer (400, 401 without a valid token, 403, 404, 409, 413, 429, 503) are added where they apply.
+The ingest routes keep their own refusal body for the edges (``IngestRefusal``, with the same
+``code``) and answer ``ErrorPublic`` only for a request FastAPI cannot validate (422) or an outage (503).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from spinline.cloud.api.errors import ErrorPublic
 _REF = {"$ref": "#/components/schemas/ErrorPublic"}
 
 DESCRIPTIONS = {
+    "400": "the request cannot be read: a body that is not JSON, or a client address that is not an IP "
+           "address (codes bad_request, bad_client_address)",
     "401": "not authenticated: no, an expired or a revoked token (code not_authenticated)",
     "403": "the caller's role may not do this (code forbidden)",
     "404": "unknown, or outside the caller's mills (code not_found)",
@@ -35,7 +38,7 @@ DESCRIPTIONS = {
 
 def _statuses(path: str, method: str, op: dict[str, Any]) -> list[str]:
     public = path.endswith("/auth/login")
-    out = ["422", "503"]
+    out = ["400", "422", "503"]
     if not public:
         out += ["401", "403", "404", "429"]
     else:
@@ -59,10 +62,8 @@ def _fix(doc: dict[str, Any]) -> dict[str, Any]:
             if method not in ("get", "post", "put", "patch", "delete"):
                 continue
             responses = op.setdefault("responses", {})
-            if ingest:
-                responses.pop("422", None)
-                continue
-            for code in _statuses(path, method, op):
+            codes = ["422", "503"] if ingest else _statuses(path, method, op)
+            for code in codes:
                 entry = responses.get(code)
                 if entry is None or code == "422":
                     responses[code] = {"description": DESCRIPTIONS[code],

@@ -24,7 +24,7 @@ def carbon_month(mill: ReadableMill, store: StoreDep, month: str, rule: RuleQ = 
     try:
         return figures_dict(month_report(store, mill.config, month, rule=rule))
     except (FactorError, AllocationError, ValueError) as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from None
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
 
 
 @router.get("/mills/{mill}/carbon/{month}/pact")
@@ -33,4 +33,4 @@ def carbon_pact(mill: ReadableMill, store: StoreDep, month: str, rule: RuleQ = "
     try:
         return pact_footprints(month_report(store, mill.config, month, rule=rule))
     except (FactorError, AllocationError, ValueError) as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from None
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None

@@ -24,7 +24,7 @@ from spinline.cloud.kpis.service import KpiRow
 
 router = APIRouter(tags=["kpis"])
 
-StandardNe = Annotated[float | None, Query(gt=0, le=200, description="standard count for normalisation "
+StandardNe = Annotated[float | None, Query(ge=1, le=200, description="standard count for normalisation "
                                                                        "(default: the server's, 40s)")]
 
 
