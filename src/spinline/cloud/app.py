@@ -28,7 +28,7 @@ from spinline.cloud.api import errors, openapi
 from spinline.cloud.api.deps import Cloud
 from spinline.cloud.api.errors import error_response
 from spinline.cloud.api.guards import RequestGuard
-from spinline.cloud.api.limits import ConcurrencyLimiter, TokenBucket, WindowCounter
+from spinline.cloud.api.limits import ConcurrencyLimiter, Lane, TokenBucket, WindowCounter
 from spinline.cloud.api.routes import (
     auth,
     carbon,
@@ -110,7 +110,11 @@ def build_cloud(settings: Settings, store: TimeSeriesStore, meta: MetaStore) -> 
     return Cloud(settings=settings, store=store, meta=meta, accounts=accounts, edges=edge_creds, ingest=ingest_svc,
                  kpis=KpiService(store), user_slots=ConcurrencyLimiter(settings.max_requests_per_user),
                  client_failures=WindowCounter(settings.login_window_s),
-                 login_bucket=TokenBucket(settings.login_global_rate, settings.login_global_burst))
+                 login_bucket=TokenBucket(settings.login_global_rate, settings.login_global_burst),
+                 login_slots=asyncio.Semaphore(settings.argon2_max_concurrent),
+                 heavy_slots=asyncio.Semaphore(settings.max_heavy_requests),
+                 login_lane=Lane("login", settings.argon2_max_concurrent),
+                 heavy_lane=Lane("heavy", settings.max_heavy_requests))
 
 
 def open_stores(settings: Settings, *, site: Site | None = None) -> tuple[TimeSeriesStore, MetaStore]:
@@ -203,6 +207,8 @@ def create_app(settings: Settings, *, store: TimeSeriesStore | None = None, meta
             if stop is not None:
                 await run_in_threadpool(stop)
             app.state.cloud = None
+            cloud.login_lane.close()
+            cloud.heavy_lane.close()
             if owned:
                 st.close()
                 mt.close()

@@ -83,14 +83,20 @@ class Settings(BaseModel):
     #: Failed logins from one client address (any user names) within ``login_window_s`` before 429.
     login_client_failures: int = Field(default=20, ge=1)
     #: Login attempts per second of everyone together (token bucket with this burst) before 429.
-    login_global_rate: float = Field(default=10.0, gt=0)
-    login_global_burst: float = Field(default=30.0, ge=1)
+    login_global_rate: float = Field(default=5.0, gt=0)
+    login_global_burst: float = Field(default=10.0, ge=1)
     #: Failed logins of one user name from all clients before its logins are delayed (never refused).
     login_name_failures: int = Field(default=20, ge=1)
     login_name_max_delay_s: float = Field(default=10.0, ge=0)
-    #: Password checks (argon2) running at once; waiting longer than ``argon2_wait_s`` answers 503.
-    argon2_max_concurrent: int = Field(default=2, ge=1)
-    argon2_wait_s: float = Field(default=10.0, gt=0)
+    #: Password checks (argon2) running at once; waiting longer than ``argon2_wait_s`` answers 503. One
+    #: check already keeps ``argon2_parallelism`` cores busy; waiting logins hold no thread.
+    argon2_max_concurrent: int = Field(default=1, ge=1)
+    argon2_wait_s: float = Field(default=5.0, gt=0)
+    #: Expensive queries (KPIs, carbon, maintenance reports) running at once in the whole process, so
+    #: that a few of them cannot take every core from cheap requests; waiting past ``heavy_wait_s``
+    #: answers 503 ``busy``. Waiting requests hold no thread.
+    max_heavy_requests: int = Field(default=2, ge=1)
+    heavy_wait_s: float = Field(default=10.0, gt=0)
     #: PostgreSQL: seconds to establish a connection, and longest statement (server side), in seconds.
     db_connect_timeout_s: float = Field(default=5.0, gt=0)
     db_statement_timeout_s: float = Field(default=30.0, gt=0)

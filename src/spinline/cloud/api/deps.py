@@ -18,6 +18,7 @@ against another mill's data, so a route that forgets its scoping fails the suite
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import time
 from collections.abc import AsyncIterator, Callable
@@ -29,7 +30,7 @@ from fastapi import Depends, HTTPException, Path, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from spinline.cloud.api.errors import ApiError
-from spinline.cloud.api.limits import ConcurrencyLimiter, TokenBucket, WindowCounter
+from spinline.cloud.api.limits import ConcurrencyLimiter, Lane, TokenBucket, WindowCounter
 from spinline.cloud.api.timefmt import MAX_TIME, MIN_TIME, check_time
 from spinline.cloud.auth.roles import Permission, Principal
 from spinline.cloud.auth.service import Accounts, EdgeCredentials
@@ -42,6 +43,10 @@ from spinline.core.errors import AuthError
 
 if TYPE_CHECKING:
     from spinline.cloud.health_events import EdgeEvents
+
+
+# Dependencies that do no I/O are ``async def``: FastAPI runs a plain ``def`` dependency in the shared
+# thread pool, and a hop there per dependency per request adds up when the pool is busy.
 
 
 @dataclass
@@ -64,10 +69,17 @@ class Cloud:
     #: Failed logins per client address (any user name) in the login window.
     client_failures: WindowCounter = field(default_factory=lambda: WindowCounter(300.0))
     #: Login attempts of everyone together.
-    login_bucket: TokenBucket = field(default_factory=lambda: TokenBucket(10.0, 30.0))
+    login_bucket: TokenBucket = field(default_factory=lambda: TokenBucket(5.0, 10.0))
+    #: Password checks at once (the login route waits here, in the event loop, not in a thread).
+    login_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
+    #: Expensive queries at once in the process (``HeavyWork``).
+    heavy_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(2))
+    #: Low-priority threads of the password checks and of the expensive queries (``limits.Lane``).
+    login_lane: Lane = field(default_factory=lambda: Lane("login", 1))
+    heavy_lane: Lane = field(default_factory=lambda: Lane("heavy", 2))
 
 
-def get_cloud(request: Request) -> Cloud:
+async def get_cloud(request: Request) -> Cloud:
     cloud: Cloud | None = getattr(request.app.state, "cloud", None)
     if cloud is None:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the service is starting")
@@ -77,15 +89,15 @@ def get_cloud(request: Request) -> Cloud:
 CloudDep = Annotated[Cloud, Depends(get_cloud)]
 
 
-def get_store(cloud: CloudDep) -> TimeSeriesStore:
+async def get_store(cloud: CloudDep) -> TimeSeriesStore:
     return cloud.store
 
 
-def get_meta(cloud: CloudDep) -> MetaStore:
+async def get_meta(cloud: CloudDep) -> MetaStore:
     return cloud.meta
 
 
-def get_settings(cloud: CloudDep) -> Settings:
+async def get_settings(cloud: CloudDep) -> Settings:
     return cloud.settings
 
 
@@ -100,7 +112,7 @@ def unauthorised(detail: str = "not authenticated") -> HTTPException:
     return HTTPException(status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": "Bearer"})
 
 
-def get_token(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str:
+async def get_token(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str:
     if creds is None or creds.scheme.lower() != "bearer" or not creds.credentials:
         raise unauthorised()
     return creds.credentials
@@ -142,6 +154,29 @@ async def get_current_user(request: Request, cloud: CloudDep,
 
 
 CurrentUser = Annotated[Principal, Depends(get_current_user)]
+
+
+async def slot(sem: asyncio.Semaphore, wait_s: float, code: str, detail: str) -> None:
+    """Take one of ``sem``'s slots, waiting at most ``wait_s`` (then 503 ``code`` with Retry-After)."""
+    try:
+        await asyncio.wait_for(sem.acquire(), wait_s)
+    except TimeoutError:
+        raise ApiError(status.HTTP_503_SERVICE_UNAVAILABLE, code, detail, headers={"Retry-After": "2"}) from None
+
+
+async def heavy_work(cloud: CloudDep) -> AsyncIterator[None]:
+    """One of the process's ``max_heavy_requests`` slots for an expensive query, held until it ends."""
+    st = cloud.settings
+    await slot(cloud.heavy_slots, st.heavy_wait_s, "busy",
+               f"the server is busy with other expensive queries; no slot within {st.heavy_wait_s:g} s")
+    try:
+        yield
+    finally:
+        cloud.heavy_slots.release()
+
+
+#: Put on a route whose work is expensive (``dependencies=[HeavyWork]``): bounded process-wide.
+HeavyWork = Depends(heavy_work)
 
 
 def not_found(what: str) -> HTTPException:
@@ -208,7 +243,7 @@ UserManager = Annotated[Principal, Depends(require_permission(Permission.MANAGE_
 EdgeManager = Annotated[Principal, Depends(require_permission(Permission.MANAGE_EDGES))]
 
 
-def client_address(request: Request) -> str:
+async def client_address(request: Request) -> str:
     """The caller's address for the login rate limit (an IP address: ``api.guards`` refused anything else)."""
     return request.client.host[:64] if request.client is not None else "unknown"
 
@@ -216,7 +251,7 @@ def client_address(request: Request) -> str:
 ClientAddress = Annotated[str, Depends(client_address)]
 
 
-def gone_check(request: Request) -> Callable[[], bool]:
+async def gone_check(request: Request) -> Callable[[], bool]:
     """True once nobody waits for this request's answer (client gone or deadline passed; ``api.guards``)."""
     event = request.scope.get("spinline.gone")
     return event.is_set if event is not None else (lambda: False)

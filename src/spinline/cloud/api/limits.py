@@ -22,11 +22,19 @@ Login policy (why lock-out is not a weapon):
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
 import math
+import os
 import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 Clock = Callable[[], float]
 
@@ -60,6 +68,41 @@ class ConcurrencyLimiter:
     def held(self, key: object) -> int:
         with self._lock:
             return self._held.get(key, 0)
+
+
+class Lane:
+    """A few worker threads at a lower CPU priority, for work that must not starve cheap requests.
+
+    Password checks (argon2 keeps ``parallelism`` cores busy for tens of ms) and expensive queries
+    (KPIs over weeks of shifts) run here instead of in the shared thread pool: the threads are
+    ``nice``-d (on Linux the nice value is per thread, and argon2's own threads inherit it), so the
+    scheduler serves a chart request first; and there are only ``workers`` of them, so a flood of
+    such work queues (bounded by the caller's semaphore) instead of taking every thread.
+    """
+
+    def __init__(self, name: str, workers: int, nice: int = 10) -> None:
+        self.name, self.workers, self.nice = name, workers, nice
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def _lower_priority(self) -> None:
+        # Not Linux, or not allowed: the lane runs at normal priority.
+        with contextlib.suppress(OSError, AttributeError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix=f"spinline-{self.name}",
+                                                initializer=self._lower_priority)
+            pool = self._pool
+        return await asyncio.get_running_loop().run_in_executor(pool, functools.partial(fn, *args))
+
+    def close(self) -> None:
+        with self._lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = None
 
 
 class TokenBucket:

@@ -30,6 +30,7 @@ class Passwords:
         self._ph = PasswordHasher(time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism,
                                   type=Type.ID)
         self._dummy: str | None = None
+        self._dummy_lock = threading.Lock()
         self.max_concurrent = max_concurrent
         self.wait_s = wait_s
         self._slots = threading.BoundedSemaphore(max_concurrent)
@@ -70,6 +71,7 @@ class Passwords:
 
     def dummy_verify(self, password: str) -> None:
         """Spend a verification's time for a user that does not exist (no user-enumeration by timing)."""
-        if self._dummy is None:
-            self._dummy = self._ph.hash("not-a-real-password")
+        with self._dummy_lock:             # once, and not by every one of a flood's first attempts at once
+            if self._dummy is None:
+                self._dummy = self._bounded(lambda: self._ph.hash("not-a-real-password"))
         self.verify(self._dummy, password)

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Response, status
 from fastapi.concurrency import run_in_threadpool
 
 from spinline.cloud.api import schemas as s
-from spinline.cloud.api.deps import ClientAddress, CloudDep, CurrentUser, TokenDep, unauthorised
+from spinline.cloud.api.deps import ClientAddress, CloudDep, CurrentUser, TokenDep, slot, unauthorised
 from spinline.cloud.api.errors import ApiError, ErrorPublic
 from spinline.cloud.api.limits import name_delay_s, retry_after
 from spinline.cloud.auth.passwords import PasswordsBusy
@@ -50,8 +50,11 @@ async def login(body: s.LoginRequest, cloud: CloudDep, client: ClientAddress) ->
     delay = name_delay_s(failures, st.login_name_failures, st.login_name_max_delay_s)
     if delay > 0:
         await asyncio.sleep(delay)
+    # Wait for a password-check slot here, in the event loop: a flood queues without holding threads.
+    await slot(cloud.login_slots, st.argon2_wait_s, "login_busy",
+               "too many logins are being checked; retry in a moment")
     try:
-        session = await run_in_threadpool(cloud.accounts.login, body.username, body.password, client)
+        session = await cloud.login_lane.run(cloud.accounts.login, body.username, body.password, client)
     except LoginRateLimited as exc:
         raise _limited("login_locked", str(exc), exc.retry_after_s) from None
     except PasswordsBusy:
@@ -60,6 +63,8 @@ async def login(body: s.LoginRequest, cloud: CloudDep, client: ClientAddress) ->
     except AuthError as exc:
         cloud.client_failures.add(client)
         raise unauthorised(str(exc)) from None
+    finally:
+        cloud.login_slots.release()
     return s.TokenPublic(access_token=session.token, expires_at=s.ts(session.expires_ns))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict
 from typing import Annotated, Literal
@@ -13,6 +14,7 @@ from spinline.cloud.api.deps import (
     CloudDep,
     CurrentUser,
     Gone,
+    HeavyWork,
     KpiRangeDep,
     MetaDep,
     ReadableMill,
@@ -47,27 +49,33 @@ def _shift_span(span: TimeRange, by: str, max_days: float) -> None:
                        f"the span is {days:.1f} days; KPIs by shift cover at most {max_days:g} days per request")
 
 
-@router.get("/mills/{mill}/kpis")
-def mill_kpis(mill: ReadableMill, cloud: CloudDep, settings: SettingsDep, span: KpiRangeDep, gone: Gone,
-              by: Literal["machine", "line", "mill", "shift"] = "mill",
-              standard_ne: StandardNe = None) -> s.KpiReport:
+@router.get("/mills/{mill}/kpis", dependencies=[HeavyWork])
+async def mill_kpis(mill: ReadableMill, cloud: CloudDep, settings: SettingsDep, span: KpiRangeDep, gone: Gone,
+                    by: Literal["machine", "line", "mill", "shift"] = "mill",
+                    standard_ne: StandardNe = None) -> s.KpiReport:
     """KPIs per machine, line, the whole mill, or each shift (in the mill's time zone); docs/kpis.md."""
     _shift_span(span, by, settings.max_shift_kpi_span_days)
     std = standard_ne or settings.standard_ne
-    rows = cloud.kpis.mill_kpis(mill.config, span.start_ns, span.end_ns, by=by, standard_ne=std, cancelled=gone)
+    rows = await cloud.heavy_lane.run(functools.partial(cloud.kpis.mill_kpis, mill.config, span.start_ns, span.end_ns,
+                                                        by=by, standard_ne=std, cancelled=gone))
     return s.KpiReport(standard_ne=std, start=s.ts(span.start_ns), end=s.ts(span.end_ns), by=by,
                        rows=[kpi_public(r) for r in rows])
 
 
-@router.get("/zone/kpis")
-def zone_kpis(user: CurrentUser, cloud: CloudDep, meta: MetaDep, settings: SettingsDep, span: KpiRangeDep, gone: Gone,
-              standard_ne: StandardNe = None) -> s.KpiReport:
+@router.get("/zone/kpis", dependencies=[HeavyWork])
+async def zone_kpis(user: CurrentUser, cloud: CloudDep, meta: MetaDep, settings: SettingsDep, span: KpiRangeDep,
+                    gone: Gone, standard_ne: StandardNe = None) -> s.KpiReport:
     """One row per mill in the caller's scope, with output and GPS converted to a standard count."""
     std = standard_ne or settings.standard_ne
-    rows = []
-    for m in meta.mills():
-        if user.sees(m.id):
-            rows += cloud.kpis.mill_kpis(m.config, span.start_ns, span.end_ns, by="mill", standard_ne=std,
-                                         cancelled=gone)
+
+    def work() -> list[KpiRow]:
+        rows = []
+        for m in meta.mills():
+            if user.sees(m.id):
+                rows += cloud.kpis.mill_kpis(m.config, span.start_ns, span.end_ns, by="mill", standard_ne=std,
+                                             cancelled=gone)
+        return rows
+
+    rows = await cloud.heavy_lane.run(work)
     return s.KpiReport(standard_ne=std, start=s.ts(span.start_ns), end=s.ts(span.end_ns), by="mill",
                        rows=[kpi_public(r) for r in rows])
