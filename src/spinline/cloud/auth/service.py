@@ -204,13 +204,21 @@ class EdgeCredentials:
         return self.meta.revoke_edge(edge_id, self.clock())
 
     def key(self, edge_id: str) -> bytes | None:
-        """The HMAC key of an active edge (``spinline.core.wire.KeyLookup``); None if unknown or revoked."""
+        """The HMAC key of an active edge (``spinline.core.wire.KeyLookup``); None if unknown or revoked.
+
+        A name that cannot be an edge id (a payload's or a topic's claim: NUL, control characters, too
+        long) is unknown without asking the database, which may not even accept it (PostgreSQL: NUL).
+        """
+        if not isinstance(edge_id, str) or not _ID.match(edge_id):
+            return None
         rec = self.meta.edge(edge_id)
         if rec is None or not rec.active:
             return None
         return self.box.open(edge_id, rec.secret_sealed).encode()
 
     def mill_of(self, edge_id: str) -> str | None:
-        """The mill an active edge is bound to; None if unknown or revoked."""
+        """The mill an active edge is bound to; None if unknown or revoked (or not an edge id at all)."""
+        if not isinstance(edge_id, str) or not _ID.match(edge_id):
+            return None
         rec = self.meta.edge(edge_id)
         return rec.mill if rec is not None and rec.active else None
