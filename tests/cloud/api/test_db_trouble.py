@@ -132,13 +132,12 @@ async def test_nul_in_names_an_edge_claims_is_a_refusal_not_a_500(postgres_url: 
     settings = Settings(db=postgres_url, data_dir=tmp_path, **(FAST | {"health_pipeline_s": 0,
                                                                       "retention_every_s": 0}))
     app = create_app(settings, site=zone_site)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c:
-            b = Batch.of([point_key("mill-a/rf01/spindle_speed")], time.time_ns(), [1.0])
-            payload = encode(Envelope("edge\x00a", "mill-a", 1, b, time.time_ns()), key=b"k" * 32)
-            r = await c.post("/api/v1/ingest", content=payload,
-                             headers={"Content-Type": "application/x-spinline-batch"})
-            assert r.status_code == 401 and r.json()["reason"] == "unauthorised", r.text
-            r = await c.post("/api/v1/edge-status", content=b"{}",
-                             headers={"X-Spinline-Edge": b"edge-\xe9\x7f", "X-Spinline-Mill": "mill-a"})
-            assert r.status_code == 401, r.text
+    async with app.router.lifespan_context(app), \
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c:
+        b = Batch.of([point_key("mill-a/rf01/spindle_speed")], time.time_ns(), [1.0])
+        payload = encode(Envelope("edge\x00a", "mill-a", 1, b, time.time_ns()), key=b"k" * 32)
+        r = await c.post("/api/v1/ingest", content=payload, headers={"Content-Type": "application/x-spinline-batch"})
+        assert r.status_code == 401 and r.json()["reason"] == "unauthorised", r.text
+        r = await c.post("/api/v1/edge-status", content=b"{}",
+                         headers={"X-Spinline-Edge": b"edge-\xe9\x7f", "X-Spinline-Mill": "mill-a"})
+        assert r.status_code == 401, r.text
