@@ -56,6 +56,12 @@ async def test_range_rollup_and_event_spans_are_bounded(api: Api) -> None:
     assert r.status_code == 422
     r = await api.client.get("/api/v1/mills/mill-a/events", headers=h, params={"start": "1980-01-01T00:00:00Z"})
     assert r.status_code == 422 and _code(r) == "span_too_large"
+    alarms = "/api/v1/mills/mill-a/maintenance/alarms"
+    for i in range(3):
+        await api.client.post(alarms, headers=h, json={"asset": f"rf0{i + 1}/x", "rule": "r", "message": "m"})
+    assert (await api.client.get(alarms, headers=h, params={"limit": 10**6})).status_code == 422
+    newest = (await api.client.get(alarms, headers=h, params={"limit": 2})).json()
+    assert [a["asset"] for a in newest] == ["rf02/x", "rf03/x"]
 
 
 async def test_work_is_let_go_when_the_client_hangs_up(tmp_path: Path, zone_site: Site) -> None:

@@ -41,6 +41,8 @@ router = APIRouter(prefix="/mills/{mill}/maintenance", tags=["maintenance"])
 MAX_EVIDENCE_BYTES = 16 * 1024
 #: Filters a person types.
 AssetFilter = Annotated[str | None, Query(max_length=255)]
+#: Most records one list answers (the newest are kept when there are more).
+Limit = Annotated[int, Query(ge=1, le=5000, description="at most this many records (the newest)")]
 
 MaintainableMill = Annotated[MillRecord, Depends(mill_with(Permission.MANAGE_MAINTENANCE))]
 
@@ -233,10 +235,10 @@ def _save_order(hs: HealthStore, mill: str, w: WorkOrder) -> None:
 
 @router.get("/alarms")
 def list_alarms(mill: ReadableMill, hs: HealthStoreDep, state: AlarmState | None = None,
-                asset: AssetFilter = None) -> list[AlarmPublic]:
-    """Alarms of the mill, oldest first (filter by state or asset)."""
-    return [alarm_public(mill.id, a) for a in hs.list_alarms(mill.id, state=state.value if state else None,
-                                                              asset=asset)]
+                asset: AssetFilter = None, limit: Limit = 1000) -> list[AlarmPublic]:
+    """Alarms of the mill, oldest first (filter by state or asset; at most ``limit``, the newest)."""
+    found = hs.list_alarms(mill.id, state=state.value if state else None, asset=asset)
+    return [alarm_public(mill.id, a) for a in found[-limit:]]
 
 
 @router.post("/alarms", status_code=status.HTTP_201_CREATED)
@@ -266,11 +268,12 @@ def alarm_step(mill: MaintainableMill, alarm_id: str, action: Literal["acknowled
 
 @router.get("/work-orders")
 def list_work_orders(mill: ReadableMill, hs: HealthStoreDep,
-                     state: Annotated[list[WOState] | None, Query()] = None,
-                     asset: AssetFilter = None) -> list[WorkOrderPublic]:
+                     state: Annotated[list[WOState] | None, Query(max_length=10)] = None,
+                     asset: AssetFilter = None, limit: Limit = 1000) -> list[WorkOrderPublic]:
+    """Work orders of the mill, oldest first (filter by state or asset; at most ``limit``, the newest)."""
     now = _now()
-    return [order_public(mill.id, w, now) for w in
-            hs.list_work_orders(mill.id, states=[s.value for s in state] if state else None, asset=asset)]
+    found = hs.list_work_orders(mill.id, states=[s.value for s in state] if state else None, asset=asset)
+    return [order_public(mill.id, w, now) for w in found[-limit:]]
 
 
 @router.get("/work-orders/overdue")
