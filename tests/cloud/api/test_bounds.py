@@ -84,7 +84,8 @@ async def test_work_is_let_go_when_the_client_hangs_up(tmp_path: Path, zone_site
 
 
 async def test_per_user_concurrency_limit(tmp_path: Path, zone_site: Site) -> None:
-    async with api_with(tmp_path, zone_site, max_requests_per_user=2, max_shift_kpi_span_days=10_000,
+    async with api_with(tmp_path, zone_site, max_requests_per_user=2, max_heavy_requests=8,
+                        max_shift_kpi_span_days=10_000,
                         max_kpi_span_days=10_000) as api:
         alice, bob = await api.login("alice"), await api.login("bob")
         params = {"by": "shift", "start": "2025-11-10T00:00:00Z", "end": "2026-01-01T00:00:00Z"}

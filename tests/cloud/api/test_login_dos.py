@@ -24,7 +24,7 @@ def _client(api_app: object, host: str) -> httpx.AsyncClient:
 
 
 async def test_random_user_names_from_one_client_are_limited(tmp_path: Path, zone_site: Site) -> None:
-    async with api_with(tmp_path, zone_site, login_client_failures=10) as api:
+    async with api_with(tmp_path, zone_site, login_client_failures=10, login_global_burst=1000) as api:
         codes = []
         for _ in range(15):
             r = await api.client.post(LOGIN, json={"username": uuid.uuid4().hex[:12], "password": "guess guess"})
@@ -49,7 +49,7 @@ async def test_all_clients_together_are_limited(tmp_path: Path, zone_site: Site)
 async def test_concurrent_password_checks_are_bounded(tmp_path: Path, zone_site: Site) -> None:
     # Real argon2 at a cost that takes a few ms per check; 16 logins at once from 16 addresses.
     async with api_with(tmp_path, zone_site, argon2_max_concurrent=2, argon2_memory_kib=8192,
-                        argon2_time_cost=2) as api:
+                        argon2_time_cost=2, login_global_burst=1000) as api:
         pw = api.cloud.accounts.passwords
         pw.peak_concurrent = 0
 
@@ -63,7 +63,8 @@ async def test_concurrent_password_checks_are_bounded(tmp_path: Path, zone_site:
 
 
 async def test_lock_out_is_not_a_weapon(tmp_path: Path, zone_site: Site) -> None:
-    async with api_with(tmp_path, zone_site, login_name_failures=15, login_name_max_delay_s=2) as api:
+    async with api_with(tmp_path, zone_site, login_name_failures=15, login_name_max_delay_s=2,
+                        login_global_burst=1000) as api:
         # An attacker fails on "alice" 5 times from each of 3 addresses (15 failures of the name).
         for i in range(3):
             async with _client(api.app, f"10.3.0.{i}") as c:
