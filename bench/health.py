@@ -94,7 +94,7 @@ def cwru_figures() -> dict[str, Any]:
 
 
 def sim_figures() -> dict[str, Any]:
-    from spinline.health import simcheck
+    from spinline.demo import simcheck
 
     site = load_site(os.path.join(os.path.dirname(__file__), "..", "examples", "mill.yaml"))
     mill = site.mills[0].id

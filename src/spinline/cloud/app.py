@@ -23,7 +23,6 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
 from spinline import __version__
-from spinline.cloud import health_pipeline
 from spinline.cloud.api import errors, openapi
 from spinline.cloud.api.deps import Cloud
 from spinline.cloud.api.errors import error_response
@@ -40,17 +39,23 @@ from spinline.cloud.api.routes import (
     maintenance,
     mills,
     points,
+    series,
     stream,
     users,
+    zone,
 )
 from spinline.cloud.api.services.site import register_site
+from spinline.cloud.api.services.streams import LiveStreams
+from spinline.cloud.api.services.zone import ZoneOverview
 from spinline.cloud.auth.passwords import Passwords
 from spinline.cloud.auth.sealing import SecretBox
 from spinline.cloud.auth.service import Accounts, EdgeCredentials, InvalidRequest
-from spinline.cloud.health_events import EdgeEvents
 from spinline.cloud.ingest.rejections import BoundedRejections
 from spinline.cloud.ingest.service import IngestService
 from spinline.cloud.kpis.service import Cancelled, KpiService
+from spinline.cloud.maintenance import pipeline as health_pipeline
+from spinline.cloud.maintenance.events import EdgeEvents
+from spinline.cloud.maintenance.store import HealthQueries
 from spinline.cloud.meta.store import ConflictError, MetaStore
 from spinline.cloud.settings import Settings
 from spinline.cloud.storage.base import TimeSeriesStore
@@ -60,11 +65,12 @@ from spinline.core.site import Site, load_site
 
 logger = logging.getLogger(__name__)
 
-API_PREFIX = "/api/v1"
+API_PREFIX = wire.API_PREFIX
 #: Routers in the order the OpenAPI document lists them. Adding a router here puts its routes under
 #: the tenant-isolation suite (tests/cloud/api/test_tenant_isolation.py), which must then pass.
 ROUTERS = (auth.router, users.router, mills.router, points.router, kpis.router, events.router, edges.router,
-           stream.router, ingest.router, carbon.router, maintenance.router, health.router)
+           stream.router, ingest.router, carbon.router, maintenance.router, health.router, zone.router,
+           series.router)
 
 
 def _unique_id(route: APIRoute) -> str:
@@ -103,12 +109,18 @@ def build_cloud(settings: Settings, store: TimeSeriesStore, meta: MetaStore) -> 
                           parallelism=settings.argon2_parallelism, max_concurrent=settings.argon2_max_concurrent,
                           wait_s=settings.argon2_wait_s)
     accounts = Accounts(meta, passwords, token_ttl_s=settings.token_ttl_s, max_failures=settings.login_max_failures,
-                        window_s=settings.login_window_s, max_user_failures=settings.login_name_failures)
+                        window_s=settings.login_window_s, max_user_failures=settings.login_name_failures,
+                        session_idle_s=settings.session_idle_s, session_max_s=settings.session_max_s)
     edge_creds = EdgeCredentials(meta, SecretBox(settings.load_secret_key()))
     ingest_svc = IngestService(store, edge_creds.key, edge_creds.mill_of, _AllowedPoints(store),
                                max_bytes=settings.max_ingest_bytes)
+    streams = LiveStreams(settings.max_streams_per_user)
+    accounts.on_sessions_ended(streams.end)
+    kpis_svc = KpiService(store)
     return Cloud(settings=settings, store=store, meta=meta, accounts=accounts, edges=edge_creds, ingest=ingest_svc,
-                 kpis=KpiService(store), user_slots=ConcurrencyLimiter(settings.max_requests_per_user),
+                 kpis=kpis_svc, streams=streams, zone=ZoneOverview(store, kpis_svc, HealthQueries(meta.engine),
+                                   kpi_max_age_s=max(60.0, 3 * settings.zone_refresh_s)),
+                 user_slots=ConcurrencyLimiter(settings.max_requests_per_user),
                  client_failures=WindowCounter(settings.login_window_s),
                  login_bucket=TokenBucket(settings.login_global_rate, settings.login_global_burst),
                  login_slots=asyncio.Semaphore(settings.argon2_max_concurrent),
@@ -150,6 +162,43 @@ async def _every(what: str, every_s: float, job: Callable[[], object]) -> None:
             if not failing:
                 logger.exception("%s failed", what)
             failing = True
+
+
+async def _finish_in_thread(fn: Callable[..., object], *args: object) -> None:
+    """Run ``fn`` in a worker thread; a cancel waits for it to finish (a short job), so that at shutdown the
+    stores are not closed under a thread still using them."""
+    job = asyncio.ensure_future(run_in_threadpool(fn, *args))
+    try:
+        await asyncio.shield(job)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await job
+        raise
+
+
+async def _refresh_zone(cloud: Cloud, every_s: float) -> None:
+    """Recompute each mill's KPIs of today for the zone overview, one mill at a time spread over ``every_s``
+    (from start-up on): the work never holds the interpreter for long, so requests are not kept waiting."""
+    failing = False
+    while True:
+        try:
+            mills = await run_in_threadpool(cloud.meta.mills)
+        except Exception:  # the metadata store is down: try again next round
+            mills = []
+        pause = every_s / max(1, len(mills))
+        for m in mills:
+            try:
+                await _finish_in_thread(cloud.zone.refresh, [m], cloud.settings.standard_ne)
+                if failing:
+                    logger.info("zone overview refresh recovered")
+                failing = False
+            except Exception:  # any failure: the task must outlive it (asyncio.CancelledError is no Exception)
+                if not failing:
+                    logger.exception("zone overview refresh failed")
+                failing = True
+            await asyncio.sleep(pause)
+        if not mills:
+            await asyncio.sleep(every_s)
 
 
 async def _refresh_rollups(store: TimeSeriesStore, every_s: float) -> None:
@@ -194,6 +243,8 @@ def create_app(settings: Settings, *, store: TimeSeriesStore | None = None, meta
             tasks.append(asyncio.create_task(health_pipeline.run_periodically(pipeline, settings.health_pipeline_s)))
         if settings.rollup_refresh_s > 0:
             tasks.append(asyncio.create_task(_refresh_rollups(st, settings.rollup_refresh_s)))
+        if settings.zone_refresh_s > 0:
+            tasks.append(asyncio.create_task(_refresh_zone(cloud, settings.zone_refresh_s)))
         if settings.retention_every_s > 0:
             tasks.append(asyncio.create_task(_apply_retention(st, settings.retention_every_s)))
         try:

@@ -152,11 +152,12 @@ def register(ctx: typer.Context, site: Annotated[Path, typer.Option("--site", he
              db: DbOpt = None, data_dir: DataDirOpt = None) -> None:
     """Register a site's mills and points (also done by ``serve --site``)."""
     from spinline.cloud.api.services.site import register_site
-    from spinline.core.site import load_site
+    from spinline.core.site_cli import load_site_or_exit
 
+    the_site = load_site_or_exit(site)
     cloud = _open(ctx.obj, db, data_dir)
     try:
-        for mill, n in register_site(load_site(site), cloud.store, cloud.meta).items():
+        for mill, n in register_site(the_site, cloud.store, cloud.meta).items():
             typer.echo(f"{mill}: {n} points")
     finally:
         _close(cloud)
@@ -259,14 +260,9 @@ def report(ctx: typer.Context,
            db: DbOpt = None, data_dir: DataDirOpt = None) -> None:
     """Write a weekly or monthly production report (KPIs per line, shift, ring frame and day)."""
     from spinline.cloud import reports
-    from spinline.core.errors import SiteConfigError
-    from spinline.core.site import load_site
+    from spinline.core.site_cli import load_site_or_exit, mill_or_exit
 
-    try:
-        the_mill = load_site(site).mill(mill)
-    except (SiteConfigError, KeyError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    the_mill = mill_or_exit(load_site_or_exit(site), mill)
     cloud = _open(ctx.obj, db, data_dir)
     try:
         r = reports.build(cloud.kpis, the_mill, period, standard_ne=standard_ne)

@@ -8,6 +8,9 @@ expands the templates into the flat list every other part of spinline uses.
 Every point gets a stable tag ``"{mill}/{machine}/{point}"`` and a stable 64-bit key derived from
 the tag (``point_key``), so the edge and the cloud agree on ids from the same file with no
 coordination and the columnar batch stays all-numeric.
+
+Size: the whole site-file schema and the point set derived from it in one module, so the edge and
+the cloud read one vocabulary and a schema change is one diff.
 """
 
 from __future__ import annotations
@@ -87,9 +90,27 @@ class PointKind(StrEnum):
 
 
 class Priority(StrEnum):
+    """A point's priority, one type end to end (site file -> edge filter -> buffer -> forwarder).
+
+    ``rank`` (low 0 < normal 1 < high 2) is the same value as a number, for numpy columns and the
+    buffer's SQLite column; ``of_rank`` reads it back.
+    """
+
     HIGH = "high"
     NORMAL = "normal"
     LOW = "low"
+
+    @property
+    def rank(self) -> int:
+        return _PRIORITY_RANK[self]
+
+    @classmethod
+    def of_rank(cls, rank: int) -> Priority:
+        return _RANK_PRIORITY[int(rank)]
+
+
+_PRIORITY_RANK: dict[Priority, int] = {Priority.LOW: 0, Priority.NORMAL: 1, Priority.HIGH: 2}
+_RANK_PRIORITY: dict[int, Priority] = {r: p for p, r in _PRIORITY_RANK.items()}
 
 
 class ModbusTable(StrEnum):

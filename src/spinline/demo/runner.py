@@ -33,6 +33,7 @@ from spinline.cloud.settings import Settings
 from spinline.core.site import Site, load_site, rebind
 from spinline.demo.broker import EmbeddedBroker, free_port
 from spinline.edge.agent import EdgeAgent
+from spinline.edge.settings import EdgeSettings
 from spinline.sim.server import SimServer
 
 log = logging.getLogger(__name__)
@@ -162,8 +163,9 @@ async def run_demo(site_path: Path, *, mill: str | None = None, data_dir: Path =
             edge_id, folder = edges[m]
             secret = (folder / "edge.secret").read_text().strip().encode()
             agents[m] = await stack.enter_async_context(
-                EdgeAgent(rebind(site, sim.ports, host=host), m, edge_id=edge_id, secret=secret, data_dir=folder,
-                          cloud_url=uplink, device_mqtt=device_mqtt))
+                EdgeAgent(rebind(site, sim.ports, host=host), m,
+                          EdgeSettings(edge_id=edge_id, secret=secret, data_dir=folder, cloud_url=uplink,
+                                       device_mqtt=device_mqtt)))
             say(f"mill {m}: simulator on ports {sim.ports} (speed x{speed:g}); edge {edge_id} -> {uplink}")
 
         protocol_of: dict[int, tuple[str, str]] = {

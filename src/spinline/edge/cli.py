@@ -16,8 +16,7 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from spinline.core.errors import SiteConfigError
-from spinline.core.site import load_site, rebind
+from spinline.core.site_cli import load_site_or_exit, mill_or_exit
 
 
 class _RunByDefault(TyperGroup):
@@ -98,20 +97,17 @@ def run(site: Path = typer.Argument(..., help="site YAML file"),
     from spinline.core.logs import configure
 
     configure(log_level)
-    try:
-        s = load_site(site)
-    except SiteConfigError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(2) from None
-    if ports:
-        s = rebind(s, {int(a): int(b) for a, b in (p.split(":") for p in ports.split(",") if p)})
+    s = load_site_or_exit(site, ports=ports)
+    the_mill = mill_or_exit(s, mill)
     from .agent import EdgeAgent
     from .models import ScoringConfig
+    from .settings import EdgeSettings
 
-    agent = EdgeAgent(s, mill or s.mills[0].id, edge_id=edge_id, secret=read_secret(secret_file, data_dir),
-                      data_dir=data_dir, cloud_url=cloud, device_mqtt=device_mqtt,
-                      budget_bytes=int(budget_mb * 1024 * 1024), flush_s=flush_s,
-                      scoring=ScoringConfig(commissioning_n=commissioning_n), require_signed_acks=require_signed_acks)
+    settings = EdgeSettings(edge_id=edge_id, secret=read_secret(secret_file, data_dir), data_dir=data_dir,
+                            cloud_url=cloud, device_mqtt=device_mqtt, budget_bytes=int(budget_mb * 1024 * 1024),
+                            flush_s=flush_s, scoring=ScoringConfig(commissioning_n=commissioning_n),
+                            require_signed_acks=require_signed_acks)
+    agent = EdgeAgent(s, the_mill.id, settings)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(agent.run())
 

@@ -21,6 +21,9 @@ and why:
 * **Sensors come and go.** The feature set is fixed by the first sample learned; a feature missing
   later is imputed at the baseline centre (it contributes nothing), a new one is ignored.
 * **No pickles.** ``to_dict`` / ``from_dict`` round-trip through plain JSON.
+
+Size: the detectors share one streaming contract and one calibration; side by side they are checked
+by the same contract tests.
 """
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ async def test_every_refusal_has_one_shape_and_a_code(api: Api) -> None:
     for _ in range(5):
         await c.post("/api/v1/auth/login", json={"username": "bob", "password": "wrong password"})
     r = await c.post("/api/v1/auth/login", json={"username": "bob", "password": "wrong password"})
-    _is_error(r, 429, "login_locked")
+    _is_error(r, 429, "login_rate_limited")
     _is_error(await c.get("/api/v1/nowhere", headers=alice), 404)
 
 

@@ -73,7 +73,7 @@ async def test_lock_out_is_not_a_weapon(tmp_path: Path, zone_site: Site) -> None
                     assert r.status_code == 401
                 if i == 0:
                     r = await c.post(LOGIN, json={"username": "alice", "password": PASSWORD})
-                    assert r.status_code == 429 and r.json()["code"] == "login_locked"   # that address only
+                    assert r.status_code == 429 and r.json()["code"] == "login_rate_limited"   # that address only
         # The real alice, from her own address: slowed down, not refused.
         t0 = time.perf_counter()
         r = await api.client.post(LOGIN, json={"username": "alice", "password": PASSWORD})

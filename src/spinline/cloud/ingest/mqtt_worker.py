@@ -44,8 +44,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from spinline.cloud.health_events import EdgeEvents
 from spinline.cloud.ingest.service import Accepted, IngestResult, IngestService
+from spinline.cloud.maintenance.events import EdgeEvents
 from spinline.core.errors import PayloadError, StorageError
 from spinline.core.wire import (
     TOPIC_ACK,
@@ -53,7 +53,9 @@ from spinline.core.wire import (
     TOPIC_EVENTS,
     TOPIC_EVENTS_ACK,
     TOPIC_STATUS,
+    parse_up_topic,
     signed_events_ack,
+    up_filter,
 )
 
 logger = logging.getLogger(__name__)
@@ -102,9 +104,9 @@ class Outage:
             logger.warning("%s recovered after %d failed operation(s)", self.what, n)
 
 #: Every mill's and edge's uplink topics (the topic layout is ``core.wire``'s, with wildcards).
-BATCH_FILTER = TOPIC_BATCH.format(mill="+", edge="+")
-STATUS_FILTER = TOPIC_STATUS.format(mill="+", edge="+")
-EVENTS_FILTER = TOPIC_EVENTS.format(mill="+", edge="+")
+BATCH_FILTER = up_filter(TOPIC_BATCH)
+STATUS_FILTER = up_filter(TOPIC_STATUS)
+EVENTS_FILTER = up_filter(TOPIC_EVENTS)
 
 
 @dataclass(slots=True)
@@ -285,10 +287,10 @@ class IngestWorker:
         accepted: list[Accepted] = []
         rows = 0
         for topic, payload, received in items:
-            parts = topic.removeprefix(self.namespace).split("/")
-            if len(parts) != 5:
+            up = parse_up_topic(topic.removeprefix(self.namespace))
+            if up is None:
                 continue
-            mill, edge, kind = parts[2], parts[3], parts[4]
+            mill, edge, kind = up.mill, up.edge, up.kind
             self.stats.payloads += 1
             try:
                 if kind == "status":

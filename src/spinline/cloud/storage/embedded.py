@@ -22,6 +22,9 @@ store does for psycopg), so callers handle one exception type whatever the backe
 
 One process owns the file (DuckDB's rule). Writes are serialised by a lock; reads use one cursor
 per thread and run concurrently with them.
+
+Size: one backend's whole ``TimeSeriesStore`` (writes, rollups, queries, retention, edge state);
+what both backends share is in ``shared.py``, and one parametrised suite tests both.
 """
 
 from __future__ import annotations

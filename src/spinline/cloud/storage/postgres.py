@@ -13,6 +13,9 @@
   shards; nothing here assumes one server holds every mill.
 
 Connections: one per thread (psycopg connections are not for concurrent use), opened on first use.
+
+Size: one backend's whole ``TimeSeriesStore`` (writes, rollups, queries, retention, edge state);
+what both backends share is in ``shared.py``, and one parametrised suite tests both.
 """
 
 from __future__ import annotations

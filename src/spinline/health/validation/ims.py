@@ -3,7 +3,7 @@
 Only ``test1_first50`` is present in ../shared/data: the first 50 raw snapshots of test 1 (all four
 bearings healthy, running in). The averaged test-2 file the data README mentions is **not** there,
 so no run-to-failure lead time can be measured on IMS here; the simulator's run-to-failure faults
-stand in for that (``spinline.health.simcheck``).
+stand in for that (``spinline.demo.simcheck``).
 
 Protocol: every one of the 8 channels gets its own ``AssetMonitor`` (Rexnord ZA-2115 geometry,
 2000 rpm, 20 kHz). The first ``baseline_n`` snapshots (in time order) are its baseline; the rest

@@ -29,7 +29,7 @@ from spinline.core.errors import PayloadError
 
 router = APIRouter(tags=["ingest"])
 
-CONTENT_TYPE = "application/x-spinline-batch"
+CONTENT_TYPE = wire.BATCH_CONTENT_TYPE
 STATUS_OF_REASON = {"unauthorised": status.HTTP_401_UNAUTHORIZED,
                     "oversized": status.HTTP_413_CONTENT_TOO_LARGE}
 _REFUSALS: dict[int | str, dict[str, Any]] = {code: {"model": s.IngestRefusal} for code in (400, 401, 413)}
@@ -60,7 +60,8 @@ async def _read_limited(request: Request, limit: int) -> tuple[bytes, bool]:
     return bytes(body), False
 
 
-@router.post("/ingest", response_model=s.IngestAck, responses=_REFUSALS, openapi_extra={
+@router.post(wire.INGEST_PATH.removeprefix(wire.API_PREFIX), response_model=s.IngestAck, responses=_REFUSALS,
+             openapi_extra={
     "requestBody": {"required": True, "content": {CONTENT_TYPE: {"schema": {"type": "string", "format": "binary"}}}}})
 async def ingest(request: Request, cloud: CloudDep) -> Response:
     """Store one signed wire payload (``spinline.core.wire``) exactly once."""
@@ -81,7 +82,8 @@ async def ingest(request: Request, cloud: CloudDep) -> Response:
     return JSONResponse(signed)
 
 
-@router.post("/edge-status", status_code=status.HTTP_204_NO_CONTENT, responses=_REFUSALS)
+@router.post(wire.STATUS_PATH.removeprefix(wire.API_PREFIX), status_code=status.HTTP_204_NO_CONTENT,
+             responses=_REFUSALS)
 async def edge_status(request: Request, cloud: CloudDep,
                       x_spinline_edge: Annotated[str, Header()], x_spinline_mill: Annotated[str, Header()],
                       x_spinline_signature: Annotated[str | None, Header(
@@ -110,7 +112,7 @@ async def edge_status(request: Request, cloud: CloudDep,
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post(wire.EVENTS_PATH.removeprefix("/api/v1"), responses=_REFUSALS, openapi_extra={
+@router.post(wire.EVENTS_PATH.removeprefix(wire.API_PREFIX), responses=_REFUSALS, openapi_extra={
     "requestBody": {"required": True,
                     "content": {wire.EVENTS_CONTENT_TYPE: {"schema": {"type": "string", "format": "binary"}}}}})
 async def edge_events(request: Request, cloud: CloudDep) -> Response:
