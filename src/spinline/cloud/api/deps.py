@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from spinline.cloud.api.services.streams import LiveStreams
     from spinline.cloud.api.services.zone import ZoneOverview
     from spinline.cloud.maintenance.events import EdgeEvents
+    from spinline.cloud.models.registry import ModelRegistry
 
 SESSION_COOKIE = "spinline_session"
 CSRF_COOKIE = "spinline_csrf"
@@ -94,6 +95,8 @@ class Cloud:
     #: Low-priority threads of the password checks and of the expensive queries (``limits.Lane``).
     login_lane: Lane = field(default_factory=lambda: Lane("login", 1))
     heavy_lane: Lane = field(default_factory=lambda: Lane("heavy", 2))
+    #: The model registry and its TUF repository (set in the app's lifespan).
+    models: ModelRegistry | None = None
 
 
 async def get_cloud(request: Request) -> Cloud:

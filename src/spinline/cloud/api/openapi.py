@@ -4,8 +4,9 @@ FastAPI documents only 200 and its own 422 (``HTTPValidationError``, whose ``det
 Every error of this API is ``ErrorPublic`` (``spinline.cloud.api.errors``), so the document is
 post-processed once: each operation's 422 points at ``ErrorPublic``, and the statuses any operation
 can answer (400, 401 without a valid token, 403, 404, 409, 413, 429, 503) are added where they apply.
-The ingest routes keep their own refusal body for the edges (``IngestRefusal``, with the same
-``code``) and answer ``ErrorPublic`` only for a request FastAPI cannot validate (422) or an outage (503).
+The edge routes (ingest, status, events, TUF) keep their own refusal body for the edges
+(``IngestRefusal``, with the same ``code``) and answer ``ErrorPublic`` only for a request FastAPI
+cannot validate (422) or an outage (503).
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def _fix(doc: dict[str, Any]) -> dict[str, Any]:
     main.pop("$defs", None)
     schemas["ErrorPublic"] = main
     for path, item in doc.get("paths", {}).items():
-        ingest = path.endswith(("/ingest", "/edge-status", "/edge-events"))
+        ingest = path.endswith(("/ingest", "/edge-status", "/edge-events")) or "/tuf/" in path
         for method, op in item.items():
             if method not in ("get", "post", "put", "patch", "delete"):
                 continue

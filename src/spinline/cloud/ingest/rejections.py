@@ -86,11 +86,14 @@ class BoundedRejections:
     def points(self, mill: str | None = None) -> list[PointInfo]:
         return self.inner.points(mill)
 
-    def write(self, batch: Batch, *, idempotency_key: str | None = None) -> WriteResult:
-        return self.inner.write(batch, idempotency_key=idempotency_key)
+    def write(self, batch: Batch, *, idempotency_key: str | None = None, digest: str | None = None,
+              note: str | None = None) -> WriteResult:
+        return self.inner.write(batch, idempotency_key=idempotency_key, digest=digest, note=note)
 
-    def write_many(self, items: Sequence[tuple[Batch, str | None]]) -> list[WriteResult]:
-        return self.inner.write_many(items)
+    def write_many(self, items: Sequence[tuple[Batch, str | None]], *,
+                   digests: Sequence[str | None] | None = None,
+                   notes: Sequence[str | None] | None = None) -> list[WriteResult]:
+        return self.inner.write_many(items, digests=digests, notes=notes)
 
     def latest(self, points: Sequence[int]) -> Batch:
         return self.inner.latest(points)

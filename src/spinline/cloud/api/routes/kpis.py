@@ -7,7 +7,7 @@ import math
 from dataclasses import asdict
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, HTTPException, Query, Response, status
 
 from spinline.cloud.api import schemas as s
 from spinline.cloud.api.deps import (
@@ -79,3 +79,20 @@ async def zone_kpis(user: CurrentUser, cloud: CloudDep, meta: MetaDep, settings:
     rows = await cloud.heavy_lane.run(work)
     return s.KpiReport(standard_ne=std, start=s.ts(span.start_ns), end=s.ts(span.end_ns), by="mill",
                        rows=[kpi_public(r) for r in rows])
+
+
+@router.get("/mills/{mill}/reports/production/{period}",
+            responses={200: {"content": {"application/pdf": {}, "text/html": {}, "text/csv": {}}}})
+def production_report(mill: ReadableMill, cloud: CloudDep, settings: SettingsDep, period: str,
+                      format: Annotated[Literal["pdf", "html", "csv"], Query()] = "pdf",  # noqa: A002
+                      lang: Annotated[Literal["zh-CN", "en"], Query(description="language of the PDF")] = "zh-CN",
+                      standard_ne: StandardNe = None) -> Response:
+    """The weekly (``2026-W47``) or monthly (``2026-10``) production report as a file (PDF with charts)."""
+    from spinline.cloud import reports
+
+    try:
+        r = reports.build(cloud.kpis, mill.config, period, standard_ne=standard_ne or settings.standard_ne)
+        content, media, name = reports.render(r, format, lang)
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
+    return Response(content, media_type=media, headers={"Content-Disposition": f'attachment; filename="{name}"'})
