@@ -23,7 +23,11 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
 from spinline import __version__
-from spinline.cloud.api.deps import ApiError, Cloud
+from spinline.cloud.api import errors, openapi
+from spinline.cloud.api.deps import Cloud
+from spinline.cloud.api.errors import error_response
+from spinline.cloud.api.guards import RequestGuard
+from spinline.cloud.api.limits import ConcurrencyLimiter, Lane, TokenBucket, WindowCounter
 from spinline.cloud.api.routes import (
     auth,
     carbon,
@@ -48,8 +52,9 @@ from spinline.cloud.api.services.zone import ZoneOverview
 from spinline.cloud.auth.passwords import Passwords
 from spinline.cloud.auth.sealing import SecretBox
 from spinline.cloud.auth.service import Accounts, EdgeCredentials, InvalidRequest
+from spinline.cloud.ingest.rejections import BoundedRejections
 from spinline.cloud.ingest.service import IngestService
-from spinline.cloud.kpis.service import KpiService
+from spinline.cloud.kpis.service import Cancelled, KpiService
 from spinline.cloud.maintenance import pipeline as health_pipeline
 from spinline.cloud.maintenance.events import EdgeEvents
 from spinline.cloud.maintenance.store import HealthQueries
@@ -99,12 +104,18 @@ class _AllowedPoints:
 
 
 def build_cloud(settings: Settings, store: TimeSeriesStore, meta: MetaStore) -> Cloud:
-    """Wire the use cases over already-open stores (the CLI uses this too)."""
+    """Wire the use cases over already-open stores (the CLI uses this too).
+
+    The store is wrapped so that refusals nobody proved they sent are counted in memory, never
+    stored row by row (``ingest.rejections``).
+    """
+    store = BoundedRejections(store)
     passwords = Passwords(time_cost=settings.argon2_time_cost, memory_kib=settings.argon2_memory_kib,
-                          parallelism=settings.argon2_parallelism)
+                          parallelism=settings.argon2_parallelism, max_concurrent=settings.argon2_max_concurrent,
+                          wait_s=settings.argon2_wait_s)
     accounts = Accounts(meta, passwords, token_ttl_s=settings.token_ttl_s, max_failures=settings.login_max_failures,
-                        window_s=settings.login_window_s, session_idle_s=settings.session_idle_s,
-                        session_max_s=settings.session_max_s)
+                        window_s=settings.login_window_s, max_user_failures=settings.login_name_failures,
+                        session_idle_s=settings.session_idle_s, session_max_s=settings.session_max_s)
     edge_creds = EdgeCredentials(meta, SecretBox(settings.load_secret_key()))
     ingest_svc = IngestService(store, edge_creds.key, edge_creds.mill_of, _AllowedPoints(store),
                                max_bytes=settings.max_ingest_bytes, sync_credentials=edge_creds.sync)
@@ -113,7 +124,14 @@ def build_cloud(settings: Settings, store: TimeSeriesStore, meta: MetaStore) -> 
     kpis_svc = KpiService(store)
     return Cloud(settings=settings, store=store, meta=meta, accounts=accounts, edges=edge_creds, ingest=ingest_svc,
                  kpis=kpis_svc, streams=streams, zone=ZoneOverview(store, kpis_svc, HealthQueries(meta.engine),
-                                   kpi_max_age_s=max(60.0, 3 * settings.zone_refresh_s)))
+                                   kpi_max_age_s=max(60.0, 3 * settings.zone_refresh_s)),
+                 user_slots=ConcurrencyLimiter(settings.max_requests_per_user),
+                 client_failures=WindowCounter(settings.login_window_s),
+                 login_bucket=TokenBucket(settings.login_global_rate, settings.login_global_burst),
+                 login_slots=asyncio.Semaphore(settings.argon2_max_concurrent),
+                 heavy_slots=asyncio.Semaphore(settings.max_heavy_requests),
+                 login_lane=Lane("login", settings.argon2_max_concurrent),
+                 heavy_lane=Lane("heavy", settings.max_heavy_requests))
 
 
 def open_stores(settings: Settings, *, site: Site | None = None) -> tuple[TimeSeriesStore, MetaStore]:
@@ -289,7 +307,7 @@ def create_app(settings: Settings, *, store: TimeSeriesStore | None = None, meta
                 await run_in_threadpool(register_site, site, st, mt)
         cloud = await run_in_threadpool(build_cloud, settings, st, mt)
         pipeline = await run_in_threadpool(health_pipeline.build, settings, st, mt.engine)
-        cloud.edge_events = EdgeEvents(pipeline.health, st, cloud.edges.key, cloud.edges.mill_of,
+        cloud.edge_events = EdgeEvents(pipeline.health, cloud.store, cloud.edges.key, cloud.edges.mill_of,
                                        order_severity=pipeline.order_severity)
         await run_in_threadpool(cloud.edge_events.create_schema)
         app.state.health_store, app.state.health_pipeline = pipeline.health, pipeline
@@ -320,6 +338,8 @@ def create_app(settings: Settings, *, store: TimeSeriesStore | None = None, meta
             if stop is not None:
                 await run_in_threadpool(stop)
             app.state.cloud = None
+            cloud.login_lane.close()
+            cloud.heavy_lane.close()
             if owned:
                 st.close()
                 mt.close()
@@ -336,25 +356,65 @@ def create_app(settings: Settings, *, store: TimeSeriesStore | None = None, meta
                            allow_headers=["*"])
 
     @app.get("/healthz", tags=["health"], include_in_schema=False)
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:
+        """Liveness: the process answers. Touches nothing else, so it stays cheap during any outage."""
         return {"status": "ok", "version": __version__}
 
-    @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse({"detail": exc.detail, "code": exc.code}, status_code=exc.status_code,
-                            headers=exc.headers)
+    @app.get("/readyz", tags=["health"], include_in_schema=False)
+    async def readyz(request: Request) -> JSONResponse:
+        """Readiness: the stores answer within a second or two, and the MQTT ingest (if any) is connected."""
+        cloud: Cloud | None = getattr(request.app.state, "cloud", None)
+        if cloud is None:
+            return JSONResponse({"status": "starting"}, status_code=503, headers={"Retry-After": "5"})
+        checks = await readiness(cloud)
+        ok = all(v == "ok" for v in checks.values())
+        return JSONResponse({"status": "ready" if ok else "not ready", "checks": checks},
+                            status_code=200 if ok else 503, headers=None if ok else {"Retry-After": "5"})
+
+    errors.install(app)
 
     @app.exception_handler(InvalidRequest)
     async def _invalid(_: Request, exc: InvalidRequest) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=422)
+        return error_response(422, str(exc), "invalid_request")
+
+    @app.exception_handler(Cancelled)
+    async def _cancelled(_: Request, exc: Cancelled) -> JSONResponse:
+        # Work stopped because nobody waits for it (api.guards): this answer goes nowhere.
+        return error_response(503, str(exc), "cancelled")
 
     @app.exception_handler(ConflictError)
     async def _conflict(_: Request, exc: ConflictError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=409)
+        return error_response(409, str(exc), "conflict")
 
-    @app.exception_handler(StorageError)
-    async def _storage(_: Request, exc: StorageError) -> JSONResponse:
-        logger.error("storage failure: %s", exc)
-        return JSONResponse({"detail": "storage is unavailable, try again"}, status_code=503)
-
+    app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes, deadline_s=settings.request_deadline_s,
+                       exempt_prefixes=(f"{API_PREFIX}/ingest", f"{API_PREFIX}/edge-status", wire.EVENTS_PATH))
+    openapi.install(app)
     return app
+
+
+async def _probe(what: str, fn: Callable[[], object], timeout_s: float) -> str:
+    try:
+        await asyncio.wait_for(asyncio.shield(asyncio.ensure_future(run_in_threadpool(fn))), timeout_s)
+        return "ok"
+    except TimeoutError:
+        return f"{what} did not answer within {timeout_s:g} s"
+    except Exception as exc:  # any failure is the answer: not ready, and why
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        return f"{what} failed: {first[:200]}"
+
+
+async def readiness(cloud: Cloud, timeout_s: float = 2.0) -> dict[str, str]:
+    """``{"store": "ok" | why not, "meta": ..., "broker": ...}`` (the broker only with MQTT ingest)."""
+    meta = cloud.meta
+
+    def ping_meta() -> None:
+        with meta.engine.connect() as con:
+            con.exec_driver_sql("SELECT 1")
+
+    store, meta_state = await asyncio.gather(
+        _probe("the time-series store", lambda: cloud.store.points("-readyz-"), timeout_s),
+        _probe("the metadata database", ping_meta, timeout_s))
+    checks = {"store": store, "meta": meta_state}
+    if cloud.broker_connected is not None:
+        checks["broker"] = "ok" if cloud.broker_connected() else "the MQTT broker is not connected"
+    return checks

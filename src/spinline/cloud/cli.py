@@ -71,12 +71,15 @@ def _serve(settings: Any, *, host: str, port: int, mqtt: str | None, log_level: 
     import uvicorn
 
     from spinline.cloud.app import create_app
+    from spinline.core.logs import configure, library_levels
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure(log_level)
+    access = "uvicorn.access" in library_levels(os.environ.get("SPINLINE_LOG_LIBRARIES"))
     on_ready = _mqtt_workers(mqtt) if mqtt else None
     app_ = create_app(settings, on_ready=on_ready)
     typer.echo(f"spinline cloud on http://{host}:{port}/api/docs (db: {_redact(settings.db)})", err=True)
-    uvicorn.run(app_, host=host, port=port, log_level=log_level.lower())
+    # uvicorn's per-request lines only when asked (SPINLINE_LOG_LIBRARIES=uvicorn.access=INFO).
+    uvicorn.run(app_, host=host, port=port, log_level=log_level.lower(), access_log=access)
 
 
 def _redact(url: str) -> str:
@@ -106,6 +109,7 @@ def _mqtt_workers(url: str) -> Any:
         starter = threading.Thread(target=worker.start_when_reachable, args=(stopping,), name="mqtt-ingest-start",
                                    daemon=True)
         starter.start()
+        cloud.broker_connected = lambda: worker.connected
         nudger = None
         if cloud.models is not None:
             from spinline.cloud.models.nudge import MqttNudger

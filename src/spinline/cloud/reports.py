@@ -24,8 +24,9 @@ from spinline.cloud.kpis.formulas import Kpis
 from spinline.cloud.kpis.service import KpiRow, KpiService
 from spinline.core.site import Mill
 
-_WEEK = re.compile(r"^(\d{4})-W(\d{2})$")
-_MONTH = re.compile(r"^(\d{4})-(\d{2})$")
+# ASCII digits and nothing after them: "\d" takes other scripts' digits and "$" a trailing newline.
+_WEEK = re.compile(r"([0-9]{4})-W([0-9]{2})")
+_MONTH = re.compile(r"([0-9]{4})-([0-9]{2})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,10 +44,13 @@ def _ns(d: date, tz: ZoneInfo) -> int:
 def period(label: str, timezone: str) -> Period:
     """``2026-W47`` (ISO week, Monday to Monday) or ``2026-10`` (calendar month), in local time."""
     tz = ZoneInfo(timezone)
-    if m := _WEEK.match(label):
-        first = date.fromisocalendar(int(m.group(1)), int(m.group(2)), 1)
+    if m := _WEEK.fullmatch(label):
+        try:
+            first = date.fromisocalendar(int(m.group(1)), int(m.group(2)), 1)
+        except ValueError:
+            raise ValueError(f"no ISO week {m.group(2)} in {m.group(1)} ({label!r})") from None
         last = first + timedelta(days=7)
-    elif m := _MONTH.match(label):
+    elif m := _MONTH.fullmatch(label):
         y, mo = int(m.group(1)), int(m.group(2))
         if not 1 <= mo <= 12:
             raise ValueError(f"no month {mo} in {label!r}")

@@ -29,9 +29,10 @@ def app(site: Annotated[Path, typer.Argument(help="site YAML")] = Path("examples
                  "data dir; 0: none)")] = 21.0) -> None:
     """Back-fill weeks of history, then run simulated mill -> edge -> cloud live on embedded defaults (Ctrl-C stops)."""
     from spinline.core.errors import SiteConfigError
+    from spinline.core.logs import configure
     from spinline.demo.runner import run_demo
 
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure("warning")
     # The simulated PLCs run OPC UA without security on loopback; asyncua warns about it at every start.
     logging.getLogger("asyncua").setLevel(logging.ERROR)
     try:

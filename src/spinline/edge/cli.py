@@ -101,7 +101,9 @@ def run(site: Path = typer.Argument(..., help="site YAML file"),
                                                            "(default: --cloud when it is MQTT)"),
         log_level: str = typer.Option("INFO")) -> None:
     """Run the edge agent until interrupted (safe to kill -9: restart on the same data dir)."""
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from spinline.core.logs import configure
+
+    configure(log_level)
     s = load_site_or_exit(site, ports=ports)
     the_mill = mill_or_exit(s, mill)
     from .agent import EdgeAgent

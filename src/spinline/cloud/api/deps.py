@@ -22,16 +22,21 @@ against another mill's data, so a route that forgets its scoping fails the suite
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import inspect
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, HTTPException, Path, Query, Request, status
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 
+from spinline.cloud.api.errors import ApiError
+from spinline.cloud.api.limits import ConcurrencyLimiter, Lane, TokenBucket, WindowCounter
+from spinline.cloud.api.timefmt import MAX_TIME, MIN_TIME, check_time
 from spinline.cloud.auth.roles import Permission, Principal
 from spinline.cloud.auth.service import Accounts, EdgeCredentials
 from spinline.cloud.auth.tokens import hash_token
@@ -54,6 +59,10 @@ CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
+# Dependencies that do no I/O are ``async def``: FastAPI runs a plain ``def`` dependency in the shared
+# thread pool, and a hop there per dependency per request adds up when the pool is busy.
+
+
 @dataclass
 class Cloud:
     """Everything a request needs, built once per app in its lifespan (``app.state.cloud``)."""
@@ -71,11 +80,26 @@ class Cloud:
     zone: ZoneOverview
     #: Receives alarm events from the edges (set in the app's lifespan, with the health pipeline).
     edge_events: EdgeEvents | None = None
+    #: Whether the MQTT ingest is connected to its broker (None: no MQTT ingest in this process).
+    broker_connected: Callable[[], bool] | None = None
+    #: Requests of one user running at once (``Settings.max_requests_per_user``).
+    user_slots: ConcurrencyLimiter = field(default_factory=lambda: ConcurrencyLimiter(4))
+    #: Failed logins per client address (any user name) in the login window.
+    client_failures: WindowCounter = field(default_factory=lambda: WindowCounter(300.0))
+    #: Login attempts of everyone together.
+    login_bucket: TokenBucket = field(default_factory=lambda: TokenBucket(5.0, 10.0))
+    #: Password checks at once (the login route waits here, in the event loop, not in a thread).
+    login_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
+    #: Expensive queries at once in the process (``HeavyWork``).
+    heavy_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(2))
+    #: Low-priority threads of the password checks and of the expensive queries (``limits.Lane``).
+    login_lane: Lane = field(default_factory=lambda: Lane("login", 1))
+    heavy_lane: Lane = field(default_factory=lambda: Lane("heavy", 2))
     #: The model registry and its TUF repository (set in the app's lifespan).
     models: ModelRegistry | None = None
 
 
-def get_cloud(request: Request) -> Cloud:
+async def get_cloud(request: Request) -> Cloud:
     cloud: Cloud | None = getattr(request.app.state, "cloud", None)
     if cloud is None:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the service is starting")
@@ -85,15 +109,15 @@ def get_cloud(request: Request) -> Cloud:
 CloudDep = Annotated[Cloud, Depends(get_cloud)]
 
 
-def get_store(cloud: CloudDep) -> TimeSeriesStore:
+async def get_store(cloud: CloudDep) -> TimeSeriesStore:
     return cloud.store
 
 
-def get_meta(cloud: CloudDep) -> MetaStore:
+async def get_meta(cloud: CloudDep) -> MetaStore:
     return cloud.meta
 
 
-def get_settings(cloud: CloudDep) -> Settings:
+async def get_settings(cloud: CloudDep) -> Settings:
     return cloud.settings
 
 
@@ -108,19 +132,11 @@ session_cookie = APIKeyCookie(name=SESSION_COOKIE, auto_error=False, scheme_name
                                           f"{CSRF_COOKIE} cookie")
 
 
-class ApiError(HTTPException):
-    """An HTTP error with a stable machine-readable ``code`` beside the message (``{"detail", "code"}``)."""
-
-    def __init__(self, status_code: int, code: str, detail: str, *, headers: Mapping[str, str] | None = None) -> None:
-        super().__init__(status_code, detail, headers=dict(headers) if headers else None)
-        self.code = code
-
-
 def unauthorised(detail: str = "not authenticated", code: str = "not_authenticated") -> HTTPException:
     return ApiError(status.HTTP_401_UNAUTHORIZED, code, detail, headers={"WWW-Authenticate": "Bearer"})
 
 
-def get_token(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str:
+async def get_token(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str:
     if creds is None or creds.scheme.lower() != "bearer" or not creds.credentials:
         raise unauthorised()
     return creds.credentials
@@ -173,11 +189,55 @@ def get_caller(request: Request, cloud: CloudDep,
 CallerDep = Annotated[Caller, Depends(get_caller)]
 
 
-def get_current_user(caller: CallerDep) -> Principal:
-    return caller.principal
+def _streams(request: Request) -> bool:
+    route = request.scope.get("route")
+    endpoint = getattr(route, "endpoint", None)
+    return endpoint is not None and inspect.isasyncgenfunction(endpoint)
+
+
+async def get_current_user(request: Request, cloud: CloudDep, caller: CallerDep) -> AsyncIterator[Principal]:
+    """The caller, holding one of their ``max_requests_per_user`` slots until the request ends (429 past it).
+
+    Live streams (async-generator routes) do not take a slot: they last as long as the page is open.
+    """
+    user = caller.principal
+    if _streams(request):
+        yield user
+        return
+    if not cloud.user_slots.try_acquire(user.user_id):
+        raise ApiError(status.HTTP_429_TOO_MANY_REQUESTS, "too_many_concurrent_requests",
+                       f"at most {cloud.user_slots.per_key} requests of one user run at once; "
+                       "wait for one to finish", headers={"Retry-After": "1"})
+    try:
+        yield user
+    finally:
+        cloud.user_slots.release(user.user_id)
 
 
 CurrentUser = Annotated[Principal, Depends(get_current_user)]
+
+
+async def slot(sem: asyncio.Semaphore, wait_s: float, code: str, detail: str) -> None:
+    """Take one of ``sem``'s slots, waiting at most ``wait_s`` (then 503 ``code`` with Retry-After)."""
+    try:
+        await asyncio.wait_for(sem.acquire(), wait_s)
+    except TimeoutError:
+        raise ApiError(status.HTTP_503_SERVICE_UNAVAILABLE, code, detail, headers={"Retry-After": "2"}) from None
+
+
+async def heavy_work(cloud: CloudDep) -> AsyncIterator[None]:
+    """One of the process's ``max_heavy_requests`` slots for an expensive query, held until it ends."""
+    st = cloud.settings
+    await slot(cloud.heavy_slots, st.heavy_wait_s, "busy",
+               f"the server is busy with other expensive queries; no slot within {st.heavy_wait_s:g} s")
+    try:
+        yield
+    finally:
+        cloud.heavy_slots.release()
+
+
+#: Put on a route whose work is expensive (``dependencies=[HeavyWork]``): bounded process-wide.
+HeavyWork = Depends(heavy_work)
 
 
 def not_found(what: str) -> HTTPException:
@@ -244,12 +304,22 @@ UserManager = Annotated[Principal, Depends(require_permission(Permission.MANAGE_
 EdgeManager = Annotated[Principal, Depends(require_permission(Permission.MANAGE_EDGES))]
 
 
-def client_address(request: Request) -> str:
-    """The caller's address for the login rate limit."""
-    return request.client.host if request.client is not None else "unknown"
+async def client_address(request: Request) -> str:
+    """The caller's address for the login rate limit (an IP address: ``api.guards`` refused anything else)."""
+    return request.client.host[:64] if request.client is not None else "unknown"
 
 
 ClientAddress = Annotated[str, Depends(client_address)]
+
+
+async def gone_check(request: Request) -> Callable[[], bool]:
+    """True once nobody waits for this request's answer (client gone or deadline passed; ``api.guards``)."""
+    event = request.scope.get("spinline.gone")
+    return event.is_set if event is not None else (lambda: False)
+
+
+#: Pass to long work so it stops between steps when its answer would go nowhere.
+Gone = Annotated[Callable[[], bool], Depends(gone_check)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,22 +328,36 @@ class TimeRange:
     end_ns: int
 
 
-def _ns(t: datetime) -> int:
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=UTC)
+def _ns(t: datetime, name: str) -> int:
+    t = check_time(t, name)
     return int(t.timestamp() * 1e6) * 1000
 
 
-def time_range(
-    start: Annotated[datetime | None, Query(description="ISO 8601 (UTC unless an offset is given); "
-                                                        "default: 24 h before the end")] = None,
-    end: Annotated[datetime | None, Query(description="ISO 8601, exclusive; default: now")] = None,
-) -> TimeRange:
-    end_ns = _ns(end) if end is not None else time.time_ns()
-    start_ns = _ns(start) if start is not None else end_ns - 24 * 3600 * 10**9
-    if end_ns <= start_ns:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "end must be after start")
-    return TimeRange(start_ns, end_ns)
+def span_limited(max_days: Callable[[Settings], float], what: str) -> Callable[..., TimeRange]:
+    """A ``TimeRange`` dependency whose span may be at most ``max_days(settings)`` days (422 ``span_too_large``)."""
+
+    def time_range(
+        cloud: CloudDep,
+        start: Annotated[datetime | None, Query(description="ISO 8601 (UTC unless an offset is given); "
+                                                            "default: 24 h before the end; "
+                                                            f"{MIN_TIME:%Y-%m-%d} .. {MAX_TIME:%Y-%m-%d}")] = None,
+        end: Annotated[datetime | None, Query(description="ISO 8601, exclusive; default: now")] = None,
+    ) -> TimeRange:
+        end_ns = _ns(end, "end") if end is not None else time.time_ns()
+        start_ns = _ns(start, "start") if start is not None else end_ns - 24 * 3600 * 10**9
+        if end_ns <= start_ns:
+            raise ApiError(status.HTTP_422_UNPROCESSABLE_CONTENT, "empty_span", "end must be after start")
+        limit = max_days(cloud.settings)
+        days = (end_ns - start_ns) / 86400e9
+        if days > limit:
+            raise ApiError(status.HTTP_422_UNPROCESSABLE_CONTENT, "span_too_large",
+                           f"the span is {days:.1f} days; {what} cover at most {limit:g} days per request")
+        return TimeRange(start_ns, end_ns)
+
+    time_range.__name__ = f"time_range_{what.replace(' ', '_')}"
+    return time_range
 
 
-TimeRangeDep = Annotated[TimeRange, Depends(time_range)]
+TimeRangeDep = Annotated[TimeRange, Depends(span_limited(lambda s: s.max_span_days, "queries"))]
+KpiRangeDep = Annotated[TimeRange, Depends(span_limited(lambda s: s.max_kpi_span_days, "KPIs"))]
+

@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal, overload
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from spinline.cloud.api.errors import ErrorPublic  # noqa: F401 (re-exported: routes say s.ErrorPublic)
+from spinline.cloud.api.timefmt import InDatetime, UtcDatetime
 from spinline.cloud.auth.roles import Role
 
 
@@ -25,6 +27,10 @@ def ts(ns: int | None) -> datetime | None: ...
 def ts(ns: int | None) -> datetime | None:
     """Nanoseconds since the epoch -> an aware UTC datetime (microsecond precision)."""
     return None if ns is None else datetime.fromtimestamp(ns / 1e9, UTC)
+
+
+#: A mill id as a person or an edge writes it (the site file's ids are at most 64 characters).
+MillId = Annotated[str, Field(min_length=1, max_length=64)]
 
 
 #: A 64-bit point key travels as a decimal string: JavaScript's numbers lose integers above 2^53.
@@ -47,16 +53,11 @@ class LoginRequest(BaseModel):
 class TokenPublic(_Out):
     access_token: str
     token_type: Literal["bearer"] = "bearer"  # noqa: S105 (the OAuth2 token type, not a secret)
-    expires_at: datetime
+    expires_at: UtcDatetime
 
 
 class Message(_Out):
     message: str
-
-
-class ErrorPublic(_Out):
-    detail: Any
-    code: str | None = Field(default=None, description="a stable machine-readable error code, where there is one")
 
 
 class SessionLogin(BaseModel):
@@ -82,7 +83,7 @@ class MePublic(_Out):
 
 
 class SessionPublic(MePublic):
-    expires_at: datetime = Field(description="the session's absolute expiry (UTC)")
+    expires_at: UtcDatetime = Field(description="the session's absolute expiry (UTC)")
     idle_timeout_s: float = Field(description="the session ends after this long without a request")
 
 
@@ -101,13 +102,14 @@ class UserCreate(BaseModel):
     username: str = Field(min_length=1, max_length=64)
     password: str = Field(min_length=8, max_length=1024)
     role: Role
-    mills: list[str] = Field(default_factory=list, description="mills in scope (all for zone_operator)")
+    mills: list[MillId] = Field(default_factory=list, max_length=1000,
+                                description="mills in scope (all for zone_operator)")
     full_name: str = Field(default="", max_length=200)
 
 
 class UserUpdate(BaseModel):
     role: Role | None = None
-    mills: list[str] | None = None
+    mills: list[MillId] | None = Field(default=None, max_length=1000)
     password: str | None = Field(default=None, min_length=8, max_length=1024)
     disabled: bool | None = None
     full_name: str | None = Field(default=None, max_length=200)
@@ -120,7 +122,7 @@ class UserPublic(_Out):
     role: Role
     mills: list[str]
     disabled: bool
-    created_at: datetime
+    created_at: UtcDatetime
 
 
 # --- mills and the tree --------------------------------------------------------------------------
@@ -185,7 +187,7 @@ class MillTree(_Out):
 class LatestValue(_Out):
     tag: str
     key: PointKey
-    ts: datetime
+    ts: UtcDatetime
     value: float | None
     quality: int
 
@@ -224,13 +226,13 @@ class KpiPublic(_Out):
     mill: str
     line: str | None = None
     machine_type: str | None = None
-    start: datetime
-    end: datetime
+    start: UtcDatetime
+    end: UtcDatetime
     hours: float
     machines: int
     spindles: int
-    run_h: float
-    output_kg: float
+    run_h: float | None
+    output_kg: float | None
     std_output_kg: float | None = Field(description="output converted to the standard count")
     count_ne: float | None = Field(description="output-weighted mean count (Ne)")
     efficiency_pct: float | None = Field(
@@ -249,14 +251,14 @@ class KpiPublic(_Out):
     worst5_break_share_pct: float | None
     gps_g: float | None = Field(description="grams per spindle per 8 h shift")
     std_gps_g: float | None = Field(description="GPS at the standard count")
-    energy_kwh: float
+    energy_kwh: float | None
     sec_kwh_per_kg: float | None
 
 
 class KpiReport(_Out):
     standard_ne: float
-    start: datetime
-    end: datetime
+    start: UtcDatetime
+    end: UtcDatetime
     by: str
     rows: list[KpiPublic]
 
@@ -271,13 +273,13 @@ class EventCreate(BaseModel):
     message: str = Field(default="", max_length=4000)
     severity: Severity = "info"
     machine: str | None = Field(default=None, max_length=64)
-    ts: datetime | None = Field(default=None, description="when it happened (default: now)")
+    ts: InDatetime | None = Field(default=None, description="when it happened (default: now)")
 
 
 class EventPublic(_Out):
     id: int
     mill: str
-    ts: datetime
+    ts: UtcDatetime
     machine: str | None
     kind: str
     severity: str
@@ -289,7 +291,7 @@ class EventPublic(_Out):
 
 class EdgeCreate(BaseModel):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]{0,62}$")
-    mill: str
+    mill: MillId
     description: str = Field(default="", max_length=200)
 
 
@@ -298,10 +300,10 @@ class EdgePublic(_Out):
     mill: str
     description: str
     active: bool
-    created_at: datetime
+    created_at: UtcDatetime
     created_by: str
-    revoked_at: datetime | None
-    last_seen: datetime | None = Field(description="when its last status message arrived")
+    revoked_at: UtcDatetime | None
+    last_seen: UtcDatetime | None = Field(description="when its last status message arrived")
     buffer_rows: int | None = None
     buffer_bytes: int | None = None
     lag_s: float | None = None
@@ -323,7 +325,7 @@ class RejectionPublic(_Out):
     edge: str
     reason: str
     detail: str
-    ts: datetime
+    ts: UtcDatetime
 
 
 # --- ingest --------------------------------------------------------------------------------------
@@ -343,8 +345,11 @@ class IngestAck(_Out):
 
 
 class IngestRefusal(_Out):
+    """A refused edge payload: ``reason`` (the edge protocol's word) and the same ``code`` as every API error."""
+
     reason: str
     detail: str
+    code: str = ""
 
 
 # --- zone overview -----------------------------------------------------------------------------------
@@ -369,7 +374,7 @@ class EdgeCounts(_Out):
     online: int = Field(description="active edges whose last status is recent (edge_online_within_s)")
     total: int = Field(description="active (not revoked) edges")
     max_lag_s: float | None = Field(description="the largest lag among the online edges")
-    last_seen: datetime | None
+    last_seen: UtcDatetime | None
 
 
 class MillOverviewPublic(_Out):
@@ -379,8 +384,8 @@ class MillOverviewPublic(_Out):
     timezone: str
     status: Literal["running", "degraded", "offline"] = Field(description="from the edges' last status messages")
     status_reason: str
-    day_start: datetime = Field(description="local midnight of today in the mill's time zone (UTC)")
-    kpis_at: datetime = Field(description="when today's KPIs were computed from the rollups (refreshed in the "
+    day_start: UtcDatetime = Field(description="local midnight of today in the mill's time zone (UTC)")
+    kpis_at: UtcDatetime = Field(description="when today's KPIs were computed from the rollups (refreshed in the "
                                           "background every zone_refresh_s)")
     output_today_kg: float
     std_output_today_kg: float | None = Field(description="today's output converted to the standard count")
@@ -402,7 +407,7 @@ class MillOverviewPublic(_Out):
 
 
 class ZoneOverviewPublic(_Out):
-    generated_at: datetime
+    generated_at: UtcDatetime
     standard_ne: float
     carbon_basis: str = Field(description="what kgco2e_per_kg_today covers")
     edge_online_within_s: float

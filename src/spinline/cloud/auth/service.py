@@ -1,9 +1,9 @@
 """Use cases of accounts and edge credentials (no HTTP here; the routes and the CLI call these).
 
-- ``Accounts``: log in (argon2id check, rate limit per user and client and per user across all
-  clients) for a bearer token or a browser session (cookie + CSRF token, idle and absolute expiry),
-  authenticate either, log out, manage users; whoever must know when sessions end (open live
-  streams) subscribes with ``on_sessions_ended``;
+- ``Accounts``: log in (argon2id check, refusal per user and client; the failures of a user name
+  across all clients are counted for a delay, never a lock-out) for a bearer token or a browser
+  session (cookie + CSRF token, idle and absolute expiry), authenticate either, log out, manage
+  users; whoever must know when sessions end (open live streams) subscribes with ``on_sessions_ended``;
 - ``EdgeCredentials``: create an edge bound to one mill (the secret is returned once), revoke it,
   and answer the ingest service's two questions: an edge's HMAC key and its mill.
 """
@@ -91,7 +91,7 @@ class Accounts:
         self.token_ttl_ns = int(token_ttl_s * 1e9)
         #: Failed logins of one user from one client within the window before 429.
         self.max_failures = max_failures
-        #: Failed logins of one user from all clients together within the window before 429.
+        #: Failed logins of one user from all clients together within the window before its logins slow down.
         self.max_user_failures = max_user_failures
         self.window_ns = int(window_s * 1e9)
         #: A browser session ends after this long without a request, and after ``session_max_ns`` in any case.
@@ -124,7 +124,9 @@ class Accounts:
 
         The attempt is counted as a failure *before* the (slow) password check and the count taken
         with it, so parallel attempts cannot all pass the check before any is counted; a success
-        clears this client's failures.
+        clears this client's failures. Only the client that failed is refused for the name: the
+        failures of the name from all clients slow its logins down (``name_failures``, applied by
+        the route as a delay), they never lock the real user out (``spinline.cloud.api.limits``).
         """
         now = self.clock()
         key = username.lower()
@@ -133,12 +135,10 @@ class Accounts:
         if len(failures) >= self.max_failures:
             raise LoginRateLimited((failures[0] + self.window_ns - now) / 1e9)
         attempt = self._count_attempt(key, client, now)
-        ahead = self._failures_before(key, None, since, attempt)
         ahead_here = self._failures_before(key, client, since, attempt)
-        if len(ahead_here) >= self.max_failures or len(ahead) >= self.max_user_failures:
+        if len(ahead_here) >= self.max_failures:
             self._forget_attempt(attempt)
-            first = ahead_here[0] if len(ahead_here) >= self.max_failures else ahead[0]
-            raise LoginRateLimited(max(0.0, (first + self.window_ns - now) / 1e9))
+            raise LoginRateLimited(max(0.0, (ahead_here[0] + self.window_ns - now) / 1e9))
         user = self.meta.user_by_name(username)
         if user is None:
             self.passwords.dummy_verify(password)
@@ -149,6 +149,14 @@ class Accounts:
         if self.passwords.needs_rehash(user.password_hash):
             self.meta.update_user(user.id, password_hash=self.passwords.hash(password))
         return user
+
+    def name_failures(self, username: str) -> int:
+        """Failed logins of ``username`` from every client within the window."""
+        c = t.login_failures.c
+        q = sa.select(sa.func.count()).select_from(t.login_failures).where(
+            c.username == username.lower(), c.ts_ns >= self.clock() - self.window_ns)
+        with self.meta.engine.connect() as con:
+            return int(con.execute(q).scalar_one())
 
     # The attempt counting works on the failures table directly: it needs each row's id (the order
     # in which parallel attempts were counted), which ``MetaStore``'s helpers do not return.
@@ -353,6 +361,8 @@ class EdgeCredentials:
             self._checked = now
 
     def _entry(self, edge_id: str) -> tuple[bytes | None, str | None]:
+        if not isinstance(edge_id, str) or not _ID.match(edge_id):
+            return None, None               # not an edge id at all: unknown, and never sent to the database
         now = self._mono()
         if now - self._checked >= self.recheck_s:
             self._check(now)
@@ -408,7 +418,11 @@ class EdgeCredentials:
             self.forget(edge_id)
 
     def key(self, edge_id: str) -> bytes | None:
-        """The HMAC key of an active edge (``spinline.core.wire.KeyLookup``); None if unknown or revoked."""
+        """The HMAC key of an active edge (``spinline.core.wire.KeyLookup``); None if unknown or revoked.
+
+        A name that cannot be an edge id (a payload's or a topic's claim: NUL, control characters, too
+        long) is unknown without asking the database, which may not even accept it (PostgreSQL: NUL).
+        """
         return self._entry(edge_id)[0]
 
     def mill_of(self, edge_id: str) -> str | None:

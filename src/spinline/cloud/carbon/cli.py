@@ -54,6 +54,10 @@ def report(
             fig = month_report(store, the_mill, month, library=lib, inputs=inp, rule=rule,  # type: ignore[arg-type]
                                gap_fill=gap_fill, tolerance=tolerance,  # type: ignore[arg-type]
                                estimated_limit=estimated_limit)
+            if not fig.footprint.yarn_kg or not fig.footprint.yarn_kg > 0:
+                raise ValueError(f"{mill} {month}: no yarn production recorded in this month "
+                                 f"({fig.footprint.total_kwh:,.0f} kWh, 0 kg yarn), so there is no per-kg figure "
+                                 "to report; check --month, and that the mill's edges delivered data for it")
             paths = write_report(fig, out, pdf=pdf, lang=lang)
         finally:
             store.close()

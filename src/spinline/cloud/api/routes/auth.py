@@ -4,13 +4,22 @@ The browser session is an opaque token in an HttpOnly, SameSite=Strict cookie (`
 Secure over https) stored only as its hash, with an idle and an absolute expiry, plus a readable
 ``spinline_csrf`` cookie whose value a write must echo in the ``X-CSRF-Token`` header (the cookie
 alone never authorises a write). No token ever travels in a URL.
+
+Logging in is where an anonymous caller can make the server spend most (argon2 takes 64 MiB and
+tens of ms per check), so both logins pass ``_checked`` first: limits per client address and for
+everyone together, a delay (never a lock-out) for a user name being guessed, and the password check
+itself in a bounded, low-priority lane (``spinline.cloud.api.limits``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 from fastapi import APIRouter, HTTPException, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
 
 from spinline.cloud.api import schemas as s
 from spinline.cloud.api.deps import (
@@ -25,8 +34,12 @@ from spinline.cloud.api.deps import (
     SettingsDep,
     TokenDep,
     not_found,
+    slot,
     unauthorised,
 )
+from spinline.cloud.api.deps import Cloud as _Cloud
+from spinline.cloud.api.limits import name_delay_s, retry_after
+from spinline.cloud.auth.passwords import PasswordsBusy
 from spinline.cloud.auth.roles import ROLE_PERMISSIONS, Principal
 from spinline.cloud.auth.service import LoginRateLimited, principal
 from spinline.cloud.meta.store import MetaStore
@@ -38,24 +51,64 @@ router = APIRouter(prefix="/auth", tags=["auth"])
 _ERRORS: dict[int | str, dict[str, object]] = {401: {"model": s.ErrorPublic}, 403: {"model": s.ErrorPublic}}
 
 
+T = TypeVar("T")
+
+
 def _rate_limited(exc: LoginRateLimited) -> HTTPException:
     return ApiError(status.HTTP_429_TOO_MANY_REQUESTS, "login_rate_limited", str(exc),
                     headers={"Retry-After": str(max(1, round(exc.retry_after_s)))})
 
 
-@router.post("/login", responses={401: {"model": s.ErrorPublic}, 429: {"model": s.ErrorPublic}})
-def login(body: s.LoginRequest, cloud: CloudDep, client: ClientAddress) -> s.TokenPublic:
-    """Exchange a user name and password for a bearer token.
+def _limited(detail: str, seconds: float) -> ApiError:
+    return ApiError(status.HTTP_429_TOO_MANY_REQUESTS, "rate_limited", detail,
+                    headers={"Retry-After": retry_after(seconds)})
 
-    After ``login_max_failures`` failures for one user from one address within ``login_window_s``
-    every attempt is refused with 429 (``Retry-After``) until the window has passed.
+
+async def _checked(cloud: _Cloud, username: str, client: str, check: Callable[..., T], *args: object) -> T:
+    """Run a credentials ``check`` (it counts failures) behind every login limit; errors as HTTP refusals.
+
+    429 ``rate_limited``: ``login_client_failures`` failures of any names from this address, or all
+    clients together past ``login_global_rate``; 429 ``login_rate_limited``: ``login_max_failures``
+    for this name from this address (that address only). A name many clients fail on is answered
+    after a delay (up to ``login_name_max_delay_s``), never refused for its owner. 503 ``login_busy``
+    when no password-check slot frees within ``argon2_wait_s``; 401 ``login_failed``.
     """
+    st = cloud.settings
+    failed, wait = cloud.client_failures.count(client)
+    if failed >= st.login_client_failures:
+        raise _limited(f"too many failed logins from this address; retry in {wait:.0f} s", wait)
+    wait = cloud.login_bucket.take()
+    if wait > 0:
+        raise _limited("too many logins right now; retry in a moment", wait)
+    delay = name_delay_s(await run_in_threadpool(cloud.accounts.name_failures, username),
+                         st.login_name_failures, st.login_name_max_delay_s)
+    if delay > 0:
+        await asyncio.sleep(delay)
+    # Wait for a password-check slot here, in the event loop: a flood queues without holding threads.
+    await slot(cloud.login_slots, st.argon2_wait_s, "login_busy", "too many logins are being checked; retry soon")
     try:
-        session = cloud.accounts.login(body.username, body.password, client)
+        return await cloud.login_lane.run(check, *args)
     except LoginRateLimited as exc:
         raise _rate_limited(exc) from None
+    except PasswordsBusy:
+        raise ApiError(status.HTTP_503_SERVICE_UNAVAILABLE, "login_busy", "too many logins are being checked; "
+                       "retry in a moment", headers={"Retry-After": "2"}) from None
     except AuthError as exc:
+        cloud.client_failures.add(client)
         raise unauthorised(str(exc), "login_failed") from None
+    finally:
+        cloud.login_slots.release()
+
+
+@router.post("/login", responses={401: {"model": s.ErrorPublic}, 429: {"model": s.ErrorPublic},
+                                  503: {"model": s.ErrorPublic}})
+async def login(body: s.LoginRequest, cloud: CloudDep, client: ClientAddress) -> s.TokenPublic:
+    """Exchange a user name and password for a bearer token (limits: ``_checked``).
+
+    After ``login_max_failures`` failures for one user from one address within ``login_window_s``
+    that address is refused with 429 (``Retry-After``) until the window has passed.
+    """
+    session = await _checked(cloud, body.username, client, cloud.accounts.login, body.username, body.password, client)
     return s.TokenPublic(access_token=session.token, expires_at=s.ts(session.expires_ns))
 
 
@@ -87,28 +140,24 @@ def _clear_cookies(response: Response, request: Request, settings: Settings) -> 
         response.delete_cookie(name, path="/", secure=secure, httponly=http_only, samesite="strict")
 
 
-@router.post("/session", responses={**_ERRORS, 429: {"model": s.ErrorPublic}})
-def start_session(body: s.SessionLogin, request: Request, response: Response, cloud: CloudDep,
-                  settings: SettingsDep, client: ClientAddress) -> s.SessionPublic:
+@router.post("/session", responses={**_ERRORS, 429: {"model": s.ErrorPublic}, 503: {"model": s.ErrorPublic}})
+async def start_session(body: s.SessionLogin, request: Request, response: Response, cloud: CloudDep,
+                        settings: SettingsDep, client: ClientAddress) -> s.SessionPublic:
     """Log a browser in: sets the session cookie (HttpOnly) and the ``spinline_csrf`` cookie (readable).
 
     Same credentials check and rate limit as ``/auth/login``. The session ends after
     ``idle_timeout_s`` without a request, at ``expires_at`` in any case, at logout, and when the
     user's password, role or mills change or the user is disabled.
     """
-    try:
-        bs = cloud.accounts.start_session(body.username, body.password, client)
-    except LoginRateLimited as exc:
-        raise _rate_limited(exc) from None
-    except AuthError as exc:
-        raise unauthorised(str(exc), "login_failed") from None
+    bs = await _checked(cloud, body.username, client, cloud.accounts.start_session, body.username, body.password,
+                        client)
     max_age = max(1, int((bs.expires_ns - time.time_ns()) / 1e9))
     secure = _secure(request, settings)
     response.set_cookie(SESSION_COOKIE, bs.token, max_age=max_age, path="/", secure=secure, httponly=True,
                         samesite="strict")
     response.set_cookie(CSRF_COOKIE, bs.csrf, max_age=max_age, path="/", secure=secure, httponly=False,
                         samesite="strict")
-    me = me_public(principal(bs.user), cloud.meta, "session")
+    me = await run_in_threadpool(me_public, principal(bs.user), cloud.meta, "session")
     return s.SessionPublic(**me.model_dump(), expires_at=s.ts(bs.expires_ns), idle_timeout_s=settings.session_idle_s)
 
 

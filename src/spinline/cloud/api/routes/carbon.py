@@ -14,7 +14,7 @@ from spinline.carbon import inputs as ci
 from spinline.carbon.factors import FactorError
 from spinline.carbon.footprint import AllocationError
 from spinline.carbon.report import pact_footprints, render
-from spinline.cloud.api.deps import ReadableMill, SettingsDep, StoreDep
+from spinline.cloud.api.deps import CloudDep, HeavyWork, ReadableMill, SettingsDep, StoreDep
 from spinline.cloud.api.schemas import ErrorPublic
 from spinline.cloud.carbon.service import figures_dict, month_report
 
@@ -50,7 +50,7 @@ def _this_month(tz: str) -> str:
 RuleQ = Annotated[Literal["mass", "energy", "spindle_hours"], Query(description="shared-load allocation rule")]
 
 
-@router.get("/mills/{mill}/carbon/trend", responses={422: {"model": ErrorPublic}})
+@router.get("/mills/{mill}/carbon/trend", responses={422: {"model": ErrorPublic}}, dependencies=[HeavyWork])
 def carbon_trend(mill: ReadableMill, store: StoreDep,
                  months: Annotated[int, Query(ge=1, le=36, description="how many months, this one included")] = 12,
                  ) -> CarbonTrendPublic:
@@ -81,9 +81,9 @@ def carbon_trend(mill: ReadableMill, store: StoreDep,
                              "output; Scope 1 + 2 with the factors of each month's year")
 
 
-@router.get("/mills/{mill}/carbon/{month}")
-def carbon_month(mill: ReadableMill, store: StoreDep, settings: SettingsDep, month: str,
-                 rule: RuleQ = "mass") -> dict[str, Any]:
+@router.get("/mills/{mill}/carbon/{month}", dependencies=[HeavyWork])
+async def carbon_month(mill: ReadableMill, store: StoreDep, settings: SettingsDep, cloud: CloudDep, month: str,
+                       rule: RuleQ = "mass") -> dict[str, Any]:
     """Inventory (Scope 1, Scope 2 location and market), per-kg figures, indicators, data quality, factors.
 
     A month in progress is reported month to date over the hours its data covers (``period``);
@@ -92,28 +92,27 @@ def carbon_month(mill: ReadableMill, store: StoreDep, settings: SettingsDep, mon
     (``SPINLINE_CARBON_ESTIMATED_LIMIT``, default 10 %).
     """
     try:
-        return figures_dict(month_report(store, mill.config, month, rule=rule,
-                                         estimated_limit=settings.carbon_estimated_limit))
+        return await cloud.heavy_lane.run(lambda: figures_dict(month_report(
+            store, mill.config, month, rule=rule, estimated_limit=settings.carbon_estimated_limit)))
     except (FactorError, AllocationError, ValueError) as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
 
 
-@router.get("/mills/{mill}/carbon/{month}/pact")
-def carbon_pact(mill: ReadableMill, store: StoreDep, settings: SettingsDep, month: str,
-                rule: RuleQ = "mass") -> list[dict[str, Any]]:
+@router.get("/mills/{mill}/carbon/{month}/pact", dependencies=[HeavyWork])
+async def carbon_pact(mill: ReadableMill, store: StoreDep, settings: SettingsDep, cloud: CloudDep, month: str,
+                      rule: RuleQ = "mass") -> list[dict[str, Any]]:
     """PACT (Pathfinder) v2 ProductFootprints, one per yarn count."""
     try:
-        return pact_footprints(month_report(store, mill.config, month, rule=rule,
-                                            estimated_limit=settings.carbon_estimated_limit))
+        return await cloud.heavy_lane.run(lambda: pact_footprints(month_report(
+            store, mill.config, month, rule=rule, estimated_limit=settings.carbon_estimated_limit)))
     except (FactorError, AllocationError, ValueError) as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
-
 
 LangQ = Annotated[Literal["zh-CN", "en"], Query(description="language of the PDF (zh-CN uses the built-in "
                                                              "STSong-Light CID font)")]
 
 
-@router.get("/mills/{mill}/carbon/{month}/report",
+@router.get("/mills/{mill}/carbon/{month}/report", dependencies=[HeavyWork],
             responses={200: {"content": {"application/pdf": {}, "text/html": {}}}})
 def carbon_report(mill: ReadableMill, store: StoreDep, settings: SettingsDep, month: str, rule: RuleQ = "mass",
                   format: Annotated[Literal["pdf", "html", "xlsx", "json"], Query()] = "pdf",  # noqa: A002

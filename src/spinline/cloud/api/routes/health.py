@@ -9,7 +9,6 @@ that drives it. Reading needs ``read`` on the mill.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
@@ -19,6 +18,7 @@ from pydantic import BaseModel
 from spinline.cloud.api.deps import ReadableMill, StoreDep, TimeRangeDep, not_found
 from spinline.cloud.api.schemas import ErrorPublic, ts
 from spinline.cloud.api.services.health_history import MachineHealthHistory, machine_history
+from spinline.cloud.api.timefmt import UtcDatetime
 from spinline.cloud.maintenance.pipeline import LatestHealth, latest_health
 from spinline.core.site import iter_machines
 from spinline.health.health_index import Rollup, rollup, status
@@ -31,7 +31,7 @@ class AssetHealthPublic(BaseModel):
     machine: str
     channel: str
     line: str
-    at: datetime
+    at: UtcDatetime
     value: float
     status: str
     #: "edge" when the edge computed the index, "cloud" when computed from its features here.

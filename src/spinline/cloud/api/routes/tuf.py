@@ -15,12 +15,13 @@ from __future__ import annotations
 import json
 import re
 import time
-from typing import Annotated
+from typing import Any
 
-from fastapi import APIRouter, Header, Request, status
+from fastapi import APIRouter, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
+from spinline.cloud.api import schemas as s
 from spinline.cloud.api.deps import CloudDep
 from spinline.cloud.ingest.service import UNVERIFIED_EDGE, unverified_detail
 from spinline.cloud.storage.base import Rejection
@@ -50,12 +51,21 @@ async def _edge_mill(request: Request, cloud: CloudDep, body: bytes = b"") -> st
     return await run_in_threadpool(cloud.edges.mill_of, edge)
 
 
+def _refusal(reason: str, detail: str, status_code: int) -> JSONResponse:
+    """The edge protocol's refusal (``IngestRefusal``: ``reason``, ``detail`` and the API's ``code``)."""
+    return JSONResponse(s.IngestRefusal(reason=reason, detail=detail, code=reason).model_dump(),
+                        status_code=status_code)
+
+
 def _refused() -> JSONResponse:
-    return JSONResponse({"reason": "unauthorised", "detail": "the request is unsigned, stale, or the edge unknown"},
-                        status_code=status.HTTP_401_UNAUTHORIZED)
+    return _refusal("unauthorised", "the request is unsigned, stale, or the edge unknown",
+                    status.HTTP_401_UNAUTHORIZED)
 
 
-@router.get("/targets/{path:path}", responses={401: {}, 404: {}})
+_EDGE_ERRORS: dict[int | str, dict[str, Any]] = {401: {"model": s.IngestRefusal}, 404: {}}
+
+
+@router.get("/targets/{path:path}", responses=_EDGE_ERRORS)
 async def target(path: str, request: Request, cloud: CloudDep) -> Response:
     """A target file of the caller's mill (a model artefact or a desired state); TUF checks its hash."""
     mill = await _edge_mill(request, cloud)
@@ -69,7 +79,7 @@ async def target(path: str, request: Request, cloud: CloudDep) -> Response:
     return Response(data, media_type="application/octet-stream")
 
 
-@router.get("/{file}", responses={401: {}, 404: {}})
+@router.get("/{file}", responses=_EDGE_ERRORS)
 async def metadata(file: str, request: Request, cloud: CloudDep) -> Response:
     """``root.json``, ``<n>.root.json``, or the caller's mill's ``timestamp|snapshot|targets.json``."""
     mill = await _edge_mill(request, cloud)
@@ -89,15 +99,16 @@ async def metadata(file: str, request: Request, cloud: CloudDep) -> Response:
     return Response(data, media_type=JSON)
 
 
-@router.post("/report", status_code=status.HTTP_204_NO_CONTENT, responses={401: {}, 413: {}, 400: {}})
-async def report(request: Request, cloud: CloudDep,
-                 content_length: Annotated[int | None, Header()] = None) -> Response:
-    """An edge's update report: what runs on each asset, what it refused, evidence per model version."""
-    if content_length is not None and content_length > MAX_REPORT_BYTES:
-        return JSONResponse({"reason": "oversized", "detail": f"larger than {MAX_REPORT_BYTES} bytes"}, 413)
+@router.post("/report", status_code=status.HTTP_204_NO_CONTENT,
+             responses={code: {"model": s.IngestRefusal} for code in (400, 401, 413)})
+async def report(request: Request, cloud: CloudDep) -> Response:
+    """An edge's update report: what runs on each asset, what it refused, evidence per model version.
+
+    Bodies past ``max_body_bytes`` are refused by the request guard before they are read.
+    """
     body = await request.body()
     if len(body) > MAX_REPORT_BYTES:
-        return JSONResponse({"reason": "oversized", "detail": f"larger than {MAX_REPORT_BYTES} bytes"}, 413)
+        return _refusal("oversized", f"larger than {MAX_REPORT_BYTES} bytes", 413)
     mill = await _edge_mill(request, cloud, body)
     if mill is None:
         return _refused()
@@ -106,7 +117,7 @@ async def report(request: Request, cloud: CloudDep,
         if not isinstance(rep, dict):
             raise ValueError("not an object")
     except ValueError as exc:
-        return JSONResponse({"reason": "malformed", "detail": f"report is not a JSON object: {exc}"}, 400)
+        return _refusal("malformed", f"report is not a JSON object: {exc}", 400)
     if cloud.models is not None:
         await run_in_threadpool(cloud.models.record_report, request.headers["x-spinline-edge"], mill, rep)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
