@@ -33,6 +33,9 @@ the new timestamp replaces its expired one, and the desired state is the latest 
 (asset, version, sha256) this updater has just verified, so nothing else on the edge can install a
 registry model around TUF. All I/O here is blocking (TUF's client is synchronous): the agent runs
 ``check_once`` in a worker thread.
+
+Size: the five steps above form one verified path (refresh, download, check, install, report) that must
+not be entered half-way; each refusal is counted at the step that makes it, so they stay together.
 """
 
 from __future__ import annotations

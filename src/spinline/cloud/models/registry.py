@@ -22,6 +22,10 @@ document and the artefacts they name into the mill's TUF repository.
 **Artefacts** are JSON (``spinline.core.modelspec``); the registry checks that an ``asset_monitor/*``
 model loads (``BaselineDetector.from_dict``) before storing it: a model that cannot run is refused
 here, not discovered on 40 edges.
+
+Size: the status machine, the desired state and the canary judge share one transaction boundary and
+one history table (every change of what runs where is one recorded row); split apart they would each
+re-read the same version rows.
 """
 
 from __future__ import annotations
