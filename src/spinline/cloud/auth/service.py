@@ -6,6 +6,9 @@
   users; whoever must know when sessions end (open live streams) subscribes with ``on_sessions_ended``;
 - ``EdgeCredentials``: create an edge bound to one mill (the secret is returned once), revoke it,
   and answer the ingest service's two questions: an edge's HMAC key and its mill.
+
+Size: accounts and edge credentials share the metadata store, the sealing box and the refusal
+counters; the login limits, sessions and credential cache are small parts of one security boundary.
 """
 
 from __future__ import annotations
