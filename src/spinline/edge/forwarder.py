@@ -169,6 +169,12 @@ class Forwarder:
                     self.stats.rejected += 1
                     await self.buffer.dead_letter(a.seq, a.reason or "rejected")
                     continue
+                if a.seq not in self._inflight:
+                    # Only a batch this session sent may be deleted: a forged (or very late) "stored" ack
+                    # for any other seq would delete rows the cloud never received.
+                    self._ignore("stored_not_in_flight", f"{a.status} ack for batch {a.seq}, which this session "
+                                                         "has not in flight, ignored (re-sent if still buffered)")
+                    continue
                 self._inflight.pop(a.seq, None)
                 if a.status == "duplicate":
                     self.stats.duplicates += 1
