@@ -69,3 +69,27 @@ async def test_reconnect_loop_backs_off_and_resets_after_a_working_session() -> 
         await task
     assert failures == [("refused", True), ("refused", True), ("lost", True), ("library bug", False)]
     assert seen_failures == [0, 1, 2, 1, 2]   # the working third session reset the count
+
+
+async def test_a_swallowed_cancel_still_ends_the_reconnect_loop() -> None:
+    """A library that eats the CancelledError (asyncio.wait_for in 3.11 can) must not keep a stopping edge alive."""
+    started = asyncio.Event()
+    runs = 0
+
+    async def swallowing_session() -> None:
+        nonlocal runs
+        runs += 1
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            return  # swallowed, as the buggy library does
+
+    task = asyncio.create_task(reconnect_forever(
+        swallowing_session, Backoff(base_s=0.001, cap_s=0.001, jitter=False), on_failure=lambda e, ok: None,
+        sessions=lambda: runs))
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 2.0)
+    assert runs == 1   # it did not reconnect after the stop was asked

@@ -30,6 +30,7 @@ Times without a zone are the mill's local time.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -128,18 +129,26 @@ class CarbonInputs(_M):
         return self.model_copy(update={"periods": periods})
 
 
+_MONTH = re.compile(r"([0-9]{4})-([0-9]{2})")
+
+
 def parse_month(text: str) -> tuple[int, int]:
     """``"2026-10"`` -> (2026, 10).
 
     >>> parse_month("2026-10")
     (2026, 10)
+
+    Strict: four and two ASCII digits, nothing before or after (no ``2026-1_0``, no trailing newline).
     """
+    m = _MONTH.fullmatch(text) if isinstance(text, str) else None
     try:
-        y, m = (int(x) for x in str(text).split("-"))
-        dt.date(y, m, 1)
-    except (ValueError, TypeError):
+        if m is None:
+            raise ValueError
+        y, mo = int(m.group(1)), int(m.group(2))
+        dt.date(y, mo, 1)
+    except ValueError:
         raise ValueError(f"a month is YYYY-MM, got {text!r}") from None
-    return y, m
+    return y, mo
 
 
 def month_bounds_ns(month: str, tz: str) -> tuple[int, int]:

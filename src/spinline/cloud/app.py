@@ -23,7 +23,11 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
 from spinline import __version__
+from spinline.cloud.api import errors, openapi
 from spinline.cloud.api.deps import Cloud
+from spinline.cloud.api.errors import error_response
+from spinline.cloud.api.guards import RequestGuard
+from spinline.cloud.api.limits import ConcurrencyLimiter, Lane, TokenBucket, WindowCounter
 from spinline.cloud.api.routes import (
     auth,
     carbon,
@@ -34,25 +38,35 @@ from spinline.cloud.api.routes import (
     kpis,
     maintenance,
     mills,
+    models,
     points,
+    series,
     stream,
+    tuf,
     users,
+    zone,
 )
 from spinline.cloud.api.services.site import register_site
+from spinline.cloud.api.services.streams import LiveStreams
+from spinline.cloud.api.services.zone import ZoneOverview
 from spinline.cloud.auth.passwords import Passwords
 from spinline.cloud.auth.sealing import SecretBox
 from spinline.cloud.auth.service import Accounts, EdgeCredentials, InvalidRequest
+from spinline.cloud.ingest.rejections import BoundedRejections
 from spinline.cloud.ingest.service import IngestService
-from spinline.cloud.kpis.service import KpiService
+from spinline.cloud.kpis.service import Cancelled, KpiService
 from spinline.cloud.maintenance import pipeline as health_pipeline
 from spinline.cloud.maintenance.events import EdgeEvents
+from spinline.cloud.maintenance.store import HealthQueries
 from spinline.cloud.meta.store import ConflictError, MetaStore
+from spinline.cloud.models.registry import ModelRegistry
+from spinline.cloud.models.tuf_repo import TufRepository
 from spinline.cloud.settings import Settings
 from spinline.cloud.storage.base import TimeSeriesStore
 from spinline.cloud.storage.factory import open_store
 from spinline.core import wire
 from spinline.core.errors import StorageError
-from spinline.core.site import Site, load_site
+from spinline.core.site import Mill, Site, load_site
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +74,8 @@ API_PREFIX = wire.API_PREFIX
 #: Routers in the order the OpenAPI document lists them. Adding a router here puts its routes under
 #: the tenant-isolation suite (tests/cloud/api/test_tenant_isolation.py), which must then pass.
 ROUTERS = (auth.router, users.router, mills.router, points.router, kpis.router, events.router, edges.router,
-           stream.router, ingest.router, carbon.router, maintenance.router, health.router)
+           stream.router, ingest.router, carbon.router, maintenance.router, health.router, zone.router,
+           series.router, models.router, tuf.router)
 
 
 def _unique_id(route: APIRoute) -> str:
@@ -89,16 +104,34 @@ class _AllowedPoints:
 
 
 def build_cloud(settings: Settings, store: TimeSeriesStore, meta: MetaStore) -> Cloud:
-    """Wire the use cases over already-open stores (the CLI uses this too)."""
+    """Wire the use cases over already-open stores (the CLI uses this too).
+
+    The store is wrapped so that refusals nobody proved they sent are counted in memory, never
+    stored row by row (``ingest.rejections``).
+    """
+    store = BoundedRejections(store)
     passwords = Passwords(time_cost=settings.argon2_time_cost, memory_kib=settings.argon2_memory_kib,
-                          parallelism=settings.argon2_parallelism)
+                          parallelism=settings.argon2_parallelism, max_concurrent=settings.argon2_max_concurrent,
+                          wait_s=settings.argon2_wait_s)
     accounts = Accounts(meta, passwords, token_ttl_s=settings.token_ttl_s, max_failures=settings.login_max_failures,
-                        window_s=settings.login_window_s)
+                        window_s=settings.login_window_s, max_user_failures=settings.login_name_failures,
+                        session_idle_s=settings.session_idle_s, session_max_s=settings.session_max_s)
     edge_creds = EdgeCredentials(meta, SecretBox(settings.load_secret_key()))
     ingest_svc = IngestService(store, edge_creds.key, edge_creds.mill_of, _AllowedPoints(store),
                                max_bytes=settings.max_ingest_bytes, sync_credentials=edge_creds.sync)
+    streams = LiveStreams(settings.max_streams_per_user)
+    accounts.on_sessions_ended(streams.end)
+    kpis_svc = KpiService(store)
     return Cloud(settings=settings, store=store, meta=meta, accounts=accounts, edges=edge_creds, ingest=ingest_svc,
-                 kpis=KpiService(store))
+                 kpis=kpis_svc, streams=streams, zone=ZoneOverview(store, kpis_svc, HealthQueries(meta.engine),
+                                   kpi_max_age_s=max(60.0, 3 * settings.zone_refresh_s)),
+                 user_slots=ConcurrencyLimiter(settings.max_requests_per_user),
+                 client_failures=WindowCounter(settings.login_window_s),
+                 login_bucket=TokenBucket(settings.login_global_rate, settings.login_global_burst),
+                 login_slots=asyncio.Semaphore(settings.argon2_max_concurrent),
+                 heavy_slots=asyncio.Semaphore(settings.max_heavy_requests),
+                 login_lane=Lane("login", settings.argon2_max_concurrent),
+                 heavy_lane=Lane("heavy", settings.max_heavy_requests))
 
 
 def open_stores(settings: Settings, *, site: Site | None = None) -> tuple[TimeSeriesStore, MetaStore]:
@@ -187,6 +220,63 @@ async def _every(what: str, every_s: float, job: Callable[[], object]) -> None:
             failing = True
 
 
+async def _finish_in_thread(fn: Callable[..., object], *args: object) -> None:
+    """Run ``fn`` in a worker thread; a cancel waits for it to finish (a short job), so that at shutdown the
+    stores are not closed under a thread still using them."""
+    job = asyncio.ensure_future(run_in_threadpool(fn, *args))
+    try:
+        await asyncio.shield(job)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await job
+        raise
+
+
+async def _refresh_zone(cloud: Cloud, every_s: float) -> None:
+    """Recompute each mill's KPIs of today for the zone overview, one mill at a time spread over ``every_s``
+    (from start-up on): the work never holds the interpreter for long, so requests are not kept waiting."""
+    failing = False
+    while True:
+        try:
+            mills = await run_in_threadpool(cloud.meta.mills)
+        except Exception:  # the metadata store is down: try again next round
+            mills = []
+        pause = every_s / max(1, len(mills))
+        for m in mills:
+            try:
+                await _finish_in_thread(cloud.zone.refresh, [m], cloud.settings.standard_ne)
+                if failing:
+                    logger.info("zone overview refresh recovered")
+                failing = False
+            except Exception:  # any failure: the task must outlive it (asyncio.CancelledError is no Exception)
+                if not failing:
+                    logger.exception("zone overview refresh failed")
+                failing = True
+            await asyncio.sleep(pause)
+        if not mills:
+            await asyncio.sleep(every_s)
+
+
+def build_models(settings: Settings, meta: MetaStore) -> ModelRegistry:
+    """The model registry over the metadata database, with its TUF repository (tables created here)."""
+
+    def mill_config(mill: str) -> Mill | None:
+        rec = meta.mill(mill)
+        return rec.config if rec is not None else None
+
+    repo = TufRepository(meta.engine, SecretBox(settings.load_secret_key()))
+    reg = ModelRegistry(meta.engine, repo, mills=mill_config,
+                        edges_of=lambda mill: [e.id for e in meta.edges([mill]) if e.active])
+    reg.create_schema()
+    return reg
+
+
+def _model_jobs(reg: ModelRegistry) -> None:
+    if reg.repo is not None:
+        reg.repo.refresh_expiring()
+    reg.evaluate_canaries()
+
+
 async def _refresh_rollups(store: TimeSeriesStore, every_s: float) -> None:
     await _every("rollup refresh", every_s, store.refresh_rollups)
 
@@ -217,11 +307,12 @@ def create_app(settings: Settings, *, store: TimeSeriesStore | None = None, meta
                 await run_in_threadpool(register_site, site, st, mt)
         cloud = await run_in_threadpool(build_cloud, settings, st, mt)
         pipeline = await run_in_threadpool(health_pipeline.build, settings, st, mt.engine)
-        cloud.edge_events = EdgeEvents(pipeline.health, st, cloud.edges.key, cloud.edges.mill_of,
+        cloud.edge_events = EdgeEvents(pipeline.health, cloud.store, cloud.edges.key, cloud.edges.mill_of,
                                        order_severity=pipeline.order_severity)
         await run_in_threadpool(cloud.edge_events.create_schema)
         app.state.health_store, app.state.health_pipeline = pipeline.health, pipeline
         app.state.edge_events = cloud.edge_events
+        cloud.models = await run_in_threadpool(build_models, settings, mt)
         app.state.cloud = cloud
         stop = await run_in_threadpool(on_ready, cloud) if on_ready is not None else None
         tasks = []
@@ -229,6 +320,11 @@ def create_app(settings: Settings, *, store: TimeSeriesStore | None = None, meta
             tasks.append(asyncio.create_task(health_pipeline.run_periodically(pipeline, settings.health_pipeline_s)))
         if settings.rollup_refresh_s > 0:
             tasks.append(asyncio.create_task(_refresh_rollups(st, settings.rollup_refresh_s)))
+        if settings.zone_refresh_s > 0:
+            tasks.append(asyncio.create_task(_refresh_zone(cloud, settings.zone_refresh_s)))
+        if settings.models_every_s > 0:
+            reg = cloud.models
+            tasks.append(asyncio.create_task(_every("model jobs", settings.models_every_s, lambda: _model_jobs(reg))))
         if settings.retention_every_s > 0:
             tasks.append(asyncio.create_task(_apply_retention(st, settings.retention_every_s)))
         try:
@@ -242,6 +338,8 @@ def create_app(settings: Settings, *, store: TimeSeriesStore | None = None, meta
             if stop is not None:
                 await run_in_threadpool(stop)
             app.state.cloud = None
+            cloud.login_lane.close()
+            cloud.heavy_lane.close()
             if owned:
                 st.close()
                 mt.close()
@@ -258,20 +356,65 @@ def create_app(settings: Settings, *, store: TimeSeriesStore | None = None, meta
                            allow_headers=["*"])
 
     @app.get("/healthz", tags=["health"], include_in_schema=False)
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:
+        """Liveness: the process answers. Touches nothing else, so it stays cheap during any outage."""
         return {"status": "ok", "version": __version__}
+
+    @app.get("/readyz", tags=["health"], include_in_schema=False)
+    async def readyz(request: Request) -> JSONResponse:
+        """Readiness: the stores answer within a second or two, and the MQTT ingest (if any) is connected."""
+        cloud: Cloud | None = getattr(request.app.state, "cloud", None)
+        if cloud is None:
+            return JSONResponse({"status": "starting"}, status_code=503, headers={"Retry-After": "5"})
+        checks = await readiness(cloud)
+        ok = all(v == "ok" for v in checks.values())
+        return JSONResponse({"status": "ready" if ok else "not ready", "checks": checks},
+                            status_code=200 if ok else 503, headers=None if ok else {"Retry-After": "5"})
+
+    errors.install(app)
 
     @app.exception_handler(InvalidRequest)
     async def _invalid(_: Request, exc: InvalidRequest) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=422)
+        return error_response(422, str(exc), "invalid_request")
+
+    @app.exception_handler(Cancelled)
+    async def _cancelled(_: Request, exc: Cancelled) -> JSONResponse:
+        # Work stopped because nobody waits for it (api.guards): this answer goes nowhere.
+        return error_response(503, str(exc), "cancelled")
 
     @app.exception_handler(ConflictError)
     async def _conflict(_: Request, exc: ConflictError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=409)
+        return error_response(409, str(exc), "conflict")
 
-    @app.exception_handler(StorageError)
-    async def _storage(_: Request, exc: StorageError) -> JSONResponse:
-        logger.error("storage failure: %s", exc)
-        return JSONResponse({"detail": "storage is unavailable, try again"}, status_code=503)
-
+    app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes, deadline_s=settings.request_deadline_s,
+                       exempt_prefixes=(f"{API_PREFIX}/ingest", f"{API_PREFIX}/edge-status", wire.EVENTS_PATH))
+    openapi.install(app)
     return app
+
+
+async def _probe(what: str, fn: Callable[[], object], timeout_s: float) -> str:
+    try:
+        await asyncio.wait_for(asyncio.shield(asyncio.ensure_future(run_in_threadpool(fn))), timeout_s)
+        return "ok"
+    except TimeoutError:
+        return f"{what} did not answer within {timeout_s:g} s"
+    except Exception as exc:  # any failure is the answer: not ready, and why
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        return f"{what} failed: {first[:200]}"
+
+
+async def readiness(cloud: Cloud, timeout_s: float = 2.0) -> dict[str, str]:
+    """``{"store": "ok" | why not, "meta": ..., "broker": ...}`` (the broker only with MQTT ingest)."""
+    meta = cloud.meta
+
+    def ping_meta() -> None:
+        with meta.engine.connect() as con:
+            con.exec_driver_sql("SELECT 1")
+
+    store, meta_state = await asyncio.gather(
+        _probe("the time-series store", lambda: cloud.store.points("-readyz-"), timeout_s),
+        _probe("the metadata database", ping_meta, timeout_s))
+    checks = {"store": store, "meta": meta_state}
+    if cloud.broker_connected is not None:
+        checks["broker"] = "ok" if cloud.broker_connected() else "the MQTT broker is not connected"
+    return checks

@@ -71,12 +71,15 @@ def _serve(settings: Any, *, host: str, port: int, mqtt: str | None, log_level: 
     import uvicorn
 
     from spinline.cloud.app import create_app
+    from spinline.core.logs import configure, library_levels
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure(log_level)
+    access = "uvicorn.access" in library_levels(os.environ.get("SPINLINE_LOG_LIBRARIES"))
     on_ready = _mqtt_workers(mqtt) if mqtt else None
     app_ = create_app(settings, on_ready=on_ready)
     typer.echo(f"spinline cloud on http://{host}:{port}/api/docs (db: {_redact(settings.db)})", err=True)
-    uvicorn.run(app_, host=host, port=port, log_level=log_level.lower())
+    # uvicorn's per-request lines only when asked (SPINLINE_LOG_LIBRARIES=uvicorn.access=INFO).
+    uvicorn.run(app_, host=host, port=port, log_level=log_level.lower(), access_log=access)
 
 
 def _redact(url: str) -> str:
@@ -106,11 +109,21 @@ def _mqtt_workers(url: str) -> Any:
         starter = threading.Thread(target=worker.start_when_reachable, args=(stopping,), name="mqtt-ingest-start",
                                    daemon=True)
         starter.start()
+        cloud.broker_connected = lambda: worker.connected
+        nudger = None
+        if cloud.models is not None:
+            from spinline.cloud.models.nudge import MqttNudger
+
+            nudger = MqttNudger(host, port)
+            nudger.start()
+            cloud.models.notify = nudger
 
         def stop() -> None:
             stopping.set()
             starter.join(15)
             worker.stop()
+            if nudger is not None:
+                nudger.stop()
 
         return stop
 
@@ -265,11 +278,16 @@ def report(ctx: typer.Context,
            site: Annotated[Path, typer.Option("--site", help="site YAML of the mill")],
            out: Annotated[Path, typer.Option("--out", help="folder for the HTML and CSV")] = Path("reports"),
            standard_ne: Annotated[float, typer.Option(help="standard count for comparisons")] = 40.0,
+           lang: Annotated[str, typer.Option("--lang", help="language of the PDF: zh-CN | en")] = "en",
+           pdf: Annotated[bool, typer.Option("--pdf/--no-pdf", help="also write the PDF (with charts)")] = True,
            db: DbOpt = None, data_dir: DataDirOpt = None) -> None:
-    """Write a weekly or monthly production report (KPIs per line, shift, ring frame and day)."""
+    """Write a weekly or monthly production report (KPIs per line, shift, ring frame and day): HTML, CSV, PDF."""
     from spinline.cloud import reports
     from spinline.core.site_cli import load_site_or_exit, mill_or_exit
 
+    if lang not in ("zh-CN", "en"):
+        typer.echo(f"error: --lang must be zh-CN or en, not {lang!r}", err=True)
+        raise typer.Exit(2)
     the_mill = mill_or_exit(load_site_or_exit(site), mill)
     cloud = _open(ctx.obj, db, data_dir)
     try:
@@ -279,5 +297,5 @@ def report(ctx: typer.Context,
         raise typer.Exit(2) from None
     finally:
         _close(cloud)
-    for path in reports.write(r, out):
+    for path in reports.write(r, out, lang=lang, pdf=pdf):
         typer.echo(str(path))

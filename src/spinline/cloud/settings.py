@@ -15,6 +15,7 @@ import os
 import secrets
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
@@ -38,6 +39,14 @@ class Settings(BaseModel):
     secret_key: SecretStr | None = None
     #: Lifetime of a login token.
     token_ttl_s: int = Field(default=8 * 3600, gt=0)
+    #: A browser session ends after this long without a request ...
+    session_idle_s: float = Field(default=3600.0, gt=0)
+    #: ... and this long after login in any case.
+    session_max_s: float = Field(default=12 * 3600.0, gt=0)
+    #: Secure flag of the session cookies: ``auto`` sets it when the request came over https.
+    cookie_secure: Literal["auto", "always", "never"] = "auto"
+    #: Live (SSE) streams one user may hold open at once (429 beyond).
+    max_streams_per_user: int = Field(default=4, ge=1)
     #: Failed logins per user and client within ``login_window_s`` before logins are refused (429).
     login_max_failures: int = Field(default=5, ge=1)
     login_window_s: float = Field(default=300.0, gt=0)
@@ -53,6 +62,9 @@ class Settings(BaseModel):
     stream_interval_s: float = Field(default=1.0, gt=0)
     #: Seconds between rollup refreshes run by the app (0: someone else refreshes them).
     rollup_refresh_s: float = Field(default=30.0, ge=0)
+    #: Seconds between background recomputations of each mill's KPIs of today for the zone overview (0: off,
+    #: computed in the request when older than a minute).
+    zone_refresh_s: float = Field(default=20.0, ge=0)
     #: Seconds between retention runs by the app (drops data past each resolution's retention; 0: off).
     retention_every_s: float = Field(default=3600.0, ge=0)
     #: Seconds between runs of the health pipeline (alarms and work orders from vibration features; 0: off).
@@ -63,8 +75,46 @@ class Settings(BaseModel):
     health_settle_s: float = Field(default=5.0, ge=0)
     #: Least severity of a pipeline alarm that opens a work order by itself.
     health_order_severity: Literal["warning", "critical"] = "critical"
+    #: Seconds between runs of the model jobs: re-sign TUF metadata past half its life, judge canaries (0: off).
+    models_every_s: float = Field(default=60.0, ge=0)
     #: Standard count for the zone comparison (SITRA 40s; Chinese practice 21s).
     standard_ne: float = Field(default=40.0, gt=0)
+    #: Largest JSON body accepted (413 past it, refused before the rest is read; ingest has its own limit).
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    #: Seconds a request may take before it is answered 503 ``timeout`` and abandoned (0: no deadline).
+    request_deadline_s: float = Field(default=20.0, ge=0)
+    #: Requests of one user running at once (429 past it); live streams are not counted.
+    max_requests_per_user: int = Field(default=4, ge=1)
+    #: Longest span of one range, rollup or event query, in days.
+    max_span_days: float = Field(default=400.0, gt=0)
+    #: Longest span of raw values (``resolution=raw``) and of 1 min rollups, in days.
+    max_raw_span_days: float = Field(default=7.0, gt=0)
+    max_minute_span_days: float = Field(default=31.0, gt=0)
+    #: Longest span of one KPI request, in days (by shift: ``max_shift_kpi_span_days``).
+    max_kpi_span_days: float = Field(default=93.0, gt=0)
+    max_shift_kpi_span_days: float = Field(default=31.0, gt=0)
+    #: Failed logins from one client address (any user names) within ``login_window_s`` before 429.
+    login_client_failures: int = Field(default=20, ge=1)
+    #: Login attempts per second of everyone together (token bucket with this burst) before 429.
+    login_global_rate: float = Field(default=5.0, gt=0)
+    login_global_burst: float = Field(default=10.0, ge=1)
+    #: Failed logins of one user name from all clients before its logins are delayed (never refused).
+    login_name_failures: int = Field(default=20, ge=1)
+    login_name_max_delay_s: float = Field(default=10.0, ge=0)
+    #: Password checks (argon2) running at once; waiting longer than ``argon2_wait_s`` answers 503. One
+    #: check already keeps ``argon2_parallelism`` cores busy; waiting logins hold no thread.
+    argon2_max_concurrent: int = Field(default=1, ge=1)
+    argon2_wait_s: float = Field(default=5.0, gt=0)
+    #: Expensive queries (KPIs, carbon, maintenance reports) running at once in the whole process, so
+    #: that a few of them cannot take every core from cheap requests; waiting past ``heavy_wait_s``
+    #: answers 503 ``busy``. Waiting requests hold no thread.
+    max_heavy_requests: int = Field(default=2, ge=1)
+    heavy_wait_s: float = Field(default=10.0, gt=0)
+    #: PostgreSQL: seconds to establish a connection, and longest statement (server side), in seconds.
+    db_connect_timeout_s: float = Field(default=5.0, gt=0)
+    db_statement_timeout_s: float = Field(default=30.0, gt=0)
+    #: Estimated share of a period's kWh above which carbon figures are flagged as resting on estimates.
+    carbon_estimated_limit: float = Field(default=0.10, ge=0, le=1)
     #: Origins allowed to call the API from a browser (CORS); empty: same-origin only.
     cors_origins: list[str] = Field(default_factory=list)
 
@@ -106,14 +156,19 @@ class Settings(BaseModel):
 
     def store_url(self) -> str:
         """The time-series store for ``spinline.cloud.storage.factory.open_store``."""
-        return f"embedded:{self.folder / 'spinline.duckdb'}" if self.embedded else self.db
+        return f"embedded:{self.folder / 'spinline.duckdb'}" if self.embedded else self._pg_url(self.db)
 
     def meta_url(self) -> str:
         """SQLAlchemy URL of the metadata database (users, edges, sessions, events)."""
         if self.embedded:
             return f"sqlite:///{self.folder / 'meta.sqlite'}"
-        rest = self.db.partition("://")[2]
+        rest = self._pg_url(self.db).partition("://")[2]
         return f"postgresql+psycopg://{rest}"
+
+    def _pg_url(self, url: str) -> str:
+        """``url`` with the connect and statement timeouts (libpq parameters; ones already in it win)."""
+        return with_timeouts(url, connect_timeout_s=self.db_connect_timeout_s,
+                             statement_timeout_s=self.db_statement_timeout_s)
 
     def load_secret_key(self) -> bytes:
         """The 32-byte key sealing edge secrets: from settings, else ``folder/secret.key`` (created 0600)."""
@@ -128,6 +183,26 @@ class Settings(BaseModel):
         with os.fdopen(fd, "w", encoding="ascii") as fh:
             fh.write(key + "\n")
         return _decode_key(key, str(path))
+
+
+def with_timeouts(url: str, *, connect_timeout_s: float, statement_timeout_s: float) -> str:
+    """A libpq URL with ``connect_timeout`` and ``-c statement_timeout`` added (kept where already given).
+
+    >>> with_timeouts("postgresql://u@h/db?options=-csearch_path%3Dx", connect_timeout_s=5, statement_timeout_s=30)
+    'postgresql://u@h/db?options=-csearch_path%3Dx%20-c%20statement_timeout%3D30000&connect_timeout=5'
+    """
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    names = {k for k, _ in query}
+    options = next((v for k, v in query if k == "options"), "")
+    if "statement_timeout" not in options:
+        options = (options + " " if options else "") + f"-c statement_timeout={int(statement_timeout_s * 1000)}"
+    query = [(k, options if k == "options" else v) for k, v in query]
+    if "options" not in names:
+        query.append(("options", options))
+    if "connect_timeout" not in names:
+        query.append(("connect_timeout", str(max(1, round(connect_timeout_s)))))
+    return urlunsplit(parts._replace(query=urlencode(query, quote_via=quote)))  # libpq reads '+' as '+'
 
 
 def _decode_key(text: str, where: str) -> bytes:

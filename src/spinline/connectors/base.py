@@ -241,7 +241,12 @@ async def reconnect_forever(session: Callable[[], Awaitable[None]], backoff: Bac
     with its traceback; it never ends the connector), then the loop waits ``backoff`` and starts a
     new session. A session that got established (``sessions()`` grew while it ran) resets the
     backoff first, so a link that worked reconnects at once and one that never comes up backs off.
+
+    A cancellation a library swallowed (``asyncio.wait_for`` in Python 3.11 can, when its inner
+    future finishes at the same moment) still ends the loop: the task's pending cancel request is
+    checked after every session, so stopping the edge never hangs on a connector reconnecting.
     """
+    task = asyncio.current_task()
     while True:
         before = sessions()
         try:
@@ -252,6 +257,8 @@ async def reconnect_forever(session: Callable[[], Awaitable[None]], backoff: Bac
             on_failure(exc, True)
         except Exception as exc:  # never let a library bug end the connector
             on_failure(exc, False)
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError
         if sessions() > before:
             backoff.reset()
         await asyncio.sleep(backoff.fail())

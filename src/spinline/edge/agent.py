@@ -30,6 +30,7 @@ import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import urlparse
 
 from spinline.connectors.base import LinkHealth, PolledConnector, PushConnector
 from spinline.connectors.mqtt.connector import MqttConnector
@@ -54,9 +55,12 @@ if TYPE_CHECKING:  # scoring pulls in the health models (scipy): only edges with
     from .models import ModelVerifier
     from .scoring import EdgeScoring
     from .scoring_stage import ScoringStage
+    from .updates import ApprovedModels, ModelUpdater, ObservedScorer
 
 log = logging.getLogger(__name__)
 BUFFER_FILE = "buffer.sqlite"
+#: How long stopping waits for each round of task cancellations.
+STOP_TIMEOUT_S = 5.0
 
 
 class EdgeAgent:
@@ -80,6 +84,9 @@ class EdgeAgent:
         self.forwarder.on_ack = self._uplink_works
         self.scoring: EdgeScoring | None = None
         self.scoring_stage: ScoringStage | None = None
+        #: The model update client (``updates.ModelUpdater``), when the settings turn updates on.
+        self.updates: ModelUpdater | None = None
+        self._nudge = asyncio.Event()
         self.pollers: list[PollCoordinator] = []
         self.pushers: list[PushConnector] = []
         self._tasks: list[asyncio.Task[Any]] = []
@@ -95,7 +102,8 @@ class EdgeAgent:
             every_s=settings.status_every_s, collector=self.collector, buffer=self.buffer, forwarder=self.forwarder,
             sources=StatusSources(healths=self.healths, unknown_devices=self._unknown_devices,
                                   models=lambda: self.scoring.snapshot() if self.scoring is not None else {},
-                                  uplink=lambda: self._uplink))
+                                  uplink=lambda: self._uplink,
+                                  model_updates=self.updates.status if self.updates is not None else None))
 
     # --- wiring (pure: objects only, no I/O) ---------------------------------------------------------
 
@@ -112,9 +120,16 @@ class EdgeAgent:
             from .scoring_stage import ScoringStage
 
             featurizer = featurize
+            base = self.settings.models_base
+            approvals = None
+            if base is not None:
+                from .updates import ApprovedModels
+
+                approvals = ApprovedModels()   # registry models only through the verified update path
             self.scoring = EdgeScoring(self.mill.id, vib, iso, self.data_dir, self.settings.scoring,
-                                       self.model_verifier)
-            self.scoring_stage = ScoringStage(self.scoring, self.mill.id, self.collector.ingest)
+                                       approvals if approvals is not None else self.model_verifier)
+            scorer = self._build_updates(base, approvals) if base is not None and approvals is not None else None
+            self.scoring_stage = ScoringStage(self.scoring, self.mill.id, self.collector.ingest, scorer)
         ctx = LinkContext(edge_id=self.edge_id, mill=self.mill.id, device_mqtt=self.settings.device_mqtt,
                           cloud_url=self.settings.cloud_url, modbus_max_gap=self.settings.modbus_max_gap,
                           iso_class=iso, featurizer=featurizer,
@@ -128,6 +143,22 @@ class EdgeAgent:
                                                     timeout_s=c.timeout_s))
             else:
                 self.pushers.append(cast(PushConnector, c.connector))
+
+    def _build_updates(self, base: str, approvals: ApprovedModels) -> ObservedScorer:
+        """The model update client over the scorer's slots, and the scorer wrapper that gathers evidence."""
+        from .updates import ModelUpdater, ObservedScorer
+
+        scoring = self.scoring
+        assert scoring is not None and self.settings.secret is not None
+        self.updates = ModelUpdater(base_url=base, edge=self.edge_id, mill=self.mill.id, secret=self.settings.secret,
+                                    data_dir=self.data_dir, slots={a.asset: a.slot for a in scoring.assets.values()},
+                                    approvals=approvals, trusted_root=self.settings.tuf_root)
+
+        def version_of(machine: str, channel: str) -> tuple[str, str] | None:
+            a = scoring.assets.get((machine, channel))
+            return None if a is None else (a.asset, a.version)
+
+        return ObservedScorer(scoring, self.updates, version_of, lambda: scoring.errors)
 
     def healths(self) -> dict[str, LinkHealth]:
         out: dict[str, LinkHealth] = {}
@@ -233,6 +264,16 @@ class EdgeAgent:
             self._tasks.append(asyncio.create_task(p.run(self.collector.ingest), name=f"push-{type(p).__name__}"))
         if self.scoring_stage is not None:
             self._tasks.append(asyncio.create_task(self.scoring_stage.run(), name="scoring"))
+        if self.updates is not None:
+            from .updates import listen_nudges, run_updates
+
+            self._tasks.append(asyncio.create_task(run_updates(self.updates, self.settings.models_every_s,
+                                                               self._nudge), name="model-updates"))
+            cloud = urlparse(self.settings.nudge_broker or "")
+            if cloud.hostname:   # the cloud's broker carries the nudge
+                self._tasks.append(asyncio.create_task(listen_nudges(
+                    cloud.hostname, cloud.port or 1883, self.mill.id, self.edge_id, self._nudge,
+                    username=cloud.username, password=cloud.password), name="model-nudges"))
         self._tasks.append(asyncio.create_task(self._flusher(), name="flusher"))
         self._tasks.append(asyncio.create_task(self.reporter.run(), name="status"))
         self._tasks.append(asyncio.create_task(self._uplink_loop(), name="uplink"))
@@ -241,9 +282,21 @@ class EdgeAgent:
     async def __aexit__(self, *exc: object) -> None:
         for t in self._tasks:
             t.cancel()
+        pending = set(self._tasks)
+        if pending:
+            _, pending = await asyncio.wait(pending, timeout=STOP_TIMEOUT_S)
+        for _ in range(3):  # a library swallowed the cancel (asyncio.wait_for in 3.11): ask again
+            if not pending:
+                break
+            for t in pending:
+                t.cancel()
+            _, pending = await asyncio.wait(pending, timeout=STOP_TIMEOUT_S)
+        if pending:
+            log.error("edge stop: %s did not stop; left behind", ", ".join(t.get_name() for t in pending))
         for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+            if t.done() and not t.cancelled():
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    t.result()
         self._tasks.clear()
         for p in self.pushers:
             with contextlib.suppress(Exception):

@@ -50,6 +50,8 @@ class StatusSources:
     models: Callable[[], dict[str, Any]]
     #: The open uplink session, if any (status goes up only through one).
     uplink: Callable[[], Uplink | None]
+    #: The model update client's state: what runs, what was refused per reason (None: updates off).
+    model_updates: Callable[[], dict[str, Any]] | None = None
 
 
 class StatusReporter:
@@ -107,6 +109,7 @@ class StatusReporter:
                 "bad_input_total": sum(h.bad_input_total for h in healths.values()),
                 "unknown_devices": self.sources.unknown_devices(),
                 "models": self.sources.models(),
+                "model_updates": self.sources.model_updates() if self.sources.model_updates is not None else None,
                 "alarms": (["buffer_full"] if bs.full else []) + (["uplink_down"] if up["state"] != "connected"
                                                                   else [])}
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from pathlib import Path
 
 import typer
@@ -36,10 +35,11 @@ def sim(site: Path = typer.Argument(..., help="site YAML file"),
         tick: float = typer.Option(1.0, help="wall-clock seconds between updates"),
         ) -> None:
     """Serve a mill's points as real devices do, in (warped) real time, until Ctrl-C or --duration."""
+    from spinline.core.logs import configure
     from spinline.sim.faults import parse_fault
     from spinline.sim.server import SimServer
 
-    logging.basicConfig(level=logging.WARNING)
+    configure("warning")
     s = load_site_or_exit(site)
     mill_id = mill_or_exit(s, mill).id
     try:

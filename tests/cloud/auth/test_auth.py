@@ -165,7 +165,9 @@ def test_server_key_is_generated_private(tmp_path: Path) -> None:
 def test_settings_from_env(tmp_path: Path) -> None:
     s = Settings.from_env({"SPINLINE_DB": "postgresql://u:p@h/db", "SPINLINE_TOKEN_TTL_S": "60"})
     assert s.token_ttl_s == 60 and not s.embedded
-    assert s.meta_url() == "postgresql+psycopg://u:p@h/db" and s.store_url() == "postgresql://u:p@h/db"
+    timeouts = "options=-c%20statement_timeout%3D30000&connect_timeout=5"
+    assert s.meta_url() == f"postgresql+psycopg://u:p@h/db?{timeouts}"
+    assert s.store_url() == f"postgresql://u:p@h/db?{timeouts}"
     e = Settings.from_env({}, db=f"embedded:{tmp_path}")
     assert e.meta_url() == f"sqlite:///{tmp_path}/meta.sqlite"
     with pytest.raises(ValueError):

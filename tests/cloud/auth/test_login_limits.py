@@ -1,4 +1,4 @@
-"""The login limit holds under parallel attempts, and a user has a limit across all clients too."""
+"""The login limit holds under parallel attempts; failures across clients are counted but lock nobody out."""
 
 from __future__ import annotations
 
@@ -74,18 +74,19 @@ def test_parallel_attempts_cannot_exceed_the_limit(meta: MetaStore) -> None:
     assert outcomes.count("wrong") == 5 and outcomes.count("limited") == 15
 
 
-def test_per_username_limit_across_clients(meta: MetaStore) -> None:
+def test_failures_across_clients_never_lock_the_real_user_out(meta: MetaStore) -> None:
+    """Guesses on a name from many addresses are counted (the route slows the name down), but the owner,
+    from an address that did not guess, still logs in: a lock-out anyone can cause would be a weapon."""
     now = [1_700_000_000 * 10**9]
     accounts = Accounts(meta, Passwords(time_cost=1, memory_kib=64, parallelism=1), max_failures=5, window_s=300,
                         max_user_failures=20, clock=lambda: now[0])
     accounts.create_user(username="alice", password=PW, role=Role.VIEWER, mills=["mill-a"])
-    for i in range(20):                                     # one guess each from 20 addresses
+    for i in range(25):                                     # one guess each from 25 addresses
         with pytest.raises(AuthError) as e:
             accounts.login("Alice", "wrong password", f"10.0.1.{i}")
         assert not isinstance(e.value, LoginRateLimited)
         now[0] += 10**9
-    with pytest.raises(LoginRateLimited) as limited:
-        accounts.login("alice", PW, "10.0.2.1")            # a fresh address, the right password: still 429
-    assert 0 < limited.value.retry_after_s <= 300
-    now[0] += 301 * 10**9                                   # the window passes
-    assert accounts.login("alice", PW, "10.0.2.1").token
+    assert accounts.name_failures("alice") == 25
+    assert accounts.login("alice", PW, "10.0.2.1").token    # a fresh address, the right password: in
+    now[0] += 301 * 10**9                                   # the window passes: the count is gone
+    assert accounts.name_failures("alice") == 0

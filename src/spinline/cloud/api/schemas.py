@@ -2,16 +2,19 @@
 
 A ``...Public`` model is what leaves the API: ``UserPublic`` has no password hash and
 ``EdgePublic`` no secret (only ``EdgeCreated``, answered once by ``POST /edges``, carries it).
-Times are ISO 8601 UTC; series are columns (``ts_ms`` + ``value``) so a chart reads them directly.
+Point keys are strings (64-bit); times are ISO 8601 UTC; series are columns (``ts_ms`` + ``value``)
+so a chart reads them directly.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal, overload
+from typing import Annotated, Any, Literal, overload
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from spinline.cloud.api.errors import ErrorPublic  # noqa: F401 (re-exported: routes say s.ErrorPublic)
+from spinline.cloud.api.timefmt import InDatetime, UtcDatetime
 from spinline.cloud.auth.roles import Role
 
 
@@ -24,6 +27,16 @@ def ts(ns: int | None) -> datetime | None: ...
 def ts(ns: int | None) -> datetime | None:
     """Nanoseconds since the epoch -> an aware UTC datetime (microsecond precision)."""
     return None if ns is None else datetime.fromtimestamp(ns / 1e9, UTC)
+
+
+#: A mill id as a person or an edge writes it (the site file's ids are at most 64 characters).
+MillId = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+#: A 64-bit point key travels as a decimal string: JavaScript's numbers lose integers above 2^53.
+PointKey = Annotated[str, Field(description="the 64-bit point key as a decimal string (JSON numbers lose "
+                                            "integers above 2^53 in JavaScript); the tag names the point too",
+                                pattern=r"^-?[0-9]{1,20}$")]
 
 
 class _Out(BaseModel):
@@ -40,15 +53,47 @@ class LoginRequest(BaseModel):
 class TokenPublic(_Out):
     access_token: str
     token_type: Literal["bearer"] = "bearer"  # noqa: S105 (the OAuth2 token type, not a secret)
-    expires_at: datetime
+    expires_at: UtcDatetime
 
 
 class Message(_Out):
     message: str
 
 
-class ErrorPublic(_Out):
-    detail: Any
+class SessionLogin(BaseModel):
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+Language = Literal["zh-CN", "en"]
+
+
+class MePublic(_Out):
+    """The caller, as the console needs it: who, which role and mills, what they may do, their language."""
+
+    id: int
+    username: str
+    full_name: str
+    role: Role
+    mills: list[str] = Field(description="the mills in the caller's scope (every mill for a zone operator)")
+    all_mills: bool = Field(description="true for a zone operator: every mill, including ones added later")
+    permissions: list[str]
+    language: Language | None = Field(description="the chosen language; null: follow the browser")
+    auth: Literal["bearer", "session"] = Field(description="how this request was authenticated")
+
+
+class SessionPublic(MePublic):
+    expires_at: UtcDatetime = Field(description="the session's absolute expiry (UTC)")
+    idle_timeout_s: float = Field(description="the session ends after this long without a request")
+
+
+class PasswordChange(BaseModel):
+    current_password: str = Field(min_length=1, max_length=1024)
+    new_password: str = Field(min_length=8, max_length=1024)
+
+
+class LanguageChange(BaseModel):
+    language: Language | None = Field(description="zh-CN or en; null: follow the browser")
 
 
 # --- users ---------------------------------------------------------------------------------------
@@ -57,13 +102,14 @@ class UserCreate(BaseModel):
     username: str = Field(min_length=1, max_length=64)
     password: str = Field(min_length=8, max_length=1024)
     role: Role
-    mills: list[str] = Field(default_factory=list, description="mills in scope (all for zone_operator)")
+    mills: list[MillId] = Field(default_factory=list, max_length=1000,
+                                description="mills in scope (all for zone_operator)")
     full_name: str = Field(default="", max_length=200)
 
 
 class UserUpdate(BaseModel):
     role: Role | None = None
-    mills: list[str] | None = None
+    mills: list[MillId] | None = Field(default=None, max_length=1000)
     password: str | None = Field(default=None, min_length=8, max_length=1024)
     disabled: bool | None = None
     full_name: str | None = Field(default=None, max_length=200)
@@ -76,7 +122,7 @@ class UserPublic(_Out):
     role: Role
     mills: list[str]
     disabled: bool
-    created_at: datetime
+    created_at: UtcDatetime
 
 
 # --- mills and the tree --------------------------------------------------------------------------
@@ -99,7 +145,7 @@ class MillPublic(_Out):
 
 
 class PointPublic(_Out):
-    key: int
+    key: PointKey
     tag: str
     name: str
     unit: str
@@ -140,15 +186,15 @@ class MillTree(_Out):
 
 class LatestValue(_Out):
     tag: str
-    key: int
-    ts: datetime
+    key: PointKey
+    ts: UtcDatetime
     value: float | None
     quality: int
 
 
 class SeriesPublic(_Out):
     tag: str
-    key: int
+    key: PointKey
     unit: str
     resolution: str
     reduced: bool
@@ -158,7 +204,7 @@ class SeriesPublic(_Out):
 
 class RollupPublic(_Out):
     tag: str
-    key: int
+    key: PointKey
     unit: str
     kind: str
     resolution: Literal["1m", "1h"]
@@ -180,16 +226,22 @@ class KpiPublic(_Out):
     mill: str
     line: str | None = None
     machine_type: str | None = None
-    start: datetime
-    end: datetime
+    start: UtcDatetime
+    end: UtcDatetime
     hours: float
     machines: int
     spindles: int
-    run_h: float
-    output_kg: float
+    run_h: float | None
+    output_kg: float | None
     std_output_kg: float | None = Field(description="output converted to the standard count")
     count_ne: float | None = Field(description="output-weighted mean count (Ne)")
-    efficiency_pct: float | None
+    efficiency_pct: float | None = Field(
+        description="production efficiency %, the figure mills quote: actual kg ÷ kg at 100 % at the speed run "
+                    "over the whole planned (calendar) time, so doffing, stops and ends down all lower it "
+                    "(typically 90-96 %); ring frames only (docs/kpis.md)")
+    running_efficiency_pct: float | None = Field(
+        description="running efficiency %: actual kg ÷ kg at 100 % for the run time only (doffs and stops "
+                    "left out; they are in OEE availability)")
     spindle_utilisation_pct: float | None
     availability_pct: float | None
     performance_pct: float | None
@@ -199,14 +251,14 @@ class KpiPublic(_Out):
     worst5_break_share_pct: float | None
     gps_g: float | None = Field(description="grams per spindle per 8 h shift")
     std_gps_g: float | None = Field(description="GPS at the standard count")
-    energy_kwh: float
+    energy_kwh: float | None
     sec_kwh_per_kg: float | None
 
 
 class KpiReport(_Out):
     standard_ne: float
-    start: datetime
-    end: datetime
+    start: UtcDatetime
+    end: UtcDatetime
     by: str
     rows: list[KpiPublic]
 
@@ -221,13 +273,13 @@ class EventCreate(BaseModel):
     message: str = Field(default="", max_length=4000)
     severity: Severity = "info"
     machine: str | None = Field(default=None, max_length=64)
-    ts: datetime | None = Field(default=None, description="when it happened (default: now)")
+    ts: InDatetime | None = Field(default=None, description="when it happened (default: now)")
 
 
 class EventPublic(_Out):
     id: int
     mill: str
-    ts: datetime
+    ts: UtcDatetime
     machine: str | None
     kind: str
     severity: str
@@ -239,7 +291,7 @@ class EventPublic(_Out):
 
 class EdgeCreate(BaseModel):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]{0,62}$")
-    mill: str
+    mill: MillId
     description: str = Field(default="", max_length=200)
 
 
@@ -248,17 +300,20 @@ class EdgePublic(_Out):
     mill: str
     description: str
     active: bool
-    created_at: datetime
+    created_at: UtcDatetime
     created_by: str
-    revoked_at: datetime | None
-    last_seen: datetime | None = Field(description="when its last status message arrived")
+    revoked_at: UtcDatetime | None
+    last_seen: UtcDatetime | None = Field(description="when its last status message arrived")
     buffer_rows: int | None = None
     buffer_bytes: int | None = None
     lag_s: float | None = None
     uplink_state: str | None = None
-    versions: dict[str, str] = Field(default_factory=dict)
+    versions: dict[str, str] = Field(default_factory=dict,
+                                     description="the agent's version and the model version running per asset")
     alarms: list[str] = Field(default_factory=list)
     rejected: dict[str, int] = Field(default_factory=dict, description="refused batches per reason")
+    models: dict[str, Any] = Field(default_factory=dict, description="per asset the desired model version beside "
+                                   "the running one; the model updates the edge refused, per reason")
     status: dict[str, Any] = Field(default_factory=dict, description="the last status message as sent")
 
 
@@ -270,7 +325,7 @@ class RejectionPublic(_Out):
     edge: str
     reason: str
     detail: str
-    ts: datetime
+    ts: UtcDatetime
 
 
 # --- ingest --------------------------------------------------------------------------------------
@@ -290,5 +345,71 @@ class IngestAck(_Out):
 
 
 class IngestRefusal(_Out):
+    """A refused edge payload: ``reason`` (the edge protocol's word) and the same ``code`` as every API error."""
+
     reason: str
     detail: str
+    code: str = ""
+
+
+# --- zone overview -----------------------------------------------------------------------------------
+
+class ZoneHealthPublic(_Out):
+    value: float = Field(description="the mill's health index (0-100): the minimum over its assets")
+    status: str
+    worst_asset: str = Field(description="machine/channel of the lowest index")
+    worst_machine: str
+    driver: str = Field(description="what drove the worst asset's index down")
+    assets: int = Field(description="assets with health data")
+
+
+class AlarmCounts(_Out):
+    info: int
+    warning: int
+    critical: int
+    total: int
+
+
+class EdgeCounts(_Out):
+    online: int = Field(description="active edges whose last status is recent (edge_online_within_s)")
+    total: int = Field(description="active (not revoked) edges")
+    max_lag_s: float | None = Field(description="the largest lag among the online edges")
+    last_seen: UtcDatetime | None
+
+
+class MillOverviewPublic(_Out):
+    id: str
+    name: str
+    zone: str
+    timezone: str
+    status: Literal["running", "degraded", "offline"] = Field(description="from the edges' last status messages")
+    status_reason: str
+    day_start: UtcDatetime = Field(description="local midnight of today in the mill's time zone (UTC)")
+    kpis_at: UtcDatetime = Field(description="when today's KPIs were computed from the rollups (refreshed in the "
+                                          "background every zone_refresh_s)")
+    output_today_kg: float
+    std_output_today_kg: float | None = Field(description="today's output converted to the standard count")
+    count_ne: float | None = Field(description="output-weighted mean count spun today (Ne)")
+    spindles: int = Field(description="installed ring spindles")
+    std_gps_g: float | None = Field(description="grams per spindle per 8 h shift today, at the standard count")
+    efficiency_pct: float | None
+    ends_down_per_1000_spindle_h: float | None
+    energy_today_kwh: float
+    kwh_per_kg: float | None = Field(description="today's specific energy, kWh per kg of yarn")
+    kgco2e_per_kg_today: float | None = Field(description="TODAY's electricity carbon intensity: kwh_per_kg x the "
+                                                          "location-based grid factor (Scope 2 electricity only)")
+    carbon_factor: str | None = Field(description="id of the grid emission factor used")
+    health: ZoneHealthPublic | None = Field(description="null: no asset has health data yet")
+    alarms_open: AlarmCounts = Field(description="alarms not cleared, by severity")
+    work_orders_open: int = Field(description="work orders not verified or closed")
+    work_orders_overdue: int
+    edges: EdgeCounts
+
+
+class ZoneOverviewPublic(_Out):
+    generated_at: UtcDatetime
+    standard_ne: float
+    carbon_basis: str = Field(description="what kgco2e_per_kg_today covers")
+    edge_online_within_s: float
+    mills: list[MillOverviewPublic]
+

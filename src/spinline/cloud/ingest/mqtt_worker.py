@@ -21,6 +21,12 @@ its group with it. When the store fails a write of several batches, they are wri
 one, so one bad batch cannot stall the others; whatever still fails is not acknowledged: the edge
 still holds those batches and sends them again. The broker's own QoS 1 acknowledgement happens on receipt, so a
 worker that dies with payloads in its queue loses nothing either: the edge re-sends unacked batches.
+
+Logs stay quiet under trouble: a store outage is logged once when it starts (its cause, no
+traceback) and once when it ends (with how many operations failed meanwhile), however many
+payloads arrive in between; an unexpected error is logged with its traceback the first time for
+each kind, then counted. Topic parts are escaped before they reach a log line (``shown``), so a
+newline in a topic cannot forge log lines.
 """
 
 from __future__ import annotations
@@ -54,6 +60,49 @@ from spinline.core.wire import (
 
 logger = logging.getLogger(__name__)
 
+
+def shown(text: str, limit: int = 80) -> str:
+    r"""``text`` safe for one log line: control characters escaped, at most ``limit`` characters.
+
+    >>> shown("mill-a\nFORGED ERROR")
+    'mill-a\\nFORGED ERROR'
+    """
+    escaped = text.encode("unicode_escape", "backslashreplace").decode("ascii")
+    return escaped if len(escaped) <= limit else escaped[:limit] + "..."
+
+
+def _is_outage(exc: BaseException) -> bool:
+    """A failure of the database rather than of the payload (the store, or the edge lookups in the metadata DB)."""
+    if isinstance(exc, StorageError):
+        return True
+    import sqlalchemy.exc
+
+    return isinstance(exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError
+                      | sqlalchemy.exc.TimeoutError)
+
+
+class Outage:
+    """A failure that repeats while it lasts: logged when it starts and when it ends, counted between."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.failures = 0
+        self._lock = threading.Lock()
+
+    def failed(self, exc: BaseException) -> None:
+        with self._lock:
+            self.failures += 1
+            first = self.failures == 1
+        if first:
+            cause = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
+            logger.error("%s failing: %s (logged once; the recovery is logged with the count)", self.what, cause)
+
+    def ok(self) -> None:
+        with self._lock:
+            n, self.failures = self.failures, 0
+        if n:
+            logger.warning("%s recovered after %d failed operation(s)", self.what, n)
+
 #: Every mill's and edge's uplink topics (the topic layout is ``core.wire``'s, with wildcards).
 BATCH_FILTER = up_filter(TOPIC_BATCH)
 STATUS_FILTER = up_filter(TOPIC_STATUS)
@@ -73,6 +122,8 @@ class WorkerStats:
     events: int = 0
     writes: int = 0
     failed_writes: int = 0
+    #: Payloads or groups that failed unexpectedly (a bug, not bad input): logged once per kind.
+    unexpected: int = 0
 
 
 class IngestWorker:
@@ -105,6 +156,9 @@ class IngestWorker:
         self._sub_error: str | None = None
         self._draining = threading.Event()
         self._last_rollup = time.monotonic()
+        #: The store (or the metadata DB behind the edge lookups): one outage, logged once each way.
+        self.outage = Outage(f"ingest worker {client_id}: the store")
+        self._unexpected: dict[str, int] = {}
 
     @property
     def filters(self) -> list[str]:
@@ -142,6 +196,12 @@ class IngestWorker:
         if self._sub_error is not None:
             self.stop()
             raise ConnectionError(self._sub_error)
+
+    @property
+    def connected(self) -> bool:
+        """Connected to the broker (for the cloud's readiness route)."""
+        client = self._client
+        return client is not None and client.is_connected()
 
     def start_when_reachable(self, stop: threading.Event, backoff_s: tuple[float, float] = (0.5, 30.0),
                              timeout: float = 10.0) -> bool:
@@ -233,9 +293,9 @@ class IngestWorker:
                     break
             try:
                 self._process(items)
-            except Exception:
-                # The outermost loop of the thread: log with the cause and keep consuming.
-                logger.exception("ingest worker %s failed on %d payloads", self.client_id, len(items))
+            except Exception as exc:
+                # The outermost loop of the thread: log the cause (once per kind) and keep consuming.
+                self._failed(exc, f"on {len(items)} payloads")
             self._maybe_refresh()
 
     def _maybe_refresh(self) -> None:
@@ -244,8 +304,8 @@ class IngestWorker:
         self._last_rollup = time.monotonic()
         try:
             self.service.store.refresh_rollups()
-        except StorageError:
-            logger.exception("rollup refresh failed")
+        except StorageError as exc:
+            self.outage.failed(exc)
 
     def _process(self, items: list[tuple[str, bytes, int]]) -> None:
         accepted: list[Accepted] = []
@@ -265,11 +325,11 @@ class IngestWorker:
                     self._events(payload, mill, edge)
                     continue
                 prepared = self.service.prepare(payload, received, topic=(mill, edge))
-            except Exception:
+            except Exception as exc:
                 # One payload only: the others of the group are still checked, stored and acked.
                 self.stats.rejected += 1
-                logger.exception("ingest worker %s: a %s payload on %s/%s failed its checks; dropped, not acked",
-                                 self.client_id, kind, mill, edge)
+                self._failed(exc, f"a {shown(kind)} payload on {shown(mill)}/{shown(edge)} failed its checks; "
+                                  "dropped, not acked")
                 continue
             if isinstance(prepared, IngestResult):
                 self.stats.rejected += 1
@@ -288,15 +348,16 @@ class IngestWorker:
             return
         try:
             results = self.service.commit(accepted)
-        except StorageError:
+        except StorageError as exc:
+            # Not acknowledged: the edges still hold these batches and send them again.
             self.stats.failed_writes += 1
-            if len(accepted) == 1:
-                logger.exception("store refused a write of 1 batch; not acknowledged, its edge will re-send")
-                return
-            logger.exception("store refused a write of %d batches; writing them one by one", len(accepted))
+            self.outage.failed(exc)
+            if len(accepted) == 1 or self.outage.failures > 1:
+                return                      # during an outage, one by one would only fail N times more
             for a in accepted:
                 self._commit([a])
             return
+        self.outage.ok()
         self.stats.writes += 1
         for r in results:
             if r.status == "duplicate":
@@ -314,16 +375,30 @@ class IngestWorker:
             ack = self.events.handle(payload, topic=(mill, edge))
         except PayloadError as exc:
             self.stats.rejected += 1
-            logger.warning("events from %s/%s refused: %s", mill, edge, exc)
+            logger.debug("events from %s/%s refused: %s", shown(mill), shown(edge), exc)   # counted, not logged
             return
-        except StorageError:
-            logger.exception("store refused the events of %s/%s; not acknowledged, the edge will re-send", mill, edge)
+        except StorageError as exc:
+            self.outage.failed(exc)                      # not acknowledged: the edge will re-send
             return
         self.stats.events += len(ack.acked)
         client = self._client
         if client is not None:
             client.publish(self.namespace + TOPIC_EVENTS_ACK.format(mill=mill, edge=edge),
                            signed_events_ack(ack, edge, self.service.edge_keys(edge)), qos=1)
+
+    def _failed(self, exc: Exception, what: str) -> None:
+        """An outage is logged once for its whole length; anything else with its traceback once per kind."""
+        if _is_outage(exc):
+            self.outage.failed(exc)
+            return
+        kind = type(exc).__name__
+        n = self._unexpected.get(kind, 0) + 1
+        if len(self._unexpected) < 64 or kind in self._unexpected:
+            self._unexpected[kind] = n
+        if n == 1:
+            logger.error("ingest worker %s: %s (%s logged once, counted in stats)", self.client_id, what, kind,
+                         exc_info=exc)
+        self.stats.unexpected += 1
 
     def _ack(self, result: IngestResult, mill: str, edge: str) -> None:
         """Publish the ack JSON on the ack topic of the (mill, edge) the payload came from."""

@@ -13,7 +13,7 @@ energy is the energy of all its machines except the energy meters (which measure
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
@@ -27,6 +27,10 @@ from spinline.cloud.storage.base import RESOLUTION_NS, Rollup, TimeSeriesStore
 from spinline.core.site import STAGE_ORDER, Line, Machine, MachineType, Mill, iter_machines
 
 GroupBy = Literal["machine", "line", "mill", "shift"]
+
+
+class Cancelled(Exception):
+    """The caller went away; the work stopped part-way (nothing to answer)."""
 
 #: Counter points read as increases per bucket, and gauges read as mean (and max).
 COUNTERS = ("output", "run_hours", "spindle_hours", "breaks", "energy", "waste")
@@ -144,8 +148,13 @@ class KpiService:
         self.store = store
 
     def mill_kpis(self, mill: Mill, start_ns: int, end_ns: int, *, by: GroupBy = "mill",
-                  standard_ne: float = DEFAULT_STANDARD_NE) -> list[KpiRow]:
-        """KPI rows of one mill over [start, end): per machine, line, the mill, or each shift."""
+                  standard_ne: float = DEFAULT_STANDARD_NE,
+                  cancelled: Callable[[], bool] | None = None) -> list[KpiRow]:
+        """KPI rows of one mill over [start, end): per machine, line, the mill, or each shift.
+
+        ``cancelled`` is asked between windows: when it says yes (nobody waits for the answer any
+        more) the work stops with ``Cancelled``.
+        """
         if end_ns <= start_ns:
             raise ValueError("the end must be after the start")
         windows = shift_windows(mill, start_ns, end_ns) if by == "shift" else [Window(start_ns, end_ns)]
@@ -161,6 +170,8 @@ class KpiService:
         nominal = {m.id: index.top((keys.get((m.id, "spindle_speed"))), lo, hi) for _, _, m in iter_machines(mill)}
         rows: list[KpiRow] = []
         for w in windows:
+            if cancelled is not None and cancelled():
+                raise Cancelled(f"KPIs of {mill.id} stopped: nobody waits for them")
             per_machine = {m.id: (line, m, self._machine(index, keys, line, m, w, width, standard_ne, nominal[m.id]))
                            for _, line, m in iter_machines(mill)}
             if by == "machine":

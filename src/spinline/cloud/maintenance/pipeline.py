@@ -40,7 +40,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -225,20 +225,25 @@ class LatestHealth:
 def latest_health(store: TimeSeriesStore, mill: str, machine_class: Callable[[str], str] | None = None,
                   ) -> list[LatestHealth]:
     """The latest health of every asset of ``mill`` with data (from the latest value of each feature)."""
-    assets = assets_of(store.points(mill), mill)
+    return latest_health_of(store, assets_of(store.points(mill), mill), machine_class).get(mill, [])
+
+
+def latest_health_of(store: TimeSeriesStore, assets: Sequence[Asset],
+                     machine_class: Callable[[str], str] | None = None) -> dict[str, list[LatestHealth]]:
+    """``latest_health`` of ``assets`` (any number of mills) with ONE ``latest`` read, by mill."""
     keys = [k for a in assets for k in a.points.values()]
     if not keys:
-        return []
+        return {}
     b = store.latest(keys)
     by_key = {int(p): (int(t), float(v)) for p, t, v in zip(b.point, b.ts_ns, b.value, strict=True)}
-    out = []
+    out: dict[str, list[LatestHealth]] = {}
     for a in assets:
         got = {f: by_key[k] for f, k in a.points.items() if k in by_key}
         if not got:
             continue
         ts = max(t for t, _ in got.values())
         cls = machine_class(a.machine) if machine_class is not None else asset_class(a)
-        out.append(LatestHealth(a, _dt(ts), assess({f: v for f, (_, v) in got.items()}, cls)))
+        out.setdefault(a.mill, []).append(LatestHealth(a, _dt(ts), assess({f: v for f, (_, v) in got.items()}, cls)))
     return out
 
 

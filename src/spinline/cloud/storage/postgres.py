@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import select
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -171,6 +172,18 @@ def _day_of(name: str) -> int | None:
         return None
 
 
+def _went_away(conn: psycopg.Connection[Any]) -> bool:
+    """Pre-ping without a round trip: an idle autocommit connection has nothing to read unless the
+    server closed it or sent its farewell, so a readable socket means the next statement would fail."""
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        return False
+    try:
+        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
+
+
 class PostgresStore:
     """``TimeSeriesStore`` on PostgreSQL (psycopg 3). ``url``: a libpq URL (``postgresql://...``)."""
 
@@ -197,6 +210,8 @@ class PostgresStore:
 
     def _conn(self) -> psycopg.Connection[Any]:
         conn: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
+        if conn is not None and not conn.closed and _went_away(conn):
+            conn.close()                    # the server closed it (restart, failover): connect afresh
         if conn is None or conn.closed:
             try:
                 conn = psycopg.connect(self.url, autocommit=True)

@@ -113,8 +113,84 @@ def _band_ratios(w: np.ndarray, shaft_hz: float) -> np.ndarray:
     return np.stack(out, axis=1)
 
 
+#: Bands of the multi-band envelope rules: kurtogram-like tiling, 375 Hz to 3 kHz wide, half-overlapping,
+#: 250 Hz to 5.9 kHz (86 bands). Wide enough to choose from without knowing where a bearing rings.
+MB_BANDS: tuple[tuple[float, float], ...] = tuple(
+    (250.0 + i * w / 2, 250.0 + i * w / 2 + w) for w in (375.0, 500.0, 750.0, 1000.0, 1500.0, 2000.0, 3000.0)
+    for i in range(int((5900.0 - 250.0 - w) // (w / 2)) + 1))
+
+
+def multiband_evidence(w: np.ndarray, shaft_hz: float) -> dict[str, np.ndarray]:
+    """Per window and band: the spectral kurtosis of the band and the BPFO / BPFI / 2xBSF line ratios.
+
+    ``sk`` (windows, bands) is E|z|^4 / (E|z|^2)^2 of the band's analytic signal z (2 for Gaussian
+    noise, larger where the band carries impacts: the kurtogram's criterion, scipy/numpy only).
+    ``env`` and ``sq`` (windows, bands, 3) are the ``defect_amplitudes`` ratios in the envelope and in
+    the squared-envelope spectrum. No labels are used: the rules below pick or weigh bands per window.
+    """
+    spec = _rfft(w)
+    fd = _defect_matrix(SKF6205, np.full(w.shape[0], shaft_hz))[:, :3]
+    fd[:, 2] *= 2.0
+    sk, env_r, sq_r = [], [], []
+    for b in MB_BANDS:
+        env, fs_env = _envelope_from_spec(spec, w.shape[1], FS, b)
+        e2 = env * env
+        sk.append((e2 * e2).mean(axis=1) / np.maximum(e2.mean(axis=1) ** 2, 1e-300))
+        fr, amp = _env_spectrum(env, fs_env)
+        env_r.append(defect_amplitudes(fr, amp, fd))
+        fr, amp = _env_spectrum(e2, fs_env)
+        sq_r.append(defect_amplitudes(fr, amp, fd))
+    return {"sk": np.stack(sk, axis=1), "env": np.nan_to_num(np.stack(env_r, axis=1), nan=0.0),
+            "sq": np.nan_to_num(np.stack(sq_r, axis=1), nan=0.0)}
+
+
+def _rule_scores(ev: dict[str, np.ndarray], rule: str) -> np.ndarray:
+    """(windows, 3) evidence for outer / inner / ball under one training-free multi-band rule."""
+    spectrum, how = rule.split("_", 1)
+    r = ev[spectrum]
+    i = np.arange(r.shape[0])
+    logr = np.log(np.maximum(r, 1e-3))
+    if how == "kurtogram":  # the band of highest spectral kurtosis (Antoni's choice)
+        return r[i, np.argmax(ev["sk"], axis=1)]  # type: ignore[no-any-return]
+    if how == "most_diagnostic":  # the band where some defect line stands highest above its background
+        return r[i, np.argmax(r.max(axis=2), axis=1)]  # type: ignore[no-any-return]
+    if how == "sum_log":  # every band votes by its log line ratios
+        return logr.sum(axis=1)  # type: ignore[no-any-return]
+    if how == "sk_weighted":  # votes weighted by the band's excess kurtosis over Gaussian (2)
+        wk = np.maximum(ev["sk"] - 2.0, 0.0)
+        return (logr * wk[:, :, None]).sum(axis=1)  # type: ignore[no-any-return]
+    raise ValueError(f"unknown multi-band rule {rule!r}")
+
+
+#: The candidate rules; which one is used is chosen per fold on the training sizes only.
+MB_RULES: tuple[str, ...] = tuple(f"{s}_{h}" for s in ("env", "sq")
+                                  for h in ("kurtogram", "most_diagnostic", "sum_log", "sk_weighted"))
+
+
+def _mb_pred(rows: list[dict[str, Any]], rule: str) -> list[str]:
+    ev = {k: np.stack([r["mb"][k] for r in rows]) for k in ("sk", "env", "sq")}
+    return [_BAND_ORDER[int(j)] for j in np.argmax(_rule_scores(ev, rule), axis=1)]
+
+
+def mb_vote(rows: list[dict[str, Any]]) -> list[str]:
+    """Every rule of ``MB_RULES`` votes for one class per window; the most votes win (ties: outer, inner,
+    ball). No training and no choice among the rules, so nothing can leak across bearings."""
+    ev = {k: np.stack([r["mb"][k] for r in rows]) for k in ("sk", "env", "sq")}
+    votes = np.zeros((len(rows), 3))
+    for rule in MB_RULES:
+        votes[np.arange(len(rows)), np.argmax(_rule_scores(ev, rule), axis=1)] += 1
+    return [_BAND_ORDER[int(j)] for j in np.argmax(votes, axis=1)]
+
+
+def select_rule(train: list[dict[str, Any]]) -> str:
+    """The multi-band rule with the best macro F1 on the *training* bearings (ties: first in MB_RULES)."""
+    y = [r["label"] for r in train]
+    scores = [macro_f1(y, _mb_pred(train, rule), CLASSES)[0] for rule in MB_RULES]
+    return MB_RULES[int(np.argmax(scores))]
+
+
 def featurise_all(window: int = 12000, root: Path | None = None, max_windows: int | None = None,
-                  bands: bool = False) -> list[dict[str, Any]]:
+                  bands: bool = False, multiband: bool = False) -> list[dict[str, Any]]:
     """One row per window: extended features plus record metadata (plus per-band ratios if ``bands``)."""
     rows: list[dict[str, Any]] = []
     for rec in records(root):
@@ -123,10 +199,13 @@ def featurise_all(window: int = 12000, root: Path | None = None, max_windows: in
             w = w[:max_windows]
         feats = featurize(w, FS, rec.rpm / 60.0, SKF6205, extended=True)
         br = _band_ratios(w, rec.rpm / 60.0) if bands else None
+        mb = multiband_evidence(w, rec.rpm / 60.0) if multiband and rec.label != "normal" else None
         for i in range(w.shape[0]):
             row: dict[str, Any] = {k: float(v[i]) for k, v in feats.items()}
             if br is not None:
                 row["band_ratios"] = br[i]
+            if mb is not None:
+                row["mb"] = {k: v[i] for k, v in mb.items()}
             row.update(label=rec.label, size=rec.size_in, load=rec.load_hp, file=rec.file, rpm=rec.rpm,
                        shaft_hz=rec.rpm / 60.0, window=i)
             rows.append(row)
@@ -161,7 +240,10 @@ def evaluate(rows: list[dict[str, Any]], *, far: float = 0.01) -> dict[str, Any]
     pred_rule: list[str] = []
     pred_clf: list[str] = []
     pred_band: list[str] = []
+    pred_mb: list[str] = []
+    pred_vote: list[str] = []
     chosen: dict[str, list[float]] = {}
+    rules_chosen: dict[str, str] = {}
     for s in sizes:
         test = [r for r in faults if r["size"] == s]
         train = [r for r in faults if r["size"] != s]
@@ -174,6 +256,11 @@ def evaluate(rows: list[dict[str, Any]], *, far: float = 0.01) -> dict[str, Any]
             b = select_band(train)
             chosen[str(s)] = list(BANDS[b])
             pred_band += _band_pred(test, b)
+        if "mb" in test[0]:
+            rule = select_rule(train)
+            rules_chosen[str(s)] = rule
+            pred_mb += _mb_pred(test, rule)
+            pred_vote += mb_vote(test)
         for r in test:
             fd = {k: float(v) for k, v in bearing_frequencies(SKF6205, r["shaft_hz"]).items()}
             pred_rule.append(diagnose(r, None, defect_hz=fd, shaft_hz=r["shaft_hz"]).fault)
@@ -183,6 +270,10 @@ def evaluate(rows: list[dict[str, Any]], *, far: float = 0.01) -> dict[str, Any]
     if pred_band:
         preds.append(("envelope_band_selected_on_train", pred_band))
         out["bands_chosen"] = chosen
+    if pred_mb:
+        preds.append(("envelope_multiband_rule_selected_on_train", pred_mb))
+        preds.append(("envelope_multiband_vote", pred_vote))
+        out["multiband_rules_chosen"] = rules_chosen
     for name, pred in preds:
         m, per = macro_f1(y_true, pred, CLASSES)
         acc = float(np.mean([a == b for a, b in zip(y_true, pred, strict=True)]))

@@ -22,8 +22,8 @@ def event_public(e: EventRecord) -> s.EventPublic:
 
 @router.get("")
 def list_events(mill: ReadableMill, meta: MetaDep, span: TimeRangeDep,
-                kind: Annotated[list[str] | None, Query(description="only these kinds")] = None,
-                machine: str | None = None,
+                kind: Annotated[list[str] | None, Query(description="only these kinds", max_length=50)] = None,
+                machine: Annotated[str | None, Query(max_length=64)] = None,
                 limit: Annotated[int, Query(ge=1, le=10000)] = 1000) -> list[s.EventPublic]:
     """Events in [start, end), newest first."""
     return [event_public(e) for e in meta.events(mill.id, start_ns=span.start_ns, end_ns=span.end_ns,

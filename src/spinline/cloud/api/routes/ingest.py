@@ -40,7 +40,7 @@ def refusal(reason: str, detail: str, *, key: bytes | None = None, ack: dict[str
     """A refusal; signed with the edge's key (plus its ack fields) when the payload's signature was verified,
     so the edge can tell it from a proxy's or a forger's answer."""
     code = STATUS_OF_REASON.get(reason, status.HTTP_400_BAD_REQUEST)
-    body: dict[str, Any] = s.IngestRefusal(reason=reason, detail=detail).model_dump()
+    body: dict[str, Any] = s.IngestRefusal(reason=reason, detail=detail, code=reason).model_dump()
     if key and ack is not None:
         body = wire.sign_ack(key, ack | body)
     return JSONResponse(body, status_code=code)

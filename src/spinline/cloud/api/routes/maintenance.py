@@ -11,13 +11,14 @@ whose id another mill's record already has (it is never overwritten).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from spinline.cloud.api.deps import (
     CurrentUser,
@@ -28,6 +29,7 @@ from spinline.cloud.api.deps import (
     mill_with,
     not_found,
 )
+from spinline.cloud.api.timefmt import InDatetime, UtcDatetime
 from spinline.cloud.auth.roles import Permission
 from spinline.cloud.maintenance.service import Maintenance, MissingInput, RecordNotFound
 from spinline.cloud.maintenance.store import HealthStore, RecordConflict
@@ -37,6 +39,13 @@ from spinline.health.alarms import Alarm, AlarmState, InvalidTransition, Severit
 from spinline.health.workorders import Priority, WorkOrder, WOState
 
 router = APIRouter(prefix="/mills/{mill}/maintenance", tags=["maintenance"])
+
+#: Largest evidence of one alarm (JSON), enough for a diagnosis with its spectrum peaks.
+MAX_EVIDENCE_BYTES = 16 * 1024
+#: Filters a person types.
+AssetFilter = Annotated[str | None, Query(max_length=255)]
+#: Most records one list answers (the newest are kept when there are more).
+Limit = Annotated[int, Query(ge=1, le=5000, description="at most this many records (the newest)")]
 
 MaintainableMill = Annotated[MillRecord, Depends(mill_with(Permission.MANAGE_MAINTENANCE))]
 
@@ -58,7 +67,7 @@ HealthStoreDep = Annotated[HealthStore, Depends(get_health_store)]
 
 class StepPublic(BaseModel):
     state: str
-    at: datetime
+    at: UtcDatetime
     by: str
     comment: str
 
@@ -69,8 +78,16 @@ class AlarmCreate(BaseModel):
     severity: Severity = Severity.WARNING
     message: str = Field(min_length=1, max_length=2000)
     value: float | None = None
-    raised_at: datetime | None = None
-    evidence: dict[str, Any] = Field(default_factory=dict)
+    raised_at: InDatetime | None = None
+    evidence: dict[str, Any] = Field(default_factory=dict, description=f"at most {MAX_EVIDENCE_BYTES} bytes as JSON")
+
+    @field_validator("evidence")
+    @classmethod
+    def _evidence_small(cls, v: dict[str, Any]) -> dict[str, Any]:
+        size = len(json.dumps(v, default=str))
+        if size > MAX_EVIDENCE_BYTES:
+            raise ValueError(f"evidence is {size} bytes as JSON; at most {MAX_EVIDENCE_BYTES}")
+        return v
 
 
 class AlarmPublic(BaseModel):
@@ -83,7 +100,7 @@ class AlarmPublic(BaseModel):
     message: str
     value: float | None
     count: int
-    raised_at: datetime
+    raised_at: UtcDatetime
     evidence: dict[str, Any]
     history: list[StepPublic]
 
@@ -95,10 +112,11 @@ class Comment(BaseModel):
 class WorkOrderCreate(BaseModel):
     asset: str | None = Field(default=None, max_length=255)
     title: str | None = Field(default=None, max_length=255)
-    alarm_id: str | None = Field(default=None, description="create from this alarm (asset, priority, fault follow)")
+    alarm_id: str | None = Field(default=None, max_length=128,
+                                 description="create from this alarm (asset, priority, fault follow)")
     priority: Priority | None = None
     fault: str | None = Field(default=None, max_length=64)
-    due_at: datetime | None = None
+    due_at: InDatetime | None = None
     description: str = Field(default="", max_length=4000)
     health_index: float | None = Field(default=None, ge=0, le=100)
 
@@ -117,9 +135,9 @@ class WorkOrderPublic(BaseModel):
     fault: str
     priority: str
     state: str
-    created_at: datetime
+    created_at: UtcDatetime
     created_by: str
-    due_at: datetime | None
+    due_at: UtcDatetime | None
     overdue: bool
     assignee: str | None
     alarm_id: str | None
@@ -132,7 +150,7 @@ class WorkOrderPublic(BaseModel):
 class PlanItemPublic(BaseModel):
     asset: str
     title: str
-    due_at: datetime
+    due_at: UtcDatetime
     priority: str
     state: str
     work_order: str | None
@@ -205,9 +223,10 @@ def _http_errors() -> Iterator[None]:
 
 @router.get("/alarms")
 def list_alarms(mill: ReadableMill, hs: HealthStoreDep, state: AlarmState | None = None,
-                asset: str | None = None) -> list[AlarmPublic]:
-    """Alarms of the mill, oldest first (filter by state or asset)."""
-    return [alarm_public(mill.id, a) for a in _maintenance(hs).alarms(mill.id, state=state, asset=asset)]
+                asset: AssetFilter = None, limit: Limit = 1000) -> list[AlarmPublic]:
+    """Alarms of the mill, oldest first (filter by state or asset; at most ``limit``, the newest)."""
+    found = _maintenance(hs).alarms(mill.id, state=state, asset=asset)
+    return [alarm_public(mill.id, a) for a in found[-limit:]]
 
 
 @router.post("/alarms", status_code=status.HTTP_201_CREATED)
@@ -234,10 +253,12 @@ def alarm_step(mill: MaintainableMill, alarm_id: str, action: Literal["acknowled
 
 @router.get("/work-orders")
 def list_work_orders(mill: ReadableMill, hs: HealthStoreDep,
-                     state: Annotated[list[WOState] | None, Query()] = None,
-                     asset: str | None = None) -> list[WorkOrderPublic]:
+                     state: Annotated[list[WOState] | None, Query(max_length=10)] = None,
+                     asset: AssetFilter = None, limit: Limit = 1000) -> list[WorkOrderPublic]:
+    """Work orders of the mill, oldest first (filter by state or asset; at most ``limit``, the newest)."""
     now = _now()
-    return [order_public(mill.id, w, now) for w in _maintenance(hs).orders(mill.id, states=state, asset=asset)]
+    found = _maintenance(hs).orders(mill.id, states=state, asset=asset)
+    return [order_public(mill.id, w, now) for w in found[-limit:]]
 
 
 @router.get("/work-orders/overdue")
@@ -287,7 +308,8 @@ def work_order_step(mill: MaintainableMill, order_id: str,
 
 @router.get("/plan")
 def get_weekly_plan(mill: ReadableMill, hs: HealthStoreDep,
-                    week_start: Annotated[datetime | None, Query(description="default: this Monday 00:00 UTC")] = None,
+                    week_start: Annotated[InDatetime | None,
+                                          Query(description="default: this Monday 00:00 UTC")] = None,
                     ) -> list[PlanItemPublic]:
     """The week's maintenance plan: overdue orders first, then those due in the week."""
     if week_start is None:

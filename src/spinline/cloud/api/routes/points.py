@@ -4,10 +4,21 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, status
+from fastapi.concurrency import run_in_threadpool
 
 from spinline.cloud.api import schemas as s
-from spinline.cloud.api.deps import CurrentUser, SettingsDep, StoreDep, TimeRangeDep, not_found
+from spinline.cloud.api.deps import (
+    CloudDep,
+    CurrentUser,
+    SettingsDep,
+    StoreDep,
+    TimeRange,
+    TimeRangeDep,
+    not_found,
+    slot,
+)
+from spinline.cloud.api.errors import ApiError
 from spinline.cloud.api.services import data
 from spinline.cloud.auth.roles import Principal
 from spinline.cloud.storage.base import PointInfo, TimeSeriesStore
@@ -25,20 +36,44 @@ def _point(store: TimeSeriesStore, ref: str, user: Principal) -> PointInfo:
     return p
 
 
+def _fine_span(span: TimeRange, resolution: str, settings: SettingsDep) -> None:
+    """Raw values and 1 min rollups are read row by row: their spans have their own, shorter limits."""
+    limit = {"raw": settings.max_raw_span_days, "1m": settings.max_minute_span_days}.get(resolution)
+    days = (span.end_ns - span.start_ns) / 86400e9
+    if limit is not None and days > limit:
+        raise ApiError(status.HTTP_422_UNPROCESSABLE_CONTENT, "span_too_large",
+                       f"the span is {days:.1f} days; resolution {resolution} covers at most {limit:g} days "
+                       "per request (use auto or 1h for longer spans)")
+
+
 @router.get("/{ref:path}/range")
-def read_range(ref: str, user: CurrentUser, store: StoreDep, settings: SettingsDep, span: TimeRangeDep,
-               max_points: Annotated[int | None, Query(gt=1, description="reduce to about this many points "
+async def read_range(ref: str, user: CurrentUser, store: StoreDep, settings: SettingsDep, span: TimeRangeDep,
+                     cloud: CloudDep,
+               max_points: Annotated[int | None, Query(gt=1, le=100_000, description="reduce to about this many points "
                                                                        "(min/max-preserving)")] = 1000,
                resolution: Literal["auto", "raw", "1m", "1h"] = "auto") -> s.SeriesPublic:
-    """Values of a point in [start, end), downsampled on the server to ``max_points``."""
-    p = _point(store, ref, user)
+    """Values of a point in [start, end), downsampled on the server to ``max_points``.
+
+    Raw values and 1 min rollups are read row by row: such a read takes one of the process's heavy
+    slots and runs in its low-priority lane (``api.limits.Lane``), so it cannot slow the charts.
+    """
+    _fine_span(span, resolution, settings)
+    p = await run_in_threadpool(_point, store, ref, user)
     limit = min(max_points or settings.max_range_points, settings.max_range_points)
-    return data.series(store, p, span.start_ns, span.end_ns, limit, resolution)
+    if resolution not in ("raw", "1m"):
+        return await run_in_threadpool(data.series, store, p, span.start_ns, span.end_ns, limit, resolution)
+    await slot(cloud.heavy_slots, settings.heavy_wait_s, "busy",
+               f"the server is busy with other expensive queries; no slot within {settings.heavy_wait_s:g} s")
+    try:
+        return await cloud.heavy_lane.run(data.series, store, p, span.start_ns, span.end_ns, limit, resolution)
+    finally:
+        cloud.heavy_slots.release()
 
 
 @router.get("/{ref:path}/rollup")
-def read_rollup(ref: str, user: CurrentUser, store: StoreDep, span: TimeRangeDep,
+def read_rollup(ref: str, user: CurrentUser, store: StoreDep, settings: SettingsDep, span: TimeRangeDep,
                 resolution: Literal["1m", "1h"] = "1h") -> s.RollupPublic:
     """Min, max, mean, last, count and counter increase per bucket."""
+    _fine_span(span, resolution, settings)
     p = _point(store, ref, user)
     return data.rollup(store, p, span.start_ns, span.end_ns, resolution)
