@@ -329,6 +329,32 @@ async def test_forged_rejected_acks_do_not_dead_letter_batches(tmp_path: Path, m
         assert rig.fwd.stats.acks_ignored == rig.ignored() == 5
 
 
+def test_signed_acks_are_required_by_default(tmp_path: Path) -> None:
+    """An unsigned ack on the broker is anyone's: by default the edge acts only on signed ones."""
+    from spinline.edge.settings import EdgeSettings
+
+    assert EdgeSettings(edge_id="e1", secret=SECRET, data_dir=tmp_path).require_signed_acks
+    buf = buffer_with(tmp_path)
+    fwd = Forwarder(AsyncBuffer(buf), edge="e1", mill="m", secret=SECRET)
+    assert fwd.trust.required and not fwd.trust.accept({"seq": 1, "status": "stored", "stored": 2})
+    assert fwd.trust.accept(sign_ack(SECRET, {"seq": 1, "status": "stored", "stored": 2}))
+    # without a secret (authentication off) there is nothing to verify with
+    assert not Forwarder(AsyncBuffer(buf), edge="e1", mill="m", secret=None).trust.required
+    buf.close()
+
+
+async def test_stored_ack_for_a_batch_not_in_flight_deletes_nothing_and_is_counted(
+        tmp_path: Path, mqtt_broker: tuple[str, int]) -> None:
+    """A forged (or stale) ``stored`` ack must not delete buffered rows nor count as acked."""
+    async with AckRig(tmp_path, *mqtt_broker, n=2) as rig:
+        await rig.publish({"seq": 42, "status": "stored", "stored": 2}, expect_ignored=True)
+        await rig.publish({"seq": 43, "status": "duplicate", "stored": 0}, expect_ignored=True)
+        assert rig.buf.seqs() == [1, 2] and rig.fwd.stats.acked == 0
+        await rig.publish({"seq": 1, "status": "stored", "stored": 2})          # in flight: acted on
+        await until(lambda: rig.buf.seqs() == [2])
+        assert rig.fwd.stats.acked == 1 and rig.fwd.stats.acks_ignored == 2
+
+
 async def test_required_signatures_ignore_every_unsigned_ack(tmp_path: Path, mqtt_broker: tuple[str, int]) -> None:
     async with AckRig(tmp_path, *mqtt_broker, required=True, n=1) as rig:
         await rig.publish({"seq": 1, "status": "rejected", "reason": "unknown_point"}, expect_ignored=True)

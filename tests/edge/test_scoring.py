@@ -290,8 +290,10 @@ class EventsCloud:
                     continue
                 for e in p.events:
                     self.events.setdefault((p.edge, e.id), e)
+                # signed as the real cloud does: the edge acts only on signed acks
                 await c.publish(wire.TOPIC_EVENTS_ACK.format(mill=p.mill, edge=p.edge),
-                                wire.encode_events_ack(wire.EventsAck(acked=tuple(e.id for e in p.events))), qos=1)
+                                wire.signed_events_ack(wire.EventsAck(acked=tuple(e.id for e in p.events)), p.edge,
+                                                       SECRET), qos=1)
 
     def of(self, kind: str) -> list[wire.EdgeEvent]:
         return [e for e in self.events.values() if e.kind == kind]

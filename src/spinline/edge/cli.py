@@ -90,8 +90,9 @@ def run(site: Path = typer.Argument(..., help="site YAML file"),
             24, min=8, help="running vibration snapshots learned (assumed healthy) before an asset's baseline "
                             "freezes; a slot already frozen keeps its model"),
         require_signed_acks: bool = typer.Option(
-            False, help="act only on acks the cloud signed with the edge secret (without it, unsigned acks are "
-                        "trusted until the first signed one arrives)"),
+            True, "--require-signed-acks/--allow-unsigned-acks",
+            help="act only on acks the cloud signed with the edge secret (the default); --allow-unsigned-acks "
+                 "trusts unsigned acks until the first signed one arrives (a cloud older than signed acks)"),
         tuf_root: Path | None = typer.Option(None, help="the model repository's root.json (spinline models root): "
                                                         "turns on signed model updates from the registry"),
         models_url: str | None = typer.Option(None, help="http(s)://host of the cloud API for model updates "

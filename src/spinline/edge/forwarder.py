@@ -69,10 +69,12 @@ class Forwarder:
     def __init__(self, buffer: AsyncBuffer, *, edge: str, mill: str, secret: bytes | None, window: int = 32,
                  ack_timeout_s: float = 10.0, backlog_rows_per_s: float = 200_000.0,
                  backlog_order: Literal["newest_first", "oldest_first"] = "newest_first",
-                 events_window: int = 100, require_signed_acks: bool = False) -> None:
+                 events_window: int = 100, require_signed_acks: bool = True) -> None:
         self.buffer = buffer
         #: Shared by every uplink session of this process (``make_uplink(..., trust=)``).
-        self.trust = AckTrust(secret, edge, required=require_signed_acks)
+        # Signed acks are required by default; an edge without a secret (authentication off, tests of
+        # the format) has nothing to verify with and trusts what it gets.
+        self.trust = AckTrust(secret, edge, required=require_signed_acks and bool(secret))
         #: Called whenever an ack was processed (the agent logs "uplink restored" on the first one).
         self.on_ack: Callable[[], None] | None = None
         self._ignored_logged: set[str] = set()
@@ -168,6 +170,12 @@ class Forwarder:
                     self._inflight.pop(a.seq, None)
                     self.stats.rejected += 1
                     await self.buffer.dead_letter(a.seq, a.reason or "rejected")
+                    continue
+                if a.seq not in self._inflight:
+                    # Only a batch this session sent may be deleted: a forged (or very late) "stored" ack
+                    # for any other seq would delete rows the cloud never received.
+                    self._ignore("stored_not_in_flight", f"{a.status} ack for batch {a.seq}, which this session "
+                                                         "has not in flight, ignored (re-sent if still buffered)")
                     continue
                 self._inflight.pop(a.seq, None)
                 if a.status == "duplicate":

@@ -51,8 +51,9 @@ class EdgeSettings:
     scoring: ScoringConfig | None = None
     #: Rows held in memory while the buffer cannot commit; past it the oldest low-priority rows go.
     max_pending_rows: int = 2_000_000
-    #: Act only on acks the cloud signed (else unsigned acks are trusted until the first signed one).
-    require_signed_acks: bool = False
+    #: Act only on acks the cloud signed with this edge's secret (the default: an unsigned ack on the
+    #: broker is anyone's). False trusts unsigned acks until the first signed one (an old cloud).
+    require_signed_acks: bool = True
     #: The model repository's root.json (TUF trust anchor, provisioned with the secret); None: no model
     #: updates from the registry (the edge keeps its own commissioned baselines).
     tuf_root: bytes | None = field(default=None, repr=False)

@@ -5,10 +5,11 @@
   session (cookie + CSRF token, idle and absolute expiry), authenticate either, log out, manage
   users; whoever must know when sessions end (open live streams) subscribes with ``on_sessions_ended``;
 - ``EdgeCredentials``: create an edge bound to one mill (the secret is returned once), revoke it,
-  and answer the ingest service's two questions: an edge's HMAC key and its mill.
+  and answer the ingest service's two questions: an edge's HMAC key and its mill, from a bounded
+  cache that a revocation anywhere empties (the ingest path asks for every payload).
 
-Size: accounts and edge credentials share the metadata store, the sealing box and the refusal
-counters; the login limits, sessions and credential cache are small parts of one security boundary.
+Size: the two use cases share the metadata store, the sealing box and the clock; the credential
+cache (TTL, revision check, generation guard) is ~80 lines that only make sense beside ``revoke``.
 """
 
 from __future__ import annotations
