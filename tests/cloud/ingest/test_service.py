@@ -113,6 +113,14 @@ def test_bad_row_refused_alone_and_the_rest_of_its_batch_stored(case: str, store
     payload = make(mill)
     res = svc.handle(payload)
     n = len(_good(mill, 1))
+    if reason in CLOUD_STATE_REASONS:
+        # The cloud's own state refused a row: the whole batch waits at the edge (dead letter, key
+        # free) until the edge re-buffers what ``retry`` names; nothing is stored, nothing is lost.
+        assert (res.status, res.reason, res.stored, res.refused) == ("rejected", reason, 0, {reason: 1})
+        assert res.ack()["retry"] == ({"points": [123456789]} if reason == "unknown_point"
+                                      else {"after_ns": res.ack()["retry"]["after_ns"]})
+        assert _rows(store, mill) == 0
+        return
     assert (res.status, res.stored, res.refused) == ("stored", n - 1, {reason: 1})
     ack = res.ack()
     assert ack["refused"] == {reason: 1} and ack["status"] == "stored"

@@ -17,8 +17,11 @@ The HTTP route (``POST /api/v1/ingest``) and the MQTT workers both call this. St
 
 The ack of a batch with refused rows says how many and why (``refused``: {reason: rows}) and, for
 refusals caused by the cloud's state (``validate.CLOUD_STATE_REASONS``), which rows the edge may re-send
-later (``retry``: ``validate.Retry``). What the first answer said is kept with the idempotency key, so
-the ack of a re-send repeats it exactly.
+later (``retry``: ``validate.Retry``). Rows refused for their own data (``wrong_type``, ``non_finite``,
+``clock_skew``) cost only themselves: the rest is stored. A cloud-state refusal still refuses the whole
+batch (``rejected``, key left free, kept as a dead letter at the edge) until the edge re-buffers the rows
+``retry`` names; storing the rest would let today's edge delete rows the cloud never took. What the
+first answer said is kept with the idempotency key, so the ack of a re-send repeats it exactly.
 
 Every refusal is counted (``store.record_rejection``) and returned, never raised, so a bad batch
 cannot stop the caller's loop. A refusal of a payload whose signature was verified is counted
@@ -43,7 +46,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from spinline.cloud.ingest.validate import MAX_FUTURE_NS, PointRules, Screened, screen
+from spinline.cloud.ingest.validate import CLOUD_STATE_REASONS, MAX_FUTURE_NS, PointRules, Screened, screen
 from spinline.cloud.storage.base import Rejection, TimeSeriesStore
 from spinline.cloud.storage.shared import batch_digest
 from spinline.core.batch import Batch
@@ -191,9 +194,14 @@ class IngestService:
                                                    f"not {env.mill!r}")
             screened = screen(env, self.rules(env.mill), received_ns, max_future_ns=self.max_future_ns,
                               max_age_ns=getattr(self.store, "raw_retention_ns", None))
-            if screened.refused and not len(screened.batch):
-                # Every row refused: nothing to store, the key stays free for a re-send once fixed.
-                err = screened.first_error()
+            cloud_state = [r for r in screened.refused if r in CLOUD_STATE_REASONS]
+            if screened.refused and (not len(screened.batch) or cloud_state):
+                # Every row refused, or rows refused for the cloud's own state (its site file lags, its
+                # clock, its retention): nothing stored, the key stays free for a re-send once fixed.
+                # Until the edge re-buffers the rows an ack's ``retry`` names, storing the rest would
+                # let the edge delete rows the cloud never took; a rejected batch is kept (dead letter).
+                err = (PayloadError(cloud_state[0], screened.detail[cloud_state[0]]) if cloud_state
+                       else screened.first_error())
                 assert err is not None
                 result = self._reject(payload, env, err, received_ns)
                 self._record_refused(env, screened, received_ns, skip=err.reason)
