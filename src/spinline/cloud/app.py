@@ -24,7 +24,7 @@ from fastapi.routing import APIRoute
 
 from spinline import __version__
 from spinline.cloud import console, health_pipeline
-from spinline.cloud.api.deps import Cloud
+from spinline.cloud.api.deps import ApiError, Cloud
 from spinline.cloud.api.routes import (
     auth,
     carbon,
@@ -36,10 +36,14 @@ from spinline.cloud.api.routes import (
     maintenance,
     mills,
     points,
+    series,
     stream,
     users,
+    zone,
 )
 from spinline.cloud.api.services.site import register_site
+from spinline.cloud.api.services.streams import LiveStreams
+from spinline.cloud.api.services.zone import ZoneOverview
 from spinline.cloud.auth.passwords import Passwords
 from spinline.cloud.auth.sealing import SecretBox
 from spinline.cloud.auth.service import Accounts, EdgeCredentials, InvalidRequest
@@ -52,6 +56,7 @@ from spinline.cloud.storage.base import TimeSeriesStore
 from spinline.cloud.storage.factory import open_store
 from spinline.core.errors import StorageError
 from spinline.core.site import Site, load_site
+from spinline.health.store import HealthQueries
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +64,8 @@ API_PREFIX = "/api/v1"
 #: Routers in the order the OpenAPI document lists them. Adding a router here puts its routes under
 #: the tenant-isolation suite (tests/cloud/api/test_tenant_isolation.py), which must then pass.
 ROUTERS = (auth.router, users.router, mills.router, points.router, kpis.router, events.router, edges.router,
-           stream.router, ingest.router, carbon.router, maintenance.router, health.router)
+           stream.router, ingest.router, carbon.router, maintenance.router, health.router, zone.router,
+           series.router)
 
 
 def _unique_id(route: APIRoute) -> str:
@@ -92,12 +98,16 @@ def build_cloud(settings: Settings, store: TimeSeriesStore, meta: MetaStore) -> 
     passwords = Passwords(time_cost=settings.argon2_time_cost, memory_kib=settings.argon2_memory_kib,
                           parallelism=settings.argon2_parallelism)
     accounts = Accounts(meta, passwords, token_ttl_s=settings.token_ttl_s, max_failures=settings.login_max_failures,
-                        window_s=settings.login_window_s)
+                        window_s=settings.login_window_s, session_idle_s=settings.session_idle_s,
+                        session_max_s=settings.session_max_s)
     edge_creds = EdgeCredentials(meta, SecretBox(settings.load_secret_key()))
     ingest_svc = IngestService(store, edge_creds.key, edge_creds.mill_of, _AllowedPoints(store),
                                max_bytes=settings.max_ingest_bytes)
+    streams = LiveStreams(settings.max_streams_per_user)
+    accounts.on_sessions_ended(streams.end)
+    kpis_svc = KpiService(store)
     return Cloud(settings=settings, store=store, meta=meta, accounts=accounts, edges=edge_creds, ingest=ingest_svc,
-                 kpis=KpiService(store))
+                 kpis=kpis_svc, streams=streams, zone=ZoneOverview(store, kpis_svc, HealthQueries(meta.engine)))
 
 
 def open_stores(settings: Settings, *, site: Site | None = None) -> tuple[TimeSeriesStore, MetaStore]:
@@ -208,6 +218,11 @@ def create_app(settings: Settings, *, store: TimeSeriesStore | None = None, meta
     @app.get("/healthz", tags=["health"], include_in_schema=False)
     def healthz() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail, "code": exc.code}, status_code=exc.status_code,
+                            headers=exc.headers)
 
     # Last: the console's catch-all route must come after every API route (it never answers /api/...).
     console.install(app, openapi_url=f"{API_PREFIX}/openapi.json")

@@ -38,6 +38,14 @@ class Settings(BaseModel):
     secret_key: SecretStr | None = None
     #: Lifetime of a login token.
     token_ttl_s: int = Field(default=8 * 3600, gt=0)
+    #: A browser session ends after this long without a request ...
+    session_idle_s: float = Field(default=3600.0, gt=0)
+    #: ... and this long after login in any case.
+    session_max_s: float = Field(default=12 * 3600.0, gt=0)
+    #: Secure flag of the session cookies: ``auto`` sets it when the request came over https.
+    cookie_secure: Literal["auto", "always", "never"] = "auto"
+    #: Live (SSE) streams one user may hold open at once (429 beyond).
+    max_streams_per_user: int = Field(default=4, ge=1)
     #: Failed logins per user and client within ``login_window_s`` before logins are refused (429).
     login_max_failures: int = Field(default=5, ge=1)
     login_window_s: float = Field(default=300.0, gt=0)

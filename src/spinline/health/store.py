@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -199,3 +200,96 @@ class HealthStore:
 
 def _naive(d: datetime) -> datetime:
     return d.replace(tzinfo=None) if d.tzinfo is not None else d
+
+
+# --- queries across mills: filters, paging, totals (the console's lists and the zone overview) -------
+
+#: States of an order that is finished or waiting for verification: not overdue any more.
+_SETTLED = ("resolved", "verified", "closed")
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a filtered list: ``total`` matches, ``items`` as (mill, record), newest first."""
+
+    total: int
+    items: list[tuple[str, Any]]
+
+
+def _in(col: Any, values: Sequence[str] | None) -> Any:
+    return col.in_(list(values)) if values else sa.true()
+
+
+def _machine(col: Any, machine: str | None) -> Any:
+    """An asset of ``machine`` ("rf01" or "rf01/main_motor"): the machine itself or one of its channels."""
+    if machine is None:
+        return sa.true()
+    return sa.or_(col == machine, col.like(machine.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+                                           + "/%", escape="\\"))
+
+
+class HealthQueries:
+    """Read-only queries over ``HealthStore``'s tables, for many mills at once (one SQL statement each)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def alarms(self, mills: Sequence[str], *, machine: str | None = None, states: Sequence[str] | None = None,
+               severities: Sequence[str] | None = None, start: datetime | None = None, end: datetime | None = None,
+               offset: int = 0, limit: int = 50) -> Page:
+        c = alarms_t.c
+        cond = sa.and_(c.mill.in_(list(mills)), _machine(c.asset, machine), _in(c.state, states),
+                       _in(c.severity, severities), c.raised_at >= start if start else sa.true(),
+                       c.raised_at < end if end else sa.true())
+        with self.engine.connect() as con:
+            total = con.execute(sa.select(sa.func.count()).select_from(alarms_t).where(cond)).scalar_one()
+            rows = list(con.execute(sa.select(alarms_t).where(cond).order_by(c.raised_at.desc(), c.id.desc())
+                                    .offset(offset).limit(limit)).mappings())
+            steps = _steps_of(con, alarm_steps_t, "alarm_id", [r["id"] for r in rows])
+        return Page(int(total), [(r["mill"], HealthStore._alarm(r, steps.get(r["id"], []))) for r in rows])
+
+    def work_orders(self, mills: Sequence[str], now: datetime, *, machine: str | None = None,
+                    states: Sequence[str] | None = None, priorities: Sequence[str] | None = None,
+                    overdue: bool | None = None, start: datetime | None = None, end: datetime | None = None,
+                    offset: int = 0, limit: int = 50) -> Page:
+        c = orders_t.c
+        late = sa.and_(c.due_at.is_not(None), c.due_at < now, c.state.not_in(_SETTLED))
+        cond = sa.and_(c.mill.in_(list(mills)), _machine(c.asset, machine), _in(c.state, states),
+                       _in(c.priority, priorities), c.created_at >= start if start else sa.true(),
+                       c.created_at < end if end else sa.true(),
+                       sa.true() if overdue is None else (late if overdue else sa.not_(late)))
+        with self.engine.connect() as con:
+            total = con.execute(sa.select(sa.func.count()).select_from(orders_t).where(cond)).scalar_one()
+            rows = list(con.execute(sa.select(orders_t).where(cond).order_by(c.created_at.desc(), c.id.desc())
+                                    .offset(offset).limit(limit)).mappings())
+            steps = _steps_of(con, order_steps_t, "order_id", [r["id"] for r in rows])
+        return Page(int(total), [(r["mill"], HealthStore._order(r, steps.get(r["id"], []))) for r in rows])
+
+    def open_alarm_counts(self, mills: Sequence[str]) -> dict[str, dict[str, int]]:
+        """Alarms not cleared, per mill and severity."""
+        c = alarms_t.c
+        q = sa.select(c.mill, c.severity, sa.func.count()).where(c.mill.in_(list(mills)), c.state != "cleared") \
+            .group_by(c.mill, c.severity)
+        out: dict[str, dict[str, int]] = {}
+        with self.engine.connect() as con:
+            for mill, sev, n in con.execute(q):
+                out.setdefault(mill, {})[sev] = int(n)
+        return out
+
+    def order_counts(self, mills: Sequence[str], now: datetime) -> dict[str, tuple[int, int]]:
+        """(open, overdue) work orders per mill: open = not verified or closed; overdue as ``WorkOrder.is_overdue``."""
+        c = orders_t.c
+        late = sa.and_(c.due_at.is_not(None), c.due_at < now, c.state.not_in(_SETTLED))
+        q = sa.select(c.mill, sa.func.count(), sa.func.sum(sa.case((late, 1), else_=0))) \
+            .where(c.mill.in_(list(mills)), c.state.not_in(("verified", "closed"))).group_by(c.mill)
+        with self.engine.connect() as con:
+            return {m: (int(n), int(k or 0)) for m, n, k in con.execute(q)}
+
+
+def _steps_of(c: sa.Connection, t: sa.Table, fk: str, ids: Sequence[str]) -> dict[str, list[Step]]:
+    out: dict[str, list[Step]] = {}
+    if ids:
+        rows = c.execute(sa.select(t).where(t.c[fk].in_(list(ids))).order_by(t.c[fk], t.c.seq)).mappings()
+        for r in rows:
+            out.setdefault(r[fk], []).append(Step(r["state"], _naive(r["at"]), r["by"], r["comment"]))
+    return out

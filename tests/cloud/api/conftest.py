@@ -50,11 +50,23 @@ class Api:
     cloud: Cloud
     secrets: dict[str, str] = field(default_factory=dict)
     user_ids: dict[str, int] = field(default_factory=dict)
+    browsers: list[httpx.AsyncClient] = field(default_factory=list)
 
     async def login(self, username: str, password: str = PASSWORD) -> dict[str, str]:
         r = await self.client.post("/api/v1/auth/login", json={"username": username, "password": password})
         assert r.status_code == 200, r.text
         return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+    async def browser(self, username: str, password: str = PASSWORD, *, csrf: bool = True) -> httpx.AsyncClient:
+        """A client of its own (its own cookie jar) logged in with a browser session; with ``csrf`` it sends
+        the ``X-CSRF-Token`` header on every request, as the console does."""
+        c = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url="http://test")
+        self.browsers.append(c)
+        r = await c.post("/api/v1/auth/session", json={"username": username, "password": password})
+        assert r.status_code == 200, r.text
+        if csrf:
+            c.headers["X-CSRF-Token"] = c.cookies["spinline_csrf"]
+        return c
 
     async def ingest(self, payload: bytes) -> httpx.Response:
         return await self.client.post("/api/v1/ingest", content=payload,
@@ -86,6 +98,8 @@ async def api(tmp_path: Path, zone_site: Site) -> AsyncIterator[Api]:
                 a.secrets[edge] = cloud.edges.create(edge_id=edge, mill=mill, created_by="test")[1]
             async with a.client:
                 yield a
+            for c in a.browsers:
+                await c.aclose()
     finally:
         store.close()
         meta.close()

@@ -8,6 +8,7 @@ that it shows nothing of mill B, or this suite fails.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -16,6 +17,9 @@ import httpx
 import pytest
 
 from spinline.core.site import point_key
+from spinline.health.alarms import Alarm, Severity
+from spinline.health.store import HealthStore
+from spinline.health.workorders import WorkOrder
 
 from .conftest import Api, signed
 
@@ -28,7 +32,8 @@ def b_values(api: Api) -> dict[str, list[str]]:
     return {"mill": ["mill-b"], "ref": [B_POINT, str(point_key(B_POINT))], "edge_id": ["edge-b"],
             "user_id": [str(api.user_ids["bob"])],
             "month": ["2026-10"],  # with mill B in the path: a month of mill B's carbon figures
-            "alarm_id": ["AL-1"], "order_id": ["WO-1"],
+            "alarm_id": ["AL-B1"], "order_id": ["WO-B1"],   # mill B's real records (seeded in the test)
+            "machine": ["rf01"],
             "action": ["acknowledge", "assign", "clear", "verify"],
             # for routes of other parts: ids of mill B's records are looked up the same way
             }
@@ -92,8 +97,35 @@ async def _me(api: Api, h: dict[str, str]) -> None:
     assert "password" not in r.text and "argon2" not in r.text
 
 
+async def _auth_me(api: Api, h: dict[str, str]) -> None:
+    r = await api.client.get("/api/v1/auth/me", headers=h)
+    assert r.status_code == 200 and r.json()["mills"] == ["mill-a"] and not r.json()["all_mills"]
+    _assert_no_b(r.json())
+
+
+async def _language(api: Api, h: dict[str, str]) -> None:
+    r = await api.client.put("/api/v1/auth/me/language", headers=h, json={"language": "en"})
+    assert r.status_code == 200 and r.json()["language"] == "en"
+    assert api.cloud.meta.language(api.user_ids["bob"]) is None   # only the caller's own setting changed
+
+
+async def _zone_overview(api: Api, h: dict[str, str]) -> None:
+    r = await api.client.get("/api/v1/zone/overview", headers=h)
+    assert r.status_code == 200 and [m["id"] for m in r.json()["mills"]] == ["mill-a"]
+    _assert_no_b(r.json())
+
+
+async def _alarms(api: Api, h: dict[str, str]) -> None:
+    for path in ("/api/v1/alarms", "/api/v1/work-orders"):
+        r = await api.client.get(path, headers=h)
+        assert r.status_code == 200 and r.json()["total"] == 0, r.text   # mill B's record is not counted
+        _assert_no_b(r.json())
+        assert (await api.client.get(path, headers=h, params=MILL_QUERY)).status_code == 404
+
+
 async def _public(api: Api, h: dict[str, str]) -> None:
-    """Login/logout act on the caller's own session; ingest routes are covered by the edge tests below."""
+    """Login/logout and the own password act on the caller's own session and account (tests/cloud/api/
+    test_sessions.py); ingest routes are covered by the edge tests below."""
 
 
 #: Routes without a path parameter: each with the check that it leaks nothing of mill B.
@@ -106,6 +138,14 @@ UNSCOPED: dict[tuple[str, str], Check] = {
     ("post", "/api/v1/users"): _create_user,
     ("get", "/api/v1/users/me"): _me,
     ("post", "/api/v1/auth/login"): _public,
+    ("post", "/api/v1/auth/session"): _public,
+    ("delete", "/api/v1/auth/session"): _public,
+    ("get", "/api/v1/auth/me"): _auth_me,
+    ("put", "/api/v1/auth/me/password"): _public,
+    ("put", "/api/v1/auth/me/language"): _language,
+    ("get", "/api/v1/zone/overview"): _zone_overview,
+    ("get", "/api/v1/alarms"): _alarms,
+    ("get", "/api/v1/work-orders"): _alarms,
     ("post", "/api/v1/auth/logout"): _public,
     ("post", "/api/v1/ingest"): _public,
     ("post", "/api/v1/edge-status"): _public,
@@ -113,12 +153,19 @@ UNSCOPED: dict[tuple[str, str], Check] = {
 }
 
 
-@pytest.mark.parametrize("who", ["alice", "vera", "erin"])
+@pytest.mark.parametrize("who", ["alice", "vera", "erin", "alice:session"])
 async def test_every_route_refuses_mill_b_to_a_mill_a_user(api: Api, who: str) -> None:
     # mill B has data, an event and an edge, so a leak would show
     api.cloud.store.write(_batch(B_POINT, 123.0))
     api.cloud.meta.add_event(mill="mill-b", ts_ns=1, kind="note", message="mill-b secret plan")
-    h = await api.login(who)
+    _seed_b_maintenance(api)
+    if who.endswith(":session"):
+        # the same tour in a browser: the session cookie, with the CSRF header on writes
+        who = who.partition(":")[0]
+        api = dataclasses.replace(api, client=await api.browser(who))
+        h: dict[str, str] = {}
+    else:
+        h = await api.login(who)
     spec = (await api.client.get("/api/v1/openapi.json")).json()
     values = b_values(api)
     tried = 0
@@ -149,15 +196,33 @@ async def test_every_route_refuses_mill_b_to_a_mill_a_user(api: Api, who: str) -
     assert api.cloud.meta.edge("edge-b").active  # type: ignore[union-attr]
     assert [e.message for e in api.cloud.meta.events("mill-b")] == ["mill-b secret plan"]
     assert api.cloud.meta.user(api.user_ids["bob"]).full_name == ""  # type: ignore[union-attr]
+    hs = HealthStore(api.cloud.meta.engine)
+    alarm, order = hs.get_alarm("AL-B1"), hs.get_work_order("WO-B1")
+    assert alarm is not None and alarm[1].state.value == "active" and len(alarm[1].history) == 1
+    assert order is not None and order[1].state.value == "open" and order[1].assignee is None
+
+
+def _seed_b_maintenance(api: Api) -> None:
+    """An alarm and a work order of mill B, so that each maintenance route is tried with a real id."""
+    from datetime import datetime
+
+    hs = HealthStore(api.cloud.meta.engine)
+    hs.create_schema()
+    t0 = datetime(2026, 11, 1, 8)
+    hs.save_alarm("mill-b", Alarm(asset="rf01/main_motor", rule="anomaly", severity=Severity.CRITICAL,
+                                  message="mill-b secret plan", raised_at=t0, value=1.0, id="AL-B1"))
+    hs.save_work_order("mill-b", WorkOrder(asset="rf01/main_motor", title="mill-b secret plan", created_at=t0,
+                                           created_by="bob", id="WO-B1"))
 
 
 async def test_without_a_token_every_route_but_login_and_ingest_is_401(api: Api) -> None:
     spec = (await api.client.get("/api/v1/openapi.json")).json()
     values = {"mill": "mill-a", "ref": A_POINT, "edge_id": "edge-a", "user_id": "1", "month": "2026-10",
-              "alarm_id": "AL-1", "order_id": "WO-1", "action": "acknowledge"}
+              "alarm_id": "AL-1", "order_id": "WO-1", "action": "acknowledge", "machine": "rf01"}
     for path, ops in spec["paths"].items():
         for method in ops:
-            if path in ("/api/v1/auth/login", "/api/v1/ingest", "/api/v1/edge-status", "/api/v1/edge-events"):
+            if path in ("/api/v1/auth/login", "/api/v1/ingest", "/api/v1/edge-status", "/api/v1/edge-events") \
+                    or (method, path) == ("post", "/api/v1/auth/session"):
                 continue
             url = re.sub(r"{(\w+)}", lambda m: values[m.group(1)], path)
             r = await api.client.request(method.upper(), url, json={} if method != "get" else None,

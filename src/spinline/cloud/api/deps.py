@@ -4,7 +4,11 @@ Use these in every route (the tenant-isolation tests enumerate the app's routes 
 against another mill's data, so a route that forgets its scoping fails the suite):
 
 - ``CloudDep``, ``StoreDep``, ``MetaDep``, ``SettingsDep``: the per-app state (no globals).
-- ``CurrentUser``: the ``Principal`` behind the bearer token (401 without a valid one).
+- ``CurrentUser``: the ``Principal`` behind the bearer token or the browser session cookie (401
+  without a valid one). A write (POST/PUT/PATCH/DELETE) authenticated by the cookie also needs the
+  ``X-CSRF-Token`` header equal to the session's ``spinline_csrf`` cookie (403 ``csrf_missing`` /
+  ``csrf_mismatch``); bearer-token clients are exempt (a browser never sends that header by itself).
+- ``CallerDep``: the same, with the credential it came with (live streams re-check it).
 - ``ReadableMill``: the ``{mill}`` path parameter resolved to a ``MillRecord`` the caller may read;
   404 when the mill is outside the caller's scope or unknown (never 403: a tenant learns nothing
   about other tenants' mills).
@@ -18,6 +22,7 @@ against another mill's data, so a route that forgets its scoping fails the suite
 
 from __future__ import annotations
 
+import hmac
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,10 +30,11 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, HTTPException, Path, Query, Request, status
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 
 from spinline.cloud.auth.roles import Permission, Principal
 from spinline.cloud.auth.service import Accounts, EdgeCredentials
+from spinline.cloud.auth.tokens import hash_token
 from spinline.cloud.ingest.service import IngestService
 from spinline.cloud.kpis.service import KpiService
 from spinline.cloud.meta.store import MetaStore, MillRecord
@@ -37,7 +43,14 @@ from spinline.cloud.storage.base import TimeSeriesStore
 from spinline.core.errors import AuthError
 
 if TYPE_CHECKING:
+    from spinline.cloud.api.services.streams import LiveStreams
+    from spinline.cloud.api.services.zone import ZoneOverview
     from spinline.cloud.health_events import EdgeEvents
+
+SESSION_COOKIE = "spinline_session"
+CSRF_COOKIE = "spinline_csrf"
+CSRF_HEADER = "X-CSRF-Token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 @dataclass
@@ -51,6 +64,10 @@ class Cloud:
     edges: EdgeCredentials
     ingest: IngestService
     kpis: KpiService
+    #: Open live streams per user (limit, and their end at logout).
+    streams: LiveStreams
+    #: The zone overview and the cross-mill alarm and work-order queries.
+    zone: ZoneOverview
     #: Receives alarm events from the edges (set in the app's lifespan, with the health pipeline).
     edge_events: EdgeEvents | None = None
 
@@ -81,11 +98,23 @@ StoreDep = Annotated[TimeSeriesStore, Depends(get_store)]
 MetaDep = Annotated[MetaStore, Depends(get_meta)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
-bearer = HTTPBearer(auto_error=False, description="a token from POST /api/v1/auth/login")
+bearer = HTTPBearer(auto_error=False, description="a token from POST /api/v1/auth/login (API clients)")
+session_cookie = APIKeyCookie(name=SESSION_COOKIE, auto_error=False, scheme_name="SessionCookie",
+                              description="the HttpOnly cookie set by POST /api/v1/auth/session (browsers); "
+                                          f"writes also need the {CSRF_HEADER} header equal to the "
+                                          f"{CSRF_COOKIE} cookie")
 
 
-def unauthorised(detail: str = "not authenticated") -> HTTPException:
-    return HTTPException(status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": "Bearer"})
+class ApiError(HTTPException):
+    """An HTTP error with a stable machine-readable ``code`` beside the message (``{"detail", "code"}``)."""
+
+    def __init__(self, status_code: int, code: str, detail: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(status_code, detail, headers=headers)
+        self.code = code
+
+
+def unauthorised(detail: str = "not authenticated", code: str = "not_authenticated") -> HTTPException:
+    return ApiError(status.HTTP_401_UNAUTHORIZED, code, detail, headers={"WWW-Authenticate": "Bearer"})
 
 
 def get_token(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str:
@@ -97,11 +126,52 @@ def get_token(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bear
 TokenDep = Annotated[str, Depends(get_token)]
 
 
-def get_current_user(cloud: CloudDep, token: TokenDep) -> Principal:
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is calling, and by which credential: a bearer token or a browser session (by its hash)."""
+
+    principal: Principal
+    kind: str            # bearer | session
+    credential: str      # sha256 of the token or of the session cookie
+
+
+def get_caller(request: Request, cloud: CloudDep,
+               creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+               cookie: Annotated[str | None, Depends(session_cookie)]) -> Caller:
+    """A bearer token when the request has one, else the session cookie (with the CSRF check on writes)."""
+    if creds is not None or request.headers.get("Authorization"):
+        if creds is None or creds.scheme.lower() != "bearer" or not creds.credentials:
+            raise unauthorised()
+        try:
+            return Caller(cloud.accounts.authenticate(creds.credentials), "bearer", hash_token(creds.credentials))
+        except AuthError as exc:
+            raise unauthorised(str(exc), "token_invalid") from None
+    if not cookie:
+        raise unauthorised()
+    digest = hash_token(cookie)
     try:
-        return cloud.accounts.authenticate(token)
+        user, rec = cloud.accounts.session(digest)
     except AuthError as exc:
-        raise unauthorised(str(exc)) from None
+        raise unauthorised(str(exc), "session_expired") from None
+    if request.method not in SAFE_METHODS:
+        sent = request.headers.get(CSRF_HEADER)
+        if not sent:
+            raise ApiError(status.HTTP_403_FORBIDDEN, "csrf_missing",
+                           f"a write with the session cookie needs the {CSRF_HEADER} header "
+                           f"(the value of the {CSRF_COOKIE} cookie)")
+        mine = request.cookies.get(CSRF_COOKIE, "")
+        if not (hmac.compare_digest(sent.encode(), mine.encode())
+                and hmac.compare_digest(hash_token(sent), rec.csrf_hash)):
+            raise ApiError(status.HTTP_403_FORBIDDEN, "csrf_mismatch",
+                           f"the {CSRF_HEADER} header is not this session's CSRF token")
+    return Caller(user, "session", digest)
+
+
+CallerDep = Annotated[Caller, Depends(get_caller)]
+
+
+def get_current_user(caller: CallerDep) -> Principal:
+    return caller.principal
 
 
 CurrentUser = Annotated[Principal, Depends(get_current_user)]

@@ -2,13 +2,14 @@
 
 A ``...Public`` model is what leaves the API: ``UserPublic`` has no password hash and
 ``EdgePublic`` no secret (only ``EdgeCreated``, answered once by ``POST /edges``, carries it).
-Times are ISO 8601 UTC; series are columns (``ts_ms`` + ``value``) so a chart reads them directly.
+Point keys are strings (64-bit); times are ISO 8601 UTC; series are columns (``ts_ms`` + ``value``)
+so a chart reads them directly.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal, overload
+from typing import Annotated, Any, Literal, overload
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -24,6 +25,12 @@ def ts(ns: int | None) -> datetime | None: ...
 def ts(ns: int | None) -> datetime | None:
     """Nanoseconds since the epoch -> an aware UTC datetime (microsecond precision)."""
     return None if ns is None else datetime.fromtimestamp(ns / 1e9, UTC)
+
+
+#: A 64-bit point key travels as a decimal string: JavaScript's numbers lose integers above 2^53.
+PointKey = Annotated[str, Field(description="the 64-bit point key as a decimal string (JSON numbers lose "
+                                            "integers above 2^53 in JavaScript); the tag names the point too",
+                                pattern=r"^-?[0-9]{1,20}$")]
 
 
 class _Out(BaseModel):
@@ -49,6 +56,43 @@ class Message(_Out):
 
 class ErrorPublic(_Out):
     detail: Any
+    code: str | None = Field(default=None, description="a stable machine-readable error code, where there is one")
+
+
+class SessionLogin(BaseModel):
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+Language = Literal["zh-CN", "en"]
+
+
+class MePublic(_Out):
+    """The caller, as the console needs it: who, which role and mills, what they may do, their language."""
+
+    id: int
+    username: str
+    full_name: str
+    role: Role
+    mills: list[str] = Field(description="the mills in the caller's scope (every mill for a zone operator)")
+    all_mills: bool = Field(description="true for a zone operator: every mill, including ones added later")
+    permissions: list[str]
+    language: Language | None = Field(description="the chosen language; null: follow the browser")
+    auth: Literal["bearer", "session"] = Field(description="how this request was authenticated")
+
+
+class SessionPublic(MePublic):
+    expires_at: datetime = Field(description="the session's absolute expiry (UTC)")
+    idle_timeout_s: float = Field(description="the session ends after this long without a request")
+
+
+class PasswordChange(BaseModel):
+    current_password: str = Field(min_length=1, max_length=1024)
+    new_password: str = Field(min_length=8, max_length=1024)
+
+
+class LanguageChange(BaseModel):
+    language: Language | None = Field(description="zh-CN or en; null: follow the browser")
 
 
 # --- users ---------------------------------------------------------------------------------------
@@ -99,7 +143,7 @@ class MillPublic(_Out):
 
 
 class PointPublic(_Out):
-    key: int
+    key: PointKey
     tag: str
     name: str
     unit: str
@@ -140,7 +184,7 @@ class MillTree(_Out):
 
 class LatestValue(_Out):
     tag: str
-    key: int
+    key: PointKey
     ts: datetime
     value: float | None
     quality: int
@@ -148,7 +192,7 @@ class LatestValue(_Out):
 
 class SeriesPublic(_Out):
     tag: str
-    key: int
+    key: PointKey
     unit: str
     resolution: str
     reduced: bool
@@ -158,7 +202,7 @@ class SeriesPublic(_Out):
 
 class RollupPublic(_Out):
     tag: str
-    key: int
+    key: PointKey
     unit: str
     kind: str
     resolution: Literal["1m", "1h"]
@@ -289,3 +333,62 @@ class IngestAck(_Out):
 class IngestRefusal(_Out):
     reason: str
     detail: str
+
+
+# --- zone overview -----------------------------------------------------------------------------------
+
+class ZoneHealthPublic(_Out):
+    value: float = Field(description="the mill's health index (0-100): the minimum over its assets")
+    status: str
+    worst_asset: str = Field(description="machine/channel of the lowest index")
+    worst_machine: str
+    driver: str = Field(description="what drove the worst asset's index down")
+    assets: int = Field(description="assets with health data")
+
+
+class AlarmCounts(_Out):
+    info: int
+    warning: int
+    critical: int
+    total: int
+
+
+class EdgeCounts(_Out):
+    online: int = Field(description="active edges whose last status is recent (edge_online_within_s)")
+    total: int = Field(description="active (not revoked) edges")
+    max_lag_s: float | None = Field(description="the largest lag among the online edges")
+    last_seen: datetime | None
+
+
+class MillOverviewPublic(_Out):
+    id: str
+    name: str
+    zone: str
+    timezone: str
+    status: Literal["running", "degraded", "offline"] = Field(description="from the edges' last status messages")
+    status_reason: str
+    day_start: datetime = Field(description="local midnight of today in the mill's time zone (UTC)")
+    output_today_kg: float
+    std_output_today_kg: float | None = Field(description="today's output converted to the standard count")
+    count_ne: float | None = Field(description="output-weighted mean count spun today (Ne)")
+    efficiency_pct: float | None
+    ends_down_per_1000_spindle_h: float | None
+    energy_today_kwh: float
+    kwh_per_kg: float | None = Field(description="today's specific energy, kWh per kg of yarn")
+    kgco2e_per_kg_today: float | None = Field(description="TODAY's electricity carbon intensity: kwh_per_kg x the "
+                                                          "location-based grid factor (Scope 2 electricity only)")
+    carbon_factor: str | None = Field(description="id of the grid emission factor used")
+    health: ZoneHealthPublic | None = Field(description="null: no asset has health data yet")
+    alarms_open: AlarmCounts = Field(description="alarms not cleared, by severity")
+    work_orders_open: int = Field(description="work orders not verified or closed")
+    work_orders_overdue: int
+    edges: EdgeCounts
+
+
+class ZoneOverviewPublic(_Out):
+    generated_at: datetime
+    standard_ne: float
+    carbon_basis: str = Field(description="what kgco2e_per_kg_today covers")
+    edge_online_within_s: float
+    mills: list[MillOverviewPublic]
+

@@ -1,7 +1,9 @@
 """Use cases of accounts and edge credentials (no HTTP here; the routes and the CLI call these).
 
 - ``Accounts``: log in (argon2id check, rate limit per user and client and per user across all
-  clients), authenticate a bearer token, log out, manage users;
+  clients) for a bearer token or a browser session (cookie + CSRF token, idle and absolute expiry),
+  authenticate either, log out, manage users; whoever must know when sessions end (open live
+  streams) subscribes with ``on_sessions_ended``;
 - ``EdgeCredentials``: create an edge bound to one mill (the secret is returned once), revoke it,
   and answer the ingest service's two questions: an edge's HMAC key and its mill.
 """
@@ -20,7 +22,7 @@ from spinline.cloud.auth.roles import Principal, Role
 from spinline.cloud.auth.sealing import SecretBox, new_edge_secret
 from spinline.cloud.auth.tokens import hash_token, new_token
 from spinline.cloud.meta import tables as t
-from spinline.cloud.meta.store import EdgeRecord, MetaStore, UserRecord
+from spinline.cloud.meta.store import EdgeRecord, MetaStore, SessionRecord, UserRecord, ends_sessions
 from spinline.core.errors import AuthError
 
 Clock = Callable[[], int]
@@ -36,6 +38,10 @@ class LoginRateLimited(AuthError):
         super().__init__(f"too many failed logins; retry in {retry_after_s:.0f} s")
 
 
+class SessionExpired(AuthError):
+    """A browser session that is unknown, ended, idle too long or past its absolute expiry."""
+
+
 class InvalidRequest(ValueError):
     """A request that is well-formed but not acceptable (unknown mill, bad role ...)."""
 
@@ -47,6 +53,28 @@ class Session:
     user: UserRecord
 
 
+@dataclass(frozen=True, slots=True)
+class BrowserSession:
+    """A new browser session: the cookie's value and the CSRF token (both shown to the browser only)."""
+
+    token: str
+    csrf: str
+    expires_ns: int
+    user: UserRecord
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEnd:
+    """Sessions that ended: one credential (by its hash), or every session of a user (``token_hash`` None)."""
+
+    user_id: int
+    token_hash: str | None = None
+
+
+#: Languages a user may choose for the console and the text the server builds.
+LANGUAGES = ("zh-CN", "en")
+
+
 def principal(user: UserRecord) -> Principal:
     return Principal(user_id=user.id, username=user.username, role=Role(user.role), mills=user.mills)
 
@@ -54,6 +82,7 @@ def principal(user: UserRecord) -> Principal:
 class Accounts:
     def __init__(self, meta: MetaStore, passwords: Passwords, *, token_ttl_s: int = 8 * 3600,
                  max_failures: int = 5, window_s: float = 300.0, max_user_failures: int = 20,
+                 session_idle_s: float = 3600.0, session_max_s: float = 12 * 3600.0,
                  clock: Clock = time.time_ns) -> None:
         self.meta = meta
         self.passwords = passwords
@@ -63,12 +92,33 @@ class Accounts:
         #: Failed logins of one user from all clients together within the window before 429.
         self.max_user_failures = max_user_failures
         self.window_ns = int(window_s * 1e9)
+        #: A browser session ends after this long without a request, and after ``session_max_ns`` in any case.
+        self.session_idle_ns = int(session_idle_s * 1e9)
+        self.session_max_ns = int(session_max_s * 1e9)
         self.clock = clock
+        self._ended: list[Callable[[SessionEnd], object]] = []
+
+    def on_sessions_ended(self, callback: Callable[[SessionEnd], object]) -> None:
+        """Call ``callback`` whenever a logout, a revocation or a user change ends sessions."""
+        self._ended.append(callback)
+
+    def _notify(self, end: SessionEnd) -> None:
+        for cb in self._ended:
+            cb(end)
 
     # --- sessions --------------------------------------------------------------------------------
 
     def login(self, username: str, password: str, client: str) -> Session:
-        """A new session, or ``AuthError`` (bad credentials) / ``LoginRateLimited``.
+        """A new bearer-token session, or ``AuthError`` (bad credentials) / ``LoginRateLimited``."""
+        user = self.check_login(username, password, client)
+        now = self.clock()
+        token, digest = new_token()
+        expires = now + self.token_ttl_ns
+        self.meta.add_token(digest, user.id, created_ns=now, expires_ns=expires)
+        return Session(token=token, expires_ns=expires, user=user)
+
+    def check_login(self, username: str, password: str, client: str) -> UserRecord:
+        """The user whose credentials these are, or ``AuthError`` (bad credentials) / ``LoginRateLimited``.
 
         The attempt is counted as a failure *before* the (slow) password check and the count taken
         with it, so parallel attempts cannot all pass the check before any is counted; a success
@@ -96,10 +146,7 @@ class Accounts:
         self.meta.clear_login_failures(key, client)
         if self.passwords.needs_rehash(user.password_hash):
             self.meta.update_user(user.id, password_hash=self.passwords.hash(password))
-        token, digest = new_token()
-        expires = now + self.token_ttl_ns
-        self.meta.add_token(digest, user.id, created_ns=now, expires_ns=expires)
-        return Session(token=token, expires_ns=expires, user=user)
+        return user
 
     # The attempt counting works on the failures table directly: it needs each row's id (the order
     # in which parallel attempts were counted), which ``MetaStore``'s helpers do not return.
@@ -131,7 +178,69 @@ class Accounts:
         return principal(found[0])
 
     def logout(self, token: str) -> None:
-        self.meta.delete_token(hash_token(token))
+        digest = hash_token(token)
+        found = self.meta.token_user(digest, self.clock())
+        self.meta.delete_token(digest)
+        if found is not None:
+            self._notify(SessionEnd(found[0].id, digest))
+
+    def check_token(self, token_hash: str) -> bool:
+        """Whether a bearer token (by its hash) still authenticates an enabled user."""
+        found = self.meta.token_user(token_hash, self.clock())
+        return found is not None and not found[0].disabled
+
+    # --- browser sessions ------------------------------------------------------------------------
+
+    def start_session(self, username: str, password: str, client: str) -> BrowserSession:
+        """A browser session for these credentials (same checks and rate limit as ``login``)."""
+        user = self.check_login(username, password, client)
+        now = self.clock()
+        token, digest = new_token()
+        csrf, csrf_digest = new_token()
+        expires = now + self.session_max_ns
+        self.meta.add_session(SessionRecord(token_hash=digest, user_id=user.id, csrf_hash=csrf_digest,
+                                            created_ns=now, seen_ns=now, expires_ns=expires))
+        return BrowserSession(token=token, csrf=csrf, expires_ns=expires, user=user)
+
+    def session(self, token_hash: str, *, touch: bool = True) -> tuple[Principal, SessionRecord]:
+        """The principal of a live session (by the hash of its cookie), or ``SessionExpired``.
+
+        ``touch`` counts this as activity (idle expiry), written at most once a minute.
+        """
+        now = self.clock()
+        rec = self.meta.session(token_hash)
+        if rec is None:
+            raise SessionExpired("the session is unknown or ended; log in again")
+        if now >= rec.expires_ns or now >= rec.seen_ns + self.session_idle_ns:
+            self.meta.delete_session(token_hash)
+            self._notify(SessionEnd(rec.user_id, token_hash))
+            raise SessionExpired("the session expired; log in again")
+        user = self.meta.user(rec.user_id)
+        if user is None or user.disabled:
+            raise SessionExpired("the session's user is disabled or gone")
+        if touch and now - rec.seen_ns > min(60 * 10**9, self.session_idle_ns // 10):
+            self.meta.touch_session(token_hash, now)
+        return principal(user), rec
+
+    def end_session(self, token_hash: str, user_id: int) -> None:
+        self.meta.delete_session(token_hash)
+        self._notify(SessionEnd(user_id, token_hash))
+
+    # --- one's own account -----------------------------------------------------------------------
+
+    def change_own_password(self, user_id: int, old: str, new: str) -> None:
+        """Set a new password after checking the current one (``AuthError``); ends every session of the user."""
+        user = self.meta.user(user_id)
+        if user is None or not self.passwords.verify(user.password_hash, old):
+            raise AuthError("the current password is wrong")
+        if old == new:
+            raise InvalidRequest("the new password is the current one")
+        self.update_user(user_id, password=new)
+
+    def set_language(self, user_id: int, language: str | None) -> None:
+        if language is not None and language not in LANGUAGES:
+            raise InvalidRequest(f"unknown language {language!r}: choose one of {', '.join(LANGUAGES)}")
+        self.meta.set_language(user_id, language)
 
     # --- users -----------------------------------------------------------------------------------
 
@@ -170,8 +279,18 @@ class Accounts:
             digest = None if password is None else self.passwords.hash(password)
         except ValueError as exc:
             raise InvalidRequest(str(exc)) from None
-        return self.meta.update_user(user_id, role=None if role is None else role.value, mills=scope,
-                                     password_hash=digest, disabled=disabled, full_name=full_name)
+        rec = self.meta.update_user(user_id, role=None if role is None else role.value, mills=scope,
+                                    password_hash=digest, disabled=disabled, full_name=full_name)
+        if ends_sessions(password_hash=digest, disabled=disabled, role=None if role is None else role.value,
+                         mills=scope):
+            self._notify(SessionEnd(user_id))
+        return rec
+
+    def delete_user(self, user_id: int) -> bool:
+        gone = self.meta.delete_user(user_id)
+        if gone:
+            self._notify(SessionEnd(user_id))
+        return gone
 
 
 class EdgeCredentials:

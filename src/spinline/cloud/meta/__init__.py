@@ -1,5 +1,13 @@
 """The cloud's metadata: mills (tenants), users, login tokens, edges and events."""
 
-from spinline.cloud.meta.store import ConflictError, EdgeRecord, EventRecord, MetaStore, MillRecord, UserRecord
+from spinline.cloud.meta.store import (
+    ConflictError,
+    EdgeRecord,
+    EventRecord,
+    MetaStore,
+    MillRecord,
+    SessionRecord,
+    UserRecord,
+)
 
-__all__ = ["ConflictError", "EdgeRecord", "EventRecord", "MetaStore", "MillRecord", "UserRecord"]
+__all__ = ["ConflictError", "EdgeRecord", "EventRecord", "MetaStore", "MillRecord", "SessionRecord", "UserRecord"]

@@ -1,4 +1,4 @@
-"""The metadata store: mills, users, login tokens and failures, edges, events.
+"""The metadata store: mills, users, login tokens, browser sessions and failures, edges, events.
 
 Synchronous (SQLAlchemy Core); FastAPI runs the sync routes that call it in its thread pool.
 The constructor connects to nothing (``create_engine`` is lazy); ``migrate()`` creates the tables.
@@ -6,6 +6,7 @@ The constructor connects to nothing (``create_engine`` is lazy); ``migrate()`` c
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +43,18 @@ class UserRecord:
     disabled: bool
     mills: frozenset[str]
     created_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """A browser session (by the hash of its cookie): its user, CSRF token hash and expiries."""
+
+    token_hash: str
+    user_id: int
+    csrf_hash: str
+    created_ns: int
+    seen_ns: int
+    expires_ns: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +142,20 @@ class MetaStore:
             r = con.execute(sa.select(t.mills).where(t.mills.c.id == mill_id)).mappings().first()
         return None if r is None else _mill(r)
 
+    def set_point_display(self, mill: str, rows: dict[str, dict[str, Any]]) -> None:
+        """Replace the display metadata of a mill's points (tag -> {description, states, min, max})."""
+        with self.engine.begin() as con:
+            con.execute(sa.delete(t.point_display).where(t.point_display.c.mill == mill))
+            if rows:
+                con.execute(sa.insert(t.point_display), [{"tag": tag, "mill": mill, "display": json.dumps(d)}
+                                                         for tag, d in rows.items()])
+
+    def point_display(self, mill: str) -> dict[str, dict[str, Any]]:
+        with self.engine.connect() as con:
+            rows = con.execute(sa.select(t.point_display.c.tag, t.point_display.c.display)
+                               .where(t.point_display.c.mill == mill))
+            return {str(tag): json.loads(d) for tag, d in rows}
+
     # --- users -----------------------------------------------------------------------------------
 
     def create_user(self, *, username: str, password_hash: str, role: str, mills: Iterable[str],
@@ -167,14 +194,17 @@ class MetaStore:
                 con.execute(sa.update(t.users).where(t.users.c.id == user_id).values(**values))
             if mills is not None:
                 _set_mills(con, user_id, mills)
-            if password_hash is not None or disabled or role is not None or mills is not None:
+            if ends_sessions(password_hash=password_hash, disabled=disabled, role=role, mills=mills):
                 # A changed password, role or scope ends every session of the user.
                 con.execute(sa.delete(t.tokens).where(t.tokens.c.user_id == user_id))
+                con.execute(sa.delete(t.browser_sessions).where(t.browser_sessions.c.user_id == user_id))
         return self.user(user_id)
 
     def delete_user(self, user_id: int) -> bool:
         with self.engine.begin() as con:
             con.execute(sa.delete(t.tokens).where(t.tokens.c.user_id == user_id))
+            con.execute(sa.delete(t.browser_sessions).where(t.browser_sessions.c.user_id == user_id))
+            con.execute(sa.delete(t.user_prefs).where(t.user_prefs.c.user_id == user_id))
             con.execute(sa.delete(t.user_mills).where(t.user_mills.c.user_id == user_id))
             return bool(con.execute(sa.delete(t.users).where(t.users.c.id == user_id)).rowcount)
 
@@ -206,6 +236,46 @@ class MetaStore:
     def delete_token(self, token_hash: str) -> None:
         with self.engine.begin() as con:
             con.execute(sa.delete(t.tokens).where(t.tokens.c.token_hash == token_hash))
+
+    # --- browser sessions ------------------------------------------------------------------------
+
+    def add_session(self, rec: SessionRecord) -> None:
+        """Store a new session (and forget the expired ones)."""
+        c = t.browser_sessions.c
+        with self.engine.begin() as con:
+            con.execute(sa.delete(t.browser_sessions).where(c.expires_ns <= rec.created_ns))
+            con.execute(sa.insert(t.browser_sessions).values(
+                token_hash=rec.token_hash, user_id=rec.user_id, csrf_hash=rec.csrf_hash, created_ns=rec.created_ns,
+                seen_ns=rec.seen_ns, expires_ns=rec.expires_ns))
+
+    def session(self, token_hash: str) -> SessionRecord | None:
+        with self.engine.connect() as con:
+            r = con.execute(sa.select(t.browser_sessions).where(
+                t.browser_sessions.c.token_hash == token_hash)).mappings().first()
+        return None if r is None else SessionRecord(**{k: r[k] for k in SessionRecord.__slots__})
+
+    def touch_session(self, token_hash: str, now_ns: int) -> None:
+        with self.engine.begin() as con:
+            con.execute(sa.update(t.browser_sessions).where(t.browser_sessions.c.token_hash == token_hash)
+                        .values(seen_ns=now_ns))
+
+    def delete_session(self, token_hash: str) -> None:
+        with self.engine.begin() as con:
+            con.execute(sa.delete(t.browser_sessions).where(t.browser_sessions.c.token_hash == token_hash))
+
+    # --- preferences -----------------------------------------------------------------------------
+
+    def language(self, user_id: int) -> str | None:
+        with self.engine.connect() as con:
+            v = con.execute(sa.select(t.user_prefs.c.language).where(t.user_prefs.c.user_id == user_id)).scalar()
+        return None if v is None else str(v)
+
+    def set_language(self, user_id: int, language: str | None) -> None:
+        with self.engine.begin() as con:
+            n = con.execute(sa.update(t.user_prefs).where(t.user_prefs.c.user_id == user_id)
+                            .values(language=language)).rowcount
+            if not n:
+                con.execute(sa.insert(t.user_prefs).values(user_id=user_id, language=language))
 
     # --- login failures --------------------------------------------------------------------------
 
@@ -286,6 +356,12 @@ class MetaStore:
         q = q.order_by(c.ts_ns.desc(), c.id.desc()).limit(limit)
         with self.engine.connect() as con:
             return [EventRecord(**dict(r)) for r in con.execute(q).mappings()]
+
+
+def ends_sessions(*, password_hash: str | None, disabled: bool | None, role: str | None,
+                  mills: Iterable[str] | None) -> bool:
+    """Whether a user update ends the user's sessions (a new password, disabling, a new role or scope)."""
+    return password_hash is not None or bool(disabled) or role is not None or mills is not None
 
 
 def _mill(r: Any) -> MillRecord:

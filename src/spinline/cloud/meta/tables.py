@@ -1,5 +1,5 @@
-"""Tables of the metadata database: mills, users and their mills, login tokens, login failures,
-edges and events.
+"""Tables of the metadata database: mills, users and their mills, login tokens, browser sessions,
+user preferences, login failures, edges and events.
 
 SQLAlchemy Core on a SQLite file (embedded) or the same PostgreSQL database as the time series.
 Every table is prefixed ``meta_`` so it never clashes with the time-series store's tables when both
@@ -58,6 +58,38 @@ tokens = Table(
     Column("user_id", Integer, ForeignKey("meta_users.id", ondelete="CASCADE"), nullable=False),
     Column("created_ns", BigInteger, nullable=False),
     Column("expires_ns", BigInteger, nullable=False),
+)
+
+browser_sessions = Table(
+    "meta_sessions", metadata,
+    #: sha256 of the session cookie's value (hex), like the bearer tokens: a leaked table opens nothing.
+    Column("token_hash", String(64), primary_key=True),
+    Column("user_id", Integer, ForeignKey("meta_users.id", ondelete="CASCADE"), nullable=False, index=True),
+    #: sha256 of the session's CSRF token: the ``X-CSRF-Token`` of a write must be this session's.
+    Column("csrf_hash", String(64), nullable=False),
+    Column("created_ns", BigInteger, nullable=False),
+    #: Last request seen (idle expiry), updated at most once a minute.
+    Column("seen_ns", BigInteger, nullable=False),
+    #: Absolute expiry, whatever the activity.
+    Column("expires_ns", BigInteger, nullable=False),
+)
+
+#: Per-user settings a person changes for themselves (a table of its own: ``meta_users`` of an
+#: existing database gains no column without a migration).
+user_prefs = Table(
+    "meta_user_prefs", metadata,
+    Column("user_id", Integer, ForeignKey("meta_users.id", ondelete="CASCADE"), primary_key=True),
+    Column("language", String(16), nullable=True),
+)
+
+#: How to show each point (from the site file's templates, which the time-series store does not keep):
+#: description, state labels, expected range. Replaced per mill when the site is registered.
+point_display = Table(
+    "meta_point_display", metadata,
+    Column("tag", String(255), primary_key=True),
+    Column("mill", String(64), nullable=False, index=True),
+    #: JSON: {"description", "states": {code: label}, "min", "max"}
+    Column("display", Text, nullable=False),
 )
 
 login_failures = Table(

@@ -10,13 +10,17 @@ that drives it. Reading needs ``read`` on the mill.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path, Query
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 
-from spinline.cloud.api.deps import ReadableMill, StoreDep
+from spinline.cloud.api.deps import ReadableMill, StoreDep, TimeRangeDep, not_found
+from spinline.cloud.api.schemas import ErrorPublic, ts
+from spinline.cloud.api.services.health_history import MachineHealthHistory, machine_history
 from spinline.cloud.health_pipeline import LatestHealth, latest_health
+from spinline.core.site import iter_machines
 from spinline.health.health_index import Rollup, rollup, status
 
 router = APIRouter(tags=["health"])
@@ -84,3 +88,21 @@ async def mill_health(mill: ReadableMill, store: StoreDep) -> MillHealthPublic:
     tree = rollup((mill.id, h.asset.line or "-", h.asset.machine, h.asset.id, h.health.value) for h in rows)
     return MillHealthPublic(mill=mill.id, value=tree.value, status=status(tree.value), worst=tree.worst,
                             assets=[_asset(h) for h in rows], rollup=_node(tree))
+
+
+@router.get("/mills/{mill}/machines/{machine}/health/history", responses={404: {"model": ErrorPublic}})
+async def machine_health_history(
+    mill: ReadableMill, machine: Annotated[str, Path(max_length=64, description="machine id, e.g. rf01")],
+    store: StoreDep, span: TimeRangeDep,
+    max_points: Annotated[int, Query(ge=2, le=5000, description="per asset, at most this many samples")] = 500,
+) -> MachineHealthHistory:
+    """Health index, anomaly score, ISO zone and drivers of each vibration asset of a machine over time,
+    and the bearing defect lines (BPFO/BPFI/BSF/FTF in Hz, with their envelope amplitudes) of the latest
+    features."""
+    config = next((m for _, _, m in iter_machines(mill.config) if m.id == machine), None)
+    if config is None:
+        raise not_found(f"machine {machine!r}")
+    assets, latest = await run_in_threadpool(machine_history, store, mill.id, config, machine, span.start_ns,
+                                             span.end_ns, max_points)
+    return MachineHealthHistory(mill=mill.id, machine=machine, start=ts(span.start_ns), end=ts(span.end_ns),
+                                assets=assets, latest=latest)

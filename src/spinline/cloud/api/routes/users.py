@@ -58,9 +58,10 @@ def update_user(user_id: int, body: s.UserUpdate, manager: UserManager, cloud: C
 
 
 @router.delete("/{user_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_user(user_id: int, manager: UserManager, meta: MetaDep) -> Response:
+def delete_user(user_id: int, manager: UserManager, cloud: CloudDep) -> Response:
+    """Delete a user (their sessions and open live streams end at once)."""
     if user_id == manager.user_id:
         raise forbidden("you cannot delete yourself")
-    if not meta.delete_user(user_id):
+    if not cloud.accounts.delete_user(user_id):
         raise not_found("user")
     return Response(status_code=status.HTTP_204_NO_CONTENT)

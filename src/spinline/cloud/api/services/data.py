@@ -32,7 +32,7 @@ def tree(rec: MillRecord, points: Sequence[PointInfo]) -> s.MillTree:
     """workshops -> lines -> machines -> points, in site-file order, with the store's point keys."""
     by_machine: dict[str, list[s.PointPublic]] = {}
     for p in points:
-        by_machine.setdefault(p.machine, []).append(s.PointPublic(key=p.key, tag=p.tag, name=p.name, unit=p.unit,
+        by_machine.setdefault(p.machine, []).append(s.PointPublic(key=str(p.key), tag=p.tag, name=p.name, unit=p.unit,
                                                                   kind=p.kind, interval_s=p.interval_s))
     workshops = []
     for ws in rec.config.workshops:
@@ -77,7 +77,7 @@ def latest(store: TimeSeriesStore, points: Sequence[PointInfo]) -> list[s.Latest
         p = by_key.get(int(k))
         if p is None:
             continue
-        out.append(s.LatestValue(tag=p.tag, key=p.key, ts=s.ts(int(t)), value=v if np.isfinite(v) else None,
+        out.append(s.LatestValue(tag=p.tag, key=str(p.key), ts=s.ts(int(t)), value=v if np.isfinite(v) else None,
                                  quality=int(q)))
     return sorted(out, key=lambda x: x.tag)
 
@@ -101,14 +101,14 @@ def find_point(store: TimeSeriesStore, ref: str, mills: Iterable[str] | None) ->
 def series(store: TimeSeriesStore, p: PointInfo, start_ns: int, end_ns: int, max_points: int | None,
            resolution: str) -> s.SeriesPublic:
     r = store.range(p.key, start_ns, end_ns, max_points=max_points, resolution=resolution)  # type: ignore[arg-type]
-    return s.SeriesPublic(tag=p.tag, key=p.key, unit=p.unit, resolution=r.resolution, reduced=r.reduced,
+    return s.SeriesPublic(tag=p.tag, key=str(p.key), unit=p.unit, resolution=r.resolution, reduced=r.reduced,
                           ts_ms=(r.ts_ns // 1_000_000).tolist(), value=_floats(r.value))
 
 
 def rollup(store: TimeSeriesStore, p: PointInfo, start_ns: int, end_ns: int, resolution: str) -> s.RollupPublic:
     r = store.rollup([p.key], start_ns, end_ns, resolution)  # type: ignore[arg-type]
     order = np.argsort(r.bucket_ns, kind="stable")
-    return s.RollupPublic(tag=p.tag, key=p.key, unit=p.unit, kind=p.kind, resolution=resolution,  # type: ignore[arg-type]
+    return s.RollupPublic(tag=p.tag, key=str(p.key), unit=p.unit, kind=p.kind, resolution=resolution,  # type: ignore[arg-type]
                           bucket_ms=(r.bucket_ns[order] // 1_000_000).tolist(), min=_floats(r.min[order]),
                           max=_floats(r.max[order]), mean=_floats(r.mean[order]), last=_floats(r.last[order]),
                           count=r.count[order].tolist(), delta=_floats(r.delta[order]))

@@ -1,0 +1,147 @@
+"""The zone overview: every mill in scope on one screen, in one call.
+
+Per mill: status from its edges' last status messages, today's KPIs (local midnight to now, from
+the 1 h rollups through ``KpiService``), the carbon intensity of today's electricity, the health
+index with the worst asset (``health_pipeline.latest_health``: one ``latest`` query), open alarms
+by severity and overdue work orders (one grouped SQL query each for all mills), and edges online.
+Nothing here reads raw rows.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+from spinline.carbon.factors import FactorError, FactorLibrary, grid_regions
+from spinline.cloud.api import schemas as s
+from spinline.cloud.api.services.fleet import edge_public
+from spinline.cloud.health_pipeline import latest_health
+from spinline.cloud.kpis.service import HOUR_NS, KpiService
+from spinline.cloud.meta.store import EdgeRecord, MillRecord
+from spinline.cloud.storage.base import EdgeStatus, TimeSeriesStore
+from spinline.health.health_index import rollup, status
+from spinline.health.store import HealthQueries
+
+#: An edge whose last status message is older than this is offline.
+EDGE_ONLINE_S = 60.0
+#: A mill whose edges lag more than this behind (buffered, not yet delivered) is degraded.
+LAG_DEGRADED_S = 300.0
+CARBON_BASIS = ("today: kWh/kg of today x the location-based grid emission factor of the mill's province "
+                "(Scope 2 electricity only; the month's full inventory is GET /mills/{mill}/carbon/{month})")
+
+
+def day_start_ns(timezone: str, now_ns: int) -> int:
+    """Local midnight of ``now`` in ``timezone``, in UTC nanoseconds."""
+    tz = ZoneInfo(timezone)
+    local = datetime.fromtimestamp(now_ns / 1e9, tz)
+    midnight = datetime(local.year, local.month, local.day, tzinfo=tz)
+    return int(midnight.astimezone(UTC).timestamp()) * 10**9
+
+
+def mill_status(edges: Sequence[s.EdgePublic], now_ns: int) -> tuple[str, str]:
+    """running / degraded / offline from the mill's active edges, and why."""
+    active = [e for e in edges if e.active]
+    if not active:
+        return "offline", "no active edge"
+    cutoff = datetime.fromtimestamp((now_ns - EDGE_ONLINE_S * 1e9) / 1e9, UTC)
+    online = [e for e in active if e.last_seen is not None and e.last_seen >= cutoff]
+    if not online:
+        return "offline", f"no edge reported in the last {EDGE_ONLINE_S:.0f} s"
+    if len(online) < len(active):
+        return "degraded", f"{len(active) - len(online)} of {len(active)} edges silent"
+    lag = max((e.lag_s or 0.0) for e in online)
+    if lag > LAG_DEGRADED_S:
+        return "degraded", f"edge data {lag:.0f} s behind"
+    return "running", "every edge reporting"
+
+
+def _num(x: float | None, nd: int = 3) -> float | None:
+    return None if x is None or not math.isfinite(x) else round(x, nd)
+
+
+@dataclass
+class ZoneOverview:
+    """The use case (no HTTP): built once per app, caches the emission-factor library."""
+
+    store: TimeSeriesStore
+    kpis: KpiService
+    queries: HealthQueries
+    _library: FactorLibrary | None = None
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def library(self) -> FactorLibrary:
+        with self._lock:
+            if self._library is None:
+                self._library = FactorLibrary.load()
+            return self._library
+
+    def grid_factor(self, mill: MillRecord, year: int) -> tuple[float, str] | None:
+        try:
+            sel = self.library().select("grid_location", grid_regions(mill.config.province, mill.config.grid_region),
+                                        year)
+        except FactorError:
+            return None
+        return sel.factor.value, sel.factor.id
+
+    def overview(self, mills: Sequence[MillRecord], edges: Sequence[EdgeRecord], *, standard_ne: float,
+                 now_ns: int | None = None) -> s.ZoneOverviewPublic:
+        now = time.time_ns() if now_ns is None else now_ns
+        ids = [m.id for m in mills]
+        statuses: dict[str, EdgeStatus] = self.store.edge_status() if ids else {}
+        rejected = self.store.rejections() if ids else {}
+        by_mill: dict[str, list[s.EdgePublic]] = {}
+        for e in edges:
+            by_mill.setdefault(e.mill, []).append(edge_public(e, statuses.get(e.id), rejected.get(e.id, {})))
+        now_naive = datetime.fromtimestamp(now / 1e9, UTC).replace(tzinfo=None)
+        alarms = self.queries.open_alarm_counts(ids) if ids else {}
+        orders = self.queries.order_counts(ids, now_naive) if ids else {}
+        year = datetime.fromtimestamp(now / 1e9, UTC).year
+        rows = []
+        for m in mills:
+            start = day_start_ns(m.timezone, now)
+            # to the end of the current hour: whole hours read the 1 h rollups (its newest bucket holds the
+            # data so far); run-time based ratios are not diluted by the minutes still to come
+            end = max(-(-now // HOUR_NS) * HOUR_NS, start + HOUR_NS)
+            k = self.kpis.mill_kpis(m.config, start, end, by="mill", standard_ne=standard_ne)[0].kpis
+            health = latest_health(self.store, m.id)
+            hp = None
+            if health:
+                tree = rollup((m.id, h.asset.line or "-", h.asset.machine, h.asset.id, h.health.value) for h in health)
+                worst = min(health, key=lambda h: h.health.value)
+                hp = s.ZoneHealthPublic(value=round(tree.value, 1), status=status(tree.value),
+                                        worst_asset=worst.asset.id, worst_machine=worst.asset.machine,
+                                        driver=worst.health.index.driver, assets=len(health))
+            mine = by_mill.get(m.id, [])
+            st, why = mill_status(mine, now)
+            cutoff = datetime.fromtimestamp((now - EDGE_ONLINE_S * 1e9) / 1e9, UTC)
+            online = [e for e in mine if e.active and e.last_seen is not None and e.last_seen >= cutoff]
+            lags = [e.lag_s for e in online if e.lag_s is not None]
+            seen = [e.last_seen for e in mine if e.last_seen is not None]
+            sev = alarms.get(m.id, {})
+            factor = self.grid_factor(m, year)
+            sec = k.sec_kwh_per_kg
+            co2 = sec * factor[0] if sec is not None and factor is not None else None
+            n_open, n_late = orders.get(m.id, (0, 0))
+            rows.append(s.MillOverviewPublic(
+                id=m.id, name=m.name or m.id, zone=m.zone, timezone=m.timezone, status=st,  # type: ignore[arg-type]
+                status_reason=why, day_start=s.ts(start), output_today_kg=round(k.output_kg, 1),
+                std_output_today_kg=_num(k.std_output_kg, 1), count_ne=_num(k.count_ne, 2),
+                efficiency_pct=_num(k.efficiency_pct, 1),
+                ends_down_per_1000_spindle_h=_num(k.ends_down_per_1000_spindle_h, 1),
+                energy_today_kwh=round(k.energy_kwh, 1), kwh_per_kg=_num(sec), kgco2e_per_kg_today=_num(co2),
+                carbon_factor=factor[1] if factor else None, health=hp,
+                alarms_open=s.AlarmCounts(info=sev.get("info", 0), warning=sev.get("warning", 0),
+                                          critical=sev.get("critical", 0), total=sum(sev.values())),
+                work_orders_open=n_open, work_orders_overdue=n_late,
+                edges=s.EdgeCounts(online=len(online), total=len([e for e in mine if e.active]),
+                                   max_lag_s=_num(max(lags), 1) if lags else None,
+                                   last_seen=max(seen) if seen else None)))
+        return s.ZoneOverviewPublic(generated_at=s.ts(now), standard_ne=standard_ne, carbon_basis=CARBON_BASIS,
+                                    edge_online_within_s=EDGE_ONLINE_S, mills=rows)
