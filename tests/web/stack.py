@@ -24,9 +24,10 @@ import httpx
 from spinline.cloud.app import build_cloud, open_stores
 from spinline.cloud.auth.roles import Role
 from spinline.cloud.settings import Settings
-from spinline.core.site import load_site
+from spinline.core.batch import Batch
+from spinline.core.site import load_site, point_key
 from spinline.core.wire import Envelope, encode
-from spinline.sim import history
+from spinline.sim.mill import MillSim
 
 ROOT = Path(__file__).resolve().parents[2]
 ZONE = ROOT / "examples" / "zone.yaml"
@@ -109,23 +110,45 @@ class Stack:
                 self.proc.kill()
                 self.proc.wait()
 
-    def backfill(self, mill: str, days: float, step_s: float, *, end_ns: int | None = None, seed: int = 7) -> int:
-        """Simulated history of ``mill`` up to ``end_ns`` (default: now) through ``POST /api/v1/ingest``."""
+    def backfill(self, mill: str, phases: list[tuple[float, float]], *, seed: int = 7) -> int:
+        """Simulated history of ``mill`` ending now, through ``POST /api/v1/ingest``.
+
+        ``phases`` are (days, step_s) from the oldest: e.g. [(28, 600), (2, 60)] gives a 30-day trend
+        cheaply and minute data (what the per-minute KPIs assume) for the last two days. One simulator
+        runs through all phases, so counters and states carry on across them.
+        """
         site = load_site(self.site)
-        end = end_ns or time.time_ns() // 10**9 * 10**9 - 10**9
-        start = end - int(days * 86400 * 1e9)
+        end = time.time_ns() // 10**9 * 10**9 - 10**9
+        start = end - int(sum(d for d, _ in phases) * 86400 * 1e9)
+        sim = MillSim(site, mill, seed=seed, start_ns=start)
         rows = 0
         with httpx.Client(base_url=self.url, timeout=120) as c:
-            for b in history.generate(site, mill, start, days * 86400, step_s, seed=seed, chunk_s=86400 / 2):
-                seq = self.seq.get(mill, 0) + 1
-                self.seq[mill] = seq
-                payload = encode(Envelope(edge=f"edge-{mill}", mill=mill, seq=seq, batch=b, created_ns=end),
-                                 key=self.secrets[mill].encode())
-                r = c.post("/api/v1/ingest", content=payload, headers={"Content-Type": "application/x-spinline-batch"})
-                if r.status_code != 200 or r.json().get("status") not in ("stored", "duplicate"):
-                    raise RuntimeError(f"ingest refused: {r.status_code} {r.text[:500]}")
-                rows += len(b)
+            for days, step_s in phases:
+                left = int(round(days * 86400 / step_s))
+                per = max(1, int(43200 // step_s))
+                while left > 0:
+                    n = min(per, left)
+                    left -= n
+                    rows += self.ingest(c, mill, sim.block_batch(n, step_s))
         return rows
+
+    def ingest(self, c: httpx.Client, mill: str, b: Batch) -> int:
+        """One batch as the mill's edge sends it: wire-encoded, HMAC-signed, POSTed to the ingest route."""
+        seq = self.seq.get(mill, 0) + 1
+        self.seq[mill] = seq
+        payload = encode(Envelope(edge=f"edge-{mill}", mill=mill, seq=seq, batch=b, created_ns=time.time_ns()),
+                         key=self.secrets[mill].encode())
+        r = c.post("/api/v1/ingest", content=payload, headers={"Content-Type": "application/x-spinline-batch"})
+        if r.status_code != 200 or r.json().get("status") not in ("stored", "duplicate"):
+            raise RuntimeError(f"ingest refused: {r.status_code} {r.text[:500]}")
+        return len(b)
+
+    def send(self, mill: str, values: dict[str, float]) -> None:
+        """Fresh values (tag -> value) of ``mill`` now, as its edge would send them."""
+        tags = list(values)
+        b = Batch.of([point_key(t) for t in tags], time.time_ns(), [values[t] for t in tags])
+        with httpx.Client(base_url=self.url, timeout=30) as c:
+            self.ingest(c, mill, b)
 
     def token(self, user: str) -> str:
         r = httpx.post(self.url + "/api/v1/auth/login", json={"username": user, "password": PASSWORD}, timeout=30)

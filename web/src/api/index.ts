@@ -64,7 +64,7 @@ export function me(): Promise<Me> {
 
 export async function setMyLanguage(language: string): Promise<boolean> {
   try {
-    await call('/auth/me', { method: 'PATCH', body: { language } })
+    await call('/auth/me/language', { method: 'PUT', body: { language } })
     return true
   } catch (e) {
     if (routeMissing(e) || (e instanceof ApiError && e.status === 422)) return false
@@ -74,7 +74,7 @@ export async function setMyLanguage(language: string): Promise<boolean> {
 
 export async function changePassword(current: string, password: string, userId?: number): Promise<void> {
   await prefer('password',
-    () => call('/auth/me/password', { method: 'POST', body: { current_password: current, new_password: password } }),
+    () => call('/auth/me/password', { method: 'PUT', body: { current_password: current, new_password: password } }),
     () => call(`/users/${userId}`, { method: 'PATCH', body: { password } }))
 }
 
@@ -109,7 +109,8 @@ export async function machineSeries(millId: string, machine: string, tags: strin
       const wanted = new Set(tags)
       return list.filter((s: Json) => wanted.has(s.tag)).map((s: Json) => ({
         tag: s.tag, unit: s.unit ?? '', resolution: s.resolution ?? '', reduced: !!s.reduced,
-        ts_ms: s.ts_ms ?? (s.ts ?? []).map((t: string) => Date.parse(t)), value: s.value ?? s.values ?? [] }))
+        ts_ms: s.ts_ms ?? (s.points ?? []).map((p: [number, number | null]) => p[0]),
+        value: s.value ?? (s.points ?? []).map((p: [number, number | null]) => p[1]) }))
     },
     () => Promise.all(tags.map((t) => range(t, start, end, maxPoints))))
 }
@@ -180,23 +181,26 @@ function normaliseZone(r: Json): ZoneOverview {
       const k = m.kpis ?? m.today ?? m
       const h = m.health ?? {}
       const e = m.edges ?? {}
-      const a = m.alarms ?? m.open_alarms ?? {}
+      const a = { ...(m.alarms_open ?? m.alarms ?? {}) }
+      delete a.total
       const c = m.carbon ?? {}
       const z: ZoneMill = {
         id: m.id ?? m.mill, name: m.name ?? m.mill_name ?? m.id, spindles: num(m.spindles) ?? 0, status: 'unknown',
-        output_kg: num(k.output_kg ?? m.output_today_kg), efficiency_pct: num(k.efficiency_pct),
+        output_kg: num(k.output_today_kg ?? k.output_kg), efficiency_pct: num(k.efficiency_pct),
         ends_down: num(k.ends_down_per_1000_spindle_h ?? k.ends_down),
-        sec_kwh_per_kg: num(k.sec_kwh_per_kg ?? m.kwh_per_kg), kgco2e_per_kg: num(c.kgco2e_per_kg ?? m.kgco2e_per_kg),
-        health: num(typeof h === 'number' ? h : (h.value ?? h.index ?? m.health_index)),
-        worst: (typeof h === 'object' ? (h.worst ?? h.worst_asset) : null) ?? m.worst_asset ?? null,
-        alarms: typeof a === 'object' && !Array.isArray(a) ? (a.by_severity ?? a) : {},
-        overdue: num(m.overdue_work_orders ?? m.work_orders?.overdue ?? m.overdue) ?? 0,
-        edges_online: num(e.online ?? m.edges_online) ?? 0, edges_total: num(e.total ?? m.edges_total) ?? 0,
-        lag_s: num(e.lag_s ?? e.max_lag_s ?? m.lag_s),
-        std_output_kg: num(k.std_output_kg), std_gps_g: num(k.std_gps_g),
+        sec_kwh_per_kg: num(k.kwh_per_kg ?? k.sec_kwh_per_kg),
+        kgco2e_per_kg: num(m.kgco2e_per_kg_today ?? c.kgco2e_per_kg ?? m.kgco2e_per_kg),
+        health: num(typeof h === 'number' ? h : h?.value),
+        worst: (h && typeof h === 'object' ? (h.worst_asset ?? h.worst) : null) ?? null,
+        alarms: a,
+        overdue: num(m.work_orders_overdue ?? m.overdue) ?? 0,
+        edges_online: num(e.online) ?? 0, edges_total: num(e.total) ?? 0,
+        lag_s: num(e.max_lag_s ?? e.lag_s),
+        std_output_kg: num(k.std_output_today_kg ?? k.std_output_kg), std_gps_g: num(k.std_gps_g),
       }
-      const s = m.status
-      z.status = ['ok', 'warn', 'alarm', 'offline', 'unknown'].includes(s) ? s : zoneStatus(z)
+      // The server's status speaks of the edges (running, degraded, offline); alarms and health add to it here.
+      z.status = m.status === 'offline' ? 'offline' : zoneStatus(z)
+      if (m.status === 'degraded' && z.status === 'ok') z.status = 'warn'
       return z
     }),
   }
@@ -255,6 +259,7 @@ export interface AlarmFilter {
   state?: string
   severity?: string
   asset?: string
+  machine?: string
   page: number
   size: number
 }
@@ -270,8 +275,9 @@ function pageOf<T>(r: Json): Page<T> {
 export function alarms(millId: string, f: AlarmFilter): Promise<Page<Alarm>> {
   const state = f.state === 'open' ? undefined : f.state
   return prefer('alarm-pages',
-    async () => pageOf<Alarm>(await call<Json>('/alarms', { query: { mill: millId, state: f.state, severity: f.severity,
-      asset: f.asset, offset: (f.page - 1) * f.size, limit: f.size } })),
+    async () => pageOf<Alarm>(await call<Json>('/alarms', { query: { mill: millId, machine: f.machine,
+      state: f.state === 'open' ? ['active', 'acknowledged'] : f.state, severity: f.severity,
+      offset: (f.page - 1) * f.size, limit: f.size } })),
     async () => {
       let all = await call<Alarm[]>(`/mills/${enc(millId)}/maintenance/alarms`, { query: { state, asset: f.asset } })
       if (f.state === 'open') all = all.filter((a) => a.state !== 'cleared')
@@ -289,6 +295,7 @@ export function alarmStep(millId: string, id: string, action: 'acknowledge' | 'c
 export interface OrderFilter {
   state?: string
   asset?: string
+  machine?: string
   page: number
   size: number
 }
@@ -296,7 +303,7 @@ export interface OrderFilter {
 export function workOrders(millId: string, f: OrderFilter): Promise<Page<WorkOrder>> {
   return prefer('order-pages',
     async () => pageOf<WorkOrder>(await call<Json>('/work-orders', { query: { mill: millId, state: f.state,
-      asset: f.asset, offset: (f.page - 1) * f.size, limit: f.size } })),
+      machine: f.machine, offset: (f.page - 1) * f.size, limit: f.size } })),
     async () => {
       const all = await call<WorkOrder[]>(`/mills/${enc(millId)}/maintenance/work-orders`, {
         query: { state: f.state ? [f.state] : undefined, asset: f.asset } })
@@ -325,12 +332,25 @@ export const maintReport = (millId: string, month?: string): Promise<MonthlyMain
 export const carbon = (millId: string, month: string): Promise<Json> =>
   call<Json>(`/mills/${enc(millId)}/carbon/${enc(month)}`)
 
-export async function carbonTrend(millId: string, months: string[]): Promise<Json[]> {
+export async function carbonTrend(millId: string, months = 12): Promise<Json[]> {
   return prefer('carbon-trend',
     async () => {
-      const r = await call<Json>(`/mills/${enc(millId)}/carbon/trend`, { query: { months: months.length } })
+      const r = await call<Json>(`/mills/${enc(millId)}/carbon/trend`, { query: { months } })
       return Array.isArray(r) ? r : (r.months ?? [])
     },
+    async () => [])
+}
+
+/** Health index history of a machine's vibration assets with drivers, and the latest bearing defect lines. */
+export function machineHealth(millId: string, machine: string, start: string, end: string): Promise<Json | null> {
+  return prefer('health-history',
+    () => call<Json>(`/mills/${enc(millId)}/machines/${enc(machine)}/health/history`, { query: { start, end } }),
+    async () => null)
+}
+
+/** Display metadata of a machine's points (names, units, ranges, state labels) where the server offers it. */
+export function pointMeta(millId: string, machine: string): Promise<Json[]> {
+  return prefer('point-meta', () => call<Json[]>(`/mills/${enc(millId)}/points`, { query: { machine } }),
     async () => [])
 }
 
