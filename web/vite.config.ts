@@ -1,10 +1,14 @@
 import { defineConfig } from 'vitest/config'
 import vue from '@vitejs/plugin-vue'
+import Components from 'unplugin-vue-components/vite'
+import { ElementPlusResolver } from 'unplugin-vue-components/resolvers'
 
 // The console is served by the cloud process at "/" (spinline.cloud.console); `vite` (dev) proxies
 // the API to a running cloud on SPINLINE_API (default http://127.0.0.1:8000).
 export default defineConfig({
-  plugins: [vue()],
+  // Element Plus components are imported where a template uses them (with their CSS): the first view
+  // loads only what it shows, not the whole library.
+  plugins: [vue(), Components({ resolvers: [ElementPlusResolver({ importStyle: 'css' })], dts: false })],
   base: '/',
   build: {
     outDir: 'dist',

@@ -71,8 +71,9 @@ class Stack:
         store, meta = open_stores(settings)
         try:
             cloud = build_cloud(settings, store, meta)
+            known = {m.id for m in meta.mills()}
             for name, role, ms in USERS:
-                if meta.user_by_name(name) is None:
+                if meta.user_by_name(name) is None and set(ms) <= known:
                     cloud.accounts.create_user(username=name, password=PASSWORD, role=role, mills=ms,
                                                full_name=name.capitalize())
             for m in mills:

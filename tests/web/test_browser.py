@@ -145,7 +145,16 @@ def test_zone_to_ring_frame_live_and_zoom(stack: Stack, browser: object) -> None
     zoomed_start = int(re.search(r"zs=(\d+)", page.url).group(1))  # type: ignore[union-attr]
     assert zoomed_start > (time.time() - 29 * 86400) * 1000          # narrower than the 30 days
     assert "start=" in req.value.url
-    # back button: to the mill, then forward again
+    # back button: out of the zoom (refetched), then to the 30-day range's start, then to the mill
+    page.wait_for_timeout(500)
+    zoomed = int(info.get_attribute("data-fetches") or 0)
+    for _ in range(4):
+        if "zs=" not in page.url:
+            break
+        page.go_back()
+        page.wait_for_timeout(300)
+    assert page.url.endswith("range=30d"), page.url
+    page.wait_for_function(f"Number(document.querySelector('[data-test=trend-info]').dataset.fetches) > {zoomed}")
     page.go_back()
     page.go_back()
     page.wait_for_url(re.compile(r"/mills/mill-a(\?.*)?$"))
@@ -204,8 +213,15 @@ def test_carbon_report_download_and_language_switch(stack: Stack, browser: objec
     _login(page, "zone")
     month = time.strftime("%Y-%m", time.gmtime())
     page.goto(f"/mills/mill-a/energy?month={month}")
-    page.locator("text=吨纱电耗").first.wait_for()
+    try:
+        page.locator("[data-view=energy] .kpi-card, [data-view=energy] .el-alert").first.wait_for(timeout=90000)
+    except Exception:
+        page.screenshot(path=str(SHOTS / "energy-failed.png"))
+        raise AssertionError(f"no energy figures: {page.inner_text('body')[:1000]}") from None
+    alert = page.locator("[data-view=energy] .el-alert")
+    assert not alert.count(), alert.first.inner_text()
     page.locator(".kpi-card .value:has-text('kWh/t')").first.wait_for()
+    assert page.locator("text=吨纱电耗").first.is_visible()
     _shot(page, "energy-zh")
     page.click("[data-test=download]")
     with page.expect_download() as dl:

@@ -1,6 +1,9 @@
 import { createApp } from 'vue'
-import ElementPlus from 'element-plus'
-import 'element-plus/dist/index.css'
+import { ElLoading } from 'element-plus'
+import 'element-plus/theme-chalk/base.css'
+import 'element-plus/es/components/loading/style/css'
+import 'element-plus/es/components/message/style/css'
+import 'element-plus/es/components/message-box/style/css'
 import './style.css'
 import App from './App.vue'
 import { i18n } from './i18n'
@@ -18,6 +21,6 @@ onExpired(() => {
   void router.push({ name: 'expired', query: { next: here.fullPath } })
 })
 
-const app = createApp(App).use(i18n).use(router).use(ElementPlus)
+const app = createApp(App).use(i18n).use(router).use(ElLoading)
 // Mount once the first route is resolved: the layout (and its calls) only for views behind the login.
 void router.isReady().then(() => app.mount('#app'))
