@@ -125,7 +125,7 @@ def main() -> None:
                 page.fill("input[name=username]", "zone")
                 page.fill("input[name=password]", PASSWORD)
                 page.click("[data-test=login]")
-                page.wait_for_url("**/zone")
+                page.locator("[data-test=user]").wait_for()
                 # the JS of the first view, as a new visitor's browser fetches it (empty cache)
                 fresh = b.new_context(base_url=s.url, storage_state=ctx.storage_state())
                 fp = fresh.new_page()

@@ -66,9 +66,19 @@ def browser() -> Iterator[object]:
         b.close()
 
 
-def _page(browser: object, stack: Stack, locale: str):  # type: ignore[no-untyped-def]
+@pytest.fixture()
+def contexts() -> Iterator[list[object]]:
+    """Browser contexts opened by a test, closed after it (no live stream of one test outlives it)."""
+    opened: list[object] = []
+    yield opened
+    for c in opened:
+        c.close()  # type: ignore[attr-defined]
+
+
+def _page(browser: object, stack: Stack, locale: str, opened: list[object]):  # type: ignore[no-untyped-def]
     ctx = browser.new_context(locale=locale, viewport={"width": 1440, "height": 900},  # type: ignore[attr-defined]
                               accept_downloads=True, base_url=stack.url)
+    opened.append(ctx)
     page = ctx.new_page()
     page.set_default_timeout(30000)
     errors: list[str] = []
@@ -83,7 +93,18 @@ def _login(page, user: str) -> None:  # type: ignore[no-untyped-def]
     page.fill("input[name=username]", user)
     page.fill("input[name=password]", PASSWORD)
     page.click("[data-test=login]")
-    page.wait_for_url(re.compile(r"/zone"))
+    # the path, not the login page's ?next=/zone; then the signed-in header
+    page.wait_for_url(re.compile(r"^[^?]*/zone(\?.*)?$"))
+    page.locator("[data-test=user]").wait_for()
+
+
+def _wait(page, locator, what: str, timeout: float = 30000) -> None:  # type: ignore[no-untyped-def]
+    """Wait for ``locator``; on a timeout keep a screenshot and say what the page showed instead."""
+    try:
+        locator.wait_for(timeout=timeout)
+    except Exception:
+        page.screenshot(path=str(SHOTS / f"failed-{what}.png"), full_page=True)
+        raise AssertionError(f"{what} did not appear; the page shows: {page.inner_text('body')[:1500]}") from None
 
 
 def _shot(page, name: str) -> None:  # type: ignore[no-untyped-def]
@@ -91,8 +112,8 @@ def _shot(page, name: str) -> None:  # type: ignore[no-untyped-def]
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
-def test_zone_to_ring_frame_live_and_zoom(stack: Stack, browser: object) -> None:
-    page = _page(browser, stack, "zh-CN")
+def test_zone_to_ring_frame_live_and_zoom(stack: Stack, browser: object, contexts: list[object]) -> None:
+    page = _page(browser, stack, "zh-CN", contexts)
     _login(page, "zone")
     # zone: every mill of the site, Chinese headers, one row each
     table = page.locator("[data-test=zone-table]")
@@ -162,12 +183,12 @@ def test_zone_to_ring_frame_live_and_zoom(stack: Stack, browser: object) -> None
     assert not page.errors, page.errors
 
 
-def test_alarm_to_closed_work_order_en(stack: Stack, browser: object) -> None:
-    page = _page(browser, stack, "en-GB")
+def test_alarm_to_closed_work_order_en(stack: Stack, browser: object, contexts: list[object]) -> None:
+    page = _page(browser, stack, "en-GB", contexts)
     _login(page, "alice")
     page.goto("/mills/mill-a/maintenance?tab=alarms")
     alarms = page.locator("[data-test=alarms]")
-    alarms.locator("text=outer race defect").wait_for()
+    _wait(page, alarms.locator("text=outer race defect"), "alarm")
     _shot(page, "maintenance-en")
     row = alarms.locator("tr:has-text('outer race defect')")
     row.locator("[data-test=ack]").click()
@@ -208,8 +229,8 @@ def test_alarm_to_closed_work_order_en(stack: Stack, browser: object) -> None:
     assert not page.errors, page.errors
 
 
-def test_carbon_report_download_and_language_switch(stack: Stack, browser: object) -> None:
-    page = _page(browser, stack, "zh-CN")
+def test_carbon_report_download_and_language_switch(stack: Stack, browser: object, contexts: list[object]) -> None:
+    page = _page(browser, stack, "zh-CN", contexts)
     _login(page, "zone")
     month = time.strftime("%Y-%m", time.gmtime())
     page.goto(f"/mills/mill-a/energy?month={month}")
@@ -267,8 +288,8 @@ def test_carbon_report_download_and_language_switch(stack: Stack, browser: objec
     assert not page.errors, page.errors
 
 
-def test_login_zh_and_mill_a_user_sees_nothing_of_mill_b(stack: Stack, browser: object) -> None:
-    page = _page(browser, stack, "zh-CN")
+def test_login_zh_and_mill_a_user_sees_nothing_of_mill_b(stack: Stack, browser: object, contexts: list[object]) -> None:
+    page = _page(browser, stack, "zh-CN", contexts)
     page.goto("/login")
     page.locator("text=登录纺纱云").wait_for()
     _shot(page, "login-zh")

@@ -252,12 +252,17 @@ def report(ctx: typer.Context,
            site: Annotated[Path, typer.Option("--site", help="site YAML of the mill")],
            out: Annotated[Path, typer.Option("--out", help="folder for the HTML and CSV")] = Path("reports"),
            standard_ne: Annotated[float, typer.Option(help="standard count for comparisons")] = 40.0,
+           lang: Annotated[str, typer.Option("--lang", help="language of the PDF: zh-CN | en")] = "en",
+           pdf: Annotated[bool, typer.Option("--pdf/--no-pdf", help="also write the PDF (with charts)")] = True,
            db: DbOpt = None, data_dir: DataDirOpt = None) -> None:
-    """Write a weekly or monthly production report (KPIs per line, shift, ring frame and day)."""
+    """Write a weekly or monthly production report (KPIs per line, shift, ring frame and day): HTML, CSV, PDF."""
     from spinline.cloud import reports
     from spinline.core.errors import SiteConfigError
     from spinline.core.site import load_site
 
+    if lang not in ("zh-CN", "en"):
+        typer.echo(f"error: --lang must be zh-CN or en, not {lang!r}", err=True)
+        raise typer.Exit(2)
     try:
         the_mill = load_site(site).mill(mill)
     except (SiteConfigError, KeyError) as exc:
@@ -271,5 +276,5 @@ def report(ctx: typer.Context,
         raise typer.Exit(2) from None
     finally:
         _close(cloud)
-    for path in reports.write(r, out):
+    for path in reports.write(r, out, lang=lang, pdf=pdf):
         typer.echo(str(path))

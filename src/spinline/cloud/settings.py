@@ -73,6 +73,8 @@ class Settings(BaseModel):
     health_order_severity: Literal["warning", "critical"] = "critical"
     #: Standard count for the zone comparison (SITRA 40s; Chinese practice 21s).
     standard_ne: float = Field(default=40.0, gt=0)
+    #: Estimated share of a period's kWh above which carbon figures are flagged as resting on estimates.
+    carbon_estimated_limit: float = Field(default=0.10, ge=0, le=1)
     #: Origins allowed to call the API from a browser (CORS); empty: same-origin only.
     cors_origins: list[str] = Field(default_factory=list)
 

@@ -32,6 +32,7 @@ def b_values(api: Api) -> dict[str, list[str]]:
     return {"mill": ["mill-b"], "ref": [B_POINT, str(point_key(B_POINT))], "edge_id": ["edge-b"],
             "user_id": [str(api.user_ids["bob"])],
             "month": ["2026-10"],  # with mill B in the path: a month of mill B's carbon figures
+            "period": ["2026-10", "2026-W47"],  # with mill B in the path: mill B's production report
             "alarm_id": ["AL-B1"], "order_id": ["WO-B1"],   # mill B's real records (seeded in the test)
             "machine": ["rf01"],
             "action": ["acknowledge", "assign", "clear", "verify"],
@@ -218,6 +219,7 @@ def _seed_b_maintenance(api: Api) -> None:
 async def test_without_a_token_every_route_but_login_and_ingest_is_401(api: Api) -> None:
     spec = (await api.client.get("/api/v1/openapi.json")).json()
     values = {"mill": "mill-a", "ref": A_POINT, "edge_id": "edge-a", "user_id": "1", "month": "2026-10",
+              "period": "2026-10",
               "alarm_id": "AL-1", "order_id": "WO-1", "action": "acknowledge", "machine": "rf01"}
     for path, ops in spec["paths"].items():
         for method in ops:

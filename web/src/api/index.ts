@@ -5,6 +5,7 @@
  * "not found in your scope" by FastAPI's bare "Not Found" (a scoped 404 names what it did not find).
  */
 import { ApiError, call, download, setBearer, url, authHeaders, bearer } from './client'
+import { currentLocale } from '../i18n'
 import type {
   Alarm, AssetHealth, Edge, Json, Kpi, KpiReport, LatestValue, Me, Mill, MillHealth, MillTree,
   MonthlyMaintReport, Page, PlanItem, Series, UserRow, WorkOrder, ZoneMill, ZoneOverview,
@@ -360,7 +361,7 @@ export async function downloadCarbon(millId: string, month: string, fmt: ReportF
   const name = `spinline-carbon-${millId}-${month}.${fmt === 'pact' ? 'pact.json' : fmt}`
   if (fmt === 'pact') await download(`/mills/${enc(millId)}/carbon/${enc(month)}/pact`, name)
   else if (fmt === 'json') await download(`/mills/${enc(millId)}/carbon/${enc(month)}`, name)
-  else await download(`/mills/${enc(millId)}/carbon/${enc(month)}/report`, name, { format: fmt })
+  else await download(`/mills/${enc(millId)}/carbon/${enc(month)}/report`, name, { format: fmt, lang: currentLocale() })
   return name
 }
 

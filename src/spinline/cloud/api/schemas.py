@@ -233,7 +233,13 @@ class KpiPublic(_Out):
     output_kg: float
     std_output_kg: float | None = Field(description="output converted to the standard count")
     count_ne: float | None = Field(description="output-weighted mean count (Ne)")
-    efficiency_pct: float | None
+    efficiency_pct: float | None = Field(
+        description="production efficiency %, the figure mills quote: actual kg ÷ kg at 100 % at the speed run "
+                    "over the whole planned (calendar) time, so doffing, stops and ends down all lower it "
+                    "(typically 90-96 %); ring frames only (docs/kpis.md)")
+    running_efficiency_pct: float | None = Field(
+        description="running efficiency %: actual kg ÷ kg at 100 % for the run time only (doffs and stops "
+                    "left out; they are in OEE availability)")
     spindle_utilisation_pct: float | None
     availability_pct: float | None
     performance_pct: float | None

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import math
-import tempfile
 from datetime import datetime
-from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -15,9 +13,9 @@ from pydantic import BaseModel, Field
 from spinline.carbon import inputs as ci
 from spinline.carbon.factors import FactorError
 from spinline.carbon.footprint import AllocationError
-from spinline.carbon.report import pact_footprints, render_html, tables, write_pdf, write_xlsx
+from spinline.carbon.report import pact_footprints, render
 from spinline.carbon.service import figures_dict, month_report
-from spinline.cloud.api.deps import ReadableMill, StoreDep
+from spinline.cloud.api.deps import ReadableMill, SettingsDep, StoreDep
 from spinline.cloud.api.schemas import ErrorPublic
 
 router = APIRouter(tags=["carbon"])
@@ -84,45 +82,46 @@ def carbon_trend(mill: ReadableMill, store: StoreDep,
 
 
 @router.get("/mills/{mill}/carbon/{month}")
-def carbon_month(mill: ReadableMill, store: StoreDep, month: str, rule: RuleQ = "mass") -> dict[str, Any]:
-    """Inventory (Scope 1, Scope 2 location and market), per-kg figures, indicators, data quality, factors."""
+def carbon_month(mill: ReadableMill, store: StoreDep, settings: SettingsDep, month: str,
+                 rule: RuleQ = "mass") -> dict[str, Any]:
+    """Inventory (Scope 1, Scope 2 location and market), per-kg figures, indicators, data quality, factors.
+
+    A month in progress is reported month to date over the hours its data covers (``period``);
+    ``energy.estimated_flagged`` (and the same beside the product footprint and in
+    ``data_quality``) is true when the estimated share of kWh exceeds the configured limit
+    (``SPINLINE_CARBON_ESTIMATED_LIMIT``, default 10 %).
+    """
     try:
-        return figures_dict(month_report(store, mill.config, month, rule=rule))
+        return figures_dict(month_report(store, mill.config, month, rule=rule,
+                                         estimated_limit=settings.carbon_estimated_limit))
     except (FactorError, AllocationError, ValueError) as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from None
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
 
 
 @router.get("/mills/{mill}/carbon/{month}/pact")
-def carbon_pact(mill: ReadableMill, store: StoreDep, month: str, rule: RuleQ = "mass") -> list[dict[str, Any]]:
+def carbon_pact(mill: ReadableMill, store: StoreDep, settings: SettingsDep, month: str,
+                rule: RuleQ = "mass") -> list[dict[str, Any]]:
     """PACT (Pathfinder) v2 ProductFootprints, one per yarn count."""
     try:
-        return pact_footprints(month_report(store, mill.config, month, rule=rule))
+        return pact_footprints(month_report(store, mill.config, month, rule=rule,
+                                            estimated_limit=settings.carbon_estimated_limit))
     except (FactorError, AllocationError, ValueError) as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from None
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
 
 
-_MEDIA = {"html": "text/html; charset=utf-8", "pdf": "application/pdf",
-          "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}
+LangQ = Annotated[Literal["zh-CN", "en"], Query(description="language of the PDF (zh-CN uses the built-in "
+                                                             "STSong-Light CID font)")]
 
 
-@router.get("/mills/{mill}/carbon/{month}/report", response_class=Response,
-            responses={200: {"content": {m: {} for m in _MEDIA.values()}}})
-def carbon_report_file(mill: ReadableMill, store: StoreDep, month: str, rule: RuleQ = "mass",
-                       format: Literal["html", "pdf", "xlsx"] = "html") -> Response:  # noqa: A002 (the query name)
-    """The month's report as one file (what ``spinline carbon report`` writes), for the console's download."""
+@router.get("/mills/{mill}/carbon/{month}/report",
+            responses={200: {"content": {"application/pdf": {}, "text/html": {}}}})
+def carbon_report(mill: ReadableMill, store: StoreDep, settings: SettingsDep, month: str, rule: RuleQ = "mass",
+                  format: Annotated[Literal["pdf", "html", "xlsx", "json"], Query()] = "pdf",  # noqa: A002
+                  lang: LangQ = "zh-CN") -> Response:
+    """The month's report as a file to download (PDF with charts, in Chinese by default)."""
     try:
-        d = figures_dict(month_report(store, mill.config, month, rule=rule))
+        fig = month_report(store, mill.config, month, rule=rule, estimated_limit=settings.carbon_estimated_limit)
+        content, media, name = render(fig, format, lang)
     except (FactorError, AllocationError, ValueError) as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from None
-    if format == "html":
-        body = render_html(d).encode()
-    else:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / f"report.{format}"
-            if format == "pdf":
-                write_pdf(path, d)
-            else:
-                write_xlsx(path, tables(d))
-            body = path.read_bytes()
-    name = f"carbon_{mill.id}_{month}.{format}"
-    return Response(body, media_type=_MEDIA[format], headers={"Content-Disposition": f'attachment; filename="{name}"'})
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
+    return Response(content, media_type=media, headers={"Content-Disposition": f'attachment; filename="{name}"'})
