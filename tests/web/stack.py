@@ -41,6 +41,10 @@ FAST_ENV = {"SPINLINE_ARGON2_TIME_COST": "1", "SPINLINE_ARGON2_MEMORY_KIB": "102
             "SPINLINE_RETENTION_EVERY_S": "0", "SPINLINE_LOGIN_MAX_FAILURES": "50"}
 
 
+class PortTaken(RuntimeError):
+    """The chosen port answered, but not from our cloud process."""
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -83,6 +87,17 @@ class Stack:
             meta.close()
 
     def start(self, timeout_s: float = 60.0) -> None:
+        """Start the cloud; a port taken by someone else between choosing and binding it is retried."""
+        for attempt in range(3):
+            try:
+                self._start_once(timeout_s)
+                return
+            except PortTaken:
+                self.stop()
+                if attempt == 2:
+                    raise
+
+    def _start_once(self, timeout_s: float) -> None:
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         self.log = self.folder / "cloud.log"
@@ -98,6 +113,12 @@ class Stack:
                 raise RuntimeError(f"the cloud exited: {self.log.read_text()[-3000:]}")
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    # ours, not another process that took the port: our process lives and knows our user
+                    time.sleep(0.3)
+                    r = httpx.post(self.url + "/api/v1/auth/login", json={"username": "zone", "password": PASSWORD},
+                                   timeout=30)
+                    if self.proc.poll() is not None or r.status_code != 200:
+                        raise PortTaken(f"port {port}: {r.status_code}")
                     return
             time.sleep(0.2)
         raise RuntimeError(f"the cloud did not start in {timeout_s}s: {self.log.read_text()[-3000:]}")
