@@ -24,7 +24,7 @@ import numpy as np
 
 from spinline.carbon.meters import counter_increments
 from spinline.carbon.report import write_report
-from spinline.carbon.service import month_report
+from spinline.cloud.carbon.service import month_report
 from spinline.cloud.storage.catalog import point_infos
 from spinline.cloud.storage.embedded import EmbeddedStore
 from spinline.core.site import load_site

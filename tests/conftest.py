@@ -1,7 +1,9 @@
 """Shared fixtures: the machine's real services, and the shared data folder.
 
-A test that needs PostgreSQL or Mosquitto fails (not skips) when ``CI=true`` and the service is
-down, so a green CI always means the integration tests ran.
+A test that needs PostgreSQL or Mosquitto fails (not skips) when the service is down under
+``CI=true`` or ``SPINLINE_STRICT=1`` (``scripts/test``, the README's test command, sets it), so a
+green run at a desk means the same as a green CI: the integration tests ran. Only a bare
+``pytest`` outside both may skip them.
 """
 
 from __future__ import annotations
@@ -26,11 +28,16 @@ def _reachable(host: str, port: int) -> bool:
         return False
 
 
+def strict() -> bool:
+    """A missing service fails the test: in CI, and under ``scripts/test`` (``SPINLINE_STRICT=1``)."""
+    return any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("CI", "SPINLINE_STRICT"))
+
+
 def require_service(name: str, host: str, port: int) -> None:
     if _reachable(host, port):
         return
     msg = f"{name} is not reachable on {host}:{port} (see ../shared/services.md to start it)"
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+    if strict():
         pytest.fail(msg)
     pytest.skip(msg)
 

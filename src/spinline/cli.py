@@ -11,8 +11,7 @@ from pathlib import Path
 import typer
 
 from spinline import __version__
-from spinline.core.errors import SiteConfigError
-from spinline.core.site import load_site
+from spinline.core.site_cli import load_site_or_exit
 
 app = typer.Typer(help="spinline: end-edge-cloud platform for spinning mills.", no_args_is_help=True,
                   add_completion=False)
@@ -21,11 +20,7 @@ app = typer.Typer(help="spinline: end-edge-cloud platform for spinning mills.", 
 @app.command()
 def validate(site: Path = typer.Argument(..., help="site YAML file")) -> None:
     """Check a site file and print what it describes."""
-    try:
-        s = load_site(site)
-    except SiteConfigError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(2) from None
+    s = load_site_or_exit(site)
     for mill in s.mills:
         pts = s.points(mill.id)
         machines = {p.machine.id for p in pts}
@@ -43,8 +38,11 @@ def _register() -> None:
     # heavy dependencies inside its commands, so ``spinline --help`` stays fast.
     from importlib import import_module
 
-    for name in ("sim", "edge", "cloud", "health", "carbon"):
-        app.add_typer(import_module(f"spinline.{name}.cli").app, name=name)
+    # ``carbon`` reads the cloud's store, so its command lives on the cloud side (spinline.cloud.carbon).
+    for name, module in (("sim", "sim"), ("edge", "edge"), ("cloud", "cloud"), ("health", "health"),
+                         ("carbon", "cloud.carbon")):
+        app.add_typer(import_module(f"spinline.{module}.cli").app, name=name)
+    app.add_typer(import_module("spinline.cloud.models.cli").app, name="models")
     app.command("demo")(import_module("spinline.demo.cli").app)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from spinline.carbon.inputs import month_bounds_ns
-from spinline.carbon.service import figures_dict, month_report
+from spinline.cloud.carbon.service import figures_dict, month_report
 from spinline.cloud.storage.catalog import point_infos
 from spinline.cloud.storage.embedded import EmbeddedStore
 from spinline.core.site import load_site

@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from spinline.carbon.factors import FactorLibrary
 from spinline.carbon.inputs import CarbonInputs
-from spinline.carbon.service import figures_dict, month_report
 from spinline.cli import app
+from spinline.cloud.carbon.service import figures_dict, month_report
 from spinline.cloud.storage.embedded import EmbeddedStore
 from spinline.core.site import load_site
 from spinline.sim.physics import mill_kwh_per_kg_band

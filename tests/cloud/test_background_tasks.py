@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from spinline.cloud import health_pipeline
 from spinline.cloud.app import _every
-from spinline.cloud.health_pipeline import Asset, HealthPipeline, RunReport
+from spinline.cloud.maintenance import pipeline as health_pipeline
+from spinline.cloud.maintenance.pipeline import Asset, HealthPipeline, RunReport
 
 
 async def test_every_survives_any_exception_and_logs_once(caplog: pytest.LogCaptureFixture) -> None:

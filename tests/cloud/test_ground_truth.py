@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from spinline.carbon.service import month_report
+from spinline.cloud.carbon.service import month_report
 from spinline.cloud.ingest.service import IngestService
 from spinline.cloud.kpis.service import KpiService
 from spinline.cloud.storage.catalog import point_infos

@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from spinline.cloud.app import open_stores
-from spinline.cloud.health_pipeline import HealthPipeline, assets_of, latest_health, measured_health, split_feature
+from spinline.cloud.maintenance.pipeline import HealthPipeline, assets_of, latest_health, measured_health, split_feature
+from spinline.cloud.maintenance.store import HealthStore
 from spinline.cloud.settings import Settings
 from spinline.cloud.storage.base import TimeSeriesStore
 from spinline.core.batch import Batch
@@ -35,7 +36,6 @@ from spinline.core.wire import (
 from spinline.health.alarms import InvalidTransition
 from spinline.health.features import featurize
 from spinline.health.monitor import AssetMonitor
-from spinline.health.store import HealthStore
 from spinline.health.synthetic import snapshot
 
 from .api.conftest import FAST, Api, api, zone_site  # noqa: F401  (fixtures of the API tests, used here too)
@@ -312,8 +312,8 @@ def test_edge_events_over_mqtt_are_acked(mqtt_broker: tuple[str, int], tmp_path:
     from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
     from spinline.cloud.app import build_cloud
-    from spinline.cloud.health_events import EdgeEvents
     from spinline.cloud.ingest.mqtt_worker import IngestWorker
+    from spinline.cloud.maintenance.events import EdgeEvents
 
     settings = Settings(db=f"embedded:{tmp_path / 'c'}", **FAST)
     store, meta = open_stores(settings, site=site)
@@ -357,7 +357,7 @@ def test_edge_events_over_mqtt_are_acked(mqtt_broker: tuple[str, int], tmp_path:
 def test_cloud_index_uses_the_registered_iso_class(stores: tuple[TimeSeriesStore, HealthStore],
                                                    caplog: pytest.LogCaptureFixture) -> None:
     # rf01 is a ring frame, whose template says ISO class II: the class travels with its points.
-    from spinline.cloud.health_pipeline import Asset, asset_class
+    from spinline.cloud.maintenance.pipeline import Asset, asset_class
     from spinline.health.features import iso_zone
     from spinline.health.health_index import vibration_penalty
 
@@ -373,7 +373,7 @@ def test_cloud_index_uses_the_registered_iso_class(stores: tuple[TimeSeriesStore
     assert got.health.value == pytest.approx(100.0 - vibration_penalty(vel, "II"), abs=0.01)
     assert got.health.value > 100.0 - vibration_penalty(vel, "I")
     # An asset whose class is not known is judged as class I, with a note in the log.
-    with caplog.at_level("INFO", logger="spinline.cloud.health_pipeline"):
+    with caplog.at_level("INFO", logger="spinline.cloud.maintenance.pipeline"):
         assert asset_class(Asset("m", "l", f"unknown-{id(store)}", "ch", {})) == "I"  # noted once per machine
     assert "not known" in caplog.text
     assert asset_class(Asset("m", "l", "x", "ch", {}, "III"), override=lambda mill, machine: "IV") == "IV"

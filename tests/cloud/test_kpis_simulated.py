@@ -10,8 +10,8 @@ from spinline.cloud.kpis.service import KpiService
 from spinline.cloud.storage.catalog import point_infos
 from spinline.cloud.storage.embedded import EmbeddedStore
 from spinline.core.site import MachineType, iter_machines, load_site
+from spinline.sim import history as sim_history
 
-sim_history = pytest.importorskip("spinline.sim.history")
 START = 1_714_500_000 // 3600 * 3600 * 10**9   # a whole hour, 2024-04-30
 DAY = 86400 * 10**9
 

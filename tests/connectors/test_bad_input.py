@@ -32,6 +32,8 @@ from spinline.core.batch import Batch, Quality
 from spinline.core.site import parse_site, point_key
 from spinline.edge.agent import BUFFER_FILE, EdgeAgent
 from spinline.edge.buffer import EdgeBuffer
+from spinline.edge.settings import EdgeSettings
+from spinline.health.features import featurize
 
 peers = import_module("spinline_test_peers")
 
@@ -75,7 +77,8 @@ class MqttRig:
         self.site = mqtt_site(self.tag, snapshot_s)
         self.pts = {p.tag.split("/", 1)[1]: p for p in self.site.points(self.tag)}
         vib = [p.machine for p in self.pts.values() if p.machine.vibration is not None][:1]
-        self.conn = MqttConnector(host, port, list(self.pts.values()), mill=self.tag, vibration_machines=vib)
+        self.conn = MqttConnector(host, port, list(self.pts.values()), mill=self.tag, vibration_machines=vib,
+                                  featurizer=featurize)
         self.got: list[Batch] = []
         self.dev: aiomqtt.Client | None = None
         self.task: asyncio.Task[None] | None = None
@@ -327,8 +330,9 @@ async def test_agent_counts_out_of_range_and_shows_bad_input_in_status_and_link_
                          "modbus": {"register": 1}}]},
             {"id": "wd01", "type": "winder", "link": {"protocol": "mqtt"},
              "points": [{"name": "speed", "unit": "m/min"}]}]}]}]}]})
-        agent = EdgeAgent(site, tag, edge_id="e1", secret=None, data_dir=tmp_path, cloud_url=None,
-                          device_mqtt=f"mqtt://{host}:{port}", flush_s=0.1, status_every_s=0.2)
+        agent = EdgeAgent(site, tag, EdgeSettings(edge_id="e1", secret=None, data_dir=tmp_path, cloud_url=None,
+                                                  device_mqtt=f"mqtt://{host}:{port}", flush_s=0.1,
+                                                  status_every_s=0.2))
         async with agent, aiomqtt.Client(host, port) as c:
             deadline = time.monotonic() + 15
             st: dict[str, Any] = {}

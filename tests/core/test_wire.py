@@ -6,6 +6,7 @@ import zlib
 import numpy as np
 import pytest
 
+from spinline.core import wire
 from spinline.core.batch import Batch
 from spinline.core.errors import PayloadError
 from spinline.core.wire import MAC_SIZE, Envelope, decode, encode, peek_edge
@@ -87,3 +88,15 @@ def test_oversized() -> None:
     with pytest.raises(PayloadError) as exc2:
         decode(encode(_env(100)), max_rows=10)
     assert exc2.value.reason == "oversized"
+
+
+def test_topics_and_paths_round_trip_through_their_parsing() -> None:
+    """Both sides format and parse topics with ``core.wire.topics``: what the edge sends, the cloud reads."""
+    for template, kind in ((wire.TOPIC_BATCH, "batch"), (wire.TOPIC_STATUS, "status"), (wire.TOPIC_EVENTS, "events")):
+        up = wire.parse_up_topic(template.format(mill="m-1", edge="e_2"))
+        assert up == wire.UpTopic(mill="m-1", edge="e_2", kind=kind)
+        assert wire.up_filter(template) == template.format(mill="+", edge="+")
+    assert wire.parse_up_topic("spinline/up/m/e") is None
+    assert wire.parse_up_topic("spinline/up/m/e/batch/extra") is None
+    for path in (wire.INGEST_PATH, wire.STATUS_PATH, wire.EVENTS_PATH):
+        assert path.startswith(wire.API_PREFIX + "/")

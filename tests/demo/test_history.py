@@ -111,12 +111,14 @@ async def test_demo_back_fills_a_past_then_goes_live(tmp_path: Path, mill_yaml: 
 
     store = EmbeddedStore(data / "cloud" / "spinline.duckdb")
     try:
-        key = point_key("mill-a/em-main/energy")
-        comp = store.completeness([key], off0 - 30 * 60 * 10**9, off1 + 30 * 60 * 10**9)[key]
+        # a device point (read each minute) and the edge's own count of what it collected (each 15 min)
+        keys = [point_key("mill-a/em-main/energy"), point_key("mill-a/_edge/points_collected")]
+        comp = store.completeness(keys, off0 - 3600 * 10**9, off1 + 3600 * 10**9)
     finally:
         store.close()
-    holes = [g for g in comp.gaps if g.kind == "not_collected" and g.end_ns - g.start_ns >= off1 - off0]
-    assert len(holes) == 1 and holes[0].start_ns < off0 and holes[0].end_ns >= off1
+    for key in keys:
+        holes = [g for g in comp[key].gaps if g.kind == "not_collected" and g.end_ns - g.start_ns >= off1 - off0]
+        assert len(holes) == 1 and holes[0].start_ns < off0 and holes[0].end_ns >= off1, key
 
     # a restart on the same data dir writes no history again
     again: list[str] = []

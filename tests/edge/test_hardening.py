@@ -36,6 +36,7 @@ from spinline.edge.agent import BUFFER_FILE, EdgeAgent
 from spinline.edge.buffer import EdgeBuffer
 from spinline.edge.cli import read_secret
 from spinline.edge.forwarder import AsyncBuffer, Forwarder
+from spinline.edge.settings import EdgeSettings
 from spinline.edge.uplink.base import Ack, AckTrust, parse_ack, sign_ack, verify_ack
 from spinline.edge.uplink.http import INGEST_PATH, HttpUplink
 from spinline.edge.uplink.mqtt import MqttUplink
@@ -59,8 +60,8 @@ def rows(key: int, n: int, v0: float = 1.0, t0: int | None = None) -> Batch:
 
 def agent(tmp_path: Path, **kw: Any) -> EdgeAgent:
     site = load_site(ROOT / "examples" / "mill.yaml")
-    return EdgeAgent(site, site.mills[0].id, edge_id="e1", secret=SECRET, data_dir=tmp_path / "edge", cloud_url=None,
-                     **kw)
+    return EdgeAgent(site, site.mills[0].id, EdgeSettings(edge_id="e1", secret=SECRET, data_dir=tmp_path / "edge",
+                                                          cloud_url=None, **kw))
 
 
 # --- 1. a failed commit keeps the rows ------------------------------------------------------------
@@ -72,18 +73,18 @@ async def test_flush_keeps_rows_while_the_buffer_is_locked_and_commits_them_next
     await ag.buffer.open()
     try:
         key = ag.points[0].key
-        ag._pending[2].append(rows(key, 3, 10.0))
-        ag._pending[0].append(rows(key, 2, 20.0))
-        ag._quarantine.append(rows(key, 1, 30.0, t0=1))
-        ag._pending_meta["clock_corrected_rows"] += 4
+        ag.collector.pending[Priority.HIGH].append(rows(key, 3, 10.0))
+        ag.collector.pending[Priority.LOW].append(rows(key, 2, 20.0))
+        ag.collector.quarantine.append(rows(key, 1, 30.0, t0=1))
+        ag.collector.pending_meta["clock_corrected_rows"] += 4
         other = sqlite3.connect(ag.buffer.buffer.path, isolation_level=None)
         other.execute("BEGIN IMMEDIATE")                       # another writer holds the lock: a busy database
         with pytest.raises(StorageError):
             await ag.flush()
-        ag._pending[1].append(rows(key, 2, 40.0))               # collected while the buffer was failing
+        ag.collector.pending[Priority.NORMAL].append(rows(key, 2, 40.0))  # collected while the buffer was failing
         with pytest.raises(StorageError):
             await ag.flush()
-        assert sum(len(b) for bs in ag._pending.values() for b in bs) == 7 and len(ag._quarantine) == 1
+        assert ag.collector.pending_rows == 7 and len(ag.collector.quarantine) == 1
         other.execute("ROLLBACK")
         other.close()
         assert await ag.flush() == 7
@@ -92,7 +93,7 @@ async def test_flush_keeps_rows_while_the_buffer_is_locked_and_commits_them_next
         stored = await ag.buffer.call(ag.buffer.buffer.read, limit=10)
         assert sorted(len(s.batch) for s in stored) == [2, 2, 3]
         assert all(s.meta["clock_corrected_rows"] == 4 for s in stored)
-        assert not ag._pending or not any(ag._pending.values())
+        assert not ag.collector.pending or not any(ag.collector.pending.values())
     finally:
         await ag.buffer.close()
 
@@ -117,20 +118,21 @@ async def test_memory_cap_drops_oldest_low_priority_rows_counted_and_logged_once
     try:
         key = ag.points[0].key
         low = [rows(key, 4, 100.0 + 10 * i) for i in range(3)]
-        ag._pending[0].extend(low)
-        ag._pending[2].append(rows(key, 5, 1.0))
+        ag.collector.pending[Priority.LOW].extend(low)
+        ag.collector.pending[Priority.HIGH].append(rows(key, 5, 1.0))
         for _ in range(3):
             with pytest.raises(StorageError):
                 await ag.flush()
         # 17 rows, cap 10: the oldest low-priority batch whole and 3 rows of the next one go.
         assert ag.memory_dropped_rows == 7
-        assert [len(b) for b in ag._pending[2]] == [5] and [len(b) for b in ag._pending[0]] == [1, 4]
-        assert float(ag._pending[0][0].value[0]) == 113.0
+        pending = ag.collector.pending
+        assert [len(b) for b in pending[Priority.HIGH]] == [5] and [len(b) for b in pending[Priority.LOW]] == [1, 4]
+        assert float(ag.collector.pending[Priority.LOW][0].value[0]) == 113.0
         assert sum("dropping the oldest" in r.getMessage() for r in caplog.records) == 1
         st = await ag.status()
         assert st["memory_dropped_rows"] == 7 and st["pending_rows"] == 10
-        pts = ag._self_points(st)
-        assert float(pts.value[pts.point == ag._edge_keys["buffer_dropped"]][0]) == 7.0
+        pts = ag.reporter.self_points(st)
+        assert float(pts.value[pts.point == ag.reporter.edge_keys["buffer_dropped"]][0]) == 7.0
         ag.buffer.buffer.failing = False  # type: ignore[attr-defined]
         assert await ag.flush() == 10
         assert sum("commits work again" in r.getMessage() for r in caplog.records) == 1

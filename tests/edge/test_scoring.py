@@ -25,13 +25,16 @@ import yaml
 
 from spinline.connectors.mqtt.vibration import VIB_TOPIC, VibrationMap
 from spinline.core import wire
-from spinline.core.batch import Quality
+from spinline.core.batch import Batch, Quality
 from spinline.core.errors import PayloadError
 from spinline.core.site import Fault, FaultType, Machine, Site, iter_machines, load_site, parse_site, point_key, rebind
 from spinline.edge.agent import BUFFER_FILE, EdgeAgent
 from spinline.edge.buffer import EdgeBuffer
 from spinline.edge.models import MODELS_DIR, ModelRecord, ModelRejected, ModelSlot, slot_filename
 from spinline.edge.scoring import EdgeScoring, ScoringConfig
+from spinline.edge.scoring_stage import ScoringStage
+from spinline.edge.settings import EdgeSettings
+from spinline.health.features import featurize
 from spinline.health.synthetic import snapshot
 from spinline.sim.mqtt_publisher import vibration_payload
 from spinline.sim.server import SimServer
@@ -55,7 +58,11 @@ class Feed:
         self.mill = site.mills[0].id
         self.scoring = EdgeScoring(self.mill, [self.machine], {"rf01": "II"}, data_dir,
                                    ScoringConfig(commissioning_n=commissioning_n))
-        self.vib = VibrationMap(self.mill, [self.machine], {"rf01": "II"}, scorer=self.scoring)
+        # The agent's wiring: the connector's features go to the scoring stage, its scores join them.
+        self.scored: list[Batch] = []
+        self.stage = ScoringStage(self.scoring, self.mill, self.scored.append)
+        self.vib = VibrationMap(self.mill, [self.machine], {"rf01": "II"}, featurizer=featurize,
+                                sink=self.stage.submit)
         self.topic = VIB_TOPIC.format(mill=self.mill, machine="rf01", channel="main_motor")
         self.bearing = self.machine.bearings[0]
         self.t_ns = 1_790_000_000 * S
@@ -70,6 +77,9 @@ class Feed:
         x = snapshot(shaft_hz=rpm / 60.0, bearing=self.bearing, fault=fault, severity=severity, seed=self.i)
         b = self.vib.features(self.topic, vibration_payload(self.t_ns // 1_000_000, x.astype(np.float32), 25600.0,
                                                             rpm), 0)
+        self.stage.drain()
+        b = Batch.concat([b, *self.scored])
+        self.scored.clear()
         assert (b.ts_ns == self.t_ns).all()   # model outputs carry the snapshot's timestamp
         names = ("anomaly_score", "health_index", "rms_g")
         return {n: float(b.value[b.point == self.key(n)][0]) for n in names if (b.point == self.key(n)).any()}
@@ -302,10 +312,11 @@ async def test_sim_outer_race_fault_scored_alarmed_and_sent_through_the_real_edg
         async with SimServer(site, mill_id, speed=20.0, tick_s=0.1, ephemeral=True, mqtt=(host, port),
                              faults=[fault], seed=5) as sim:
             onset_ns = sim.sim.faults.ground_truth[0].onset_ns
-            agent = EdgeAgent(rebind(site, sim.ports), mill_id, edge_id="sc", secret=SECRET, data_dir=data,
-                              cloud_url=f"mqtt://{host}:{port}", device_mqtt=f"mqtt://{host}:{port}", flush_s=0.2,
-                              max_clock_skew_s=3600.0,    # the simulator's clock runs 20x
-                              ack_timeout_s=3.0, scoring=ScoringConfig(commissioning_n=24))
+            agent = EdgeAgent(rebind(site, sim.ports), mill_id, EdgeSettings(
+                edge_id="sc", secret=SECRET, data_dir=data, cloud_url=f"mqtt://{host}:{port}",
+                device_mqtt=f"mqtt://{host}:{port}", flush_s=0.2,
+                max_clock_skew_s=3600.0,    # the simulator's clock runs 20x
+                ack_timeout_s=3.0, scoring=ScoringConfig(commissioning_n=24)))
             async with agent:
                 deadline = time.monotonic() + 45
                 while time.monotonic() < deadline and not (

@@ -53,6 +53,7 @@ from spinline.core.site import (
 )
 from spinline.edge.agent import BUFFER_FILE, EdgeAgent
 from spinline.edge.buffer import EdgeBuffer
+from spinline.edge.settings import EdgeSettings
 from spinline.sim.server import SimServer
 
 S = 1_000_000_000
@@ -138,8 +139,9 @@ async def test_edge_collects_every_connector_kind_from_the_simulated_mill(
             rec.record()
             recording = asyncio.create_task(rec.run())
             edge_site = rebind(site, sim.ports)
-            agent = EdgeAgent(edge_site, mill_id, edge_id="it", secret=None, data_dir=tmp_path / "edge",
-                              cloud_url=None, device_mqtt=f"mqtt://{host}:{port}", flush_s=0.2)
+            agent = EdgeAgent(edge_site, mill_id, EdgeSettings(edge_id="it", secret=None, data_dir=tmp_path / "edge",
+                                                               cloud_url=None, device_mqtt=f"mqtt://{host}:{port}",
+                                                               flush_s=0.2))
             async with agent:
                 events["edge_start"] = time.time_ns()
                 await asyncio.sleep(8.0)

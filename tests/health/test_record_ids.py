@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from spinline.cloud.maintenance.store import HealthStore, RecordConflict
 from spinline.health import alarms as alarms_mod
 from spinline.health import workorders as workorders_mod
 from spinline.health.alarms import Alarm, Severity
-from spinline.health.store import HealthStore, RecordConflict
 from spinline.health.workorders import WorkOrder
 
 T0 = datetime(2026, 1, 1)

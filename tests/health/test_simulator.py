@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from spinline.core.site import FaultType, load_site
-from spinline.health import simcheck
+from spinline.demo import simcheck
 from spinline.health.workorders import WOState
 
 pytestmark = pytest.mark.slow

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from spinline.cloud.maintenance.store import HealthStore
 from spinline.core.errors import StorageError
 from spinline.health.alarms import Alarm, Severity
 from spinline.health.reports import UNPLANNED_DOWNTIME_H, monthly_report, weekly_plan
 from spinline.health.rul import RulEstimate
-from spinline.health.store import HealthStore
 from spinline.health.workorders import Priority, WorkOrder, WOState
 
 T0 = datetime(2026, 3, 2, 8, 0)

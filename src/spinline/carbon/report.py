@@ -1,6 +1,6 @@
 """Write a month's figures: HTML (jinja2), PDF (reportlab), CSV + XLSX (openpyxl), PACT JSON.
 
-All files are rendered from ``service.figures_dict``, so every format shows the same numbers.
+All files are rendered from ``figures.figures_dict``, so every format shows the same numbers.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any
 import jinja2
 
 from spinline.carbon import pact
+from spinline.carbon.figures import MonthFigures, figures_dict
 from spinline.carbon.footprint import RULES
-from spinline.carbon.service import MonthFigures, figures_dict
 
 
 def tables(d: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:

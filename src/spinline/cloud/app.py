@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
 from spinline import __version__
-from spinline.cloud import console, health_pipeline
+from spinline.cloud import console
 from spinline.cloud.api.deps import ApiError, Cloud
 from spinline.cloud.api.routes import (
     auth,
@@ -35,9 +35,11 @@ from spinline.cloud.api.routes import (
     kpis,
     maintenance,
     mills,
+    models,
     points,
     series,
     stream,
+    tuf,
     users,
     zone,
 )
@@ -47,25 +49,29 @@ from spinline.cloud.api.services.zone import ZoneOverview
 from spinline.cloud.auth.passwords import Passwords
 from spinline.cloud.auth.sealing import SecretBox
 from spinline.cloud.auth.service import Accounts, EdgeCredentials, InvalidRequest
-from spinline.cloud.health_events import EdgeEvents
 from spinline.cloud.ingest.service import IngestService
 from spinline.cloud.kpis.service import KpiService
+from spinline.cloud.maintenance import pipeline as health_pipeline
+from spinline.cloud.maintenance.events import EdgeEvents
+from spinline.cloud.maintenance.store import HealthQueries
 from spinline.cloud.meta.store import ConflictError, MetaStore
+from spinline.cloud.models.registry import ModelRegistry
+from spinline.cloud.models.tuf_repo import TufRepository
 from spinline.cloud.settings import Settings
 from spinline.cloud.storage.base import TimeSeriesStore
 from spinline.cloud.storage.factory import open_store
+from spinline.core import wire
 from spinline.core.errors import StorageError
-from spinline.core.site import Site, load_site
-from spinline.health.store import HealthQueries
+from spinline.core.site import Mill, Site, load_site
 
 logger = logging.getLogger(__name__)
 
-API_PREFIX = "/api/v1"
+API_PREFIX = wire.API_PREFIX
 #: Routers in the order the OpenAPI document lists them. Adding a router here puts its routes under
 #: the tenant-isolation suite (tests/cloud/api/test_tenant_isolation.py), which must then pass.
 ROUTERS = (auth.router, users.router, mills.router, points.router, kpis.router, events.router, edges.router,
            stream.router, ingest.router, carbon.router, maintenance.router, health.router, zone.router,
-           series.router)
+           series.router, models.router, tuf.router)
 
 
 def _unique_id(route: APIRoute) -> str:
@@ -102,12 +108,13 @@ def build_cloud(settings: Settings, store: TimeSeriesStore, meta: MetaStore) -> 
                         session_max_s=settings.session_max_s)
     edge_creds = EdgeCredentials(meta, SecretBox(settings.load_secret_key()))
     ingest_svc = IngestService(store, edge_creds.key, edge_creds.mill_of, _AllowedPoints(store),
-                               max_bytes=settings.max_ingest_bytes)
+                               max_bytes=settings.max_ingest_bytes, sync_credentials=edge_creds.sync)
     streams = LiveStreams(settings.max_streams_per_user)
     accounts.on_sessions_ended(streams.end)
     kpis_svc = KpiService(store)
     return Cloud(settings=settings, store=store, meta=meta, accounts=accounts, edges=edge_creds, ingest=ingest_svc,
-                 kpis=kpis_svc, streams=streams, zone=ZoneOverview(store, kpis_svc, HealthQueries(meta.engine)))
+                 kpis=kpis_svc, streams=streams, zone=ZoneOverview(store, kpis_svc, HealthQueries(meta.engine),
+                                   kpi_max_age_s=max(60.0, 3 * settings.zone_refresh_s)))
 
 
 def open_stores(settings: Settings, *, site: Site | None = None) -> tuple[TimeSeriesStore, MetaStore]:
@@ -129,6 +136,57 @@ def open_stores(settings: Settings, *, site: Site | None = None) -> tuple[TimeSe
     return store, meta
 
 
+#: Waits between attempts to reach PostgreSQL at start: doubling from the first to the last.
+START_BACKOFF_S = (0.5, 30.0)
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` says a server (PostgreSQL) cannot be reached, as opposed to a real fault
+    (a bad schema, a wrong password is also "operational" but retrying it costs nothing but time)."""
+    import psycopg
+    import sqlalchemy.exc
+
+    if isinstance(exc, StorageError):
+        return "cannot connect" in str(exc) or isinstance(exc.__cause__, psycopg.OperationalError)
+    return isinstance(exc, psycopg.OperationalError | sqlalchemy.exc.OperationalError | ConnectionError)
+
+
+async def open_stores_waiting(settings: Settings, *, site: Site | None = None,
+                              backoff_s: tuple[float, float] = START_BACKOFF_S) -> tuple[TimeSeriesStore, MetaStore]:
+    """``open_stores``, waiting for PostgreSQL while it cannot be reached (saying so, with backoff).
+
+    A cloud started before its database (a host reboot, a compose file without health checks) comes
+    up by itself when the database does, instead of exiting; any other failure is raised at once.
+    """
+    delay, attempt = backoff_s[0], 0
+    while True:
+        try:
+            opened = await run_in_threadpool(open_stores, settings, site=site)
+        except Exception as exc:  # only "cannot reach" is retried; anything else ends the start
+            if not unreachable(exc):
+                raise
+            attempt += 1
+            logger.warning("database %s cannot be reached (%s); retrying in %.1f s (attempt %d)",
+                           _redacted(settings.db), _first_line(exc), delay, attempt)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, backoff_s[1])
+            continue
+        if attempt:
+            logger.info("database %s reached after %d failed attempt(s)", _redacted(settings.db), attempt)
+        return opened
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+
+
+def _redacted(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    p = urlsplit(url)
+    return url.replace(f":{p.password}@", ":***@") if p.password else url
+
+
 async def _every(what: str, every_s: float, job: Callable[[], object]) -> None:
     """Run ``job`` in a worker thread every ``every_s``; log a failure once and its recovery once."""
     failing = False
@@ -143,6 +201,63 @@ async def _every(what: str, every_s: float, job: Callable[[], object]) -> None:
             if not failing:
                 logger.exception("%s failed", what)
             failing = True
+
+
+async def _finish_in_thread(fn: Callable[..., object], *args: object) -> None:
+    """Run ``fn`` in a worker thread; a cancel waits for it to finish (a short job), so that at shutdown the
+    stores are not closed under a thread still using them."""
+    job = asyncio.ensure_future(run_in_threadpool(fn, *args))
+    try:
+        await asyncio.shield(job)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await job
+        raise
+
+
+async def _refresh_zone(cloud: Cloud, every_s: float) -> None:
+    """Recompute each mill's KPIs of today for the zone overview, one mill at a time spread over ``every_s``
+    (from start-up on): the work never holds the interpreter for long, so requests are not kept waiting."""
+    failing = False
+    while True:
+        try:
+            mills = await run_in_threadpool(cloud.meta.mills)
+        except Exception:  # the metadata store is down: try again next round
+            mills = []
+        pause = every_s / max(1, len(mills))
+        for m in mills:
+            try:
+                await _finish_in_thread(cloud.zone.refresh, [m], cloud.settings.standard_ne)
+                if failing:
+                    logger.info("zone overview refresh recovered")
+                failing = False
+            except Exception:  # any failure: the task must outlive it (asyncio.CancelledError is no Exception)
+                if not failing:
+                    logger.exception("zone overview refresh failed")
+                failing = True
+            await asyncio.sleep(pause)
+        if not mills:
+            await asyncio.sleep(every_s)
+
+
+def build_models(settings: Settings, meta: MetaStore) -> ModelRegistry:
+    """The model registry over the metadata database, with its TUF repository (tables created here)."""
+
+    def mill_config(mill: str) -> Mill | None:
+        rec = meta.mill(mill)
+        return rec.config if rec is not None else None
+
+    repo = TufRepository(meta.engine, SecretBox(settings.load_secret_key()))
+    reg = ModelRegistry(meta.engine, repo, mills=mill_config,
+                        edges_of=lambda mill: [e.id for e in meta.edges([mill]) if e.active])
+    reg.create_schema()
+    return reg
+
+
+def _model_jobs(reg: ModelRegistry) -> None:
+    if reg.repo is not None:
+        reg.repo.refresh_expiring()
+    reg.evaluate_canaries()
 
 
 async def _refresh_rollups(store: TimeSeriesStore, every_s: float) -> None:
@@ -167,7 +282,7 @@ def create_app(settings: Settings, *, store: TimeSeriesStore | None = None, meta
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = store is None or meta is None
         if owned:
-            st, mt = await run_in_threadpool(open_stores, settings, site=site)
+            st, mt = await open_stores_waiting(settings, site=site)
         else:
             assert store is not None and meta is not None
             st, mt = store, meta
@@ -180,6 +295,7 @@ def create_app(settings: Settings, *, store: TimeSeriesStore | None = None, meta
         await run_in_threadpool(cloud.edge_events.create_schema)
         app.state.health_store, app.state.health_pipeline = pipeline.health, pipeline
         app.state.edge_events = cloud.edge_events
+        cloud.models = await run_in_threadpool(build_models, settings, mt)
         app.state.cloud = cloud
         stop = await run_in_threadpool(on_ready, cloud) if on_ready is not None else None
         tasks = []
@@ -187,6 +303,11 @@ def create_app(settings: Settings, *, store: TimeSeriesStore | None = None, meta
             tasks.append(asyncio.create_task(health_pipeline.run_periodically(pipeline, settings.health_pipeline_s)))
         if settings.rollup_refresh_s > 0:
             tasks.append(asyncio.create_task(_refresh_rollups(st, settings.rollup_refresh_s)))
+        if settings.zone_refresh_s > 0:
+            tasks.append(asyncio.create_task(_refresh_zone(cloud, settings.zone_refresh_s)))
+        if settings.models_every_s > 0:
+            reg = cloud.models
+            tasks.append(asyncio.create_task(_every("model jobs", settings.models_every_s, lambda: _model_jobs(reg))))
         if settings.retention_every_s > 0:
             tasks.append(asyncio.create_task(_apply_retention(st, settings.retention_every_s)))
         try:

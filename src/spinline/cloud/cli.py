@@ -98,9 +98,30 @@ def _mqtt_workers(url: str) -> Any:
         except ModuleNotFoundError:
             logging.getLogger(__name__).warning("no MQTT ingest worker in this build; ingest over HTTP only")
             return None
+        import threading
+
         worker = IngestWorker(cloud.ingest, host, port, events=cloud.edge_events)
-        worker.start()
-        return worker.stop
+        stopping = threading.Event()
+        # The API serves while the broker is still down; the worker subscribes when it comes up.
+        starter = threading.Thread(target=worker.start_when_reachable, args=(stopping,), name="mqtt-ingest-start",
+                                   daemon=True)
+        starter.start()
+        nudger = None
+        if cloud.models is not None:
+            from spinline.cloud.models.nudge import MqttNudger
+
+            nudger = MqttNudger(host, port)
+            nudger.start()
+            cloud.models.notify = nudger
+
+        def stop() -> None:
+            stopping.set()
+            starter.join(15)
+            worker.stop()
+            if nudger is not None:
+                nudger.stop()
+
+        return stop
 
     return start
 
@@ -148,11 +169,12 @@ def register(ctx: typer.Context, site: Annotated[Path, typer.Option("--site", he
              db: DbOpt = None, data_dir: DataDirOpt = None) -> None:
     """Register a site's mills and points (also done by ``serve --site``)."""
     from spinline.cloud.api.services.site import register_site
-    from spinline.core.site import load_site
+    from spinline.core.site_cli import load_site_or_exit
 
+    the_site = load_site_or_exit(site)
     cloud = _open(ctx.obj, db, data_dir)
     try:
-        for mill, n in register_site(load_site(site), cloud.store, cloud.meta).items():
+        for mill, n in register_site(the_site, cloud.store, cloud.meta).items():
             typer.echo(f"{mill}: {n} points")
     finally:
         _close(cloud)
@@ -257,17 +279,12 @@ def report(ctx: typer.Context,
            db: DbOpt = None, data_dir: DataDirOpt = None) -> None:
     """Write a weekly or monthly production report (KPIs per line, shift, ring frame and day): HTML, CSV, PDF."""
     from spinline.cloud import reports
-    from spinline.core.errors import SiteConfigError
-    from spinline.core.site import load_site
+    from spinline.core.site_cli import load_site_or_exit, mill_or_exit
 
     if lang not in ("zh-CN", "en"):
         typer.echo(f"error: --lang must be zh-CN or en, not {lang!r}", err=True)
         raise typer.Exit(2)
-    try:
-        the_mill = load_site(site).mill(mill)
-    except (SiteConfigError, KeyError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    the_mill = mill_or_exit(load_site_or_exit(site), mill)
     cloud = _open(ctx.obj, db, data_dir)
     try:
         r = reports.build(cloud.kpis, the_mill, period, standard_ne=standard_ne)

@@ -61,6 +61,9 @@ class Settings(BaseModel):
     stream_interval_s: float = Field(default=1.0, gt=0)
     #: Seconds between rollup refreshes run by the app (0: someone else refreshes them).
     rollup_refresh_s: float = Field(default=30.0, ge=0)
+    #: Seconds between background recomputations of each mill's KPIs of today for the zone overview (0: off,
+    #: computed in the request when older than a minute).
+    zone_refresh_s: float = Field(default=20.0, ge=0)
     #: Seconds between retention runs by the app (drops data past each resolution's retention; 0: off).
     retention_every_s: float = Field(default=3600.0, ge=0)
     #: Seconds between runs of the health pipeline (alarms and work orders from vibration features; 0: off).
@@ -71,6 +74,8 @@ class Settings(BaseModel):
     health_settle_s: float = Field(default=5.0, ge=0)
     #: Least severity of a pipeline alarm that opens a work order by itself.
     health_order_severity: Literal["warning", "critical"] = "critical"
+    #: Seconds between runs of the model jobs: re-sign TUF metadata past half its life, judge canaries (0: off).
+    models_every_s: float = Field(default=60.0, ge=0)
     #: Standard count for the zone comparison (SITRA 40s; Chinese practice 21s).
     standard_ne: float = Field(default=40.0, gt=0)
     #: Estimated share of a period's kWh above which carbon figures are flagged as resting on estimates.

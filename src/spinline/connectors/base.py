@@ -23,17 +23,19 @@ works, the data is bad) and everything else of the same message is still collect
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from types import TracebackType
 from typing import Literal, Protocol, Self, runtime_checkable
 
+from spinline.core.backoff import Backoff
 from spinline.core.batch import Batch
-from spinline.core.errors import DecodeError
+from spinline.core.errors import ConnectorError, DecodeError
 from spinline.core.site import PointRef
 
 
@@ -227,3 +229,29 @@ def machine_ids(points: Sequence[PointRef]) -> list[str]:
     for p in points:
         seen.setdefault(p.machine.id, None)
     return list(seen)
+
+
+async def reconnect_forever(session: Callable[[], Awaitable[None]], backoff: Backoff, *,
+                            on_failure: Callable[[BaseException, bool], None], sessions: Callable[[], int],
+                            expected: tuple[type[BaseException], ...] = (ConnectorError,)) -> None:
+    """The reconnect loop every push connector shares: run ``session`` until cancelled, forever.
+
+    When a session ends (an error, or the peer closing it) the failure goes to ``on_failure(exc,
+    expected)`` (``expected`` False: not one of ``expected``, i.e. a library bug, which the caller logs
+    with its traceback; it never ends the connector), then the loop waits ``backoff`` and starts a
+    new session. A session that got established (``sessions()`` grew while it ran) resets the
+    backoff first, so a link that worked reconnects at once and one that never comes up backs off.
+    """
+    while True:
+        before = sessions()
+        try:
+            await session()
+        except asyncio.CancelledError:
+            raise
+        except expected as exc:
+            on_failure(exc, True)
+        except Exception as exc:  # never let a library bug end the connector
+            on_failure(exc, False)
+        if sessions() > before:
+            backoff.reset()
+        await asyncio.sleep(backoff.fail())

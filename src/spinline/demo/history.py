@@ -11,14 +11,17 @@ history to now, and hands every block to the cloud the way the mill's edge would
 * vibration: a waveform snapshot of each channel every ``vib_every_s`` (8 h; every 2 h on a channel
   with a fault scheduled, so its health trend is seen falling; a live edge takes one every few
   minutes, and featurising 1 s at 25.6 kHz is the history's dearest step), featurised by the edge's own
-  ``VibrationMap`` and scored by the edge's own ``EdgeScoring`` in the edge's data dir: the asset
+  ``VibrationMap`` and scored by the edge's ``ScoringStage`` over ``EdgeScoring`` in the edge's data dir: the asset
   models commission on the healthy start of the history, and the live edge loads them;
 * edge encoding: ``core.wire.encode`` signed with the edge's secret, one payload per
   ``payload_s`` of history, incarnation ``history`` (idempotency key ``edge:history:seq``, never
   one of the live buffer's), delivered to the cloud's ``IngestService`` (``ingest``) as the HTTP
   route does, and the edge's alarm events through ``EdgeEvents`` (``events``);
-* an **offline episode**: the edge was down over ``offline`` (no reading, no snapshot), a hole
-  that the cloud's completeness reports as ``not_collected`` and the counters bridge.
+* the edge's own points every ``slow_step_s``: ``points_collected`` (the readings it sent so far)
+  and ``uplink_state`` (connected), as the agent reports itself;
+* an **offline episode**: the edge was down over ``offline`` (no reading, no snapshot, no edge
+  point), a hole that the cloud's completeness reports as ``not_collected`` on the device points
+  and on the edge's own, and that the counters bridge.
 
 Rows go in time order, so the health pipeline's per-asset watermark sees them in order too.
 """
@@ -36,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from spinline.core.batch import Batch
-from spinline.core.site import Site
+from spinline.core.site import EDGE_MACHINE_ID, Site, point_key
 from spinline.core.wire import MAX_EVENTS, Envelope, encode, encode_events
 from spinline.sim.mill import MillSim
 
@@ -115,6 +118,9 @@ class HistoryWriter:
         self.report = HistoryReport(self.mill, offline=plan.offline)
         pts = sim.points
         self._fast = np.array([p.point.name in FAST_POINTS for p in pts])
+        self._edge_keys = np.array([point_key(f"{self.mill}/{EDGE_MACHINE_ID}/{n}")
+                                    for n in ("points_collected", "uplink_state")], dtype=np.int64)
+        self._collected = 0
         self._seq = 0
         self._pending: list[Batch] = []
         self._pending_from = plan.start_ns
@@ -139,7 +145,7 @@ class HistoryWriter:
         rest = (until - self.sim.now_ns) / 1e9
         if rest >= 0.5:                  # up to ``until`` exactly: the live simulator goes on from there
             self._block(1, rest)
-        self._flush(force=True)
+        self._flush()
         self._send_events()
         self._vib.persist()
         self.report.wall_s += time.perf_counter() - t0
@@ -156,6 +162,12 @@ class HistoryWriter:
         keep &= up[:, None]
         r, c = np.nonzero(keep)
         batches = [Batch.of(self.sim.keys[c], ts_i[r], values[r, c], quality[r, c])] if len(r) else []
+        self._collected += len(r)
+        own = np.flatnonzero(slow_row & up)
+        if len(own):
+            per_row = np.cumsum(keep.sum(axis=1))           # readings sent up to each step
+            vals = np.column_stack([self._collected - per_row[-1] + per_row[own], np.zeros(len(own))])
+            batches.append(Batch.of(np.tile(self._edge_keys, len(own)), np.repeat(ts_i[own], 2), vals.ravel()))
         if up[-1]:
             batches += self._vib.due(int(ts_i[-1]))
         self.report.snapshots = self._vib.snapshots
@@ -163,7 +175,7 @@ class HistoryWriter:
         if ts_i[-1] - self._pending_from >= int(self.plan.payload_s * 1e9):
             self._flush()
 
-    def _flush(self, force: bool = False) -> None:
+    def _flush(self) -> None:
         if not self._pending:
             return
         b = Batch.concat(self._pending)
@@ -212,12 +224,16 @@ class _Vibration:
         if not machines:
             return
         from spinline.edge.scoring import EdgeScoring
+        from spinline.edge.scoring_stage import ScoringStage
+        from spinline.health.features import featurize
 
         iso = {m.id: (site.templates[m.template].iso_class if m.template in site.templates else None) or "I"
                for m in machines}
         self.scoring = EdgeScoring(sim.mill.id, machines, iso, edge_dir)
         self.scoring.load()
-        self.map = VibrationMap(sim.mill.id, machines, iso, scorer=self.scoring)
+        self._scored: list[Batch] = []
+        self.stage = ScoringStage(self.scoring, sim.mill.id, self._scored.append)
+        self.map = VibrationMap(sim.mill.id, machines, iso, featurizer=featurize, sink=self.stage.submit)
         faulted = {(f.machine, f.channel) for f in sim.faults.faults}
         for m in machines:
             assert m.vibration is not None
@@ -242,6 +258,9 @@ class _Vibration:
             snap = Snapshot(now_ns, fs, rpm, samples.astype(np.float64))
             out.append(self.map.features_of(topic, snap))
             self.snapshots += 1
+        self.stage.drain()            # the edge's scoring stage: anomaly score and health index, same timestamps
+        out += self._scored
+        self._scored.clear()
         return out
 
     def take_events(self) -> list[Any]:

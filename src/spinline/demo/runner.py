@@ -43,6 +43,7 @@ from spinline.core.site import Site, load_site, rebind
 from spinline.demo.broker import EmbeddedBroker, free_port
 from spinline.demo.history import HistoryPlan, HistoryReport, HistoryWriter, offline_episode
 from spinline.edge.agent import EdgeAgent
+from spinline.edge.settings import EdgeSettings
 from spinline.sim.server import SimServer
 
 log = logging.getLogger(__name__)
@@ -143,16 +144,20 @@ async def run_demo(site_path: Path, *, mill: str | None = None, data_dir: Path =
     marker = data_dir / HISTORY_FILE
     done = _read_marker(marker)
     now = time.time_ns() // 10**9 * 10**9
+    resume = done is not None and not done.get("complete", True)
     if done is not None:
-        hist_start, hist_end = int(done["start_ns"]), int(done["end_ns"])
-        summary.history_span = (hist_start, hist_end)
+        hist_start = int(done["start_ns"])
         off = done.get("offline")
         summary.offline = (str(off[0]), int(off[1]), int(off[2])) if off else None
+        summary.history_span = (hist_start, now if resume else int(done["end_ns"]))
     elif history_days > 0:
         hist_start = now - int(history_days * 86400) * 10**9
         summary.history_span = (hist_start, now)
+        ep = offline_episode(hist_start, now)
+        summary.offline = (mills[0], ep[0], ep[1]) if ep else None
     else:
         hist_start = now
+    write_history = resume or (done is None and history_days > 0)
 
     provision = _provision(data_dir, edges)
     app: Any = None
@@ -160,9 +165,12 @@ async def run_demo(site_path: Path, *, mill: str | None = None, data_dir: Path =
 
     def on_ready(cloud: Cloud) -> Callable[[], None] | None:
         provision(cloud)
-        if done is None and history_days > 0:
+        if write_history:
+            # Marked first: an interrupted back-fill resumes with the same start and outage (its
+            # batches are the same, so the ones already stored are duplicates and skipped).
+            _write_marker(marker, summary, mills, complete=False)
             _backfill(cloud, app, sims, edges, hist_start, summary, say)
-            _write_marker(marker, summary, mills)
+            _write_marker(marker, summary, mills, complete=True)
         else:
             for sim in sims.values():   # the mills kept running while the demo was off: catch up in silence
                 _fast_forward(sim, time.time_ns())
@@ -207,8 +215,9 @@ async def run_demo(site_path: Path, *, mill: str | None = None, data_dir: Path =
             edge_id, folder = edges[m]
             secret = (folder / "edge.secret").read_text().strip().encode()
             agents[m] = await stack.enter_async_context(
-                EdgeAgent(rebind(site, sim.ports, host=host), m, edge_id=edge_id, secret=secret, data_dir=folder,
-                          cloud_url=uplink, device_mqtt=device_mqtt))
+                EdgeAgent(rebind(site, sim.ports, host=host), m,
+                          EdgeSettings(edge_id=edge_id, secret=secret, data_dir=folder, cloud_url=uplink,
+                                       device_mqtt=device_mqtt)))
             say(f"mill {m}: simulator on ports {sim.ports} (speed x{speed:g}); edge {edge_id} -> {uplink}")
         creds = data_dir / CREDENTIALS_FILE
         say(f"console: {api_url}/  (API: {api_url}/api/docs)")
@@ -245,10 +254,10 @@ def _read_marker(path: Path) -> dict[str, Any] | None:
     return dict(d)
 
 
-def _write_marker(path: Path, summary: DemoSummary, mills: list[str]) -> None:
+def _write_marker(path: Path, summary: DemoSummary, mills: list[str], *, complete: bool) -> None:
     span = summary.history_span
     assert span is not None
-    path.write_text(json.dumps({"start_ns": span[0], "end_ns": span[1], "mills": mills,
+    path.write_text(json.dumps({"start_ns": span[0], "end_ns": span[1], "mills": mills, "complete": complete,
                                 "offline": list(summary.offline) if summary.offline else None,
                                 "rows": {m: r.rows for m, r in summary.history.items()}}, indent=1),
                     encoding="utf-8")
@@ -272,8 +281,7 @@ def _backfill(cloud: Cloud, app: Any, sims: dict[str, SimServer], edges: dict[st
     end = summary.history_span[1] if summary.history_span else time.time_ns()
     days = (end - start_ns) / 86400e9
     say(f"writing {days:g} days of history for {', '.join(sims)} (simulator -> edge encoding -> cloud ingest)")
-    first = next(iter(sims))
-    off = offline_episode(start_ns, end)
+    first, off = (summary.offline[0], summary.offline[1:]) if summary.offline else ("", None)
     writers: dict[str, HistoryWriter] = {}
     # Rollups of one mill are computed (in DuckDB, off the GIL) while the next mill is simulated.
     rollups = ThreadPoolExecutor(1, thread_name_prefix="history-rollups")
@@ -293,7 +301,6 @@ def _backfill(cloud: Cloud, app: Any, sims: dict[str, SimServer], edges: dict[st
         say(f"  {m}: {r.rows:,} readings in {r.payloads} signed batches, {r.snapshots} vibration snapshots, "
             f"{r.events} edge alarm events{bad} ({time.monotonic() - t0:.0f}s)")
     if off is not None:
-        summary.offline = (first, off[0], off[1])
         say(f"  edge {edges[first][0]} was down {_hhmm(off[0])}-{_hhmm(off[1])} UTC: not collected")
     for f in pending:
         f.result()

@@ -36,6 +36,9 @@ Rows leave the buffer only through ``ack`` (the cloud stored them or already had
 ``dead_letter`` (the cloud refused them; they are kept in ``dead_letters`` for inspection).
 
 The class is synchronous and not thread-safe; the agent runs it on one worker thread.
+
+Size: one SQLite schema and every statement on it, so the durability rules (one transaction per
+batch, fsync before ack, budgets, dead letters, events) are checked in one place.
 """
 
 from __future__ import annotations
@@ -60,7 +63,6 @@ from spinline.core.wire import EdgeEvent
 
 log = logging.getLogger(__name__)
 
-PRIORITY_RANK: dict[Priority, int] = {Priority.LOW: 0, Priority.NORMAL: 1, Priority.HIGH: 2}
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS batches (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -233,7 +235,7 @@ class EdgeBuffer:
             cur = db.execute(
                 "INSERT INTO batches (created_ns, priority, n, nbytes, min_ts, max_ts, meta, point, ts, value, quality,"
                 " pseq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                (created, PRIORITY_RANK[priority], len(stored), nbytes, int(stored.ts_ns.min()),
+                (created, priority.rank, len(stored), nbytes, int(stored.ts_ns.min()),
                  int(stored.ts_ns.max()), json.dumps(m, separators=(",", ":")), stored.point.tobytes(),
                  stored.ts_ns.tobytes(), stored.value.tobytes(), stored.quality.tobytes(), pseq.tobytes()))
             db.executemany("INSERT INTO point_seq (point, next) VALUES (?, ?) ON CONFLICT(point) DO UPDATE "
@@ -250,7 +252,7 @@ class EdgeBuffer:
         self._rows += len(stored)
         self._bytes += nbytes
         self._apply_drops(dropped)
-        return StoredBatch(seq, created, PRIORITY_RANK[priority], stored, m)
+        return StoredBatch(seq, created, priority.rank, stored, m)
 
     def _rollback(self) -> None:
         with contextlib.suppress(sqlite3.Error):

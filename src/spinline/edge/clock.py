@@ -46,6 +46,14 @@ class ClockGuard:
     events: int = 0
     _jumped: dict[str, bool] = field(default_factory=dict)
 
+    def is_jumped(self, device: str) -> bool:
+        """Whether ``device``'s clock was last seen implausible (its next plausible rows log the recovery)."""
+        return self._jumped.get(device, False)
+
+    def any_jumped(self) -> bool:
+        """Whether any device's clock is in the jumped state (cheap: checked on every batch)."""
+        return any(self._jumped.values())
+
     def check(self, device: str, batch: Batch, received_ns: int) -> ClockVerdict:
         if not len(batch):
             return ClockVerdict(batch, batch, 0, 0.0, False)

@@ -18,7 +18,7 @@ import numpy.typing as npt
 from spinline.core.batch import Batch, Quality
 from spinline.core.site import PointRef, Priority
 
-from .buffer import PRIORITY_RANK, per_point_rank
+from .buffer import per_point_rank
 
 
 class PointTable:
@@ -35,7 +35,7 @@ class PointTable:
         self.deadband = np.asarray([p.point.deadband for p in pts], dtype=np.float64)
         self.lo = np.asarray([-np.inf if p.point.min is None else p.point.min for p in pts], dtype=np.float64)
         self.hi = np.asarray([np.inf if p.point.max is None else p.point.max for p in pts], dtype=np.float64)
-        self.priority = np.asarray([PRIORITY_RANK[p.point.priority] for p in pts], dtype=np.int8)
+        self.priority = np.asarray([p.point.priority.rank for p in pts], dtype=np.int8)
         self.heartbeat_ns = np.asarray([int(max(heartbeat_s, p.point.interval_s) * 1e9) for p in pts],
                                        dtype=np.int64)
 
@@ -108,4 +108,4 @@ class ReportFilter:
     def priority_of(self, batch: Batch) -> npt.NDArray[np.int8]:
         idx, known = self.table.index(batch.point)
         pr = self.table.priority[idx] if len(self.table.keys) else np.zeros(len(batch), dtype=np.int8)
-        return np.where(known, pr, np.int8(PRIORITY_RANK[Priority.NORMAL])).astype(np.int8)
+        return np.where(known, pr, np.int8(Priority.NORMAL.rank)).astype(np.int8)

@@ -24,7 +24,6 @@ batches in the same session: oldest first, at most ``events_window`` in flight, 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import logging
 import time
@@ -33,40 +32,14 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 from spinline.core import wire
-from spinline.core.batch import Batch
 from spinline.core.errors import UplinkError
-from spinline.core.site import Priority
 
-from .buffer import BufferStats, EdgeBuffer, StoredBatch
+from .buffer import StoredBatch
+from .buffer_io import AsyncBuffer as AsyncBuffer  # re-exported: it lived here
 from .uplink.base import AckTrust, Uplink
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-class AsyncBuffer:
-    """The buffer on one worker thread, so fsyncs never block the event loop."""
-
-    def __init__(self, buffer: EdgeBuffer) -> None:
-        self.buffer = buffer
-        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="edge-buffer")
-
-    async def call(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, lambda: fn(*args, **kw))
-
-    async def open(self) -> None:
-        await self.call(self.buffer.open)
-
-    async def close(self) -> None:
-        await self.call(self.buffer.close)
-        self._pool.shutdown(wait=True)
-
-    async def append(self, batch: Batch, priority: Priority, meta: dict[str, Any] | None = None) -> StoredBatch:
-        return await self.call(self.buffer.append, batch, priority=priority, meta=meta)
-
-    async def stats(self) -> BufferStats:
-        return await self.call(self.buffer.stats)
 
 
 @dataclass(slots=True)
@@ -135,15 +108,15 @@ class Forwarder:
 
     async def run_session(self, uplink: Uplink) -> None:
         """Forward until the uplink closes (raises ``UplinkError``) or the task is cancelled."""
-        last = await self.buffer.call(self.buffer.buffer.last_seq)
-        pending = await self.buffer.call(self.buffer.buffer.seqs, order="asc", limit=1)
+        last = await self.buffer.last_seq()
+        pending = await self.buffer.seqs(order="asc", limit=1)
         self._boundary = last
         self._live_next = last + 1
         self._backlog_lo = pending[0] if pending else last + 1
         self._backlog_cursor = last if self.backlog_order == "newest_first" else self._backlog_lo
         self._inflight.clear()
         self._resend.clear()
-        self.trust.incarnation = self.buffer.buffer.incarnation
+        self.trust.incarnation = self.buffer.incarnation
         self._tokens, self._tok_t = 0.0, time.monotonic()
         self.stats.sessions += 1
         self._set_state("connected")
@@ -194,14 +167,14 @@ class Forwarder:
                         continue
                     self._inflight.pop(a.seq, None)
                     self.stats.rejected += 1
-                    await self.buffer.call(self.buffer.buffer.dead_letter, a.seq, a.reason or "rejected")
+                    await self.buffer.dead_letter(a.seq, a.reason or "rejected")
                     continue
                 self._inflight.pop(a.seq, None)
                 if a.status == "duplicate":
                     self.stats.duplicates += 1
                 done.append(a.seq)
             if done:
-                await self.buffer.call(self.buffer.buffer.ack, done)
+                await self.buffer.ack(done)
                 self.stats.acked += len(done)
             self.stats.last_ack_ns = time.time_ns()
             self.stats.inflight = len(self._inflight)
@@ -220,7 +193,6 @@ class Forwarder:
     # --- events ------------------------------------------------------------------------------------
 
     async def _consume_event_acks(self, uplink: Uplink) -> None:
-        buf = self.buffer.buffer
         while True:
             ack = await uplink.event_acks.get()
             for i in ack.acked:
@@ -232,19 +204,18 @@ class Forwarder:
             for i, _ in rejected:
                 self._ev_inflight.pop(i, None)
             if ack.acked:
-                await self.buffer.call(buf.ack_events, ack.acked)
+                await self.buffer.ack_events(ack.acked)
                 self.stats.events_acked += len(ack.acked)
             if rejected:
-                self.stats.events_rejected += await self.buffer.call(buf.reject_events, rejected)
+                self.stats.events_rejected += await self.buffer.reject_events(rejected)
             self._events_wake.set()
 
     async def _send_events_loop(self, uplink: Uplink) -> None:
         self._ev_inflight.clear()
-        buf = self.buffer.buffer
         while True:
             self._events_wake.clear()
             now = time.monotonic()
-            pending = await self.buffer.call(buf.pending_events, limit=self.events_window)
+            pending = await self.buffer.pending_events(limit=self.events_window)
             due = [e for e in pending
                    if e.id not in self._ev_inflight or now - self._ev_inflight[e.id] > self.ack_timeout_s]
             if due:
@@ -269,18 +240,17 @@ class Forwarder:
         self._tok_t = now
 
     async def _next(self) -> tuple[StoredBatch, Literal["live", "backlog"]] | None:
-        buf = self.buffer.buffer
         # 1. live
-        seqs = await self.buffer.call(buf.seqs, order="asc", min_seq=self._live_next, limit=1)
+        seqs = await self.buffer.seqs(order="asc", min_seq=self._live_next, limit=1)
         if seqs:
             self._live_next = seqs[0] + 1
-            sb = await self.buffer.call(buf.get, seqs[0])
+            sb = await self.buffer.get(seqs[0])
             if sb is not None:
                 return sb, "live"
         # 2. re-sends
         while self._resend:
             s = self._resend.pop(0)
-            sb = await self.buffer.call(buf.get, s)
+            sb = await self.buffer.get(s)
             if sb is not None:
                 self.stats.resent += 1
                 return sb, ("live" if s > self._boundary else "backlog")
@@ -291,7 +261,7 @@ class Forwarder:
         if self.backlog_order == "newest_first":
             if self._backlog_cursor < self._backlog_lo:
                 return None
-            seqs = await self.buffer.call(buf.seqs, order="desc", min_seq=self._backlog_lo,
+            seqs = await self.buffer.seqs(order="desc", min_seq=self._backlog_lo,
                                           max_seq=self._backlog_cursor, limit=1)
             if not seqs:
                 self._backlog_cursor = self._backlog_lo - 1
@@ -300,7 +270,7 @@ class Forwarder:
         else:
             if self._backlog_cursor > self._boundary:
                 return None
-            seqs = await self.buffer.call(buf.seqs, order="asc", min_seq=self._backlog_cursor,
+            seqs = await self.buffer.seqs(order="asc", min_seq=self._backlog_cursor,
                                           max_seq=self._boundary, limit=1)
             if not seqs:
                 self._backlog_cursor = self._boundary + 1
@@ -308,7 +278,7 @@ class Forwarder:
             self._backlog_cursor = seqs[0] + 1
         if seqs[0] in self._inflight:
             return None
-        sb = await self.buffer.call(buf.get, seqs[0])
+        sb = await self.buffer.get(seqs[0])
         if sb is None:
             return None
         self._tokens -= len(sb.batch)
@@ -324,7 +294,7 @@ class Forwarder:
             sb, kind = nxt
             env = wire.Envelope(edge=self.edge, mill=self.mill, seq=sb.seq, batch=sb.batch,
                                 created_ns=sb.created_ns, kind=kind, meta=sb.meta,
-                                incarnation=self.buffer.buffer.incarnation)
+                                incarnation=self.buffer.incarnation)
             payload = wire.encode(env, key=self.secret)
             self._inflight[sb.seq] = time.monotonic()
             await uplink.send(sb.seq, payload)

@@ -210,8 +210,15 @@ class ModelSlot:
         """Persist a record the edge made itself (commissioning progress, frozen baseline)."""
         if record.asset != self.asset:
             raise ValueError(f"record for {record.asset!r} saved into the slot of {self.asset!r}")
-        atomic_write(self.path, json.dumps(record.to_dict(), separators=(",", ":"), allow_nan=True).encode())
+        self.write(record)
         self.record = record
+
+    def write(self, record: ModelRecord) -> None:
+        """Write ``record`` to the slot's file only (I/O; atomic): for a caller that already holds it as
+        ``record`` on its own thread (the edge's scoring, which keeps models on the event loop)."""
+        if record.asset != self.asset:
+            raise ValueError(f"record for {record.asset!r} saved into the slot of {self.asset!r}")
+        atomic_write(self.path, json.dumps(record.to_dict(), separators=(",", ":"), allow_nan=True).encode())
 
     def replace(self, version: str, params: dict[str, Any], signature: str | None = None, *,
                 kind: str | None = None) -> ModelRecord:

@@ -11,12 +11,12 @@ attempt, on its own task, so it never delays the others.
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
+
+from spinline.core.backoff import Backoff as Backoff  # re-exported: the pollers' backoff lives in core
 
 
 def base_tick(intervals_s: Sequence[float], *, resolution_s: float = 0.001) -> float:
@@ -55,27 +55,3 @@ def next_tick(start: float, base_s: float, now: float, after_tick: int) -> tuple
 
 def deadline(start: float, base_s: float, tick: int) -> float:
     return start + tick * base_s
-
-
-@dataclass(slots=True)
-class Backoff:
-    """Exponential backoff with full jitter in [0.5, 1] of the step, capped (deterministic per seed)."""
-
-    base_s: float = 0.5
-    cap_s: float = 30.0
-    factor: float = 2.0
-    seed: int = 0
-    failures: int = 0
-    _rng: random.Random = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        self._rng = random.Random(self.seed)
-
-    def fail(self) -> float:
-        """Record a failure; the delay before the next attempt."""
-        self.failures += 1
-        step = min(self.cap_s, self.base_s * self.factor ** (self.failures - 1))
-        return step * (0.5 + 0.5 * self._rng.random())
-
-    def reset(self) -> None:
-        self.failures = 0

@@ -36,6 +36,10 @@ committed, so a crash in between re-raises an alarm (at least once) rather than 
 
 Known limits: a ``RateRule``'s value history is not persisted (none of the default rules is one);
 a stopped machine (shaft speed 0) gives no score at all.
+
+Size: one asset's model lifecycle (commissioning, freezing, replacement, alarm state, events, what
+is persisted when) reads as one story; the task that runs it beside the connectors is
+``scoring_stage.py``.
 """
 
 from __future__ import annotations
@@ -54,8 +58,8 @@ from typing import Any
 from spinline.core.errors import StorageError
 from spinline.core.site import Machine, MachineType
 from spinline.core.wire import EdgeEvent, EventSeverity
-from spinline.health.alarms import Alarm, AlarmEngine, AlarmState, Severity, default_rules
-from spinline.health.anomaly import DETECTORS, BaselineDetector
+from spinline.health.alarms import Alarm, AlarmEngine, AlarmStateError, default_rules
+from spinline.health.anomaly import MODEL_KINDS, BaselineDetector
 from spinline.health.features import bearing_frequencies
 from spinline.health.monitor import AssetMonitor, AssetStatus
 
@@ -77,7 +81,6 @@ __all__ = ["AssetScorer", "EdgeScoring", "ScoringConfig", "asset_tag", "validate
 KIND_PREFIX = "asset_monitor/"
 COMMISSIONING = "commissioning"
 ALARMS_SUFFIX = ".alarms"
-ALARMS_VERSION = 1
 
 
 def asset_tag(mill: str, machine: str, channel: str) -> str:
@@ -86,7 +89,7 @@ def asset_tag(mill: str, machine: str, channel: str) -> str:
 
 def validate_record(rec: ModelRecord) -> None:
     """The slot's validation hook: can the scorer run these params? Raises ValueError/KeyError/TypeError."""
-    if not rec.kind.startswith(KIND_PREFIX) or rec.kind[len(KIND_PREFIX):] not in DETECTORS:
+    if not rec.kind.startswith(KIND_PREFIX) or rec.kind[len(KIND_PREFIX):] not in MODEL_KINDS:
         raise ValueError(f"unknown model kind {rec.kind!r}")
     if rec.state == "commissioning":
         rows = rec.params["rows"]
@@ -209,32 +212,39 @@ class AssetScorer:
                                      model_version=rec.version,
                                      evidence=f"{rec.kind} {rec.version} from the {rec.source}"))
 
-    def persist(self) -> None:
-        """Write the slot if it changed (I/O; fsync'd, atomic)."""
+    def take_record(self) -> ModelRecord | None:
+        """The slot's record to write, if it changed (pure; on the event loop, where scoring runs).
+
+        Taken here and written by ``write_record`` on the buffer's thread, so the record written is
+        the one the models hold: a freeze between the two can no longer be overwritten by a stale
+        commissioning record. A failed write puts ``dirty`` back (``restore_dirty``)."""
         if not self.dirty:
-            return
+            return None
         rec = self.slot.record
         if rec is None or rec.state == "commissioning":
             rec = ModelRecord(asset=self.asset, kind=self.kind, version=COMMISSIONING,
                               params={"rows": list(self.rows)}, state="commissioning", source="local")
-        self.slot.save(rec)
         self.dirty = False
+        return rec
+
+    def write_record(self, rec: ModelRecord) -> None:
+        """Write a record from ``take_record`` (I/O; fsync'd, atomic)."""
+        self.slot.write(rec)
+
+    def persist(self) -> None:
+        """Write the slot if it changed (take and write at once: for callers without a loop)."""
+        rec = self.take_record()
+        if rec is not None:
+            try:
+                self.write_record(rec)
+            except BaseException:
+                self.dirty = True
+                raise
 
     # --- alarm state ------------------------------------------------------------------------------
 
     def _alarm_state(self) -> dict[str, Any]:
-        rules: dict[str, Any] = {}
-        for rule in self.engine.rules:
-            st = self.engine._st.get((self.asset, rule.name))  # noqa: SLF001 - see load_alarms
-            if st is None:
-                continue
-            a = st.alarm if st.alarm is not None and st.alarm.is_open else None
-            rules[rule.name] = {
-                "cleared_at": None if st.cleared_at is None else st.cleared_at.isoformat(),
-                "alarm": None if a is None else {"id": a.id, "severity": a.severity.value, "message": a.message,
-                                                 "raised_at": a.raised_at.isoformat(), "value": a.value,
-                                                 "state": a.state.value, "count": a.count}}
-        return {"version": ALARMS_VERSION, "asset": self.asset, "rules": rules}
+        return self.engine.export_state(self.asset)
 
     def _note_alarm_change(self) -> None:
         sig = tuple((r, (v["alarm"] or {}).get("id"), (v["alarm"] or {}).get("state"), v["cleared_at"])
@@ -243,20 +253,32 @@ class AssetScorer:
             self._alarm_sig = sig
             self.alarms_dirty = True
 
-    def persist_alarms(self) -> None:
-        """Write the alarm state if it changed (I/O; atomic, fsync'd)."""
+    def take_alarm_state(self) -> bytes | None:
+        """The alarm state to write, if it changed (on the loop: the engine is not read from another thread)."""
         if not self.alarms_dirty:
-            return
-        atomic_write(self.alarms_path, json.dumps(self._alarm_state(), separators=(",", ":"),
-                                                  allow_nan=True).encode())
+            return None
         self.alarms_dirty = False
+        return json.dumps(self._alarm_state(), separators=(",", ":"), allow_nan=True).encode()
+
+    def write_alarm_state(self, data: bytes) -> None:
+        """Write a state from ``take_alarm_state`` (I/O; atomic, fsync'd)."""
+        atomic_write(self.alarms_path, data)
+
+    def persist_alarms(self) -> None:
+        """Write the alarm state if it changed (take and write at once: for callers without a loop)."""
+        data = self.take_alarm_state()
+        if data is not None:
+            try:
+                self.write_alarm_state(data)
+            except BaseException:
+                self.alarms_dirty = True
+                raise
 
     def load_alarms(self) -> None:
-        """Put the persisted open alarms back into the engine (I/O).
+        """Put the persisted alarm state (``AlarmEngine.export_state``) back into the engine (I/O).
 
-        ``AlarmEngine`` has no public restore yet, so this sets its per-(asset, rule) state
-        directly: the open alarm, an ``on`` count at the rule's delay (the condition held when it
-        was raised) and the last clear time (the re-arm delay goes on across the restart).
+        The open alarms, the rules' counters and the last clear times (the re-arm delay goes on
+        across the restart); a file of the older version 1 is migrated by ``restore_state``.
         """
         try:
             raw = self.alarms_path.read_bytes()
@@ -264,39 +286,18 @@ class AssetScorer:
             return
         except OSError as exc:
             raise StorageError(f"cannot read alarm state {self.alarms_path}: {exc}") from exc
-        rules = {r.name: r for r in self.engine.rules}
         try:
             d = json.loads(raw)
-            if d.get("version") != ALARMS_VERSION or d.get("asset") != self.asset:
-                raise ValueError(f"alarm state of {d.get('asset')!r}, version {d.get('version')!r}")
-            restored = []
-            for name, v in d["rules"].items():
-                rule = rules.get(name)
-                if rule is None:
-                    continue   # a rule this edge no longer runs
-                cleared = v.get("cleared_at")
-                a = v.get("alarm")
-                alarm = None if a is None else Alarm(
-                    asset=self.asset, rule=name, severity=Severity(a["severity"]), message=str(a["message"]),
-                    raised_at=datetime.fromisoformat(a["raised_at"]), value=float(a["value"]), id=str(a["id"]),
-                    state=AlarmState(a["state"]), count=int(a["count"]))
-                restored.append((name, rule.on_delay, alarm, None if cleared is None else datetime.fromisoformat(
-                    cleared)))
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            if not isinstance(d, dict) or d.get("asset") != self.asset:
+                raise AlarmStateError(f"alarm state of {d.get('asset') if isinstance(d, dict) else d!r}")
+            self.engine.restore_state(d)
+        except ValueError as exc:  # AlarmStateError and JSON errors are ValueErrors
             bad = self.alarms_path.with_name(self.alarms_path.name + f".bad-{time.time_ns()}")
             with contextlib.suppress(OSError):
                 os.replace(self.alarms_path, bad)
             log.error("alarm state %s is unusable (%s): moved to %s, the asset starts with no open alarm",
                       self.alarms_path, exc, bad.name)
             return
-        from spinline.health.alarms import _RuleState
-
-        for name, on_delay, alarm, cleared in restored:
-            st = self.engine._st.setdefault((self.asset, name), _RuleState())  # noqa: SLF001
-            st.cleared_at = cleared
-            if alarm is not None and alarm.is_open:
-                st.alarm, st.on, st.off = alarm, on_delay, 0
-                self.engine.alarms.append(alarm)
         self._note_alarm_change()
         self.alarms_dirty = False
         if self.engine.open_alarms(self.asset):
@@ -439,6 +440,33 @@ class EdgeScoring:
         """Write changed alarm states (I/O; the agent calls it after committing the events)."""
         for a in self.assets.values():
             a.persist_alarms()
+
+    # Taken on the event loop (where scoring mutates the models), written on the buffer's thread.
+
+    def take_records(self) -> list[tuple[AssetScorer, ModelRecord]]:
+        return [(a, r) for a in self.assets.values() if (r := a.take_record()) is not None]
+
+    def take_alarm_states(self) -> list[tuple[AssetScorer, bytes]]:
+        return [(a, d) for a in self.assets.values() if (d := a.take_alarm_state()) is not None]
+
+    @staticmethod
+    def write_records(todo: list[tuple[AssetScorer, ModelRecord]]) -> None:
+        for a, r in todo:
+            a.write_record(r)
+
+    @staticmethod
+    def write_alarm_states(todo: list[tuple[AssetScorer, bytes]]) -> None:
+        for a, d in todo:
+            a.write_alarm_state(d)
+
+    @staticmethod
+    def restore_dirty(records: Sequence[tuple[AssetScorer, ModelRecord]] = (),
+                      alarms: Sequence[tuple[AssetScorer, bytes]] = ()) -> None:
+        """After a failed write: those assets are written again at the next commit."""
+        for a, _ in records:
+            a.dirty = True
+        for a, _ in alarms:
+            a.alarms_dirty = True
 
     def snapshot(self) -> dict[str, Any]:
         """Per-asset model state and latest health for the status message."""

@@ -17,13 +17,31 @@ Rules (``ThresholdRule``, ``RateRule``, ``AnomalyRule``, ``IsoZoneRule``) are ev
 * **Repeat suppression**: while an alarm of (asset, rule) is open (active or acknowledged), the
   condition holding again only increments its ``count``; after it clears, the same alarm cannot
   be raised again for ``rearm_s`` seconds.
+
+**State across restarts** (``AlarmEngine.export_state`` / ``restore_state``): one asset's per-rule
+state as JSON-safe data, versioned (``ALARM_STATE_VERSION``)::
+
+    {"version": 2, "asset": "rf01/main_motor",
+     "rules": {"<rule>": {"on": int, "off": int, "cleared_at": iso | null,
+                          "history": [[iso, value], ...],
+                          "alarm": null | {"id", "severity", "message", "raised_at", "value" (null: NaN),
+                                           "state", "count"}}}}
+
+Only the open alarm travels (not its evidence or steps: the alarm store is the record of those).
+Version 1 is the edge's file before this contract (``cleared_at`` and the open alarm, no counters):
+it is read with ``on`` at the rule's delay for an open alarm, as the edge did. The cloud pipeline's
+older, unversioned per-rule counters are converted by ``state_from_counters``. Any other version is
+refused with ``AlarmStateError`` naming it.
+
+Size: the alarm lifecycle, the rules, the engine and its versioned state format are one contract;
+splitting them would put the state format away from the state it describes.
 """
 
 from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -38,6 +56,10 @@ class InvalidTransition(SpinlineError):
     def __init__(self, kind: str, ident: str, state: str, action: str) -> None:
         self.kind, self.ident, self.state, self.action = kind, ident, state, action
         super().__init__(f"{kind} {ident}: cannot {action} when {state}")
+
+
+class AlarmStateError(SpinlineError, ValueError):
+    """Saved alarm-engine state that cannot be restored (unknown version, wrong asset, bad field)."""
 
 
 class AlarmState(StrEnum):
@@ -275,6 +297,123 @@ class AlarmEngine:
                     st.alarm.clear("system", at, "condition returned to normal")
                     st.alarm, st.cleared_at = None, at
         return raised
+
+
+    # --- state across restarts (see the module docstring for the format) -------------------------
+
+    def export_state(self, asset: str) -> dict[str, Any]:
+        """``asset``'s per-rule state as versioned, JSON-safe data (``restore_state`` reads it back)."""
+        rules: dict[str, Any] = {}
+        for rule in self.rules:
+            st = self._st.get((asset, rule.name))
+            if st is None:
+                continue
+            a = st.alarm if st.alarm is not None and st.alarm.is_open else None
+            rules[rule.name] = {
+                "on": st.on, "off": st.off,
+                "cleared_at": None if st.cleared_at is None else st.cleared_at.isoformat(),
+                "history": [[t.isoformat(), v] for t, v in st.history],
+                "alarm": None if a is None else _alarm_dict(a)}
+        return {"version": ALARM_STATE_VERSION, "asset": asset, "rules": rules}
+
+    def restore_state(self, state: Mapping[str, Any], *, open_alarms: Iterable[Alarm] | None = None,
+                      cleared_at: Mapping[str, datetime] | None = None) -> None:
+        """Put an asset's saved state (``export_state``) back; rules this engine no longer runs are skipped.
+
+        A caller that keeps alarms in a store of record passes ``open_alarms`` (then the saved
+        state's alarms are ignored) and ``cleared_at`` per rule (then the saved clear times are).
+        Raises ``AlarmStateError`` (a ``ValueError``) before changing anything if ``state`` is unusable.
+        """
+        restored = _parse_state(state, {r.name: r for r in self.rules})
+        asset = restored.asset
+        alarms: dict[str, list[Alarm]] = {}
+        for a in (restored.alarms.values() if open_alarms is None else open_alarms):
+            if a.asset == asset and a.is_open:
+                alarms.setdefault(a.rule, []).append(a)
+        for rule in self.rules:
+            st = self._st.setdefault((asset, rule.name), _RuleState())
+            saved = restored.rules.get(rule.name)
+            if saved is not None:
+                st.on, st.off, st.history = saved.on, saved.off, list(saved.history)
+                st.cleared_at = saved.cleared_at
+            if cleared_at is not None:
+                st.cleared_at = cleared_at.get(rule.name)
+            mine = alarms.get(rule.name, [])
+            for a in mine:  # one per rule, unless a store of record holds more: the last one is live
+                st.alarm = a
+                self.alarms.append(a)
+            if mine and saved is not None and saved.legacy:
+                    st.on, st.off = rule.on_delay, 0  # v1 kept no counters: the condition held when raised
+
+
+#: The version ``AlarmEngine.export_state`` writes; ``restore_state`` also reads 1 (see the docstring).
+ALARM_STATE_VERSION = 2
+
+
+def state_from_counters(asset: str, rules: Mapping[str, Any]) -> dict[str, Any]:
+    """The cloud pipeline's unversioned per-rule counters (``{rule: {on, off, history}}``, before
+    ``ALARM_STATE_VERSION`` 2) as a current state with no alarm and no clear time."""
+    return {"version": ALARM_STATE_VERSION, "asset": asset,
+            "rules": {name: {"on": int(v.get("on", 0)), "off": int(v.get("off", 0)), "cleared_at": None,
+                             "history": list(v.get("history", [])), "alarm": None}
+                      for name, v in rules.items()}}
+
+
+def _alarm_dict(a: Alarm) -> dict[str, Any]:
+    return {"id": a.id, "severity": a.severity.value, "message": a.message, "raised_at": a.raised_at.isoformat(),
+            "value": a.value if math.isfinite(a.value) else None, "state": a.state.value, "count": a.count}
+
+
+@dataclass(frozen=True, slots=True)
+class _SavedRule:
+    on: int
+    off: int
+    cleared_at: datetime | None
+    history: tuple[tuple[datetime, float], ...]
+    legacy: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Saved:
+    asset: str
+    rules: dict[str, _SavedRule]
+    alarms: dict[str, Alarm]
+
+
+def _parse_state(state: Mapping[str, Any], known: Mapping[str, Rule]) -> _Saved:
+    if not isinstance(state, Mapping):
+        raise AlarmStateError(f"alarm state must be an object, got {type(state).__name__}")
+    version = state.get("version")
+    if version not in (1, ALARM_STATE_VERSION):
+        raise AlarmStateError(f"alarm state version {version!r} is not known (this engine reads 1 and "
+                              f"{ALARM_STATE_VERSION})")
+    asset = state.get("asset")
+    if not isinstance(asset, str) or not asset:
+        raise AlarmStateError(f"alarm state has no asset (got {asset!r})")
+    legacy = version == 1
+    rules: dict[str, _SavedRule] = {}
+    alarms: dict[str, Alarm] = {}
+    try:
+        for name, v in dict(state["rules"]).items():
+            if name not in known:
+                continue  # a rule this engine no longer runs
+            cleared = v.get("cleared_at")
+            rules[name] = _SavedRule(
+                on=int(v.get("on", 0)), off=int(v.get("off", 0)),
+                cleared_at=None if cleared is None else datetime.fromisoformat(cleared),
+                history=tuple((datetime.fromisoformat(t), float(x)) for t, x in v.get("history", [])),
+                legacy=legacy)
+            a = v.get("alarm")
+            if a is not None:
+                value = a["value"]
+                alarms[name] = Alarm(
+                    asset=asset, rule=name, severity=Severity(a["severity"]), message=str(a["message"]),
+                    raised_at=datetime.fromisoformat(a["raised_at"]),
+                    value=math.nan if value is None else float(value), id=str(a["id"]),
+                    state=AlarmState(a["state"]), count=int(a["count"]))
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise AlarmStateError(f"alarm state of {asset!r} (version {version}) is malformed: {exc!r}") from exc
+    return _Saved(asset, rules, alarms)
 
 
 def default_rules() -> list[Rule]:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import typer
 
-from spinline.core.errors import SiteConfigError
-from spinline.core.site import Fault, load_site
+from spinline.core.site import Fault
+from spinline.core.site_cli import load_site_or_exit, mill_or_exit
 
 app = typer.Typer(help="The simulated spinning mill.", invoke_without_command=True, add_completion=False)
 
@@ -40,12 +40,8 @@ def sim(site: Path = typer.Argument(..., help="site YAML file"),
     from spinline.sim.server import SimServer
 
     logging.basicConfig(level=logging.WARNING)
-    try:
-        s = load_site(site)
-    except SiteConfigError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(2) from None
-    mill_id = mill or s.mills[0].id
+    s = load_site_or_exit(site)
+    mill_id = mill_or_exit(s, mill).id
     try:
         faults: list[Fault] = [parse_fault(f) for f in fault]
     except ValueError as exc:

@@ -4,6 +4,9 @@ Every ``block`` returns ``{point_name: array (steps, machines)}`` with the templ
 and leaves in ``Ctx`` what later groups need (power for meters and HVAC heat, air demand for the
 compressors, the hall climate for the ring frames). Order in ``MillSim``: climate, ring frames,
 preparation, winders, compressors, HVAC power, meters.
+
+Size: one vectorised model per machine family, side by side so their shared ``Ctx`` and output
+layout stay consistent.
 """
 
 from __future__ import annotations

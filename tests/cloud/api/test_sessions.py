@@ -123,6 +123,12 @@ async def test_change_own_password(api: Api) -> None:
     h = await api.login("vera")
     r = await b.put("/api/v1/auth/me/password", json={"current_password": "not-it-at-all", "new_password": "n3w-pass"})
     assert (r.status_code, r.json()["code"]) == (403, "wrong_password")
+    # guessing the current password is counted like failed logins
+    for _ in range(4):
+        await b.put("/api/v1/auth/me/password", json={"current_password": "guess-guess", "new_password": "n3w-pass"})
+    r = await b.put("/api/v1/auth/me/password", json={"current_password": "guess-guess", "new_password": "n3w-pass"})
+    assert (r.status_code, r.json()["code"]) == (429, "login_rate_limited")
+    api.cloud.meta.clear_login_failures("vera", "127.0.0.1")
     r = await b.put("/api/v1/auth/me/password", json={"current_password": PASSWORD, "new_password": "short"})
     assert r.status_code == 422
     r = await b.put("/api/v1/auth/me/password", json={"current_password": PASSWORD, "new_password": "a-new-password"})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -9,10 +11,10 @@ import numpy as np
 import pytest
 
 from spinline.cloud.api.services.zone import day_start_ns
+from spinline.cloud.maintenance.store import HealthStore
 from spinline.core.batch import Batch
 from spinline.core.site import point_key
 from spinline.health.alarms import Alarm, Severity
-from spinline.health.store import HealthStore
 from spinline.health.workorders import WorkOrder
 
 from .conftest import Api
@@ -83,7 +85,7 @@ async def test_zone_overview_has_every_mill_in_scope_with_todays_figures(api: Ap
     assert a["output_today_kg"] == pytest.approx(kg, rel=1e-6)
     assert a["kwh_per_kg"] is not None and a["kwh_per_kg"] > 0
     assert a["kgco2e_per_kg_today"] == pytest.approx(a["kwh_per_kg"] * _grid(api), rel=1e-2)
-    assert a["carbon_factor"]
+    assert a["carbon_factor"] and a["spindles"] > 10000
     assert a["ends_down_per_1000_spindle_h"] == pytest.approx(10 / 1824 * 1000, rel=0.05)
     assert 0 < a["efficiency_pct"] < 100 and a["std_output_today_kg"] > 0
     assert a["health"]["worst_asset"] == "rf01/main_motor" and a["health"]["value"] == 42.0
@@ -91,6 +93,17 @@ async def test_zone_overview_has_every_mill_in_scope_with_todays_figures(api: Ap
     assert (a["work_orders_open"], a["work_orders_overdue"]) == (7, 3)
     assert mills["mill-b"]["status"] == "offline" and mills["mill-b"]["edges"]["total"] == 1
     assert mills["mill-c"]["health"] is None and mills["mill-c"]["output_today_kg"] == 0
+    # today's KPIs are kept (the rollups they read change only when refreshed); the app recomputes them
+    # in the background, and a row says when they were computed
+    now = time.time_ns()
+    api.cloud.store.write(Batch.of([point_key("mill-a/rf01/output")], [now - 10**9], [kg + 500.0]))
+    api.cloud.store.refresh_rollups()
+    again = {m["id"]: m for m in (await api.client.get("/api/v1/zone/overview", headers=zone)).json()["mills"]}
+    assert again["mill-a"]["output_today_kg"] == a["output_today_kg"] and again["mill-a"]["kpis_at"] == a["kpis_at"]
+    api.cloud.zone.refresh([m for m in api.cloud.meta.mills()], 40.0)
+    again = {m["id"]: m for m in (await api.client.get("/api/v1/zone/overview", headers=zone)).json()["mills"]}
+    assert again["mill-a"]["output_today_kg"] == pytest.approx(kg + 500.0, rel=1e-6)
+    assert again["mill-a"]["kpis_at"] > a["kpis_at"]
     # a mill-A user sees mill A only
     alice = await api.login("alice")
     r = await api.client.get("/api/v1/zone/overview", headers=alice)
@@ -153,3 +166,74 @@ async def test_work_order_list_filters_and_transitions_with_the_cookie(api: Api)
     v = await api.browser("vera")
     assert (await v.get("/api/v1/work-orders")).json()["total"] == 7
     assert (await v.post("/api/v1/mills/mill-a/maintenance/work-orders/WO-A2/start", json={})).status_code == 403
+
+
+async def test_console_routes_document_their_answers(api: Api) -> None:
+    """The console generates its types from the OpenAPI document: every route it reads names its model."""
+    spec = (await api.client.get("/api/v1/openapi.json")).json()
+    routes = [("post", "/api/v1/auth/session"), ("get", "/api/v1/auth/me"), ("put", "/api/v1/auth/me/language"),
+              ("get", "/api/v1/zone/overview"), ("get", "/api/v1/alarms"), ("get", "/api/v1/work-orders"),
+              ("get", "/api/v1/mills/{mill}/series"), ("get", "/api/v1/mills/{mill}/points"),
+              ("get", "/api/v1/mills/{mill}/machines/{machine}/health/history"),
+              ("get", "/api/v1/mills/{mill}/carbon/trend")]
+    for method, path in routes:
+        schema = spec["paths"][path][method]["responses"]["200"]["content"]["application/json"]["schema"]
+        assert "$ref" in schema or schema.get("type") == "array" and "$ref" in schema["items"], (path, schema)
+    schemes = spec["components"]["securitySchemes"]
+    assert schemes["SessionCookie"] == {**schemes["SessionCookie"], "type": "apiKey", "in": "cookie",
+                                        "name": "spinline_session"}
+    overview = spec["components"]["schemas"]["MillOverviewPublic"]["properties"]
+    assert "TODAY" in overview["kgco2e_per_kg_today"]["description"]
+
+
+async def test_the_app_keeps_every_mills_kpis_fresh_in_the_background(api: Api) -> None:
+    """From start-up on, one mill at a time: a later overview computes nothing in the request."""
+    from spinline.cloud.app import _refresh_zone
+
+    seed_today(api)
+    task = asyncio.create_task(_refresh_zone(api.cloud, 0.3))
+    try:
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if len(api.cloud.zone._kept) == 3:
+                break
+        assert {m for m, _ in api.cloud.zone._kept} == {"mill-a", "mill-b", "mill-c"}
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    calls = {"n": 0}
+    real = api.cloud.kpis.mill_kpis
+
+    def counting(*a: object, **kw: object) -> object:
+        calls["n"] += 1
+        return real(*a, **kw)  # type: ignore[arg-type]
+
+    api.cloud.kpis.mill_kpis = counting  # type: ignore[method-assign]
+    r = await api.client.get("/api/v1/zone/overview", headers=await api.login("zone"))
+    assert r.status_code == 200 and r.json()["mills"][0]["output_today_kg"] > 0 and calls["n"] == 0
+
+
+async def test_cancelling_the_background_refresh_waits_for_the_mill_in_hand(api: Api) -> None:
+    """At shutdown the stores close right after the tasks are cancelled: no thread may still be using them."""
+    import threading
+
+    from spinline.cloud.app import _refresh_zone
+
+    busy, done = threading.Event(), threading.Event()
+    real = api.cloud.zone.refresh
+
+    def slow(*a: object, **kw: object) -> None:
+        busy.set()
+        time.sleep(0.3)
+        real(*a, **kw)  # type: ignore[arg-type]
+        done.set()
+
+    api.cloud.zone.refresh = slow  # type: ignore[method-assign]
+    task = asyncio.create_task(_refresh_zone(api.cloud, 10.0))
+    while not busy.is_set():
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert done.is_set()

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hmac
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated
@@ -45,7 +45,8 @@ from spinline.core.errors import AuthError
 if TYPE_CHECKING:
     from spinline.cloud.api.services.streams import LiveStreams
     from spinline.cloud.api.services.zone import ZoneOverview
-    from spinline.cloud.health_events import EdgeEvents
+    from spinline.cloud.maintenance.events import EdgeEvents
+    from spinline.cloud.models.registry import ModelRegistry
 
 SESSION_COOKIE = "spinline_session"
 CSRF_COOKIE = "spinline_csrf"
@@ -70,6 +71,8 @@ class Cloud:
     zone: ZoneOverview
     #: Receives alarm events from the edges (set in the app's lifespan, with the health pipeline).
     edge_events: EdgeEvents | None = None
+    #: The model registry and its TUF repository (set in the app's lifespan).
+    models: ModelRegistry | None = None
 
 
 def get_cloud(request: Request) -> Cloud:
@@ -108,8 +111,8 @@ session_cookie = APIKeyCookie(name=SESSION_COOKIE, auto_error=False, scheme_name
 class ApiError(HTTPException):
     """An HTTP error with a stable machine-readable ``code`` beside the message (``{"detail", "code"}``)."""
 
-    def __init__(self, status_code: int, code: str, detail: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(status_code, detail, headers=headers)
+    def __init__(self, status_code: int, code: str, detail: str, *, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(status_code, detail, headers=dict(headers) if headers else None)
         self.code = code
 
 

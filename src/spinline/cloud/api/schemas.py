@@ -306,9 +306,12 @@ class EdgePublic(_Out):
     buffer_bytes: int | None = None
     lag_s: float | None = None
     uplink_state: str | None = None
-    versions: dict[str, str] = Field(default_factory=dict)
+    versions: dict[str, str] = Field(default_factory=dict,
+                                     description="the agent's version and the model version running per asset")
     alarms: list[str] = Field(default_factory=list)
     rejected: dict[str, int] = Field(default_factory=dict, description="refused batches per reason")
+    models: dict[str, Any] = Field(default_factory=dict, description="per asset the desired model version beside "
+                                   "the running one; the model updates the edge refused, per reason")
     status: dict[str, Any] = Field(default_factory=dict, description="the last status message as sent")
 
 
@@ -332,6 +335,9 @@ class IngestAck(_Out):
     reason: str | None = None
     edge: str | None = Field(default=None, description="the edge the ack is for")
     inc: str | None = Field(default=None, description="the incarnation (edge buffer) of the batch")
+    refused: dict[str, int] | None = Field(default=None, description="rows refused per reason (the rest stored)")
+    retry: dict[str, Any] | None = Field(default=None, description="which refused rows the edge may re-send "
+                                         "later: points (unknown keys), after_ns, before_ns")
     sig: str | None = Field(default=None, description="hex HMAC-SHA256 of the ack with the edge's secret "
                                                       "(spinline.core.wire.sign_ack)")
 
@@ -374,9 +380,13 @@ class MillOverviewPublic(_Out):
     status: Literal["running", "degraded", "offline"] = Field(description="from the edges' last status messages")
     status_reason: str
     day_start: datetime = Field(description="local midnight of today in the mill's time zone (UTC)")
+    kpis_at: datetime = Field(description="when today's KPIs were computed from the rollups (refreshed in the "
+                                          "background every zone_refresh_s)")
     output_today_kg: float
     std_output_today_kg: float | None = Field(description="today's output converted to the standard count")
     count_ne: float | None = Field(description="output-weighted mean count spun today (Ne)")
+    spindles: int = Field(description="installed ring spindles")
+    std_gps_g: float | None = Field(description="grams per spindle per 8 h shift today, at the standard count")
     efficiency_pct: float | None
     ends_down_per_1000_spindle_h: float | None
     energy_today_kwh: float

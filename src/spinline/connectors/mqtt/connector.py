@@ -36,14 +36,15 @@ from collections.abc import Mapping, Sequence
 import aiomqtt
 import numpy as np
 
+from spinline.core.backoff import Backoff
 from spinline.core.batch import Batch, Quality
 from spinline.core.errors import ConnectorError, DecodeError
 from spinline.core.site import Machine, MqttLink, PointRef
 
-from ..base import BadInput, LinkHealth, LinkState, Problems, PushLinks, Sink, TsGuard
+from ..base import BadInput, LinkHealth, LinkState, Problems, PushLinks, Sink, TsGuard, reconnect_forever
 from . import sparkplug
 from .json_map import TS_MAX_NS, TS_MIN_NS, TopicMap
-from .vibration import VibrationMap
+from .vibration import FeatureSink, Featurizer, VibrationMap
 
 log = logging.getLogger(__name__)
 #: Largest JSON telemetry / Sparkplug message accepted.
@@ -57,15 +58,18 @@ class MqttConnector(PushLinks):
     def __init__(self, host: str, port: int, points: Sequence[PointRef], *, mill: str,
                  vibration_machines: Sequence[Machine] = (), iso_class: Mapping[str, str] | None = None,
                  stale_after: float = 5.0, backoff_s: tuple[float, float] = (0.5, 15.0),
-                 client_id: str | None = None, max_message_bytes: int = MAX_MESSAGE_BYTES) -> None:
+                 client_id: str | None = None, max_message_bytes: int = MAX_MESSAGE_BYTES,
+                 featurizer: Featurizer | None = None, feature_sink: FeatureSink | None = None) -> None:
         self.host, self.port, self.mill = host, port, mill
         self.client_id = client_id
         self.stale_after = stale_after
         self.backoff_s = backoff_s
+        #: Sessions established (connected and subscribed): one that worked resets the backoff.
+        self.sessions = 0
         json_pts = [p for p in points if isinstance(p.machine.link, MqttLink) and p.machine.link.format == "json"]
         spb_pts = [p for p in points if isinstance(p.machine.link, MqttLink) and p.machine.link.format == "sparkplug_b"]
         self.json = TopicMap(json_pts)
-        self.vib = VibrationMap(mill, vibration_machines, iso_class)
+        self.vib = VibrationMap(mill, vibration_machines, iso_class, featurizer=featurizer, sink=feature_sink)
         # Sparkplug: (edge node = machine id) -> metric name -> key; alias tables come from NBIRTH.
         self.spb_names: dict[str, dict[str, int]] = {}
         for p in spb_pts:
@@ -296,6 +300,7 @@ class MqttConnector(PushLinks):
         try:
             for t in self.subscriptions():
                 await client.subscribe(t, qos=1)
+            self.sessions += 1
             for m, h in self._health.items():
                 if h.state == LinkState.DOWN and m not in self._dead and m not in self._last_msg:
                     h.state = LinkState.DEGRADED  # broker up, device not heard yet
@@ -324,18 +329,12 @@ class MqttConnector(PushLinks):
             self.check_stale()
 
     async def run(self, sink: Sink) -> None:
-        failures = 0
-        while True:
-            try:
-                await self._session(sink)
-            except asyncio.CancelledError:
-                raise
-            except ConnectorError as exc:
-                for h in self._health.values():
-                    h.failed(exc, logger=log if h is next(iter(self._health.values())) else None)
-            except Exception as exc:  # never let a library bug end the connector
-                log.exception("MQTT connector %s:%d: unexpected error (reconnecting)", self.host, self.port)
-                for h in self._health.values():
-                    h.failed(exc)
-            failures += 1
-            await asyncio.sleep(min(self.backoff_s[1], self.backoff_s[0] * 2 ** min(failures - 1, 10)))
+        await reconnect_forever(lambda: self._session(sink), Backoff(*self.backoff_s, jitter=False),
+                                on_failure=self._failed, sessions=lambda: self.sessions)
+
+    def _failed(self, exc: BaseException, expected: bool) -> None:
+        if not expected:
+            log.exception("MQTT connector %s:%d: unexpected error (reconnecting)", self.host, self.port)
+        first = next(iter(self._health.values()), None)
+        for h in self._health.values():
+            h.failed(exc, logger=log if expected and h is first else None)

@@ -2,10 +2,12 @@
 
 A snapshot arrives on ``spinline/{mill}/{machine}/vibration/{channel}`` as JSON ``{"ts": epoch_ms,
 "fs_hz", "shaft_rpm", "unit": "g", "encoding": "f32le-b64", "samples": base64 float32 LE}``.
-Features come from ``spinline.health.features.featurize`` (the health engineer's functions).
-``anomaly_score`` / ``health_index`` come from the per-asset models: the edge sets ``scorer`` (a
-``FeatureScorer``, ``spinline.edge.scoring.EdgeScoring``) and its values join the snapshot's other
-features at the same timestamp. Without a scorer those two points are not emitted.
+Features come from a ``Featurizer`` the edge passes in (``spinline.health.features.featurize``, the
+health engineer's functions): connectors sit below health in the layering and never import it.
+``anomaly_score`` / ``health_index`` come from the per-asset models, which run beside the
+connectors, not in their message loop: each snapshot that should be scored is handed, as
+``ChannelFeatures``, to the ``sink`` the edge passes in (``spinline.edge.scoring_stage``), which
+emits the two points at the snapshot's timestamp. Without a sink they are not emitted.
 
 A snapshot that cannot be used raises ``BadInput`` naming the cause (the connector counts it per
 machine and collects everything else): ``snapshot_invalid`` (not JSON, missing or non-numeric
@@ -103,25 +105,40 @@ def parse_snapshot(payload: bytes, received_ns: int, limit: int | None = None) -
                     problem)
 
 
-class FeatureScorer(Protocol):
-    """Adds model outputs (``anomaly_score``, ``health_index``) to one snapshot's features.
+@dataclass(frozen=True, slots=True)
+class ChannelFeatures:
+    """One snapshot's features of one channel, for the models (``featurize(..., extended=True)``)."""
 
-    Called synchronously in the connector's message loop: it must not block. ``features`` holds
-    ``featurize(..., extended=True)`` of the channel; an empty result (machine stopped, no model)
-    adds nothing.
-    """
+    machine: str
+    channel: str
+    ts_ns: int
+    shaft_hz: float
+    features: Mapping[str, float]
 
-    def score(self, machine: str, channel: str, ts_ns: int, shaft_hz: float,
-              features: Mapping[str, float]) -> Mapping[str, float]: ...
+
+class FeatureSink(Protocol):
+    """Takes a snapshot's features to be scored; called from the connector's message loop: must not block."""
+
+    def __call__(self, features: ChannelFeatures) -> None: ...
+
+
+class Featurizer(Protocol):
+    """``spinline.health.features.featurize``'s signature, as far as a snapshot's features need it."""
+
+    def __call__(self, x: np.ndarray, fs: float, shaft_hz: float, bearing: Bearing | None, *,
+                 machine_class: str, extended: bool) -> Mapping[str, np.ndarray]: ...
 
 
 class VibrationMap:
     """topic -> (machine, channel), and the featurisation of one snapshot."""
 
     def __init__(self, mill: str, machines: Sequence[Machine], iso_class: Mapping[str, str] | None = None,
-                 scorer: FeatureScorer | None = None) -> None:
+                 *, featurizer: Featurizer | None = None, sink: FeatureSink | None = None) -> None:
+        if machines and featurizer is None:
+            raise ValueError("vibration machines need a featurizer (spinline.health.features.featurize)")
         self.mill = mill
-        self.scorer = scorer
+        self.sink = sink
+        self.featurizer = featurizer
         self.by_topic: dict[str, tuple[Machine, str, Bearing | None, float]] = {}
         #: topic -> (most samples accepted, message size limit in bytes)
         self.limits: dict[str, tuple[int, int]] = {}
@@ -160,16 +177,15 @@ class VibrationMap:
 
     def features_of(self, topic: str, s: Snapshot, *, score: bool = True) -> Batch:
         """Feature rows of a parsed snapshot; ``score=False`` leaves the models out (a late snapshot)."""
-        from spinline.health.features import featurize
-
+        assert self.featurizer is not None  # checked in __init__: a topic exists only with a featurizer
         m, ch, bearing, rpm = self.by_topic[topic]
         # A reported 0 means stopped (no score, no baseline sample); only a missing speed falls back to nominal.
         shaft_hz = (rpm if s.shaft_rpm is None else s.shaft_rpm) / 60.0
-        feats = featurize(s.samples[None, :], s.fs_hz, shaft_hz, bearing,
+        feats = self.featurizer(s.samples[None, :], s.fs_hz, shaft_hz, bearing,
                           machine_class=self.iso_class.get(m.id, "I"), extended=True)
         row = {k: float(v[0]) for k, v in feats.items()}
-        if self.scorer is not None and score:
-            row.update(self.scorer.score(m.id, ch, s.ts_ns, shaft_hz, row))
+        if self.sink is not None and score:
+            self.sink(ChannelFeatures(m.id, ch, s.ts_ns, shaft_hz, dict(row)))
         keys, vals = [], []
         for name, _unit in VIB_FEATURES:
             if name in row:

@@ -27,11 +27,12 @@ import numpy as np
 from asyncua import Client, ua
 from asyncua.common.node import Node
 
+from spinline.core.backoff import Backoff
 from spinline.core.batch import Batch, Quality
 from spinline.core.errors import ConnectorError
 from spinline.core.site import OpcUaLink, PointRef
 
-from ..base import LinkHealth, PushLinks, Sink, machine_ids
+from ..base import LinkHealth, PushLinks, Sink, machine_ids, reconnect_forever
 from .codec import status_quality, to_float, to_ns
 
 log = logging.getLogger(__name__)
@@ -186,18 +187,11 @@ class OpcUaConnector(PushLinks):
                                                                code)))
 
     async def run(self, sink: Sink) -> None:
-        failures = 0
-        while True:
-            before = self.sessions
-            try:
-                await self._session(sink)
-            except asyncio.CancelledError:
-                raise
-            except (ConnectorError, OSError, TimeoutError, ua.UaError, ConnectionError) as exc:
-                self._mark(False, exc)
-            except Exception as exc:  # a library bug must not end the connector for good
-                if not any(h.failing for h in self._health.values()):
-                    log.exception("%s: unexpected error (reconnecting)", self.endpoint)
-                self._mark(False, exc)
-            failures = 1 if self.sessions > before else failures + 1
-            await asyncio.sleep(min(self.backoff_s[1], self.backoff_s[0] * 2 ** min(failures - 1, 10)))
+        await reconnect_forever(lambda: self._session(sink), Backoff(*self.backoff_s, jitter=False),
+                                on_failure=self._failed, sessions=lambda: self.sessions,
+                                expected=(ConnectorError, OSError, TimeoutError, ua.UaError, ConnectionError))
+
+    def _failed(self, exc: BaseException, expected: bool) -> None:
+        if not expected and not any(h.failing for h in self._health.values()):
+            log.exception("%s: unexpected error (reconnecting)", self.endpoint)
+        self._mark(False, exc)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Ack, Uplink, make_uplink
+from .base import Ack, Uplink
+from .factory import make_uplink
 
 __all__ = ["Ack", "Uplink", "make_uplink"]

@@ -38,7 +38,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, Protocol, Self
-from urllib.parse import urlsplit
 
 from spinline.core.errors import UplinkError
 
@@ -156,18 +155,3 @@ class Uplink(Protocol):
     async def publish_status(self, payload: bytes) -> None: ...
 
     async def send_events(self, payload: bytes) -> None: ...
-
-
-def make_uplink(url: str, *, edge: str, mill: str, secret: bytes, timeout_s: float = 10.0,
-                trust: AckTrust | None = None) -> Uplink:
-    """An uplink for ``mqtt://[user:pass@]host:port`` or ``http(s)://host:port[/prefix]``."""
-    scheme = urlsplit(url).scheme
-    if scheme in ("mqtt", "mqtts", "tcp"):
-        from .mqtt import MqttUplink
-
-        return MqttUplink(url, edge=edge, mill=mill, secret=secret, timeout_s=timeout_s, trust=trust)
-    if scheme in ("http", "https"):
-        from .http import HttpUplink
-
-        return HttpUplink(url, edge=edge, mill=mill, secret=secret, timeout_s=timeout_s, trust=trust)
-    raise ValueError(f"unsupported cloud URL {url!r} (use mqtt://host:port or https://host)")

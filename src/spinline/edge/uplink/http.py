@@ -31,9 +31,9 @@ from spinline.core.errors import PayloadError, UplinkError
 from .base import Ack, AckTrust, ack_object, parse_ack
 
 log = logging.getLogger(__name__)
-CONTENT_TYPE = "application/x-spinline-batch"
-INGEST_PATH = "/api/v1/ingest"
-STATUS_PATH = "/api/v1/edge-status"
+CONTENT_TYPE = wire.BATCH_CONTENT_TYPE
+INGEST_PATH = wire.INGEST_PATH
+STATUS_PATH = wire.STATUS_PATH
 #: (base URL, answer) already logged: once per process, not once per session (a new uplink per reconnect).
 _ODD_ANSWERS_LOGGED: set[tuple[str, str]] = set()
 

@@ -132,15 +132,19 @@ def read_me(caller: CallerDep, meta: MetaDep) -> s.MePublic:
 
 
 @router.put("/me/password", status_code=status.HTTP_204_NO_CONTENT,
-            responses={**_ERRORS, 422: {"model": s.ErrorPublic}})
+            responses={**_ERRORS, 422: {"model": s.ErrorPublic}, 429: {"model": s.ErrorPublic}})
 def change_password(body: s.PasswordChange, caller: CallerDep, request: Request, cloud: CloudDep,
-                    settings: SettingsDep) -> Response:
-    """Change one's own password (the current one is required: 403 ``wrong_password``).
+                    settings: SettingsDep, client: ClientAddress) -> Response:
+    """Change one's own password (the current one is required: 403 ``wrong_password``, counted like a
+    failed login, 429 after too many).
 
     Every session and token of the user ends with it, this one included: log in again.
     """
     try:
-        cloud.accounts.change_own_password(caller.principal.user_id, body.current_password, body.new_password)
+        cloud.accounts.change_own_password(caller.principal.user_id, body.current_password, body.new_password,
+                                           client)
+    except LoginRateLimited as exc:
+        raise _rate_limited(exc) from None
     except AuthError as exc:
         raise ApiError(status.HTTP_403_FORBIDDEN, "wrong_password", str(exc)) from None
     response = Response(status_code=status.HTTP_204_NO_CONTENT)

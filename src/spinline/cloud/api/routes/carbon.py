@@ -14,9 +14,9 @@ from spinline.carbon import inputs as ci
 from spinline.carbon.factors import FactorError
 from spinline.carbon.footprint import AllocationError
 from spinline.carbon.report import pact_footprints, render
-from spinline.carbon.service import figures_dict, month_report
 from spinline.cloud.api.deps import ReadableMill, SettingsDep, StoreDep
 from spinline.cloud.api.schemas import ErrorPublic
+from spinline.cloud.carbon.service import figures_dict, month_report
 
 router = APIRouter(tags=["carbon"])
 

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from spinline.cloud.api.deps import ReadableMill, StoreDep, TimeRangeDep, not_found
 from spinline.cloud.api.schemas import ErrorPublic, ts
 from spinline.cloud.api.services.health_history import MachineHealthHistory, machine_history
-from spinline.cloud.health_pipeline import LatestHealth, latest_health
+from spinline.cloud.maintenance.pipeline import LatestHealth, latest_health
 from spinline.core.site import iter_machines
 from spinline.health.health_index import Rollup, rollup, status
 

@@ -29,10 +29,11 @@ from spinline.core.errors import PayloadError
 
 router = APIRouter(tags=["ingest"])
 
-CONTENT_TYPE = "application/x-spinline-batch"
+CONTENT_TYPE = wire.BATCH_CONTENT_TYPE
 STATUS_OF_REASON = {"unauthorised": status.HTTP_401_UNAUTHORIZED,
-                    "oversized": status.HTTP_413_CONTENT_TOO_LARGE}
-_REFUSALS: dict[int | str, dict[str, Any]] = {code: {"model": s.IngestRefusal} for code in (400, 401, 413)}
+                    "oversized": status.HTTP_413_CONTENT_TOO_LARGE,
+                    "conflicting_duplicate": status.HTTP_409_CONFLICT}
+_REFUSALS: dict[int | str, dict[str, Any]] = {code: {"model": s.IngestRefusal} for code in (400, 401, 409, 413)}
 
 
 def refusal(reason: str, detail: str, *, key: bytes | None = None, ack: dict[str, Any] | None = None) -> JSONResponse:
@@ -60,7 +61,8 @@ async def _read_limited(request: Request, limit: int) -> tuple[bytes, bool]:
     return bytes(body), False
 
 
-@router.post("/ingest", response_model=s.IngestAck, responses=_REFUSALS, openapi_extra={
+@router.post(wire.INGEST_PATH.removeprefix(wire.API_PREFIX), response_model=s.IngestAck, responses=_REFUSALS,
+             openapi_extra={
     "requestBody": {"required": True, "content": {CONTENT_TYPE: {"schema": {"type": "string", "format": "binary"}}}}})
 async def ingest(request: Request, cloud: CloudDep) -> Response:
     """Store one signed wire payload (``spinline.core.wire``) exactly once."""
@@ -81,7 +83,8 @@ async def ingest(request: Request, cloud: CloudDep) -> Response:
     return JSONResponse(signed)
 
 
-@router.post("/edge-status", status_code=status.HTTP_204_NO_CONTENT, responses=_REFUSALS)
+@router.post(wire.STATUS_PATH.removeprefix(wire.API_PREFIX), status_code=status.HTTP_204_NO_CONTENT,
+             responses=_REFUSALS)
 async def edge_status(request: Request, cloud: CloudDep,
                       x_spinline_edge: Annotated[str, Header()], x_spinline_mill: Annotated[str, Header()],
                       x_spinline_signature: Annotated[str | None, Header(
@@ -94,6 +97,7 @@ async def edge_status(request: Request, cloud: CloudDep,
     body, too_big = await _read_limited(request, 1024 * 1024)
     if too_big:
         return refusal("oversized", "status message is larger than 1 MiB")
+    await run_in_threadpool(cloud.edges.sync)            # a revocation by another process counts at once
     key = await run_in_threadpool(cloud.edges.key, x_spinline_edge)
     good = key is not None and x_spinline_signature is not None and hmac.compare_digest(
         wire.sign_status(key, body), x_spinline_signature.strip().lower())
@@ -110,7 +114,7 @@ async def edge_status(request: Request, cloud: CloudDep,
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post(wire.EVENTS_PATH.removeprefix("/api/v1"), responses=_REFUSALS, openapi_extra={
+@router.post(wire.EVENTS_PATH.removeprefix(wire.API_PREFIX), responses=_REFUSALS, openapi_extra={
     "requestBody": {"required": True,
                     "content": {wire.EVENTS_CONTENT_TYPE: {"schema": {"type": "string", "format": "binary"}}}}})
 async def edge_events(request: Request, cloud: CloudDep) -> Response:
@@ -124,6 +128,7 @@ async def edge_events(request: Request, cloud: CloudDep) -> Response:
     if too_big:
         return refusal("oversized", f"events payload is larger than {wire.MAX_EVENTS_BYTES} bytes")
     events = request.app.state.edge_events
+    await run_in_threadpool(cloud.edges.sync)
     try:
         ack = await run_in_threadpool(events.handle, body)
     except PayloadError as exc:

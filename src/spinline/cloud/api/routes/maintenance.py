@@ -1,7 +1,8 @@
 """Maintenance of a mill: alarms, work orders, the weekly plan and the monthly report.
 
-Thin routes over ``spinline.health`` (state machines, reports) and ``HealthStore`` (persistence in
-the metadata database, tables created on first use). Reading needs ``read`` on the mill; changing
+Thin routes over ``spinline.cloud.maintenance.service.Maintenance`` (the use cases; persistence in
+the metadata database through ``HealthStore``, tables created on first use). Reading needs
+``read`` on the mill; changing
 an alarm or a work order needs ``manage_maintenance`` (a maintenance engineer or a manager);
 recording an alarm raised at the edge needs ``write_events``. A record of another mill answers 404,
 like an unknown one. A refused lifecycle step answers 409 with the reason, as does saving a record
@@ -10,6 +11,8 @@ whose id another mill's record already has (it is never overwritten).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -26,12 +29,12 @@ from spinline.cloud.api.deps import (
     not_found,
 )
 from spinline.cloud.auth.roles import Permission
-from spinline.cloud.health_pipeline import measured_health
+from spinline.cloud.maintenance.service import Maintenance, MissingInput, RecordNotFound
+from spinline.cloud.maintenance.store import HealthStore, RecordConflict
 from spinline.cloud.meta.store import MillRecord
+from spinline.cloud.storage.base import TimeSeriesStore
 from spinline.health.alarms import Alarm, AlarmState, InvalidTransition, Severity
-from spinline.health.reports import monthly_report, weekly_plan
-from spinline.health.store import HealthStore, RecordConflict
-from spinline.health.workorders import Priority, WorkOrder, WOState, overdue
+from spinline.health.workorders import Priority, WorkOrder, WOState
 
 router = APIRouter(prefix="/mills/{mill}/maintenance", tags=["maintenance"])
 
@@ -181,36 +184,21 @@ def order_public(mill: str, w: WorkOrder, now: datetime | None = None) -> WorkOr
                            history=_steps(w.history))
 
 
-def _alarm_of(hs: HealthStore, mill: str, alarm_id: str) -> Alarm:
-    got = hs.get_alarm(alarm_id)
-    if got is None or got[0] != mill:
-        raise not_found(f"alarm {alarm_id!r}")
-    return got[1]
+def _maintenance(hs: HealthStore, store: TimeSeriesStore | None = None) -> Maintenance:
+    return Maintenance(hs, store)
 
 
-def _order_of(hs: HealthStore, mill: str, order_id: str) -> WorkOrder:
-    got = hs.get_work_order(order_id)
-    if got is None or got[0] != mill:
-        raise not_found(f"work order {order_id!r}")
-    return got[1]
-
-
-def _conflict(exc: InvalidTransition | RecordConflict) -> HTTPException:
-    return HTTPException(status.HTTP_409_CONFLICT, str(exc))
-
-
-def _save_alarm(hs: HealthStore, mill: str, a: Alarm) -> None:
+@contextmanager
+def _http_errors() -> Iterator[None]:
+    """The use cases' refusals as HTTP answers: 404 unknown (or another mill's), 409 refused, 422 missing."""
     try:
-        hs.save_alarm(mill, a)
-    except RecordConflict as exc:
-        raise _conflict(exc) from None
-
-
-def _save_order(hs: HealthStore, mill: str, w: WorkOrder) -> None:
-    try:
-        hs.save_work_order(mill, w)
-    except RecordConflict as exc:
-        raise _conflict(exc) from None
+        yield
+    except RecordNotFound as exc:
+        raise not_found(f"{exc.kind} {exc.ident!r}") from None
+    except (InvalidTransition, RecordConflict) as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+    except MissingInput as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
 
 
 # --- alarms ----------------------------------------------------------------------------------------
@@ -219,17 +207,17 @@ def _save_order(hs: HealthStore, mill: str, w: WorkOrder) -> None:
 def list_alarms(mill: ReadableMill, hs: HealthStoreDep, state: AlarmState | None = None,
                 asset: str | None = None) -> list[AlarmPublic]:
     """Alarms of the mill, oldest first (filter by state or asset)."""
-    return [alarm_public(mill.id, a) for a in hs.list_alarms(mill.id, state=state.value if state else None,
-                                                              asset=asset)]
+    return [alarm_public(mill.id, a) for a in _maintenance(hs).alarms(mill.id, state=state, asset=asset)]
 
 
 @router.post("/alarms", status_code=status.HTTP_201_CREATED)
 def record_alarm(mill: WritableMill, body: AlarmCreate, user: CurrentUser, hs: HealthStoreDep) -> AlarmPublic:
     """Record an alarm raised at the edge (or by hand)."""
-    a = Alarm(asset=body.asset, rule=body.rule, severity=body.severity, message=body.message,
-              raised_at=_naive_utc(body.raised_at) or _now(), value=body.value if body.value is not None else 0.0,
-              evidence={**body.evidence, "recorded_by": user.username})
-    _save_alarm(hs, mill.id, a)
+    with _http_errors():
+        a = _maintenance(hs).record_alarm(
+            mill.id, asset=body.asset, rule=body.rule, severity=body.severity, message=body.message,
+            raised_at=_naive_utc(body.raised_at) or _now(), value=body.value if body.value is not None else 0.0,
+            evidence={**body.evidence, "recorded_by": user.username})
     return alarm_public(mill.id, a)
 
 
@@ -237,12 +225,8 @@ def record_alarm(mill: WritableMill, body: AlarmCreate, user: CurrentUser, hs: H
 def alarm_step(mill: MaintainableMill, alarm_id: str, action: Literal["acknowledge", "clear"], body: Comment,
                user: CurrentUser, hs: HealthStoreDep) -> AlarmPublic:
     """Acknowledge or clear an alarm (409 when its state does not allow it)."""
-    a = _alarm_of(hs, mill.id, alarm_id)
-    try:
-        getattr(a, action)(user.username, _now(), body.comment)
-    except InvalidTransition as exc:
-        raise _conflict(exc) from None
-    _save_alarm(hs, mill.id, a)
+    with _http_errors():
+        a = _maintenance(hs).step_alarm(mill.id, alarm_id, action, by=user.username, at=_now(), comment=body.comment)
     return alarm_public(mill.id, a)
 
 
@@ -253,15 +237,14 @@ def list_work_orders(mill: ReadableMill, hs: HealthStoreDep,
                      state: Annotated[list[WOState] | None, Query()] = None,
                      asset: str | None = None) -> list[WorkOrderPublic]:
     now = _now()
-    return [order_public(mill.id, w, now) for w in
-            hs.list_work_orders(mill.id, states=[s.value for s in state] if state else None, asset=asset)]
+    return [order_public(mill.id, w, now) for w in _maintenance(hs).orders(mill.id, states=state, asset=asset)]
 
 
 @router.get("/work-orders/overdue")
 def list_overdue(mill: ReadableMill, hs: HealthStoreDep) -> list[WorkOrderPublic]:
     """Work orders past their due date and not yet resolved, most overdue first."""
     now = _now()
-    return [order_public(mill.id, w, now) for w in overdue(hs.list_work_orders(mill.id), now)]
+    return [order_public(mill.id, w, now) for w in _maintenance(hs).overdue(mill.id, now)]
 
 
 @router.post("/work-orders", status_code=status.HTTP_201_CREATED)
@@ -269,25 +252,18 @@ def create_work_order(mill: MaintainableMill, body: WorkOrderCreate, user: Curre
                       hs: HealthStoreDep) -> WorkOrderPublic:
     """Create a work order by hand, or from an alarm (``alarm_id``)."""
     now = _now()
-    if body.alarm_id is not None:
-        a = _alarm_of(hs, mill.id, body.alarm_id)
-        w = WorkOrder.from_alarm(a, at=now, by=user.username, fault=body.fault, hi=body.health_index,
-                                 due_at=_naive_utc(body.due_at))
-        if body.priority is not None:
-            w.priority = body.priority
-    else:
-        if not body.asset or not body.title:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "asset and title are needed without alarm_id")
-        w = WorkOrder(asset=body.asset, title=body.title, created_at=now, created_by=user.username,
-                      priority=body.priority or Priority.NORMAL, fault=body.fault or "unknown",
-                      due_at=_naive_utc(body.due_at), description=body.description, hi_at_open=body.health_index)
-    _save_order(hs, mill.id, w)
+    with _http_errors():
+        w = _maintenance(hs).create_order(
+            mill.id, by=user.username, at=now, alarm_id=body.alarm_id, asset=body.asset, title=body.title,
+            priority=body.priority, fault=body.fault, due_at=_naive_utc(body.due_at), description=body.description,
+            health_index=body.health_index)
     return order_public(mill.id, w, now)
 
 
 @router.get("/work-orders/{order_id}")
 def get_work_order(mill: ReadableMill, order_id: str, hs: HealthStoreDep) -> WorkOrderPublic:
-    return order_public(mill.id, _order_of(hs, mill.id, order_id))
+    with _http_errors():
+        return order_public(mill.id, _maintenance(hs).order(mill.id, order_id))
 
 
 @router.post("/work-orders/{order_id}/{action}")
@@ -299,27 +275,11 @@ def work_order_step(mill: MaintainableMill, order_id: str,
     ``verify`` checks the asset's latest measured health index where the store has one (the
     ``health_index`` in the body only where it has none).
     """
-    w = _order_of(hs, mill.id, order_id)
     now = _now()
-    try:
-        if action == "assign":
-            if not body.assignee:
-                raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "assign needs an assignee")
-            w.assign(body.assignee, by=user.username, at=now, comment=body.comment)
-        elif action == "verify":
-            # The machine verifies a repair: the measured index wins over the one in the body.
-            measured = measured_health(store, mill.id, w.asset)
-            hi = measured if measured is not None else body.health_index
-            if hi is None:
-                raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "verify needs the current health_index")
-            w.verify(hi, by=user.username, at=now, comment=body.comment)
-        elif action == "cancel":
-            w.cancel(by=user.username, at=now, comment=body.comment or "cancelled")
-        else:
-            getattr(w, action)(by=user.username, at=now, comment=body.comment)
-    except InvalidTransition as exc:
-        raise _conflict(exc) from None
-    _save_order(hs, mill.id, w)
+    with _http_errors():
+        w = _maintenance(hs, store).step_order(mill.id, order_id, action, by=user.username, at=now,
+                                               comment=body.comment, assignee=body.assignee,
+                                               health_index=body.health_index)
     return order_public(mill.id, w, now)
 
 
@@ -337,7 +297,7 @@ def get_weekly_plan(mill: ReadableMill, hs: HealthStoreDep,
     assert ws is not None
     return [PlanItemPublic(asset=i.asset, title=i.title, due_at=i.due_at, priority=i.priority, state=i.state,
                            work_order=i.work_order, overdue=i.overdue, reason=i.reason)
-            for i in weekly_plan(hs.list_work_orders(mill.id), ws, now=max(ws, _now()))]
+            for i in _maintenance(hs).weekly_plan(mill.id, ws, now=max(ws, _now()))]
 
 
 @router.get("/report")
@@ -351,7 +311,7 @@ def get_monthly_report(mill: ReadableMill, hs: HealthStoreDep,
     except ValueError:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"month {month!r} is not a month (YYYY-MM)") \
             from None
-    r = monthly_report(hs.list_work_orders(mill.id), start)
+    r = _maintenance(hs).monthly_report(mill.id, start)
 
     def fin(v: float) -> float | None:
         return None if v != v else round(v, 2)  # NaN (no resolved orders) -> null

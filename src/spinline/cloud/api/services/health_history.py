@@ -23,8 +23,8 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from spinline.cloud.api import schemas as s
-from spinline.cloud.health_pipeline import Asset, assess, asset_class, assets_of
 from spinline.cloud.kpis.service import HOUR_NS
+from spinline.cloud.maintenance.pipeline import Asset, assess, asset_class, assets_of
 from spinline.cloud.storage.base import TimeSeriesStore
 from spinline.core.bearing import defect_frequencies
 from spinline.core.site import Machine

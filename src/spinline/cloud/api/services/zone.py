@@ -2,9 +2,16 @@
 
 Per mill: status from its edges' last status messages, today's KPIs (local midnight to now, from
 the 1 h rollups through ``KpiService``), the carbon intensity of today's electricity, the health
-index with the worst asset (``health_pipeline.latest_health``: one ``latest`` query), open alarms
-by severity and overdue work orders (one grouped SQL query each for all mills), and edges online.
-Nothing here reads raw rows.
+index with the worst asset, open alarms by severity and overdue work orders, and edges online.
+Nothing here reads raw rows, and a call costs a handful of queries whatever the number of mills:
+one ``latest`` read for the health of every asset (``health_pipeline.latest_health_of``), one
+grouped SQL query each for alarms and work orders, one read of the edges' status.
+
+Today's KPIs come from the rollups, which change only when they are refreshed (every
+``rollup_refresh_s``); computing them costs tens of milliseconds of numpy per mill, so they are
+kept per mill for ``kpi_max_age_s`` and recomputed by the app in the background
+(``refresh``, every ``zone_refresh_s``): a request pays for a mill's KPIs only when nothing fresh
+is kept (the first call after start). Each row says when its KPIs were computed (``kpis_at``).
 """
 
 from __future__ import annotations
@@ -20,12 +27,14 @@ from zoneinfo import ZoneInfo
 from spinline.carbon.factors import FactorError, FactorLibrary, grid_regions
 from spinline.cloud.api import schemas as s
 from spinline.cloud.api.services.fleet import edge_public
-from spinline.cloud.health_pipeline import latest_health
+from spinline.cloud.kpis.formulas import Kpis
 from spinline.cloud.kpis.service import HOUR_NS, KpiService
+from spinline.cloud.maintenance.pipeline import Asset, assets_of, latest_health_of
+from spinline.cloud.maintenance.store import HealthQueries
 from spinline.cloud.meta.store import EdgeRecord, MillRecord
 from spinline.cloud.storage.base import EdgeStatus, TimeSeriesStore
-from spinline.health.health_index import rollup, status
-from spinline.health.store import HealthQueries
+from spinline.core.site import MachineType, iter_machines
+from spinline.health.health_index import status
 
 #: An edge whose last status message is older than this is offline.
 EDGE_ONLINE_S = 60.0
@@ -64,17 +73,66 @@ def _num(x: float | None, nd: int = 3) -> float | None:
     return None if x is None or not math.isfinite(x) else round(x, nd)
 
 
+@dataclass(frozen=True, slots=True)
+class _Kept:
+    day_start_ns: int
+    standard_ne: float
+    computed_ns: int
+    kpis: Kpis
+
+
 @dataclass
 class ZoneOverview:
-    """The use case (no HTTP): built once per app, caches the emission-factor library."""
+    """The use case (no HTTP): built once per app; keeps today's KPIs per mill, the point list and the
+    emission-factor library."""
 
     store: TimeSeriesStore
     kpis: KpiService
     queries: HealthQueries
+    #: Today's KPIs of a mill older than this are recomputed in the request.
+    kpi_max_age_s: float = 60.0
+    #: The registered points (for the vibration assets) are re-read at most this often.
+    points_ttl_s: float = 10.0
     _library: FactorLibrary | None = None
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
+        self._kept: dict[tuple[str, float], _Kept] = {}
+        self._assets: tuple[float, list[Asset]] | None = None
+
+    def assets(self) -> list[Asset]:
+        """The vibration assets of every mill (from the registered points, re-read every ``points_ttl_s``)."""
+        now = time.monotonic()
+        with self._lock:
+            hit = self._assets
+        if hit is not None and now - hit[0] < self.points_ttl_s:
+            return hit[1]
+        found = assets_of(self.store.points())
+        with self._lock:
+            self._assets = (now, found)
+        return found
+
+    def today_kpis(self, m: MillRecord, now_ns: int, standard_ne: float, *, fresh: bool = False) -> tuple[Kpis, int]:
+        """Today's KPIs of a mill and when they were computed: kept ones when fresh enough (same day and count)."""
+        start = day_start_ns(m.timezone, now_ns)
+        with self._lock:
+            kept = self._kept.get((m.id, standard_ne))
+        if not fresh and kept is not None and kept.day_start_ns == start and kept.standard_ne == standard_ne \
+                and now_ns - kept.computed_ns < self.kpi_max_age_s * 1e9:
+            return kept.kpis, kept.computed_ns
+        # to the end of the current hour: whole hours read the 1 h rollups (its newest bucket holds the
+        # data so far); run-time based ratios are not diluted by the minutes still to come
+        end = max(-(-now_ns // HOUR_NS) * HOUR_NS, start + HOUR_NS)
+        k = self.kpis.mill_kpis(m.config, start, end, by="mill", standard_ne=standard_ne)[0].kpis
+        with self._lock:
+            self._kept[(m.id, standard_ne)] = _Kept(start, standard_ne, now_ns, k)
+        return k, now_ns
+
+    def refresh(self, mills: Sequence[MillRecord], standard_ne: float) -> None:
+        """Recompute today's KPIs of every mill (the app runs this in the background)."""
+        now = time.time_ns()
+        for m in mills:
+            self.today_kpis(m, now, standard_ne, fresh=True)
 
     def library(self) -> FactorLibrary:
         with self._lock:
@@ -103,19 +161,18 @@ class ZoneOverview:
         alarms = self.queries.open_alarm_counts(ids) if ids else {}
         orders = self.queries.order_counts(ids, now_naive) if ids else {}
         year = datetime.fromtimestamp(now / 1e9, UTC).year
+        wanted = set(ids)
+        healths = latest_health_of(self.store, [a for a in self.assets() if a.mill in wanted]) if ids else {}
         rows = []
         for m in mills:
             start = day_start_ns(m.timezone, now)
-            # to the end of the current hour: whole hours read the 1 h rollups (its newest bucket holds the
-            # data so far); run-time based ratios are not diluted by the minutes still to come
-            end = max(-(-now // HOUR_NS) * HOUR_NS, start + HOUR_NS)
-            k = self.kpis.mill_kpis(m.config, start, end, by="mill", standard_ne=standard_ne)[0].kpis
-            health = latest_health(self.store, m.id)
+            k, kpis_at = self.today_kpis(m, now, standard_ne)
+            health = healths.get(m.id, [])
             hp = None
             if health:
-                tree = rollup((m.id, h.asset.line or "-", h.asset.machine, h.asset.id, h.health.value) for h in health)
+                # the mill's index is its worst asset's (the rollup of /health takes the minimum at each level)
                 worst = min(health, key=lambda h: h.health.value)
-                hp = s.ZoneHealthPublic(value=round(tree.value, 1), status=status(tree.value),
+                hp = s.ZoneHealthPublic(value=round(worst.health.value, 1), status=status(worst.health.value),
                                         worst_asset=worst.asset.id, worst_machine=worst.asset.machine,
                                         driver=worst.health.index.driver, assets=len(health))
             mine = by_mill.get(m.id, [])
@@ -131,9 +188,11 @@ class ZoneOverview:
             n_open, n_late = orders.get(m.id, (0, 0))
             rows.append(s.MillOverviewPublic(
                 id=m.id, name=m.name or m.id, zone=m.zone, timezone=m.timezone, status=st,  # type: ignore[arg-type]
-                status_reason=why, day_start=s.ts(start), output_today_kg=round(k.output_kg, 1),
+                status_reason=why, day_start=s.ts(start), kpis_at=s.ts(kpis_at), output_today_kg=round(k.output_kg, 1),
                 std_output_today_kg=_num(k.std_output_kg, 1), count_ne=_num(k.count_ne, 2),
-                efficiency_pct=_num(k.efficiency_pct, 1),
+                spindles=sum(mc.spindles or 0 for _, _, mc in iter_machines(m.config)
+                             if mc.type == MachineType.RING_FRAME),
+                std_gps_g=_num(k.std_gps_g, 1), efficiency_pct=_num(k.efficiency_pct, 1),
                 ends_down_per_1000_spindle_h=_num(k.ends_down_per_1000_spindle_h, 1),
                 energy_today_kwh=round(k.energy_kwh, 1), kwh_per_kg=_num(sec), kgco2e_per_kg_today=_num(co2),
                 carbon_factor=factor[1] if factor else None, health=hp,

@@ -26,6 +26,10 @@ nothing.
 Known limit: a sample older than its asset's watermark when it arrives (an edge's backlog sent
 after newer live data was already evaluated) is stored and charted but not evaluated by the rules;
 ``settle_s`` holds back the newest seconds so the features of one snapshot arrive together.
+
+Size: the asset model, the health assessment and the restart-safe run of one asset belong together:
+the run's order (alarms, then work orders, then the watermark) is the pipeline's correctness, and it
+reads as one story here.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -44,6 +48,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from spinline.cloud.maintenance.store import HealthStore
 from spinline.cloud.settings import Settings
 from spinline.cloud.storage.base import PointInfo, TimeSeriesStore
 from spinline.core.errors import StorageError
@@ -55,13 +60,12 @@ from spinline.health.alarms import (
     Severity,
     Step,
     ThresholdRule,
-    _RuleState,
     default_rules,
+    state_from_counters,
 )
 from spinline.health.diagnosis import diagnose
 from spinline.health.features import ISO_ZONES
 from spinline.health.health_index import HealthIndex, health_index
-from spinline.health.store import HealthStore
 from spinline.health.workorders import WorkOrder
 
 logger = logging.getLogger(__name__)
@@ -221,20 +225,25 @@ class LatestHealth:
 def latest_health(store: TimeSeriesStore, mill: str, machine_class: Callable[[str], str] | None = None,
                   ) -> list[LatestHealth]:
     """The latest health of every asset of ``mill`` with data (from the latest value of each feature)."""
-    assets = assets_of(store.points(mill), mill)
+    return latest_health_of(store, assets_of(store.points(mill), mill), machine_class).get(mill, [])
+
+
+def latest_health_of(store: TimeSeriesStore, assets: Sequence[Asset],
+                     machine_class: Callable[[str], str] | None = None) -> dict[str, list[LatestHealth]]:
+    """``latest_health`` of ``assets`` (any number of mills) with ONE ``latest`` read, by mill."""
     keys = [k for a in assets for k in a.points.values()]
     if not keys:
-        return []
+        return {}
     b = store.latest(keys)
     by_key = {int(p): (int(t), float(v)) for p, t, v in zip(b.point, b.ts_ns, b.value, strict=True)}
-    out = []
+    out: dict[str, list[LatestHealth]] = {}
     for a in assets:
         got = {f: by_key[k] for f, k in a.points.items() if k in by_key}
         if not got:
             continue
         ts = max(t for t, _ in got.values())
         cls = machine_class(a.machine) if machine_class is not None else asset_class(a)
-        out.append(LatestHealth(a, _dt(ts), assess({f: v for f, (_, v) in got.items()}, cls)))
+        out.setdefault(a.mill, []).append(LatestHealth(a, _dt(ts), assess({f: v for f, (_, v) in got.items()}, cls)))
     return out
 
 
@@ -259,31 +268,6 @@ def stable_id(prefix: str, at: datetime, *parts: str) -> str:
     """An id that the same inputs always give (so re-processing a sample rewrites nothing)."""
     h = hashlib.blake2b("\x1f".join(parts).encode(), digest_size=6).hexdigest()
     return f"{prefix}-{at:%Y%m%d%H%M%S}-{h}"
-
-
-class _Engine(AlarmEngine):
-    """An ``AlarmEngine`` whose per-rule state can be saved and restored (restart safety)."""
-
-    def export(self, asset: str) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for (a, rule), st in self._st.items():
-            if a == asset:
-                out[rule] = {"on": st.on, "off": st.off, "history": [[_iso(t), v] for t, v in st.history]}
-        return out
-
-    def restore(self, asset: str, saved: Mapping[str, Any], open_alarms: Iterable[Alarm],
-                cleared_at: Mapping[str, datetime]) -> None:
-        for rule in self.rules:
-            st = self._st.setdefault((asset, rule.name), _RuleState())
-            s = saved.get(rule.name, {})
-            st.on, st.off = int(s.get("on", 0)), int(s.get("off", 0))
-            st.history = [(datetime.fromisoformat(t), float(v)) for t, v in s.get("history", [])]
-            st.cleared_at = cleared_at.get(rule.name)
-        for a in open_alarms:
-            key = (asset, a.rule)
-            if key in self._st:
-                self._st[key].alarm = a
-                self.alarms.append(a)
 
 
 @dataclass
@@ -391,14 +375,16 @@ class HealthPipeline:
         if not samples:
             return
         hs = self.health
-        engine = _Engine(self.rules(), rearm_s=self.rearm_s)
+        engine = AlarmEngine(self.rules(), rearm_s=self.rearm_s)
         mine = [al for al in hs.list_alarms(a.mill, asset=a.id) if al.evidence.get("source") == SOURCE]
         cleared_at: dict[str, datetime] = {}
         for al in mine:
             if not al.is_open:
                 cleared_at[al.rule] = max(cleared_at.get(al.rule, al.history[-1].at), al.history[-1].at)
         adopted = [al for al in mine if al.is_open]
-        engine.restore(a.id, state.get("rules", {}), adopted, cleared_at)
+        # The alarm store is the record of alarms and clear times; the saved state holds the counters.
+        saved = state.get("alarm_state") or state_from_counters(a.id, state.get("rules", {}))
+        engine.restore_state(saved, open_alarms=adopted, cleared_at=cleared_at)
         counts = {x.id: x.count for x in adopted}
         best_zone = state.get("best_zone")
         falls: list[tuple[float, float]] = [(float(t), float(v)) for t, v in state.get("falls", [])]
@@ -437,7 +423,7 @@ class HealthPipeline:
                 if wo is not None:
                     report.orders.append(wo)
         self._save_state(a, samples[-1][0], {
-            "rules": engine.export(a.id), "best_zone": best_zone, "falls": [[t, v] for t, v in falls],
+            "alarm_state": engine.export_state(a.id), "best_zone": best_zone, "falls": [[t, v] for t, v in falls],
             "health": last_health.value, "driver": last_health.index.driver, "at": _iso(_dt(samples[-1][0]))})
         report.samples += len(samples)
 

@@ -31,13 +31,13 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
-from spinline.cloud.health_pipeline import open_work_order, severe_enough, stable_id, state_metadata
 from spinline.cloud.ingest.service import UNVERIFIED_EDGE, unverified_detail
+from spinline.cloud.maintenance.pipeline import open_work_order, severe_enough, stable_id, state_metadata
+from spinline.cloud.maintenance.store import HealthStore, RecordConflict
 from spinline.cloud.storage.base import Rejection, TimeSeriesStore
 from spinline.core.errors import PayloadError, StorageError
 from spinline.core.wire import MAX_EVENT_TS_NS, EdgeEvent, EventsAck, EventsPayload, UnverifiedPayload, decode_events
 from spinline.health.alarms import Alarm, Severity
-from spinline.health.store import HealthStore, RecordConflict
 
 #: Who edge-raised alarms' steps are recorded as.
 EDGE_ACTOR = "edge"

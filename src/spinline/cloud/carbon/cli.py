@@ -33,9 +33,9 @@ def report(
     from spinline.carbon import inputs as ci
     from spinline.carbon.factors import FactorLibrary
     from spinline.carbon.report import write_report
-    from spinline.carbon.service import month_report
+    from spinline.cloud.carbon.service import month_report
     from spinline.cloud.storage.factory import open_store
-    from spinline.core.site import load_site
+    from spinline.core.site_cli import load_site_or_exit, mill_or_exit
 
     if rule not in ("mass", "energy", "spindle_hours"):
         raise typer.BadParameter("--rule must be mass, energy or spindle_hours")
@@ -43,15 +43,15 @@ def report(
         raise typer.BadParameter("--gap-fill must be auto, estimate or none")
     if lang not in ("zh-CN", "en"):
         raise typer.BadParameter("--lang must be zh-CN or en")
+    the_mill = mill_or_exit(load_site_or_exit(site), mill)
     try:
-        s = load_site(site)
         lib = FactorLibrary.load(factors)
         inp = ci.load_inputs(inputs)
         if green_kwh > 0:
             inp = inp.with_green_kwh(month, green_kwh, ci.parse_month(month)[0])
         store = open_store(db)
         try:
-            fig = month_report(store, s.mill(mill), month, library=lib, inputs=inp, rule=rule,  # type: ignore[arg-type]
+            fig = month_report(store, the_mill, month, library=lib, inputs=inp, rule=rule,  # type: ignore[arg-type]
                                gap_fill=gap_fill, tolerance=tolerance,  # type: ignore[arg-type]
                                estimated_limit=estimated_limit)
             paths = write_report(fig, out, pdf=pdf, lang=lang)

@@ -1,0 +1,89 @@
+"""The edge <-> cloud wire contract, imported by both sides so they cannot drift apart.
+
+Split by concern; every public name is re-exported here, so ``from spinline.core import wire`` and
+``wire.encode(...)`` keep working:
+
+- ``batches``: the binary, columnar, zlib-compressed and HMAC-signed batch payload (``encode`` /
+  ``decode``, ``Envelope``, the refusal ``REASONS``);
+- ``status``: edge status JSON and its HTTP signature (``sign_status``);
+- ``events``: edge events (alarms, diagnoses, model changes) and their acks;
+- ``acks``: how every ack the cloud sends is signed and checked (``sign_ack`` / ``verify_ack``);
+- ``topics``: MQTT topics, HTTP paths, content types, and parsing a topic back (``parse_up_topic``).
+
+What is signed: batches (32-byte HMAC-SHA256 trailer), events (hex HMAC trailer), status over HTTP
+(``X-Spinline-Signature``; over MQTT it rides on the broker's auth), and every ack (``sig``).
+"""
+
+from .acks import ACK_SIG_FIELD, ack_signing_bytes, sign_ack, signed_events_ack, verify_ack
+from .batches import (
+    FLAG_HAS_SEQ,
+    FLAG_MAC,
+    FLAG_ZLIB,
+    INT64_MAX,
+    INT64_MIN,
+    MAC_SIZE,
+    MAGIC,
+    MAX_INCARNATION,
+    MAX_PAYLOAD_BYTES,
+    MAX_ROWS,
+    REASONS,
+    VERSION,
+    BatchKind,
+    Envelope,
+    KeyLookup,
+    SignedPayloadError,
+    UnverifiedPayload,
+    decode,
+    encode,
+    peek_edge,
+)
+from .events import (
+    EVENT_KINDS,
+    EVENT_SEVERITIES,
+    EVENTS_VERSION,
+    MAX_ALARM_KEY,
+    MAX_EVENT_TS_NS,
+    MAX_EVENTS,
+    MAX_EVENTS_BYTES,
+    EdgeEvent,
+    EventKind,
+    EventsAck,
+    EventSeverity,
+    EventsPayload,
+    decode_events,
+    decode_events_ack,
+    encode_events,
+    encode_events_ack,
+)
+from .status import STATUS_SIGNATURE_HEADER, decode_status, encode_status, sign_status
+from .topics import (
+    API_PREFIX,
+    BATCH_CONTENT_TYPE,
+    EVENTS_CONTENT_TYPE,
+    EVENTS_PATH,
+    INGEST_PATH,
+    STATUS_PATH,
+    TOPIC_ACK,
+    TOPIC_BATCH,
+    TOPIC_EVENTS,
+    TOPIC_EVENTS_ACK,
+    TOPIC_STATUS,
+    UP_KINDS,
+    UpKind,
+    UpTopic,
+    parse_up_topic,
+    up_filter,
+)
+
+__all__ = [
+    "ACK_SIG_FIELD", "API_PREFIX", "BATCH_CONTENT_TYPE", "EVENTS_CONTENT_TYPE", "EVENTS_PATH", "EVENTS_VERSION",
+    "EVENT_KINDS", "EVENT_SEVERITIES", "FLAG_HAS_SEQ", "FLAG_MAC", "FLAG_ZLIB", "INGEST_PATH", "INT64_MAX",
+    "INT64_MIN", "MAC_SIZE", "MAGIC", "MAX_ALARM_KEY", "MAX_EVENTS", "MAX_EVENTS_BYTES", "MAX_EVENT_TS_NS",
+    "MAX_INCARNATION", "MAX_PAYLOAD_BYTES", "MAX_ROWS", "REASONS", "STATUS_PATH", "STATUS_SIGNATURE_HEADER",
+    "TOPIC_ACK", "TOPIC_BATCH", "TOPIC_EVENTS", "TOPIC_EVENTS_ACK", "TOPIC_STATUS", "UP_KINDS", "VERSION",
+    "BatchKind", "EdgeEvent", "Envelope", "EventKind", "EventSeverity", "EventsAck", "EventsPayload", "KeyLookup",
+    "SignedPayloadError", "UnverifiedPayload", "UpKind", "UpTopic", "ack_signing_bytes", "decode",
+    "decode_events", "decode_events_ack", "decode_status", "encode", "encode_events", "encode_events_ack",
+    "encode_status", "parse_up_topic", "peek_edge", "sign_ack", "sign_status", "signed_events_ack", "up_filter",
+    "verify_ack",
+]
