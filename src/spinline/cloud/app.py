@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
 from spinline import __version__
+from spinline.cloud import console
 from spinline.cloud.api import errors, openapi
 from spinline.cloud.api.deps import Cloud
 from spinline.cloud.api.errors import error_response
@@ -345,7 +346,7 @@ def create_app(settings: Settings, *, store: TimeSeriesStore | None = None, meta
                 mt.close()
 
     app = FastAPI(title="spinline cloud API", version=__version__, lifespan=lifespan,
-                  openapi_url=f"{API_PREFIX}/openapi.json", docs_url="/api/docs", redoc_url=None,
+                  openapi_url=f"{API_PREFIX}/openapi.json", docs_url=None, redoc_url=None,
                   generate_unique_id_function=_unique_id,
                   description="Mills, points, values, KPIs, events, edges and ingest of the spinline platform. "
                               "Every query is scoped to the caller's mills.")
@@ -372,6 +373,9 @@ def create_app(settings: Settings, *, store: TimeSeriesStore | None = None, meta
                             status_code=200 if ok else 503, headers=None if ok else {"Retry-After": "5"})
 
     errors.install(app)
+
+    # Last: the console's catch-all route must come after every API route (it never answers /api/...).
+    console.install(app, openapi_url=f"{API_PREFIX}/openapi.json")
 
     @app.exception_handler(InvalidRequest)
     async def _invalid(_: Request, exc: InvalidRequest) -> JSONResponse:

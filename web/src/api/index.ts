@@ -1,0 +1,377 @@
+/**
+ * The console's calls, one function per need. Where the server has a newer route (browser sessions,
+ * the zone overview, many-points series, paged alarms and work orders), it is used; against an older
+ * server the same answer is composed from the routes it has. "Route missing" is told apart from
+ * "not found in your scope" by FastAPI's bare "Not Found" (a scoped 404 names what it did not find).
+ */
+import { ApiError, call, download, setBearer, url, authHeaders, bearer } from './client'
+import { currentLocale } from '../i18n'
+import type {
+  Alarm, AssetHealth, Edge, Json, Kpi, KpiReport, LatestValue, Me, Mill, MillHealth, MillTree,
+  MonthlyMaintReport, Page, PlanItem, Series, UserRow, WorkOrder, ZoneMill, ZoneOverview,
+} from './types'
+
+const missing = new Set<string>()
+
+function routeMissing(e: unknown): boolean {
+  return e instanceof ApiError && ((e.status === 404 && (e.message === 'Not Found' || e.code === 'no_route')) ||
+    e.status === 405)
+}
+
+/** `fresh()` where the server has the route, else `old()` (remembered for this page's life). */
+async function prefer<T>(name: string, fresh: () => Promise<T>, old: () => Promise<T>): Promise<T> {
+  if (!missing.has(name)) {
+    try {
+      return await fresh()
+    } catch (e) {
+      if (!routeMissing(e)) throw e
+      missing.add(name)
+    }
+  }
+  return old()
+}
+
+const enc = encodeURIComponent
+
+// --- session ------------------------------------------------------------------------------------
+
+export async function login(username: string, password: string): Promise<void> {
+  await prefer('session',
+    async () => {
+      await call('/auth/session', { method: 'POST', body: { username, password }, anonymous: true })
+      setBearer(null)
+    },
+    async () => {
+      const t = await call<{ access_token: string }>('/auth/login', { method: 'POST', body: { username, password },
+        anonymous: true })
+      setBearer(t.access_token)
+    })
+}
+
+export async function logout(): Promise<void> {
+  try {
+    if (bearer()) await call('/auth/logout', { method: 'POST', anonymous: true })
+    else await call('/auth/session', { method: 'DELETE', anonymous: true })
+  } catch {
+    /* already gone */
+  } finally {
+    setBearer(null)
+  }
+}
+
+export function me(): Promise<Me> {
+  return prefer('me', () => call<Me>('/auth/me', { anonymous: true }), () => call<Me>('/users/me', { anonymous: true }))
+}
+
+export async function setMyLanguage(language: string): Promise<boolean> {
+  try {
+    await call('/auth/me/language', { method: 'PUT', body: { language } })
+    return true
+  } catch (e) {
+    if (routeMissing(e) || (e instanceof ApiError && e.status === 422)) return false
+    throw e
+  }
+}
+
+export async function changePassword(current: string, password: string, userId?: number): Promise<void> {
+  await prefer('password',
+    () => call('/auth/me/password', { method: 'PUT', body: { current_password: current, new_password: password } }),
+    () => call(`/users/${userId}`, { method: 'PATCH', body: { password } }))
+}
+
+// --- mills ----------------------------------------------------------------------------------------
+
+export const mills = (): Promise<Mill[]> => call<Mill[]>('/mills')
+export const mill = (id: string): Promise<Mill> => call<Mill>(`/mills/${enc(id)}`)
+export const tree = (id: string): Promise<MillTree> => call<MillTree>(`/mills/${enc(id)}/tree`)
+export const latest = (id: string, points?: string[]): Promise<LatestValue[]> =>
+  call<LatestValue[]>(`/mills/${enc(id)}/latest`, { query: { points: points?.join(',') } })
+export const health = (id: string): Promise<MillHealth> => call<MillHealth>(`/mills/${enc(id)}/health`)
+
+export function kpis(id: string, by: 'machine' | 'line' | 'mill' | 'shift', start?: string, end?: string):
+  Promise<KpiReport> {
+  return call<KpiReport>(`/mills/${enc(id)}/kpis`, { query: { by, start, end } })
+}
+
+/** Values of one point over [start, end), reduced by the server to about `maxPoints`. */
+export function range(tag: string, start: string, end: string, maxPoints: number): Promise<Series> {
+  return call<Series>(`/points/${tag.split('/').map(enc).join('/')}/range`, {
+    query: { start, end, max_points: maxPoints } })
+}
+
+/** Many points of one machine in one call where the server offers it, else one call per point. */
+export async function machineSeries(millId: string, machine: string, tags: string[], start: string, end: string,
+  maxPoints: number): Promise<Series[]> {
+  return prefer('series',
+    async () => {
+      const r = await call<Json>(`/mills/${enc(millId)}/series`, {
+        query: { machine, tag: tags, start, end, max_points: maxPoints } })
+      const list: Json[] = Array.isArray(r) ? r : (r.series ?? r.points ?? [])
+      const wanted = new Set(tags)
+      return list.filter((s: Json) => wanted.has(s.tag)).map((s: Json) => ({
+        tag: s.tag, unit: s.unit ?? '', resolution: s.resolution ?? '', reduced: !!s.reduced,
+        ts_ms: s.ts_ms ?? (s.points ?? []).map((p: [number, number | null]) => p[0]),
+        value: s.value ?? (s.points ?? []).map((p: [number, number | null]) => p[1]) }))
+    },
+    () => Promise.all(tags.map((t) => range(t, start, end, maxPoints))))
+}
+
+/** Live values by Server-Sent Events: the cookie goes along; with a bearer token, a fetch stream. */
+export function stream(millId: string, points: string[], onValues: (v: LatestValue[]) => void,
+  onState: (live: boolean) => void): () => void {
+  const path = url(`/mills/${enc(millId)}/stream`, { points: points.join(',') })
+  if (!bearer() && typeof EventSource !== 'undefined') {
+    const es = new EventSource(path, { withCredentials: true })
+    es.addEventListener('latest', (ev) => onValues(JSON.parse((ev as MessageEvent).data)))
+    es.onopen = () => onState(true)
+    es.onerror = () => onState(false)
+    return () => es.close()
+  }
+  const ctl = new AbortController()
+  const run = async (): Promise<void> => {
+    while (!ctl.signal.aborted) {
+      try {
+        const r = await fetch(path, { headers: authHeaders(), signal: ctl.signal, credentials: 'same-origin' })
+        if (!r.ok || !r.body) throw new Error(`HTTP ${r.status}`)
+        onState(true)
+        const reader = r.body.pipeThrough(new TextDecoderStream()).getReader()
+        let buf = ''
+        for (;;) {
+          const { value, done } = await reader.read()
+          if (done) break
+          buf += value
+          let i
+          while ((i = buf.indexOf('\n\n')) >= 0) {
+            const block = buf.slice(0, i)
+            buf = buf.slice(i + 2)
+            const data = block.split('\n').filter((l) => l.startsWith('data:')).map((l) => l.slice(5).trim()).join('\n')
+            if (data) onValues(JSON.parse(data))
+          }
+        }
+      } catch {
+        if (ctl.signal.aborted) return
+      }
+      onState(false)
+      await new Promise((res) => setTimeout(res, 2000))
+    }
+  }
+  void run()
+  return () => ctl.abort()
+}
+
+// --- zone -------------------------------------------------------------------------------------------
+
+function num(x: unknown): number | null {
+  return typeof x === 'number' && Number.isFinite(x) ? x : null
+}
+
+function zoneStatus(m: Partial<ZoneMill>): ZoneMill['status'] {
+  if (m.edges_total && m.edges_online === 0) return 'offline'
+  if ((m.alarms?.critical ?? 0) + (m.alarms?.alarm ?? 0) > 0 || (m.health ?? 100) < 50) return 'alarm'
+  if ((m.alarms?.warning ?? 0) > 0 || (m.overdue ?? 0) > 0 || (m.health ?? 100) < 75) return 'warn'
+  if (m.output_kg == null && m.health == null) return 'unknown'
+  return 'ok'
+}
+
+/** Accept the server's overview whatever its exact field names: it is read, never trusted for shape. */
+function normaliseZone(r: Json): ZoneOverview {
+  const rows: Json[] = Array.isArray(r) ? r : (r.mills ?? [])
+  return {
+    standard_ne: num(r.standard_ne) ?? 40,
+    mills: rows.map((m: Json) => {
+      const k = m.kpis ?? m.today ?? m
+      const h = m.health ?? {}
+      const e = m.edges ?? {}
+      const a = { ...(m.alarms_open ?? m.alarms ?? {}) }
+      delete a.total
+      const c = m.carbon ?? {}
+      const z: ZoneMill = {
+        id: m.id ?? m.mill, name: m.name ?? m.mill_name ?? m.id, spindles: num(m.spindles) ?? 0, status: 'unknown',
+        output_kg: num(k.output_today_kg ?? k.output_kg), efficiency_pct: num(k.efficiency_pct),
+        ends_down: num(k.ends_down_per_1000_spindle_h ?? k.ends_down),
+        sec_kwh_per_kg: num(k.kwh_per_kg ?? k.sec_kwh_per_kg),
+        kgco2e_per_kg: num(m.kgco2e_per_kg_today ?? c.kgco2e_per_kg ?? m.kgco2e_per_kg),
+        health: num(typeof h === 'number' ? h : h?.value),
+        worst: (h && typeof h === 'object' ? (h.worst_asset ?? h.worst) : null) ?? null,
+        alarms: a,
+        overdue: num(m.work_orders_overdue ?? m.overdue) ?? 0,
+        edges_online: num(e.online) ?? 0, edges_total: num(e.total) ?? 0,
+        lag_s: num(e.max_lag_s ?? e.lag_s),
+        std_output_kg: num(k.std_output_today_kg ?? k.std_output_kg), std_gps_g: num(k.std_gps_g),
+      }
+      // The server's status speaks of the edges (running, degraded, offline); alarms and health add to it here.
+      z.status = m.status === 'offline' ? 'offline' : zoneStatus(z)
+      if (m.status === 'degraded' && z.status === 'ok') z.status = 'warn'
+      return z
+    }),
+  }
+}
+
+function todayStart(tz: string): string {
+  // Midnight today in the mill's time zone, as UTC ISO: what "output today" means at the mill.
+  const now = new Date()
+  const parts = new Intl.DateTimeFormat('en-CA', { timeZone: tz, year: 'numeric', month: '2-digit', day: '2-digit',
+    hour: '2-digit', minute: '2-digit', second: '2-digit', hourCycle: 'h23' }).formatToParts(now)
+  const g = (t: string): number => Number(parts.find((p) => p.type === t)?.value)
+  const localAsUtc = Date.UTC(g('year'), g('month') - 1, g('day'), g('hour'), g('minute'), g('second'))
+  const offset = localAsUtc - Math.floor(now.getTime() / 1000) * 1000
+  return new Date(Date.UTC(g('year'), g('month') - 1, g('day')) - offset).toISOString()
+}
+
+export { todayStart }
+
+export function zoneOverview(): Promise<ZoneOverview> {
+  return prefer('zone',
+    async () => normaliseZone(await call<Json>('/zone/overview')),
+    async () => {
+      const ms = await mills()
+      const edges = await fleet()
+      const rows = await Promise.all(ms.map(async (m): Promise<ZoneMill> => {
+        const [k, h, al, od] = await Promise.all([
+          kpis(m.id, 'mill', todayStart(m.timezone)).catch(() => null),
+          health(m.id).catch(() => null),
+          call<Alarm[]>(`/mills/${enc(m.id)}/maintenance/alarms`).catch(() => [] as Alarm[]),
+          call<WorkOrder[]>(`/mills/${enc(m.id)}/maintenance/work-orders/overdue`).catch(() => [] as WorkOrder[]),
+        ])
+        const row: Kpi | undefined = k?.rows[0]
+        const alarms: Record<string, number> = {}
+        for (const a of al) if (a.state !== 'cleared') alarms[a.severity] = (alarms[a.severity] ?? 0) + 1
+        const mine = edges.filter((e) => e.mill === m.id && e.active)
+        const online = mine.filter((e) => e.last_seen && Date.now() - Date.parse(e.last_seen) < 120_000)
+        const lags = mine.map((e) => e.lag_s).filter((x): x is number => x != null)
+        const z: ZoneMill = {
+          id: m.id, name: m.name, spindles: m.spindles, status: 'unknown', output_kg: row?.output_kg ?? null,
+          efficiency_pct: row?.efficiency_pct ?? null, ends_down: row?.ends_down_per_1000_spindle_h ?? null,
+          sec_kwh_per_kg: row?.sec_kwh_per_kg ?? null, kgco2e_per_kg: null, health: h?.value ?? null,
+          worst: h?.worst ?? null, alarms, overdue: od.length, edges_online: online.length, edges_total: mine.length,
+          lag_s: lags.length ? Math.max(...lags) : null, std_output_kg: row?.std_output_kg ?? null,
+          std_gps_g: row?.std_gps_g ?? null,
+        }
+        z.status = zoneStatus(z)
+        return z
+      }))
+      return { standard_ne: 40, mills: rows }
+    })
+}
+
+// --- maintenance ----------------------------------------------------------------------------------
+
+export interface AlarmFilter {
+  state?: string
+  severity?: string
+  asset?: string
+  machine?: string
+  page: number
+  size: number
+}
+
+function paged<T>(all: T[], page: number, size: number): Page<T> {
+  return { items: all.slice((page - 1) * size, page * size), total: all.length }
+}
+
+function pageOf<T>(r: Json): Page<T> {
+  return Array.isArray(r) ? { items: r, total: r.length } : { items: r.items ?? [], total: r.total ?? 0 }
+}
+
+export function alarms(millId: string, f: AlarmFilter): Promise<Page<Alarm>> {
+  const state = f.state === 'open' ? undefined : f.state
+  return prefer('alarm-pages',
+    async () => pageOf<Alarm>(await call<Json>('/alarms', { query: { mill: millId, machine: f.machine,
+      state: f.state === 'open' ? ['active', 'acknowledged'] : f.state, severity: f.severity,
+      offset: (f.page - 1) * f.size, limit: f.size } })),
+    async () => {
+      let all = await call<Alarm[]>(`/mills/${enc(millId)}/maintenance/alarms`, { query: { state, asset: f.asset } })
+      if (f.state === 'open') all = all.filter((a) => a.state !== 'cleared')
+      if (f.severity) all = all.filter((a) => a.severity === f.severity)
+      all = [...all].reverse() // newest first
+      return paged(all, f.page, f.size)
+    })
+}
+
+export function alarmStep(millId: string, id: string, action: 'acknowledge' | 'clear', comment = ''): Promise<Alarm> {
+  return call<Alarm>(`/mills/${enc(millId)}/maintenance/alarms/${enc(id)}/${action}`, { method: 'POST',
+    body: { comment } })
+}
+
+export interface OrderFilter {
+  state?: string
+  asset?: string
+  machine?: string
+  page: number
+  size: number
+}
+
+export function workOrders(millId: string, f: OrderFilter): Promise<Page<WorkOrder>> {
+  return prefer('order-pages',
+    async () => pageOf<WorkOrder>(await call<Json>('/work-orders', { query: { mill: millId, state: f.state,
+      machine: f.machine, offset: (f.page - 1) * f.size, limit: f.size } })),
+    async () => {
+      const all = await call<WorkOrder[]>(`/mills/${enc(millId)}/maintenance/work-orders`, {
+        query: { state: f.state ? [f.state] : undefined, asset: f.asset } })
+      return paged([...all].reverse(), f.page, f.size)
+    })
+}
+
+export function workOrder(millId: string, id: string): Promise<WorkOrder> {
+  return call<WorkOrder>(`/mills/${enc(millId)}/maintenance/work-orders/${enc(id)}`)
+}
+
+export function orderFromAlarm(millId: string, alarmId: string): Promise<WorkOrder> {
+  return call<WorkOrder>(`/mills/${enc(millId)}/maintenance/work-orders`, { method: 'POST', body: { alarm_id: alarmId } })
+}
+
+export function orderStep(millId: string, id: string, action: string, body: Record<string, unknown>): Promise<WorkOrder> {
+  return call<WorkOrder>(`/mills/${enc(millId)}/maintenance/work-orders/${enc(id)}/${action}`, { method: 'POST', body })
+}
+
+export const plan = (millId: string): Promise<PlanItem[]> => call<PlanItem[]>(`/mills/${enc(millId)}/maintenance/plan`)
+export const maintReport = (millId: string, month?: string): Promise<MonthlyMaintReport> =>
+  call<MonthlyMaintReport>(`/mills/${enc(millId)}/maintenance/report`, { query: { month } })
+
+// --- energy and carbon ----------------------------------------------------------------------------
+
+export const carbon = (millId: string, month: string): Promise<Json> =>
+  call<Json>(`/mills/${enc(millId)}/carbon/${enc(month)}`)
+
+export async function carbonTrend(millId: string, months = 12): Promise<Json[]> {
+  return prefer('carbon-trend',
+    async () => {
+      const r = await call<Json>(`/mills/${enc(millId)}/carbon/trend`, { query: { months } })
+      return Array.isArray(r) ? r : (r.months ?? [])
+    },
+    async () => [])
+}
+
+/** Health index history of a machine's vibration assets with drivers, and the latest bearing defect lines. */
+export function machineHealth(millId: string, machine: string, start: string, end: string): Promise<Json | null> {
+  return prefer('health-history',
+    () => call<Json>(`/mills/${enc(millId)}/machines/${enc(machine)}/health/history`, { query: { start, end } }),
+    async () => null)
+}
+
+/** Display metadata of a machine's points (names, units, ranges, state labels) where the server offers it. */
+export function pointMeta(millId: string, machine: string): Promise<Json[]> {
+  return prefer('point-meta', () => call<Json[]>(`/mills/${enc(millId)}/points`, { query: { machine } }),
+    async () => [])
+}
+
+export type ReportFormat = 'html' | 'pdf' | 'xlsx' | 'pact' | 'json'
+
+export async function downloadCarbon(millId: string, month: string, fmt: ReportFormat): Promise<string> {
+  const name = `spinline-carbon-${millId}-${month}.${fmt === 'pact' ? 'pact.json' : fmt}`
+  if (fmt === 'pact') await download(`/mills/${enc(millId)}/carbon/${enc(month)}/pact`, name)
+  else if (fmt === 'json') await download(`/mills/${enc(millId)}/carbon/${enc(month)}`, name)
+  else await download(`/mills/${enc(millId)}/carbon/${enc(month)}/report`, name, { format: fmt, lang: currentLocale() })
+  return name
+}
+
+// --- fleet and users --------------------------------------------------------------------------------
+
+export const fleet = (millId?: string): Promise<Edge[]> => call<Edge[]>('/edges', { query: { mill: millId } })
+export const users = (): Promise<UserRow[]> => call<UserRow[]>('/users')
+export const createUser = (body: Record<string, unknown>): Promise<UserRow> =>
+  call<UserRow>('/users', { method: 'POST', body })
+export const updateUser = (id: number, body: Record<string, unknown>): Promise<UserRow> =>
+  call<UserRow>(`/users/${id}`, { method: 'PATCH', body })
+
+export type { AssetHealth }

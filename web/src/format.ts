@@ -1,0 +1,102 @@
+/** Numbers, dates and units in the reader's locale (one place, so every view agrees). */
+import { i18n } from './i18n'
+
+function loc(): string {
+  return i18n.global.locale.value as string
+}
+
+export function fmtNum(v: number | null | undefined, digits = 1): string {
+  if (v === null || v === undefined || !Number.isFinite(v)) return '—'
+  return new Intl.NumberFormat(loc(), { maximumFractionDigits: digits, minimumFractionDigits: 0 }).format(v)
+}
+
+export function fmtFixed(v: number | null | undefined, digits = 1): string {
+  if (v === null || v === undefined || !Number.isFinite(v)) return '—'
+  return new Intl.NumberFormat(loc(), { maximumFractionDigits: digits, minimumFractionDigits: digits }).format(v)
+}
+
+export function fmtPct(v: number | null | undefined, digits = 1, ratio = false): string {
+  if (v === null || v === undefined || !Number.isFinite(v)) return '—'
+  return new Intl.NumberFormat(loc(), { style: 'percent', maximumFractionDigits: digits,
+    minimumFractionDigits: digits }).format(ratio ? v : v / 100)
+}
+
+/** Mass: kg below 10 t, tonnes above (a mill's day is reported in tonnes). */
+export function fmtMass(kg: number | null | undefined): string {
+  if (kg === null || kg === undefined || !Number.isFinite(kg)) return '—'
+  const t = i18n.global.t
+  return Math.abs(kg) >= 10000 ? `${fmtFixed(kg / 1000, 2)} ${t('units.t')}` : `${fmtNum(kg, 0)} ${t('units.kg')}`
+}
+
+/**
+ * Specific energy. Chinese mills speak of 吨纱电耗 in kWh per tonne of yarn; English reports use kWh/kg.
+ * Same figure, the unit each reader expects.
+ */
+export function fmtSec(kwhPerKg: number | null | undefined): string {
+  if (kwhPerKg === null || kwhPerKg === undefined || !Number.isFinite(kwhPerKg)) return '—'
+  return loc() === 'zh-CN' ? `${fmtNum(kwhPerKg * 1000, 0)} kWh/t` : `${fmtFixed(kwhPerKg, 2)} kWh/kg`
+}
+
+export function fmtCo2(kgPerKg: number | null | undefined): string {
+  if (kgPerKg === null || kgPerKg === undefined || !Number.isFinite(kgPerKg)) return '—'
+  return `${fmtFixed(kgPerKg, 2)} kgCO₂e/kg`
+}
+
+export function fmtKwh(kwh: number | null | undefined): string {
+  if (kwh === null || kwh === undefined || !Number.isFinite(kwh)) return '—'
+  return Math.abs(kwh) >= 100000 ? `${fmtFixed(kwh / 1000, 1)} MWh` : `${fmtNum(kwh, 0)} kWh`
+}
+
+export function fmtDate(iso: string | number | null | undefined, withTime = true): string {
+  if (iso === null || iso === undefined || iso === '') return '—'
+  const d = typeof iso === 'number' ? new Date(iso) : new Date(iso)
+  if (Number.isNaN(d.getTime())) return '—'
+  return new Intl.DateTimeFormat(loc(), withTime
+    ? { year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit', hourCycle: 'h23' }
+    : { year: 'numeric', month: '2-digit', day: '2-digit' }).format(d)
+}
+
+export function fmtTime(ms: number): string {
+  return new Intl.DateTimeFormat(loc(), { hour: '2-digit', minute: '2-digit', second: '2-digit', hourCycle: 'h23' })
+    .format(new Date(ms))
+}
+
+/** "3 min" / "2 h" / "5 s" for a lag or an age. */
+export function fmtDuration(s: number | null | undefined): string {
+  if (s === null || s === undefined || !Number.isFinite(s)) return '—'
+  const t = i18n.global.t
+  if (s < 90) return `${fmtNum(s, 0)} ${t('units.s')}`
+  if (s < 5400) return `${fmtNum(s / 60, 0)} ${t('units.min')}`
+  return `${fmtNum(s / 3600, 1)} ${t('units.h')}`
+}
+
+/** Display unit of a point unit as the site file spells it. */
+export function unitLabel(u: string): string {
+  const map: Record<string, string> = { percent: '%', dimensionless: '', degC: '°C', 'spindle * hour': 'spindle·h',
+    hour: 'h', event: '', spindle: '' }
+  return u in map ? map[u] : u
+}
+
+/** Translate with a fallback to the raw key's last part (for ids the catalogue may not know). */
+export function tr(key: string, fallback?: string): string {
+  const t = i18n.global.t
+  const te = i18n.global.te
+  return te(key) ? t(key) : (fallback ?? key.split('.').pop() ?? key)
+}
+
+export function healthColour(v: number | null | undefined): string {
+  if (v === null || v === undefined) return '#c0c4cc'
+  if (v >= 80) return '#2ba471'
+  if (v >= 60) return '#e6a23c'
+  if (v >= 40) return '#f56c6c'
+  return '#c45656'
+}
+
+export const STATE_COLOUR: Record<string, string> = {
+  running: '#2ba471', idle: '#e6a23c', stopped: '#909399', fault: '#d54941', doffing: '#409eff',
+  unknown: '#c0c4cc', offline: '#c0c4cc', none: '#a8b3c2',
+}
+
+export function month(d = new Date()): string {
+  return `${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, '0')}`
+}

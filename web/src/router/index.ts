@@ -1,0 +1,48 @@
+import { createRouter, createWebHistory, type RouteRecordRaw } from 'vue-router'
+import type { Role } from '../api/types'
+import { session, whoAmI } from '../session'
+
+declare module 'vue-router' {
+  interface RouteMeta {
+    /** false: open without signing in */
+    auth?: boolean
+    /** only these roles (the server refuses the others too) */
+    roles?: Role[]
+    /** navigation key highlighted in the menu */
+    nav?: string
+  }
+}
+
+const routes: RouteRecordRaw[] = [
+  { path: '/', redirect: '/zone' },
+  { path: '/login', name: 'login', component: () => import('../views/LoginView.vue'), meta: { auth: false } },
+  { path: '/expired', name: 'expired', component: () => import('../views/ErrorView.vue'), meta: { auth: false },
+    props: { kind: 'expired' } },
+  { path: '/forbidden', name: 'forbidden', component: () => import('../views/ErrorView.vue'), props: { kind: 'forbidden' } },
+  { path: '/zone', name: 'zone', component: () => import('../views/ZoneView.vue'), meta: { nav: 'zone' } },
+  { path: '/mills/:mill', name: 'mill', component: () => import('../views/MillView.vue'), props: true,
+    meta: { nav: 'mill' } },
+  { path: '/mills/:mill/machines/:machine', name: 'machine', component: () => import('../views/MachineView.vue'),
+    props: true, meta: { nav: 'mill' } },
+  { path: '/mills/:mill/maintenance', name: 'maintenance', component: () => import('../views/MaintenanceView.vue'),
+    props: true, meta: { nav: 'maintenance' } },
+  { path: '/mills/:mill/energy', name: 'energy', component: () => import('../views/EnergyView.vue'), props: true,
+    meta: { nav: 'energy' } },
+  { path: '/fleet', name: 'fleet', component: () => import('../views/FleetView.vue'), meta: { nav: 'fleet' } },
+  { path: '/users', name: 'users', component: () => import('../views/UsersView.vue'),
+    meta: { nav: 'users', roles: ['zone_operator'] } },
+  { path: '/account', name: 'account', component: () => import('../views/AccountView.vue'), meta: { nav: 'account' } },
+  { path: '/:rest(.*)*', name: 'notfound', component: () => import('../views/ErrorView.vue'), props: { kind: 'notfound' } },
+]
+
+export const router = createRouter({ history: createWebHistory(), routes })
+
+router.beforeEach(async (to) => {
+  if (to.meta.auth === false) return true
+  const user = await whoAmI()
+  if (!user) return { name: 'login', query: { next: to.fullPath } }
+  if (to.meta.roles && !to.meta.roles.includes(user.role)) return { name: 'forbidden', query: { from: to.fullPath } }
+  return true
+})
+
+export { session }
