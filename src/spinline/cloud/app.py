@@ -4,6 +4,10 @@ Nothing connects at import or in ``create_app``: the stores open in the app's li
 handed in already open, as tests do), and everything a request needs hangs off ``app.state.cloud``
 (``api.deps.Cloud``). Routes live under ``/api/v1``; the OpenAPI document is ``/api/v1/openapi.json``
 and the interactive docs ``/api/docs``.
+
+Size: the one composition root of the cloud process: the stores, the services, the background jobs
+(rollups, retention, health, zone refresh, model jobs) and the request guards are wired here and
+nowhere else, so a reader finds every moving part of the running cloud in one file.
 """
 
 from __future__ import annotations
