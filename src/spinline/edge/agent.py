@@ -14,8 +14,10 @@ asyncio loop (the buffer's fsyncs on one worker thread, ``buffer_io``):
   to the collector; its alarm/model events are committed to the buffer at each flush;
 * ``forwarder.Forwarder``: live first, backlog newest-first, delete on ack; the uplink loop here
   keeps one session to the cloud, reconnecting with backoff, logging once;
-* ``status.StatusReporter``: every second the link-health and ``_edge`` points, ``status.json``
-  (atomic) and the status message.
+* ``status.StatusReporter``: every second the link-health and ``_edge`` points and ``status.json``
+  (atomic); the status message on change and a slow heartbeat;
+* ``traffic.TrafficLedger``: every byte through the uplink per kind and day (the session's uplink is
+  wrapped in a ``MeteredUplink``).
 
 Bad input is counted per device and cause where it is found (the connectors, see
 ``spinline.connectors.base``; values outside a point's ``min``/``max`` in the collector, as
@@ -47,7 +49,7 @@ from .scheduler import Backoff
 from .settings import EdgeSettings
 from .status import STATUS_FILE as STATUS_FILE
 from .status import StatusReporter, StatusSources, redact
-from .uplink.base import Uplink
+from .traffic import MeteredUplink, TrafficLedger
 from .uplink.factory import make_uplink
 
 if TYPE_CHECKING:  # scoring pulls in the health models (scipy): only edges with vibration channels load it
@@ -78,13 +80,15 @@ class EdgeAgent:
                                    backlog_order=settings.backlog_order, ack_timeout_s=settings.ack_timeout_s,
                                    require_signed_acks=settings.require_signed_acks)
         self.forwarder.on_ack = self._uplink_works
+        #: Every byte through the uplink, by kind, per day (``edge.traffic``; in the status as ``traffic``).
+        self.traffic = TrafficLedger()
         self.scoring: EdgeScoring | None = None
         self.scoring_stage: ScoringStage | None = None
         self.pollers: list[PollCoordinator] = []
         self.pushers: list[PushConnector] = []
         self._tasks: list[asyncio.Task[Any]] = []
         self._uplink_error_logged = False
-        self._uplink: Uplink | None = None
+        self._uplink: MeteredUplink | None = None
         self._build()
         self.collector.health_of = self.healths()  # stable objects: built once, read by the data path
         for p in self.pushers:
@@ -95,7 +99,8 @@ class EdgeAgent:
             every_s=settings.status_every_s, collector=self.collector, buffer=self.buffer, forwarder=self.forwarder,
             sources=StatusSources(healths=self.healths, unknown_devices=self._unknown_devices,
                                   models=lambda: self.scoring.snapshot() if self.scoring is not None else {},
-                                  uplink=lambda: self._uplink))
+                                  uplink=lambda: self._uplink, traffic=self.traffic.as_dict),
+            heartbeat_s=settings.status_heartbeat_s)
 
     # --- wiring (pure: objects only, no I/O) ---------------------------------------------------------
 
@@ -185,8 +190,9 @@ class EdgeAgent:
             return
         backoff = Backoff(base_s=0.5, cap_s=10.0, seed=1)
         while True:
-            up = make_uplink(cloud_url, edge=self.edge_id, mill=self.mill.id, secret=self.settings.secret or b"",
-                             trust=self.forwarder.trust)
+            up = MeteredUplink(make_uplink(cloud_url, edge=self.edge_id, mill=self.mill.id,
+                                           secret=self.settings.secret or b"", trust=self.forwarder.trust),
+                               self.traffic)
             started = time.time_ns()
             try:
                 async with up:
