@@ -44,6 +44,7 @@ from .buffer_io import AsyncBuffer
 from .clock import ClockGuard
 from .collector import Collector
 from .coordinator import PollCoordinator
+from .evidence import EvidenceKeeper, RawSnapshot, commit_snapshots
 from .forwarder import Forwarder
 from .scheduler import Backoff
 from .settings import EdgeSettings
@@ -53,6 +54,8 @@ from .traffic import MeteredUplink, TrafficLedger
 from .uplink.factory import make_uplink
 
 if TYPE_CHECKING:  # scoring pulls in the health models (scipy): only edges with vibration channels load it
+    from spinline.connectors.mqtt.vibration import ChannelFeatures
+
     from .models import ModelVerifier
     from .scoring import EdgeScoring
     from .scoring_stage import ScoringStage
@@ -84,6 +87,8 @@ class EdgeAgent:
         self.traffic = TrafficLedger()
         self.scoring: EdgeScoring | None = None
         self.scoring_stage: ScoringStage | None = None
+        #: Raw snapshots on demand (only with vibration channels; ``edge.evidence``).
+        self.evidence: EvidenceKeeper | None = None
         self.pollers: list[PollCoordinator] = []
         self.pushers: list[PushConnector] = []
         self._tasks: list[asyncio.Task[Any]] = []
@@ -99,7 +104,8 @@ class EdgeAgent:
             every_s=settings.status_every_s, collector=self.collector, buffer=self.buffer, forwarder=self.forwarder,
             sources=StatusSources(healths=self.healths, unknown_devices=self._unknown_devices,
                                   models=lambda: self.scoring.snapshot() if self.scoring is not None else {},
-                                  uplink=lambda: self._uplink, traffic=self.traffic.as_dict),
+                                  uplink=lambda: self._uplink, traffic=self.traffic.as_dict,
+                                  evidence=lambda: self.evidence.stats() if self.evidence is not None else {}),
             heartbeat_s=settings.status_heartbeat_s)
 
     # --- wiring (pure: objects only, no I/O) ---------------------------------------------------------
@@ -120,10 +126,12 @@ class EdgeAgent:
             self.scoring = EdgeScoring(self.mill.id, vib, iso, self.data_dir, self.settings.scoring,
                                        self.model_verifier)
             self.scoring_stage = ScoringStage(self.scoring, self.mill.id, self.collector.ingest)
+            self.evidence = EvidenceKeeper(self.edge_id, self.settings.evidence)
+            self.scoring_stage.on_alarm = self.evidence.request_alarm
         ctx = LinkContext(edge_id=self.edge_id, mill=self.mill.id, device_mqtt=self.settings.device_mqtt,
                           cloud_url=self.settings.cloud_url, modbus_max_gap=self.settings.modbus_max_gap,
                           iso_class=iso, featurizer=featurizer,
-                          feature_sink=self.scoring_stage.submit if self.scoring_stage is not None else None)
+                          feature_sink=self._feature_sink if self.scoring_stage is not None else None)
         seed = {mid: i for i, mid in enumerate(dict.fromkeys(p.machine.id for p in self.points))}
         for c in plan(self.points, ctx):
             if c.shape == "polled":
@@ -133,6 +141,25 @@ class EdgeAgent:
                                                     timeout_s=c.timeout_s))
             else:
                 self.pushers.append(cast(PushConnector, c.connector))
+
+    def _feature_sink(self, features: ChannelFeatures) -> None:
+        """A featurised snapshot: its waveform to the evidence keeper, its features to the scoring stage."""
+        f = features
+        if self.evidence is not None and f.samples is not None:
+            self.evidence.offer(RawSnapshot(f"{self.mill.id}/{f.machine}/{f.channel}", f.ts_ns, f.fs_hz, f.samples))
+        assert self.scoring_stage is not None
+        self.scoring_stage.submit(f)
+
+    async def _commit_evidence(self) -> None:
+        """Queued raw snapshots into the buffer file (durable before they count as queued)."""
+        if self.evidence is None or not (items := self.evidence.take()):
+            return
+        try:
+            await self.buffer.call(commit_snapshots, self.buffer.buffer.db, items)
+        except BaseException:
+            self.evidence.restore(items)
+            raise
+        self.evidence.committed += len(items)
 
     def healths(self) -> dict[str, LinkHealth]:
         out: dict[str, LinkHealth] = {}
@@ -158,7 +185,9 @@ class EdgeAgent:
         before = None if stage is None else (lambda: stage.commit(self.buffer, self.forwarder.notify_events))
         stored = self.collector.points_stored
         try:
-            return await self.collector.flush(self.buffer, before)
+            n = await self.collector.flush(self.buffer, before)
+            await self._commit_evidence()
+            return n
         finally:
             if self.collector.points_stored != stored:  # rows were committed (even if a later step failed)
                 self.forwarder.notify()

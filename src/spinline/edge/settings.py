@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 from .clock import ClockPolicy
+from .evidence import EvidenceSettings
 from .models import ScoringConfig
 
 
@@ -51,6 +52,8 @@ class EdgeSettings:
     modbus_max_gap: int = 8
     #: How vibration assets learn and score (None: the defaults).
     scoring: ScoringConfig | None = None
+    #: Raw vibration snapshots on demand: daily byte budget, sparse samples (None: the defaults).
+    evidence: EvidenceSettings | None = None
     #: Rows held in memory while the buffer cannot commit; past it the oldest low-priority rows go.
     max_pending_rows: int = 2_000_000
     #: Act only on acks the cloud signed (else unsigned acks are trusted until the first signed one).
