@@ -29,6 +29,7 @@ import yaml
 from spinline.connectors.base import LinkState
 from spinline.core.site import parse_site, rebind
 from spinline.edge.agent import EdgeAgent
+from spinline.edge.cli import _fmt_status
 from spinline.edge.settings import EdgeSettings
 from spinline.edge.status import StatusGate, status_digest
 from spinline.edge.traffic import TrafficLedger
@@ -174,4 +175,7 @@ async def test_agent_status_on_change_and_ledger_matches_the_broker(
         assert ledger["messages"][kind] == on_wire.get(kind, [0, 0])[1], (kind, ledger, on_wire)
     assert ledger["bytes"]["batch"] > 0 and ledger["messages"]["status"] >= 3
     assert ledger["up_bytes"] == sum(ledger["bytes"][k] for k in ("batch", "status", "events", "snapshot"))
-    assert json.loads((tmp_path / "edge" / "status.json").read_text())["traffic"]["bytes"]["batch"] > 0
+    written = json.loads((tmp_path / "edge" / "status.json").read_text())
+    assert written["traffic"]["bytes"]["batch"] > 0 and written["status_messages"]["skipped"] > 0
+    shown = "\n".join(_fmt_status(written))                # what `spinline edge status` prints
+    assert "uplink bytes today" in shown and "status messages sent" in shown
