@@ -179,3 +179,41 @@ async def test_agent_status_on_change_and_ledger_matches_the_broker(
     assert written["traffic"]["bytes"]["batch"] > 0 and written["status_messages"]["skipped"] > 0
     shown = "\n".join(_fmt_status(written))                # what `spinline edge status` prints
     assert "uplink bytes today" in shown and "status messages sent" in shown
+
+
+async def test_http_uplink_books_what_it_sent_and_the_answers_it_received() -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from spinline.edge.traffic import MeteredUplink
+    from spinline.edge.uplink.http import HttpUplink
+
+    answer = b'{"ok":true,"note":"status kept"}'
+    received: list[int] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            received.append(len(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *a: object) -> None:
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)          # a free port from the OS
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        ledger = TrafficLedger()
+        up = MeteredUplink(HttpUplink(f"http://127.0.0.1:{srv.server_address[1]}", edge="e", mill="m",
+                                      secret=b"k" * 32), ledger)
+        async with up:
+            for body in (b'{"edge":"e","n":1}', b'{"edge":"e","n":22}'):
+                await up.publish_status(body)
+        d = ledger.as_dict()
+    finally:
+        srv.shutdown()
+    assert d["bytes"]["status"] == sum(received) == 18 + 19 and d["messages"]["status"] == 2
+    assert d["bytes"]["acks_in"] == 2 * len(answer)
