@@ -116,6 +116,12 @@ def sim_figures() -> dict[str, Any]:
 def main() -> None:
     t0 = time.perf_counter()
     fig: dict[str, Any] = {"bench": "health"}
+    from health_byod import compare_all  # bench/health_byod.py: the CLI against simple baselines
+
+    fig["byod"] = compare_all()
+    for name, r in fig["byod"]["sets"].items():
+        print(f"{name} ({r['metric']}): spinline {r['spinline']} vs robust_z {r['robust_z']}, iforest "
+              f"{r['iforest']}, pca_recon {r['pca_recon']} -> {'not worse' if r['not_worse'] else 'WORSE'}")
     fig["throughput"] = throughput()
     print(f"featurise: {fig['throughput']['channels_per_core_realtime']} channels of 25.6 kHz per core in real "
           f"time (baseline {fig['throughput']['baseline_channels_per_core']}, x{fig['throughput']['ratio']})")

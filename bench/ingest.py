@@ -1,30 +1,42 @@
-"""Ingest and query bench, both backends: MQTT publish -> Mosquitto -> ingest worker -> store.
+"""Ingest bench at the edge's real batch shape, both backends, beside the storage ceilings.
 
-For each backend (embedded DuckDB, PostgreSQL):
-- points/s stored end to end: a publisher process (the edges) sends signed, zlib-compressed batches
-  of 20,000 rows with QoS 1 through the machine's Mosquitto; one ingest worker (shared subscription)
-  decodes, authenticates, validates and stores them; the clock stops when the last row is committed;
-- the same payloads' raw Mosquitto rate (publisher process -> broker -> a subscriber that only
-  counts), measured in the same run: the ratio is our overhead;
-- query latency p50/p95: a 30-day, 1 s point reduced to 1,000 chart points (rollups), and the mill
-  overview's latest values of every point (5,000);
-- the rollup refresh rate (raw rows per second rolled up into 1 min and 1 h) of the 30-day chart
-  load, and of two workloads written the way ingest workers write them and then refreshed once:
-  ``dense`` (5,000 points every 1 s, 20,000-row batches coalesced 8 to a transaction) and ``sparse``
-  (500 points every 5 min: every dirty minute bucket is isolated); ``refresh_keeps_up`` says whether
-  both refresh rates reach the backend's measured end-to-end ingest rate.
+The edge sends one signed payload per 0.25 s flush with one row per point due: about 150 rows for
+the example mill and 1,250 for a 5,000-point mill at 1 s. For each backend (embedded DuckDB,
+PostgreSQL) and each shape (``--shapes``, rows per payload):
 
-Usage: .venv/bin/python bench/ingest.py [--rows-embedded 6000000] [--rows-postgres 3000000]
-       [--refresh-rows 1000000] [--refresh-only]
+- ``e2e_rows_per_s``: a publisher process (the edges) sends the payloads with QoS 1 through
+  Mosquitto; ONE ingest worker (shared subscription) decodes, authenticates through the real
+  credential path (``EdgeCredentials``: metadata database + AES-GCM, cached), screens and stores
+  them; the clock stops when the last row is committed;
+- ``inproc_rows_per_s``: the same payloads through ``IngestService.handle_many`` in this process, in
+  groups as the worker coalesces them (no MQTT): what the ingest itself costs;
+- the ceilings, measured in the same run on the same rows: ``ceiling_copy_rows_per_s`` (PostgreSQL:
+  binary COPY of the rows into a bare unlogged-free plain table, no index) and
+  ``ceiling_insert_rows_per_s`` (DuckDB: an Arrow insert into a bare table), and the raw Mosquitto
+  rate of the same payloads (publisher -> broker -> a subscriber that only counts);
+- the store starts with a day's worth of idempotency keys (``--preload-keys``, default one key per
+  edge flush for 24 h) and, on PostgreSQL, autovacuum on (checked and reported);
+- query latency p50/p95 and rollup refresh rates on dense and sparse data (``refresh_keeps_up``:
+  both at least the measured end-to-end ingest rate).
+
+``--profile`` writes a cProfile of the in-process path of each backend's last shape to stderr (top
+20 by own time), to show what bounds it when a target is missed.
+
+Usage: .venv/bin/python bench/ingest.py [--shapes 150,1250] [--rows 600000] [--backend both]
+       [--preload-keys N] [--refresh-rows 1000000] [--profile]
 Ends with one line of JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import cProfile
+import io
 import json
 import multiprocessing as mp
 import os
+import pstats
 import sys
 import tempfile
 import threading
@@ -40,6 +52,7 @@ sys.path.insert(0, os.path.join(ROOT, "src"))
 from spinline.cloud.ingest.mqtt_worker import IngestWorker  # noqa: E402
 from spinline.cloud.ingest.service import IngestService  # noqa: E402
 from spinline.cloud.storage.base import PointInfo, TimeSeriesStore  # noqa: E402
+from spinline.cloud.storage.shared import batch_digest  # noqa: E402
 from spinline.core.batch import Batch  # noqa: E402
 from spinline.core.wire import TOPIC_BATCH, Envelope, encode  # noqa: E402
 
@@ -47,14 +60,19 @@ S = 10**9
 MILL = "bench"
 N_POINTS = 5000
 EDGES = 4
-TS_PER_BATCH = 16                                   # 1,250 points x 16 s = 20,000 rows per batch
+FLUSH_S = 0.25
+TS_PER_BATCH = 16                                   # refresh workloads: 1,250 points x 16 s per batch
 PG_ADMIN = os.environ.get("SPINLINE_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
-HOST, PORT = os.environ.get("SPINLINE_BENCH_MQTT_HOST", "127.0.0.1"), int(os.environ.get("SPINLINE_BENCH_MQTT_PORT",
-                                                                                             "1883"))
-
-
-def secret(edge: str) -> bytes:
-    return (edge * 8).encode()[:32]
+HOST = os.environ.get("SPINLINE_BENCH_MQTT_HOST", "127.0.0.1")
+#: The broker's port: SPINLINE_BENCH_MQTT_PORT, else a private Mosquitto started by ``main`` (see
+#: ``private_broker``); set before any worker or publisher is created.
+PORT = int(os.environ.get("SPINLINE_BENCH_MQTT_PORT", "0"))
+#: Mosquitto's default queue per subscriber (1,000 QoS 1 messages) drops the rest of a burst of small
+#: payloads (a backlog drain sends thousands); an ingest broker needs a deeper queue. The private
+#: broker sets it; the ratio to raw Mosquitto is measured through the same broker.
+BROKER_CONF = "max_queued_messages 200000\nmax_inflight_messages 1000\nallow_anonymous true\n"
+#: Payloads a worker coalesces into one transaction (``IngestWorker.max_coalesce``), used in-process too.
+COALESCE = 512
 
 
 def infos() -> list[PointInfo]:
@@ -63,39 +81,72 @@ def infos() -> list[PointInfo]:
             for k in range(1, N_POINTS + 1)]
 
 
-def payloads(n_rows: int, t0: int) -> list[tuple[str, bytes, int]]:
-    """(edge, payload, rows): each edge owns a slice of the points and sends 1 s samples of them."""
+class Fleet:
+    """The real credential path: edges registered in the metadata database with sealed secrets."""
+
+    def __init__(self, store: TimeSeriesStore, db: str, folder: str) -> None:
+        from pydantic import SecretStr
+
+        from spinline.cloud.app import build_cloud
+        from spinline.cloud.meta.store import MetaStore
+        from spinline.cloud.settings import Settings
+        from spinline.core.site import Line, Machine, MachineType, Mill, Workshop
+
+        key = SecretStr(base64.urlsafe_b64encode(os.urandom(32)).decode())
+        self.settings = Settings(db=db if db.startswith("postgresql") else f"embedded:{folder}", secret_key=key,
+                                 argon2_time_cost=1, argon2_memory_kib=64, argon2_parallelism=1)
+        self.meta = MetaStore(self.settings.meta_url())
+        self.meta.migrate()
+        self.meta.upsert_mill(Mill(id=MILL, workshops=[Workshop(id="w", lines=[Line(id="l", machines=[
+            Machine(id="m1", type=MachineType.CARD)])])]), zone="z", now_ns=0)
+        self.cloud = build_cloud(self.settings, store, self.meta)
+        self.secrets = {f"e{e}": self.cloud.edges.create(edge_id=f"e{e}", mill=MILL)[1].encode()
+                        for e in range(EDGES)}
+
+    def service(self) -> IngestService:
+        svc: IngestService = self.cloud.ingest
+        return svc
+
+    def close(self) -> None:
+        self.meta.close()
+
+
+def flush_payloads(secrets: dict[str, bytes], rows: int, n_rows: int, t0: int,
+                   seq0: int = 1) -> list[tuple[str, bytes, int]]:
+    """(edge, payload, rows) as the agent sends them: one flush = ``rows`` distinct points, one row
+    each, stamped within the 0.25 s flush; edges take turns; seq counts up per edge."""
     rng = np.random.default_rng(7)
+    edges = sorted(secrets)
     keys = np.arange(1, N_POINTS + 1, dtype=np.int64)
-    per_edge = np.array_split(keys, EDGES)
-    out: list[tuple[str, bytes, int]] = []
-    total, i = 0, 0
     level = rng.normal(50, 10, N_POINTS)
+    out: list[tuple[str, bytes, int]] = []
+    total, flush = 0, 0
+    per_edge_points = N_POINTS // len(edges)
     while total < n_rows:
-        for e, pts in enumerate(per_edge):
-            edge = f"e{e}"
-            ts = t0 + (i * TS_PER_BATCH + np.repeat(np.arange(TS_PER_BATCH, dtype=np.int64), len(pts))) * S
-            base = np.tile(level[pts - 1], TS_PER_BATCH)
-            counter = np.tile(pts % 10 == 0, TS_PER_BATCH)
-            val = np.where(counter, (ts // S - t0 // S) * 0.5, np.round(base + rng.normal(0, 0.5, len(base)), 2))
-            seq = i * TS_PER_BATCH + np.repeat(np.arange(TS_PER_BATCH), len(pts))
-            b = Batch.of(np.tile(pts, TS_PER_BATCH), ts, val, 0, seq)
-            env = Envelope(edge=edge, mill=MILL, seq=i + 1, batch=b, created_ns=time.time_ns())
-            out.append((edge, encode(env, key=secret(edge)), len(b)))
+        for e, edge in enumerate(edges):
+            k = flush % max(1, per_edge_points // rows)
+            pts = keys[e * per_edge_points + k * rows: e * per_edge_points + (k + 1) * rows]
+            ts = t0 + int(flush * FLUSH_S * S) + rng.integers(0, int(FLUSH_S * S), len(pts))
+            counter = pts % 10 == 0
+            noise = rng.normal(0, 0.5, len(pts))
+            val = np.where(counter, np.floor((ts - t0) / S) * 0.5, np.round(level[pts - 1] + noise, 2))
+            b = Batch.of(pts, ts, val, 0, np.full(len(pts), flush))
+            env = Envelope(edge=edge, mill=MILL, seq=seq0 + flush, batch=b, created_ns=time.time_ns(),
+                           incarnation="bench")
+            out.append((edge, encode(env, key=secrets[edge]), len(b)))
             total += len(b)
-        i += 1
+        flush += 1
     return out
 
 
-def _publisher(n_rows: int, t0: int, ns: str, ready: Any, go: Any, done: Any) -> None:
-    """The edges, in their own process: build payloads, then publish them all (QoS 1) on ``go``."""
+def _publisher(data: list[tuple[str, bytes, int]], ns: str, ready: Any, go: Any, done: Any) -> None:
+    """The edges, in their own process: publish every payload (QoS 1) on ``go``."""
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-    data = payloads(n_rows, t0)
     c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{uuid.uuid4().hex[:8]}",
                     protocol=MQTTProtocolVersion.MQTTv5)
-    c.max_inflight_messages_set(64)
+    c.max_inflight_messages_set(256)
     c.max_queued_messages_set(0)
     c.connect(HOST, PORT)
     c.loop_start()
@@ -103,17 +154,17 @@ def _publisher(n_rows: int, t0: int, ns: str, ready: Any, go: Any, done: Any) ->
     go.wait()
     infos_ = [c.publish(ns + TOPIC_BATCH.format(mill=MILL, edge=edge), p, qos=1) for edge, p, _ in data]
     for m in infos_:
-        m.wait_for_publish(120)
+        m.wait_for_publish(300)
     done.set()
     c.disconnect()
     c.loop_stop()
 
 
-def _run_publisher(n_rows: int, t0: int, ns: str, until: Any, timeout: float = 120.0) -> float:
+def _run_publisher(data: list[tuple[str, bytes, int]], ns: str, until: Any, timeout: float = 300.0) -> float:
     """Start the publisher process, release it, and time until ``until()`` is true."""
     ctx = mp.get_context("spawn")
     ready, go, done = ctx.Event(), ctx.Event(), ctx.Event()
-    p = ctx.Process(target=_publisher, args=(n_rows, t0, ns, ready, go, done), daemon=True)
+    p = ctx.Process(target=_publisher, args=(data, ns, ready, go, done), daemon=True)
     p.start()
     if not ready.wait(120):
         raise RuntimeError("publisher did not start")
@@ -130,15 +181,15 @@ def _run_publisher(n_rows: int, t0: int, ns: str, until: Any, timeout: float = 1
     return elapsed
 
 
-def raw_mosquitto(n_rows: int, t0: int) -> float:
-    """Points/s through Mosquitto alone: same payloads, a subscriber that only counts rows."""
+def raw_mosquitto(data: list[tuple[str, bytes, int]]) -> float:
+    """Rows/s through Mosquitto alone: the same payloads, a subscriber that only counts rows."""
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
     ns = f"bench-{uuid.uuid4().hex[:8]}/"
+    rows_per = data[0][2]
+    expected = sum(r for _, _, r in data)
     got = {"rows": 0}
-    rows_per = TS_PER_BATCH * (N_POINTS // EDGES)
-    expected = len(payloads_shape(n_rows)) * rows_per
     sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-sub-{uuid.uuid4().hex[:8]}",
                       protocol=MQTTProtocolVersion.MQTTv5)
     subscribed = threading.Event()
@@ -153,39 +204,107 @@ def raw_mosquitto(n_rows: int, t0: int) -> float:
     sub.subscribe(f"$share/raw/{ns}spinline/up/+/+/batch", qos=1)
     subscribed.wait(5)
     try:
-        elapsed = _run_publisher(n_rows, t0, ns, lambda: got["rows"] >= expected)
+        elapsed = _run_publisher(data, ns, lambda: got["rows"] >= expected)
     finally:
         sub.disconnect()
         sub.loop_stop()
     return got["rows"] / elapsed
 
 
-def payloads_shape(n_rows: int) -> list[int]:
-    rows_per = TS_PER_BATCH * (N_POINTS // EDGES)
-    n = -(-n_rows // (rows_per * EDGES)) * EDGES
-    return [rows_per] * n
-
-
-def service_for(store: TimeSeriesStore) -> IngestService:
-    keys = frozenset(range(1, N_POINTS + 1))
-    return IngestService(store, lambda e: secret(e) if e.startswith("e") else None,
-                         lambda e: MILL if e.startswith("e") else None, lambda m: keys)
-
-
-def end_to_end(store: TimeSeriesStore, n_rows: int, t0: int, workers: int) -> tuple[float, int]:
+def end_to_end(svc: IngestService, data: list[tuple[str, bytes, int]]) -> float:
+    """Rows/s stored by one ingest worker fed through Mosquitto."""
     ns = f"bench-{uuid.uuid4().hex[:8]}/"
-    expected = sum(payloads_shape(n_rows))
-    ws = [IngestWorker(service_for(store), HOST, PORT, group="bench", namespace=ns, max_coalesce=8)
-          for _ in range(workers)]
-    for w in ws:
-        w.start()
+    expected = sum(r for _, _, r in data)
+    w = IngestWorker(svc, HOST, PORT, group="bench", namespace=ns)
+    w.start()
     try:
-        elapsed = _run_publisher(n_rows, t0, ns, lambda: sum(w.stats.stored_points for w in ws) >= expected)
+        elapsed = _run_publisher(data, ns, lambda: w.stats.stored_points >= expected)
     finally:
-        for w in ws:
-            w.stop()
-    stored = sum(w.stats.stored_points for w in ws)
-    return stored / elapsed, stored
+        w.stop()
+    return w.stats.stored_points / elapsed
+
+
+def in_process(svc: IngestService, data: list[tuple[str, bytes, int]], profile: bool = False) -> tuple[float, str]:
+    """Rows/s of ``handle_many`` on groups of ``COALESCE`` payloads (no broker); the profile text."""
+    payloads = [p for _, p, _ in data]
+    rows = sum(r for _, _, r in data)
+    prof = cProfile.Profile() if profile else None
+    t = time.perf_counter()
+    if prof is not None:
+        prof.enable()
+    stored = 0
+    for j in range(0, len(payloads), COALESCE):
+        stored += sum(r.stored for r in svc.handle_many(payloads[j:j + COALESCE]))
+    if prof is not None:
+        prof.disable()
+    elapsed = time.perf_counter() - t
+    assert stored == rows, (stored, rows)
+    text = ""
+    if prof is not None:
+        buf = io.StringIO()
+        pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(20)
+        text = buf.getvalue()
+    return rows / elapsed, text
+
+
+def _rows_of(data: list[tuple[str, bytes, int]]) -> list[Batch]:
+    from spinline.core.wire import decode
+
+    return [decode(p).batch for _, p, _ in data]
+
+
+def ceiling_duckdb(batches: list[Batch]) -> float:
+    """Rows/s of a bare Arrow insert into a DuckDB table (no keys, latest, dirty buckets), same rows,
+    grouped as the ingest commits them."""
+    import duckdb
+    import pyarrow as pa
+
+    with tempfile.TemporaryDirectory() as d:
+        con = duckdb.connect(os.path.join(d, "ceiling.duckdb"))
+        con.execute("CREATE TABLE samples (point BIGINT, ts BIGINT, value DOUBLE, quality UTINYINT, seq BIGINT)")
+        t = time.perf_counter()
+        for j in range(0, len(batches), COALESCE):
+            b = Batch.concat(batches[j:j + COALESCE])
+            tbl = pa.table({"point": b.point, "ts": b.ts_ns, "value": b.value, "quality": b.quality,  # noqa: F841
+                            "seq": b.seq})
+            con.execute("BEGIN")
+            con.execute("INSERT INTO samples SELECT * FROM tbl")
+            con.execute("COMMIT")
+        elapsed = time.perf_counter() - t
+        con.close()
+    return sum(len(b) for b in batches) / elapsed
+
+
+def ceiling_copy(url: str, batches: list[Batch]) -> float:
+    """Rows/s of a bare binary COPY into a plain PostgreSQL table, same rows, same grouping."""
+    import psycopg
+
+    from spinline.cloud.storage.postgres import copy_buffer
+
+    with psycopg.connect(url, autocommit=True) as c:
+        c.execute("CREATE TABLE ceiling_samples (point bigint, ts bigint, value float8, quality smallint, seq bigint)")
+        t = time.perf_counter()
+        for j in range(0, len(batches), COALESCE):
+            b = Batch.concat(batches[j:j + COALESCE])
+            with c.transaction(), c.cursor() as cur, \
+                    cur.copy("COPY ceiling_samples (point, ts, value, quality, seq) FROM STDIN (FORMAT BINARY)") as cp:
+                cp.write(copy_buffer(b))
+        elapsed = time.perf_counter() - t
+        c.execute("DROP TABLE ceiling_samples")
+    return sum(len(b) for b in batches) / elapsed
+
+
+def preload_keys(store: TimeSeriesStore, n: int) -> float:
+    """``n`` idempotency keys of past flushes (with digests), as a day of ingest leaves them, written
+    through ``write_many`` (empty batches: keys only); seconds taken."""
+    t = time.perf_counter()
+    empty = Batch.empty(with_seq=True)
+    digest = batch_digest(empty)
+    chunk = 100_000
+    for j in range(0, n, chunk):
+        keys = [f"e{i % EDGES}:old:{i}" for i in range(j, min(n, j + chunk))]
+        store.write_many([(empty, k) for k in keys], digests=[digest] * len(keys))
+    return time.perf_counter() - t
 
 
 def query_latency(store: TimeSeriesStore, now_s: int) -> dict[str, float]:
@@ -281,38 +400,152 @@ def refresh_figures(store: TimeSeriesStore, n_rows: int, now_s: int) -> dict[str
     return out
 
 
-def bench_backend(name: str, store: TimeSeriesStore, n_rows: int, workers: int, raw: float,
-                  refresh_rows: int, refresh_only: bool = False) -> dict[str, Any]:
+def bench_backend(store: TimeSeriesStore, db: str, shapes: list[int], n_rows: int, raw: dict[int, float],
+                  args: argparse.Namespace) -> dict[str, Any]:
     store.migrate()
     store.register_points(infos())
     now_s = time.time_ns() // S
     out: dict[str, Any] = {}
-    if not refresh_only:
-        t0 = (now_s - 3 * 86400) * S                   # recent enough for validation, before the chart data
-        rate, stored = end_to_end(store, n_rows, t0, workers)
-        out.update({"points_per_s": round(rate), "rows": stored, "workers": workers,
-                    "ratio_to_raw_mosquitto": round(rate / raw, 3)})
-        out.update(query_latency(store, now_s))
-    out.update(refresh_figures(store, refresh_rows, now_s))
-    if not refresh_only:
-        out["refresh_keeps_up"] = bool(min(out["refresh_dense_rows_per_s"], out["refresh_sparse_rows_per_s"])
-                                       >= out["points_per_s"])
+    with tempfile.TemporaryDirectory() as folder:
+        fleet = Fleet(store, db, folder)
+        try:
+            svc = fleet.service()
+            out["preload_keys"] = args.preload_keys
+            out["preload_keys_s"] = round(preload_keys(store, args.preload_keys), 1)
+            t0 = (now_s - 3600) * S
+            seq0 = 1
+            biggest: list[tuple[str, bytes, int]] = []
+            for rows in shapes:
+                shape: dict[str, Any] = {"rows_per_payload": rows}
+                if not args.no_mqtt:
+                    data = flush_payloads(fleet.secrets, rows, n_rows, t0, seq0)
+                    seq0 += len(data)
+                    rate = end_to_end(svc, data)
+                    shape.update({"e2e_rows_per_s": round(rate), "e2e_payloads_per_s": round(rate / rows)})
+                    if rows in raw:
+                        shape["ratio_to_raw_mosquitto"] = round(rate / raw[rows], 3)
+                data = flush_payloads(fleet.secrets, rows, n_rows, t0, seq0)
+                seq0 += len(data)
+                rate, prof = in_process(svc, data, profile=args.profile and rows == shapes[-1])
+                shape.update({"inproc_rows_per_s": round(rate), "inproc_payloads_per_s": round(rate / rows)})
+                if prof:
+                    print(f"--- cProfile, in-process ingest, {type(store).__name__}, {rows} rows/payload ---\n{prof}",
+                          file=sys.stderr)
+                out[f"shape_{rows}"] = shape
+                biggest = data
+            creds = fleet.cloud.edges
+            out["credential_lookups_cached"] = {"hits": creds.hits, "misses": creds.misses}
+            batches = _rows_of(biggest)
+            if db.startswith("postgresql"):
+                out["ceiling_copy_rows_per_s"] = round(ceiling_copy(db, batches))
+                import psycopg
+
+                with psycopg.connect(db) as c:
+                    row = c.execute("SHOW autovacuum").fetchone()
+                    opts = c.execute("SELECT reloptions FROM pg_class WHERE relname = 'samples'").fetchone()
+                out["autovacuum"] = row[0] if row else None
+                out["samples_reloptions"] = opts[0] if opts else None
+            else:
+                out["ceiling_insert_rows_per_s"] = round(ceiling_duckdb(batches))
+            out.update(query_latency(store, now_s))
+            out.update(refresh_figures(store, args.refresh_rows, now_s))
+            e2e = [out[f"shape_{r}"].get("e2e_rows_per_s") or out[f"shape_{r}"]["inproc_rows_per_s"] for r in shapes]
+            out["refresh_keeps_up"] = bool(min(out["refresh_dense_rows_per_s"], out["refresh_sparse_rows_per_s"])
+                                           >= max(e2e))
+        finally:
+            fleet.close()
     return out
+
+
+def private_broker(folder: str) -> Any:
+    """A Mosquitto of our own on a free port with a queue deep enough for a burst (``BROKER_CONF``)."""
+    import socket
+    import subprocess
+
+    global PORT
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        PORT = int(sock.getsockname()[1])
+    os.environ["SPINLINE_BENCH_MQTT_PORT"] = str(PORT)       # the publisher process reads it at import
+    conf = os.path.join(folder, "mosquitto.conf")
+    with open(conf, "w", encoding="ascii") as f:
+        f.write(f"listener {PORT} 127.0.0.1\n{BROKER_CONF}")
+    proc = subprocess.Popen(["mosquitto", "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((HOST, PORT), timeout=0.2).close()
+            return proc
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("mosquitto did not start")
+
+
+PG_BIN = os.environ.get("SPINLINE_BENCH_PG_BIN", "/usr/lib/postgresql/15/bin")
+
+
+def private_postgres(folder: str) -> tuple[str, Any]:
+    """A PostgreSQL of our own (``initdb`` in ``folder``, a free port, autovacuum ON as in any real
+    deployment; the machine's shared test server runs with it off); (url, stop)."""
+    import shutil
+    import socket
+    import subprocess
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if as_pg:
+        shutil.chown(folder, "postgres")
+    data = os.path.join(folder, "data")
+    subprocess.run([*as_pg, f"{PG_BIN}/initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8"],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    opts = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c autovacuum=on -c shared_buffers=512MB"
+    subprocess.run([*as_pg, f"{PG_BIN}/pg_ctl", "-D", data, "-o", opts, "-l", os.path.join(folder, "log"), "-w",
+                    "start"], check=True, stdout=subprocess.DEVNULL)
+
+    def stop() -> None:
+        subprocess.run([*as_pg, f"{PG_BIN}/pg_ctl", "-D", data, "-m", "fast", "stop"], check=False,
+                       stdout=subprocess.DEVNULL)
+        shutil.rmtree(folder, ignore_errors=True)
+
+    return f"postgresql://postgres@127.0.0.1:{port}/postgres", stop
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rows-embedded", type=int, default=6_000_000)
-    ap.add_argument("--rows-postgres", type=int, default=3_000_000)
-    ap.add_argument("--pg-workers", type=int, default=1)
+    ap.add_argument("--shapes", default="150,1250", help="rows per payload, comma-separated")
+    ap.add_argument("--rows", type=int, default=600_000, help="rows per shape and path")
+    ap.add_argument("--preload-keys", type=int, default=int(EDGES * 86400 / FLUSH_S),
+                    help="idempotency keys in the store before the run (default: a day of flushes)")
     ap.add_argument("--refresh-rows", type=int, default=1_000_000, help="rows of each refresh workload")
-    ap.add_argument("--refresh-only", action="store_true", help="only the refresh workloads (no MQTT)")
     ap.add_argument("--backend", choices=("both", "embedded", "postgres"), default="both")
+    ap.add_argument("--no-mqtt", action="store_true", help="in-process figures only (no broker)")
+    ap.add_argument("--profile", action="store_true", help="cProfile the in-process path (stderr)")
+    ap.add_argument("--pg", choices=("private", "shared"), default="private",
+                    help="private: our own PostgreSQL with autovacuum on (default); shared: SPINLINE_BENCH_PG")
     args = ap.parse_args()
-    t0 = (time.time_ns() // S - 3 * 86400) * S
-    raw = 0.0 if args.refresh_only else raw_mosquitto(args.rows_embedded, t0)
-    result: dict[str, Any] = {"bench": "ingest", "cores": os.cpu_count(),
-                              "batch_rows": TS_PER_BATCH * N_POINTS // EDGES, "raw_mosquitto_points_per_s": round(raw)}
+    shapes = [int(x) for x in args.shapes.split(",")]
+    broker_dir = tempfile.mkdtemp()
+    broker = private_broker(broker_dir) if not args.no_mqtt and not PORT else None
+    try:
+        run(args, shapes)
+    finally:
+        if broker is not None:
+            broker.terminate()
+            broker.wait(10)
+
+
+def run(args: argparse.Namespace, shapes: list[int]) -> None:
+    raw: dict[int, float] = {}
+    if not args.no_mqtt:
+        secrets = {f"e{e}": os.urandom(32) for e in range(EDGES)}
+        t0 = (time.time_ns() // S - 3600) * S
+        raw = {r: raw_mosquitto(flush_payloads(secrets, r, args.rows, t0)) for r in shapes}
+    result: dict[str, Any] = {"bench": "ingest", "cores": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 1),
+                              "shapes": shapes, "rows_per_shape": args.rows, "coalesce": COALESCE,
+                              "raw_mosquitto_rows_per_s": {str(r): round(v) for r, v in raw.items()}}
 
     from spinline.cloud.storage.embedded import EmbeddedStore
 
@@ -320,33 +553,37 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as d:
             emb = EmbeddedStore(os.path.join(d, "bench.duckdb"))
             try:
-                result["embedded"] = bench_backend("embedded", emb, args.rows_embedded, 1, raw, args.refresh_rows,
-                                                   args.refresh_only)
+                result["embedded"] = bench_backend(emb, "embedded", shapes, args.rows, raw, args)
             finally:
                 emb.close()
-    if args.backend == "embedded":
-        print(json.dumps(result))
-        return
+    if args.backend in ("both", "postgres"):
+        import psycopg
 
-    import psycopg
+        from spinline.cloud.storage.postgres import PostgresStore
 
-    from spinline.cloud.storage.postgres import PostgresStore
-
-    schema = f"bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as c:
-        c.execute(f'CREATE SCHEMA "{schema}"')
-    try:
-        pg = PostgresStore(f"{PG_ADMIN}?options=-csearch_path%3D{schema}")
+        admin, stop_pg = (private_postgres(tempfile.mkdtemp()) if args.pg == "private" else (PG_ADMIN, None))
+        schema = f"bench_{uuid.uuid4().hex[:8]}"
         try:
-            result["postgres"] = bench_backend("postgres", pg, args.rows_postgres, args.pg_workers, raw,
-                                               args.refresh_rows, args.refresh_only)
+            with psycopg.connect(admin, autocommit=True) as c:
+                c.execute(f'CREATE SCHEMA "{schema}"')
+                settings = {k: c.execute(f"SHOW {k}").fetchone()[0]  # type: ignore[index]
+                            for k in ("autovacuum", "shared_buffers", "synchronous_commit", "fsync", "server_version")}
+            url = f"{admin}?options=-csearch_path%3D{schema}"
+            try:
+                pg = PostgresStore(url)
+                try:
+                    result["postgres"] = bench_backend(pg, url, shapes, args.rows, raw, args)
+                    result["postgres"]["server"] = {"kind": args.pg, **settings}
+                finally:
+                    pg.close()
+            finally:
+                with psycopg.connect(admin, autocommit=True) as c:
+                    c.execute(f'DROP SCHEMA "{schema}" CASCADE')
         finally:
-            pg.close()
-    finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as c:
-            c.execute(f'DROP SCHEMA "{schema}" CASCADE')
-    result["targets"] = {"embedded_points_per_s": 1_000_000, "postgres_points_per_s": 300_000, "chart_p95_ms": 100,
-                         "embedded_refresh_rows_per_s": 1_000_000, "postgres_refresh": "refresh_keeps_up"}
+            if stop_pg is not None:
+                stop_pg()
+    result["targets"] = {"embedded_e2e_rows_per_s": 2_000_000, "postgres_e2e_rows_per_s": 500_000,
+                         "refresh": "refresh_keeps_up on both backends"}
     print(json.dumps(result))
 
 

@@ -42,6 +42,7 @@ def _register() -> None:
     for name, module in (("sim", "sim"), ("edge", "edge"), ("cloud", "cloud"), ("health", "health"),
                          ("carbon", "cloud.carbon")):
         app.add_typer(import_module(f"spinline.{module}.cli").app, name=name)
+    app.add_typer(import_module("spinline.cloud.models.cli").app, name="models")
     app.command("demo")(import_module("spinline.demo.cli").app)
 
 

@@ -101,3 +101,40 @@ def test_cli_report_writes_every_format(month_db: Path, mill_yaml: Path, tmp_pat
     from openpyxl import load_workbook
 
     assert "inventory" in load_workbook(f"{stem}.xlsx").sheetnames
+
+
+def test_pdf_in_chinese_with_charts(month_db: Path, mill_yaml: Path, tmp_path: Path) -> None:
+    from spinline.carbon.report import render
+    from spinline.core.pdf import CJK_FONT, text_of
+
+    site = load_site(mill_yaml)
+    store = EmbeddedStore(month_db)
+    try:
+        f = month_report(store, site.mill("mill-a"), "2026-10", trend_months=2)
+    finally:
+        store.close()
+    res = CliRunner().invoke(app, ["carbon", "report", "--site", str(mill_yaml), "--db", f"embedded:{month_db}",
+                                   "--mill", "mill-a", "--month", "2026-10", "--out", str(tmp_path),
+                                   "--lang", "zh-CN"])
+    assert res.exit_code == 0, res.output
+    data = (tmp_path / "carbon_mill-a_2026-10_zh-CN.pdf").read_bytes()
+    assert data.startswith(b"%PDF") and CJK_FONT.encode() in data
+    text = text_of(data)
+    flat = "".join(text.split())
+    # headings, Scope 1/2 and the mill's figure in Chinese, numbers as in the figures
+    for words in ("能源与碳排放月报", "组织温室气体清单", "范围二（基于位置）", "单位纱线指标", "绿色工厂指标",
+                  "数据质量"):
+        assert words in flat, words
+    assert f"全厂单位电耗{f.footprint.kwh_per_kg:.3f}kWh/kg" in flat
+    # the charts: titles, stage names on the axis and shares in the pie's legend
+    for words in ("各工序单位电耗", "各工序用电占比", "各纱支单位产品碳排放", "细纱", "梳棉", "络筒", "Ne32", "Ne40"):
+        assert words in flat, words
+    ring = next(s for s in f.footprint.stages if s.key == "ring_frame")
+    assert f"细纱{100 * ring.share:.1f}%" in flat
+    # English, and a bad language
+    content, media, name = render(f, "pdf", "en")
+    assert media == "application/pdf" and name == "carbon_mill-a_2026-10.pdf"
+    assert "Energy by stage" in text_of(content) and "能源" not in text_of(content)
+    bad = CliRunner().invoke(app, ["carbon", "report", "--site", str(mill_yaml), "--db", f"embedded:{month_db}",
+                                   "--mill", "mill-a", "--month", "2026-10", "--out", str(tmp_path), "--lang", "de"])
+    assert bad.exit_code != 0 and "zh-CN or en" in bad.output

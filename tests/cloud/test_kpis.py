@@ -51,6 +51,44 @@ def test_machine_efficiency() -> None:
     assert efficiency_pct(1.0, 0.0) is None
 
 
+def test_production_efficiency_counts_doffs_and_stops() -> None:
+    # An 8 h shift of a 1000-spindle frame at 15 000 rpm, 10 tex, 1000 turns/m -> 9.0 kg/h at 100 %.
+    # In each 1 h bucket it doffs 4 min and in hour 5 it stands the whole hour (a stop); while
+    # running it loses 1 % to ends down: 56 min × 9.0 kg/h × 0.99 = 8.316 kg an hour, 7 hours.
+    run = np.r_[np.full(4, 56 / 60), 0.0, np.full(3, 56 / 60)]
+    kg = run * 9.0 * 0.99
+    b = Buckets(bucket_h=1.0, n=8,
+                delta={"output": kg, "run_hours": run},
+                mean={"spindle_speed": np.where(run > 0, 15000.0 * run, 0.0), "twist": np.full(8, 1000.0)},
+                max={"spindle_speed": np.where(run > 0, 15000.0, 0.0)})
+    k = kpis(machine_totals(b, window_h=8.0, spindles=1000, count_ne=59.05), 8.0)
+    # running efficiency: 58.212 kg ÷ (9.0 × 7 × 56/60 = 58.8 kg) = 99 %: ends down only
+    assert k.running_efficiency_pct == approx(99.0)
+    # production efficiency: 58.212 ÷ (9.0 × 8 h = 72 kg; the stopped hour at the speed run) = 80.85 %
+    assert k.efficiency_pct == approx(100 * 58.212 / 72.0)
+    # A frame that never ran in the window: 0 %, at its nominal speed (not "no data")
+    idle = Buckets(bucket_h=1.0, n=2, delta={"output": np.zeros(2), "run_hours": np.zeros(2)},
+                   mean={"spindle_speed": np.zeros(2), "twist": np.full(2, 1000.0)},
+                   max={"spindle_speed": np.zeros(2)})
+    k0 = kpis(machine_totals(idle, window_h=2.0, spindles=1000, count_ne=59.05, nominal_rpm=15000.0), 2.0)
+    assert k0.efficiency_pct == 0.0 and k0.running_efficiency_pct is None
+
+
+def test_a_hole_in_the_data_bridged_by_the_counters() -> None:
+    # 4 buckets of 1 h at 15 000 rpm, 9.0 kg/h at 100 %; nothing read in buckets 1 and 2 (the edge was
+    # down), so bucket 3 carries the counters' increase over three hours: 3 h run, 3 × 8.1 = 24.3 kg.
+    b = Buckets(bucket_h=1.0, n=4,
+                delta={"output": np.array([8.1, np.nan, np.nan, 24.3]),
+                       "run_hours": np.array([1.0, np.nan, np.nan, 3.0])},
+                mean={"spindle_speed": np.array([15000.0, np.nan, np.nan, 15000.0]), "twist": np.full(4, 1000.0)},
+                max={"spindle_speed": np.array([15000.0, np.nan, np.nan, 15000.0])})
+    k = kpis(machine_totals(b, window_h=4.0, spindles=1000, count_ne=59.05), 4.0)
+    # the speed of bucket 3 is the 15 000 rpm it was read at (not 15 000 ÷ 3): theoretical 9.0 × 4 h run
+    # = 36 kg -> running 32.4 / 36 = 90 %; over the 4 h: 36 kg -> production efficiency 90 %
+    assert k.running_efficiency_pct == approx(90.0)
+    assert k.efficiency_pct == approx(90.0)
+
+
 def test_spindle_utilisation() -> None:
     # 7600 spindle-hours worked on 1000 spindles over an 8 h shift: 7600 / (1000·8) × 100 = 95 %
     assert spindle_utilisation_pct(7600, 1000, 8) == approx(95.0)
@@ -136,10 +174,15 @@ def test_machine_totals_and_kpis_of_a_ring_frame() -> None:
     assert t.theoretical_kg == approx(9.0 + 3.6)
     # nominal speed = the top speed seen, 15 000 rpm -> rated 9.0 kg/h × (1 + 0.5) h = 13.5 kg
     assert t.rated_kg == approx(13.5)
+    # production efficiency's base: both hours in full at the speed run in each:
+    #   9.0 kg/h × 1 h + 7.2 kg/h × 1 h = 16.2 kg (the half hour stood still counts: a stop is a loss)
+    assert t.calendar_kg == approx(16.2)
     k = kpis(t, hours=2.0)
-    # output 8.1 + 3.24 = 11.34 kg; efficiency 11.34 / 12.6 = 90 %
+    # output 8.1 + 3.24 = 11.34 kg; production efficiency 11.34 / 16.2 = 70 %;
+    # running efficiency (run time only) 11.34 / 12.6 = 90 %
     assert k.output_kg == approx(11.34)
-    assert k.efficiency_pct == approx(90.0)
+    assert k.efficiency_pct == approx(70.0)
+    assert k.running_efficiency_pct == approx(90.0)
     # A = 1.5 h run / 2 h planned = 75 %; P = 11.34 / 13.5 = 84 %; Q = 100 % (no waste point);
     # OEE = 0.75 × 0.84 × 1.0 = 63 %
     assert (k.availability_pct, k.performance_pct, k.quality_pct) == (approx(75.0), approx(84.0), approx(100.0))
@@ -177,12 +220,14 @@ def test_other_machine_has_output_and_availability_only() -> None:
 
 
 def test_groups_add_totals_then_take_ratios() -> None:
-    # frame A: 9 kg of 10 theoretical (90 %); frame B: 4 kg of 8 theoretical (50 %)
+    # frame A: 9 kg of 10 theoretical over the shift (90 %); frame B: 4 kg of 8 (50 %)
     # line efficiency = (9 + 4) / (10 + 8) = 72.22 %, not the mean of 90 and 50 (70 %)
-    a = Totals(output_kg=9, theoretical_kg=10, spindles=1000, planned_h=8, machines=1)
-    b = Totals(output_kg=4, theoretical_kg=8, spindles=500, planned_h=8, machines=1)
+    a = Totals(output_kg=9, calendar_kg=10, theoretical_kg=9.5, spindles=1000, planned_h=8, machines=1)
+    b = Totals(output_kg=4, calendar_kg=8, theoretical_kg=5, spindles=500, planned_h=8, machines=1)
     k = kpis(a + b, hours=8)
     assert k.efficiency_pct == approx(72.2222, abs=1e-4)
+    # running: (9 + 4) / (9.5 + 5) = 89.66 %
+    assert k.running_efficiency_pct == approx(89.6552, abs=1e-4)
     assert k.machines == 2 and k.spindles == 1500
 
 

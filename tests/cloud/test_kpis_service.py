@@ -108,9 +108,11 @@ def test_machine_kpis_from_the_store(store: TimeSeriesStore) -> None:
     mill = kpi_site().mill("m1")
     rows = {r.id: r for r in KpiService(store).mill_kpis(mill, T0, T0 + 120 * MIN, by="machine")}
     k = rows["rf01"].kpis
-    # output 8.1 + 3.24 = 11.34 kg; theoretical 9.0 kg/h × 1 h + 7.2 kg/h × 0.5 h = 12.6 kg -> 90 %
+    # output 8.1 + 3.24 = 11.34 kg; theoretical 9.0 kg/h × 1 h + 7.2 kg/h × 0.5 h = 12.6 kg -> running 90 %
+    # over both hours in full: 9.0 + 7.2 = 16.2 kg -> production efficiency 11.34 / 16.2 = 70 %
     assert k.output_kg == approx(11.34)
-    assert k.efficiency_pct == approx(90.0)
+    assert k.running_efficiency_pct == approx(90.0)
+    assert k.efficiency_pct == approx(70.0)
     # A = 1.5 / 2 = 75 %; P = 11.34 / (9.0 × 1.5) = 84 %; OEE = 0.75 × 0.84 × 1 = 63 %
     assert k.availability_pct == approx(75.0) and k.performance_pct == approx(84.0)
     assert k.oee_pct == approx(63.0)
@@ -146,9 +148,12 @@ def test_kpis_per_shift(store: TimeSeriesStore) -> None:
     a, b = rows[0].kpis, rows[1].kpis
     # shift A (06:00-07:00 local): 8.1 kg of 9.0 -> 90 %, ran the whole hour -> A 100 %, GPS 8.1 × 8 = 64.8 g
     assert (a.output_kg, a.efficiency_pct, a.availability_pct) == (approx(8.1), approx(90.0), approx(100.0))
+    assert a.running_efficiency_pct == approx(90.0)
     assert a.gps_g == approx(64.8)
-    # shift B: 3.24 kg of 7.2 × 0.5 = 3.6 -> 90 %; A = 0.5 / 1 = 50 %; P = 3.24 / (9.0 × 0.5) = 72 %
-    assert (b.output_kg, b.efficiency_pct, b.availability_pct) == (approx(3.24), approx(90.0), approx(50.0))
+    # shift B: 3.24 kg of 7.2 × 0.5 = 3.6 -> running 90 %; of 7.2 × 1 h = 7.2 -> production 45 %;
+    # A = 0.5 / 1 = 50 %; P = 3.24 / (9.0 × 0.5) = 72 %
+    assert (b.output_kg, b.efficiency_pct, b.availability_pct) == (approx(3.24), approx(45.0), approx(50.0))
+    assert b.running_efficiency_pct == approx(90.0)
     assert b.performance_pct == approx(72.0)
 
 

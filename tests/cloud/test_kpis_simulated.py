@@ -30,7 +30,10 @@ def test_a_simulated_day(tmp_path: Path, zone_yaml: Path) -> None:
         (day,) = svc.mill_kpis(mill, START, START + DAY, by="mill")
         k = day.kpis
         assert 1000 < k.output_kg < 20000
-        assert 85 < (k.efficiency_pct or 0) <= 100.5
+        # production efficiency (doffs and stops in) in the band mills quote, 90-96 % [domain.md (a): 85-97];
+        # running efficiency (run time only) above it: the simulator's frames lose ~1 % to ends down
+        assert 88 < (k.efficiency_pct or 0) < 98
+        assert (k.efficiency_pct or 0) < (k.running_efficiency_pct or 0) <= 100.5
         assert 80 < (k.spindle_utilisation_pct or 0) <= 100
         assert 5 < (k.ends_down_per_1000_spindle_h or 0) < 100
         assert 20 < (k.worst5_break_share_pct or 0) < 50          # domain.md: 30-35 % from 5 % of spindles

@@ -67,10 +67,41 @@ def test_weekly_report_is_consistent(week_store: tuple[Site, Path], tmp_path: Pa
     assert 10 < (s.ends_down_per_1000_spindle_h or 0) < 80
     assert 50 < (s.oee_pct or 0) <= 100 and 80 < (s.efficiency_pct or 0) <= 100
     assert 1.5 < (s.sec_kwh_per_kg or 0) < 8
-    files = reports.write(r, tmp_path)
+    files = reports.write(r, tmp_path, pdf=False)
     html = files[0].read_text()
     assert "Ring frames (most ends down first)" in html and "rf01" in html and "2026-11-16" in html
     assert files[1].read_text().count("\nday,") == 7
+
+
+def test_pdf_report_in_chinese_with_charts(week_store: tuple[Site, Path], tmp_path: Path) -> None:
+    from spinline.core.pdf import CJK_FONT, text_of
+
+    site, path = week_store
+    store = EmbeddedStore(path / "spinline.duckdb")
+    try:
+        r = reports.build(KpiService(store), site.mill("mill-a"), "2026-W47")
+    finally:
+        store.close()
+    (pdf,) = [p for p in reports.write(r, tmp_path, lang="zh-CN") if p.suffix == ".pdf"]
+    assert pdf.name == "production-mill-a-2026-W47_zh-CN.pdf"
+    data = pdf.read_bytes()
+    assert data.startswith(b"%PDF") and CJK_FONT.encode() in data      # the built-in CID font, nothing embedded
+    text = text_of(data)
+    flat = "".join(text.split())               # table heads wrap over lines
+    # Chinese headings and column heads as mills say them, the figures beside them
+    for words in ("生产报表", "细纱机（按千锭时断头从高到低）", "千锭时断头", "生产效率%", "运转效率%",
+                  "单位电耗kWh/kg"):
+        assert words in flat, words
+    assert f"{r.summary.kpis.efficiency_pct:.1f}" in text
+    # the charts: their titles, the day labels of the x axis and the legend of the efficiency lines
+    for words in ("逐日产量", "逐日效率", "各细纱机千锭时断头", "各班次产量", "11-16", "11-22", "运转效率"):
+        assert words in text, words
+    # the same report in English
+    en = reports.render(r, "pdf", "en")
+    assert en[1] == "application/pdf" and en[2] == "production-mill-a-2026-W47.pdf"
+    assert "Output by day" in text_of(en[0]) and "生产" not in text_of(en[0])
+    with pytest.raises(ValueError, match="unknown language"):
+        reports.write_pdf(r, tmp_path / "x.pdf", "fr")
 
 
 def test_report_cli(week_store: tuple[Site, Path], tmp_path: Path, mill_yaml: Path) -> None:
@@ -81,6 +112,14 @@ def test_report_cli(week_store: tuple[Site, Path], tmp_path: Path, mill_yaml: Pa
                                    "--mill", "mill-a", "--period", "2026-W47", "--out", str(tmp_path)])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "production-mill-a-2026-W47.html").exists()
+    assert (tmp_path / "production-mill-a-2026-W47.pdf").exists()
+    res = CliRunner().invoke(app, ["cloud", "report", "--db", f"embedded:{path}", "--site", str(mill_yaml),
+                                   "--mill", "mill-a", "--period", "2026-W47", "--out", str(tmp_path),
+                                   "--lang", "zh-CN"])
+    assert res.exit_code == 0 and (tmp_path / "production-mill-a-2026-W47_zh-CN.pdf").exists(), res.output
+    res = CliRunner().invoke(app, ["cloud", "report", "--db", f"embedded:{path}", "--site", str(mill_yaml),
+                                   "--mill", "mill-a", "--period", "2026-W47", "--lang", "fr"])
+    assert res.exit_code == 2 and "--lang must be zh-CN or en" in res.output
     bad = CliRunner().invoke(app, ["cloud", "report", "--db", f"embedded:{path}", "--site", str(mill_yaml),
                                    "--mill", "mill-a", "--period", "2026-13", "--out", str(tmp_path)])
     assert bad.exit_code == 2 and "YYYY-MM" in bad.output or "month" in bad.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from spinline.core.errors import SiteConfigError
 from spinline.core.site import (
     EDGE_MACHINE_ID,
     MachineType,
+    MqttLink,
     all_points,
     derived_points,
     load_site,
@@ -239,3 +241,23 @@ def test_all_problems_reported_at_once(tmp_path: Path) -> None:
     with pytest.raises(SiteConfigError) as exc:
         load_site(_write(tmp_path, doc))
     assert len(exc.value.issues) >= 2
+
+
+def test_report_mode_of_each_point_follows_its_link_and_deadband(mill_yaml: Path) -> None:
+    """Completeness must know which points report by exception; derived from the site model alone."""
+    from spinline.cloud.storage.catalog import point_infos
+    from spinline.core.site import EDGE_HEARTBEAT_S
+
+    site = load_site(mill_yaml)
+    refs = all_points(site, site.mills[0].id)
+    by = {(r.machine.link.protocol if r.machine.link else None, r.point.deadband > 0): r.report() for r in refs}
+    assert by[("opcua", False)] == ("on_change", None)          # monitored items: silence is normal
+    assert by[("mqtt", False)] == ("interval", None)            # JSON devices publish every interval
+    assert by[("modbus", False)] == ("interval", None)          # polled, every sample emitted
+    assert by[("modbus", True)][0] == "on_change" and by[("modbus", True)][1] >= EDGE_HEARTBEAT_S
+    infos = {p.key: p for p in point_infos(site, site.mills[0].id)}
+    assert all((infos[r.key].report, infos[r.key].keepalive_s) == r.report() for r in refs)
+    opc = next(r for r in refs if r.machine.link is not None and r.machine.link.protocol == "opcua")
+    spb = opc.machine.model_copy(update={"link": MqttLink(protocol="mqtt", format="sparkplug_b", keepalive_s=30)})
+    assert dataclasses.replace(opc, machine=spb).report() == (
+        "on_change", max(30.0, EDGE_HEARTBEAT_S) if opc.point.deadband > 0 else 30.0)

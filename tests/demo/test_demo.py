@@ -12,7 +12,8 @@ from spinline.demo.runner import CREDENTIALS_FILE, run_demo
 
 @pytest.mark.slow
 async def test_demo_embedded_defaults_brings_every_point_to_the_cloud(tmp_path: Path, mill_yaml: Path) -> None:
-    summary = await run_demo(mill_yaml, data_dir=tmp_path, port=0, duration_s=14, report_every_s=5)
+    summary = await run_demo(mill_yaml, data_dir=tmp_path, port=0, duration_s=14, report_every_s=5,
+                             history_days=0)
     # Every device point of the mill, over all three protocols, reached the cloud store.
     assert summary.points_total == 404
     assert summary.points_with_values == summary.points_total
@@ -25,7 +26,7 @@ async def test_demo_over_a_real_broker_uses_the_mqtt_uplink(tmp_path: Path, mill
                                                             mqtt_broker: tuple[str, int]) -> None:
     host, port = mqtt_broker
     summary = await run_demo(mill_yaml, data_dir=tmp_path, port=0, duration_s=14, report_every_s=5,
-                             broker=f"mqtt://{host}:{port}")
+                             broker=f"mqtt://{host}:{port}", history_days=0)
     assert summary.points_with_values == summary.points_total == 404
     assert summary.edge["uplink"]["url"].startswith("mqtt://")
     assert summary.edge["buffer"]["rows"] < 2000  # acked batches left the buffer
@@ -39,7 +40,8 @@ async def test_demo_api_serves_the_mill_and_a_rerun_resumes(tmp_path: Path, mill
 
     port = free_port()
     api_url = f"http://127.0.0.1:{port}"
-    task = asyncio.create_task(run_demo(mill_yaml, data_dir=tmp_path, port=port, duration_s=12, report_every_s=4))
+    task = asyncio.create_task(run_demo(mill_yaml, data_dir=tmp_path, port=port, duration_s=12, report_every_s=4,
+                                         history_days=0))
     for _ in range(150):
         await asyncio.sleep(0.2)
         if (tmp_path / CREDENTIALS_FILE).exists() and (tmp_path / "edge" / "edge.secret").exists():
@@ -58,14 +60,14 @@ async def test_demo_api_serves_the_mill_and_a_rerun_resumes(tmp_path: Path, mill
         assert r.status_code == 401  # nothing without a login
     first = await task
     # A second run on the same data dir reuses the user and the edge credential, and its buffer.
-    second = await run_demo(mill_yaml, data_dir=tmp_path, port=0, duration_s=6, report_every_s=3)
+    second = await run_demo(mill_yaml, data_dir=tmp_path, port=0, duration_s=6, report_every_s=3, history_days=0)
     assert second.edge_ids == first.edge_ids == ["edge-mill-a"]
     assert second.points_with_values == 404
 
 
 @pytest.mark.slow
 async def test_demo_of_a_zone_runs_every_mill_with_its_own_edge(tmp_path: Path, zone_yaml: Path) -> None:
-    summary = await run_demo(zone_yaml, data_dir=tmp_path, port=0, duration_s=16, report_every_s=8)
+    summary = await run_demo(zone_yaml, data_dir=tmp_path, port=0, duration_s=16, report_every_s=8, history_days=0)
     assert summary.mills == ["mill-a", "mill-b", "mill-c"]
     assert summary.edge_ids == ["edge-mill-a", "edge-mill-b", "edge-mill-c"]
     # Every device point of every mill reached the cloud, each mill through its own edge credential.

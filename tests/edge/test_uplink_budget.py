@@ -129,7 +129,7 @@ async def test_agent_status_on_change_and_ledger_matches_the_broker(
     listener = asyncio.create_task(_listen(host, port, mill_id, "ub", got, ready))
     await asyncio.wait_for(ready.wait(), 10)
     try:
-        async with SimServer(site, mill_id, speed=1.0, ephemeral=True, mqtt=(host, port)) as sim:
+        async with asyncio.timeout(90), SimServer(site, mill_id, speed=1.0, ephemeral=True, mqtt=(host, port)) as sim:
             settings = EdgeSettings(edge_id="ub", secret=b"s" * 32, data_dir=tmp_path / "edge",
                                     cloud_url=f"mqtt://{host}:{port}", device_mqtt=f"mqtt://{host}:{port}",
                                     flush_s=0.2, status_every_s=0.1, status_heartbeat_s=3.0, ack_timeout_s=3.0)
@@ -153,8 +153,8 @@ async def test_agent_status_on_change_and_ledger_matches_the_broker(
             await asyncio.sleep(1.0)                          # the broker delivers what was PUBACKed
     finally:
         listener.cancel()
-        with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-            await listener
+        with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError, TimeoutError):
+            await asyncio.wait_for(listener, 10)
 
     # steady: about one status per heartbeat (6 s / 3 s), not one per 0.1 s tick
     assert ticks > 50 and steady <= 6, f"{steady} status messages in 6 s of steady state"

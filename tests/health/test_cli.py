@@ -41,8 +41,8 @@ def test_fit_then_score(tmp_path: Path, ext: str) -> None:
                             "--speed", "rpm", "--far", "0.01"])
     assert r.exit_code == 0, r.output
     saved = json.loads(model.read_text())
-    assert saved["format"] == "spinline-health-model/1"
-    assert saved["detector"]["params"]["features"] == ["vib", "temp", "current"]  # label, speed, time left out
+    assert saved["format"] == "spinline-health-model/2"
+    assert saved["features"] == ["vib", "temp", "current"]  # label, speed, time left out
     out = tmp_path / f"o.{ext}"
     r = runner.invoke(app, ["health", "score", str(data), "--model", str(model), "--out", str(out),
                             "--label", "fault", "--on-delay", "2"])
@@ -66,7 +66,9 @@ def test_normal_rows_by_column_value(tmp_path: Path) -> None:
     r = runner.invoke(app, ["health", "fit", str(data), "--normal", "fault=0", "--out", str(model),
                             "--features", "vib,temp", "--kind", "robust_z"])
     assert r.exit_code == 0, r.output
-    assert "from 450 normal rows, 2 features" in r.output
+    assert "450 normal" in r.output
+    assert json.loads(model.read_text())["features"] == ["vib", "temp"]
+    assert json.loads(model.read_text())["fleet"]["kind"] == "robust_z"
 
 
 def test_errors_are_explained(tmp_path: Path) -> None:

@@ -15,7 +15,10 @@ def test_cli_runs_and_logs_faults(mill_yaml: Path, tmp_path: Path) -> None:
                            "--ground-truth", str(gt)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "opc.tcp://127.0.0.1:" in proc.stdout and proc.stdout.count("modbus tcp://") == 2
-    row = json.loads(gt.read_text().splitlines()[0])
+    # the site's own schedule (ca01 bearing_outer from day 12) comes first, then --fault
+    rows = [json.loads(line) for line in gt.read_text().splitlines()]
+    assert [(r["machine"], r["type"]) for r in rows] == [("ca01", "bearing_outer"), ("ca01", "bearing_inner")]
+    row = rows[-1]
     assert row["machine"] == "ca01" and row["type"] == "bearing_inner" and row["severity"] == 2.0
     assert row["failure_ns"] - row["onset_ns"] == 3600 * 10**9
 

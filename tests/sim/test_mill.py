@@ -175,9 +175,14 @@ def test_faults_change_the_data_and_are_logged(site: Site, tmp_path: Path) -> No
     down = slice(int(DAY / 60), int(DAY / 60) + 59)
     assert (q[down, wind] == Quality.BAD).all() and np.isnan(v[down, wind]).all()
     assert (q[int(DAY / 60) + 61:, wind] == Quality.GOOD).all()
+    # the ground truth logs the site's own schedule first (examples/mill.yaml: ca01's bearing from
+    # day 12), then the faults passed in, in order
     rows = [json.loads(line) for line in gt.read_text().splitlines()]
+    n = len(site.mill("mill-a").faults)
+    assert [r["machine"] for r in rows[:n]] == [f.machine for f in site.mill("mill-a").faults]
+    rows = rows[n:]
     assert [r["machine"] for r in rows] == ["ac01", "hv01", "em-wind", "rf01"]
     assert rows[0]["onset_ns"] == sim.start_ns + int(DAY * 1e9)
     assert rows[0]["failure_ns"] == sim.start_ns + int(2 * DAY * 1e9)
     assert rows[3]["defect_hz"] == pytest.approx(71.83, abs=0.01) and rows[3]["channel"] == "main_motor"
-    assert sim.ground_truth[3].type == "bearing_outer"
+    assert sim.ground_truth[n + 3].type == "bearing_outer"

@@ -19,6 +19,9 @@ from spinline.carbon.meters import QualitySummary
 from spinline.core.site import Mill
 
 HOUR_NS = 3_600_000_000_000
+#: Share of a period's kWh that may be estimated (not measured, not interpolated) before the per-kg
+#: figures are flagged as resting on estimates (``figures_dict``: ``estimated_flagged``).
+ESTIMATED_SHARE_LIMIT = 0.10
 
 
 @dataclass(frozen=True)
@@ -47,10 +50,24 @@ class MonthFigures:
     fibre_source: str = ""
     inputs: ci.CarbonInputs = field(default_factory=ci.CarbonInputs)
     notes: tuple[str, ...] = ()
+    #: The calendar month's [start, end); ``start_ns``/``end_ns`` are the hours covered within it.
+    month_start_ns: int = 0
+    month_end_ns: int = 0
+    #: Estimated share of kWh above which the per-kg figures are flagged.
+    estimated_limit: float = ESTIMATED_SHARE_LIMIT
 
     @property
     def hours(self) -> int:
         return (self.end_ns - self.start_ns) // HOUR_NS
+
+    @property
+    def month_to_date(self) -> bool:
+        """The covered hours stop before the month's end (a month in progress, or data that stops)."""
+        return self.end_ns < self.month_end_ns
+
+    @property
+    def estimated_flagged(self) -> bool:
+        return self.quality.estimated_share > self.estimated_limit
 
     def factors_used(self) -> list[Factor]:
         seen: dict[str, Factor] = {}
@@ -65,6 +82,13 @@ class MonthFigures:
         return [f for f in self.factors_used() if f.custom]
 
 
+def _iso(ts_ns: int) -> str:
+    """UTC ISO 8601 with ``Z`` (the API's one timestamp format)."""
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(ts_ns / 1e9, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def figures_dict(f: MonthFigures) -> dict[str, Any]:
     """The figures as plain JSON-able data (API, CSV/XLSX and HTML all use this)."""
     fp, inv, q, cc = f.footprint, f.inventory, f.quality, f.carbon_counts
@@ -75,9 +99,13 @@ def figures_dict(f: MonthFigures) -> dict[str, Any]:
     return {
         "mill": f.mill.id, "mill_name": f.mill.name, "province": f.mill.province, "grid_region": f.mill.grid_region,
         "month": f.month, "allocation_rule": f.rule, "gap_fill": f.gap_fill,
+        "period": {"month_start": _iso(f.month_start_ns), "month_end": _iso(f.month_end_ns),
+                   "covered_start": _iso(f.start_ns), "covered_end": _iso(f.end_ns), "hours": f.hours,
+                   "month_to_date": f.month_to_date},
         "library": {"name": f.library.name, "version": f.library.version, "digest": f.library.digest,
                     "files": list(f.library.files)},
         "energy": {"total_kwh": num(fp.total_kwh, 3), "yarn_kg": num(fp.yarn_kg, 3), "kwh_per_kg": num(fp.kwh_per_kg),
+                   "estimated_share": num(q.estimated_share), "estimated_flagged": f.estimated_flagged,
                    "shared_kwh": {k: num(v, 3) for k, v in fp.shared.items()}},
         "stages": [{"stage": s.key, "kwh": num(s.kwh, 3), "kwh_per_kg_yarn": num(s.kwh_per_kg), "share": num(s.share)}
                    for s in fp.stages],
@@ -93,6 +121,7 @@ def figures_dict(f: MonthFigures) -> dict[str, Any]:
                               "kgco2e_per_kg_spinning": num(f.carbon_mill.spinning),
                               "kgco2e_per_kg_cradle_to_gate": num(f.carbon_mill.cradle_to_gate),
                               "kgco2_per_kg_location_based": num(f.carbon_location_per_kg),
+                              "estimated_share": num(q.estimated_share), "estimated_flagged": f.estimated_flagged,
                               "fibre_source": f.fibre_source},
         "inventory": {"year": inv.year, "consumption_kwh": num(inv.consumption_kwh, 3),
                       "onsite_pv_kwh": num(inv.onsite_pv_kwh, 3), "grid_kwh": num(inv.grid_kwh, 3),
@@ -112,6 +141,7 @@ def figures_dict(f: MonthFigures) -> dict[str, Any]:
         "custom_factors": [x.id for x in f.custom_factors_used()],
         "data_quality": {"total_kwh": num(q.total_kwh, 3), "interpolated_kwh": num(q.interpolated_kwh, 3),
                          "estimated_kwh": num(q.estimated_kwh, 3), "estimated_share": num(q.estimated_share),
+                         "estimated_share_limit": f.estimated_limit, "estimated_flagged": f.estimated_flagged,
                          "interpolated_share": num(q.interpolated_share),
                          "gaps": [{"machine": m, "first_hour": g.start, "hours": g.end - g.start,
                                    "kwh": num(g.kwh, 3), "method": g.method, "reason": g.reason}

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,9 @@ def tables(d: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     lib = d["library"]
     summary = [
         {"item": "mill", "value": d["mill"]}, {"item": "month", "value": d["month"]},
+        {"item": "hours_covered", "value": f"{d['period']['covered_start']} .. {d['period']['covered_end']} "
+                                           f"({d['period']['hours']} h)"},
+        {"item": "month_to_date", "value": d["period"]["month_to_date"]},
         {"item": "allocation_rule", "value": f"{d['allocation_rule']}: {RULES[d['allocation_rule']]}"},
         {"item": "gap_fill", "value": d["gap_fill"]},
         {"item": "factor_library", "value": f"{lib['name']} {lib['version']} ({lib['digest']})"},
@@ -37,6 +39,7 @@ def tables(d: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
         {"item": "kgco2e_per_kg_spinning", "value": d["product_footprint"]["kgco2e_per_kg_spinning"]},
         {"item": "kgco2e_per_kg_cradle_to_gate", "value": d["product_footprint"]["kgco2e_per_kg_cradle_to_gate"]},
         {"item": "estimated_kwh_share", "value": dq["estimated_share"]},
+        {"item": "estimated_flagged", "value": dq["estimated_flagged"]},
         {"item": "interpolated_kwh_share", "value": dq["interpolated_share"]},
     ]
     counts = [{k: v for k, v in c.items() if k != "stages_kwh_per_kg"} for c in d["counts"]]
@@ -86,79 +89,148 @@ def write_xlsx(path: Path, views: dict[str, list[dict[str, Any]]]) -> None:
     wb.save(path)
 
 
-def _pdf_table(rows: Iterable[list[Any]]) -> Any:
-    from reportlab.lib import colors
-    from reportlab.platypus import Table, TableStyle
+#: Text of the PDF report per language; figures and ids are never translated.
+PDF_TEXT: dict[str, dict[str, str]] = {
+    "en": {
+        "title": "Energy and carbon report: {mill} {month}",
+        "basis": "Allocation rule: {rule}. Gap fill: {gap_fill}. Factor library {lib}.",
+        "covered": "Hours covered: {start} to {end} UTC ({hours} h).",
+        "mtd": "Month to date: the month is not over, or its data stops before its end.",
+        "estimated": "{share:.1f}% of the kWh is estimated (limit {limit:.0f}%): the per-kg figures rest on estimates.",
+        "custom": "CUSTOM factors used: {ids}",
+        "inventory": "Organisation inventory (kgCO2e)",
+        "inv_cols": "scope|source|activity|unit|factor|factor unit|factor id|kgCO2e",
+        "scopes": "Scope 1 {s1:,.0f} kg; Scope 2 location-based {s2l:,.0f} kg; Scope 2 market-based {s2m:,.0f} kg.",
+        "per_kg": "Per kg of yarn",
+        "mill_line": "Mill {kwh_kg:.3f} kWh/kg, {co2_kg:.3f} kgCO2e/kg (spinning stage){flag}.",
+        "flag": " [ESTIMATED {share:.0f}%]",
+        "stage_cols": "stage|kWh|kWh/kg yarn|share",
+        "count_cols": "count|kWh|yarn kg|kWh/kg|kgCO2e/kg|cradle-to-gate",
+        "chart_stage": "Energy per kg of yarn by stage", "chart_share": "Energy by stage",
+        "chart_count": "Carbon per kg of yarn by count", "chart_trend": "Integrated energy by month",
+        "gf": "GB/T 36132 indicators", "gf_cols": "month|yarn t|kWh|kgce/t|kgCO2e/t loc.|kgCO2e/t mkt.",
+        "opp": "Savings opportunities", "opp_cols": "opportunity|kWh/yr|tCO2e/yr",
+        "dq": "Data quality",
+        "dq_line": "Estimated {est:,.1f} kWh ({share:.2f}%), interpolated {interp:,.1f} kWh; {gaps} gaps, "
+                   "{resets} counter resets.",
+        "rec_cols": "meter|kWh|sub-meters|difference|status", "ok": "ok", "flagged": "FLAGGED",
+        "factors": "Factors", "factor_cols": "id|region|year|value|unit|source",
+    },
+    "zh-CN": {
+        "title": "能源与碳排放月报：{mill} {month}",
+        "basis": "公共能耗分摊规则：{rule}。缺数补齐：{gap_fill}。排放因子库 {lib}。",
+        "covered": "数据覆盖时段：{start} 至 {end}（UTC，共 {hours} 小时）。",
+        "mtd": "本月至今：本月尚未结束，或数据在月末之前中止。",
+        "estimated": "{share:.1f}% 的电量为估算值（上限 {limit:.0f}%）：单位产品指标依赖估算。",
+        "custom": "使用了自定义排放因子：{ids}",
+        "inventory": "组织温室气体清单（kgCO2e）",
+        "inv_cols": "范围|排放源|活动数据|单位|排放因子|因子单位|因子编号|kgCO2e",
+        "scopes": "范围一 {s1:,.0f} kg；范围二（基于位置）{s2l:,.0f} kg；范围二（基于市场）{s2m:,.0f} kg。",
+        "per_kg": "单位纱线指标",
+        "mill_line": "全厂单位电耗 {kwh_kg:.3f} kWh/kg，纺纱工序碳足迹 {co2_kg:.3f} kgCO2e/kg{flag}。",
+        "flag": "【估算 {share:.0f}%】",
+        "stage_cols": "工序|电量 kWh|kWh/kg 纱|占比",
+        "count_cols": "纱支|电量 kWh|纱线 kg|kWh/kg|kgCO2e/kg|摇篮到大门",
+        "chart_stage": "各工序单位电耗", "chart_share": "各工序用电占比",
+        "chart_count": "各纱支单位产品碳排放", "chart_trend": "综合能耗（按月）",
+        "gf": "绿色工厂指标（GB/T 36132）", "gf_cols": "月份|纱线 t|电量 kWh|kgce/t|kgCO2e/t 位置|kgCO2e/t 市场",
+        "opp": "节能机会", "opp_cols": "措施|kWh/年|tCO2e/年",
+        "dq": "数据质量",
+        "dq_line": "估算电量 {est:,.1f} kWh（{share:.2f}%），插值电量 {interp:,.1f} kWh；数据缺口 {gaps} 处，"
+                   "计数器复位 {resets} 次。",
+        "rec_cols": "电表|电量 kWh|下级表合计|差异|状态", "ok": "正常", "flagged": "超差",
+        "factors": "排放因子", "factor_cols": "编号|区域|年份|数值|单位|来源",
+    },
+}
+#: Inventory sources as Chinese GHG reports name them.
+CATEGORY_ZH = {"grid electricity": "外购电力", "residual mix": "剩余电力组合", "on-site PV": "厂内光伏",
+               "purchased heat": "外购热力"}
+RULE_TEXT_ZH = {"mass": "按纱线产量（质量）分摊", "energy": "按各机台直接用电量分摊", "spindle_hours": "按锭时分摊"}
 
-    data = [[_fmt(c) for c in r] for r in rows]
-    t = Table(data, repeatRows=1)
-    t.setStyle(TableStyle([("FONTSIZE", (0, 0), (-1, -1), 7), ("GRID", (0, 0), (-1, -1), 0.25, colors.grey),
-                           ("BACKGROUND", (0, 0), (-1, 0), colors.lightgrey)]))
-    return t
 
+def write_pdf(path: Path, d: dict[str, Any], lang: str = "en") -> None:
+    """The month's PDF: headline figures with their charts, then the tables (``lang``: zh-CN or en)."""
+    from reportlab.platypus import Paragraph, Spacer
 
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:,.4g}" if abs(v) < 100 else f"{v:,.0f}"
-    return "" if v is None else str(v)[:70]
+    from spinline.core import pdf
 
-
-def write_pdf(path: Path, d: dict[str, Any]) -> None:
-    from reportlab.lib.pagesizes import A4, landscape
-    from reportlab.lib.styles import getSampleStyleSheet
-    from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer
-
-    st = getSampleStyleSheet()
-    inv = d["inventory"]
+    lg = pdf.check_lang(lang)
+    t = PDF_TEXT[lg]
+    st = pdf.styles(lg)
+    inv, dq, per, en = d["inventory"], d["data_quality"], d["period"], d["energy"]
+    cols = {k: v.split("|") for k, v in t.items() if k.endswith("_cols")}
+    rule = RULE_TEXT_ZH.get(d["allocation_rule"], d["allocation_rule"]) if lg == "zh-CN" else \
+        f"{d['allocation_rule']}: {RULES[d['allocation_rule']]}"
     story: list[Any] = [
-        Paragraph(f"Energy and carbon report: {d['mill']} {d['month']}", st["Title"]),
-        Paragraph(f"Allocation rule: <b>{d['allocation_rule']}</b>: {RULES[d['allocation_rule']]}. "
-                  f"Gap fill: {d['gap_fill']}. Factor library {d['library']['name']} {d['library']['version']} "
-                  f"({d['library']['digest']}).", st["Normal"]),
+        Paragraph(t["title"].format(mill=d["mill_name"] or d["mill"], month=d["month"]), st["Title"]),
+        Paragraph(t["basis"].format(rule=rule, gap_fill=d["gap_fill"],
+                                    lib=f"{d['library']['name']} {d['library']['version']} ({d['library']['digest']})"),
+                  st["Normal"]),
+        Paragraph(t["covered"].format(start=per["covered_start"].replace("T", " ").rstrip("Z"),
+                                      end=per["covered_end"].replace("T", " ").rstrip("Z"), hours=per["hours"]),
+                  st["Normal"]),
     ]
+    if per["month_to_date"]:
+        story.append(Paragraph(t["mtd"], st["Warn"]))
+    if dq["estimated_flagged"]:
+        story.append(Paragraph(t["estimated"].format(share=100 * dq["estimated_share"],
+                                                     limit=100 * dq["estimated_share_limit"]), st["Warn"]))
     if d["custom_factors"]:
-        story.append(Paragraph(f"<b>CUSTOM factors used: {', '.join(d['custom_factors'])}</b>", st["Normal"]))
+        story.append(Paragraph(t["custom"].format(ids=", ".join(d["custom_factors"])), st["Warn"]))
     for n in d["notes"]:
-        story.append(Paragraph(n, st["Italic"]))
-    story += [Spacer(1, 6), Paragraph("Organisation inventory (kgCO2e)", st["Heading2"]),
-              _pdf_table([["scope", "source", "activity", "unit", "factor", "factor unit", "factor id", "kgCO2e"]]
-                         + [[x["scope"], x["category"], x["activity"], x["activity_unit"], x["factor"],
-                             x["factor_unit"], x["factor_id"] + (" [CUSTOM]" if x["custom"] else ""), x["kgco2e"]]
-                            for x in inv["lines"]]),
-              Paragraph(f"Scope 1 {inv['scope1_kg']:,.0f} kg; "
-                        f"Scope 2 location-based {inv['scope2_location_kg']:,.0f} kg; "
-                        f"Scope 2 market-based {inv['scope2_market_kg']:,.0f} kg.", st["Normal"]),
-              Paragraph("Per kg of yarn", st["Heading2"]),
-              Paragraph(f"Mill {d['energy']['kwh_per_kg']:.3f} kWh/kg, "
-                        f"{d['product_footprint']['kgco2e_per_kg_spinning']:.3f} kgCO2e/kg (spinning stage).",
-                        st["Normal"]),
-              _pdf_table([["stage", "kWh", "kWh/kg yarn", "share"]]
-                         + [[s["stage"], s["kwh"], s["kwh_per_kg_yarn"], s["share"]] for s in d["stages"]]),
+        story.append(Paragraph(n, st["Small"]))
+    flag = t["flag"].format(share=100 * en["estimated_share"]) if en["estimated_flagged"] else ""
+    kwh_kg = en["kwh_per_kg"] if en["kwh_per_kg"] is not None else float("nan")
+    co2_kg = d["product_footprint"]["kgco2e_per_kg_spinning"]
+    story += [Spacer(1, 4), Paragraph(t["per_kg"], st["Heading2"]),
+              Paragraph(t["mill_line"].format(kwh_kg=kwh_kg, co2_kg=co2_kg if co2_kg is not None else float("nan"),
+                                              flag=flag), st["Normal"])]
+    stages = d["stages"]
+    names = [pdf.term(s["stage"], lg) for s in stages]
+    charts = [pdf.bar_chart(names, {"kWh/kg": [s["kwh_per_kg_yarn"] for s in stages]}, t["chart_stage"], lg,
+                            unit="kWh/kg", width=260),
+              pdf.pie_chart(names, [s["kwh"] for s in stages], t["chart_share"], lg, width=250)]
+    if d["counts"]:
+        charts.append(pdf.bar_chart([c["count"] for c in d["counts"]],
+                                    {"kgCO2e/kg": [c["kgco2e_per_kg_spinning"] for c in d["counts"]]},
+                                    t["chart_count"], lg, unit="kgCO2e/kg", width=220))
+    story.append(pdf.side_by_side(*charts))
+    story += [pdf.table([cols["stage_cols"]] + [[pdf.term(s["stage"], lg), s["kwh"], s["kwh_per_kg_yarn"], s["share"]]
+                                                for s in stages], lg),
               Spacer(1, 4),
-              _pdf_table([["count", "kWh", "yarn kg", "kWh/kg", "kgCO2e/kg", "cradle-to-gate"]]
-                         + [[c["count"], c["kwh"], c["yarn_kg"], c["kwh_per_kg"], c["kgco2e_per_kg_spinning"],
-                             c["kgco2e_per_kg_cradle_to_gate"]] for c in d["counts"]]),
-              Paragraph("GB/T 36132 indicators", st["Heading2"]),
-              _pdf_table([["month", "yarn t", "kWh", "kgce/t", "kgCO2e/t loc.", "kgCO2e/t mkt."]]
-                         + [[r["month"], r["yarn_t"], r["kwh"], r["kgce_per_t"], r["kgco2e_per_t"],
-                             r["kgco2e_per_t_market"]] for r in d["green_factory"]["months"]]),
-              Paragraph("Savings opportunities", st["Heading2"]),
-              _pdf_table([["opportunity", "kWh/yr", "tCO2e/yr"]]
-                         + [[o["title"], o["kwh_per_year"], o["tco2e_per_year"]]
-                            for o in d["insight"]["opportunities"]]),
-              Paragraph("Data quality", st["Heading2"]),
-              Paragraph(f"Estimated {d['data_quality']['estimated_kwh']:,.1f} kWh "
-                        f"({100 * d['data_quality']['estimated_share']:.2f}%), interpolated "
-                        f"{d['data_quality']['interpolated_kwh']:,.1f} kWh; {len(d['data_quality']['gaps'])} gaps, "
-                        f"{len(d['data_quality']['counter_resets'])} counter resets.", st["Normal"]),
-              _pdf_table([["meter", "kWh", "sub-meters", "difference", "status"]]
-                         + [[r["meter"], r["meter_kwh"], r["children_kwh"], r["difference_share"],
-                             "ok" if r["ok"] else "FLAGGED"] for r in d["data_quality"]["reconciliation"]]),
-              Paragraph("Factors", st["Heading2"]),
-              _pdf_table([["id", "region", "year", "value", "unit", "source"]]
-                         + [[f["id"] + (" [CUSTOM]" if f["custom"] else ""), f["region"], f["year"], f["value"],
-                             f["unit"], f["document"]] for f in d["factors"]])]
-    SimpleDocTemplate(str(path), pagesize=landscape(A4), title=f"Carbon report {d['mill']} {d['month']}").build(story)
+              pdf.table([cols["count_cols"]] + [[c["count"], c["kwh"], c["yarn_kg"], c["kwh_per_kg"],
+                                                 c["kgco2e_per_kg_spinning"], c["kgco2e_per_kg_cradle_to_gate"]]
+                                                for c in d["counts"]], lg),
+              Paragraph(t["inventory"], st["Heading2"]),
+              pdf.table([cols["inv_cols"]] + [[x["scope"], CATEGORY_ZH.get(x["category"], x["category"])
+                                               if lg == "zh-CN" else x["category"], x["activity"], x["activity_unit"],
+                                               x["factor"], x["factor_unit"],
+                                               x["factor_id"] + (" [CUSTOM]" if x["custom"] else ""), x["kgco2e"]]
+                                              for x in inv["lines"]], lg),
+              Paragraph(t["scopes"].format(s1=inv["scope1_kg"], s2l=inv["scope2_location_kg"],
+                                           s2m=inv["scope2_market_kg"]), st["Normal"]),
+              Paragraph(t["gf"], st["Heading2"])]
+    months = d["green_factory"]["months"]
+    if len(months) > 1:
+        story.append(pdf.line_chart([r["month"] for r in months], {"kgce/t": [r["kgce_per_t"] for r in months]},
+                                    t["chart_trend"], lg, unit="kgce/t", width=420, height=150))
+    story += [pdf.table([cols["gf_cols"]] + [[r["month"], r["yarn_t"], r["kwh"], r["kgce_per_t"], r["kgco2e_per_t"],
+                                              r["kgco2e_per_t_market"]] for r in months], lg),
+              Paragraph(t["opp"], st["Heading2"]),
+              pdf.table([cols["opp_cols"]] + [[o["title"], o["kwh_per_year"], o["tco2e_per_year"]]
+                                              for o in d["insight"]["opportunities"]], lg),
+              Paragraph(t["dq"], st["Heading2"]),
+              Paragraph(t["dq_line"].format(est=dq["estimated_kwh"], share=100 * dq["estimated_share"],
+                                            interp=dq["interpolated_kwh"], gaps=len(dq["gaps"]),
+                                            resets=len(dq["counter_resets"])), st["Normal"]),
+              pdf.table([cols["rec_cols"]] + [[r["meter"], r["meter_kwh"], r["children_kwh"],
+                                               r["difference_share"], t["ok"] if r["ok"] else t["flagged"]]
+                                              for r in dq["reconciliation"]], lg),
+              Paragraph(t["factors"], st["Heading2"]),
+              pdf.table([cols["factor_cols"]] + [[f["id"] + (" [CUSTOM]" if f["custom"] else ""), f["region"],
+                                                  f["year"], f["value"], f["unit"], f["document"]]
+                                                 for f in d["factors"]], lg)]
+    pdf.build(path, story, title=t["title"].format(mill=d["mill"], month=d["month"]))
 
 
 def pact_footprints(f: MonthFigures, d: dict[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -180,8 +252,12 @@ def pact_footprints(f: MonthFigures, d: dict[str, Any] | None = None) -> list[di
     return out
 
 
-def write_report(f: MonthFigures, out_dir: str | Path, *, pdf: bool = True) -> list[Path]:
-    """Write every file of a month's report into ``out_dir``; returns the paths written."""
+def write_report(f: MonthFigures, out_dir: str | Path, *, pdf: bool = True, lang: str = "en") -> list[Path]:
+    """Write every file of a month's report into ``out_dir``; returns the paths written.
+
+    ``lang`` (zh-CN or en) is the language of the PDF (``_zh-CN`` added to its name in Chinese);
+    the data files are the same in both.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     d = figures_dict(f)
@@ -191,8 +267,8 @@ def write_report(f: MonthFigures, out_dir: str | Path, *, pdf: bool = True) -> l
     p.write_text(render_html(d), encoding="utf-8")
     written.append(p)
     if pdf:
-        p = out / f"{stem}.pdf"
-        write_pdf(p, d)
+        p = out / (f"{stem}.pdf" if lang == "en" else f"{stem}_{lang}.pdf")
+        write_pdf(p, d, lang)
         written.append(p)
     views = tables(d)
     for name, rows in views.items():
@@ -209,3 +285,33 @@ def write_report(f: MonthFigures, out_dir: str | Path, *, pdf: bool = True) -> l
     p.write_text(json.dumps(pact_footprints(f, d), indent=1, ensure_ascii=False), encoding="utf-8")
     written.append(p)
     return written
+
+
+#: Downloadable formats of one month's report: media type and file suffix.
+FORMATS: dict[str, tuple[str, str]] = {
+    "pdf": ("application/pdf", "pdf"), "html": ("text/html; charset=utf-8", "html"),
+    "xlsx": ("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", "xlsx"),
+    "json": ("application/json", "json"),
+}
+
+
+def render(f: MonthFigures, fmt: str, lang: str = "en") -> tuple[bytes, str, str]:
+    """One file of the report in memory: (content, media type, file name). For the API download."""
+    import tempfile
+
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown report format {fmt!r}: use one of {', '.join(FORMATS)}")
+    media, suffix = FORMATS[fmt]
+    d = figures_dict(f)
+    name = f"carbon_{f.mill.id}_{f.month}" + ("" if lang == "en" or fmt != "pdf" else f"_{lang}") + f".{suffix}"
+    if fmt == "html":
+        return render_html(d).encode("utf-8"), media, name
+    if fmt == "json":
+        return json.dumps(d, indent=1, ensure_ascii=False).encode("utf-8"), media, name
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        if fmt == "pdf":
+            write_pdf(path, d, lang)
+        else:
+            write_xlsx(path, tables(d))
+        return path.read_bytes(), media, name

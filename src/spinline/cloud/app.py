@@ -34,9 +34,11 @@ from spinline.cloud.api.routes import (
     kpis,
     maintenance,
     mills,
+    models,
     points,
     series,
     stream,
+    tuf,
     users,
     zone,
 )
@@ -52,12 +54,14 @@ from spinline.cloud.maintenance import pipeline as health_pipeline
 from spinline.cloud.maintenance.events import EdgeEvents
 from spinline.cloud.maintenance.store import HealthQueries
 from spinline.cloud.meta.store import ConflictError, MetaStore
+from spinline.cloud.models.registry import ModelRegistry
+from spinline.cloud.models.tuf_repo import TufRepository
 from spinline.cloud.settings import Settings
 from spinline.cloud.storage.base import TimeSeriesStore
 from spinline.cloud.storage.factory import open_store
 from spinline.core import wire
 from spinline.core.errors import StorageError
-from spinline.core.site import Site, load_site
+from spinline.core.site import Mill, Site, load_site
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +70,7 @@ API_PREFIX = wire.API_PREFIX
 #: the tenant-isolation suite (tests/cloud/api/test_tenant_isolation.py), which must then pass.
 ROUTERS = (auth.router, users.router, mills.router, points.router, kpis.router, events.router, edges.router,
            stream.router, ingest.router, carbon.router, maintenance.router, health.router, zone.router,
-           series.router)
+           series.router, models.router, tuf.router)
 
 
 def _unique_id(route: APIRoute) -> str:
@@ -103,7 +107,7 @@ def build_cloud(settings: Settings, store: TimeSeriesStore, meta: MetaStore) -> 
                         session_max_s=settings.session_max_s)
     edge_creds = EdgeCredentials(meta, SecretBox(settings.load_secret_key()))
     ingest_svc = IngestService(store, edge_creds.key, edge_creds.mill_of, _AllowedPoints(store),
-                               max_bytes=settings.max_ingest_bytes)
+                               max_bytes=settings.max_ingest_bytes, sync_credentials=edge_creds.sync)
     streams = LiveStreams(settings.max_streams_per_user)
     accounts.on_sessions_ended(streams.end)
     kpis_svc = KpiService(store)
@@ -129,6 +133,57 @@ def open_stores(settings: Settings, *, site: Site | None = None) -> tuple[TimeSe
         meta.close()
         raise
     return store, meta
+
+
+#: Waits between attempts to reach PostgreSQL at start: doubling from the first to the last.
+START_BACKOFF_S = (0.5, 30.0)
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` says a server (PostgreSQL) cannot be reached, as opposed to a real fault
+    (a bad schema, a wrong password is also "operational" but retrying it costs nothing but time)."""
+    import psycopg
+    import sqlalchemy.exc
+
+    if isinstance(exc, StorageError):
+        return "cannot connect" in str(exc) or isinstance(exc.__cause__, psycopg.OperationalError)
+    return isinstance(exc, psycopg.OperationalError | sqlalchemy.exc.OperationalError | ConnectionError)
+
+
+async def open_stores_waiting(settings: Settings, *, site: Site | None = None,
+                              backoff_s: tuple[float, float] = START_BACKOFF_S) -> tuple[TimeSeriesStore, MetaStore]:
+    """``open_stores``, waiting for PostgreSQL while it cannot be reached (saying so, with backoff).
+
+    A cloud started before its database (a host reboot, a compose file without health checks) comes
+    up by itself when the database does, instead of exiting; any other failure is raised at once.
+    """
+    delay, attempt = backoff_s[0], 0
+    while True:
+        try:
+            opened = await run_in_threadpool(open_stores, settings, site=site)
+        except Exception as exc:  # only "cannot reach" is retried; anything else ends the start
+            if not unreachable(exc):
+                raise
+            attempt += 1
+            logger.warning("database %s cannot be reached (%s); retrying in %.1f s (attempt %d)",
+                           _redacted(settings.db), _first_line(exc), delay, attempt)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, backoff_s[1])
+            continue
+        if attempt:
+            logger.info("database %s reached after %d failed attempt(s)", _redacted(settings.db), attempt)
+        return opened
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+
+
+def _redacted(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    p = urlsplit(url)
+    return url.replace(f":{p.password}@", ":***@") if p.password else url
 
 
 async def _every(what: str, every_s: float, job: Callable[[], object]) -> None:
@@ -184,6 +239,26 @@ async def _refresh_zone(cloud: Cloud, every_s: float) -> None:
             await asyncio.sleep(every_s)
 
 
+def build_models(settings: Settings, meta: MetaStore) -> ModelRegistry:
+    """The model registry over the metadata database, with its TUF repository (tables created here)."""
+
+    def mill_config(mill: str) -> Mill | None:
+        rec = meta.mill(mill)
+        return rec.config if rec is not None else None
+
+    repo = TufRepository(meta.engine, SecretBox(settings.load_secret_key()))
+    reg = ModelRegistry(meta.engine, repo, mills=mill_config,
+                        edges_of=lambda mill: [e.id for e in meta.edges([mill]) if e.active])
+    reg.create_schema()
+    return reg
+
+
+def _model_jobs(reg: ModelRegistry) -> None:
+    if reg.repo is not None:
+        reg.repo.refresh_expiring()
+    reg.evaluate_canaries()
+
+
 async def _refresh_rollups(store: TimeSeriesStore, every_s: float) -> None:
     await _every("rollup refresh", every_s, store.refresh_rollups)
 
@@ -206,7 +281,7 @@ def create_app(settings: Settings, *, store: TimeSeriesStore | None = None, meta
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = store is None or meta is None
         if owned:
-            st, mt = await run_in_threadpool(open_stores, settings, site=site)
+            st, mt = await open_stores_waiting(settings, site=site)
         else:
             assert store is not None and meta is not None
             st, mt = store, meta
@@ -219,6 +294,7 @@ def create_app(settings: Settings, *, store: TimeSeriesStore | None = None, meta
         await run_in_threadpool(cloud.edge_events.create_schema)
         app.state.health_store, app.state.health_pipeline = pipeline.health, pipeline
         app.state.edge_events = cloud.edge_events
+        cloud.models = await run_in_threadpool(build_models, settings, mt)
         app.state.cloud = cloud
         stop = await run_in_threadpool(on_ready, cloud) if on_ready is not None else None
         tasks = []
@@ -228,6 +304,9 @@ def create_app(settings: Settings, *, store: TimeSeriesStore | None = None, meta
             tasks.append(asyncio.create_task(_refresh_rollups(st, settings.rollup_refresh_s)))
         if settings.zone_refresh_s > 0:
             tasks.append(asyncio.create_task(_refresh_zone(cloud, settings.zone_refresh_s)))
+        if settings.models_every_s > 0:
+            reg = cloud.models
+            tasks.append(asyncio.create_task(_every("model jobs", settings.models_every_s, lambda: _model_jobs(reg))))
         if settings.retention_every_s > 0:
             tasks.append(asyncio.create_task(_apply_retention(st, settings.retention_every_s)))
         try:

@@ -98,9 +98,30 @@ def _mqtt_workers(url: str) -> Any:
         except ModuleNotFoundError:
             logging.getLogger(__name__).warning("no MQTT ingest worker in this build; ingest over HTTP only")
             return None
+        import threading
+
         worker = IngestWorker(cloud.ingest, host, port, events=cloud.edge_events)
-        worker.start()
-        return worker.stop
+        stopping = threading.Event()
+        # The API serves while the broker is still down; the worker subscribes when it comes up.
+        starter = threading.Thread(target=worker.start_when_reachable, args=(stopping,), name="mqtt-ingest-start",
+                                   daemon=True)
+        starter.start()
+        nudger = None
+        if cloud.models is not None:
+            from spinline.cloud.models.nudge import MqttNudger
+
+            nudger = MqttNudger(host, port)
+            nudger.start()
+            cloud.models.notify = nudger
+
+        def stop() -> None:
+            stopping.set()
+            starter.join(15)
+            worker.stop()
+            if nudger is not None:
+                nudger.stop()
+
+        return stop
 
     return start
 
@@ -253,11 +274,16 @@ def report(ctx: typer.Context,
            site: Annotated[Path, typer.Option("--site", help="site YAML of the mill")],
            out: Annotated[Path, typer.Option("--out", help="folder for the HTML and CSV")] = Path("reports"),
            standard_ne: Annotated[float, typer.Option(help="standard count for comparisons")] = 40.0,
+           lang: Annotated[str, typer.Option("--lang", help="language of the PDF: zh-CN | en")] = "en",
+           pdf: Annotated[bool, typer.Option("--pdf/--no-pdf", help="also write the PDF (with charts)")] = True,
            db: DbOpt = None, data_dir: DataDirOpt = None) -> None:
-    """Write a weekly or monthly production report (KPIs per line, shift, ring frame and day)."""
+    """Write a weekly or monthly production report (KPIs per line, shift, ring frame and day): HTML, CSV, PDF."""
     from spinline.cloud import reports
     from spinline.core.site_cli import load_site_or_exit, mill_or_exit
 
+    if lang not in ("zh-CN", "en"):
+        typer.echo(f"error: --lang must be zh-CN or en, not {lang!r}", err=True)
+        raise typer.Exit(2)
     the_mill = mill_or_exit(load_site_or_exit(site), mill)
     cloud = _open(ctx.obj, db, data_dir)
     try:
@@ -267,5 +293,5 @@ def report(ctx: typer.Context,
         raise typer.Exit(2) from None
     finally:
         _close(cloud)
-    for path in reports.write(r, out):
+    for path in reports.write(r, out, lang=lang, pdf=pdf):
         typer.echo(str(path))

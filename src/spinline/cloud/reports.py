@@ -107,6 +107,11 @@ def _wmean(values: list[float | None], weights: list[float]) -> float | None:
     return None if not total else sum(v * w for v, w in pairs) / total
 
 
+def _base_of(pcts: list[float | None], kg: list[float]) -> list[float]:
+    """The denominators behind output ratios (kg ÷ pct), so merged efficiencies stay Σ kg ÷ Σ base."""
+    return [x * 100.0 / v if v else 0.0 for v, x in zip(pcts, kg, strict=True)]
+
+
 def _merge(ks: list[Kpis]) -> Kpis:
     out = sum(k.output_kg for k in ks)
     hours = sum(k.hours for k in ks)
@@ -118,7 +123,10 @@ def _merge(ks: list[Kpis]) -> Kpis:
         hours=hours, machines=max(k.machines for k in ks), spindles=max(k.spindles for k in ks), output_kg=out,
         std_output_kg=None if any(s is None for s in std) else sum(s for s in std if s is not None),
         count_ne=_wmean([k.count_ne for k in ks], [k.output_kg for k in ks]), run_h=run, energy_kwh=energy,
-        efficiency_pct=_wmean([k.efficiency_pct for k in ks], [k.output_kg for k in ks]),
+        efficiency_pct=_wmean([k.efficiency_pct for k in ks],
+                              _base_of([k.efficiency_pct for k in ks], [k.output_kg for k in ks])),
+        running_efficiency_pct=_wmean([k.running_efficiency_pct for k in ks],
+                                      _base_of([k.running_efficiency_pct for k in ks], [k.output_kg for k in ks])),
         spindle_utilisation_pct=_wmean([k.spindle_utilisation_pct for k in ks], [k.hours for k in ks]),
         availability_pct=_wmean([k.availability_pct for k in ks], [k.hours for k in ks]),
         performance_pct=_wmean([k.performance_pct for k in ks], [k.run_h for k in ks]),
@@ -135,6 +143,7 @@ def _merge(ks: list[Kpis]) -> Kpis:
 COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("output_kg", "Output kg", "{:,.0f}"), ("std_output_kg", "kg at std count", "{:,.0f}"),
     ("count_ne", "Count Ne", "{:.1f}"), ("efficiency_pct", "Efficiency %", "{:.1f}"),
+    ("running_efficiency_pct", "Running eff. %", "{:.1f}"),
     ("oee_pct", "OEE %", "{:.1f}"), ("availability_pct", "A %", "{:.1f}"), ("performance_pct", "P %", "{:.1f}"),
     ("quality_pct", "Q %", "{:.1f}"), ("spindle_utilisation_pct", "Spindle util. %", "{:.1f}"),
     ("ends_down_per_1000_spindle_h", "Ends down /1000 sp·h", "{:.1f}"),
@@ -155,7 +164,9 @@ td,th{border:1px solid #bbb;padding:3px 6px;text-align:right}th:first-child,td:f
 caption{text-align:left;font-weight:bold}</style></head><body>
 <h1>{{ r.mill_name }} — production {{ r.period.label }}</h1>
 <p>Formulas: docs/kpis.md. Standard count for comparison: Ne {{ r.standard_ne | round(0) | int }}.
-Efficiency is against the speed run for the run time; OEE performance against each frame's top speed.</p>
+Efficiency is production efficiency as mills quote it: kg made ÷ kg at 100 % at the speed run over the whole
+planned time, so doffs, stops and ends down all lower it; running efficiency counts the run time only.
+OEE performance is against each frame's top speed.</p>
 {% for title, rows in sections %}<table><caption>{{ title }}</caption>
 <tr><th></th>{% for _, head, _ in columns %}<th>{{ head }}</th>{% endfor %}</tr>
 {% for name, cells in rows %}<tr><td>{{ name }}</td>{% for c in cells %}<td>{{ c }}</td>{% endfor %}</tr>{% endfor %}
@@ -192,10 +203,100 @@ def render_csv(r: ProductionReport) -> str:
     return buf.getvalue()
 
 
-def write(r: ProductionReport, out: Path) -> list[Path]:
+#: Column heads and report text per language (zh-CN as Chinese mills say them).
+HEADS_ZH = {
+    "output_kg": "产量 kg", "std_output_kg": "标准品产量 kg", "count_ne": "纱支 Ne", "efficiency_pct": "生产效率 %",
+    "running_efficiency_pct": "运转效率 %", "oee_pct": "OEE %", "availability_pct": "开动率 %",
+    "performance_pct": "性能率 %", "quality_pct": "合格率 %", "spindle_utilisation_pct": "锭子利用率 %",
+    "ends_down_per_1000_spindle_h": "千锭时断头", "worst5_break_share_pct": "最差5%锭子断头占比 %",
+    "gps_g": "锭班产量 g", "energy_kwh": "电量 kWh", "sec_kwh_per_kg": "单位电耗 kWh/kg",
+}
+PDF_TEXT: dict[str, dict[str, str]] = {
+    "en": {"title": "{mill}: production {period}", "mill": "Mill", "lines": "Lines", "shifts": "Shifts",
+           "frames": "Ring frames (most ends down first)", "days": "Days",
+           "basis": "Standard count for comparison: Ne {ne:g}. Efficiency is production efficiency as mills quote "
+                    "it: kg made / kg at 100 % at the speed run over the whole planned time (doffs, stops and "
+                    "ends down lower it); running efficiency counts the run time only. Formulas: docs/kpis.md.",
+           "c_output": "Output by day", "c_eff": "Efficiency by day", "c_ends": "Ends down by ring frame",
+           "c_shift": "Output by shift", "eff": "production efficiency", "run_eff": "running efficiency",
+           "ends_unit": "per 1000 spindle-h"},
+    "zh-CN": {"title": "{mill} 生产报表 {period}", "mill": "全厂", "lines": "生产线", "shifts": "班次",
+              "frames": "细纱机（按千锭时断头从高到低）", "days": "逐日",
+              "basis": "对比用标准纱支：Ne {ne:g}。生产效率为纺纱厂通用口径：实际产量 ÷ 按实际车速在全部计划时间内的"
+                       "理论产量（落纱、停台和断头均计入损失）；运转效率只计开车时间。公式见 docs/kpis.md。",
+              "c_output": "逐日产量", "c_eff": "逐日效率", "c_ends": "各细纱机千锭时断头", "c_shift": "各班次产量",
+              "eff": "生产效率", "run_eff": "运转效率", "ends_unit": "根/千锭时"},
+}
+
+
+def write_pdf(r: ProductionReport, path: Path, lang: str = "en") -> None:
+    """The report as a PDF with charts (daily output and efficiency, ends down per frame, shifts)."""
+    from reportlab.platypus import PageBreak, Paragraph, Spacer
+
+    from spinline.core import pdf
+
+    lg = pdf.check_lang(lang)
+    t = PDF_TEXT[lg]
+    st = pdf.styles(lg)
+    heads = [HEADS_ZH[k] if lg == "zh-CN" else h for k, h, _ in COLUMNS]
+    days = [d[5:] for d, _, _ in r.period.days]
+    story: list[object] = [Paragraph(t["title"].format(mill=r.mill_name, period=r.period.label), st["Title"]),
+                           Paragraph(t["basis"].format(ne=r.standard_ne), st["Normal"]), Spacer(1, 6)]
+    story.append(pdf.side_by_side(
+        pdf.bar_chart(days, {t["c_output"]: [x.kpis.output_kg for x in r.daily]}, t["c_output"], lg, unit="kg",
+                      width=380, height=170),
+        pdf.line_chart(days, {t["eff"]: [x.kpis.efficiency_pct for x in r.daily],
+                              t["run_eff"]: [x.kpis.running_efficiency_pct for x in r.daily]},
+                       t["c_eff"], lg, unit="%", width=380, height=170)))
+    story.append(pdf.side_by_side(
+        pdf.bar_chart([x.id for x in r.frames], {t["c_ends"]: [x.kpis.ends_down_per_1000_spindle_h
+                                                               for x in r.frames]},
+                      t["c_ends"], lg, unit=t["ends_unit"], width=380, height=160),
+        pdf.bar_chart([x.name for x in r.shifts], {t["c_shift"]: [x.kpis.output_kg for x in r.shifts]},
+                      t["c_shift"], lg, unit="kg", width=300, height=160)))
+    for key, rows in (("mill", [(r.summary.name, r.summary)]), ("lines", [(x.name, x) for x in r.lines]),
+                      ("shifts", [(x.name, x) for x in r.shifts]), ("frames", [(x.id, x) for x in r.frames]),
+                      ("days", [(d, x) for (d, _, _), x in zip(r.period.days, r.daily, strict=True)])):
+        if key == "frames":
+            story.append(PageBreak())
+        story += [Paragraph(t[key], st["Heading2"]),
+                  pdf.table([["", *heads]] + [[name, *_fmt(x)] for name, x in rows], lg, width=pdf.PAGE_WIDTH)]
+    pdf.build(path, story, title=t["title"].format(mill=r.mill, period=r.period.label))
+
+
+def write(r: ProductionReport, out: Path, *, lang: str = "en", pdf: bool = True) -> list[Path]:
+    """HTML, CSV and (``pdf``) the PDF in ``lang`` (zh-CN or en; ``_zh-CN`` added to its name)."""
     out.mkdir(parents=True, exist_ok=True)
     stem = f"production-{r.mill}-{r.period.label}"
     html, csv_ = out / f"{stem}.html", out / f"{stem}.csv"
     html.write_text(render_html(r), encoding="utf-8")
     csv_.write_text(render_csv(r), encoding="utf-8")
-    return [html, csv_]
+    written = [html, csv_]
+    if pdf:
+        p = out / (f"{stem}.pdf" if lang == "en" else f"{stem}_{lang}.pdf")
+        write_pdf(r, p, lang)
+        written.append(p)
+    return written
+
+
+#: Downloadable formats of a production report: media type.
+FORMATS: dict[str, str] = {"pdf": "application/pdf", "html": "text/html; charset=utf-8",
+                           "csv": "text/csv; charset=utf-8"}
+
+
+def render(r: ProductionReport, fmt: str, lang: str = "en") -> tuple[bytes, str, str]:
+    """One file of the report in memory: (content, media type, file name). For the API download."""
+    import tempfile
+
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown report format {fmt!r}: use one of {', '.join(FORMATS)}")
+    name = f"production-{r.mill}-{r.period.label}" + (f"_{lang}" if fmt == "pdf" and lang != "en" else "") + \
+        f".{fmt}"
+    if fmt == "html":
+        return render_html(r).encode("utf-8"), FORMATS[fmt], name
+    if fmt == "csv":
+        return render_csv(r).encode("utf-8"), FORMATS[fmt], name
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        write_pdf(r, path, lang)
+        return path.read_bytes(), FORMATS[fmt], name

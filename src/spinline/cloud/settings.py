@@ -74,8 +74,12 @@ class Settings(BaseModel):
     health_settle_s: float = Field(default=5.0, ge=0)
     #: Least severity of a pipeline alarm that opens a work order by itself.
     health_order_severity: Literal["warning", "critical"] = "critical"
+    #: Seconds between runs of the model jobs: re-sign TUF metadata past half its life, judge canaries (0: off).
+    models_every_s: float = Field(default=60.0, ge=0)
     #: Standard count for the zone comparison (SITRA 40s; Chinese practice 21s).
     standard_ne: float = Field(default=40.0, gt=0)
+    #: Estimated share of a period's kWh above which carbon figures are flagged as resting on estimates.
+    carbon_estimated_limit: float = Field(default=0.10, ge=0, le=1)
     #: Origins allowed to call the API from a browser (CORS); empty: same-origin only.
     cors_origins: list[str] = Field(default_factory=list)
 

@@ -237,9 +237,21 @@ class ModbusLink(_Model):
     timeout_s: float = Field(default=1.0, gt=0)
 
 
+#: How often the edge re-emits a deadbanded point whose value has not moved (its report filter's
+#: heartbeat, ``spinline.edge.filter.PointTable``), so a flat signal still proves it is alive.
+EDGE_HEARTBEAT_S = 60.0
+
+#: How a point's samples arrive: every interval, or only on change (report by exception).
+ReportMode = Literal["interval", "on_change"]
+
+
 class OpcUaLink(_Model):
     protocol: Literal["opcua"]
     endpoint: str = "opc.tcp://127.0.0.1:4840/spinline"
+    #: Monitored items report on change: a value that does not move sends nothing. When the server
+    #: is set to re-send unchanged values (e.g. a sampling with a maximum age), that period in
+    #: seconds; None: no keep-alive per item is guaranteed, so silence is never judged a gap.
+    keepalive_s: float | None = Field(default=None, gt=0)
 
     @field_validator("endpoint")
     @classmethod
@@ -253,6 +265,12 @@ class MqttLink(_Model):
     protocol: Literal["mqtt"]
     broker: str | None = None
     format: Literal["json", "sparkplug_b"] = "json"
+    #: Whether devices publish every interval or only on change; None: on change for Sparkplug B
+    #: (report by exception is its norm), every interval for JSON.
+    report: ReportMode | None = None
+    #: For on-change devices: the period in seconds at which they re-publish unchanged values
+    #: (None: none guaranteed, so silence is never judged a gap).
+    keepalive_s: float | None = Field(default=None, gt=0)
 
 
 Link = Annotated[ModbusLink | OpcUaLink | MqttLink, Field(discriminator="protocol")]
@@ -474,6 +492,31 @@ class PointRef:
     @property
     def key(self) -> int:
         return point_key(self.tag)
+
+    def report(self) -> tuple[ReportMode, float | None]:
+        """How this point's samples arrive and, for on-change points, the longest silence that is
+        still normal (keep-alive, seconds; None: unknown, so silence is never a gap).
+
+        OPC UA monitored items and on-change MQTT devices send nothing while a value stands still;
+        a deadbanded point is re-emitted by the edge at least every ``EDGE_HEARTBEAT_S``. The cloud's
+        completeness (``spinline.cloud.storage.gaps``) uses this so that silence is not called a gap.
+        """
+        link = self.machine.link
+        keepalive: float | None
+        if isinstance(link, OpcUaLink):
+            mode: ReportMode = "on_change"
+            keepalive = link.keepalive_s
+        elif isinstance(link, MqttLink):
+            mode = link.report or ("on_change" if link.format == "sparkplug_b" else "interval")
+            keepalive = link.keepalive_s if mode == "on_change" else None
+        else:
+            mode, keepalive = "interval", None
+        if self.point.deadband > 0:
+            heartbeat = max(EDGE_HEARTBEAT_S, self.point.interval_s)
+            if mode == "interval":
+                return "on_change", heartbeat
+            return "on_change", None if keepalive is None else max(keepalive, heartbeat)
+        return mode, keepalive
 
     def opcua_node_id(self) -> str:
         addr = self.point.opcua or OpcUaAddress()

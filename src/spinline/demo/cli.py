@@ -22,8 +22,12 @@ def app(site: Annotated[Path, typer.Argument(help="site YAML")] = Path("examples
                                                   "true; faster runs are flagged as clock skew at the edge)")] = 1.0,
         seed: Annotated[int, typer.Option(help="simulator seed")] = 42,
         duration: Annotated[float | None, typer.Option(help="stop after this many seconds")] = None,
-        report_every: Annotated[float, typer.Option(help="seconds between progress lines")] = 10.0) -> None:
-    """Run simulated mill -> edge -> cloud together on embedded defaults (Ctrl-C stops)."""
+        report_every: Annotated[float, typer.Option(help="seconds between progress lines")] = 10.0,
+        history_days: Annotated[float, typer.Option(
+            "--history-days", min=0.0, max=90.0,
+            help="days of simulated past written first through edge encoding and cloud ingest (once per "
+                 "data dir; 0: none)")] = 21.0) -> None:
+    """Back-fill weeks of history, then run simulated mill -> edge -> cloud live on embedded defaults (Ctrl-C stops)."""
     from spinline.core.errors import SiteConfigError
     from spinline.demo.runner import run_demo
 
@@ -33,7 +37,7 @@ def app(site: Annotated[Path, typer.Argument(help="site YAML")] = Path("examples
     try:
         summary = asyncio.run(run_demo(site, mill=mill, data_dir=data_dir, port=port, broker=broker, speed=speed,
                                        seed=seed, duration_s=duration, report_every_s=report_every,
-                                       report=typer.echo))
+                                       report=typer.echo, history_days=history_days))
     except SiteConfigError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None

@@ -4,6 +4,13 @@ This is a composition root only: every part is the production component (the sim
 Modbus/OPC UA/MQTT servers, the edge agent with its durable buffer, the cloud's FastAPI app over the
 DuckDB store), wired over loopback.
 
+Before it goes live the demo back-fills ``history_days`` of each mill's past through the real path
+(``spinline.demo.history``: the simulator -> the edge's encoding and signing -> the cloud's ingest ->
+rollups -> the health pipeline), with the faults of the site's schedule developing from the start
+of the history and one edge down for a few hours. The simulator that wrote the history then runs
+live, so its counters and faults carry on. A restart on the same data dir writes no history again
+(``history.json`` says what was written); its simulators are fast-forwarded to now in silence.
+
 Without ``broker`` an embedded MQTT broker carries the simulated devices' MQTT traffic and the edge
 uses the HTTP uplink (the embedded broker speaks MQTT 3.1.1, not the MQTT 5 shared subscriptions
 the ingest workers use). With ``broker`` every MQTT hop, uplink included, goes through that broker
@@ -14,11 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import secrets
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +41,7 @@ from spinline.cloud.auth.roles import Role
 from spinline.cloud.settings import Settings
 from spinline.core.site import Site, load_site, rebind
 from spinline.demo.broker import EmbeddedBroker, free_port
+from spinline.demo.history import HistoryPlan, HistoryReport, HistoryWriter, offline_episode
 from spinline.edge.agent import EdgeAgent
 from spinline.edge.settings import EdgeSettings
 from spinline.sim.server import SimServer
@@ -40,6 +50,7 @@ log = logging.getLogger(__name__)
 
 DEMO_USER = "admin"
 CREDENTIALS_FILE = "demo-credentials.txt"
+HISTORY_FILE = "history.json"
 
 
 @dataclass
@@ -57,6 +68,13 @@ class DemoSummary:
     by_protocol: dict[str, int] = field(default_factory=dict)
     #: Device points with values in the cloud, per mill.
     per_mill: dict[str, int] = field(default_factory=dict)
+    #: What the back-fill wrote per mill (empty when it was already there or disabled).
+    history: dict[str, HistoryReport] = field(default_factory=dict)
+    history_s: float = 0.0
+    #: [start, end) of the history in the data dir (this run's or an earlier one's), ns.
+    history_span: tuple[int, int] | None = None
+    #: Mill and [start, end) of the edge outage in the history.
+    offline: tuple[str, int, int] | None = None
 
     @property
     def edge(self) -> dict[str, Any]:
@@ -104,8 +122,8 @@ def _provision(data_dir: Path, edges: dict[str, tuple[str, Path]]) -> Callable[[
 async def run_demo(site_path: Path, *, mill: str | None = None, data_dir: Path = Path(".spinline/demo"),
                    host: str = "127.0.0.1", port: int = 8000, broker: str | None = None, speed: float = 1.0,
                    seed: int = 42, duration_s: float | None = None, report_every_s: float = 10.0,
-                   report: Callable[[str], None] | None = None) -> DemoSummary:
-    """Run simulators + edges + cloud until ``duration_s`` (or cancelled); return what happened.
+                   report: Callable[[str], None] | None = None, history_days: float = 21.0) -> DemoSummary:
+    """Back-fill ``history_days`` of the past, then run simulators + edges + cloud until ``duration_s``.
 
     Every mill of the site runs (a zone file gives the zone operator's view), or only ``mill``.
     """
@@ -118,11 +136,44 @@ async def run_demo(site_path: Path, *, mill: str | None = None, data_dir: Path =
     port = port or free_port(host)
     api_url = f"http://{host}:{port}"
     say = report or (lambda s: log.info("%s", s))
+    summary = DemoSummary(api_url=api_url, mills=mills, edge_ids=[e for e, _ in edges.values()])
+    t0 = time.monotonic()
+
+    # The history: written once per data dir. Its start fixes the simulators' clock origin (the
+    # faults of the site's schedule count from it), on this run and on every later one.
+    marker = data_dir / HISTORY_FILE
+    done = _read_marker(marker)
+    now = time.time_ns() // 10**9 * 10**9
+    resume = done is not None and not done.get("complete", True)
+    if done is not None:
+        hist_start = int(done["start_ns"])
+        off = done.get("offline")
+        summary.offline = (str(off[0]), int(off[1]), int(off[2])) if off else None
+        summary.history_span = (hist_start, now if resume else int(done["end_ns"]))
+    elif history_days > 0:
+        hist_start = now - int(history_days * 86400) * 10**9
+        summary.history_span = (hist_start, now)
+        ep = offline_episode(hist_start, now)
+        summary.offline = (mills[0], ep[0], ep[1]) if ep else None
+    else:
+        hist_start = now
+    write_history = resume or (done is None and history_days > 0)
 
     provision = _provision(data_dir, edges)
+    app: Any = None
+    sims: dict[str, SimServer] = {}       # built once the device broker's address is known
 
     def on_ready(cloud: Cloud) -> Callable[[], None] | None:
         provision(cloud)
+        if write_history:
+            # Marked first: an interrupted back-fill resumes with the same start and outage (its
+            # batches are the same, so the ones already stored are duplicates and skipped).
+            _write_marker(marker, summary, mills, complete=False)
+            _backfill(cloud, app, sims, edges, hist_start, summary, say)
+            _write_marker(marker, summary, mills, complete=True)
+        else:
+            for sim in sims.values():   # the mills kept running while the demo was off: catch up in silence
+                _fast_forward(sim, time.time_ns())
         if broker is None:
             return None
         from spinline.cloud.ingest.mqtt_worker import IngestWorker
@@ -133,13 +184,21 @@ async def run_demo(site_path: Path, *, mill: str | None = None, data_dir: Path =
         worker.start()
         return worker.stop
 
-    settings = Settings(db="embedded", data_dir=data_dir / "cloud", site=site_path, rollup_refresh_s=10.0)
+    lookback = max(86400.0, (now - hist_start) / 1e9 + 86400.0)
+    settings = Settings(db="embedded", data_dir=data_dir / "cloud", site=site_path, rollup_refresh_s=10.0,
+                        health_lookback_s=lookback)
     app = create_app(settings, on_ready=on_ready)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on"))
-    summary = DemoSummary(api_url=api_url, mills=mills, edge_ids=[e for e, _ in edges.values()])
-    t0 = time.monotonic()
 
     async with contextlib.AsyncExitStack() as stack:
+        if broker is None:
+            emb = await stack.enter_async_context(EmbeddedBroker(host))
+            device_mqtt, uplink = emb.url, api_url
+        else:
+            device_mqtt, uplink = broker, broker
+        u = urlparse(device_mqtt)
+        sims.update({m: SimServer(site, m, speed=speed, seed=seed, ephemeral=True, start_ns=hist_start,
+                                  mqtt=(u.hostname or "127.0.0.1", u.port or 1883)) for m in mills})
         serving = asyncio.create_task(server.serve(), name="cloud-api")
         while not server.started:
             if serving.done():
@@ -147,19 +206,12 @@ async def run_demo(site_path: Path, *, mill: str | None = None, data_dir: Path =
                 raise RuntimeError("the cloud API stopped during start-up")
             await asyncio.sleep(0.05)
         stack.push_async_callback(_stop_server, server, serving)
-        say(f"cloud API on {api_url}/api/docs; login in {data_dir / CREDENTIALS_FILE}")
 
-        if broker is None:
-            emb = await stack.enter_async_context(EmbeddedBroker(host))
-            device_mqtt, uplink = emb.url, api_url
-        else:
-            device_mqtt, uplink = broker, broker
-        u = urlparse(device_mqtt)
         agents: dict[str, EdgeAgent] = {}
         for m in mills:
-            sim = await stack.enter_async_context(
-                SimServer(site, m, speed=speed, seed=seed, ephemeral=True,
-                          mqtt=(u.hostname or "127.0.0.1", u.port or 1883)))
+            sim = sims[m]
+            _fast_forward(sim, time.time_ns())     # the history took a while: no seam at the start of live
+            await stack.enter_async_context(sim)
             edge_id, folder = edges[m]
             secret = (folder / "edge.secret").read_text().strip().encode()
             agents[m] = await stack.enter_async_context(
@@ -167,11 +219,15 @@ async def run_demo(site_path: Path, *, mill: str | None = None, data_dir: Path =
                           EdgeSettings(edge_id=edge_id, secret=secret, data_dir=folder, cloud_url=uplink,
                                        device_mqtt=device_mqtt)))
             say(f"mill {m}: simulator on ports {sim.ports} (speed x{speed:g}); edge {edge_id} -> {uplink}")
+        creds = data_dir / CREDENTIALS_FILE
+        say(f"console: {api_url}/  (API: {api_url}/api/docs)")
+        say(f"login: user {DEMO_USER!r}, password in {creds} (readable by you only)")
 
         protocol_of: dict[int, tuple[str, str]] = {
             r.key: (r.mill.id, r.machine.link.protocol if r.machine.link else "none")
             for m in mills for r in site.points(m)}
-        deadline = None if duration_s is None else t0 + duration_s
+        t_live = time.monotonic()
+        deadline = None if duration_s is None else t_live + duration_s
         next_report = time.monotonic() + min(report_every_s, duration_s or report_every_s)
         while deadline is None or time.monotonic() < deadline:
             await asyncio.sleep(0.2)
@@ -179,12 +235,99 @@ async def run_demo(site_path: Path, *, mill: str | None = None, data_dir: Path =
                 next_report += report_every_s
                 await _update(summary, agents, app, protocol_of)
                 for m, e in summary.edges.items():
-                    say(f"[{time.monotonic() - t0:6.0f}s] {m}: edge collected {e.get('points_collected', 0):,} "
+                    say(f"[{time.monotonic() - t_live:6.0f}s] {m}: edge collected {e.get('points_collected', 0):,} "
                         f"buffered {e.get('buffer', {}).get('rows', 0):,} uplink {e.get('uplink', {}).get('state')}; "
                         f"cloud has values for {summary.per_mill.get(m, 0)} device points")
         await _update(summary, agents, app, protocol_of)
     summary.wall_s = time.monotonic() - t0
     return summary
+
+
+def _read_marker(path: Path) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+        int(d["start_ns"]), int(d["end_ns"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise RuntimeError(f"{path} is unreadable ({exc}): start with a fresh --data-dir") from None
+    return dict(d)
+
+
+def _write_marker(path: Path, summary: DemoSummary, mills: list[str], *, complete: bool) -> None:
+    span = summary.history_span
+    assert span is not None
+    path.write_text(json.dumps({"start_ns": span[0], "end_ns": span[1], "mills": mills, "complete": complete,
+                                "offline": list(summary.offline) if summary.offline else None,
+                                "rows": {m: r.rows for m, r in summary.history.items()}}, indent=1),
+                    encoding="utf-8")
+
+
+def _fast_forward(sim: SimServer, until_ns: int) -> None:
+    """Step a simulator to ``until_ns`` without sending anything (the demo was not running)."""
+    step = 3600.0
+    while (gap := (until_ns - sim.sim.now_ns) / 1e9) >= 1.0:
+        n = int(gap // step)
+        if n:
+            sim.sim.advance(min(n, 24 * 7), step)
+        else:
+            sim.sim.advance(1, gap)
+
+
+def _backfill(cloud: Cloud, app: Any, sims: dict[str, SimServer], edges: dict[str, tuple[str, Path]],
+              start_ns: int, summary: DemoSummary, say: Callable[[str], None]) -> None:
+    """Write each mill's history up to now, catch up with the clock, then rollups and the health pipeline."""
+    t0, cpu0 = time.monotonic(), time.process_time()
+    end = summary.history_span[1] if summary.history_span else time.time_ns()
+    days = (end - start_ns) / 86400e9
+    say(f"writing {days:g} days of history for {', '.join(sims)} (simulator -> edge encoding -> cloud ingest)")
+    first, off = (summary.offline[0], summary.offline[1:]) if summary.offline else ("", None)
+    writers: dict[str, HistoryWriter] = {}
+    # Rollups of one mill are computed (in DuckDB, off the GIL) while the next mill is simulated.
+    rollups = ThreadPoolExecutor(1, thread_name_prefix="history-rollups")
+    pending: list[Future[None]] = []
+    for m, srv in sims.items():
+        edge_id, folder = edges[m]
+        secret = (folder / "edge.secret").read_text().strip().encode()
+        plan = HistoryPlan(start_ns, end, offline=off if m == first else None)
+        events = cloud.edge_events.handle if cloud.edge_events is not None else None
+        w = HistoryWriter(srv.sim, plan, edge_id=edge_id, secret=secret, edge_dir=folder,
+                          ingest=cloud.ingest.handle_many, events=events, progress=say)
+        writers[m] = w
+        r = w.run()
+        pending.append(rollups.submit(cloud.store.refresh_rollups))
+        summary.history[m] = r
+        bad = f", REFUSED {r.rejected}" if r.rejected else ""
+        say(f"  {m}: {r.rows:,} readings in {r.payloads} signed batches, {r.snapshots} vibration snapshots, "
+            f"{r.events} edge alarm events{bad} ({time.monotonic() - t0:.0f}s)")
+    if off is not None:
+        say(f"  edge {edges[first][0]} was down {_hhmm(off[0])}-{_hhmm(off[1])} UTC: not collected")
+    for f in pending:
+        f.result()
+    rollups.shutdown()
+    # The clock moved on while the history was written: bring every mill up to now.
+    for _ in range(3):
+        now = time.time_ns()
+        if all(now - w.sim.now_ns < 60 * 10**9 for w in writers.values()):
+            break
+        for w in writers.values():
+            w.run(now)
+    cloud.store.refresh_rollups()
+    pipeline = getattr(app.state, "health_pipeline", None) if app is not None else None
+    alarms = ""
+    if pipeline is not None:
+        rep = pipeline.run_once()
+        alarms = f"; health pipeline: {len(rep.raised)} alarms, {len(rep.orders)} work orders"
+    summary.history_s = time.monotonic() - t0
+    rows = sum(r.rows for r in summary.history.values())
+    say(f"history written in {summary.history_s:.0f}s ({time.process_time() - cpu0:.0f} CPU-s, {rows:,} readings)"
+        f"{alarms}")
+
+
+def _hhmm(ts_ns: int) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(ts_ns / 1e9, dt.UTC).strftime("%m-%d %H:%M")
 
 
 async def _update(summary: DemoSummary, agents: dict[str, EdgeAgent], app: Any,

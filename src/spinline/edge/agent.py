@@ -32,6 +32,7 @@ import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import urlparse
 
 from spinline.connectors.base import LinkHealth, PolledConnector, PushConnector
 from spinline.connectors.mqtt.connector import MqttConnector
@@ -59,6 +60,7 @@ if TYPE_CHECKING:  # scoring pulls in the health models (scipy): only edges with
     from .models import ModelVerifier
     from .scoring import EdgeScoring
     from .scoring_stage import ScoringStage
+    from .updates import ApprovedModels, ModelUpdater, ObservedScorer
 
 log = logging.getLogger(__name__)
 BUFFER_FILE = "buffer.sqlite"
@@ -89,6 +91,9 @@ class EdgeAgent:
         self.scoring_stage: ScoringStage | None = None
         #: Raw snapshots on demand (only with vibration channels; ``edge.evidence``).
         self.evidence: EvidenceKeeper | None = None
+        #: The model update client (``updates.ModelUpdater``), when the settings turn updates on.
+        self.updates: ModelUpdater | None = None
+        self._nudge = asyncio.Event()
         self.pollers: list[PollCoordinator] = []
         self.pushers: list[PushConnector] = []
         self._tasks: list[asyncio.Task[Any]] = []
@@ -105,7 +110,8 @@ class EdgeAgent:
             sources=StatusSources(healths=self.healths, unknown_devices=self._unknown_devices,
                                   models=lambda: self.scoring.snapshot() if self.scoring is not None else {},
                                   uplink=lambda: self._uplink, traffic=self.traffic.as_dict,
-                                  evidence=lambda: self.evidence.stats() if self.evidence is not None else {}),
+                                  evidence=lambda: self.evidence.stats() if self.evidence is not None else {},
+                                  model_updates=self.updates.status if self.updates is not None else None),
             heartbeat_s=settings.status_heartbeat_s)
 
     # --- wiring (pure: objects only, no I/O) ---------------------------------------------------------
@@ -123,9 +129,16 @@ class EdgeAgent:
             from .scoring_stage import ScoringStage
 
             featurizer = featurize
+            base = self.settings.models_base
+            approvals = None
+            if base is not None:
+                from .updates import ApprovedModels
+
+                approvals = ApprovedModels()   # registry models only through the verified update path
             self.scoring = EdgeScoring(self.mill.id, vib, iso, self.data_dir, self.settings.scoring,
-                                       self.model_verifier)
-            self.scoring_stage = ScoringStage(self.scoring, self.mill.id, self.collector.ingest)
+                                       approvals if approvals is not None else self.model_verifier)
+            scorer = self._build_updates(base, approvals) if base is not None and approvals is not None else None
+            self.scoring_stage = ScoringStage(self.scoring, self.mill.id, self.collector.ingest, scorer)
             self.evidence = EvidenceKeeper(self.edge_id, self.settings.evidence)
             self.scoring_stage.on_alarm = self.evidence.request_alarm
         ctx = LinkContext(edge_id=self.edge_id, mill=self.mill.id, device_mqtt=self.settings.device_mqtt,
@@ -160,6 +173,22 @@ class EdgeAgent:
             self.evidence.restore(items)
             raise
         self.evidence.committed += len(items)
+
+    def _build_updates(self, base: str, approvals: ApprovedModels) -> ObservedScorer:
+        """The model update client over the scorer's slots, and the scorer wrapper that gathers evidence."""
+        from .updates import ModelUpdater, ObservedScorer
+
+        scoring = self.scoring
+        assert scoring is not None and self.settings.secret is not None
+        self.updates = ModelUpdater(base_url=base, edge=self.edge_id, mill=self.mill.id, secret=self.settings.secret,
+                                    data_dir=self.data_dir, slots={a.asset: a.slot for a in scoring.assets.values()},
+                                    approvals=approvals, trusted_root=self.settings.tuf_root)
+
+        def version_of(machine: str, channel: str) -> tuple[str, str] | None:
+            a = scoring.assets.get((machine, channel))
+            return None if a is None else (a.asset, a.version)
+
+        return ObservedScorer(scoring, self.updates, version_of, lambda: scoring.errors)
 
     def healths(self) -> dict[str, LinkHealth]:
         out: dict[str, LinkHealth] = {}
@@ -268,6 +297,16 @@ class EdgeAgent:
             self._tasks.append(asyncio.create_task(p.run(self.collector.ingest), name=f"push-{type(p).__name__}"))
         if self.scoring_stage is not None:
             self._tasks.append(asyncio.create_task(self.scoring_stage.run(), name="scoring"))
+        if self.updates is not None:
+            from .updates import listen_nudges, run_updates
+
+            self._tasks.append(asyncio.create_task(run_updates(self.updates, self.settings.models_every_s,
+                                                               self._nudge), name="model-updates"))
+            cloud = urlparse(self.settings.nudge_broker or "")
+            if cloud.hostname:   # the cloud's broker carries the nudge
+                self._tasks.append(asyncio.create_task(listen_nudges(
+                    cloud.hostname, cloud.port or 1883, self.mill.id, self.edge_id, self._nudge,
+                    username=cloud.username, password=cloud.password), name="model-nudges"))
         self._tasks.append(asyncio.create_task(self._flusher(), name="flusher"))
         self._tasks.append(asyncio.create_task(self.reporter.run(), name="status"))
         self._tasks.append(asyncio.create_task(self._uplink_loop(), name="uplink"))

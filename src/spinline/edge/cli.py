@@ -92,6 +92,13 @@ def run(site: Path = typer.Argument(..., help="site YAML file"),
         require_signed_acks: bool = typer.Option(
             False, help="act only on acks the cloud signed with the edge secret (without it, unsigned acks are "
                         "trusted until the first signed one arrives)"),
+        tuf_root: Path | None = typer.Option(None, help="the model repository's root.json (spinline models root): "
+                                                        "turns on signed model updates from the registry"),
+        models_url: str | None = typer.Option(None, help="http(s)://host of the cloud API for model updates "
+                                                         "(default: --cloud when it is http(s))"),
+        models_every_s: float = typer.Option(300.0, help="seconds between model update checks"),
+        models_nudge: str | None = typer.Option(None, help="mqtt://host:port the cloud nudges model updates on "
+                                                           "(default: --cloud when it is MQTT)"),
         log_level: str = typer.Option("INFO")) -> None:
     """Run the edge agent until interrupted (safe to kill -9: restart on the same data dir)."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -104,10 +111,26 @@ def run(site: Path = typer.Argument(..., help="site YAML file"),
     settings = EdgeSettings(edge_id=edge_id, secret=read_secret(secret_file, data_dir), data_dir=data_dir,
                             cloud_url=cloud, device_mqtt=device_mqtt, budget_bytes=int(budget_mb * 1024 * 1024),
                             flush_s=flush_s, scoring=ScoringConfig(commissioning_n=commissioning_n),
-                            require_signed_acks=require_signed_acks)
+                            require_signed_acks=require_signed_acks,
+                            tuf_root=_read_root(tuf_root), models_url=models_url, models_every_s=models_every_s,
+                            models_nudge=models_nudge)
     agent = EdgeAgent(s, the_mill.id, settings)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(agent.run())
+
+
+def _read_root(path: Path | None) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        typer.echo(f"cannot read the model repository root {path}: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if b'"_type":"root"' not in data.replace(b" ", b""):
+        typer.echo(f"{path} is not a TUF root.json (spinline models root --out FILE)", err=True)
+        raise typer.Exit(2)
+    return data
 
 
 def _fmt_status(st: dict[str, Any]) -> list[str]:
@@ -145,6 +168,14 @@ def _fmt_status(st: dict[str, Any]) -> list[str]:
         alarms = ", ".join(mdl.get("open_alarms") or []) or "none"
         lines.append(f"  {asset:<28} {mdl.get('state')}{learning} version {mdl.get('version')}  health {hi}  "
                      f"anomaly {score}  alarms {alarms}")
+    up = st.get("model_updates")
+    if up:
+        refused = ", ".join(f"{k} {v}" for k, v in (up.get("refusals") or {}).items() if v) or "none"
+        last = up.get("last_refusal") or {}
+        lines.append(f"model updates  {up.get('state')}  checks {up.get('checks')}  registry models "
+                     f"{len(up.get('running') or {})}  refused: {refused}"
+                     + (f"  (last: {last.get('reason')} {last.get('what')}: {str(last.get('detail'))[:80]})"
+                        if last else ""))
     return lines
 
 

@@ -59,7 +59,7 @@ from spinline.core.errors import StorageError
 from spinline.core.site import Machine, MachineType
 from spinline.core.wire import EdgeEvent, EventSeverity
 from spinline.health.alarms import Alarm, AlarmEngine, AlarmStateError, default_rules
-from spinline.health.anomaly import DETECTORS, BaselineDetector
+from spinline.health.anomaly import MODEL_KINDS, BaselineDetector
 from spinline.health.features import bearing_frequencies
 from spinline.health.monitor import AssetMonitor, AssetStatus
 
@@ -89,7 +89,7 @@ def asset_tag(mill: str, machine: str, channel: str) -> str:
 
 def validate_record(rec: ModelRecord) -> None:
     """The slot's validation hook: can the scorer run these params? Raises ValueError/KeyError/TypeError."""
-    if not rec.kind.startswith(KIND_PREFIX) or rec.kind[len(KIND_PREFIX):] not in DETECTORS:
+    if not rec.kind.startswith(KIND_PREFIX) or rec.kind[len(KIND_PREFIX):] not in MODEL_KINDS:
         raise ValueError(f"unknown model kind {rec.kind!r}")
     if rec.state == "commissioning":
         rows = rec.params["rows"]

@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Protocol
 
 import numpy as np
 
@@ -30,9 +31,20 @@ log = logging.getLogger(__name__)
 OUTPUTS = ("anomaly_score", "health_index")
 
 
+class FeatureScorer(Protocol):
+    """Scores one snapshot of one channel: ``EdgeScoring``, or a wrapper of it."""
+
+    def score(self, machine: str, channel: str, ts_ns: int, shaft_hz: float,
+              features: Mapping[str, float]) -> Mapping[str, float]: ...
+
+
 class ScoringStage:
-    def __init__(self, scoring: EdgeScoring, mill: str, emit: Callable[[Batch], None]) -> None:
+    def __init__(self, scoring: EdgeScoring, mill: str, emit: Callable[[Batch], None],
+                 scorer: FeatureScorer | None = None) -> None:
         self.scoring = scoring
+        #: What scores a snapshot: the scoring itself, or a wrapper around it (``updates.ObservedScorer``
+        #: counts each snapshot as evidence for the model version that scored it).
+        self.scorer: FeatureScorer = scorer if scorer is not None else scoring
         self.mill = mill
         self.emit = emit
         self._queue: deque[ChannelFeatures] = deque()
@@ -55,7 +67,7 @@ class ScoringStage:
 
     def score(self, f: ChannelFeatures) -> Batch:
         """The model outputs of one snapshot as rows (empty: machine stopped, no model, or a failure)."""
-        out = self.scoring.score(f.machine, f.channel, f.ts_ns, f.shaft_hz, f.features)
+        out = self.scorer.score(f.machine, f.channel, f.ts_ns, f.shaft_hz, f.features)
         names = [n for n in OUTPUTS if n in out]
         if not names:
             return Batch.empty()

@@ -58,12 +58,38 @@ class EdgeSettings:
     max_pending_rows: int = 2_000_000
     #: Act only on acks the cloud signed (else unsigned acks are trusted until the first signed one).
     require_signed_acks: bool = False
+    #: The model repository's root.json (TUF trust anchor, provisioned with the secret); None: no model
+    #: updates from the registry (the edge keeps its own commissioned baselines).
+    tuf_root: bytes | None = field(default=None, repr=False)
+    #: HTTP(S) base of the cloud API for model updates (default: ``cloud_url`` when it is HTTP(S)).
+    models_url: str | None = None
+    #: Seconds between model update checks (an MQTT nudge from the cloud makes one at once).
+    models_every_s: float = 300.0
+    #: ``mqtt://host:port`` of the broker carrying the cloud's model nudges (default: ``cloud_url`` when it
+    #: is MQTT; none: the edge finds changes by polling).
+    models_nudge: str | None = None
+
+    @property
+    def nudge_broker(self) -> str | None:
+        url = self.models_nudge or self.cloud_url
+        return url if url and url.startswith(("mqtt://", "tcp://")) else None
+
+    @property
+    def models_base(self) -> str | None:
+        """Where model updates come from, or None when they are off."""
+        if self.tuf_root is None or self.secret is None:
+            return None
+        if self.models_url:
+            return self.models_url
+        if self.cloud_url and self.cloud_url.startswith(("http://", "https://")):
+            return self.cloud_url
+        return None
 
     def __post_init__(self) -> None:
         if not self.edge_id:
             raise ValueError("edge_id must not be empty")
         for name in ("flush_s", "heartbeat_s", "max_clock_skew_s", "backlog_rows_per_s", "ack_timeout_s",
-                     "status_every_s", "status_heartbeat_s"):
+                     "status_every_s", "status_heartbeat_s", "models_every_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
         if self.budget_bytes <= 0 or self.max_pending_rows <= 0 or self.modbus_max_gap < 0:

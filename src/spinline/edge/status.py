@@ -60,6 +60,8 @@ class StatusSources:
     traffic: Callable[[], dict[str, Any]] = dict
     #: Raw-evidence snapshots (``edge.evidence``), {} when there is none.
     evidence: Callable[[], dict[str, Any]] = dict
+    #: The model update client's state: what runs, what was refused per reason (None: updates off).
+    model_updates: Callable[[], dict[str, Any]] | None = None
 
 
 def _bucket(v: Any, edges: tuple[float, ...]) -> int:
@@ -86,7 +88,10 @@ def status_digest(st: Mapping[str, Any]) -> dict[str, Any]:
     up, buf = st.get("uplink") or {}, st.get("buffer") or {}
     models = st.get("models") or {}
     ev = st.get("evidence") or {}
+    mu = st.get("model_updates") or {}
     return {
+        "model_updates": [mu.get("state"), {a: (r or {}).get("version") for a, r in (mu.get("running") or {}).items()},
+                          mu.get("refusals")],
         "alarms": sorted(st.get("alarms") or []),
         "uplink": up.get("state"),
         "devices": {m: (d or {}).get("state") for m, d in (st.get("devices") or {}).items()},
@@ -196,6 +201,7 @@ class StatusReporter:
                                     "heartbeat_s": self.gate.heartbeat_s},
                 **({"traffic": t} if (t := self.sources.traffic()) else {}),
                 **({"evidence": e} if (e := self.sources.evidence()) else {}),
+                "model_updates": self.sources.model_updates() if self.sources.model_updates is not None else None,
                 "alarms": (["buffer_full"] if bs.full else []) + (["uplink_down"] if up["state"] != "connected"
                                                                   else [])}
 

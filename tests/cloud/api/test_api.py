@@ -113,6 +113,21 @@ async def test_kpis_endpoints(api: Api) -> None:
     # 108 breaks in 3600 spindle-h -> 30 per 1000 spindle-h; utilisation 3600 / (1824 × 2) = 98.68 %
     assert rf01["ends_down_per_1000_spindle_h"] == approx_(30.0)
     assert rf01["spindle_utilisation_pct"] == approx_(100 * 3600 / 3648)
+    # the week's production report as a file: a Chinese PDF with charts by default, CSV on request
+    from datetime import UTC, datetime
+
+    from spinline.core.pdf import text_of
+
+    y, w, _ = datetime.fromtimestamp(start / 1e9, UTC).isocalendar()
+    r = await api.client.get(f"/api/v1/mills/mill-a/reports/production/{y}-W{w:02d}", headers=h)
+    assert r.status_code == 200 and r.headers["content-type"] == "application/pdf", r.text[:200]
+    assert "生产报表" in text_of(r.content) and "逐日产量" in text_of(r.content)
+    r = await api.client.get(f"/api/v1/mills/mill-a/reports/production/{y}-W{w:02d}", headers=h,
+                             params={"format": "csv"})
+    assert r.status_code == 200 and "rf01" in r.text
+    r = await api.client.get("/api/v1/mills/mill-a/reports/production/2026-13", headers=h)
+    assert r.status_code == 422 and "month" in r.text
+    assert (await api.client.get("/api/v1/mills/mill-b/reports/production/2026-10", headers=h)).status_code == 404
     for by in ("line", "mill", "shift"):
         r = await api.client.get("/api/v1/mills/mill-a/kpis", headers=h,
                                  params={"start": _iso(start), "end": _iso(end), "by": by})

@@ -40,6 +40,12 @@ async def test_month_figures_and_pact_export(api: Api, zone_site: Site) -> None:
     inv = d["inventory"]
     total = d["energy"]["total_kwh"]
     assert total > 1000 and d["energy"]["yarn_kg"] > 100
+    # three days of data in October: the figures cover those hours, energy and yarn alike, with
+    # nothing filled before the first or after the last reading (so nothing estimated or flagged)
+    # (the last reading, at 3 days exactly, opens a 73rd hour)
+    assert d["period"]["hours"] == 73 and d["period"]["month_to_date"] is True
+    assert d["period"]["covered_start"] == "2026-09-30T16:00:00Z"
+    assert d["energy"]["estimated_share"] == 0.0 and d["energy"]["estimated_flagged"] is False
     # Scope 2 both ways: location-based (grid average) and market-based (residual mix), both positive
     assert inv["scope2_location_kg"] > 0 and inv["scope2_market_kg"] > 0
     assert inv["consumption_kwh"] == pytest.approx(total, rel=1e-6)
@@ -67,8 +73,22 @@ async def test_month_figures_and_pact_export(api: Api, zone_site: Site) -> None:
         assert pcf["geographyCountry"] == "CN" and "shared loads allocated by energy" in fp["comment"]
     assert any(c in fp["productDescription"] for fp in pact for c in counts)
 
+    # the report as a file: a Chinese PDF by default, English on request, HTML
+    from spinline.core.pdf import text_of
+
+    r = await api.client.get(BASE.format(mill="mill-a") + "/report", headers=h)
+    assert r.status_code == 200 and r.headers["content-type"] == "application/pdf", r.text[:200]
+    assert 'filename="carbon_mill-a_2026-10_zh-CN.pdf"' in r.headers["content-disposition"]
+    assert "能源与碳排放月报" in text_of(r.content)
+    r = await api.client.get(BASE.format(mill="mill-a") + "/report", headers=h, params={"lang": "en"})
+    assert "Energy and carbon report" in text_of(r.content)
+    r = await api.client.get(BASE.format(mill="mill-a") + "/report", headers=h, params={"format": "html"})
+    assert r.status_code == 200 and r.text.startswith("<!doctype html>")
+    r = await api.client.get(BASE.format(mill="mill-a") + "/report", headers=h, params={"lang": "fr"})
+    assert r.status_code == 422
+
     # a bad rule is refused by validation; a mill-A user does not see mill B
     assert (await api.client.get(BASE.format(mill="mill-a"), headers=h, params={"rule": "x"})).status_code == 422
-    for path in (BASE, BASE + "/pact"):
+    for path in (BASE, BASE + "/pact", BASE + "/report"):
         r = await api.client.get(path.format(mill="mill-b"), headers=h)
         assert r.status_code == 404 and "mill-b" in r.json()["detail"] and "kwh" not in r.text

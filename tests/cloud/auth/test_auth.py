@@ -170,3 +170,40 @@ def test_settings_from_env(tmp_path: Path) -> None:
     assert e.meta_url() == f"sqlite:///{tmp_path}/meta.sqlite"
     with pytest.raises(ValueError):
         Settings(db="mysql://x")
+
+
+def test_edge_credentials_are_cached_and_a_revoked_edge_is_refused_at_once(meta: MetaStore) -> None:
+    """The ingest path asks three times per payload: answered from a bounded cache, never past a revocation."""
+    box = SecretBox(os.urandom(32))
+    mono = [0.0]
+    edges = EdgeCredentials(meta, box, ttl_s=60.0, recheck_s=1.0, monotonic=lambda: mono[0])
+    _, secret = edges.create(edge_id="edge-a", mill="mill-a")
+    for _ in range(30):
+        assert edges.key("edge-a") == secret.encode() and edges.mill_of("edge-a") == "mill-a"
+    assert (edges.misses, edges.hits) == (1, 59)
+    assert edges.key("edge-nope") is None and edges.key("edge-nope") is None and edges.misses == 2
+    # revoked through this object: refused from the next lookup, not after the TTL
+    assert edges.revoke("edge-a")
+    assert edges.key("edge-a") is None and edges.mill_of("edge-a") is None
+    # revoked by another process (the CLI, on the same database): seen within recheck_s
+    other = EdgeCredentials(meta, box)
+    _, secret_b = other.create(edge_id="edge-b", mill="mill-b")
+    mono[0] += 1.0
+    assert edges.key("edge-b") == secret_b.encode()           # a creation elsewhere is seen too
+    assert other.revoke("edge-b")
+    assert edges.key("edge-b") == secret_b.encode()           # within the recheck window ...
+    mono[0] += 1.0
+    assert edges.key("edge-b") is None                        # ... then refused
+    # ... or at once after ``sync()``, which the ingest calls per request and per group of payloads
+    _, secret_c = other.create(edge_id="edge-c", mill="mill-a")
+    assert edges.key("edge-c") == secret_c.encode()
+    assert other.revoke("edge-c")
+    edges.sync()
+    assert edges.key("edge-c") is None
+    # the TTL bounds an entry even when nothing changed
+    misses = edges.misses
+    mono[0] += 61.0
+    edges.key("edge-nope")
+    mono[0] += 0.5
+    edges.key("edge-nope")
+    assert edges.misses == misses + 1

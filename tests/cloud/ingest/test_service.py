@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from spinline.cloud.ingest.service import IngestService
+from spinline.cloud.ingest.service import CONFLICT, IngestService
+from spinline.cloud.ingest.validate import CLOUD_STATE_REASONS
 from spinline.cloud.storage.base import TimeSeriesStore
 from spinline.core.batch import Batch, Quality
 
@@ -38,6 +39,11 @@ def _unknown(mill: Any) -> Batch:
     p = b.point.copy()
     p[3] = 123456789
     return Batch(p, b.ts_ns, b.value, b.quality, b.seq)
+
+
+def _all_unknown(mill: Any) -> Batch:
+    b = _good(mill, 1)
+    return Batch(np.full(len(b), 123456789), b.ts_ns, b.value, b.quality, b.seq)
 
 
 def _version(mill: Any) -> bytes:
@@ -76,7 +82,11 @@ def _rows(store: TimeSeriesStore, mill: Any) -> int:
     return len(store.range(g, now - 3600 * S, now + S, resolution="raw").ts_ns)
 
 
-@pytest.mark.parametrize("case", list(BAD))
+#: Reasons judged per row: only the offending rows are refused, the rest of the batch is stored.
+ROW_REASONS = {"unknown_point", "wrong_type", "non_finite", "future_timestamp", "clock_skew"}
+
+
+@pytest.mark.parametrize("case", [c for c in BAD if BAD[c][0] not in ROW_REASONS])
 def test_bad_batch_refused_with_reason_and_good_ones_around_it_stored(
         case: str, store: TimeSeriesStore, mill: Any) -> None:
     reason, make = BAD[case]
@@ -94,15 +104,67 @@ def test_bad_batch_refused_with_reason_and_good_ones_around_it_stored(
     assert reason in next(iter(counts.values()))
 
 
+@pytest.mark.parametrize("case", [c for c in BAD if BAD[c][0] in ROW_REASONS])
+def test_bad_row_refused_alone_and_the_rest_of_its_batch_stored(case: str, store: TimeSeriesStore,
+                                                                 mill: Any) -> None:
+    """One fractional state, negative counter, NaN, unknown key or future stamp costs its row only."""
+    reason, make = BAD[case]
+    svc = mill.service(store)
+    payload = make(mill)
+    res = svc.handle(payload)
+    n = len(_good(mill, 1))
+    assert (res.status, res.stored, res.refused) == ("stored", n - 1, {reason: 1})
+    ack = res.ack()
+    assert ack["refused"] == {reason: 1} and ack["status"] == "stored"
+    if reason in CLOUD_STATE_REASONS:                         # the edge may re-send these rows later
+        assert ack["retry"] == ({"points": [123456789]} if reason == "unknown_point"
+                                else {"after_ns": ack["retry"]["after_ns"]})
+    else:
+        assert "retry" not in ack
+    assert store.rejections() == {"edge-a": {reason: 1}}
+    again = svc.handle(payload)                               # a re-send repeats the first answer
+    assert (again.status, again.refused, again.retry) == ("duplicate", res.refused, res.retry)
+    assert store.rejections() == {"edge-a": {reason: 1}}     # and is not counted twice
+
+
+def test_batch_whose_every_row_is_refused_is_rejected_and_its_key_left_free(store: TimeSeriesStore,
+                                                                            mill: Any) -> None:
+    svc = mill.service(store)
+    b = _good(mill, 1)
+    res = svc.handle(mill.payload(_all_unknown(mill), 4))
+    assert (res.status, res.reason, res.refused, res.retry) == ("rejected", "unknown_point",
+                                                                {"unknown_point": len(b)}, {"points": [123456789]})
+    assert svc.handle(mill.payload(b, 4)).status == "stored"   # the same seq, fixed: stored
+
+
+def test_reused_key_with_other_rows_is_a_loud_refusal_not_a_duplicate(store: TimeSeriesStore, mill: Any,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """A buffer restored from a snapshot rolls its seq back: new rows under a used key are not acked as done."""
+    svc = mill.service(store)
+    original = mill.payload(_good(mill, 0), 9)
+    assert svc.handle(original).status == "stored"
+    with caplog.at_level("ERROR"):
+        first = svc.handle(mill.payload(_good(mill, 1), 9))
+        second = svc.handle(mill.payload(_good(mill, 2), 9))
+    assert (first.status, first.reason, first.stored) == ("rejected", CONFLICT, 0)
+    assert first.ack()["reason"] == CONFLICT and second.reason == CONFLICT
+    assert store.rejections() == {"edge-a": {CONFLICT: 2}}     # every one counted ...
+    assert sum(CONFLICT in r.message for r in caplog.records) == 1   # ... logged once
+    assert _rows(store, mill) == 5
+    assert svc.handle(original).status == "duplicate"        # the real re-send still is
+
+
 def test_bad_batch_in_a_coalesced_group_does_not_block_the_rest(store: TimeSeriesStore, mill: Any) -> None:
     svc = mill.service(store)
-    results = svc.handle_many([mill.payload(_good(mill, 0), 1), mill.payload(_with(mill, "gauge", np.nan), 2),
-                               mill.payload(_good(mill, 2), 3), mill.payload(_good(mill, 0), 1)])
-    assert [(r.status, r.reason) for r in results] == [("stored", None), ("rejected", "non_finite"),
-                                                       ("stored", None), ("duplicate", None)]
-    assert [r.seq for r in results] == [1, 2, 3, 1]
-    assert _rows(store, mill) == 10
-    assert store.rejections() == {"edge-a": {"non_finite": 1}}
+    results = svc.handle_many([mill.payload(_good(mill, 0), 1), mill.payload(_all_unknown(mill), 2),
+                               mill.payload(_good(mill, 2), 3), mill.payload(_good(mill, 0), 1),
+                               mill.payload(_with(mill, "gauge", np.nan), 4)])
+    assert [(r.status, r.reason) for r in results] == [("stored", None), ("rejected", "unknown_point"),
+                                                       ("stored", None), ("duplicate", None), ("stored", None)]
+    assert [r.seq for r in results] == [1, 2, 3, 1, 4]
+    assert results[4].refused == {"non_finite": 1}
+    assert _rows(store, mill) == 14
+    assert store.rejections() == {"edge-a": {"non_finite": 1, "unknown_point": 1}}
 
 
 def test_resend_is_stored_exactly_once(store: TimeSeriesStore, mill: Any) -> None:

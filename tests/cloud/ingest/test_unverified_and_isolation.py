@@ -147,10 +147,10 @@ def test_failed_group_write_is_retried_batch_by_batch(store: TimeSeriesStore, mi
     w, pub = _worker(svc)
     real = store.write_many
 
-    def picky(items: list[tuple[Batch, str | None]]) -> list[WriteResult]:
+    def picky(items: list[tuple[Batch, str | None]], **kw: Any) -> list[WriteResult]:
         if any(k == "edge-a:2" for _, k in items):
             raise StorageError("this batch cannot be written")
-        return real(items)
+        return real(items, **kw)
 
     monkeypatch.setattr(store, "write_many", picky)
     now = time.time_ns()
@@ -169,7 +169,8 @@ def test_same_seq_under_a_new_incarnation_is_stored_not_duplicate(store: TimeSer
         return encode(env, key=SECRETS["edge-a"])
 
     first = svc.handle(payload(0, ""))
-    restarted, again = svc.handle(payload(1, "inc-2")), svc.handle(payload(1, "inc-2"))
+    resent = payload(1, "inc-2")              # a re-send is the same bytes (same rows: a duplicate)
+    restarted, again = svc.handle(resent), svc.handle(resent)
     assert (first.status, restarted.status, again.status) == ("stored", "stored", "duplicate")
     assert svc.handle(payload(2, "inc-3")).status == "stored"
     # the key the service writes is the envelope's

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from spinline.cloud.ingest.validate import MAX_FUTURE_NS, PointRules, validate
+from spinline.cloud.ingest.validate import MAX_FUTURE_NS, PointRules, Retry, screen, validate
 from spinline.cloud.storage.base import PointInfo
 from spinline.core.batch import Batch, Quality
 from spinline.core.errors import PayloadError
@@ -60,3 +60,20 @@ def test_rows_older_than_the_raw_retention_are_too_old() -> None:
     with pytest.raises(PayloadError) as info:
         validate(env([1], [1.0], ts=NOW - 91 * day), RULES, NOW, max_age_ns=90 * day)
     assert info.value.reason == "too_old" and "90.0 days" in info.value.detail
+
+
+def test_screen_refuses_only_the_offending_rows_and_names_the_cloud_state_ones() -> None:
+    """One bad row must not cost the good rows flushed with it; cloud-state refusals say which rows to re-send."""
+    day = 86400 * 10**9
+    ts = np.array([NOW - 10**9, NOW - 10**9, NOW + MAX_FUTURE_NS + 5 * 10**9, NOW - 10**9, NOW - 100 * day,
+                   NOW - 10**9, NOW - 10**9])
+    b = Batch.of([1, 2, 1, 99, 3, 2, 3], ts, [1.5, 2.5, 1.0, 1.0, 4.0, 3.0, -2.0], Quality.GOOD)
+    s = screen(Envelope("e", "m", 1, b, NOW), RULES, NOW, max_age_ns=90 * day)
+    assert s.refused == {"unknown_point": 1, "future_timestamp": 1, "too_old": 1, "wrong_type": 2}
+    assert s.batch.point.tolist() == [1, 2] and s.batch.value.tolist() == [1.5, 3.0]
+    assert s.retry == Retry(points=(99,), after_ns=NOW + MAX_FUTURE_NS, before_ns=NOW - 90 * day)
+    assert s.retry.as_json() == {"points": [99], "after_ns": NOW + MAX_FUTURE_NS, "before_ns": NOW - 90 * day}
+    edge_fault_only = screen(env([1, 2], [1.0, 0.5]), RULES, NOW)
+    assert edge_fault_only.refused == {"wrong_type": 1} and edge_fault_only.retry is None
+    clean = screen(env([1, 2], [1.0, 2.0]), RULES, NOW)
+    assert clean.refused == {} and clean.batch.equals(clean.batch) and len(clean.batch) == 2

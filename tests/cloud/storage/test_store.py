@@ -75,6 +75,26 @@ def test_idempotency_key_stores_once(ready: TimeSeriesStore) -> None:
     assert len(ready.range(COUNTER, T0, T0 + DAY, resolution="raw").ts_ns) == 10
 
 
+def test_same_key_with_other_content_is_a_conflict_not_a_duplicate(ready: TimeSeriesStore) -> None:
+    """A buffer restored from a snapshot reuses (edge, incarnation, seq) for new rows: never acked as done."""
+    first = seconds(GAUGE, T0, 30, 1.0)
+    assert ready.write(first, idempotency_key="e1:i:5", note='{"refused": {}}').stored == 30
+    same = ready.write(seconds(GAUGE, T0, 30, 1.0), idempotency_key="e1:i:5")
+    assert (same.stored, same.duplicate, same.conflict, same.note) == (0, True, False, '{"refused": {}}')
+    other = ready.write(seconds(GAUGE, T0 + 30 * S, 30, 2.0), idempotency_key="e1:i:5")
+    assert (other.stored, other.duplicate, other.conflict) == (0, False, True)
+    # In one call: the second item with the key is judged against the first one's content.
+    res = ready.write_many([(seconds(GAUGE, T0 + 60 * S, 5, 3.0), "e1:i:6"),
+                            (seconds(GAUGE, T0 + 60 * S, 5, 3.0), "e1:i:6"),
+                            (seconds(GAUGE, T0 + 90 * S, 5, 4.0), "e1:i:6")])
+    assert [(r.stored, r.duplicate, r.conflict) for r in res] == [(5, False, False), (0, True, False), (0, False, True)]
+    # An explicit digest (the whole payload's, when only some rows were stored) is what is compared.
+    ready.write(seconds(GAUGE, T0 + 120 * S, 5, 1.0), idempotency_key="e1:i:7", digest="abc")
+    assert ready.write(seconds(GAUGE, T0 + 120 * S, 3, 1.0), idempotency_key="e1:i:7", digest="abc").duplicate
+    assert ready.write(seconds(GAUGE, T0 + 120 * S, 5, 1.0), idempotency_key="e1:i:7", digest="abd").conflict
+    assert len(ready.range(GAUGE, T0, T0 + DAY, resolution="raw").ts_ns) == 40
+
+
 def test_write_many_one_transaction_mixed_keys(ready: TimeSeriesStore) -> None:
     ready.write(seconds(GAUGE, T0, 10, 1.0), idempotency_key="e1:1")
     res = ready.write_many([(seconds(GAUGE, T0, 10, 1.0), "e1:1"),          # seen before
@@ -230,6 +250,25 @@ def test_completeness_names_lost_and_not_collected_gaps(ready: TimeSeriesStore) 
     empty = c[COUNTER]
     assert empty.received == 0 and empty.expected == 200 and empty.gaps[0].kind == "not_collected"
     assert 0 < g.ratio < 1
+
+
+def test_completeness_does_not_call_the_silence_of_report_by_exception_points_a_gap(
+        store: TimeSeriesStore) -> None:
+    """An OPC UA monitored item whose value stands still sends nothing: not a gap. Past its keep-alive it is."""
+    mon, ka = 201, 202
+    store.register_points([
+        PointInfo(mon, "m1/mc/mon", "m1", "mc", "mon", "kW", "gauge", 1.0, report="on_change"),
+        PointInfo(ka, "m1/mc/ka", "m1", "mc", "ka", "kW", "gauge", 1.0, report="on_change", keepalive_s=60.0)])
+    assert {p.key: (p.report, p.keepalive_s) for p in store.points("m1")} == {
+        mon: ("on_change", None), ka: ("on_change", 60.0)}
+    # mon: silent 20 min, then a seq jump of 2 (1 sample lost); ka: keep-alive every 60 s, then 10 min of silence.
+    store.write(Batch.of([mon] * 3, T0 + np.array([0, 1200, 1300]) * S, 1.0, Quality.GOOD, [0, 1, 3]))
+    ka_ts = np.r_[np.arange(0, 600, 60), np.arange(1200, 1800, 60)]
+    store.write(Batch.of(np.full(len(ka_ts), ka), T0 + ka_ts * S, 1.0, Quality.GOOD, np.arange(len(ka_ts))))
+    c = store.completeness([mon, ka], T0, T0 + 1800 * S)
+    assert [(g.kind, g.missing) for g in c[mon].gaps] == [("lost", 1)]
+    assert [(g.kind, g.missing) for g in c[ka].gaps] == [("not_collected", 10)]    # 660 s: 10 keep-alives missed
+    assert store.completeness([mon], T0 + 2000 * S, T0 + 9000 * S)[mon].gaps == []   # a silent window: no gap
 
 
 def test_rejections_counted_per_edge_and_reason(ready: TimeSeriesStore) -> None:

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from spinline.cloud.api.services.streams import LiveStreams
     from spinline.cloud.api.services.zone import ZoneOverview
     from spinline.cloud.maintenance.events import EdgeEvents
+    from spinline.cloud.models.registry import ModelRegistry
 
 SESSION_COOKIE = "spinline_session"
 CSRF_COOKIE = "spinline_csrf"
@@ -70,6 +71,8 @@ class Cloud:
     zone: ZoneOverview
     #: Receives alarm events from the edges (set in the app's lifespan, with the health pipeline).
     edge_events: EdgeEvents | None = None
+    #: The model registry and its TUF repository (set in the app's lifespan).
+    models: ModelRegistry | None = None
 
 
 def get_cloud(request: Request) -> Cloud:

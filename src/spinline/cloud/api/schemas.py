@@ -233,7 +233,13 @@ class KpiPublic(_Out):
     output_kg: float
     std_output_kg: float | None = Field(description="output converted to the standard count")
     count_ne: float | None = Field(description="output-weighted mean count (Ne)")
-    efficiency_pct: float | None
+    efficiency_pct: float | None = Field(
+        description="production efficiency %, the figure mills quote: actual kg ÷ kg at 100 % at the speed run "
+                    "over the whole planned (calendar) time, so doffing, stops and ends down all lower it "
+                    "(typically 90-96 %); ring frames only (docs/kpis.md)")
+    running_efficiency_pct: float | None = Field(
+        description="running efficiency %: actual kg ÷ kg at 100 % for the run time only (doffs and stops "
+                    "left out; they are in OEE availability)")
     spindle_utilisation_pct: float | None
     availability_pct: float | None
     performance_pct: float | None
@@ -300,9 +306,12 @@ class EdgePublic(_Out):
     buffer_bytes: int | None = None
     lag_s: float | None = None
     uplink_state: str | None = None
-    versions: dict[str, str] = Field(default_factory=dict)
+    versions: dict[str, str] = Field(default_factory=dict,
+                                     description="the agent's version and the model version running per asset")
     alarms: list[str] = Field(default_factory=list)
     rejected: dict[str, int] = Field(default_factory=dict, description="refused batches per reason")
+    models: dict[str, Any] = Field(default_factory=dict, description="per asset the desired model version beside "
+                                   "the running one; the model updates the edge refused, per reason")
     status: dict[str, Any] = Field(default_factory=dict, description="the last status message as sent")
 
 
@@ -326,6 +335,9 @@ class IngestAck(_Out):
     reason: str | None = None
     edge: str | None = Field(default=None, description="the edge the ack is for")
     inc: str | None = Field(default=None, description="the incarnation (edge buffer) of the batch")
+    refused: dict[str, int] | None = Field(default=None, description="rows refused per reason (the rest stored)")
+    retry: dict[str, Any] | None = Field(default=None, description="which refused rows the edge may re-send "
+                                         "later: points (unknown keys), after_ns, before_ns")
     sig: str | None = Field(default=None, description="hex HMAC-SHA256 of the ack with the edge's secret "
                                                       "(spinline.core.wire.sign_ack)")
 

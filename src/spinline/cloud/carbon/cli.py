@@ -25,6 +25,9 @@ def report(
     green_kwh: float = typer.Option(0.0, "--green-kwh", help="green-certificate kWh for the month (adds one)"),
     tolerance: float = typer.Option(0.05, "--tolerance", help="sub-meter reconciliation tolerance (share)"),
     pdf: bool = typer.Option(True, "--pdf/--no-pdf", help="also write the PDF"),
+    lang: str = typer.Option("en", "--lang", help="language of the PDF: zh-CN | en"),
+    estimated_limit: float = typer.Option(0.10, "--estimated-limit", min=0.0, max=1.0,
+                                          help="flag the figures when more than this share of kWh is estimated"),
 ) -> None:
     """Write a month's report: HTML, PDF, CSV/XLSX data, JSON figures and PACT product footprints."""
     from spinline.carbon import inputs as ci
@@ -38,6 +41,8 @@ def report(
         raise typer.BadParameter("--rule must be mass, energy or spindle_hours")
     if gap_fill not in ("auto", "estimate", "none"):
         raise typer.BadParameter("--gap-fill must be auto, estimate or none")
+    if lang not in ("zh-CN", "en"):
+        raise typer.BadParameter("--lang must be zh-CN or en")
     the_mill = mill_or_exit(load_site_or_exit(site), mill)
     try:
         lib = FactorLibrary.load(factors)
@@ -47,8 +52,9 @@ def report(
         store = open_store(db)
         try:
             fig = month_report(store, the_mill, month, library=lib, inputs=inp, rule=rule,  # type: ignore[arg-type]
-                               gap_fill=gap_fill, tolerance=tolerance)  # type: ignore[arg-type]
-            paths = write_report(fig, out, pdf=pdf)
+                               gap_fill=gap_fill, tolerance=tolerance,  # type: ignore[arg-type]
+                               estimated_limit=estimated_limit)
+            paths = write_report(fig, out, pdf=pdf, lang=lang)
         finally:
             store.close()
     except (SpinlineError, KeyError, ValueError) as exc:
@@ -57,7 +63,11 @@ def report(
     fp, inv = fig.footprint, fig.inventory
     typer.echo(f"{mill} {month}: {fp.total_kwh:,.0f} kWh, {fp.yarn_kg:,.0f} kg yarn, {fp.kwh_per_kg:.3f} kWh/kg, "
                f"{fig.carbon_mill.spinning:.3f} kgCO2e/kg; Scope 2 location "
-               f"{inv.scope2_location_kg / 1000:,.1f} t, market {inv.scope2_market_kg / 1000:,.1f} t")
+               f"{inv.scope2_location_kg / 1000:,.1f} t, market {inv.scope2_market_kg / 1000:,.1f} t"
+               + (" (month to date)" if fig.month_to_date else ""))
+    if fig.estimated_flagged:
+        typer.echo(f"warning: {fig.quality.estimated_share:.0%} of the kWh is estimated (limit "
+                   f"{fig.estimated_limit:.0%}): the per-kg figures rest on estimates")
     for p in paths:
         typer.echo(str(p))
 

@@ -9,6 +9,7 @@ The CLI, the API and the bench all call ``month_report``.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ import numpy as np
 from spinline.carbon import inputs as ci
 from spinline.carbon import insight as ins
 from spinline.carbon.factors import FactorLibrary, Selection
-from spinline.carbon.figures import MonthFigures, figures_dict
+from spinline.carbon.figures import ESTIMATED_SHARE_LIMIT, MonthFigures, figures_dict
 from spinline.carbon.footprint import (
     PRODUCTION,
     CarbonIntensity,
@@ -197,15 +198,49 @@ def read_period(store: TimeSeriesStore, mill: Mill, start_ns: int, end_ns: int,
     return _Period(totals, main, q, kwh_h, kg_h, {mi.machine.id: mi for mi in infos})
 
 
+def covered_span(store: TimeSeriesStore, mill: Mill, start_ns: int, end_ns: int, now_ns: int) -> tuple[int, int]:
+    """The hours of [start, end) a period's figures cover: from the hour of the mill's first reading
+    to the end of the hour of its last one, never past ``now``.
+
+    Gap fill estimates a missing hour of a counter from the hours around it. Before the mill's
+    first reading, after its last one and after now, no machine reported anything: filling there
+    made up the energy of hours that had no yarn (a mill that started three hours ago showed a
+    whole month of "typical" kWh over three hours of kg). Within the span energy and yarn cover the
+    same hours: a hole that every counter bridges is interpolated for energy and counted for yarn
+    (the output counter's increase across it), and a single machine's missing hours are estimated
+    and labelled. A reading is an hourly bucket with an energy or output value of any machine of
+    the mill. With no reading at all the span is empty.
+    """
+    hi = min(end_ns, now_ns - now_ns % HOUR_NS + HOUR_NS)
+    if hi <= start_ns:
+        return start_ns, start_ns
+    keys = [point_key(f"{mill.id}/{mi.machine.id}/{name}") for mi in machines_of(mill) for name in ("energy", "output")]
+    r = store.rollup(keys, start_ns, hi, "1h")
+    seen = r.bucket_ns[r.count > 0] if len(r) else np.empty(0, dtype=np.int64)
+    if not len(seen):
+        return start_ns, start_ns
+    first = max(start_ns, int(seen.min()))
+    last = int(seen.max())
+    return first, min(hi, last - (last - start_ns) % HOUR_NS + HOUR_NS)
+
+
 def month_report(store: TimeSeriesStore, mill: Mill, month: str, *,
                  library: FactorLibrary | None = None, inputs: ci.CarbonInputs | None = None,
                  rule: Rule = "mass", gap_fill: GapFill = "auto", tolerance: float = 0.05,
-                 trend_months: int = 6, with_lots: bool = True) -> MonthFigures:
-    """Every figure of one mill's month (the CLI, API and bench call this); ``site.mill(id)`` gives ``mill``."""
+                 trend_months: int = 6, with_lots: bool = True, now_ns: int | None = None,
+                 estimated_limit: float = ESTIMATED_SHARE_LIMIT) -> MonthFigures:
+    """Every figure of one mill's month (the CLI, API and bench call this); ``site.mill(id)`` gives ``mill``.
+
+    Only the month's covered hours count (``covered_span``): a month in progress is reported month
+    to date, energy and yarn over the same hours. ``now_ns`` (default: the clock) fixes "now" for
+    tests; ``estimated_limit`` is the estimated share of kWh above which the figures are flagged.
+    """
     lib = library or FactorLibrary.load()
     inp = inputs or ci.CarbonInputs()
     year = ci.parse_month(month)[0]
-    start, end = ci.month_bounds_ns(month, mill.timezone)
+    now = time.time_ns() if now_ns is None else now_ns
+    month_start, month_end = ci.month_bounds_ns(month, mill.timezone)
+    start, end = covered_span(store, mill, month_start, month_end, now)
     per = read_period(store, mill, start, end, gap_fill, tolerance)
     fp = compute_footprint(per.machines, per.main_kwh, rule)
     pin = inp.period(month)
@@ -267,13 +302,14 @@ def month_report(store: TimeSeriesStore, mill: Mill, month: str, *,
                                                   inv.total_location_kg, inv.total_market_kg))
     lots: list[LotFootprint] = []
     if with_lots:
-        lots = _lots(store, mill, month, lib, inp, rule, gap_fill, {month: (fp, counts)}, start, end)
+        lots = _lots(store, mill, month, lib, inp, rule, gap_fill, {month: (fp, counts)}, start, end, now)
     notes = [*fp.notes, *inv.warnings, *insight.notes]
     return MonthFigures(mill=mill, month=month, start_ns=start, end_ns=end, rule=rule, gap_fill=gap_fill,
                         library=lib, footprint=fp, inventory=inv, carbon_counts=counts, carbon_mill=mill_ci,
                         carbon_location_per_kg=loc_per_kg, lca=lca, green_lca=tuple(green_sels),
                         quality=per.quality, insight=insight, green_factory=gf, trends=trends, lots=tuple(lots),
-                        fibre_source=fib.source if fib else "", inputs=inp, notes=tuple(notes))
+                        fibre_source=fib.source if fib else "", inputs=inp, notes=tuple(notes),
+                        month_start_ns=month_start, month_end_ns=month_end, estimated_limit=estimated_limit)
 
 
 def _line_final_stage(machines: Sequence[MachineTotals]) -> dict[str, str]:
@@ -331,7 +367,7 @@ def _green_factory(store: TimeSeriesStore, mill: Mill, month: str, lib: FactorLi
 
 def _lots(store: TimeSeriesStore, mill: Mill, month: str, lib: FactorLibrary, inp: ci.CarbonInputs,
           rule: Rule, gap_fill: GapFill, cache: dict[str, tuple[Footprint, dict[str, CarbonIntensity]]],
-          start: int, end: int) -> list[LotFootprint]:
+          start: int, end: int, now_ns: int) -> list[LotFootprint]:
     """Lots that ran in ``month``: each month they touch at that month's intensity of their count."""
     out: list[LotFootprint] = []
     for lot in inp.lots:
@@ -351,7 +387,7 @@ def _lots(store: TimeSeriesStore, mill: Mill, month: str, lib: FactorLibrary, in
                 break
             if mo not in cache:
                 f = month_report(store, mill, mo, library=lib, inputs=inp, rule=rule, gap_fill=gap_fill,
-                                 trend_months=1, with_lots=False)
+                                 trend_months=1, with_lots=False, now_ns=now_ns)
                 cache[mo] = (f.footprint, f.carbon_counts)
             fp, cc = cache[mo]
             lo, hi = max(a, ma), min(b, mb)

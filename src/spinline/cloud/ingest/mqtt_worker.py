@@ -83,8 +83,8 @@ class IngestWorker:
     """
 
     def __init__(self, service: IngestService, host: str = "127.0.0.1", port: int = 1883, group: str = "ingest",
-                 *, client_id: str | None = None, max_coalesce: int = 32, max_rows_per_write: int = 1_000_000,
-                 queue_size: int = 256, keepalive: int = 30, rollup_every_s: float | None = None,
+                 *, client_id: str | None = None, max_coalesce: int = 512, max_rows_per_write: int = 1_000_000,
+                 queue_size: int = 1024, keepalive: int = 30, rollup_every_s: float | None = None,
                  namespace: str = "", events: EdgeEvents | None = None) -> None:
         self.service = service
         #: Records edge events (``TOPIC_EVENTS``, acked on ``TOPIC_EVENTS_ACK``); None: not subscribed.
@@ -142,6 +142,30 @@ class IngestWorker:
         if self._sub_error is not None:
             self.stop()
             raise ConnectionError(self._sub_error)
+
+    def start_when_reachable(self, stop: threading.Event, backoff_s: tuple[float, float] = (0.5, 30.0),
+                             timeout: float = 10.0) -> bool:
+        """``start``, retried with backoff while the broker cannot be reached, saying so each time.
+
+        For a cloud started before its broker: it serves HTTP meanwhile and subscribes when the
+        broker comes up (after that, paho reconnects and re-subscribes by itself). Returns False when
+        ``stop`` was set first.
+        """
+        delay, attempt = backoff_s[0], 0
+        while not stop.is_set():
+            try:
+                self.start(timeout)
+            except ConnectionError as exc:
+                attempt += 1
+                logger.warning("MQTT ingest: %s; retrying in %.1f s (attempt %d)", exc, delay, attempt)
+                if stop.wait(delay):
+                    return False
+                delay = min(delay * 2, backoff_s[1])
+                continue
+            logger.info("MQTT ingest subscribed on %s:%d%s", self.host, self.port,
+                     f" after {attempt} failed attempt(s)" if attempt else "")
+            return True
+        return False
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop taking messages, store and acknowledge what was received, then disconnect."""
@@ -226,6 +250,7 @@ class IngestWorker:
     def _process(self, items: list[tuple[str, bytes, int]]) -> None:
         accepted: list[Accepted] = []
         rows = 0
+        self.service.sync_credentials()         # a revocation elsewhere counts from this group on
         for topic, payload, received in items:
             up = parse_up_topic(topic.removeprefix(self.namespace))
             if up is None:

@@ -6,9 +6,19 @@ The HTTP route (``POST /api/v1/ingest``) and the MQTT workers both call this. St
    ``malformed``, ``unsupported_version``, ``oversized``, ``unauthorised``;
 2. check the edge belongs to the mill it claims (and, over MQTT, to the topic it came on):
    ``unauthorised``;
-3. validate rows against the mill's points (``validate.validate``);
+3. screen rows against the mill's points (``validate.screen``): only the offending rows are
+   refused, the rest go on; a batch whose every row is refused is ``rejected`` with the first reason;
 4. write with idempotency key ``Envelope.idempotency_key`` (``edge:seq``, or ``edge:inc:seq`` when the
-   edge sends an incarnation) in one transaction: ``stored`` or ``duplicate``.
+   edge sends an incarnation) and the digest of the whole payload's rows, in one transaction:
+   ``stored``, ``duplicate`` (the key was stored before with the same rows), or ``rejected`` with
+   reason ``conflicting_duplicate`` (the key was stored before with OTHER rows: a buffer restored from
+   a snapshot reusing its sequence numbers; acking it as a duplicate would make the edge delete rows
+   the cloud never stored, so it is refused, counted and logged once per edge).
+
+The ack of a batch with refused rows says how many and why (``refused``: {reason: rows}) and, for
+refusals caused by the cloud's state (``validate.CLOUD_STATE_REASONS``), which rows the edge may re-send
+later (``retry``: ``validate.Retry``). What the first answer said is kept with the idempotency key, so
+the ack of a re-send repeats it exactly.
 
 Every refusal is counted (``store.record_rejection``) and returned, never raised, so a bad batch
 cannot stop the caller's loop. A refusal of a payload whose signature was verified is counted
@@ -25,14 +35,17 @@ worker can coalesce many payloads into one store write.
 
 from __future__ import annotations
 
+import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from spinline.cloud.ingest.validate import MAX_FUTURE_NS, PointRules, validate
+from spinline.cloud.ingest.validate import MAX_FUTURE_NS, PointRules, Screened, screen
 from spinline.cloud.storage.base import Rejection, TimeSeriesStore
+from spinline.cloud.storage.shared import batch_digest
 from spinline.core.batch import Batch
 from spinline.core.errors import PayloadError
 from spinline.core.wire import (
@@ -46,7 +59,11 @@ from spinline.core.wire import (
     sign_ack,
 )
 
+log = logging.getLogger(__name__)
+
 Status = Literal["stored", "duplicate", "rejected"]
+#: The refusal of a re-used idempotency key carrying other rows (see the module docstring).
+CONFLICT = "conflicting_duplicate"
 #: The edge refusals of unverified payloads are counted under (nothing they claim is proven).
 UNVERIFIED_EDGE = "?"
 UNKNOWN_EDGE = UNVERIFIED_EDGE
@@ -72,10 +89,21 @@ class IngestResult:
     verified: bool = True
     #: The batch's incarnation (the edge buffer it came from), echoed in the ack.
     incarnation: str = ""
+    #: Rows refused per reason (the rest stored); empty when every row passed.
+    refused: dict[str, int] = field(default_factory=dict)
+    #: Which refused rows the edge may re-send later (``validate.Retry.as_json``); None: none.
+    retry: dict[str, Any] | None = None
 
     def ack(self) -> dict[str, Any]:
-        """The ack's JSON object (``IngestService.signed_ack`` adds edge, incarnation and signature)."""
-        return {"seq": self.seq, "status": self.status, "reason": self.reason, "stored": self.stored}
+        """The ack's JSON object (``IngestService.signed_ack`` adds edge, incarnation and signature).
+
+        ``refused`` and ``retry`` appear only when rows were refused (older edges ignore them)."""
+        out: dict[str, Any] = {"seq": self.seq, "status": self.status, "reason": self.reason, "stored": self.stored}
+        if self.refused:
+            out["refused"] = dict(self.refused)
+        if self.retry:
+            out["retry"] = dict(self.retry)
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +112,16 @@ class Accepted:
 
     envelope: Envelope
     batch: Batch
+    #: The rows refused by ``validate.screen`` (``batch`` holds the others).
+    screened: Screened | None = None
+
+    def note(self) -> str | None:
+        """What is kept with the idempotency key: the row refusals of this answer (JSON), or None."""
+        s = self.screened
+        if s is None or not s.refused:
+            return None
+        return json.dumps({"refused": s.refused, "retry": s.retry.as_json() if s.retry else None},
+                          separators=(",", ":"))
 
 
 class IngestService:
@@ -100,7 +138,7 @@ class IngestService:
                  edge_mill: Callable[[str], str | None], allowed_points: Callable[[str], set[int] | frozenset[int]],
                  *, point_rules: Callable[[str], PointRules] | None = None, max_future_ns: int = MAX_FUTURE_NS,
                  max_rows: int = MAX_ROWS, max_bytes: int = MAX_PAYLOAD_BYTES,
-                 clock: Callable[[], int] = time.time_ns) -> None:
+                 clock: Callable[[], int] = time.time_ns, sync_credentials: Callable[[], None] | None = None) -> None:
         self.store = store
         self.edge_keys = edge_keys
         self.edge_mill = edge_mill
@@ -110,8 +148,12 @@ class IngestService:
         self.max_rows = max_rows
         self.max_bytes = max_bytes
         self.clock = clock
+        #: Called before each request or group of payloads: a credential cache re-checks revocations.
+        self.sync_credentials = sync_credentials or (lambda: None)
         self._rules: dict[str, tuple[frozenset[int], PointRules]] = {}
         self._rules_lock = threading.Lock()
+        #: Edges whose conflicting re-use of a key was logged (once per edge; every one is counted).
+        self._conflicts_logged: set[str] = set()
 
     # --- the one-call path (HTTP) ---------------------------------------------------------------
 
@@ -122,6 +164,7 @@ class IngestService:
                     topics: Sequence[tuple[str, str] | None] | None = None) -> list[IngestResult]:
         """Several payloads, the good ones stored in one transaction; results in input order."""
         now = self.clock() if received_ns is None else received_ns
+        self.sync_credentials()
         prepared = [self.prepare(p, now, topic=None if topics is None else topics[i])
                     for i, p in enumerate(payloads)]
         done = iter(self.commit([p for p in prepared if isinstance(p, Accepted)]))
@@ -146,22 +189,49 @@ class IngestService:
             if registered != env.mill:
                 raise PayloadError("unauthorised", f"edge {env.edge!r} belongs to mill {registered!r}, "
                                                    f"not {env.mill!r}")
-            batch = validate(env, self.rules(env.mill), received_ns, max_future_ns=self.max_future_ns,
-                             max_age_ns=getattr(self.store, "raw_retention_ns", None))
+            screened = screen(env, self.rules(env.mill), received_ns, max_future_ns=self.max_future_ns,
+                              max_age_ns=getattr(self.store, "raw_retention_ns", None))
+            if screened.refused and not len(screened.batch):
+                # Every row refused: nothing to store, the key stays free for a re-send once fixed.
+                err = screened.first_error()
+                assert err is not None
+                result = self._reject(payload, env, err, received_ns)
+                self._record_refused(env, screened, received_ns, skip=err.reason)
+                return _with_refusals(result, screened)
         except SignedPayloadError as exc:
             return self._reject_signed(exc, received_ns, topic)
         except PayloadError as exc:
             return self._reject(payload, env, exc, received_ns)
-        return Accepted(env, batch)
+        return Accepted(env, screened.batch, screened if screened.refused else None)
 
     def commit(self, accepted: Sequence[Accepted]) -> list[IngestResult]:
-        """Store accepted batches in one transaction (idempotency key ``envelope.idempotency_key`` each)."""
+        """Store accepted batches in one transaction (idempotency key ``envelope.idempotency_key`` each).
+
+        The digest kept with each key is of the payload's rows as sent (refused rows included), so a
+        re-send of the same payload is a duplicate whatever the cloud's state does meanwhile.
+        """
         if not accepted:
             return []
-        results = self.store.write_many([(a.batch, a.envelope.idempotency_key) for a in accepted])
-        return [IngestResult("duplicate" if r.duplicate else "stored", a.envelope.edge, a.envelope.mill,
-                             a.envelope.seq, r.stored, incarnation=a.envelope.incarnation)
-                for a, r in zip(accepted, results, strict=True)]
+        results = self.store.write_many([(a.batch, a.envelope.idempotency_key) for a in accepted],
+                                        digests=[batch_digest(a.envelope.batch) for a in accepted],
+                                        notes=[a.note() for a in accepted])
+        out: list[IngestResult] = []
+        now = self.clock()
+        for a, r in zip(accepted, results, strict=True):
+            env = a.envelope
+            if r.conflict:
+                out.append(self._conflict(env, now))
+                continue
+            res = IngestResult("duplicate" if r.duplicate else "stored", env.edge, env.mill, env.seq, r.stored,
+                               incarnation=env.incarnation)
+            if r.duplicate:
+                out.append(_with_note(res, r.note))
+                continue
+            if a.screened is not None:
+                self._record_refused(env, a.screened, now)
+                res = _with_refusals(res, a.screened)
+            out.append(res)
+        return out
 
     def signed_ack(self, result: IngestResult) -> dict[str, Any]:
         """The ack signed with its edge's secret (``core.wire.sign_ack``), so the edge can tell a real
@@ -202,15 +272,39 @@ class IngestService:
     def rules(self, mill: str) -> PointRules:
         if self._point_rules is not None:
             return self._point_rules(mill)
-        allowed = frozenset(self.allowed_points(mill))
+        got = self.allowed_points(mill)
         with self._rules_lock:
             cached = self._rules.get(mill)
-        if cached is not None and cached[0] == allowed:
+        # The same set object as last time (the usual case: a cached lookup): no comparison at all.
+        if cached is not None and cached[0] is got:
             return cached[1]
+        if cached is not None and cached[0] == got:
+            with self._rules_lock:      # a fresh copy of the same set: remember it, compare once
+                self._rules[mill] = (frozenset(got) if not isinstance(got, frozenset) else got, cached[1])
+            return cached[1]
+        allowed = frozenset(got)
         rules = PointRules.build(allowed, self.store.points(mill))
         with self._rules_lock:
             self._rules[mill] = (allowed, rules)
         return rules
+
+    def _record_refused(self, env: Envelope, screened: Screened, now: int, *, skip: str | None = None) -> None:
+        """Count each reason of a batch's refused rows against its (verified) edge."""
+        total = len(env.batch)
+        for reason, n in screened.refused.items():
+            if reason != skip:
+                self.store.record_rejection(Rejection(env.edge, reason, f"batch {env.seq}: {n} of {total} rows "
+                                                                        f"refused: {screened.detail[reason]}", now))
+
+    def _conflict(self, env: Envelope, now: int) -> IngestResult:
+        detail = (f"batch {env.seq} (incarnation {env.incarnation or '-'}) re-uses an idempotency key stored "
+                  f"before with other rows: nothing stored (a buffer restored from a snapshot?)")
+        self.store.record_rejection(Rejection(env.edge, CONFLICT, detail, now))
+        if env.edge not in self._conflicts_logged:
+            self._conflicts_logged.add(env.edge)
+            log.error("edge %s: %s [counted as %s; logged once per edge]", env.edge, detail, CONFLICT)
+        return IngestResult("rejected", env.edge, env.mill, env.seq, 0, CONFLICT, detail,
+                            incarnation=env.incarnation)
 
     def _reject(self, payload: bytes, env: Envelope | None, exc: PayloadError, received_ns: int) -> IngestResult:
         if env is None or isinstance(exc, UnverifiedPayload):
@@ -232,3 +326,20 @@ class IngestService:
             return IngestResult("rejected", None, None, None, 0, exc.reason, exc.detail, verified=False)
         self.store.record_rejection(Rejection(exc.edge, exc.reason, exc.detail, received_ns))
         return IngestResult("rejected", exc.edge, exc.mill, exc.seq, 0, exc.reason, exc.detail)
+
+
+def _with_refusals(result: IngestResult, screened: Screened) -> IngestResult:
+    return replace(result, refused=dict(screened.refused),
+                   retry=screened.retry.as_json() if screened.retry is not None else None)
+
+
+def _with_note(result: IngestResult, note: str | None) -> IngestResult:
+    """A duplicate's result carrying the row refusals of the first answer (kept with the key)."""
+    if not note:
+        return result
+    try:
+        kept = json.loads(note)
+        return replace(result, refused={str(k): int(v) for k, v in kept.get("refused", {}).items()},
+                       retry=kept.get("retry") or None)
+    except (ValueError, TypeError, AttributeError):
+        return result

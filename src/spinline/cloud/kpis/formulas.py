@@ -78,7 +78,13 @@ def pct(num: float, den: float) -> float | None:
 
 
 def efficiency_pct(actual_kg: float, theoretical_kg: float) -> float | None:
-    """Machine efficiency % = actual kg ÷ theoretical kg at 100 % for the run time × 100."""
+    """Efficiency % = actual kg ÷ theoretical kg at 100 % × 100.
+
+    What the theoretical kg covers names the figure: over the planned (calendar) time it is the
+    *production efficiency* mills quote (doffs, stops and ends down all lower it, typically
+    90-96 %); over the run time only it is the *running efficiency* (ends down and slow spindles
+    only, ~99 % on a good frame). ``kpis`` gives both.
+    """
     return pct(actual_kg, theoretical_kg)
 
 
@@ -159,6 +165,8 @@ class Totals:
     output_kg:            kg produced (counter increase)
     good_kg:              saleable kg (output less hard waste, when the machine reports waste)
     theoretical_kg:       kg at 100 % efficiency at the measured running speed, for the run time
+    calendar_kg:          kg at 100 % efficiency at the speed run, for the whole planned time (doffs and
+                          stops included): the base of the production efficiency
     rated_kg:             kg at 100 % at the nominal (top) speed, for the run time
     std_kg:               output converted to the standard count (``standard_count_factor``)
     count_kg:             Σ kg × Ne (for the output-weighted mean count)
@@ -176,6 +184,7 @@ class Totals:
     output_kg: float = 0.0
     good_kg: float = 0.0
     theoretical_kg: float = 0.0
+    calendar_kg: float = 0.0
     rated_kg: float = 0.0
     std_kg: float = 0.0
     count_kg: float = 0.0
@@ -211,6 +220,7 @@ class Kpis:
     run_h: float
     energy_kwh: float
     efficiency_pct: float | None
+    running_efficiency_pct: float | None
     spindle_utilisation_pct: float | None
     availability_pct: float | None
     performance_pct: float | None
@@ -236,7 +246,8 @@ def kpis(t: Totals, hours: float) -> Kpis:
         std_output_kg=t.std_kg if spinning else None,
         count_ne=ratio(t.count_kg, t.output_kg) if spinning else None,
         run_h=t.run_h, energy_kwh=t.energy_kwh,
-        efficiency_pct=efficiency_pct(t.output_kg, t.theoretical_kg),
+        efficiency_pct=efficiency_pct(t.output_kg, t.calendar_kg),
+        running_efficiency_pct=efficiency_pct(t.output_kg, t.theoretical_kg),
         spindle_utilisation_pct=spindle_utilisation_pct(t.spindle_hours, t.spindles, hours) if spinning else None,
         availability_pct=as_pct(o.availability), performance_pct=as_pct(o.performance),
         quality_pct=as_pct(o.quality), oee_pct=as_pct(o.oee),
@@ -297,20 +308,30 @@ def machine_totals(b: Buckets, *, window_h: float, spindles: int | None = None, 
         return base
     ne = b.gauge("count_ne", count_ne or 0.0)
     tpm = b.gauge("twist", 0.0)
-    theoretical = rated = 0.0
+    theoretical = rated = calendar = 0.0
     if "spindle_speed" in b.mean:
         mean_rpm = b.gauge("spindle_speed", 0.0)
         max_rpm = b.gauge("spindle_speed", 0.0, table="max") if "spindle_speed" in b.max else mean_rpm
-        n_run = running_speed(mean_rpm, max_rpm, run / b.bucket_h)
+        # A bucket right after a hole in the data carries the counters' whole increase across the
+        # hole (run hours above its own length): its speed is that of the time it was read.
+        n_run = running_speed(mean_rpm, max_rpm, np.minimum(run / b.bucket_h, 1.0))
         theoretical = float(np.sum(theoretical_kg_per_h_array(n_run, tpm, ne, spindles) * run))
         nominal = nominal_rpm if nominal_rpm is not None else (float(max_rpm.max()) if b.n else 0.0)
         rated = float(np.sum(theoretical_kg_per_h_array(np.full(b.n, nominal), tpm, ne, spindles) * run))
+        # Production efficiency's base: every bucket in full at the speed run in it; a bucket the
+        # frame stood in all through counts at its run-weighted mean speed of the window (the speed
+        # it would have run), or the nominal speed when it never ran.
+        ran = float(run.sum())
+        n_fill = float(np.sum(n_run * run) / ran) if ran > 0 else nominal
+        n_cal = np.where(run > 0, n_run, n_fill)
+        calendar = float(np.sum(theoretical_kg_per_h_array(n_cal, tpm, ne, spindles) * b.bucket_h))
     factor = np.where(ne > 0, (np.maximum(ne, 0.0) / standard_ne) ** 1.5, 0.0)
     breaks = b.counter("breaks")
     share = b.mean.get("worst5_break_share")
     seen = np.zeros(b.n, dtype=bool) if share is None else np.isfinite(share)
     share_v = np.zeros(b.n) if share is None else np.nan_to_num(share)
-    return replace(base, theoretical_kg=theoretical, rated_kg=rated, std_kg=float(np.sum(out * factor)),
+    return replace(base, theoretical_kg=theoretical, calendar_kg=calendar, rated_kg=rated,
+                   std_kg=float(np.sum(out * factor)),
                    count_kg=float(np.sum(out * ne)), spindles=spindles,
                    spindle_hours=float(b.counter("spindle_hours").sum()), breaks=float(breaks.sum()),
                    worst5_x_breaks=float(np.sum(share_v * breaks * seen)),

@@ -323,6 +323,14 @@ class MetaStore:
         with self.engine.connect() as con:
             return [EdgeRecord(**dict(r)) for r in con.execute(q).mappings()]
 
+    def edges_revision(self) -> tuple[int, int]:
+        """(number of edges, latest revocation time): changes whenever an edge is created or revoked,
+        by this process or another (the CLI), so a credential cache knows when to forget."""
+        with self.engine.connect() as con:
+            row = con.execute(sa.select(sa.func.count(), sa.func.max(t.edges.c.revoked_ns))
+                              .select_from(t.edges)).one()
+        return int(row[0] or 0), int(row[1] or 0)
+
     def revoke_edge(self, edge_id: str, now_ns: int) -> bool:
         """Revoke an active edge; False when there is none of that id or it is already revoked."""
         with self.engine.begin() as con:

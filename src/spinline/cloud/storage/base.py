@@ -42,14 +42,30 @@ class PointInfo:
     rollover: float | None = None
     #: ISO 20816 machine class of the point's machine (I..IV, from its template); None: not known.
     iso_class: str | None = None
+    #: ``interval`` (a sample every interval) or ``on_change`` (report by exception: OPC UA monitored
+    #: items, on-change MQTT devices, deadbanded points); see ``spinline.core.site.PointRef.report``.
+    report: str = "interval"
+    #: On-change points: the longest normal silence in seconds (None: unknown, silence is no gap).
+    keepalive_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class WriteResult:
-    """Outcome of one idempotent write."""
+    """Outcome of one idempotent write.
+
+    An idempotency key is kept with the digest of the content first stored under it. A second write
+    with the same key and the same digest is a ``duplicate`` (a re-send: nothing stored, safe to ack);
+    with another digest it is a ``conflict``: the same (edge, incarnation, seq) now names other rows
+    (a buffer restored from a snapshot reusing its sequence numbers), nothing is stored, and the
+    caller must refuse it loudly instead of acking it as done.
+    """
 
     stored: int           # rows stored by this call
-    duplicate: bool       # the idempotency key was seen before: nothing stored
+    duplicate: bool       # the key was seen before with the same content: nothing stored
+    conflict: bool = False  # the key was seen before with OTHER content: nothing stored
+    #: The note kept with the key when it was first stored (the ingest's row refusals, JSON), so the
+    #: answer to a re-send repeats what the first answer said.
+    note: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,8 +124,9 @@ class Gap:
 
     - ``lost``: a jump in ``seq`` — the edge emitted samples that never got stored;
     - ``not_collected``: consecutive rows further apart in time than the point's interval allows
-      with no jump in ``seq`` — nobody sampled (edge process down, device down). Only judged for
-      points with deadband 0, whose samples are due every interval.
+      with no jump in ``seq`` — nobody sampled (edge process down, device down). For points that
+      report on change (``PointInfo.report``) silence is normal: judged only past their keep-alive,
+      and never when no keep-alive is known.
     """
 
     point: int
@@ -148,8 +165,11 @@ class TimeSeriesStore(Protocol):
     def points(self, mill: str | None = None) -> list[PointInfo]:
         """Registered points (of one mill)."""
 
-    def write(self, batch: Batch, *, idempotency_key: str | None = None) -> WriteResult:
-        """Store rows once: a key seen before stores nothing and returns ``duplicate=True``."""
+    def write(self, batch: Batch, *, idempotency_key: str | None = None, digest: str | None = None,
+              note: str | None = None) -> WriteResult:
+        """Store rows once: a key seen before stores nothing and returns ``duplicate=True`` (same
+        content) or ``conflict=True`` (other content). ``digest``: of the content the key names
+        (default ``shared.batch_digest(batch)``); ``note``: kept with the key, echoed on duplicates."""
 
     def latest(self, points: Sequence[int]) -> Batch:
         """The most recent row of each point that has one."""
@@ -177,10 +197,13 @@ class TimeSeriesStore(Protocol):
     def rejections(self, edge: str | None = None) -> dict[str, dict[str, int]]:
         """Rejected batch counts as {edge: {reason: count}}."""
 
-    def write_many(self, items: Sequence[tuple[Batch, str | None]]) -> list[WriteResult]:
+    def write_many(self, items: Sequence[tuple[Batch, str | None]], *,
+                   digests: Sequence[str | None] | None = None,
+                   notes: Sequence[str | None] | None = None) -> list[WriteResult]:
         """Several idempotent writes in ONE transaction (an ingest worker coalescing payloads).
 
-        Results are in the order of ``items``; a key repeated within ``items`` is a duplicate.
+        Results are in the order of ``items``; a key repeated within ``items`` is a duplicate (or a
+        conflict, when its digest differs). ``digests``/``notes``: as ``write``, one per item.
         """
 
     def record_edge_status(self, edge: str, mill: str, status: dict[str, Any], received_ns: int) -> None:

@@ -60,7 +60,7 @@ from spinline.cloud.storage.gaps import completeness_by_point
 from spinline.core.batch import Batch
 from spinline.core.errors import StorageError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 5
 
 _ROLLUP_COLS = ("point BIGINT, bucket BIGINT, min DOUBLE, max DOUBLE, sum DOUBLE, count BIGINT, "
                 "first DOUBLE, last DOUBLE, inc DOUBLE")
@@ -72,10 +72,16 @@ _DDL = (
         workshop VARCHAR, machine_type VARCHAR, deadband DOUBLE, rollover DOUBLE, iso_class VARCHAR)""",
     # Version 2: the machine's ISO 20816 class (databases created by version 1 gain the column).
     "ALTER TABLE points ADD COLUMN IF NOT EXISTS iso_class VARCHAR",
+    # Version 5: how the point reports (interval | on_change) and its keep-alive (completeness).
+    "ALTER TABLE points ADD COLUMN IF NOT EXISTS report VARCHAR",
+    "ALTER TABLE points ADD COLUMN IF NOT EXISTS keepalive_s DOUBLE",
     "CREATE TABLE IF NOT EXISTS samples (point BIGINT, ts BIGINT, value DOUBLE, quality UTINYINT, seq BIGINT)",
     """CREATE TABLE IF NOT EXISTS latest (point BIGINT PRIMARY KEY, ts BIGINT, value DOUBLE,
         quality UTINYINT, seq BIGINT)""",
     "CREATE TABLE IF NOT EXISTS ingest_keys (key VARCHAR PRIMARY KEY, stored BIGINT, ts_ns BIGINT)",
+    # Version 4: the digest of the content stored under each key, and the ingest's note (row refusals).
+    "ALTER TABLE ingest_keys ADD COLUMN IF NOT EXISTS digest VARCHAR",
+    "ALTER TABLE ingest_keys ADD COLUMN IF NOT EXISTS note VARCHAR",
     "CREATE TABLE IF NOT EXISTS rollup_dirty (bucket BIGINT, point BIGINT)",
     # Version 3: dirty buckets name their point (rows of version 2 have NULL: every point written there).
     "ALTER TABLE rollup_dirty ADD COLUMN IF NOT EXISTS point BIGINT",
@@ -257,48 +263,58 @@ class EmbeddedStore:
             return
         latest = {p.key: p for p in points}.values()          # one row per key (the last given)
         names = ("key", "tag", "mill", "machine", "name", "unit", "kind", "interval_s", "line", "workshop",
-                 "machine_type", "deadband", "rollover", "iso_class")
-        table = pa.table({n: pa.array([getattr(p, n) for p in latest], type=pa.string() if n == "iso_class" else None)
-                          for n in names})
+                 "machine_type", "deadband", "rollover", "iso_class", "report", "keepalive_s")
+        types = {"iso_class": pa.string(), "keepalive_s": pa.float64(), "rollover": pa.float64()}
+        table = pa.table({n: pa.array([getattr(p, n) for p in latest], type=types.get(n)) for n in names})
         with self._tx() as cur:
             cur.register("incoming_points", table)
             try:
-                cur.execute(f"INSERT OR REPLACE INTO points SELECT {', '.join(names)} FROM incoming_points")  # noqa: S608
+                cur.execute(f"INSERT OR REPLACE INTO points ({', '.join(names)}) "  # noqa: S608
+                            f"SELECT {', '.join(names)} FROM incoming_points")
             finally:
                 cur.unregister("incoming_points")
 
     @_wrapped("point lookup")
     def points(self, mill: str | None = None) -> list[PointInfo]:
         sql = ("SELECT key, tag, mill, machine, name, unit, kind, interval_s, line, workshop, machine_type, "
-               "deadband, rollover, iso_class FROM points")
+               "deadband, rollover, iso_class, report, keepalive_s FROM points")
         rows = (self._cur().execute(sql + " WHERE mill = ? ORDER BY tag", [mill]) if mill is not None
                 else self._cur().execute(sql + " ORDER BY tag")).fetchall()
         return [PointInfo(key=r[0], tag=r[1], mill=r[2], machine=r[3], name=r[4], unit=r[5], kind=r[6],
                           interval_s=r[7], line=r[8], workshop=r[9], machine_type=r[10], deadband=r[11],
-                          rollover=r[12], iso_class=r[13]) for r in rows]
+                          rollover=r[12], iso_class=r[13], report=r[14] or "interval", keepalive_s=r[15])
+                for r in rows]
 
     # --- writes ---------------------------------------------------------------------------------
 
-    def write(self, batch: Batch, *, idempotency_key: str | None = None) -> WriteResult:
-        return self.write_many([(batch, idempotency_key)])[0]
+    def write(self, batch: Batch, *, idempotency_key: str | None = None, digest: str | None = None,
+              note: str | None = None) -> WriteResult:
+        return self.write_many([(batch, idempotency_key)], digests=[digest], notes=[note])[0]
 
     @_wrapped("write")
-    def write_many(self, items: Sequence[tuple[Batch, str | None]]) -> list[WriteResult]:
+    def write_many(self, items: Sequence[tuple[Batch, str | None]], *,
+                   digests: Sequence[str | None] | None = None,
+                   notes: Sequence[str | None] | None = None) -> list[WriteResult]:
         if not items:
             return []
         now = _now_ns()
-        try:
-            with self._tx() as cur:
-                fresh = _claim_keys(cur, items, now)
-                todo = [b for (b, _), new in zip(items, fresh, strict=True) if new and len(b)]
-                if todo:
-                    self._insert(cur, Batch.concat(todo))
-        except (duckdb.ConstraintException, duckdb.TransactionException):
-            # Another writer committed one of these keys first (another store object on the same file).
-            if len(items) == 1:
-                return [WriteResult(0, True)]
-            return [self.write(b, idempotency_key=k) for b, k in items]
-        return [WriteResult(len(b) if new else 0, not new) for (b, _), new in zip(items, fresh, strict=True)]
+        dig = shared.item_digests(items, digests)
+        nts = shared.item_notes(items, notes)
+        for attempt in range(3):
+            try:
+                with self._tx() as cur:
+                    claims = _claim_keys(cur, items, dig, nts, now)
+                    todo = [b for (b, _), c in zip(items, claims, strict=True) if c.fresh and len(b)]
+                    if todo:
+                        self._insert(cur, Batch.concat(todo))
+                break
+            except (duckdb.ConstraintException, duckdb.TransactionException):
+                # Another writer committed one of these keys first (another store object on the same
+                # file): run again, and those keys are now seen (duplicate or conflict).
+                if attempt == 2:
+                    raise
+        return [WriteResult(len(b) if c.fresh else 0, not c.fresh and not c.conflict, c.conflict, c.note)
+                for (b, _), c in zip(items, claims, strict=True)]
 
     def _insert(self, cur: duckdb.DuckDBPyConnection, batch: Batch) -> None:
         incoming = _arrow_batch(batch)
@@ -538,34 +554,34 @@ class EmbeddedStore:
         return {r[0]: EdgeStatus(edge=r[0], mill=r[1], status=json.loads(r[2]), received_ns=r[3]) for r in rows}
 
 
-def _claim_keys(cur: duckdb.DuckDBPyConnection, items: Sequence[tuple[Batch, str | None]], now: int) -> list[bool]:
-    """Insert the keys of ``items``; True for each item whose rows must be stored."""
-    keys = [k for _, k in items if k is not None]
-    fresh_keys: set[str] = set()
-    if keys:
-        uniq = list(dict.fromkeys(keys))
-        stored = {}
-        for b, k in items:
-            if k is not None and k not in stored:
-                stored[k] = len(b)
-        cur.register("incoming_keys", pa.table({"key": pa.array(uniq, pa.string()),
-                                                "stored": pa.array([stored[k] for k in uniq], pa.int64())}))
+def _claim_keys(cur: duckdb.DuckDBPyConnection, items: Sequence[tuple[Batch, str | None]],
+                digests: Sequence[str | None], notes: Sequence[str | None], now: int) -> list[shared.KeyClaim]:
+    """Insert the keys of ``items`` with their digests; per item, whether its rows must be stored."""
+    first: dict[str, int] = {}
+    for i, (_, k) in enumerate(items):
+        if k is not None and k not in first:
+            first[k] = i
+    fresh: set[str] = set()
+    seen: dict[str, tuple[str | None, str | None]] = {}
+    if first:
+        uniq = list(first)
+        cur.register("incoming_keys", pa.table({
+            "key": pa.array(uniq, pa.string()),
+            "stored": pa.array([len(items[first[k]][0]) for k in uniq], pa.int64()),
+            "digest": pa.array([digests[first[k]] for k in uniq], pa.string()),
+            "note": pa.array([notes[first[k]] for k in uniq], pa.string())}))
         try:
-            rows = cur.execute("INSERT INTO ingest_keys SELECT key, stored, ? FROM incoming_keys "
+            rows = cur.execute("INSERT INTO ingest_keys (key, stored, ts_ns, digest, note) "
+                               "SELECT key, stored, ?, digest, note FROM incoming_keys "
                                "ON CONFLICT DO NOTHING RETURNING key", [now]).fetchall()
+            fresh = {r[0] for r in rows}
+            if len(fresh) < len(uniq):
+                old = cur.execute("SELECT k.key, k.digest, k.note FROM ingest_keys k SEMI JOIN incoming_keys i "
+                                  "ON i.key = k.key").fetchall()
+                seen = {r[0]: (r[1], r[2]) for r in old if r[0] not in fresh}
         finally:
             cur.unregister("incoming_keys")
-        fresh_keys = {r[0] for r in rows}
-    out: list[bool] = []
-    for _, k in items:
-        if k is None:
-            out.append(True)
-        elif k in fresh_keys:
-            out.append(True)
-            fresh_keys.discard(k)      # a second item with the same key is a duplicate
-        else:
-            out.append(False)
-    return out
+    return shared.resolve_claims(items, digests, notes, fresh, seen)
 
 
 def _now_ns() -> int:

@@ -33,7 +33,7 @@ from typing import Any, Literal
 import numpy as np
 import psycopg
 
-from spinline.cloud.storage import shared
+from spinline.cloud.storage import partials, shared
 from spinline.cloud.storage.base import (
     RESOLUTION_NS,
     Completeness,
@@ -66,106 +66,6 @@ _STEP_H = STEP_SQL.format(prev="prev_last", cur="first", rollover="rollover")
 _ROLLUP_COLS = "point, bucket, min, max, sum, count, first, last, inc, first_ts, last_ts"
 _PARTIAL_COLS = "point, bucket, min, max, sum, count, first_ts, first, last_ts, last, inc"
 
-
-def _merged(src: str, table: str, rng: str) -> str:
-    """Merged rows of ``src`` (new partials already merged per bucket) and the stored rows of ``table``:
-    the stored bucket's aggregates combined with the new ones, the new rows placed after (or before)
-    the stored ones with the counter step across the seam; ``redo`` where the merge is not exact (a
-    counter's new rows overlap in time the stored ones or each other, or a bucket stored before
-    first/last times were kept), ``stored`` where ``table`` has the bucket. Only the stored rows in the
-    time range of the new ones (``rng``: a ``lo``/``hi`` placeholder pair) are joined.
-    """
-    step_after = STEP_SQL.format(prev="e.last", cur="a.first", rollover="a.rollover")
-    step_before = STEP_SQL.format(prev="a.last", cur="e.first", rollover="a.rollover")
-    return f"""
-SELECT a.point, a.bucket, least(a.min, e.min) AS min, greatest(a.max, e.max) AS max,
-       a.sum + coalesce(e.sum, 0) AS sum, a.count + coalesce(e.count, 0) AS count,
-       CASE WHEN e.first_ts IS NULL OR a.first_ts < e.first_ts THEN a.first ELSE e.first END AS first,
-       CASE WHEN e.last_ts IS NULL OR a.last_ts >= e.last_ts THEN a.last ELSE e.last END AS last,
-       CASE WHEN e.point IS NULL THEN a.inc
-            WHEN NOT a.ctr THEN a.inc + coalesce(e.inc, 0)
-            WHEN a.first_ts >= e.last_ts THEN e.inc + {step_after} + a.inc
-            ELSE a.inc + {step_before} + e.inc END AS inc,
-       least(a.first_ts, e.first_ts) AS first_ts, greatest(a.last_ts, e.last_ts) AS last_ts,
-       (e.point IS NOT NULL AND e.first_ts IS NULL)
-         OR (a.ctr AND (NOT a.ordered
-                        OR (e.point IS NOT NULL AND NOT (a.first_ts >= e.last_ts OR a.last_ts <= e.first_ts))))
-         AS redo, e.point IS NOT NULL AS stored
-FROM {src} a LEFT JOIN {table} e ON e.point = a.point AND e.bucket = a.bucket
-  AND e.bucket >= __{rng}_LO__ AND e.bucket < __{rng}_HI__"""  # noqa: S608 (constants)
-
-
-def _store(src: str, table: str, rng: str) -> str:
-    """Data-modifying CTEs writing the exact merged rows of ``src`` into ``table``: new buckets by a
-    plain INSERT (only the refresh writes rollups, under its lock, so no ON CONFLICT is needed),
-    stored ones updated in place."""
-    return f"""
-ins_{table} AS (INSERT INTO {table} ({_ROLLUP_COLS}) SELECT {_ROLLUP_COLS} FROM {src}
-                WHERE NOT redo AND NOT stored),
-upd_{table} AS (UPDATE {table} t SET min = m.min, max = m.max, sum = m.sum, count = m.count, first = m.first,
-                last = m.last, inc = m.inc, first_ts = m.first_ts, last_ts = m.last_ts
-                FROM {src} m WHERE m.stored AND NOT m.redo AND t.point = m.point AND t.bucket = m.bucket
-                AND t.bucket >= __{rng}_LO__ AND t.bucket < __{rng}_HI__)"""  # noqa: S608
-
-
-def _refresh_sql() -> str:
-    """ONE statement folding every partial into ``rollup_1m`` and ``rollup_1h``; returns the
-    (resolution, point, bucket) whose merge is not exact (recomputed afterwards).
-
-    The partials are deleted and read by the same statement (no staging copy). Partials of one
-    (point, minute) are chained in time order (each link adds the step from one partial's last value
-    to the next one's first) into ``a``, sorted by (point, minute); the hours are folded from ``a``
-    with one more chain across its minutes, which needs no second sort of the partials: within an
-    hour the minutes are disjoint in time, so minute order is time order, and the hour is ordered
-    when each of its minutes is. A sparse workload (one partial per minute) thus costs one sort,
-    one pass and plain INSERTs.
-
-    Parameters ``lo1``/``hi1`` and ``lo2``/``hi2``: the minutes and hours the partials span; the stored
-    rollups are joined only within them (BRIN on ``bucket``, revision 0004), not the whole history.
-    """
-    step_chain = STEP_SQL.format(prev="prev", cur="first", rollover="rollover")
-    sql = f"""
-WITH p AS (DELETE FROM rollup_partial RETURNING {_PARTIAL_COLS}),
-g AS (
-  SELECT r.point, r.bucket - r.bucket % {MINUTE_NS} AS b, r.min, r.max, r.sum, r.count, r.first_ts, r.first,
-         r.last_ts, r.last, r.inc, coalesce(k.kind = 'counter', false) AS ctr, k.rollover,
-         lag(r.last_ts) OVER w AS prev_ts, lag(r.last) OVER w AS prev,
-         min(r.first_ts) OVER wb AS b_first_ts, max(r.last_ts) OVER wb AS b_last_ts
-  FROM p r LEFT JOIN points k ON k.key = r.point
-  WINDOW wb AS (PARTITION BY r.point, r.bucket - r.bucket % {MINUTE_NS}),
-         w AS (wb ORDER BY r.first_ts, r.last_ts)
-), a AS (
-  SELECT point, b AS bucket, min(min) AS min, max(max) AS max, sum(sum) AS sum, sum(count)::bigint AS count,
-         min(first_ts) AS first_ts, min(first) FILTER (WHERE first_ts = b_first_ts) AS first,
-         max(last_ts) AS last_ts, max(last) FILTER (WHERE last_ts = b_last_ts) AS last,
-         sum(inc + CASE WHEN ctr THEN {step_chain} ELSE 0 END) AS inc,
-         bool_and(prev_ts IS NULL OR first_ts >= prev_ts) AS ordered, bool_or(ctr) AS ctr, max(rollover) AS rollover
-  FROM g GROUP BY point, b
-), hx AS (
-  SELECT a.*, a.bucket - a.bucket % {HOUR_NS} AS hb, lag(a.last) OVER w AS prev,
-         min(a.first_ts) OVER wh AS h_first_ts, max(a.last_ts) OVER wh AS h_last_ts
-  FROM a WINDOW wh AS (PARTITION BY a.point, a.bucket - a.bucket % {HOUR_NS}), w AS (wh ORDER BY a.bucket)
-), h AS (
-  SELECT point, hb AS bucket, min(min) AS min, max(max) AS max, sum(sum) AS sum, sum(count)::bigint AS count,
-         min(first_ts) AS first_ts, min(first) FILTER (WHERE first_ts = h_first_ts) AS first,
-         max(last_ts) AS last_ts, max(last) FILTER (WHERE last_ts = h_last_ts) AS last,
-         sum(inc + CASE WHEN ctr THEN {step_chain} ELSE 0 END) AS inc,
-         bool_and(ordered) AS ordered, bool_or(ctr) AS ctr, max(rollover) AS rollover
-  FROM hx GROUP BY point, hb
-),
-m1 AS ({_merged("a", "rollup_1m", "M")}),
-m2 AS ({_merged("h", "rollup_1h", "H")}),
-{_store("m1", "rollup_1m", "M")},
-{_store("m2", "rollup_1h", "H")}
-SELECT 1, point, bucket FROM m1 WHERE redo UNION ALL SELECT 2, point, bucket FROM m2 WHERE redo
-"""  # noqa: S608 (constant SQL built from constants)
-    sql = sql.replace("%", "%%")
-    for token, param in (("M_LO", "lo1"), ("M_HI", "hi1"), ("H_LO", "lo2"), ("H_HI", "hi2")):
-        sql = sql.replace(f"__{token}__", f"%({param})s")
-    return sql
-
-
-_REFRESH = _refresh_sql()
 
 #: Recompute the (point, minute) pairs of ``_redo1m`` from raw rows.
 _RECOMPUTE_1M = f"""
@@ -210,6 +110,7 @@ _PARTIAL_ROW = np.dtype([("nf", ">i2"), ("l0", ">i4"), ("point", ">i8"), ("l1", 
                          ("l5", ">i4"), ("count", ">i8"), ("l6", ">i4"), ("first_ts", ">i8"), ("l7", ">i4"),
                          ("first", ">f8"), ("l8", ">i4"), ("last_ts", ">i8"), ("l9", ">i4"), ("last", ">f8"),
                          ("l10", ">i4"), ("inc", ">f8")])
+_KEY_ROW = np.dtype([("nf", ">i2"), ("l0", ">i4"), ("point", ">i8"), ("l1", ">i4"), ("bucket", ">i8")])
 _PARTIAL_FIELDS = ("point", "bucket", "min", "max", "sum", "count", "first_ts", "first", "last_ts", "last", "inc")
 _ROW_NO_SEQ = np.dtype([("nf", ">i2"), ("l0", ">i4"), ("point", ">i8"), ("l1", ">i4"), ("ts", ">i8"),
                         ("l2", ">i4"), ("value", ">f8"), ("l3", ">i4"), ("quality", ">i2"), ("l4", ">i4")])
@@ -237,6 +138,25 @@ def partial_copy_buffer(parts: shared.Partials) -> bytes:
     for i, name in enumerate(_PARTIAL_FIELDS):
         rows[f"l{i}"] = 8
         rows[name] = getattr(parts, name)
+    return _COPY_HEADER + rows.tobytes() + _COPY_TRAILER
+
+
+def _parse_partials(data: bytes) -> shared.Partials:
+    """A binary COPY stream of partial-shaped rows (``_PARTIAL_FIELDS``, none NULL) as columns."""
+    header = len(_COPY_HEADER)
+    body = data[header:-2] if len(data) >= header + 2 else b""
+    rows = np.frombuffer(body, dtype=_PARTIAL_ROW)
+    if len(rows) and (rows["nf"] != len(_PARTIAL_FIELDS)).any():
+        raise StorageError("unexpected COPY row layout while reading rollup partials")
+    cols: dict[str, Any] = {f: np.ascontiguousarray(rows[f]).astype(
+        np.int64 if f in ("point", "bucket", "count", "first_ts", "last_ts") else np.float64) for f in _PARTIAL_FIELDS}
+    return shared.Partials(**cols)
+
+
+def _keys_copy_buffer(point: Any, bucket: Any) -> bytes:
+    rows = np.empty(len(point), dtype=_KEY_ROW)
+    rows["nf"], rows["l0"], rows["l1"] = 2, 8, 8
+    rows["point"], rows["bucket"] = point, bucket
     return _COPY_HEADER + rows.tobytes() + _COPY_TRAILER
 
 
@@ -322,27 +242,30 @@ class PostgresStore:
         if not points:
             return
         rows = [(p.key, p.tag, p.mill, p.machine, p.name, p.unit, p.kind, p.interval_s, p.line, p.workshop,
-                 p.machine_type, p.deadband, p.rollover, p.iso_class) for p in sorted(points, key=lambda p: p.key)]
+                 p.machine_type, p.deadband, p.rollover, p.iso_class, p.report, p.keepalive_s)
+                for p in sorted(points, key=lambda p: p.key)]
         with self._tx() as cur:
             cur.executemany("""INSERT INTO points (key, tag, mill, machine, name, unit, kind, interval_s, line,
-                workshop, machine_type, deadband, rollover, iso_class)
-                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                workshop, machine_type, deadband, rollover, iso_class, report, keepalive_s)
+                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
                 ON CONFLICT (key) DO UPDATE SET tag = excluded.tag, mill = excluded.mill,
                 machine = excluded.machine, name = excluded.name, unit = excluded.unit, kind = excluded.kind,
                 interval_s = excluded.interval_s, line = excluded.line, workshop = excluded.workshop,
                 machine_type = excluded.machine_type, deadband = excluded.deadband,
-                rollover = excluded.rollover, iso_class = excluded.iso_class""", rows)
+                rollover = excluded.rollover, iso_class = excluded.iso_class, report = excluded.report,
+                keepalive_s = excluded.keepalive_s""", rows)
         self._kinds = None
 
     def points(self, mill: str | None = None) -> list[PointInfo]:
         sql = ("SELECT key, tag, mill, machine, name, unit, kind, interval_s, line, workshop, machine_type, "
-               "deadband, rollover, iso_class FROM points")
+               "deadband, rollover, iso_class, report, keepalive_s FROM points")
         with self._conn().cursor() as cur:
             rows = (cur.execute(sql + " WHERE mill = %s ORDER BY tag", [mill]) if mill is not None
                     else cur.execute(sql + " ORDER BY tag")).fetchall()
         return [PointInfo(key=r[0], tag=r[1], mill=r[2], machine=r[3], name=r[4], unit=r[5], kind=r[6],
                           interval_s=r[7], line=r[8], workshop=r[9], machine_type=r[10], deadband=r[11],
-                          rollover=r[12], iso_class=r[13]) for r in rows]
+                          rollover=r[12], iso_class=r[13], report=r[14] or "interval", keepalive_s=r[15])
+                for r in rows]
 
     # --- writes ---------------------------------------------------------------------------------
 
@@ -360,18 +283,23 @@ class PostgresStore:
         with self._lock:
             self._days |= days
 
-    def write(self, batch: Batch, *, idempotency_key: str | None = None) -> WriteResult:
-        return self.write_many([(batch, idempotency_key)])[0]
+    def write(self, batch: Batch, *, idempotency_key: str | None = None, digest: str | None = None,
+              note: str | None = None) -> WriteResult:
+        return self.write_many([(batch, idempotency_key)], digests=[digest], notes=[note])[0]
 
-    def write_many(self, items: Sequence[tuple[Batch, str | None]]) -> list[WriteResult]:
+    def write_many(self, items: Sequence[tuple[Batch, str | None]], *,
+                   digests: Sequence[str | None] | None = None,
+                   notes: Sequence[str | None] | None = None) -> list[WriteResult]:
         if not items:
             return []
+        dig = shared.item_digests(items, digests)
+        nts = shared.item_notes(items, notes)
         for attempt in range(2):
             for b, _ in items:
                 if len(b):
                     self._ensure_partitions(b.ts_ns)
             try:
-                return self._write_many(items)
+                return self._write_many(items, dig, nts)
             except psycopg.errors.CheckViolation as exc:
                 # "no partition of relation samples found for row": another process's retention
                 # dropped a day this process still had in its cache. Forget the cache, create, retry.
@@ -383,31 +311,36 @@ class PostgresStore:
                 raise StorageError(f"write failed: {exc}") from exc
         raise AssertionError("unreachable")
 
-    def _write_many(self, items: Sequence[tuple[Batch, str | None]]) -> list[WriteResult]:
+    def _write_many(self, items: Sequence[tuple[Batch, str | None]], digests: Sequence[str | None],
+                    notes: Sequence[str | None]) -> list[WriteResult]:
         now = time.time_ns()
-        keys: dict[str, int] = {}
-        for b, k in items:
-            if k is not None and k not in keys:
-                keys[k] = len(b)
+        first: dict[str, int] = {}
+        for i, (_, k) in enumerate(items):
+            if k is not None and k not in first:
+                first[k] = i
         with self._tx() as cur:
             fresh: set[str] = set()
-            if keys:
-                ordered = sorted(keys)          # one lock order for every writer: no deadlock
-                cur.execute("""INSERT INTO ingest_keys (key, stored, ts_ns)
-                               SELECT k, s, %s FROM unnest(%s::text[], %s::bigint[]) AS t(k, s)
+            seen: dict[str, tuple[str | None, str | None]] = {}
+            if first:
+                ordered = sorted(first)          # one lock order for every writer: no deadlock
+                cur.execute("""INSERT INTO ingest_keys (key, stored, ts_ns, digest, note)
+                               SELECT k, s, %s, d, n FROM unnest(%s::text[], %s::bigint[], %s::text[], %s::text[])
+                                 AS t(k, s, d, n)
                                ON CONFLICT DO NOTHING RETURNING key""",
-                            [now, ordered, [keys[k] for k in ordered]])
+                            [now, ordered, [len(items[first[k]][0]) for k in ordered],
+                             [digests[first[k]] for k in ordered], [notes[first[k]] for k in ordered]])
                 fresh = {r[0] for r in cur.fetchall()}
-            flags: list[bool] = []
-            for _, k in items:
-                new = k is None or k in fresh
-                if k is not None:
-                    fresh.discard(k)
-                flags.append(new)
-            todo = [b for (b, _), new in zip(items, flags, strict=True) if new and len(b)]
+                if len(fresh) < len(ordered):
+                    # Seen before (the INSERT waited for any writer holding them): what was kept with them.
+                    cur.execute("SELECT key, digest, note FROM ingest_keys WHERE key = ANY(%s::text[])",
+                                [[k for k in ordered if k not in fresh]])
+                    seen = {r[0]: (r[1], r[2]) for r in cur.fetchall()}
+            claims = shared.resolve_claims(items, digests, notes, fresh, seen)
+            todo = [b for (b, _), c in zip(items, claims, strict=True) if c.fresh and len(b)]
             if todo:
                 self._insert(cur, Batch.concat(todo))
-        return [WriteResult(len(b) if new else 0, not new) for (b, _), new in zip(items, flags, strict=True)]
+        return [WriteResult(len(b) if c.fresh else 0, not c.fresh and not c.conflict, c.conflict, c.note)
+                for (b, _), c in zip(items, claims, strict=True)]
 
     def _insert(self, cur: psycopg.Cursor[Any], batch: Batch) -> None:
         with cur.copy("COPY samples (point, ts, value, quality, seq) FROM STDIN (FORMAT BINARY)") as cp:
@@ -589,12 +522,7 @@ class PostgresStore:
             "WITH d AS (DELETE FROM rollup_dirty RETURNING bucket) SELECT DISTINCT bucket FROM d").fetchall()]
         # The time range of the new partials (same snapshot as the refresh statement): the stored
         # rollups are joined only there.
-        row = cur.execute("SELECT min(bucket), max(bucket) FROM rollup_partial").fetchone()
-        redo: list[tuple[int, int, int]] = []
-        if row is not None and row[0] is not None:
-            lo, hi = int(row[0]), int(row[1])
-            redo = cur.execute(_REFRESH, {"lo1": lo, "hi1": hi + MINUTE_NS, "lo2": lo - lo % HOUR_NS,
-                                          "hi2": hi - hi % HOUR_NS + HOUR_NS}).fetchall()
+        redo = self._merge_partials(cur)
         redo1m = [(p, b) for r, p, b in redo if r == 1]
         redo1h = [(p, b) for r, p, b in redo if r == 2]
         if dirty:
@@ -623,6 +551,69 @@ class PostgresStore:
         if cur.execute("SELECT EXISTS (SELECT 1 FROM _redo1h)").fetchone() == (True,):
             cur.execute("DELETE FROM rollup_1h r USING _redo1h x WHERE r.point = x.point AND r.bucket = x.bucket")
             cur.execute(_RECOMPUTE_1H)
+
+    def _merge_partials(self, cur: psycopg.Cursor[Any]) -> list[tuple[int, int, int]]:
+        """Fold every partial into ``rollup_1m`` and ``rollup_1h``, merged in numpy; returns the
+        (resolution, point, bucket) whose merge is not exact (recomputed by the caller).
+
+        One COPY reads and deletes the partials; they are folded per (point, minute) and per
+        (point, hour) (``partials.fold_partials``), merged with the stored rows of those buckets, read
+        by one COPY each (``partials.merge_stored``), and written back by a DELETE of the merged keys
+        and one COPY. Per row that is a few numpy passes instead of the executor nodes of a window
+        and aggregate plan, which is what bounded sparse data (every row alone in its minute).
+        """
+        raw = bytearray()
+        with cur.copy(f"COPY (DELETE FROM rollup_partial RETURNING {_PARTIAL_COLS}) "  # noqa: S608 (constants)
+                      "TO STDOUT (FORMAT BINARY)") as cp:
+            for chunk in cp:
+                raw += chunk
+        parts = _parse_partials(bytes(raw))
+        if not len(parts):
+            return []
+        kinds = cur.execute("SELECT key, rollover FROM points WHERE kind = 'counter' ORDER BY key").fetchall()
+        ctr_keys = np.array([r[0] for r in kinds], dtype=np.int64)
+        ctr_roll = np.array([np.nan if r[1] is None else r[1] for r in kinds], dtype=np.float64)
+        minutes = partials.fold_partials(parts, MINUTE_NS, ctr_keys, ctr_roll)
+        hours = partials.fold_partials(minutes.parts, HOUR_NS, ctr_keys, ctr_roll, ordered_in=minutes.ordered)
+        redo = [(1, int(p), int(b)) for p, b in self._merge_into(cur, "rollup_1m", minutes, MINUTE_NS)]
+        redo += [(2, int(p), int(b)) for p, b in self._merge_into(cur, "rollup_1h", hours, HOUR_NS)]
+        return redo
+
+    @staticmethod
+    def _merge_into(cur: psycopg.Cursor[Any], table: str, new: partials.Folded,
+                    width_ns: int) -> list[tuple[Any, Any]]:
+        """Merge ``new`` into ``table`` (exact rows written, stored ones replaced); the redo keys."""
+        a = new.parts
+        lo, hi = int(a.bucket.min()), int(a.bucket.max()) + width_ns
+        cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS _mkeys_{table} (point bigint, bucket bigint) "
+                    "ON COMMIT DROP")
+        cur.execute(f"TRUNCATE _mkeys_{table}")
+        with cur.copy(f"COPY _mkeys_{table} (point, bucket) FROM STDIN (FORMAT BINARY)") as cp:
+            cp.write(_keys_copy_buffer(a.point, a.bucket))
+        raw = bytearray()
+        with cur.copy(f"""COPY (SELECT e.point, e.bucket, e.min, e.max, e.sum, e.count::bigint,
+                                coalesce(e.first_ts, {partials.NO_TS}), coalesce(e.first, 'NaN'::float8),
+                                coalesce(e.last_ts, {partials.NO_TS}), coalesce(e.last, 'NaN'::float8),
+                                coalesce(e.inc, 0::float8)
+                          FROM {table} e JOIN _mkeys_{table} k ON k.point = e.point AND k.bucket = e.bucket
+                          WHERE e.bucket >= {lo} AND e.bucket < {hi}) TO STDOUT (FORMAT BINARY)""") as cp:  # noqa: S608
+            for chunk in cp:
+                raw += chunk
+        stored = _parse_partials(bytes(raw))
+        merged, redo, had = partials.merge_stored(new, stored)
+        replace = had & ~redo
+        if replace.any():
+            cur.execute(f"TRUNCATE _mkeys_{table}")
+            with cur.copy(f"COPY _mkeys_{table} (point, bucket) FROM STDIN (FORMAT BINARY)") as cp:
+                cp.write(_keys_copy_buffer(a.point[replace], a.bucket[replace]))
+            cur.execute(f"DELETE FROM {table} t USING _mkeys_{table} k WHERE t.point = k.point "  # noqa: S608
+                        f"AND t.bucket = k.bucket AND t.bucket >= {lo} AND t.bucket < {hi}")
+        keep = ~redo
+        if keep.any():
+            with cur.copy(f"COPY {table} ({_PARTIAL_COLS}) FROM STDIN (FORMAT BINARY)") as cp:
+                kept: dict[str, Any] = {f: getattr(merged, f)[keep] for f in _PARTIAL_FIELDS}
+                cp.write(partial_copy_buffer(shared.Partials(**kept)))
+        return list(zip(a.point[redo].tolist(), a.bucket[redo].tolist(), strict=True))
 
     def _partitions(self, cur: psycopg.Cursor[Any]) -> dict[int, str]:
         rows = cur.execute("""SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid

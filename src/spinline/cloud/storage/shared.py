@@ -11,7 +11,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import hashlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -101,6 +102,72 @@ def reduce(ts: I64, val: F64, max_points: int | None, start_ns: int, end_ns: int
         return ts, val, False
     t, v = downsample.minmax(ts, val, max_points, start_ns, end_ns)
     return t, v, True
+
+
+def batch_digest(batch: Batch) -> str:
+    """A digest of a batch's rows (every column, in order), kept with its idempotency key.
+
+    BLAKE2b over the raw column bytes: ~1 GB/s, so ~20 us for the edge's 1,250-row flush. 16 bytes
+    (hex) is plenty to tell a re-send from other rows under a reused key; it is not a signature.
+    """
+    h = hashlib.blake2b(digest_size=16)
+    h.update(len(batch).to_bytes(8, "little"))
+    for col in (batch.point, batch.ts_ns, batch.value, batch.quality):
+        h.update(np.ascontiguousarray(col).tobytes())
+    if batch.seq is not None:
+        h.update(np.ascontiguousarray(batch.seq).tobytes())
+    return h.hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class KeyClaim:
+    """What one item of a ``write_many`` is: stored (fresh key or none), duplicate or conflict."""
+
+    fresh: bool
+    conflict: bool = False
+    note: str | None = None
+
+
+def item_notes(items: Sequence[object], notes: Sequence[str | None] | None) -> list[str | None]:
+    if notes is None:
+        return [None] * len(items)
+    if len(notes) != len(items):
+        raise ValueError(f"{len(notes)} notes for {len(items)} items")
+    return list(notes)
+
+
+def item_digests(items: Sequence[tuple[Batch, str | None]], digests: Sequence[str | None] | None) -> list[str | None]:
+    """The digest of each item (given, or computed from its batch; None for an item without a key)."""
+    if digests is not None and len(digests) != len(items):
+        raise ValueError(f"{len(digests)} digests for {len(items)} items")
+    return [None if k is None else (digests[i] if digests is not None and digests[i] is not None
+                                    else batch_digest(b))
+            for i, (b, k) in enumerate(items)]
+
+
+def resolve_claims(items: Sequence[tuple[Batch, str | None]], digests: Sequence[str | None],
+                   notes: Sequence[str | None], fresh: set[str],
+                   seen: Mapping[str, tuple[str | None, str | None]]) -> list[KeyClaim]:
+    """Per item, from the keys this write inserted (``fresh``) and those already there (``seen``:
+    key -> (digest, note) as stored; a NULL digest predates digests and matches anything).
+
+    The first item with a fresh key stores its rows; a later item with that key in the same call is
+    judged against the first item's digest, like a re-send.
+    """
+    first: dict[str, tuple[str | None, str | None]] = {}
+    out: list[KeyClaim] = []
+    for (_, k), d, n in zip(items, digests, notes, strict=True):
+        if k is None:
+            out.append(KeyClaim(True))
+            continue
+        if k in fresh and k not in first:
+            first[k] = (d, n)
+            out.append(KeyClaim(True))
+            continue
+        kept_digest, note = first[k] if k in first else seen.get(k, (None, None))
+        conflict = kept_digest is not None and d is not None and kept_digest != d
+        out.append(KeyClaim(False, conflict, note))
+    return out
 
 
 def last_per_point(batch: Batch) -> Batch:
@@ -235,4 +302,5 @@ def assemble_rollup(point: I64, bucket: I64, mn: F64, mx: F64, total: F64, count
     delta = np.where(is_counter, inc + step(prev_last, first, rollover), np.nan)
     return Rollup(point=point, bucket_ns=bucket, min=mn, max=mx, mean=mean, last=last,
                   count=count, delta=delta)
+
 

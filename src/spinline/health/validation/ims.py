@@ -1,9 +1,8 @@
 """IMS (NASA / University of Cincinnati) bearing test 1: false-alarm behaviour on the healthy run-in.
 
-Only ``test1_first50`` is present in ../shared/data: the first 50 raw snapshots of test 1 (all four
-bearings healthy, running in). The averaged test-2 file the data README mentions is **not** there,
-so no run-to-failure lead time can be measured on IMS here; the simulator's run-to-failure faults
-stand in for that (``spinline.demo.simcheck``).
+``test1_first50`` holds the first 50 raw snapshots of test 1 (all four bearings healthy, running
+in). The averaged test-2 run to failure is scored through the CLI by ``bench/health_byod.py``
+(lead time before bearing 1's failure, docs/health-validation.md section 0).
 
 Protocol: every one of the 8 channels gets its own ``AssetMonitor`` (Rexnord ZA-2115 geometry,
 2000 rpm, 20 kHz). The first ``baseline_n`` snapshots (in time order) are its baseline; the rest
@@ -75,5 +74,4 @@ def evaluate(*, baseline_n: int = 25, far: float = 0.001, root: Path | None = No
             "score_over_1": int(over), "score_over_1_share": round(over / max(scored, 1), 3),
             "hi_min": round(min(his), 1) if his else None,
             "hi_median": round(float(np.median(his)), 1) if his else None,
-            "note": "test2_averaged (run to failure) is not present in ../shared/data; lead time is measured on the "
-                    "simulator instead"}
+            "note": "test2_averaged (run to failure) is scored through the CLI in bench/health_byod.py"}

@@ -24,15 +24,16 @@ def _edge(meta: MetaStore, edge_id: str, user: Principal, permission: Permission
 
 
 @router.get("")
-def list_edges(user: CurrentUser, meta: MetaDep, store: StoreDep,
+def list_edges(user: CurrentUser, meta: MetaDep, store: StoreDep, cloud: CloudDep,
                mill: Annotated[str | None, Query(description="only this mill's edges")] = None) -> list[s.EdgePublic]:
-    """Fleet status: last seen, buffer depth, lag, versions and refused batches per reason."""
+    """Fleet status: last seen, buffer depth, lag, versions (agent and models), desired vs running models,
+    refused batches and refused model updates per reason."""
     if mill is not None:
         require_mill_access(mill, user)
         scope: list[str] | None = [mill]
     else:
         scope = None if user.all_mills else sorted(user.mills)
-    return fleet.fleet(store, meta.edges(scope))
+    return fleet.fleet(store, meta.edges(scope), cloud.models)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, responses={409: {"model": s.ErrorPublic}})
@@ -53,9 +54,9 @@ def create_edge(body: s.EdgeCreate, user: CurrentUser, cloud: CloudDep) -> s.Edg
 
 
 @router.get("/{edge_id}")
-def read_edge(edge_id: str, user: CurrentUser, meta: MetaDep, store: StoreDep) -> s.EdgePublic:
+def read_edge(edge_id: str, user: CurrentUser, meta: MetaDep, store: StoreDep, cloud: CloudDep) -> s.EdgePublic:
     rec = _edge(meta, edge_id, user)
-    return fleet.fleet(store, [rec])[0]
+    return fleet.fleet(store, [rec], cloud.models)[0]
 
 
 @router.get("/{edge_id}/rejections")

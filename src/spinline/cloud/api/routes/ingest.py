@@ -31,8 +31,9 @@ router = APIRouter(tags=["ingest"])
 
 CONTENT_TYPE = wire.BATCH_CONTENT_TYPE
 STATUS_OF_REASON = {"unauthorised": status.HTTP_401_UNAUTHORIZED,
-                    "oversized": status.HTTP_413_CONTENT_TOO_LARGE}
-_REFUSALS: dict[int | str, dict[str, Any]] = {code: {"model": s.IngestRefusal} for code in (400, 401, 413)}
+                    "oversized": status.HTTP_413_CONTENT_TOO_LARGE,
+                    "conflicting_duplicate": status.HTTP_409_CONFLICT}
+_REFUSALS: dict[int | str, dict[str, Any]] = {code: {"model": s.IngestRefusal} for code in (400, 401, 409, 413)}
 
 
 def refusal(reason: str, detail: str, *, key: bytes | None = None, ack: dict[str, Any] | None = None) -> JSONResponse:
@@ -96,6 +97,7 @@ async def edge_status(request: Request, cloud: CloudDep,
     body, too_big = await _read_limited(request, 1024 * 1024)
     if too_big:
         return refusal("oversized", "status message is larger than 1 MiB")
+    await run_in_threadpool(cloud.edges.sync)            # a revocation by another process counts at once
     key = await run_in_threadpool(cloud.edges.key, x_spinline_edge)
     good = key is not None and x_spinline_signature is not None and hmac.compare_digest(
         wire.sign_status(key, body), x_spinline_signature.strip().lower())
@@ -126,6 +128,7 @@ async def edge_events(request: Request, cloud: CloudDep) -> Response:
     if too_big:
         return refusal("oversized", f"events payload is larger than {wire.MAX_EVENTS_BYTES} bytes")
     events = request.app.state.edge_events
+    await run_in_threadpool(cloud.edges.sync)
     try:
         ack = await run_in_threadpool(events.handle, body)
     except PayloadError as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, HTTPException, Query, Response, status
 
 from spinline.cloud.api import schemas as s
 from spinline.cloud.api.deps import CloudDep, CurrentUser, MetaDep, ReadableMill, SettingsDep, TimeRangeDep
@@ -22,7 +22,8 @@ def kpi_public(r: KpiRow) -> s.KpiPublic:
                        machine_type=r.machine_type, start=s.ts(r.window.start_ns), end=s.ts(r.window.end_ns),
                        hours=k.hours, machines=k.machines, spindles=k.spindles, run_h=k.run_h,
                        output_kg=k.output_kg, std_output_kg=k.std_output_kg, count_ne=k.count_ne,
-                       efficiency_pct=k.efficiency_pct, spindle_utilisation_pct=k.spindle_utilisation_pct,
+                       efficiency_pct=k.efficiency_pct, running_efficiency_pct=k.running_efficiency_pct,
+                       spindle_utilisation_pct=k.spindle_utilisation_pct,
                        availability_pct=k.availability_pct, performance_pct=k.performance_pct,
                        quality_pct=k.quality_pct, oee_pct=k.oee_pct,
                        ends_down_per_1000_spindle_h=k.ends_down_per_1000_spindle_h,
@@ -52,3 +53,20 @@ def zone_kpis(user: CurrentUser, cloud: CloudDep, meta: MetaDep, settings: Setti
             rows += cloud.kpis.mill_kpis(m.config, span.start_ns, span.end_ns, by="mill", standard_ne=std)
     return s.KpiReport(standard_ne=std, start=s.ts(span.start_ns), end=s.ts(span.end_ns), by="mill",
                        rows=[kpi_public(r) for r in rows])
+
+
+@router.get("/mills/{mill}/reports/production/{period}",
+            responses={200: {"content": {"application/pdf": {}, "text/html": {}, "text/csv": {}}}})
+def production_report(mill: ReadableMill, cloud: CloudDep, settings: SettingsDep, period: str,
+                      format: Annotated[Literal["pdf", "html", "csv"], Query()] = "pdf",  # noqa: A002
+                      lang: Annotated[Literal["zh-CN", "en"], Query(description="language of the PDF")] = "zh-CN",
+                      standard_ne: StandardNe = None) -> Response:
+    """The weekly (``2026-W47``) or monthly (``2026-10``) production report as a file (PDF with charts)."""
+    from spinline.cloud import reports
+
+    try:
+        r = reports.build(cloud.kpis, mill.config, period, standard_ne=standard_ne or settings.standard_ne)
+        content, media, name = reports.render(r, format, lang)
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
+    return Response(content, media_type=media, headers={"Content-Disposition": f'attachment; filename="{name}"'})

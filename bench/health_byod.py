@@ -1,0 +1,258 @@
+"""Bring-your-own-data health models against simple baselines, on every real set and on simulated fleets.
+
+Every spinline figure goes through the public CLI path (``spinline health fit`` then ``score``,
+in process through Typer's runner, on a table written to disk exactly as a user would). The
+baselines are computed in the same run, on the same normal rows, per asset where the set has
+assets, with their threshold at the same false-alarm rate (1 %) on those normal rows:
+
+* ``robust_z``: max over features of |x - median| / (1.4826 MAD);
+* ``iforest``: scikit-learn ``IsolationForest`` (100 trees, seed 0) on standardised features;
+* ``pca_recon``: scikit-learn ``PCA`` keeping 90 % of the variance of the standardised normal rows;
+  the score is the squared reconstruction error.
+
+Metric per set, as the set defines it: SKAB point-wise F1 over the test rows (leaderboard protocol:
+first 400 rows of each experiment train); CWRU detection AUROC; IMS test 2 hours of warning before
+the end of the run with no alarm before the visible onset; simulated fleets AUROC over the rows
+after each asset's baseline. Runs alone too: ``.venv/bin/python bench/health_byod.py`` (one JSON line).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.decomposition import PCA
+from sklearn.ensemble import IsolationForest
+from typer.testing import CliRunner
+
+from spinline.cli import app
+from spinline.health.checks import roc_auc
+from spinline.health.validation import cwru, data_dir, skab
+
+FAR = 0.01
+_runner = CliRunner()
+IMS_ONSET = pd.Timestamp("2004-02-16 03:00")  # bearing 1's mean amplitude leaves its band (README: derived file)
+
+
+def run_cli(df: pd.DataFrame, work: Path, name: str, fit_args: list[str], score_args: list[str] | None = None,
+            ) -> tuple[pd.DataFrame, str, str]:
+    data, model, out = work / f"{name}.csv", work / f"{name}.json", work / f"{name}_scored.csv"
+    df.to_csv(data, index=False)
+    r = _runner.invoke(app, ["health", "fit", str(data), "--out", str(model), "--far", str(FAR), *fit_args])
+    if r.exit_code != 0:
+        raise RuntimeError(r.output)
+    s = _runner.invoke(app, ["health", "score", str(data), "--model", str(model), "--out", str(out),
+                             *(score_args or [])])
+    if s.exit_code != 0:
+        raise RuntimeError(s.output)
+    return pd.read_csv(out), r.output, s.output
+
+
+def baselines(x: np.ndarray, normal: np.ndarray, assets: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{name: (scores, over-threshold)} per row, each fitted per asset on its normal rows."""
+    out = {k: (np.zeros(len(x)), np.zeros(len(x), dtype=bool)) for k in ("robust_z", "iforest", "pca_recon")}
+    for a in pd.unique(assets):
+        rows = assets == a
+        tr = x[rows & normal]
+        xa = x[rows]
+        med = np.nanmedian(tr, axis=0)
+        mad = np.maximum(1.4826 * np.nanmedian(np.abs(tr - med), axis=0), 1e-9)
+        mu, sd = np.nanmean(tr, axis=0), np.maximum(np.nanstd(tr, axis=0), 1e-9)
+        zt, za = np.nan_to_num((tr - mu) / sd), np.nan_to_num((xa - mu) / sd)
+        f = IsolationForest(n_estimators=100, random_state=0).fit(zt)
+        pca = PCA(n_components=0.9, svd_solver="full").fit(zt)
+
+        def recon(z: np.ndarray, pca: PCA = pca) -> np.ndarray:
+            return np.asarray(((z - pca.inverse_transform(pca.transform(z))) ** 2).sum(axis=1))
+
+        for name, s_tr, s_a in (
+                ("robust_z", np.nanmax(np.abs((tr - med) / mad), axis=1), np.nanmax(np.abs((xa - med) / mad), axis=1)),
+                ("iforest", -f.score_samples(zt), -f.score_samples(za)),
+                ("pca_recon", recon(zt), recon(za))):
+            thr = float(np.quantile(s_tr, 1 - FAR))
+            out[name][0][rows] = s_a
+            out[name][1][rows] = s_a > thr
+    return out
+
+
+def f1_far(pred: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    tp, fp = int(np.sum(pred & (y == 1))), int(np.sum(pred & (y == 0)))
+    fn, tn = int(np.sum(~pred & (y == 1))), int(np.sum(~pred & (y == 0)))
+    return {"f1": round(2 * tp / max(2 * tp + fp + fn, 1), 3), "far_pct": round(100 * fp / max(fp + tn, 1), 2),
+            "mar_pct": round(100 * fn / max(fn + tp, 1), 2)}
+
+
+def _entry(metric: str, ours: float, base: dict[str, float], extra: dict[str, Any]) -> dict[str, Any]:
+    best = max(base.values())
+    return {"metric": metric, "spinline": round(ours, 3), **{k: round(v, 3) for k, v in base.items()},
+            "best_baseline": round(best, 3), "not_worse": bool(ours >= best - 1e-9), **extra}
+
+
+def skab_set(work: Path) -> dict[str, Any]:
+    parts = []
+    for p in skab.files():
+        d = skab.load(p).reset_index()
+        d.insert(0, "experiment", f"{p.parent.name}/{p.stem}")
+        parts.append(d)
+    df = pd.concat(parts, ignore_index=True)
+    res, fit_out, _ = run_cli(df, work, "skab", ["--normal", f"0:{skab.N_TRAIN}", "--asset-column", "experiment",
+                                                 "--label", "anomaly"], ["--no-rul"])
+    test = (df.groupby("experiment").cumcount() >= skab.N_TRAIN).to_numpy()
+    y = df["anomaly"].to_numpy(dtype=int)[test]
+    ours = f1_far(res["anomaly_score"].to_numpy()[test] > 1, y)
+    alarm = f1_far(res["alarm_active"].to_numpy(dtype=bool)[test], y)
+    x = df[list(skab.FEATURES)].to_numpy(dtype=float)
+    b = baselines(x, ~test, df["experiment"].to_numpy())
+    base = {k: f1_far(v[1][test], y) for k, v in b.items()}
+    chosen = json.loads((work / "skab.json").read_text())["fleet"]["selection"]["chosen"]
+    return _entry("F1 (point-wise, test rows, leaderboard protocol)", ours["f1"],
+                  {k: v["f1"] for k, v in base.items()},
+                  {"spinline_detail": ours, "spinline_with_alarm_logic": alarm, "baseline_detail": base,
+                   "chosen": chosen, "target": "F1 >= 0.80 with FAR <= 15 %",
+                   "target_met": bool(ours["f1"] >= 0.8 and ours["far_pct"] <= 15)})
+
+
+def cwru_set(work: Path) -> dict[str, Any]:
+    rows = cwru.featurise_all(window=2048)
+    df = pd.DataFrame(rows)
+    feats = ["rms_g", "peak_g", "crest", "kurtosis", "skewness", "velocity_rms", "env_bpfo", "env_bpfi", "env_bsf",
+             "env_ftf"]
+    normal_idx = np.flatnonzero((df["label"] == "normal").to_numpy())
+    half = normal_idx[: normal_idx.size // 2]
+    df["baseline"] = 0
+    df.loc[half, "baseline"] = 1
+    res, _, _ = run_cli(df[[*feats, "label", "baseline"]], work, "cwru", ["--normal", "baseline=1", "--features",
+                                                                           ",".join(feats)], ["--no-rul"])
+    is_norm = df["label"].to_numpy() == "normal"
+    held = is_norm & (df["baseline"].to_numpy() == 0)
+    fault = ~is_norm
+    s = res["anomaly_score"].to_numpy()
+    b = baselines(df[feats].to_numpy(dtype=float), df["baseline"].to_numpy() == 1, np.zeros(len(df)))
+    base = {k: roc_auc(v[0][held], v[0][fault]) for k, v in b.items()}
+    return _entry("detection AUROC (held-back healthy windows vs every fault window)", roc_auc(s[held], s[fault]),
+                  base, {"caveat": "the healthy record is 48 kHz resampled to 12 kHz at 0 hp; the fault records are "
+                                   "native 12 kHz at 0-3 hp: part of the separation may be recording, not bearing",
+                         "n_healthy_baseline": int(half.size), "n_healthy_held": int(held.sum()),
+                         "n_fault": int(fault.sum())})
+
+
+def _first_alarm(t: pd.Series, over: np.ndarray, on_delay: int) -> pd.Timestamp | None:
+    run = 0
+    for i, o in enumerate(over):
+        run = run + 1 if o else 0
+        if run >= on_delay:
+            return pd.Timestamp(t.iloc[i])
+    return None
+
+
+def ims_set(work: Path, baseline_rows: int) -> dict[str, Any]:
+    path = data_dir() / "ims" / "test2_averaged" / "Averaged_BearingTest_Dataset.csv"
+    df = pd.read_csv(path)
+    tcol = df.columns[0]
+    t = pd.to_datetime(df[tcol])
+    end = t.iloc[-1]
+    res, _, score_out = run_cli(df, work, f"ims{baseline_rows}", ["--normal", f"0:{baseline_rows}"])
+    raised = t[res["alarm_raised"].to_numpy() == 1]
+    first = raised.iloc[0] if len(raised) else None
+    early = int((raised < IMS_ONSET).sum())
+    four_days = int((raised < t.iloc[0] + pd.Timedelta(days=4)).sum())
+    first_watch = t[(res["status"] != "good").to_numpy() & (t > t.iloc[baseline_rows - 1]).to_numpy()]
+
+    def lead(ts: pd.Timestamp | None, n_early: int) -> float:
+        return round((end - ts).total_seconds() / 3600, 1) if ts is not None and n_early == 0 else 0.0
+
+    x = df[[c for c in df.columns if c != tcol]].to_numpy(dtype=float)
+    normal = np.arange(len(df)) < baseline_rows
+    b = baselines(x, normal, np.zeros(len(df)))
+    base = {}
+    detail = {}
+    for k, (_, over) in b.items():
+        over = over & ~normal
+        fa = _first_alarm(t, over, 3)
+        base[k] = lead(fa, int(fa is not None and fa < IMS_ONSET))
+        detail[k] = str(fa)
+    ours = lead(first, early)
+    return _entry(f"hours of warning before the end of the run, 0 if any alarm before the onset "
+                  f"(baseline rows 0:{baseline_rows})", ours, base,
+                  {"first_alarm": str(first), "alarms_before_onset": early, "alarms_in_first_4_days": four_days,
+                   "onset_used": str(IMS_ONSET), "end": str(end), "baseline_first_alarm": detail,
+                   "first_status_not_good": str(first_watch.iloc[0]) if len(first_watch) else None,
+                   "target": ">= 24 h warning, no alarm in the first 4 days",
+                   "target_met": bool(ours >= 24 and four_days == 0)})
+
+
+def fleet_frame(seed: int, kind: str) -> pd.DataFrame:
+    """Simulated fleets: assets of different levels, noise and operating regimes; faults on some assets."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    for a in range(8):
+        n = 1500
+        regime = rng.integers(0, 3, n) if kind == "regimes" else np.zeros(n, dtype=int)
+        regime = np.repeat(regime[::50], 50)[:n]  # regimes last 50 rows
+        speed = np.array([1200.0, 1500.0, 1800.0])[regime]
+        noise = (0.02 if a % 4 else 0.08) * (1 + regime)
+        base = 1 + 0.2 * a
+        vib = base * (speed / 1500) ** 2 + noise * rng.standard_normal(n)
+        temp = 40 + 5 * a / 8 + 3 * (speed / 1500 - 1) + 0.3 * rng.standard_normal(n)
+        cur = 20 + 0.01 * speed + 0.4 * (vib - base) + 0.2 * rng.standard_normal(n)
+        y = np.zeros(n, dtype=int)
+        if a in (1, 2, 5):
+            start = int(rng.integers(900, 1200))
+            y[start:] = 1
+            ramp = np.linspace(0, 1, n - start)
+            if a == 1:
+                vib[start:] += 6 * noise[start:] * ramp
+            elif a == 2:
+                cur[start:] += 1.5 * ramp  # current decouples from vibration (a relationship breaks)
+            else:
+                temp[start:] += 2.5 * ramp
+        n_base = 200 if kind == "short" and a >= 4 else 600
+        parts.append(pd.DataFrame({"asset": f"a{a}", "vib": vib, "temp": temp, "current": cur, "rpm": speed,
+                                   "fault": y, "baseline": (np.arange(n) < n_base).astype(int)}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def fleet_set(work: Path, kind: str, seed: int) -> dict[str, Any]:
+    df = fleet_frame(seed, kind)
+    res, fit_out, _ = run_cli(df, work, f"fleet_{kind}", ["--normal", "baseline=1", "--asset-column", "asset",
+                                                          "--label", "fault", "--speed", "rpm"], ["--no-rul"])
+    after = df["baseline"].to_numpy() == 0
+    y = df["fault"].to_numpy()
+    s = res["anomaly_score"].to_numpy()
+    feats = ["vib", "temp", "current"]
+    b = baselines(df[feats].to_numpy(dtype=float), ~after, df["asset"].to_numpy())
+    base = {k: roc_auc(v[0][after & (y == 0)], v[0][after & (y == 1)]) for k, v in b.items()}
+    chosen = json.loads((work / f"fleet_{kind}.json").read_text())["fleet"]["selection"]["chosen"]
+    return _entry("AUROC over rows after each asset's baseline", roc_auc(s[after & (y == 0)], s[after & (y == 1)]),
+                  base, {"chosen": chosen, "assets": 8, "faulty_assets": 3})
+
+
+def compare_all() -> dict[str, Any]:
+    t0 = time.perf_counter()
+    out: dict[str, Any] = {"far": FAR, "sets": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        out["sets"]["skab"] = skab_set(work)
+        out["sets"]["cwru_detection"] = cwru_set(work)
+        out["sets"]["ims_test2_baseline_1day"] = ims_set(work, 144)
+        out["sets"]["ims_test2_baseline_2days"] = ims_set(work, 288)
+        for kind, seed in (("levels", 1), ("regimes", 2), ("short", 3)):
+            out["sets"][f"sim_fleet_{kind}"] = fleet_set(work, kind, seed)
+    out["never_worse"] = all(r["not_worse"] for r in out["sets"].values())
+    out["elapsed_s"] = round(time.perf_counter() - t0, 1)
+    return out
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    res = compare_all()
+    for name, r in res["sets"].items():
+        print(f"{name} ({r['metric']}): spinline {r['spinline']} vs robust_z {r['robust_z']}, iforest {r['iforest']}, "  # noqa: T201
+              f"pca_recon {r['pca_recon']} -> {'not worse' if r['not_worse'] else 'WORSE'}")
+    print(json.dumps({"bench": "health_byod", **res}, separators=(",", ":"), default=str))  # noqa: T201

@@ -1,0 +1,137 @@
+"""Folding rollup partials and merging them with stored rollup rows, in numpy (pure).
+
+The PostgreSQL refresh (``PostgresStore._merge_partials``) reads the partials written since the last
+refresh (``shared.Partials``, one per (point, minute) per write), folds them per minute and per hour
+(``fold_partials``) and merges the result with the stored rows of the same buckets
+(``merge_stored``), the rules the SQL refresh had: min/max/sum/count combine; first/last come from
+the earliest/latest rows; a counter's increase adds the step across each seam, and is exact only when
+the pieces do not overlap in time (else the bucket is recomputed from finer data).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from spinline.cloud.storage.counters import step
+from spinline.cloud.storage.shared import Partials
+from spinline.core.batch import F64, I64
+
+
+@dataclass(frozen=True, slots=True)
+class Folded:
+    """Partials folded to one row per (point, bucket), sorted by (point, bucket), with what a merge
+    into stored rollups needs: ``ordered`` (the partials chained without overlapping in time, so a
+    counter's increase is exact) and the point's counter flag and roll-over (NaN: none)."""
+
+    parts: Partials
+    ordered: npt.NDArray[np.bool_]
+    ctr: npt.NDArray[np.bool_]
+    rollover: F64
+
+
+def fold_partials(parts: Partials, width_ns: int, counter_keys: I64, counter_rollover: F64,
+                  ordered_in: npt.NDArray[np.bool_] | None = None) -> Folded:
+    """Fold partials into one per (point, ``width_ns`` bucket): the numpy form of the refresh's merge.
+
+    Within a bucket the partials are chained in (first_ts, last_ts) order; each link adds the counter
+    step from the previous partial's last value to this one's first (``counters.step``). first/last
+    come from the partial(s) with the earliest first_ts / latest last_ts (ties: the smallest first,
+    the largest last), as the SQL did. ``ordered_in``: per input partial, whether it was itself
+    ordered (folding minutes into hours); the output is ordered when every input was and no link
+    starts before the previous one ended.
+    """
+    n = len(parts)
+    b = parts.bucket - parts.bucket % width_ns
+    order = np.lexsort((parts.last_ts, parts.first_ts, b, parts.point))
+    p, bk = parts.point[order], b[order]
+    f_ts, l_ts = parts.first_ts[order], parts.last_ts[order]
+    first, last = parts.first[order], parts.last[order]
+    brk = np.r_[True, (p[1:] != p[:-1]) | (bk[1:] != bk[:-1])] if n else np.empty(0, dtype=bool)
+    starts = np.flatnonzero(brk)
+    gid = np.cumsum(brk) - 1
+    pos = np.clip(np.searchsorted(counter_keys, p), 0, max(len(counter_keys) - 1, 0))
+    is_ctr = (counter_keys[pos] == p) if len(counter_keys) else np.zeros(n, dtype=bool)
+    roll = np.where(is_ctr, counter_rollover[pos] if len(counter_keys) else np.nan, np.nan)
+    prev_last = np.r_[np.nan, last[:-1]] if n else np.empty(0)
+    prev_lts = np.r_[np.iinfo(np.int64).min, l_ts[:-1]] if n else np.empty(0, dtype=np.int64)
+    prev_last[brk] = np.nan
+    prev_lts[brk] = np.iinfo(np.int64).min
+    link = parts.inc[order] + np.where(is_ctr, step(prev_last, first, roll), 0.0)
+    ok = f_ts >= prev_lts
+    if ordered_in is not None:
+        ok &= ordered_in[order]
+    if not n:
+        e_i, e_f = np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
+        empty = Partials(e_i, e_i, e_f, e_f, e_f, e_i, e_i, e_f, e_i, e_f, e_f)
+        return Folded(empty, np.empty(0, dtype=bool), np.empty(0, dtype=bool), e_f)
+    g_first_ts = np.minimum.reduceat(f_ts, starts)
+    g_last_ts = np.maximum.reduceat(l_ts, starts)
+    g_first = np.minimum.reduceat(np.where(f_ts == g_first_ts[gid], first, np.inf), starts)
+    g_last = np.maximum.reduceat(np.where(l_ts == g_last_ts[gid], last, -np.inf), starts)
+    folded = Partials(point=p[starts], bucket=bk[starts], min=np.minimum.reduceat(parts.min[order], starts),
+                      max=np.maximum.reduceat(parts.max[order], starts),
+                      sum=np.add.reduceat(parts.sum[order], starts),
+                      count=np.add.reduceat(parts.count[order], starts).astype(np.int64),
+                      first_ts=g_first_ts, first=g_first, last_ts=g_last_ts, last=g_last,
+                      inc=np.add.reduceat(link, starts))
+    return Folded(folded, np.logical_and.reduceat(ok, starts), is_ctr[starts], roll[starts])
+
+
+#: ``first_ts``/``last_ts`` of a stored rollup row written before they were kept (NULL in SQL).
+NO_TS = np.iinfo(np.int64).min
+
+
+def merge_stored(new: Folded, stored: Partials) -> tuple[Partials, npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    """Merge folded new rows with the stored rollup rows of the same (point, bucket).
+
+    ``stored`` holds only keys present in ``new`` (any order; ``NO_TS`` for unknown first/last
+    times). Returns (merged rows, aligned with ``new``; ``redo``: the merge is not exact and the
+    bucket must be recomputed from finer data; ``had``: a stored row existed). Not exact: a stored
+    row without first/last times, or a counter whose new rows are not ordered or overlap the stored
+    ones in time (the increase across the seam is then unknown).
+    """
+    a = new.parts
+    n = len(a)
+    had = np.zeros(n, dtype=bool)
+    if not n:
+        return a, had.copy(), had
+    # (point, bucket) -> position in ``new`` (sorted by point then bucket): dense ranks, one search.
+    pu = np.unique(a.point)
+    bu = np.unique(a.bucket)
+    key_new = np.searchsorted(pu, a.point) * len(bu) + np.searchsorted(bu, a.bucket)
+    cols = {name: getattr(a, name).copy() for name in ("min", "max", "sum", "count", "first_ts", "first",
+                                                       "last_ts", "last", "inc")}
+    redo = new.ctr & ~new.ordered
+    if len(stored):
+        pi = np.clip(np.searchsorted(pu, stored.point), 0, len(pu) - 1)
+        bi = np.clip(np.searchsorted(bu, stored.bucket), 0, len(bu) - 1)
+        key_old = pi * len(bu) + bi
+        i = np.clip(np.searchsorted(key_new, key_old), 0, n - 1)
+        match = (a.point[i] == stored.point) & (a.bucket[i] == stored.bucket)
+        if not match.all():                 # a stored row of a key not in ``new``: not ours to merge
+            stored = Partials(*(getattr(stored, f)[match] for f in Partials.__slots__))
+            i = i[match]
+        had[i] = True
+        e_fts, e_lts = stored.first_ts, stored.last_ts
+        a_fts, a_lts = a.first_ts[i], a.last_ts[i]
+        known = (e_fts != NO_TS) & (e_lts != NO_TS)
+        after = a_fts >= e_lts
+        disjoint = after | (a_lts <= e_fts)
+        ctr = new.ctr[i]
+        redo[i] |= ~known | (ctr & ~disjoint)
+        roll = new.rollover[i]
+        cols["min"][i] = np.minimum(a.min[i], stored.min)
+        cols["max"][i] = np.maximum(a.max[i], stored.max)
+        cols["sum"][i] = a.sum[i] + stored.sum
+        cols["count"][i] = a.count[i] + stored.count
+        cols["first"][i] = np.where(a_fts < e_fts, a.first[i], stored.first)
+        cols["last"][i] = np.where(a_lts >= e_lts, a.last[i], stored.last)
+        cols["first_ts"][i] = np.minimum(a_fts, e_fts)
+        cols["last_ts"][i] = np.maximum(a_lts, e_lts)
+        seam = np.where(after, step(stored.last, a.first[i], roll), step(a.last[i], stored.first, roll))
+        cols["inc"][i] = np.where(ctr, a.inc[i] + stored.inc + seam, a.inc[i] + stored.inc)
+    merged = Partials(point=a.point, bucket=a.bucket, **cols)
+    return merged, redo, had
