@@ -14,8 +14,10 @@ asyncio loop (the buffer's fsyncs on one worker thread, ``buffer_io``):
   to the collector; its alarm/model events are committed to the buffer at each flush;
 * ``forwarder.Forwarder``: live first, backlog newest-first, delete on ack; the uplink loop here
   keeps one session to the cloud, reconnecting with backoff, logging once;
-* ``status.StatusReporter``: every second the link-health and ``_edge`` points, ``status.json``
-  (atomic) and the status message.
+* ``status.StatusReporter``: every second the link-health and ``_edge`` points and ``status.json``
+  (atomic); the status message on change and a slow heartbeat;
+* ``traffic.TrafficLedger``: every byte through the uplink per kind and day (the session's uplink is
+  wrapped in a ``MeteredUplink``).
 
 Bad input is counted per device and cause where it is found (the connectors, see
 ``spinline.connectors.base``; values outside a point's ``min``/``max`` in the collector, as
@@ -43,15 +45,18 @@ from .buffer_io import AsyncBuffer
 from .clock import ClockGuard
 from .collector import Collector
 from .coordinator import PollCoordinator
+from .evidence import EvidenceKeeper, RawSnapshot, commit_snapshots
 from .forwarder import Forwarder
 from .scheduler import Backoff
 from .settings import EdgeSettings
 from .status import STATUS_FILE as STATUS_FILE
 from .status import StatusReporter, StatusSources, redact
-from .uplink.base import Uplink
+from .traffic import MeteredUplink, TrafficLedger
 from .uplink.factory import make_uplink
 
 if TYPE_CHECKING:  # scoring pulls in the health models (scipy): only edges with vibration channels load it
+    from spinline.connectors.mqtt.vibration import ChannelFeatures
+
     from .models import ModelVerifier
     from .scoring import EdgeScoring
     from .scoring_stage import ScoringStage
@@ -82,8 +87,12 @@ class EdgeAgent:
                                    backlog_order=settings.backlog_order, ack_timeout_s=settings.ack_timeout_s,
                                    require_signed_acks=settings.require_signed_acks)
         self.forwarder.on_ack = self._uplink_works
+        #: Every byte through the uplink, by kind, per day (``edge.traffic``; in the status as ``traffic``).
+        self.traffic = TrafficLedger()
         self.scoring: EdgeScoring | None = None
         self.scoring_stage: ScoringStage | None = None
+        #: Raw snapshots on demand (only with vibration channels; ``edge.evidence``).
+        self.evidence: EvidenceKeeper | None = None
         #: The model update client (``updates.ModelUpdater``), when the settings turn updates on.
         self.updates: ModelUpdater | None = None
         self._nudge = asyncio.Event()
@@ -91,7 +100,7 @@ class EdgeAgent:
         self.pushers: list[PushConnector] = []
         self._tasks: list[asyncio.Task[Any]] = []
         self._uplink_error_logged = False
-        self._uplink: Uplink | None = None
+        self._uplink: MeteredUplink | None = None
         self._build()
         self.collector.health_of = self.healths()  # stable objects: built once, read by the data path
         for p in self.pushers:
@@ -102,8 +111,10 @@ class EdgeAgent:
             every_s=settings.status_every_s, collector=self.collector, buffer=self.buffer, forwarder=self.forwarder,
             sources=StatusSources(healths=self.healths, unknown_devices=self._unknown_devices,
                                   models=lambda: self.scoring.snapshot() if self.scoring is not None else {},
-                                  uplink=lambda: self._uplink,
-                                  model_updates=self.updates.status if self.updates is not None else None))
+                                  uplink=lambda: self._uplink, traffic=self.traffic.as_dict,
+                                  evidence=lambda: self.evidence.stats() if self.evidence is not None else {},
+                                  model_updates=self.updates.status if self.updates is not None else None),
+            heartbeat_s=settings.status_heartbeat_s)
 
     # --- wiring (pure: objects only, no I/O) ---------------------------------------------------------
 
@@ -130,10 +141,12 @@ class EdgeAgent:
                                        approvals if approvals is not None else self.model_verifier)
             scorer = self._build_updates(base, approvals) if base is not None and approvals is not None else None
             self.scoring_stage = ScoringStage(self.scoring, self.mill.id, self.collector.ingest, scorer)
+            self.evidence = EvidenceKeeper(self.edge_id, self.settings.evidence)
+            self.scoring_stage.on_alarm = self.evidence.request_alarm
         ctx = LinkContext(edge_id=self.edge_id, mill=self.mill.id, device_mqtt=self.settings.device_mqtt,
                           cloud_url=self.settings.cloud_url, modbus_max_gap=self.settings.modbus_max_gap,
                           iso_class=iso, featurizer=featurizer,
-                          feature_sink=self.scoring_stage.submit if self.scoring_stage is not None else None)
+                          feature_sink=self._feature_sink if self.scoring_stage is not None else None)
         seed = {mid: i for i, mid in enumerate(dict.fromkeys(p.machine.id for p in self.points))}
         for c in plan(self.points, ctx):
             if c.shape == "polled":
@@ -143,6 +156,25 @@ class EdgeAgent:
                                                     timeout_s=c.timeout_s))
             else:
                 self.pushers.append(cast(PushConnector, c.connector))
+
+    def _feature_sink(self, features: ChannelFeatures) -> None:
+        """A featurised snapshot: its waveform to the evidence keeper, its features to the scoring stage."""
+        f = features
+        if self.evidence is not None and f.samples is not None:
+            self.evidence.offer(RawSnapshot(f"{self.mill.id}/{f.machine}/{f.channel}", f.ts_ns, f.fs_hz, f.samples))
+        assert self.scoring_stage is not None
+        self.scoring_stage.submit(f)
+
+    async def _commit_evidence(self) -> None:
+        """Queued raw snapshots into the buffer file (durable before they count as queued)."""
+        if self.evidence is None or not (items := self.evidence.take()):
+            return
+        try:
+            await self.buffer.call(commit_snapshots, self.buffer.buffer.db, items)
+        except BaseException:
+            self.evidence.restore(items)
+            raise
+        self.evidence.committed += len(items)
 
     def _build_updates(self, base: str, approvals: ApprovedModels) -> ObservedScorer:
         """The model update client over the scorer's slots, and the scorer wrapper that gathers evidence."""
@@ -184,7 +216,9 @@ class EdgeAgent:
         before = None if stage is None else (lambda: stage.commit(self.buffer, self.forwarder.notify_events))
         stored = self.collector.points_stored
         try:
-            return await self.collector.flush(self.buffer, before)
+            n = await self.collector.flush(self.buffer, before)
+            await self._commit_evidence()
+            return n
         finally:
             if self.collector.points_stored != stored:  # rows were committed (even if a later step failed)
                 self.forwarder.notify()
@@ -216,8 +250,9 @@ class EdgeAgent:
             return
         backoff = Backoff(base_s=0.5, cap_s=10.0, seed=1)
         while True:
-            up = make_uplink(cloud_url, edge=self.edge_id, mill=self.mill.id, secret=self.settings.secret or b"",
-                             trust=self.forwarder.trust)
+            up = MeteredUplink(make_uplink(cloud_url, edge=self.edge_id, mill=self.mill.id,
+                                           secret=self.settings.secret or b"", trust=self.forwarder.trust),
+                               self.traffic)
             started = time.time_ns()
             try:
                 async with up:

@@ -147,7 +147,9 @@ def _fmt_status(st: dict[str, Any]) -> list[str]:
              + ("  FULL" if b["full"] else ""),
              f"points  collected {st['points_collected']}  stored {st['points_stored']}  "
              f"clock skew events {st['clock_skew_events']}",
-             f"alarms  {', '.join(st['alarms']) or 'none'}", "devices:"]
+             f"alarms  {', '.join(st['alarms']) or 'none'}"]
+    lines += _fmt_traffic(st)
+    lines.append("devices:")
     for m, d in st["devices"].items():
         lat = "-" if d["latency_ms"] is None else f"{d['latency_ms']:.1f} ms"
         err = f"  ({d['last_error']})" if d.get("last_error") and d["state"] != "up" else ""
@@ -178,6 +180,19 @@ def _fmt_status(st: dict[str, Any]) -> list[str]:
                      + (f"  (last: {last.get('reason')} {last.get('what')}: {str(last.get('detail'))[:80]})"
                         if last else ""))
     return lines
+
+
+def _fmt_traffic(st: dict[str, Any]) -> list[str]:
+    """The uplink byte ledger (``edge.traffic``) and how often the status message went up."""
+    t = st.get("traffic")
+    if not t:
+        return []
+    b, n = t["bytes"], t["messages"]
+    parts = "  ".join(f"{k} {b[k] / 1e3:.1f} kB ({n[k]})" for k in b)
+    sm = st.get("status_messages") or {}
+    return [f"uplink bytes today ({t['day']} UTC): {t['up_bytes'] / 1e6:.3f} MB up  {parts}",
+            f"status messages sent {sm.get('sent', 0)}, skipped unchanged {sm.get('skipped', 0)} "
+            f"(heartbeat {sm.get('heartbeat_s', '?')} s)"]
 
 
 @app.command()

@@ -50,6 +50,8 @@ class ScoringStage:
         self._queue: deque[ChannelFeatures] = deque()
         self._wake = asyncio.Event()
         self._pending_events: list[wire.EdgeEvent] = []
+        #: Called with the asset of every alarm raised (the agent asks for its raw snapshot).
+        self.on_alarm: Callable[[str], None] | None = None
 
     # --- in (the connectors' sink) -----------------------------------------------------------------
 
@@ -105,7 +107,12 @@ class ScoringStage:
             except BaseException:
                 sc.restore_dirty(records=records)
                 raise
-        self._pending_events += sc.take_events()
+        new = sc.take_events()
+        if self.on_alarm is not None:
+            for e in new:
+                if e.kind == "alarm_raised":
+                    self.on_alarm(e.asset)
+        self._pending_events += new
         if self._pending_events:
             await buffer.append_events(self._pending_events)
             self._pending_events = []

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 from .clock import ClockPolicy
+from .evidence import EvidenceSettings
 from .models import ScoringConfig
 
 
@@ -43,12 +44,16 @@ class EdgeSettings:
     backlog_order: Literal["newest_first", "oldest_first"] = "newest_first"
     #: A batch not acked within this many seconds is sent again.
     ack_timeout_s: float = 10.0
-    #: Interval of the status file, the status message and the edge's own points, seconds.
+    #: Interval of the status file, the edge's own points and the check whether the status message is due, s.
     status_every_s: float = 1.0
+    #: The status message goes up on a meaningful change, else this often (the uplink budget), seconds.
+    status_heartbeat_s: float = 60.0
     #: Largest register gap a Modbus block read bridges (coalescing requests).
     modbus_max_gap: int = 8
     #: How vibration assets learn and score (None: the defaults).
     scoring: ScoringConfig | None = None
+    #: Raw vibration snapshots on demand: daily byte budget, sparse samples (None: the defaults).
+    evidence: EvidenceSettings | None = None
     #: Rows held in memory while the buffer cannot commit; past it the oldest low-priority rows go.
     max_pending_rows: int = 2_000_000
     #: Act only on acks the cloud signed with this edge's secret (the default: an unsigned ack on the
@@ -85,7 +90,7 @@ class EdgeSettings:
         if not self.edge_id:
             raise ValueError("edge_id must not be empty")
         for name in ("flush_s", "heartbeat_s", "max_clock_skew_s", "backlog_rows_per_s", "ack_timeout_s",
-                     "status_every_s", "models_every_s"):
+                     "status_every_s", "status_heartbeat_s", "models_every_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
         if self.budget_bytes <= 0 or self.max_pending_rows <= 0 or self.modbus_max_gap < 0:

@@ -1,10 +1,16 @@
 """Status reporting: every ``status_every_s`` the agent's state as a dict, a file, a message and points.
 
 ``StatusReporter.status`` gathers devices, buffer, uplink, collection counters, clock events, bad
-input and models into one JSON-able dict; the loop writes it atomically to ``status.json`` in the
-data dir (``spinline edge status`` reads it), publishes it on ``TOPIC_STATUS`` / ``STATUS_PATH``
-when an uplink session is open, and feeds the link-health points per machine and the edge's own
-``_edge`` points back through the collector.
+input, models and the uplink byte ledger (``traffic``) into one JSON-able dict; the loop writes it
+atomically to ``status.json`` in the data dir (``spinline edge status`` reads it) and feeds the
+link-health points per machine and the edge's own ``_edge`` points back through the collector, every
+``status_every_s``.
+
+The status *message* (``TOPIC_STATUS`` / ``STATUS_PATH``) is a few KB; sent every second it would be
+most of an edge's uplink (~600 MB a day). It goes up only when ``status_digest`` changes (states,
+alarms, models, refusal counters; levels such as buffer depth and lag in coarse buckets, so noise
+does not count as change), at the start of each uplink session, and otherwise every
+``status_heartbeat_s`` (``StatusGate``), so the cloud still knows the edge is alive.
 """
 
 from __future__ import annotations
@@ -50,13 +56,94 @@ class StatusSources:
     models: Callable[[], dict[str, Any]]
     #: The open uplink session, if any (status goes up only through one).
     uplink: Callable[[], Uplink | None]
+    #: The uplink byte ledger (``edge.traffic``), {} when there is none.
+    traffic: Callable[[], dict[str, Any]] = dict
+    #: Raw-evidence snapshots (``edge.evidence``), {} when there is none.
+    evidence: Callable[[], dict[str, Any]] = dict
     #: The model update client's state: what runs, what was refused per reason (None: updates off).
     model_updates: Callable[[], dict[str, Any]] | None = None
 
 
+def _bucket(v: Any, edges: tuple[float, ...]) -> int:
+    """Index of the first edge ``v`` is below (len(edges) past the last); None/NaN -> -1."""
+    if not isinstance(v, int | float) or v != v:
+        return -1
+    return next((i for i, e in enumerate(edges) if v < e), len(edges))
+
+
+def _log2(v: Any) -> int:
+    """0 for 0, else 1 + floor(log2 n): a counter that keeps rising changes the digest ever more rarely."""
+    n = int(v) if isinstance(v, int | float) and v == v and v > 0 else 0
+    return n.bit_length()
+
+
+def status_digest(st: Mapping[str, Any]) -> dict[str, Any]:
+    """The meaningful part of a status: a change here sends the message at once. Pure.
+
+    Kept: every state (uplink, devices, models, alarms, buffer full), refusal counters (dead letters,
+    rejected batches/events, snapshots refused) and bad input, and levels in coarse buckets (buffer
+    rows by decade from 10k, lag 10 s / 1 min / 10 min / 1 h). Left out: what changes all the time
+    (timestamps, collected/sent counters, latencies, latest scores, the byte ledger).
+    """
+    up, buf = st.get("uplink") or {}, st.get("buffer") or {}
+    models = st.get("models") or {}
+    ev = st.get("evidence") or {}
+    mu = st.get("model_updates") or {}
+    return {
+        "model_updates": [mu.get("state"), {a: (r or {}).get("version") for a, r in (mu.get("running") or {}).items()},
+                          mu.get("refusals")],
+        "alarms": sorted(st.get("alarms") or []),
+        "uplink": up.get("state"),
+        "devices": {m: (d or {}).get("state") for m, d in (st.get("devices") or {}).items()},
+        "buffer_full": bool(buf.get("full")),
+        "buffer_rows": _bucket(buf.get("rows"), (1e4, 1e5, 1e6, 1e7)),
+        "lag": _bucket(up.get("lag_s"), (10.0, 60.0, 600.0, 3600.0)),
+        "refused": [buf.get("dead_letters"), buf.get("dead_events"), _log2(buf.get("dropped_rows")),
+                    up.get("rejected"), up.get("events_rejected"), _log2(up.get("acks_ignored")),
+                    _log2(ev.get("refused"))],
+        "bad_input": _log2(st.get("bad_input_total")),
+        "clock": _log2(st.get("clock_skew_events")),
+        "memory_dropped": _log2(st.get("memory_dropped_rows")),
+        "unknown_devices": sorted(st.get("unknown_devices") or {}),
+        "models": {a: [(m or {}).get("kind"), (m or {}).get("version"), (m or {}).get("state"),
+                       sorted((m or {}).get("open_alarms") or [])] for a, m in models.items()},
+    }
+
+
+class StatusGate:
+    """Decides when the status message goes up: on a digest change, a new session, or the heartbeat."""
+
+    def __init__(self, heartbeat_s: float) -> None:
+        self.heartbeat_s = heartbeat_s
+        self._digest: dict[str, Any] | None = None
+        self._at = float("-inf")
+        self._session: object = None
+        self.sent = 0
+        self.skipped = 0
+
+    def due(self, status: Mapping[str, Any], now_s: float, session: object) -> str | None:
+        """Why the status should go up now (``change`` / ``session`` / ``heartbeat``), or None."""
+        if session is not self._session:
+            return "session"
+        if status_digest(status) != self._digest:
+            return "change"
+        if now_s - self._at >= self.heartbeat_s:
+            return "heartbeat"
+        self.skipped += 1
+        return None
+
+    def done(self, status: Mapping[str, Any], now_s: float, session: object) -> None:
+        """The message went up: the next one waits for a change or the heartbeat."""
+        self._digest = status_digest(status)
+        self._at = now_s
+        self._session = session
+        self.sent += 1
+
+
 class StatusReporter:
     def __init__(self, *, edge_id: str, mill: str, data_dir: Path, cloud_url: str | None, every_s: float,
-                 collector: Collector, buffer: AsyncBuffer, forwarder: Forwarder, sources: StatusSources) -> None:
+                 collector: Collector, buffer: AsyncBuffer, forwarder: Forwarder, sources: StatusSources,
+                 heartbeat_s: float = 60.0) -> None:
         self.edge_id, self.mill = edge_id, mill
         self.path = data_dir / STATUS_FILE
         self.cloud_url = cloud_url
@@ -66,6 +153,7 @@ class StatusReporter:
         self.forwarder = forwarder
         self.sources = sources
         self.started_ns = 0
+        self.gate = StatusGate(heartbeat_s)
         self.last: dict[str, Any] = {}
         self.edge_keys = {name: point_key(f"{mill}/{EDGE_MACHINE_ID}/{name}") for name in EDGE_POINTS}
 
@@ -109,6 +197,10 @@ class StatusReporter:
                 "bad_input_total": sum(h.bad_input_total for h in healths.values()),
                 "unknown_devices": self.sources.unknown_devices(),
                 "models": self.sources.models(),
+                "status_messages": {"sent": self.gate.sent, "skipped": self.gate.skipped,
+                                    "heartbeat_s": self.gate.heartbeat_s},
+                **({"traffic": t} if (t := self.sources.traffic()) else {}),
+                **({"evidence": e} if (e := self.sources.evidence()) else {}),
                 "model_updates": self.sources.model_updates() if self.sources.model_updates is not None else None,
                 "alarms": (["buffer_full"] if bs.full else []) + (["uplink_down"] if up["state"] != "connected"
                                                                   else [])}
@@ -127,9 +219,11 @@ class StatusReporter:
                 self.collector.ingest(self.self_points(st))
                 await asyncio.to_thread(self.write, st)
                 up = self.sources.uplink()
-                if up is not None:
+                now = time.monotonic()
+                if up is not None and self.gate.due(st, now, up) is not None:
                     with contextlib.suppress(UplinkError):
                         await asyncio.wait_for(up.publish_status(wire.encode_status(st)), 2.0)
+                        self.gate.done(st, now, up)
             except (OSError, StorageError, TimeoutError) as exc:
                 log.warning("status update failed: %s", exc)
 

@@ -114,6 +114,9 @@ class ChannelFeatures:
     ts_ns: int
     shaft_hz: float
     features: Mapping[str, float]
+    #: The raw waveform and its rate, for raw evidence on demand (``edge.evidence``); never sent as such.
+    samples: np.ndarray | None = None
+    fs_hz: float = 0.0
 
 
 class FeatureSink(Protocol):
@@ -185,7 +188,7 @@ class VibrationMap:
                           machine_class=self.iso_class.get(m.id, "I"), extended=True)
         row = {k: float(v[0]) for k, v in feats.items()}
         if self.sink is not None and score:
-            self.sink(ChannelFeatures(m.id, ch, s.ts_ns, shaft_hz, dict(row)))
+            self.sink(ChannelFeatures(m.id, ch, s.ts_ns, shaft_hz, dict(row), s.samples, s.fs_hz))
         keys, vals = [], []
         for name, _unit in VIB_FEATURES:
             if name in row:

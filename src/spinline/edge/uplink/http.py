@@ -53,11 +53,16 @@ class HttpUplink:
         #: Completes when the session ends; created in ``__aenter__``.
         self.closed: asyncio.Future[None] = None  # type: ignore[assignment]
         self._client: httpx.AsyncClient | None = None
+        #: Response bytes received from the cloud (acks), for the uplink budget (``edge.traffic``).
+        self.rx_bytes = 0
+
+    async def _count_rx(self, r: httpx.Response) -> None:
+        self.rx_bytes += len(await r.aread())
 
     async def __aenter__(self) -> Self:
         self.closed = asyncio.get_running_loop().create_future()
         self._client = httpx.AsyncClient(base_url=self.base, timeout=httpx.Timeout(self.timeout_s),
-                                         verify=self.verify,
+                                         verify=self.verify, event_hooks={"response": [self._count_rx]},
                                          headers={"X-Spinline-Edge": self.edge, "X-Spinline-Mill": self.mill})
         return self
 

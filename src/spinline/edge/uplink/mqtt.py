@@ -53,6 +53,8 @@ class MqttUplink:
         self._client: aiomqtt.Client | None = None
         self._reader: asyncio.Task[None] | None = None
         self.bad_acks = 0
+        #: Payload bytes received from the cloud (acks), for the uplink budget (``edge.traffic``).
+        self.rx_bytes = 0
         #: Which acks are acted on (signatures; see ``base``): the forwarder's, shared across sessions.
         self.trust = trust if trust is not None else AckTrust(secret, edge)
 
@@ -80,6 +82,7 @@ class MqttUplink:
         try:
             async for msg in client.messages:
                 data = bytes(msg.payload) if isinstance(msg.payload, bytes | bytearray) else str(msg.payload)
+                self.rx_bytes += len(data)
                 events = msg.topic.matches(self.topic_events_ack)
                 try:
                     d = ack_object(data)

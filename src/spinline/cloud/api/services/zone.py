@@ -36,8 +36,10 @@ from spinline.cloud.storage.base import EdgeStatus, TimeSeriesStore
 from spinline.core.site import MachineType, iter_machines
 from spinline.health.health_index import status
 
-#: An edge whose last status message is older than this is offline.
-EDGE_ONLINE_S = 60.0
+#: An edge whose last status message is older than this is offline. An edge sends its status on change
+#: and otherwise every 60 s (``EdgeSettings.status_heartbeat_s``, the uplink budget): two missed heartbeats
+#: and a margin, so a healthy edge never flaps offline between heartbeats.
+EDGE_ONLINE_S = 150.0
 #: A mill whose edges lag more than this behind (buffered, not yet delivered) is degraded.
 LAG_DEGRADED_S = 300.0
 CARBON_BASIS = ("today: kWh/kg of today x the location-based grid emission factor of the mill's province "

@@ -1,0 +1,196 @@
+"""Raw evidence on demand: a vibration snapshot goes up only when it matters, within a daily byte budget.
+
+The edge sends features, scores and events; a raw waveform (25.6 kHz x 1 s = 100 kB per channel) is
+kept in memory, the latest per channel, and queued for the cloud only
+
+* at an alarm (``alarm_raised``: the onset the technician and the cloud model will want to see),
+* on request (``request(asset, by)``: a cloud model unsure of a diagnosis, a user's "send rf03's latest"),
+* as a sparse sample for retraining: the first snapshot of each channel each UTC day.
+
+A queued snapshot is a durable item in the edge's buffer file (table ``evidence_snapshots``, fsync'd
+like batches, written on the buffer's thread), so nothing is lost while the link is down. Each UTC day
+has a byte budget (``EvidenceSettings.daily_bytes``, counted on the compressed payload when it is
+queued); past it a snapshot is refused, counted per reason in ``refused`` and logged once a day, so the
+link is never flooded by a flapping alarm. ``stats()`` goes into the status (``evidence``).
+
+Payload (``encode_snapshot``): JSON header line, then the zlib-compressed float32 little-endian samples.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from spinline.core.errors import StorageError
+
+from .traffic import utc_day
+
+log = logging.getLogger(__name__)
+Reason = Literal["alarm", "request", "sample"]
+REASONS: tuple[Reason, ...] = ("alarm", "request", "sample")
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS evidence_snapshots (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, created_ns INTEGER NOT NULL, asset TEXT NOT NULL,
+    reason TEXT NOT NULL, ts_ns INTEGER NOT NULL, nbytes INTEGER NOT NULL, body BLOB NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class EvidenceSettings:
+    #: Bytes of snapshots queued per UTC day, all reasons together (compressed payload).
+    daily_bytes: int = 16 << 20
+    #: Sparse samples for retraining: this many per channel per UTC day (0: none).
+    samples_per_channel_per_day: int = 1
+    #: A snapshot older than this is not "the latest" any more: an alarm or a request without one waits.
+    max_age_s: float = 900.0
+
+    def __post_init__(self) -> None:
+        if self.daily_bytes <= 0 or self.samples_per_channel_per_day < 0 or self.max_age_s <= 0:
+            raise ValueError("daily_bytes and max_age_s must be > 0, samples_per_channel_per_day >= 0")
+
+
+@dataclass(frozen=True, slots=True)
+class RawSnapshot:
+    asset: str
+    ts_ns: int
+    fs_hz: float
+    samples: np.ndarray
+
+
+def encode_snapshot(s: RawSnapshot, reason: Reason, edge: str) -> bytes:
+    """Header JSON + newline + zlib(float32 LE samples). Pure."""
+    head = {"v": 1, "edge": edge, "asset": s.asset, "ts_ns": s.ts_ns, "fs_hz": s.fs_hz, "reason": reason,
+            "n": len(s.samples), "encoding": "f32le-zlib"}
+    body = zlib.compress(np.asarray(s.samples, dtype="<f4").tobytes(), 6)
+    return json.dumps(head, separators=(",", ":")).encode() + b"\n" + body
+
+
+def decode_snapshot(data: bytes) -> tuple[dict[str, Any], np.ndarray]:
+    """The header and the samples of ``encode_snapshot``'s bytes; ``ValueError`` naming the problem."""
+    head, sep, body = data.partition(b"\n")
+    if not sep:
+        raise ValueError("snapshot payload has no header line")
+    h = json.loads(head)
+    samples = np.frombuffer(zlib.decompress(body), dtype="<f4")
+    if len(samples) != h.get("n"):
+        raise ValueError(f"snapshot says {h.get('n')} samples, payload holds {len(samples)}")
+    return h, samples
+
+
+@dataclass(slots=True)
+class _Day:
+    day: str
+    bytes: int = 0
+    queued: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REASONS, 0))
+    refused: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REASONS, 0))
+    sampled: dict[str, int] = field(default_factory=dict)
+    refusal_logged: bool = False
+
+
+class EvidenceKeeper:
+    """Latest raw snapshot per channel, and the decision to queue one (pure but for ``commit``)."""
+
+    def __init__(self, edge: str, settings: EvidenceSettings | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.edge = edge
+        self.settings = settings or EvidenceSettings()
+        self.clock = clock
+        self.latest: dict[str, RawSnapshot] = {}
+        self._today = _Day(utc_day(clock()))
+        #: Snapshots wanted but with no recent waveform yet: served by the next one of that asset.
+        self._waiting: dict[str, Reason] = {}
+        self._queue: list[tuple[RawSnapshot, Reason, bytes]] = []
+        self.committed = 0
+
+    def _day(self) -> _Day:
+        d = utc_day(self.clock())
+        if d != self._today.day:
+            self._today = _Day(d)
+        return self._today
+
+    def offer(self, s: RawSnapshot) -> None:
+        """A new waveform of ``s.asset`` (called by the connector's sink; must not block)."""
+        self.latest[s.asset] = s
+        day = self._day()
+        if (why := self._waiting.pop(s.asset, None)) is not None:
+            self._want(s, why)
+        elif day.sampled.get(s.asset, 0) < self.settings.samples_per_channel_per_day:
+            day.sampled[s.asset] = day.sampled.get(s.asset, 0) + 1
+            self._want(s, "sample")
+
+    def request(self, asset: str, reason: Reason = "request") -> bool:
+        """Queue ``asset``'s latest waveform (or the next one, if none is recent); False if refused."""
+        s = self.latest.get(asset)
+        if s is None or (self.clock() - s.ts_ns / 1e9) > self.settings.max_age_s:
+            self._waiting[asset] = reason
+            return True
+        return self._want(s, reason)
+
+    def request_alarm(self, asset: str) -> None:
+        """An alarm was raised on ``asset``: its onset waveform is evidence."""
+        self.request(asset, "alarm")
+
+    def _want(self, s: RawSnapshot, reason: Reason) -> bool:
+        day = self._day()
+        payload = encode_snapshot(s, reason, self.edge)
+        if day.bytes + len(payload) > self.settings.daily_bytes:
+            day.refused[reason] += 1
+            if not day.refusal_logged:
+                day.refusal_logged = True
+                log.warning("evidence budget of %d bytes for %s spent: %s snapshot of %s refused "
+                            "[counted in evidence.refused; logged once a day]", self.settings.daily_bytes,
+                            day.day, reason, s.asset)
+            return False
+        day.bytes += len(payload)
+        day.queued[reason] += 1
+        self._queue.append((s, reason, payload))
+        return True
+
+    def take(self) -> list[tuple[RawSnapshot, Reason, bytes]]:
+        out, self._queue = self._queue, []
+        return out
+
+    def restore(self, items: list[tuple[RawSnapshot, Reason, bytes]]) -> None:
+        """Put back what a failed commit took (kept for the next flush)."""
+        self._queue = items + self._queue
+
+    def stats(self) -> dict[str, Any]:
+        d = self._day()
+        return {"day": d.day, "budget_bytes": self.settings.daily_bytes, "queued_bytes": d.bytes,
+                "queued": dict(d.queued), "refused": sum(d.refused.values()), "refused_by_reason": dict(d.refused),
+                "waiting": sorted(self._waiting), "committed": self.committed}
+
+
+def commit_snapshots(db: sqlite3.Connection, items: list[tuple[RawSnapshot, Reason, bytes]]) -> list[int]:
+    """Write queued snapshots to the buffer file in one fsync'd transaction (on the buffer's thread)."""
+    if not items:
+        return []
+    now = time.time_ns()
+    try:
+        db.executescript(_SCHEMA)
+        db.execute("BEGIN IMMEDIATE")
+        ids = [int(db.execute("INSERT INTO evidence_snapshots (created_ns, asset, reason, ts_ns, nbytes, body) "
+                              "VALUES (?,?,?,?,?,?)", (now, s.asset, r, s.ts_ns, len(p), p)).lastrowid or 0)
+               for s, r, p in items]
+        db.execute("COMMIT")
+    except sqlite3.Error as exc:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise StorageError(f"evidence snapshot commit failed: {exc}") from exc
+    return ids
+
+
+def pending_snapshots(db: sqlite3.Connection, limit: int = 10) -> list[tuple[int, str, str, bytes]]:
+    """(id, asset, reason, payload) of queued snapshots not yet acknowledged, oldest first."""
+    db.executescript(_SCHEMA)
+    return [(int(i), str(a), str(r), bytes(b)) for i, a, r, b in db.execute(
+        "SELECT id, asset, reason, body FROM evidence_snapshots ORDER BY id LIMIT ?", (limit,))]

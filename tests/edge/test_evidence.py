@@ -1,0 +1,124 @@
+"""Raw evidence on demand at the edge (issue 11 item 7, edge side): what is queued, the budget, durability.
+
+Pure: the keeper queues the first waveform of each channel per UTC day (sparse sample), the latest on
+an alarm or a request (or the next one when none is recent), refuses past the daily byte budget
+(counted per reason), and starts afresh the next day. Real: queued snapshots are committed to the
+edge's buffer file and are still there after reopening it; an ``EdgeAgent`` collecting from the
+simulated mill's vibration sensors over the machine's Mosquitto queues one sample per channel and
+shows it in its status, with nothing sent while it has no cloud.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from spinline.core.site import parse_site, rebind
+from spinline.edge.agent import BUFFER_FILE, EdgeAgent
+from spinline.edge.buffer import EdgeBuffer
+from spinline.edge.evidence import (
+    EvidenceKeeper,
+    EvidenceSettings,
+    RawSnapshot,
+    commit_snapshots,
+    decode_snapshot,
+    pending_snapshots,
+)
+from spinline.edge.settings import EdgeSettings
+from spinline.sim.server import SimServer
+
+DAY0 = 1_780_000_000.0 - 1_780_000_000.0 % 86400 + 3600   # 01:00 UTC
+
+
+def _snap(asset: str, t: float, seed: int = 0) -> RawSnapshot:
+    rng = np.random.default_rng(seed)
+    return RawSnapshot(asset, int(t * 1e9), 25600.0, rng.normal(0, 0.3, 25600).astype(np.float32))
+
+
+def test_sample_per_channel_per_day_alarm_request_and_budget() -> None:
+    now = [DAY0]
+    size = len(_keeper_payload())
+    k = EvidenceKeeper("e1", EvidenceSettings(daily_bytes=int(size * 4.5)), clock=lambda: now[0])
+    for i in range(5):                                   # five snapshots of each channel: one sample each
+        now[0] += 60
+        k.offer(_snap("m/rf01/motor", now[0], i))
+        k.offer(_snap("m/rf02/motor", now[0], i))
+    assert [(s.asset, r) for s, r, _ in k.take()] == [("m/rf01/motor", "sample"), ("m/rf02/motor", "sample")]
+    k.request_alarm("m/rf01/motor")                     # alarm: the latest waveform of that asset
+    assert k.request("m/rf02/motor")                    # a user's request
+    got = k.take()
+    assert [(s.asset, r) for s, r, _ in got] == [("m/rf01/motor", "alarm"), ("m/rf02/motor", "request")]
+    head, samples = decode_snapshot(got[0][2])
+    assert head["reason"] == "alarm" and head["asset"] == "m/rf01/motor" and head["edge"] == "e1"
+    np.testing.assert_array_equal(samples, k.latest["m/rf01/motor"].samples)
+    assert not k.request("m/rf01/motor")                # the 5th would pass the budget: refused, counted
+    st = k.stats()
+    assert st["refused"] == 1 and st["refused_by_reason"]["request"] == 1
+    assert st["queued"] == {"alarm": 1, "request": 1, "sample": 2}
+    assert st["queued_bytes"] <= st["budget_bytes"]
+    # an asset with no recent waveform: the request waits for the next one
+    assert k.request("m/hv01/fan") and k.stats()["waiting"] == ["m/hv01/fan"]
+    now[0] += 86400                                      # next day: fresh budget, fresh samples
+    k.offer(_snap("m/hv01/fan", now[0]))
+    k.offer(_snap("m/rf01/motor", now[0]))
+    assert [(s.asset, r) for s, r, _ in k.take()] == [("m/hv01/fan", "request"), ("m/rf01/motor", "sample")]
+    assert k.stats()["refused"] == 0
+
+
+def _keeper_payload() -> bytes:
+    from spinline.edge.evidence import encode_snapshot
+    return encode_snapshot(_snap("m/rf01/motor", DAY0), "sample", "e1")
+
+
+def test_queued_snapshots_are_durable_in_the_buffer_file(tmp_path: Path) -> None:
+    k = EvidenceKeeper("e1", clock=lambda: DAY0)
+    k.offer(_snap("m/rf01/motor", DAY0))
+    items = k.take()
+    with EdgeBuffer(tmp_path / "b.sqlite") as buf:
+        ids = commit_snapshots(buf.db, items)
+    assert len(ids) == 1
+    with EdgeBuffer(tmp_path / "b.sqlite") as buf:      # reopened: still there, byte for byte
+        pend = pending_snapshots(buf.db)
+    assert [(i, a, r) for i, a, r, _ in pend] == [(ids[0], "m/rf01/motor", "sample")]
+    assert pend[0][3] == items[0][2]
+
+
+async def test_agent_queues_a_sample_per_vibration_channel(mill_yaml: Path, mqtt_broker: tuple[str, int],
+                                                           tmp_path: Path) -> None:
+    doc: dict[str, Any] = yaml.safe_load(mill_yaml.read_text())
+    mill_id = f"ev-{uuid.uuid4().hex[:8]}"
+    doc["mills"] = doc["mills"][:1]
+    doc["mills"][0]["id"] = mill_id
+    channels = []
+    for ws in doc["mills"][0]["workshops"]:
+        for line in ws["lines"]:
+            for m in line["machines"]:
+                if "vibration" in m:
+                    m["vibration"]["every_s"] = 1.0
+                    channels += [f"{mill_id}/{m['id']}/{c['name']}" for c in m["vibration"]["channels"]]
+    site = parse_site(doc)
+    host, port = mqtt_broker
+    async with SimServer(site, mill_id, speed=1.0, ephemeral=True, mqtt=(host, port)) as sim:
+        agent = EdgeAgent(rebind(site, sim.ports), mill_id,
+                          EdgeSettings(edge_id="ev", data_dir=tmp_path / "edge", device_mqtt=f"mqtt://{host}:{port}",
+                                       flush_s=0.2, status_every_s=0.2))
+        async with agent:
+            for _ in range(100):
+                await asyncio.sleep(0.2)
+                if agent.evidence is not None and agent.evidence.committed >= len(channels):
+                    break
+            await asyncio.sleep(3.0)                     # more snapshots arrive: no more samples today
+            st = await agent.status()
+    assert st["evidence"]["queued"]["sample"] == len(channels) == 6
+    assert st["evidence"]["refused"] == 0
+    with EdgeBuffer(tmp_path / "edge" / BUFFER_FILE) as buf:
+        pend = pending_snapshots(buf.db, limit=100)
+    assert sorted(a for _, a, _, _ in pend) == sorted(channels)
+    for _, _, _, payload in pend:
+        head, samples = decode_snapshot(payload)
+        assert head["fs_hz"] == 25600 and len(samples) == head["n"] > 0 and np.isfinite(samples).all()
