@@ -22,6 +22,8 @@ TEMPLATES: dict[str, str] = {
     "health.envelope_line_others": "dominant envelope line {feature} ({defect}) {ratio}x the background ({others})",
     "health.velocity": "velocity RMS {velocity} mm/s",
     "health.velocity_zone": "velocity RMS {velocity} mm/s, ISO 20816 zone {zone}",
+    "alarm.edge_event": "{rule} on {asset} (edge {edge}, model {model})",
+    "alarm.edge_event_fault": "{rule} on {asset} (edge {edge}, model {model}): {fault}",
     "alarm.rule_value": "{rule}: {feature} = {value} on {asset}",
     "carbon.opp.line_best": "bring line {line} to its best-demonstrated {best} kWh/kg",
     "carbon.opp.idle_off": "switch off production machines while stopped",
@@ -59,6 +61,14 @@ def keyed(key: str, params: Mapping[str, str], text: str) -> Text | None:
         return t if t.en == text else None
     except (KeyError, IndexError, ValueError):
         return None
+
+
+def parse_any(keys: tuple[str, ...], text: str) -> Text | None:
+    """The first of ``keys`` whose template ``text`` was built from (``parse``), else None."""
+    for k in keys:
+        if (t := parse(k, text)) is not None:
+            return t
+    return None
 
 
 def parse(key: str, text: str) -> Text | None:

@@ -132,3 +132,15 @@ async def test_alarm_and_work_order_keys_over_the_api(mapi) -> None:  # type: ig
     items = r.json()["items"] if isinstance(r.json(), dict) else r.json()
     assert {w["title"]: w["title_key"] for w in items} == {"bearing_outer on rf01/main_motor":
                                                            "wo.title.fault_on_asset", "grease": None}
+
+
+def test_edge_event_alarm_messages_parse_back() -> None:
+    p = {"rule": "anomaly", "asset": "rf01/main_motor", "edge": "edge-a", "model": "if-3"}
+    with_fault = texts.render("alarm.edge_event_fault", {**p, "fault": "bearing_outer"})
+    assert with_fault == "anomaly on rf01/main_motor (edge edge-a, model if-3): bearing_outer"
+    for text in (with_fault, texts.render("alarm.edge_event", p)):
+        t = texts.parse_any(maintenance.ALARM_MESSAGE_KEYS, text)
+        assert t is not None
+        assert_console_says(t.key, t.params, text)
+    t = texts.parse_any(maintenance.ALARM_MESSAGE_KEYS, with_fault)
+    assert t is not None and t.key == "alarm.edge_event_fault" and t.params["fault"] == "bearing_outer"

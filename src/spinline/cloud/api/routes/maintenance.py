@@ -193,8 +193,12 @@ def _steps(history: list[Any]) -> list[StepPublic]:
     return [StepPublic(state=s.state, at=s.at, by=s.by, comment=s.comment) for s in history]
 
 
+#: Templates alarm messages are built from (alarms.py rules, edge events); the fault variant before the plain one.
+ALARM_MESSAGE_KEYS = ("alarm.rule_value", "alarm.edge_event_fault", "alarm.edge_event")
+
+
 def alarm_public(mill: str, a: Alarm) -> AlarmPublic:
-    m = texts.parse("alarm.rule_value", a.message)
+    m = texts.parse_any(ALARM_MESSAGE_KEYS, a.message)
     return AlarmPublic(id=a.id, mill=mill, asset=a.asset, rule=a.rule, severity=a.severity.value, state=a.state.value,
                        message=a.message, message_key=m.key if m else None, message_params=m.params if m else None,
                        value=a.value, count=a.count, raised_at=a.raised_at, evidence=a.evidence,
