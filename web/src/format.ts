@@ -102,7 +102,14 @@ export function month(d = new Date()): string {
 }
 
 /** Parameters of server-built text whose values are ids the catalogue names (e.g. fault kinds). */
-const SERVER_PARAM_KEYS: Record<string, string> = { fault: 'server.fault.', status: 'server.status.', driver: 'server.driver.' }
+const SERVER_PARAM_KEYS: Record<string, string> = {
+  fault: 'server.fault.', status: 'server.status.', driver: 'server.driver.', defect: 'server.defect.',
+}
+
+/** A parameter value as a catalogue id: "velocity_rms (ISO 20816)" -> "velocity_rms_ISO_20816". */
+export function serverId(v: string): string {
+  return v.replace(/\W+/g, '_').replace(/^_+|_+$/g, '')
+}
 
 /**
  * Text the server built for people, in the reader's language: the catalogue entry `server.<key>` with the
@@ -115,7 +122,7 @@ export function serverText(text: string, key?: string | null, params?: Record<st
   const p: Record<string, string> = {}
   for (const [k, v] of Object.entries(params ?? {})) {
     const prefix = SERVER_PARAM_KEYS[k]
-    const id = prefix + String(v).replace(/ /g, '_')
+    const id = prefix + serverId(String(v))
     p[k] = prefix && te(id) ? i18n.global.t(id) : String(v)
   }
   return i18n.global.t('server.' + key, p)

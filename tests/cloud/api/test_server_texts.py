@@ -144,3 +144,21 @@ def test_edge_event_alarm_messages_parse_back() -> None:
         assert_console_says(t.key, t.params, text)
     t = texts.parse_any(maintenance.ALARM_MESSAGE_KEYS, with_fault)
     assert t is not None and t.key == "alarm.edge_event_fault" and t.params["fault"] == "bearing_outer"
+
+
+def test_translated_parameter_values_cover_what_the_server_sends() -> None:
+    """Fault kinds, statuses, drivers and defects the console translates: every value the server can send
+    has an entry (ids as ``serverId`` in web/src/format.ts makes them), and the English entry is the value."""
+    from spinline.cloud.maintenance.pipeline import ENVELOPE
+    from spinline.health.diagnosis import LABELS
+    from spinline.health.health_index import STATUS_BANDS
+
+    def sid(v: str) -> str:
+        return re.sub(r"^_+|_+$", "", re.sub(r"\W+", "_", v))
+
+    sent = {"fault": list(LABELS), "status": [s for _, s in STATUS_BANDS], "defect": [d for _, d in ENVELOPE],
+            "driver": ["none", "no evidence", "anomaly_score", "velocity_rms (ISO 20816)"]}
+    for group, values in sent.items():
+        for v in values:
+            assert EN["server"][group][sid(v)] == v, (group, v)
+            assert ZH["server"][group][sid(v)] != v or group == "driver", (group, v)
