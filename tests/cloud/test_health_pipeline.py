@@ -16,11 +16,13 @@ from typing import Any
 
 import pytest
 
+from spinline.cloud.api.routes import maintenance as maintenance_routes
 from spinline.cloud.app import open_stores
 from spinline.cloud.maintenance.pipeline import HealthPipeline, assets_of, latest_health, measured_health, split_feature
 from spinline.cloud.maintenance.store import HealthStore
 from spinline.cloud.settings import Settings
 from spinline.cloud.storage.base import TimeSeriesStore
+from spinline.core import texts
 from spinline.core.batch import Batch
 from spinline.core.site import Site, load_site, point_key
 from spinline.core.wire import (
@@ -228,6 +230,10 @@ async def test_health_route_and_verify_use_the_measured_index(
     assert bad["value"] < 30 and bad["source"] == "edge" and bad["status"] == "act now"
     assert bad["driver"] == "anomaly_score" and bad["dominant_envelope"] == "env_bpfo"
     assert "env_bpfo" in bad["explanation"] and "velocity RMS" in bad["explanation"]
+    # the explanation in parts with console message keys (issue 10 item 5), saying the same as the English
+    assert "; ".join(p["text"] for p in bad["explanation_parts"]) == bad["explanation"]
+    assert [p["key"] for p in bad["explanation_parts"]][0] == "health.explain"
+    assert all(texts.render(p["key"], p["params"]) == p["text"] for p in bad["explanation_parts"])
     assert good["source"] == "cloud" and good["value"] >= 80 and good["iso_zone"] == "A"
     assert body["value"] == bad["value"] and body["status"] == "act now"
     tree = body["rollup"]
@@ -285,6 +291,8 @@ async def test_edge_events_over_http_are_recorded_once(api: Api) -> None:  # noq
     (alarm,) = hs.list_alarms(MILL)
     assert (alarm.asset, alarm.rule, alarm.severity, alarm.state) == (ASSET, "health_low", "critical", "active")
     assert alarm.evidence["source"] == "edge" and alarm.evidence["fault"] == "bearing_outer"
+    shown = maintenance_routes.alarm_public(MILL, alarm)
+    assert (shown.message_key, (shown.message_params or {}).get("fault")) == ("alarm.edge_event_fault", "bearing_outer")
     (wo,) = hs.list_work_orders(MILL)
     assert wo.alarm_id == alarm.id and wo.fault == "bearing_outer" and "env_bpfo 14x" in wo.description
 

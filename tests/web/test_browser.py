@@ -243,6 +243,9 @@ def test_carbon_report_download_and_language_switch(stack: Stack, browser: objec
     assert not alert.count(), alert.first.inner_text()
     page.locator(".kpi-card .value:has-text('kWh/t')").first.wait_for()
     assert page.locator("text=吨纱电耗").first.is_visible()
+    # server-built saving titles come with message keys: shown in Chinese, line names kept (issue 10 item 5)
+    savings = page.locator("text=节能机会").locator("xpath=..").inner_text()
+    assert "最佳单耗" in savings and "best-demonstrated" not in savings, savings
     _shot(page, "energy-zh")
     page.click("[data-test=download]")
     with page.expect_download() as dl:
@@ -263,6 +266,14 @@ def test_carbon_report_download_and_language_switch(stack: Stack, browser: objec
         page.goto(path_)
         page.locator(marker).wait_for()
         _shot(page, name)
+    # work-order titles the server built ("<fault> on <asset>") read in Chinese, the asset name kept
+    page.goto("/mills/mill-a/maintenance?tab=orders")
+    orders = page.locator("[data-test=orders]")
+    orders.wait_for()
+    if orders.locator("tr:has-text('rf01/main_motor')").count():
+        orders.locator("text=rf01/main_motor：未知故障").first.wait_for()  # the alarm gave no fault kind
+    assert " on rf01/main_motor" not in orders.inner_text()
+    _shot(page, "maintenance-orders-zh")
     # switch to English in the header: the page changes at once, and the choice survives a reload
     page.goto("/zone")
     page.locator("text=园区总览").first.wait_for()

@@ -100,3 +100,37 @@ export const STATE_COLOUR: Record<string, string> = {
 export function month(d = new Date()): string {
   return `${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, '0')}`
 }
+
+/** Parameters of server-built text whose values are ids the catalogue names (e.g. fault kinds). */
+const SERVER_PARAM_KEYS: Record<string, string> = {
+  fault: 'server.fault.', status: 'server.status.', driver: 'server.driver.', defect: 'server.defect.',
+}
+
+/** A parameter value as a catalogue id: "velocity_rms (ISO 20816)" -> "velocity_rms_ISO_20816". */
+export function serverId(v: string): string {
+  return v.replace(/\W+/g, '_').replace(/^_+|_+$/g, '')
+}
+
+/**
+ * Text the server built for people, in the reader's language: the catalogue entry `server.<key>` with the
+ * server's parameters (fault kinds and health status translated, asset and machine names kept as sent),
+ * or the server's English `text` when it gave no key or the catalogue does not know it.
+ */
+export function serverText(text: string, key?: string | null, params?: Record<string, string> | null): string {
+  const te = i18n.global.te
+  if (!key || !te('server.' + key)) return text
+  const p: Record<string, string> = {}
+  for (const [k, v] of Object.entries(params ?? {})) {
+    const prefix = SERVER_PARAM_KEYS[k]
+    const id = prefix + serverId(String(v))
+    p[k] = prefix && te(id) ? i18n.global.t(id) : String(v)
+  }
+  return i18n.global.t('server.' + key, p)
+}
+
+/** Server text sent in parts (a health explanation), each in the reader's language, joined as the language does. */
+export function serverParts(parts: readonly { text: string; key: string; params: Record<string, string> }[] | undefined, text: string): string {
+  if (!parts?.length) return text
+  const sep = String(i18n.global.locale.value).startsWith('zh') ? '；' : '; '
+  return parts.map((p) => serverText(p.text, p.key, p.params)).join(sep)
+}

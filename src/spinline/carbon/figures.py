@@ -160,7 +160,9 @@ def figures_dict(f: MonthFigures) -> dict[str, Any]:
                                    "best_kwh_per_kg": num(b.best_kwh_per_kg),
                                    "actual_kwh_per_kg": num(b.actual_kwh_per_kg),
                                    "days": b.days} for b in f.insight.baselines],
-                    "opportunities": [{"title": o.title, "kwh_per_year": num(o.kwh_per_year, 1),
+                    "opportunities": [{"title": o.title, "title_key": o.text.key if o.text else None,
+                                       "title_params": dict(o.text.params) if o.text else None,
+                                       "kwh_per_year": num(o.kwh_per_year, 1),
                                        "tco2e_per_year": num(o.tco2e_per_year, 3), "basis": o.basis}
                                       for o in f.insight.opportunities]},
         "green_factory": {"months": [{"month": r.month, "yarn_t": num(r.yarn_t, 4), "kwh": num(r.kwh, 3),

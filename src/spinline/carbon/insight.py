@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from spinline.core.batch import F64
+from spinline.core.texts import Text
 
 HOURS_PER_YEAR = 8760.0
 #: domain.md (a) Utilities: hvac 30-40 % of mill load [S].
@@ -44,6 +45,8 @@ class Opportunity:
     kwh_per_year: float
     tco2e_per_year: float
     basis: str
+    #: the title as a message key and parameters (``text.en == title``), for the console's languages
+    text: Text | None = None
 
 
 @dataclass(frozen=True)
@@ -133,28 +136,29 @@ def analyse(*, hours: int, line_kwh_h: Mapping[str, F64], line_kg_h: Mapping[str
     notes: list[str] = []
     opps: list[Opportunity] = []
 
-    def opp(title: str, kwh: float, basis: str) -> None:
+    def opp(title: Text, kwh: float, basis: str) -> None:
         if kwh > 0:
             per_year = kwh * scale
-            opps.append(Opportunity(title, per_year, per_year * kg_co2_per_kwh / 1000.0, basis))
+            opps.append(Opportunity(title.en, per_year, per_year * kg_co2_per_kwh / 1000.0, basis, title))
 
     for b in bases:
-        opp(f"bring line {b.key} to its best-demonstrated {b.best_kwh_per_kg:.3f} kWh/kg", b.excess_kwh,
+        opp(Text("carbon.opp.line_best", {"line": b.key, "best": f"{b.best_kwh_per_kg:.3f}"}), b.excess_kwh,
             f"daily kWh/kg above the line's 10th percentile over {b.days} production days")
     total_idle = sum(idle.values())
-    opp("switch off production machines while stopped", total_idle,
+    opp(Text("carbon.opp.idle_off"), total_idle,
         f"metered kWh in hours with no output ({sum(idle_h.values())} machine-hours)")
     if leak_kw is not None:
-        opps.append(Opportunity("repair compressed-air leaks", leak_kw * HOURS_PER_YEAR,
+        leaks = Text("carbon.opp.air_leaks")
+        opps.append(Opportunity(leaks.en, leak_kw * HOURS_PER_YEAR,
                                 leak_kw * HOURS_PER_YEAR * kg_co2_per_kwh / 1000.0,
                                 f"compressor draws {leak_kw:.1f} kW with no air demand ({nd_hours} h); "
-                                "a leak load runs all year (8 760 h)"))
+                                "a leak load runs all year (8 760 h)", leaks))
     elif compressors_present:
         notes.append("compressor leak signature not assessable: no hour without production in the period")
     share = hvac_kwh / total_kwh if total_kwh else 0.0
     lo, hi = HVAC_SHARE_BAND
     if share > hi:
-        opp(f"HVAC at {share:.0%} of mill energy, above the {hi:.0%} top of the usual band", (share - hi) * total_kwh,
+        opp(Text("carbon.opp.hvac_share", {"share": f"{share:.0%}", "top": f"{hi:.0%}"}), (share - hi) * total_kwh,
             "kWh above 40% of mill energy (domain.md (a): HVAC 30-40% of mill load)")
     opps.sort(key=lambda o: o.kwh_per_year, reverse=True)
     return Insight(tuple(bases), idle, idle_h, leak_kw, nd_hours, share, tuple(opps), tuple(notes))

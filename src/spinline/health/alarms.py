@@ -48,6 +48,7 @@ from enum import StrEnum
 from typing import Any
 
 from spinline.core.errors import SpinlineError
+from spinline.core.texts import render
 
 
 class InvalidTransition(SpinlineError):
@@ -286,7 +287,9 @@ class AlarmEngine:
                                                  or at - st.cleared_at >= timedelta(seconds=self.rearm_s)):
                     val = float(values.get(rule.feature, math.nan))
                     a = Alarm(asset=asset, rule=rule.name, severity=rule.severity,
-                              message=f"{rule.name}: {rule.feature} = {val:.3g} on {asset}", raised_at=at,
+                              message=render("alarm.rule_value", {"rule": rule.name, "feature": rule.feature,
+                                                                   "value": f"{val:.3g}", "asset": asset}),
+                              raised_at=at,
                               value=val, evidence=dict(evidence or {}))
                     st.alarm = a
                     self.alarms.append(a)

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from spinline.core.texts import Text
 from spinline.health.features import ISO_ZONE_LIMITS
 
 _SCORE_X = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
@@ -61,9 +62,16 @@ class HealthIndex:
     def status(self) -> str:
         return status(self.value)
 
-    def explain(self) -> str:
+    def text(self) -> Text:
+        """``explain`` as a message key and parameters (the console shows it in the reader's language)."""
         parts = ", ".join(f"{k} -{v:.0f}" for k, v in sorted(self.penalties.items(), key=lambda kv: -kv[1]))
-        return f"health {self.value:.0f}/100 ({self.status}); driven by {self.driver}; penalties: {parts or 'none'}"
+        params = {"value": f"{self.value:.0f}", "status": self.status, "driver": self.driver}
+        if not parts:
+            return Text("health.explain_no_penalties", params)
+        return Text("health.explain", {**params, "penalties": parts})
+
+    def explain(self) -> str:
+        return self.text().en
 
 
 def anomaly_penalty(score: float) -> float:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from spinline.core.texts import render
 from spinline.health.alarms import Alarm, InvalidTransition, Severity, Step, new_id
 
 
@@ -84,7 +85,8 @@ class WorkOrder:
                    hi: float | None = None, due_at: datetime | None = None) -> WorkOrder:
         """A work order for an alarm: priority from the alarm severity, fault from its diagnosis evidence."""
         f = fault or str(alarm.evidence.get("fault", "unknown"))
-        return cls(asset=alarm.asset, title=f"{f} on {alarm.asset}", created_at=at, created_by=by,
+        title = render("wo.title.fault_on_asset", {"fault": f, "asset": alarm.asset})
+        return cls(asset=alarm.asset, title=title, created_at=at, created_by=by,
                    priority=_PRIORITY_OF[alarm.severity], fault=f, due_at=due_at, alarm_id=alarm.id,
                    description=alarm.message + (f"\n{alarm.evidence['explain']}" if "explain" in alarm.evidence
                                                 else ""), hi_at_open=hi)
@@ -131,7 +133,7 @@ class WorkOrder:
         if fault != self.fault:
             self.history.append(Step(self.state.value, at, by, comment or f"diagnosis: {self.fault} -> {fault}"))
             self.fault = fault
-            self.title = f"{fault} on {self.asset}"
+            self.title = render("wo.title.fault_on_asset", {"fault": fault, "asset": self.asset})
 
     def is_done(self) -> bool:
         return self.state in (WOState.VERIFIED, WOState.CLOSED)

@@ -134,6 +134,15 @@ export interface AssetHealth {
   iso_zone: string | null
   features: Record<string, number>
   explanation: string
+  /** `explanation` in parts, each with its console message key (`server.<key>`) and parameters */
+  explanation_parts?: ServerText[]
+}
+
+/** Server-built English with its message key and parameters (see `serverText` in format.ts). */
+export interface ServerText {
+  text: string
+  key: string
+  params: Record<string, string>
 }
 
 export interface MillHealth {
@@ -159,6 +168,8 @@ export interface Alarm {
   severity: string
   state: string
   message: string
+  message_key?: string | null
+  message_params?: Record<string, string> | null
   value: number | null
   count: number
   raised_at: string
@@ -170,6 +181,8 @@ export interface WorkOrder {
   mill: string
   asset: string
   title: string
+  title_key?: string | null
+  title_params?: Record<string, string> | null
   fault: string
   priority: string
   state: string

@@ -36,6 +36,7 @@ from spinline.cloud.maintenance.pipeline import open_work_order, severe_enough, 
 from spinline.cloud.maintenance.store import HealthStore, RecordConflict
 from spinline.cloud.storage.base import Rejection, TimeSeriesStore
 from spinline.core.errors import PayloadError, StorageError
+from spinline.core.texts import render
 from spinline.core.wire import MAX_EVENT_TS_NS, EdgeEvent, EventsAck, EventsPayload, UnverifiedPayload, decode_events
 from spinline.health.alarms import Alarm, Severity
 
@@ -183,8 +184,9 @@ class EdgeEvents:
         rule = ev.rule or "edge"
         value = ev.value if ev.value is not None else 0.0
         fault = ev.fault or "unknown"
-        msg = f"{rule} on {asset} (edge {p.edge}, model {ev.model_version})" + (
-            f": {fault}" if ev.fault else "")
+        params = {"rule": rule, "asset": asset, "edge": p.edge, "model": str(ev.model_version)}
+        msg = render("alarm.edge_event_fault", {**params, "fault": fault}) if ev.fault \
+            else render("alarm.edge_event", params)
         explain = f"{fault} (confidence {ev.confidence:.2f})" if ev.confidence is not None else fault
         if ev.evidence:
             explain += "\n" + ev.evidence

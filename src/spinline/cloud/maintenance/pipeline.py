@@ -53,6 +53,7 @@ from spinline.cloud.settings import Settings
 from spinline.cloud.storage.base import PointInfo, TimeSeriesStore
 from spinline.core.errors import StorageError
 from spinline.core.site import VIB_FEATURES
+from spinline.core.texts import Text
 from spinline.health.alarms import (
     Alarm,
     AlarmEngine,
@@ -180,19 +181,24 @@ class AssetHealth:
     def value(self) -> float:
         return self.index.value
 
-    def explain(self) -> str:
-        parts = [self.index.explain()]
+    def texts(self) -> list[Text]:
+        """The parts of ``explain`` as message keys and parameters (the console's languages)."""
+        parts = [self.index.text()]
         if self.dominant_envelope is not None:
             feat, v = self.dominant_envelope
             others = ", ".join(f"{f} {self.features[f]:.1f}x" for f, _ in ENVELOPE
                                if f != feat and f in self.features)
-            parts.append(f"dominant envelope line {feat} ({dict(ENVELOPE)[feat]}) {v:.1f}x the background"
-                         + (f" ({others})" if others else ""))
+            p = {"feature": feat, "defect": dict(ENVELOPE)[feat], "ratio": f"{v:.1f}"}
+            parts.append(Text("health.envelope_line_others", {**p, "others": others}) if others
+                         else Text("health.envelope_line", p))
         vel = self.features.get("velocity_rms")
         if vel is not None:
-            zone = f", ISO 20816 zone {self.iso_zone}" if self.iso_zone else ""
-            parts.append(f"velocity RMS {vel:.2f} mm/s{zone}")
-        return "; ".join(parts)
+            parts.append(Text("health.velocity_zone", {"velocity": f"{vel:.2f}", "zone": self.iso_zone})
+                         if self.iso_zone else Text("health.velocity", {"velocity": f"{vel:.2f}"}))
+        return parts
+
+    def explain(self) -> str:
+        return "; ".join(t.en for t in self.texts())
 
 
 def _finite(x: Mapping[str, float], k: str) -> float | None:

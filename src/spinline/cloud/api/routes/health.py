@@ -21,9 +21,22 @@ from spinline.cloud.api.services.health_history import MachineHealthHistory, mac
 from spinline.cloud.api.timefmt import UtcDatetime
 from spinline.cloud.maintenance.pipeline import LatestHealth, latest_health
 from spinline.core.site import iter_machines
+from spinline.core.texts import Text
 from spinline.health.health_index import Rollup, rollup, status
 
 router = APIRouter(tags=["health"])
+
+
+class TextPublic(BaseModel):
+    """Server-built English beside its console message key and parameters (``text`` == the key's English)."""
+
+    text: str
+    key: str
+    params: dict[str, str]
+
+
+def text_public(t: Text) -> TextPublic:
+    return TextPublic(text=t.en, key=t.key, params=dict(t.params))
 
 
 class AssetHealthPublic(BaseModel):
@@ -42,6 +55,8 @@ class AssetHealthPublic(BaseModel):
     iso_zone: str | None
     features: dict[str, float]
     explanation: str
+    #: ``explanation`` in parts ("; "-joined there) as console message keys and parameters
+    explanation_parts: list[TextPublic]
 
 
 class NodePublic(BaseModel):
@@ -76,7 +91,7 @@ def _asset(h: LatestHealth) -> AssetHealthPublic:
                              penalties={k: round(v, 2) for k, v in x.index.penalties.items()},
                              dominant_envelope=x.dominant_envelope[0] if x.dominant_envelope else None,
                              iso_zone=x.iso_zone, features={k: round(v, 4) for k, v in x.features.items()},
-                             explanation=x.explain())
+                             explanation=x.explain(), explanation_parts=[text_public(t) for t in x.texts()])
 
 
 @router.get("/mills/{mill}/health")

@@ -35,6 +35,7 @@ from spinline.cloud.maintenance.service import Maintenance, MissingInput, Record
 from spinline.cloud.maintenance.store import HealthStore, RecordConflict
 from spinline.cloud.meta.store import MillRecord
 from spinline.cloud.storage.base import TimeSeriesStore
+from spinline.core import texts
 from spinline.health.alarms import Alarm, AlarmState, InvalidTransition, Severity
 from spinline.health.workorders import Priority, WorkOrder, WOState
 
@@ -98,6 +99,8 @@ class AlarmPublic(BaseModel):
     severity: str
     state: str
     message: str
+    message_key: str | None = Field(default=None, description="console message key of `message`; null: show it as is")
+    message_params: dict[str, str] | None = None
     value: float | None
     count: int
     raised_at: UtcDatetime
@@ -132,6 +135,8 @@ class WorkOrderPublic(BaseModel):
     mill: str
     asset: str
     title: str
+    title_key: str | None = Field(default=None, description="console message key of `title`; null: show it as is")
+    title_params: dict[str, str] | None = None
     fault: str
     priority: str
     state: str
@@ -188,14 +193,22 @@ def _steps(history: list[Any]) -> list[StepPublic]:
     return [StepPublic(state=s.state, at=s.at, by=s.by, comment=s.comment) for s in history]
 
 
+#: Templates alarm messages are built from (alarms.py rules, edge events); the fault variant before the plain one.
+ALARM_MESSAGE_KEYS = ("alarm.rule_value", "alarm.edge_event_fault", "alarm.edge_event")
+
+
 def alarm_public(mill: str, a: Alarm) -> AlarmPublic:
+    m = texts.parse_any(ALARM_MESSAGE_KEYS, a.message)
     return AlarmPublic(id=a.id, mill=mill, asset=a.asset, rule=a.rule, severity=a.severity.value, state=a.state.value,
-                       message=a.message, value=a.value, count=a.count, raised_at=a.raised_at, evidence=a.evidence,
+                       message=a.message, message_key=m.key if m else None, message_params=m.params if m else None,
+                       value=a.value, count=a.count, raised_at=a.raised_at, evidence=a.evidence,
                        history=_steps(a.history))
 
 
 def order_public(mill: str, w: WorkOrder, now: datetime | None = None) -> WorkOrderPublic:
-    return WorkOrderPublic(id=w.id, mill=mill, asset=w.asset, title=w.title, fault=w.fault, priority=w.priority.value,
+    k = texts.keyed("wo.title.fault_on_asset", {"fault": w.fault, "asset": w.asset}, w.title)
+    return WorkOrderPublic(id=w.id, mill=mill, asset=w.asset, title=w.title, title_key=k.key if k else None,
+                           title_params=k.params if k else None, fault=w.fault, priority=w.priority.value,
                            state=w.state.value, created_at=w.created_at, created_by=w.created_by, due_at=w.due_at,
                            overdue=w.is_overdue(now or _now()), assignee=w.assignee, alarm_id=w.alarm_id,
                            description=w.description, hi_at_open=w.hi_at_open, hi_at_verify=w.hi_at_verify,

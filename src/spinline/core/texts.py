@@ -1,0 +1,93 @@
+"""Message keys for text the server builds for people, so the console can show it in the reader's language.
+
+The server keeps writing English (API clients, logs, reports read it); beside each such string the API
+also gives a key and its parameters. ``TEMPLATES`` is the English catalogue: the server renders its
+English text from it, and the console's ``en`` catalogue carries the same entries (a test compares them),
+so the two cannot drift. Placeholders are ``{name}`` in both Python ``str.format`` and vue-i18n; every
+parameter is a string already formatted (numbers rounded as the English text shows them), so both sides
+print the same figures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+#: key -> English template. Keys are the console catalogue's paths (``server.`` prefix there).
+TEMPLATES: dict[str, str] = {
+    "wo.title.fault_on_asset": "{fault} on {asset}",
+    "health.explain": "health {value}/100 ({status}); driven by {driver}; penalties: {penalties}",
+    "health.explain_no_penalties": "health {value}/100 ({status}); driven by {driver}; penalties: none",
+    "health.envelope_line": "dominant envelope line {feature} ({defect}) {ratio}x the background",
+    "health.envelope_line_others": "dominant envelope line {feature} ({defect}) {ratio}x the background ({others})",
+    "health.velocity": "velocity RMS {velocity} mm/s",
+    "health.velocity_zone": "velocity RMS {velocity} mm/s, ISO 20816 zone {zone}",
+    "alarm.edge_event": "{rule} on {asset} (edge {edge}, model {model})",
+    "alarm.edge_event_fault": "{rule} on {asset} (edge {edge}, model {model}): {fault}",
+    "alarm.rule_value": "{rule}: {feature} = {value} on {asset}",
+    "carbon.opp.line_best": "bring line {line} to its best-demonstrated {best} kWh/kg",
+    "carbon.opp.idle_off": "switch off production machines while stopped",
+    "carbon.opp.air_leaks": "repair compressed-air leaks",
+    "carbon.opp.hvac_share": "HVAC at {share} of mill energy, above the {top} top of the usual band",
+}
+
+
+def render(key: str, params: Mapping[str, str]) -> str:
+    """The English text of ``key``; KeyError names a missing key or parameter (a programming error)."""
+    return TEMPLATES[key].format_map(dict(params))
+
+
+@dataclass(frozen=True, slots=True)
+class Text:
+    """A message key with its parameters; ``en`` is the English the server shows."""
+
+    key: str
+    params: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def en(self) -> str:
+        return render(self.key, self.params)
+
+
+def keyed(key: str, params: Mapping[str, str], text: str) -> Text | None:
+    """``Text(key, params)`` when it renders to ``text`` exactly, else None.
+
+    Used where the English was stored before keys existed, or may have been typed by a person (a work
+    order's title): a key is only given when it says the same thing as the text, so the console never
+    shows a translation of something the text does not say (it falls back to the text).
+    """
+    try:
+        t = Text(key, {k: str(v) for k, v in params.items()})
+        return t if t.en == text else None
+    except (KeyError, IndexError, ValueError):
+        return None
+
+
+def parse_any(keys: tuple[str, ...], text: str) -> Text | None:
+    """The first of ``keys`` whose template ``text`` was built from (``parse``), else None."""
+    for k in keys:
+        if (t := parse(k, text)) is not None:
+            return t
+    return None
+
+
+def parse(key: str, text: str) -> Text | None:
+    """Recover ``Text(key, params)`` from English built by ``render(key, ...)``, or None when it was not.
+
+    For text stored before keys existed (alarm messages in the database); the match must render back
+    to ``text`` exactly.
+    """
+    import re
+
+    tpl = TEMPLATES.get(key)
+    if tpl is None:
+        return None
+    names: list[str] = []
+
+    def group(m: re.Match[str]) -> str:
+        names.append(m.group(1))
+        return f"(?P<{m.group(1)}>.+?)" if names.count(m.group(1)) == 1 else f"(?P={m.group(1)})"
+
+    pattern = re.sub(r"\\\{(\w+)\\\}", group, re.escape(tpl))
+    m = re.fullmatch(pattern, text, flags=re.DOTALL)
+    return keyed(key, m.groupdict(), text) if m else None
