@@ -194,3 +194,19 @@ def pending_snapshots(db: sqlite3.Connection, limit: int = 10) -> list[tuple[int
     db.executescript(_SCHEMA)
     return [(int(i), str(a), str(r), bytes(b)) for i, a, r, b in db.execute(
         "SELECT id, asset, reason, body FROM evidence_snapshots ORDER BY id LIMIT ?", (limit,))]
+
+
+def ack_snapshots(db: sqlite3.Connection, ids: list[int] | tuple[int, ...]) -> int:
+    """Delete snapshots the cloud acknowledged (stored, duplicate or refused for good); how many were deleted."""
+    if not ids:
+        return 0
+    db.executescript(_SCHEMA)
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        n = sum(db.execute("DELETE FROM evidence_snapshots WHERE id = ?", (int(i),)).rowcount for i in ids)
+        db.execute("COMMIT")
+    except sqlite3.Error as exc:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise StorageError(f"evidence snapshot ack failed: {exc}") from exc
+    return n
