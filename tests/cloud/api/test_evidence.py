@@ -82,11 +82,13 @@ async def test_alarm_snapshot_offline_then_sent_stored_served_and_a_request_come
     secret = api.secrets["edge-a"].encode()
     buf = EdgeBuffer(tmp_path / "b.sqlite").open()
     ab = AsyncBuffer(buf)
-    keeper = EvidenceKeeper("edge-a", EvidenceSettings(samples_per_channel_per_day=0))
+    now = time.time()
+    # a daily budget of exactly the alarm's and the requested snapshot's bytes: a third is refused
+    budget = sum(len(encode_snapshot(_wave(now, f), r, "edge-a")) for f, r in ((120.0, "alarm"), (300.0, "request")))
+    keeper = EvidenceKeeper("edge-a", EvidenceSettings(samples_per_channel_per_day=0, daily_bytes=budget))
     fwd = Forwarder(ab, edge="edge-a", mill="mill-a", secret=secret, ack_timeout_s=1.0)
     fwd.on_request = keeper.request
     ledger = TrafficLedger()
-    now = time.time()
     keeper.offer(_wave(now - 1))
     keeper.request_alarm(ASSET)
     commit_snapshots(buf.db, keeper.take())
@@ -143,6 +145,15 @@ async def test_alarm_snapshot_offline_then_sent_stored_served_and_a_request_come
                 commit_snapshots(buf.db, keeper.take())
                 fwd.notify_snapshots()
                 await _until(lambda: fwd.stats.snapshots_acked == 2)
+
+                # 4. the day's budget is spent: a further request is refused and counted, nothing is queued
+                r = await api.client.post(req, headers=h, json={})
+                assert r.status_code == 202
+                await up.publish_status(wire.encode_status({"edge": "edge-a", "mill": "mill-a"}))
+                await _until(lambda: fwd.stats.snapshot_requests == 2)
+                st = keeper.stats()
+                assert st["refused_by_reason"]["request"] == 1 and st["refused"] == 1, st
+                assert keeper.take() == [] and pending_snapshots(buf.db) == []
             finally:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
@@ -197,3 +208,52 @@ async def test_retention_keeps_the_newest_per_channel(api: Api) -> None:
     assert ev.count("mill-a", "rf01", "main_motor") == ev.keep_per_channel
     (latest,) = ev.latest("mill-a", "rf01")
     assert latest.ts_ns == int((t0 + ev.keep_per_channel + 5) * 1e9)
+
+
+async def test_over_mosquitto_snapshot_acked_and_a_request_published_to_the_edge(
+        api: Api, tmp_path: Path, mqtt_broker: tuple[str, int]) -> None:
+    """The same over the machine's Mosquitto: the cloud's MQTT ingest worker keeps the snapshot and acks it
+    on the snapshot-ack topic; a user's request is published on the edge's requests topic at once."""
+    import uuid
+
+    from spinline.cloud.ingest.mqtt_worker import IngestWorker
+    from spinline.edge.uplink.mqtt import MqttUplink
+
+    eid = f"e-{uuid.uuid4().hex[:8]}"        # unique: the broker is shared with other test runs
+    secret = api.cloud.edges.create(edge_id=eid, mill="mill-a", created_by="test")[1].encode()
+    buf = EdgeBuffer(tmp_path / "b.sqlite").open()
+    keeper = EvidenceKeeper(eid, EvidenceSettings(samples_per_channel_per_day=0))
+    fwd = Forwarder(AsyncBuffer(buf), edge=eid, mill="mill-a", secret=secret, ack_timeout_s=2.0)
+    fwd.on_request = keeper.request
+    keeper.offer(_wave(time.time() - 1))
+    keeper.request_alarm(ASSET)
+    commit_snapshots(buf.db, keeper.take())
+    host, port = mqtt_broker
+    worker = IngestWorker(api.cloud.ingest, host, port, group=f"g{uuid.uuid4().hex[:6]}",
+                          evidence=api.cloud.evidence)
+    ledger = TrafficLedger()
+    with worker:
+        api.cloud.publish_requests = worker.publish_requests
+        up = MeteredUplink(MqttUplink(f"mqtt://{host}:{port}", edge=eid, mill="mill-a", secret=secret,
+                                      trust=fwd.trust), ledger)
+        async with up:
+            task = asyncio.create_task(fwd.run_session(up))
+            try:
+                await _until(lambda: fwd.stats.snapshots_acked == 1, 15)
+                assert pending_snapshots(buf.db) == [] and ledger.bytes_today("snapshot") > 1000
+                keeper.offer(_wave(time.time(), f_hz=300.0))
+                h = await api.login("zone")
+                r = await api.client.post("/api/v1/mills/mill-a/machines/rf01/snapshot-requests", headers=h,
+                                          json={})
+                assert r.status_code == 202, r.text
+                await _until(lambda: fwd.stats.snapshot_requests == 1, 15)
+                commit_snapshots(buf.db, keeper.take())
+                fwd.notify_snapshots()
+                await _until(lambda: fwd.stats.snapshots_acked == 2, 15)
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+    assert worker.stats.snapshots == 2
+    (s,) = api.cloud.evidence.latest("mill-a", "rf01")
+    assert (s.edge, s.reason) == (eid, "request")
+    buf.close()

@@ -45,6 +45,7 @@ from spinline.core.errors import AuthError
 if TYPE_CHECKING:
     from spinline.cloud.api.services.streams import LiveStreams
     from spinline.cloud.api.services.zone import ZoneOverview
+    from spinline.cloud.evidence import EvidenceStore
     from spinline.cloud.maintenance.events import EdgeEvents
     from spinline.cloud.models.registry import ModelRegistry
 
@@ -73,6 +74,10 @@ class Cloud:
     edge_events: EdgeEvents | None = None
     #: The model registry and its TUF repository (set in the app's lifespan).
     models: ModelRegistry | None = None
+    #: Raw evidence snapshots and requests (set in the app's lifespan).
+    evidence: EvidenceStore | None = None
+    #: Publishes pending snapshot requests to a mill's edges over MQTT (set by the MQTT ingest worker).
+    publish_requests: Callable[[str, list[str]], int] | None = None
 
 
 def get_cloud(request: Request) -> Cloud:

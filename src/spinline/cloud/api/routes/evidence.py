@@ -147,7 +147,6 @@ async def request_snapshot(mill: MaintainableMill, machine: MachinePath, body: S
     assets = [f"{mill.id}/{machine}/{c}" for c in channels]
     for a in assets:
         await run_in_threadpool(ev.request, mill.id, a, edges, user.username)
-    publish = getattr(request.app.state, "publish_requests", None)
-    if publish is not None:
-        await run_in_threadpool(publish, mill.id, edges)
+    if cloud.publish_requests is not None:      # MQTT edges get them now; HTTP ones with their next status
+        await run_in_threadpool(cloud.publish_requests, mill.id, edges)
     return SnapshotRequested(mill=mill.id, machine=machine, assets=assets, edges=len(edges))
