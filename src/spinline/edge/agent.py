@@ -141,7 +141,16 @@ class EdgeAgent:
             self.scoring_stage = ScoringStage(self.scoring, self.mill.id, self.collector.ingest, scorer)
             self.evidence = EvidenceKeeper(self.edge_id, self.settings.evidence)
             self.scoring_stage.on_alarm = self.evidence.request_alarm
-            self.forwarder.on_request = self.evidence.request
+            mine = {f"{self.mill.id}/{m.id}/{c.name}"
+                    for m in vib for c in (m.vibration.channels if m.vibration else [])}
+            keeper = self.evidence
+
+            def on_request(asset: str) -> None:
+                """A cloud request for a channel of this edge (requests go to every edge of the mill)."""
+                if asset in mine:
+                    keeper.request(asset)
+
+            self.forwarder.on_request = on_request
         ctx = LinkContext(edge_id=self.edge_id, mill=self.mill.id, device_mqtt=self.settings.device_mqtt,
                           cloud_url=self.settings.cloud_url, modbus_max_gap=self.settings.modbus_max_gap,
                           iso_class=iso, featurizer=featurizer,

@@ -11,7 +11,8 @@ A queued snapshot is a durable item in the edge's buffer file (table ``evidence_
 like batches, written on the buffer's thread), so nothing is lost while the link is down. Each UTC day
 has a byte budget (``EvidenceSettings.daily_bytes``, counted on the compressed payload when it is
 queued); past it a snapshot is refused, counted per reason in ``refused`` and logged once a day, so the
-link is never flooded by a flapping alarm. ``stats()`` goes into the status (``evidence``).
+link is never flooded by a flapping alarm. ``stats()`` goes into the status (``evidence``). The
+forwarder sends what is queued after live data and deletes it on the cloud's ack (``ack_snapshots``).
 
 Payload (``encode_snapshot``): JSON header line, then the zlib-compressed float32 little-endian samples.
 """
