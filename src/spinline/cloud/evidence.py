@@ -171,13 +171,18 @@ class EvidenceStore:
     # --- requests ---------------------------------------------------------------------------------
 
     def request(self, mill: str, asset: str, edges: list[str], by: str) -> int:
-        """Ask every edge in ``edges`` (the mill's active ones) for ``asset``'s latest waveform; rows added."""
+        """Ask every edge in ``edges`` (the mill's active ones) for ``asset``'s latest waveform; rows added
+        (a request already waiting for an edge is not added again: repeated clicks queue one snapshot)."""
         now = self.clock()
+        added = 0
         with self.engine.begin() as con:
             for e in edges:
-                con.execute(requests_t.insert().values(mill=mill, edge=e, asset=asset, requested_by=by[:128],
-                                                       requested_ns=now))
-        return len(edges)
+                if con.execute(sa.select(requests_t.c.id).where(requests_t.c.edge == e,
+                                                                requests_t.c.asset == asset)).first() is None:
+                    con.execute(requests_t.insert().values(mill=mill, edge=e, asset=asset, requested_by=by[:128],
+                                                           requested_ns=now))
+                    added += 1
+        return added
 
     def take_requests(self, edge: str) -> list[str]:
         """The assets asked of ``edge`` since the last call (deleted: each is delivered once)."""

@@ -206,6 +206,9 @@ async def test_retention_keeps_the_newest_per_channel(api: Api) -> None:
         _, ack = ev.handle(wire.encode_snapshot_upload("edge-a", "mill-a", i, body, key=key))
         assert ack.acked == (i,)
     assert ev.count("mill-a", "rf01", "main_motor") == ev.keep_per_channel
+    # requests: one waiting per (edge, asset), handed over once
+    assert [ev.request("mill-a", ASSET, ["edge-a"], "alice") for _ in range(3)] == [1, 0, 0]
+    assert ev.take_requests("edge-a") == [ASSET] and ev.take_requests("edge-a") == []
     (latest,) = ev.latest("mill-a", "rf01")
     assert latest.ts_ns == int((t0 + ev.keep_per_channel + 5) * 1e9)
 
