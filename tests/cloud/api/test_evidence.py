@@ -188,8 +188,12 @@ async def test_forged_tampered_and_foreign_snapshots_are_refused_and_counted(api
         "edge-a", "mill-a", 2, other, key=api.secrets["edge-a"].encode()), headers=hdr)
     assert r.status_code == 200 and r.json()["rejected"] == [{"id": 2, "reason": "invalid"}]
     assert wire.verify_ack(api.secrets["edge-a"].encode(), r.json()) is True
+    # larger than the limit: 413 before anything is parsed
+    big = signed + bytes(wire.MAX_SNAPSHOT_BYTES)
+    assert (await api.client.post(post, content=big, headers=hdr)).status_code == 413
     rej = api.cloud.store.rejections()
-    assert rej == {"?": {"unauthorised": 3}, "edge-b": {"unauthorised": 1}, "edge-a": {"invalid": 1}}, rej
+    assert rej == {"?": {"unauthorised": 3, "oversized": 1}, "edge-b": {"unauthorised": 1},
+                   "edge-a": {"invalid": 1}}, rej
     # the good one is stored once (a re-send is acked again, not stored twice)
     for _ in range(2):
         r = await api.client.post(post, content=signed, headers=hdr)
