@@ -296,7 +296,8 @@ def create_app(settings: Settings, *, store: TimeSeriesStore | None = None, meta
         await run_in_threadpool(cloud.edge_events.create_schema)
         app.state.health_store, app.state.health_pipeline = pipeline.health, pipeline
         app.state.edge_events = cloud.edge_events
-        cloud.evidence = app.state.evidence = EvidenceStore(mt.engine, st, cloud.edges.key, cloud.edges.mill_of)
+        cloud.evidence = app.state.evidence = EvidenceStore(mt.engine, st, cloud.edges.key, cloud.edges.mill_of,
+                                                           keep_per_channel=settings.evidence_keep_per_channel)
         await run_in_threadpool(cloud.evidence.create_schema)
         cloud.models = await run_in_threadpool(build_models, settings, mt)
         app.state.cloud = cloud
