@@ -122,3 +122,73 @@ async def test_agent_queues_a_sample_per_vibration_channel(mill_yaml: Path, mqtt
     for _, _, _, payload in pend:
         head, samples = decode_snapshot(payload)
         assert head["fs_hz"] == 25600 and len(samples) == head["n"] > 0 and np.isfinite(samples).all()
+
+
+class _RecordingUplink:
+    """An uplink that records what it was handed, in order, and acks batches and snapshots itself
+    (the forwarder's ordering is under test here, not the transport: that is tests/cloud/api/test_evidence.py)."""
+
+    def __init__(self) -> None:
+        from spinline.core.wire import EventsAck
+        from spinline.edge.uplink.base import Ack
+
+        self.acks: asyncio.Queue[Ack] = asyncio.Queue()
+        self.event_acks: asyncio.Queue[EventsAck] = asyncio.Queue()
+        self.snapshot_acks: asyncio.Queue[EventsAck] = asyncio.Queue()
+        self.requests: asyncio.Queue[str] = asyncio.Queue()
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.order: list[str] = []
+
+    async def send(self, seq: int, payload: bytes) -> None:
+        from spinline.edge.uplink.base import Ack
+
+        self.order.append(f"batch{seq}")
+        await asyncio.sleep(0.05)              # a slow link: the snapshot must wait for the live batches
+        self.acks.put_nowait(Ack(seq, "stored"))
+
+    async def send_events(self, payload: bytes) -> None:
+        pass
+
+    async def publish_status(self, payload: bytes) -> None:
+        pass
+
+    async def send_snapshot(self, payload: bytes) -> None:
+        from spinline.core.wire import EventsAck, decode_snapshot_upload
+
+        up = decode_snapshot_upload(payload, key_lookup=lambda _e: b"s" * 32)   # signed with the edge's key
+        self.order.append(f"snapshot{up.id}")
+        self.snapshot_acks.put_nowait(EventsAck(acked=(up.id,)))
+
+
+async def test_forwarder_sends_snapshots_after_live_batches_and_deletes_them_on_ack(tmp_path: Path) -> None:
+    from spinline.core.batch import Batch
+    from spinline.core.site import Priority
+    from spinline.edge.buffer_io import AsyncBuffer
+    from spinline.edge.forwarder import Forwarder
+
+    buf = EdgeBuffer(tmp_path / "b.sqlite").open()
+    fwd = Forwarder(AsyncBuffer(buf), edge="e1", mill="m", secret=b"s" * 32)
+    up = _RecordingUplink()
+    task = asyncio.create_task(fwd.run_session(up))  # type: ignore[arg-type]
+    try:
+        await asyncio.sleep(0.3)
+        k = EvidenceKeeper("e1", EvidenceSettings())
+        k.offer(_snap("m/rf01/motor", DAY0))
+        commit_snapshots(buf.db, k.take())          # queued first ...
+        for i in range(5):                          # ... but live data goes first
+            t = 1_780_000_000 * 10**9 + i
+            buf.append(Batch.of(np.full(2, 1), t + np.arange(2, dtype=np.int64), np.ones(2), 0),
+                       priority=Priority.NORMAL)
+        fwd.notify()
+        fwd.notify_snapshots()
+        for _ in range(100):
+            if fwd.stats.snapshots_acked == 1 and fwd.stats.acked == 5:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert up.order[-1] == "snapshot1" and up.order.count("snapshot1") == 1, up.order
+    assert sorted(up.order[:-1]) == [f"batch{i}" for i in range(1, 6)], up.order
+    assert pending_snapshots(buf.db) == [] and fwd.stats.snapshots_sent == 1
+    buf.close()

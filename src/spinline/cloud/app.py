@@ -51,12 +51,14 @@ from spinline.cloud.api.routes import (
     users,
     zone,
 )
+from spinline.cloud.api.routes import evidence as evidence_routes
 from spinline.cloud.api.services.site import register_site
 from spinline.cloud.api.services.streams import LiveStreams
 from spinline.cloud.api.services.zone import ZoneOverview
 from spinline.cloud.auth.passwords import Passwords
 from spinline.cloud.auth.sealing import SecretBox
 from spinline.cloud.auth.service import Accounts, EdgeCredentials, InvalidRequest
+from spinline.cloud.evidence import EvidenceStore
 from spinline.cloud.ingest.rejections import BoundedRejections
 from spinline.cloud.ingest.service import IngestService
 from spinline.cloud.kpis.service import Cancelled, KpiService
@@ -80,7 +82,7 @@ API_PREFIX = wire.API_PREFIX
 #: the tenant-isolation suite (tests/cloud/api/test_tenant_isolation.py), which must then pass.
 ROUTERS = (auth.router, users.router, mills.router, points.router, kpis.router, events.router, edges.router,
            stream.router, ingest.router, carbon.router, maintenance.router, health.router, zone.router,
-           series.router, models.router, tuf.router)
+           series.router, models.router, tuf.router, evidence_routes.router)
 
 
 def _unique_id(route: APIRoute) -> str:
@@ -317,6 +319,9 @@ def create_app(settings: Settings, *, store: TimeSeriesStore | None = None, meta
         await run_in_threadpool(cloud.edge_events.create_schema)
         app.state.health_store, app.state.health_pipeline = pipeline.health, pipeline
         app.state.edge_events = cloud.edge_events
+        cloud.evidence = app.state.evidence = EvidenceStore(mt.engine, st, cloud.edges.key, cloud.edges.mill_of,
+                                                           keep_per_channel=settings.evidence_keep_per_channel)
+        await run_in_threadpool(cloud.evidence.create_schema)
         cloud.models = await run_in_threadpool(build_models, settings, mt)
         app.state.cloud = cloud
         stop = await run_in_threadpool(on_ready, cloud) if on_ready is not None else None
@@ -395,7 +400,8 @@ def create_app(settings: Settings, *, store: TimeSeriesStore | None = None, meta
         return error_response(409, str(exc), "conflict")
 
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes, deadline_s=settings.request_deadline_s,
-                       exempt_prefixes=(f"{API_PREFIX}/ingest", f"{API_PREFIX}/edge-status", wire.EVENTS_PATH))
+                       exempt_prefixes=(f"{API_PREFIX}/ingest", f"{API_PREFIX}/edge-status", wire.EVENTS_PATH,
+                                        wire.SNAPSHOTS_PATH))
     openapi.install(app)
     return app
 

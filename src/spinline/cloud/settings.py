@@ -56,6 +56,8 @@ class Settings(BaseModel):
     argon2_parallelism: int = Field(default=4, ge=1)
     #: Largest ingest body accepted over HTTP.
     max_ingest_bytes: int = Field(default=MAX_PAYLOAD_BYTES, gt=0)
+    #: Raw evidence snapshots kept per vibration channel (the newest; older ones are deleted on arrival).
+    evidence_keep_per_channel: int = Field(default=20, ge=1)
     #: Most points a range query returns.
     max_range_points: int = Field(default=20000, gt=0)
     #: Seconds between pushes of the live stream.

@@ -143,6 +143,16 @@ class EdgeAgent:
             self.scoring_stage = ScoringStage(self.scoring, self.mill.id, self.collector.ingest, scorer)
             self.evidence = EvidenceKeeper(self.edge_id, self.settings.evidence)
             self.scoring_stage.on_alarm = self.evidence.request_alarm
+            mine = {f"{self.mill.id}/{m.id}/{c.name}"
+                    for m in vib for c in (m.vibration.channels if m.vibration else [])}
+            keeper = self.evidence
+
+            def on_request(asset: str) -> None:
+                """A cloud request for a channel of this edge (requests go to every edge of the mill)."""
+                if asset in mine:
+                    keeper.request(asset)
+
+            self.forwarder.on_request = on_request
         ctx = LinkContext(edge_id=self.edge_id, mill=self.mill.id, device_mqtt=self.settings.device_mqtt,
                           cloud_url=self.settings.cloud_url, modbus_max_gap=self.settings.modbus_max_gap,
                           iso_class=iso, featurizer=featurizer,
@@ -175,6 +185,7 @@ class EdgeAgent:
             self.evidence.restore(items)
             raise
         self.evidence.committed += len(items)
+        self.forwarder.notify_snapshots()
 
     def _build_updates(self, base: str, approvals: ApprovedModels) -> ObservedScorer:
         """The model update client over the scorer's slots, and the scorer wrapper that gathers evidence."""

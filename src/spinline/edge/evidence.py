@@ -11,7 +11,8 @@ A queued snapshot is a durable item in the edge's buffer file (table ``evidence_
 like batches, written on the buffer's thread), so nothing is lost while the link is down. Each UTC day
 has a byte budget (``EvidenceSettings.daily_bytes``, counted on the compressed payload when it is
 queued); past it a snapshot is refused, counted per reason in ``refused`` and logged once a day, so the
-link is never flooded by a flapping alarm. ``stats()`` goes into the status (``evidence``).
+link is never flooded by a flapping alarm. ``stats()`` goes into the status (``evidence``). The
+forwarder sends what is queued after live data and deletes it on the cloud's ack (``ack_snapshots``).
 
 Payload (``encode_snapshot``): JSON header line, then the zlib-compressed float32 little-endian samples.
 """
@@ -194,3 +195,19 @@ def pending_snapshots(db: sqlite3.Connection, limit: int = 10) -> list[tuple[int
     db.executescript(_SCHEMA)
     return [(int(i), str(a), str(r), bytes(b)) for i, a, r, b in db.execute(
         "SELECT id, asset, reason, body FROM evidence_snapshots ORDER BY id LIMIT ?", (limit,))]
+
+
+def ack_snapshots(db: sqlite3.Connection, ids: list[int] | tuple[int, ...]) -> int:
+    """Delete snapshots the cloud acknowledged (stored, duplicate or refused for good); how many were deleted."""
+    if not ids:
+        return 0
+    db.executescript(_SCHEMA)
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        n = sum(db.execute("DELETE FROM evidence_snapshots WHERE id = ?", (int(i),)).rowcount for i in ids)
+        db.execute("COMMIT")
+    except sqlite3.Error as exc:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise StorageError(f"evidence snapshot ack failed: {exc}") from exc
+    return n

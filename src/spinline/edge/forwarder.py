@@ -19,6 +19,13 @@ after the ack timeout.
 Events (``wire.EdgeEvent``, committed to the buffer's ``events`` table) travel beside the
 batches in the same session: oldest first, at most ``events_window`` in flight, re-sent after
 ``ack_timeout_s`` without an ack, deleted only on the cloud's ``EventsAck``.
+
+Raw evidence snapshots (``edge.evidence``, table ``evidence_snapshots`` of the buffer file) go last:
+one at a time, only while no live batch is waiting to be sent (a 100 kB waveform must not delay the
+dashboard), signed with the edge's key (``wire.encode_snapshot_upload``), re-sent after
+``ack_timeout_s``, deleted only on the cloud's signed snapshot ack. Only over an uplink that carries
+them (``SnapshotUplink``); assets the cloud asks a snapshot of (``uplink.requests``) go to
+``on_request`` (the agent's ``EvidenceKeeper.request``).
 """
 
 from __future__ import annotations
@@ -36,7 +43,8 @@ from spinline.core.errors import UplinkError
 
 from .buffer import StoredBatch
 from .buffer_io import AsyncBuffer as AsyncBuffer  # re-exported: it lived here
-from .uplink.base import AckTrust, Uplink
+from .evidence import ack_snapshots, pending_snapshots
+from .uplink.base import AckTrust, SnapshotUplink, Uplink
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -60,6 +68,10 @@ class UplinkStats:
     events_rejected: int = 0
     #: Acks not acted on: bad or missing signature, or a rejection for a batch/event not in flight.
     acks_ignored: int = 0
+    snapshots_sent: int = 0
+    snapshots_acked: int = 0
+    snapshots_rejected: int = 0
+    snapshot_requests: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__slots__}
@@ -82,6 +94,10 @@ class Forwarder:
         self.events_window = events_window
         self._events_wake = asyncio.Event()
         self._ev_inflight: dict[int, float] = {}
+        self._snap_inflight: dict[int, float] = {}
+        self._snap_wake = asyncio.Event()
+        #: Called with an asset the cloud asked a raw snapshot of (the agent: ``EvidenceKeeper.request``).
+        self.on_request: Callable[[str], object] | None = None
         self.edge, self.mill, self.secret = edge, mill, secret
         self.window = window
         self.ack_timeout_s = ack_timeout_s
@@ -125,12 +141,19 @@ class Forwarder:
         acks = asyncio.create_task(self._consume_acks(uplink), name="uplink-ack-consumer")
         ev_acks = asyncio.create_task(self._consume_event_acks(uplink), name="uplink-event-ack-consumer")
         events = asyncio.create_task(self._send_events_loop(uplink), name="uplink-events")
+        tasks = [acks, ev_acks, events]
+        if getattr(uplink, "snapshot_acks", None) is not None and hasattr(uplink, "send_snapshot"):
+            snap: SnapshotUplink = uplink  # type: ignore[assignment]
+            tasks += [asyncio.create_task(self._send_snapshots_loop(snap), name="uplink-snapshots"),
+                      asyncio.create_task(self._consume_snapshot_acks(snap), name="uplink-snapshot-acks")]
+            if getattr(uplink, "requests", None) is not None:
+                tasks.append(asyncio.create_task(self._consume_requests(snap), name="uplink-snapshot-requests"))
         try:
             while True:
                 if uplink.closed.done():
                     exc = uplink.closed.exception()
                     raise exc if exc else UplinkError("uplink session closed")
-                for t in (acks, ev_acks, events):
+                for t in tasks:
                     if t.done():
                         t.result()
                 sent = await self._send_some(uplink)
@@ -139,7 +162,7 @@ class Forwarder:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), 0.2)
         finally:
-            for t in (acks, ev_acks, events):
+            for t in tasks:
                 t.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await t
@@ -234,6 +257,63 @@ class Forwarder:
                 self.stats.events_sent += len(due)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._events_wake.wait(), min(1.0, self.ack_timeout_s))
+
+    # --- raw evidence snapshots ---------------------------------------------------------------------
+
+    def notify_snapshots(self) -> None:
+        """Snapshots were committed to the buffer: wake the snapshot sender."""
+        self._snap_wake.set()
+
+    async def _live_waiting(self) -> bool:
+        return bool(await self.buffer.seqs(order="asc", min_seq=self._live_next, limit=1))
+
+    async def _send_snapshots_loop(self, uplink: SnapshotUplink) -> None:
+        self._snap_inflight.clear()
+        db = self.buffer.buffer.db
+        while True:
+            self._snap_wake.clear()
+            now = time.monotonic()
+            if not await self._live_waiting() and not self._snap_inflight:
+                for ident, _asset, _reason, body in await self.buffer.call(pending_snapshots, db, 4):
+                    t = self._snap_inflight.get(ident)
+                    if t is not None and now - t <= self.ack_timeout_s:
+                        continue
+                    payload = wire.encode_snapshot_upload(self.edge, self.mill, ident, body, key=self.secret)
+                    self._snap_inflight[ident] = now
+                    await uplink.send_snapshot(payload)
+                    self.stats.snapshots_sent += 1
+                    break
+            else:
+                for i, t in list(self._snap_inflight.items()):
+                    if now - t > self.ack_timeout_s:
+                        del self._snap_inflight[i]   # re-sent on a later round
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._snap_wake.wait(), min(1.0, self.ack_timeout_s))
+
+    async def _consume_snapshot_acks(self, uplink: SnapshotUplink) -> None:
+        while True:
+            ack = await uplink.snapshot_acks.get()
+            rejected = [i for i, _ in ack.rejected if i in self._snap_inflight]
+            if len(rejected) < len(ack.rejected):
+                self._ignore("snapshots_not_in_flight", "snapshot rejection(s) for snapshots not in flight ignored")
+            done = [*ack.acked, *rejected]
+            for i in done:
+                self._snap_inflight.pop(i, None)
+            if done:
+                await self.buffer.call(ack_snapshots, self.buffer.buffer.db, done)
+                self.stats.snapshots_acked += len(ack.acked)
+                self.stats.snapshots_rejected += len(rejected)
+                if rejected:
+                    log.warning("cloud refused raw snapshot(s) %s for good: %s", rejected, ack.rejected)
+            self._snap_wake.set()
+
+    async def _consume_requests(self, uplink: SnapshotUplink) -> None:
+        while True:
+            asset = await uplink.requests.get()
+            self.stats.snapshot_requests += 1
+            if self.on_request is not None:
+                self.on_request(asset)
+            self._snap_wake.set()
 
     def _expire(self) -> None:
         now = time.monotonic()

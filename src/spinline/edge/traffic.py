@@ -89,6 +89,9 @@ class MeteredUplink:
         self._rx_seen = 0
         self.acks: asyncio.Queue[Ack] = inner.acks
         self.event_acks: asyncio.Queue[EventsAck] = inner.event_acks
+        #: Present when the inner uplink carries snapshots (``SnapshotUplink``).
+        self.snapshot_acks: asyncio.Queue[EventsAck] | None = getattr(inner, "snapshot_acks", None)
+        self.requests: asyncio.Queue[str] | None = getattr(inner, "requests", None)
         #: The inner session's (it exists once the session is entered).
         self.closed: asyncio.Future[None] = inner.closed
 
@@ -117,6 +120,11 @@ class MeteredUplink:
     async def send_events(self, payload: bytes) -> None:
         await self.inner.send_events(payload)
         self.ledger.add("events", len(payload))
+
+    async def send_snapshot(self, payload: bytes) -> None:
+        await self.inner.send_snapshot(payload)  # type: ignore[attr-defined]
+        self.ledger.add("snapshot", len(payload))
+        self.book_rx()
 
     async def publish_status(self, payload: bytes) -> None:
         await self.inner.publish_status(payload)

@@ -198,8 +198,9 @@ UNSCOPED: dict[tuple[str, str], Check] = {
     ("get", "/api/v1/models"): _models,
     ("get", "/api/v1/models/fleet"): _models_fleet,
 }
-#: Routes an edge signs (not a user's bearer token); their isolation is tested in tests/cloud/models.
-EDGE_SIGNED = ("/api/v1/tuf/",)
+#: Routes an edge signs (not a user's bearer token); their isolation is tested in tests/cloud/models and
+#: (raw snapshots) tests/cloud/api/test_evidence.py.
+EDGE_SIGNED = ("/api/v1/tuf/", "/api/v1/edge-snapshots")
 
 
 @pytest.mark.parametrize("who", ["alice", "vera", "erin", "alice:session"])
@@ -208,6 +209,7 @@ async def test_every_route_refuses_mill_b_to_a_mill_a_user(api: Api, who: str) -
     api.cloud.store.write(_batch(B_POINT, 123.0))
     api.cloud.meta.add_event(mill="mill-b", ts_ns=1, kind="note", message="mill-b secret plan")
     _seed_b_maintenance(api)
+    _seed_b_snapshot(api)
     if who.endswith(":session"):
         # the same tour in a browser: the session cookie, with the CSRF header on writes
         who = who.partition(":")[0]
@@ -253,6 +255,20 @@ async def test_every_route_refuses_mill_b_to_a_mill_a_user(api: Api, who: str) -
     assert order is not None and order[1].state.value == "open" and order[1].assignee is None
 
 
+def _seed_b_snapshot(api: Api) -> None:
+    """A raw snapshot of mill B's rf01, so ``.../machines/rf01/snapshots/latest`` of mill B has something to leak."""
+    import numpy as np
+
+    from spinline.core.wire import encode_snapshot_upload
+    from spinline.edge.evidence import RawSnapshot, encode_snapshot
+
+    body = encode_snapshot(RawSnapshot("mill-b/rf01/main_motor", 1_700_000_000 * 10**9, 1000.0,
+                                       np.full(64, 123.0, np.float32)), "alarm", "edge-b")
+    _, ack = api.app.state.evidence.handle(encode_snapshot_upload("edge-b", "mill-b", 1, body,
+                                                                  key=api.secrets["edge-b"].encode()))
+    assert ack.acked == (1,)
+
+
 def _seed_b_maintenance(api: Api) -> None:
     """An alarm and a work order of mill B, so that each maintenance route is tried with a real id."""
     from datetime import datetime
@@ -274,7 +290,8 @@ async def test_without_a_token_every_route_but_login_and_ingest_is_401(api: Api)
               "version": "v1", "file": "timestamp.json", "path": "desired/edge-a.json"}
     for path, ops in spec["paths"].items():
         for method in ops:
-            if path in ("/api/v1/auth/login", "/api/v1/ingest", "/api/v1/edge-status", "/api/v1/edge-events") \
+            if path in ("/api/v1/auth/login", "/api/v1/ingest", "/api/v1/edge-status", "/api/v1/edge-events",
+                        "/api/v1/edge-snapshots") \
                     or (method, path) == ("post", "/api/v1/auth/session"):
                 continue
             url = re.sub(r"{(\w+)}", lambda m: values[m.group(1)], path)

@@ -50,6 +50,7 @@ from spinline.core.errors import AuthError
 if TYPE_CHECKING:
     from spinline.cloud.api.services.streams import LiveStreams
     from spinline.cloud.api.services.zone import ZoneOverview
+    from spinline.cloud.evidence import EvidenceStore
     from spinline.cloud.maintenance.events import EdgeEvents
     from spinline.cloud.models.registry import ModelRegistry
 
@@ -97,6 +98,10 @@ class Cloud:
     heavy_lane: Lane = field(default_factory=lambda: Lane("heavy", 2))
     #: The model registry and its TUF repository (set in the app's lifespan).
     models: ModelRegistry | None = None
+    #: Raw evidence snapshots and requests (set in the app's lifespan).
+    evidence: EvidenceStore | None = None
+    #: Publishes pending snapshot requests to a mill's edges over MQTT (set by the MQTT ingest worker).
+    publish_requests: Callable[[str, list[str]], int] | None = None
 
 
 async def get_cloud(request: Request) -> Cloud:

@@ -27,6 +27,9 @@ traceback) and once when it ends (with how many operations failed meanwhile), ho
 payloads arrive in between; an unexpected error is logged with its traceback the first time for
 each kind, then counted. Topic parts are escaped before they reach a log line (``shown``), so a
 newline in a topic cannot forge log lines.
+
+Size: one worker owns one MQTT session and its writer thread; batches, status, events and raw
+snapshots share that session, its ack publishing and its once-per-outage logging, so they stay here.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
+from spinline.cloud.evidence import EvidenceStore
 from spinline.cloud.ingest.service import Accepted, IngestResult, IngestService
 from spinline.cloud.maintenance.events import EdgeEvents
 from spinline.core.errors import PayloadError, StorageError
@@ -52,8 +56,12 @@ from spinline.core.wire import (
     TOPIC_BATCH,
     TOPIC_EVENTS,
     TOPIC_EVENTS_ACK,
+    TOPIC_REQUESTS,
+    TOPIC_SNAPSHOT,
+    TOPIC_SNAPSHOT_ACK,
     TOPIC_STATUS,
     parse_up_topic,
+    sign_ack,
     signed_events_ack,
     up_filter,
 )
@@ -107,6 +115,7 @@ class Outage:
 BATCH_FILTER = up_filter(TOPIC_BATCH)
 STATUS_FILTER = up_filter(TOPIC_STATUS)
 EVENTS_FILTER = up_filter(TOPIC_EVENTS)
+SNAPSHOT_FILTER = up_filter(TOPIC_SNAPSHOT)
 
 
 @dataclass(slots=True)
@@ -120,6 +129,7 @@ class WorkerStats:
     rejected: int = 0
     statuses: int = 0
     events: int = 0
+    snapshots: int = 0
     writes: int = 0
     failed_writes: int = 0
     #: Payloads or groups that failed unexpectedly (a bug, not bad input): logged once per kind.
@@ -136,8 +146,11 @@ class IngestWorker:
     def __init__(self, service: IngestService, host: str = "127.0.0.1", port: int = 1883, group: str = "ingest",
                  *, client_id: str | None = None, max_coalesce: int = 512, max_rows_per_write: int = 1_000_000,
                  queue_size: int = 1024, keepalive: int = 30, rollup_every_s: float | None = None,
-                 namespace: str = "", events: EdgeEvents | None = None) -> None:
+                 namespace: str = "", events: EdgeEvents | None = None,
+                 evidence: EvidenceStore | None = None) -> None:
         self.service = service
+        #: Keeps raw snapshots (``TOPIC_SNAPSHOT``, acked on ``TOPIC_SNAPSHOT_ACK``); None: not subscribed.
+        self.evidence = evidence
         #: Records edge events (``TOPIC_EVENTS``, acked on ``TOPIC_EVENTS_ACK``); None: not subscribed.
         self.events = events
         self.host, self.port, self.group = host, port, group
@@ -166,6 +179,8 @@ class IngestWorker:
         out = [f"$share/{self.group}/{ns}{BATCH_FILTER}", f"$share/{self.group}/{ns}{STATUS_FILTER}"]
         if self.events is not None:
             out.append(f"$share/{self.group}/{ns}{EVENTS_FILTER}")
+        if self.evidence is not None:
+            out.append(f"$share/{self.group}/{ns}{SNAPSHOT_FILTER}")
         return out
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -324,6 +339,9 @@ class IngestWorker:
                 if kind == "events":
                     self._events(payload, mill, edge)
                     continue
+                if kind == "snapshot":
+                    self._snapshot(payload, mill, edge)
+                    continue
                 prepared = self.service.prepare(payload, received, topic=(mill, edge))
             except Exception as exc:
                 # One payload only: the others of the group are still checked, stored and acked.
@@ -399,6 +417,45 @@ class IngestWorker:
             logger.error("ingest worker %s: %s (%s logged once, counted in stats)", self.client_id, what, kind,
                          exc_info=exc)
         self.stats.unexpected += 1
+
+    def _snapshot(self, payload: bytes, mill: str, edge: str) -> None:
+        """Keep a raw snapshot and ack it (signed); a refused one gets no ack, like events."""
+        if self.evidence is None:
+            return
+        try:
+            _, ack = self.evidence.handle(payload, topic=(mill, edge))
+        except PayloadError as exc:
+            self.stats.rejected += 1
+            logger.warning("raw snapshot from %s/%s refused: %s", shown(mill), shown(edge), exc)
+            return
+        except StorageError:
+            logger.warning("store refused a raw snapshot of %s/%s; not acknowledged, the edge will re-send",
+                           shown(mill), shown(edge))
+            return
+        self.stats.snapshots += len(ack.acked)
+        client = self._client
+        if client is not None:
+            client.publish(self.namespace + TOPIC_SNAPSHOT_ACK.format(mill=mill, edge=edge),
+                           signed_events_ack(ack, edge, self.service.edge_keys(edge)), qos=1)
+
+    def publish_requests(self, mill: str, edges: list[str]) -> int:
+        """Hand the pending snapshot requests of ``edges`` to them on ``TOPIC_REQUESTS`` (signed with each
+        edge's key like an ack); the requests published. Undelivered ones (no key, no client) stay queued
+        for the HTTP status answer."""
+        client, ev = self._client, self.evidence
+        if client is None or ev is None:
+            return 0
+        n = 0
+        for e in edges:
+            key = self.service.edge_keys(e)
+            if not key:
+                continue
+            reqs = ev.take_requests(e)
+            if reqs:
+                body = json.dumps(sign_ack(key, {"edge": e, "requests": reqs}), separators=(",", ":"))
+                client.publish(self.namespace + TOPIC_REQUESTS.format(mill=mill, edge=e), body, qos=1)
+                n += len(reqs)
+        return n
 
     def _ack(self, result: IngestResult, mill: str, edge: str) -> None:
         """Publish the ack JSON on the ack topic of the (mill, edge) the payload came from."""

@@ -55,6 +55,13 @@ from .events import (
     encode_events,
     encode_events_ack,
 )
+from .snapshots import (
+    MAX_SNAPSHOT_BYTES,
+    SnapshotUpload,
+    decode_snapshot_samples,
+    decode_snapshot_upload,
+    encode_snapshot_upload,
+)
 from .status import STATUS_SIGNATURE_HEADER, decode_status, encode_status, sign_status
 from .topics import (
     API_PREFIX,
@@ -62,11 +69,16 @@ from .topics import (
     EVENTS_CONTENT_TYPE,
     EVENTS_PATH,
     INGEST_PATH,
+    SNAPSHOT_CONTENT_TYPE,
+    SNAPSHOTS_PATH,
     STATUS_PATH,
     TOPIC_ACK,
     TOPIC_BATCH,
     TOPIC_EVENTS,
     TOPIC_EVENTS_ACK,
+    TOPIC_REQUESTS,
+    TOPIC_SNAPSHOT,
+    TOPIC_SNAPSHOT_ACK,
     TOPIC_STATUS,
     UP_KINDS,
     UpKind,
@@ -85,5 +97,7 @@ __all__ = [
     "SignedPayloadError", "UnverifiedPayload", "UpKind", "UpTopic", "ack_signing_bytes", "decode",
     "decode_events", "decode_events_ack", "decode_status", "encode", "encode_events", "encode_events_ack",
     "encode_status", "parse_up_topic", "peek_edge", "sign_ack", "sign_status", "signed_events_ack", "up_filter",
-    "verify_ack",
+    "verify_ack", "MAX_SNAPSHOT_BYTES", "SNAPSHOTS_PATH", "SNAPSHOT_CONTENT_TYPE", "SnapshotUpload",
+    "TOPIC_REQUESTS", "TOPIC_SNAPSHOT", "TOPIC_SNAPSHOT_ACK", "decode_snapshot_samples", "decode_snapshot_upload",
+    "encode_snapshot_upload",
 ]

@@ -7,11 +7,12 @@ out of a topic with ``parse_up_topic``. A change of layout is one edit here.
 MQTT (``{mill}`` and ``{edge}`` are ids; the cloud subscribes to ``$share/<group>/spinline/up/+/+/batch``
 so several ingest workers split the load)::
 
-    spinline/up/{mill}/{edge}/batch | status | events        edge -> cloud
-    spinline/down/{mill}/{edge}/ack | events-ack            cloud -> edge
+    spinline/up/{mill}/{edge}/batch | status | events | snapshot       edge -> cloud
+    spinline/down/{mill}/{edge}/ack | events-ack | snapshot-ack | requests   cloud -> edge
 
 HTTP: ``POST /api/v1/ingest`` (a batch; the answer is its ack), ``/api/v1/edge-status``,
-``/api/v1/edge-events`` (events; the answer is the events ack).
+``/api/v1/edge-events`` (events; the answer is the events ack), ``/api/v1/edge-snapshots`` (one raw
+evidence snapshot; the answer is its ack, plus any snapshot requests for this edge).
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ TOPIC_STATUS = "spinline/up/{mill}/{edge}/status"
 TOPIC_EVENTS = "spinline/up/{mill}/{edge}/events"
 TOPIC_ACK = "spinline/down/{mill}/{edge}/ack"
 TOPIC_EVENTS_ACK = "spinline/down/{mill}/{edge}/events-ack"
+TOPIC_SNAPSHOT = "spinline/up/{mill}/{edge}/snapshot"
+TOPIC_SNAPSHOT_ACK = "spinline/down/{mill}/{edge}/snapshot-ack"
+TOPIC_REQUESTS = "spinline/down/{mill}/{edge}/requests"
 
 #: The API's prefix; the cloud's routers are mounted under it, so a route is ``PATH.removeprefix(API_PREFIX)``.
 API_PREFIX = "/api/v1"
@@ -32,6 +36,8 @@ STATUS_PATH = "/api/v1/edge-status"
 EVENTS_PATH = "/api/v1/edge-events"
 BATCH_CONTENT_TYPE = "application/x-spinline-batch"
 EVENTS_CONTENT_TYPE = "application/x-spinline-events"
+SNAPSHOTS_PATH = "/api/v1/edge-snapshots"
+SNAPSHOT_CONTENT_TYPE = "application/x-spinline-snapshot"
 
 UpKind = Literal["batch", "status", "events"]
 UP_KINDS: tuple[UpKind, ...] = ("batch", "status", "events")

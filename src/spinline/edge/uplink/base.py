@@ -155,3 +155,12 @@ class Uplink(Protocol):
     async def publish_status(self, payload: bytes) -> None: ...
 
     async def send_events(self, payload: bytes) -> None: ...
+
+
+class SnapshotUplink(Uplink, Protocol):
+    """An uplink that also carries raw evidence snapshots (``wire.snapshots``) and the cloud's requests."""
+
+    snapshot_acks: asyncio.Queue[EventsAck]
+    requests: asyncio.Queue[str]
+
+    async def send_snapshot(self, payload: bytes) -> None: ...

@@ -48,6 +48,10 @@ class HttpUplink:
         self.verify = verify
         self.acks: asyncio.Queue[Ack] = asyncio.Queue()
         self.event_acks: asyncio.Queue[wire.EventsAck] = asyncio.Queue()
+        self.snapshot_acks: asyncio.Queue[wire.EventsAck] = asyncio.Queue()
+        #: Assets the cloud asked a raw snapshot of (in a snapshot or events answer's ``requests``).
+        self.requests: asyncio.Queue[str] = asyncio.Queue()
+        self._snapshots_failing: str | None = None
         self._events_failing: str | None = None
         self.trust = trust if trust is not None else AckTrust(secret, edge)
         #: Completes when the session ends; created in ``__aenter__``.
@@ -122,11 +126,16 @@ class HttpUplink:
         if self._client is None:
             raise UplinkError("HTTP uplink is not open")
         try:
-            await self._client.post(STATUS_PATH, content=payload, headers={
+            r = await self._client.post(STATUS_PATH, content=payload, headers={
                 "Content-Type": "application/json",
                 wire.STATUS_SIGNATURE_HEADER: wire.sign_status(self.secret, payload)})
         except httpx.HTTPError as exc:
             raise UplinkError(f"status POST failed: {exc}") from None
+        if r.status_code == 200 and r.content:   # raw snapshots users asked for (signed like an ack)
+            with contextlib.suppress(UplinkError):
+                d = ack_object(r.content)
+                if self.trust.accept(d, "snapshot requests"):
+                    self._take_requests(d)
 
     async def send_events(self, payload: bytes) -> None:
         if self._client is None:
@@ -142,6 +151,7 @@ class HttpUplink:
                 d = ack_object(r.content)
                 if self.trust.accept(d, "events ack"):
                     self.event_acks.put_nowait(wire.decode_events_ack(d))
+                    self._take_requests(d)
             except (UplinkError, PayloadError) as exc:
                 problem = f"bad events response: {exc}"
         else:
@@ -153,6 +163,38 @@ class HttpUplink:
         elif problem != self._events_failing:
             log.warning("cloud did not ack edge events (%s): kept in the buffer, re-sent later", problem)
             self._events_failing = problem
+
+    def _take_requests(self, d: dict[str, object]) -> None:
+        """Queue the assets a (trusted) answer asks a raw snapshot of."""
+        reqs = d.get("requests")
+        if isinstance(reqs, list):
+            for a in reqs:
+                self.requests.put_nowait(str(a)[:300])
+
+    async def send_snapshot(self, payload: bytes) -> None:
+        """POST one raw evidence snapshot; a 200's signed ack goes to ``snapshot_acks``. Any other answer
+        leaves it in the buffer (logged once per kind); transport errors end the session."""
+        if self._client is None:
+            raise UplinkError("HTTP uplink is not open")
+        try:
+            r = await self._client.post(wire.SNAPSHOTS_PATH, content=payload,
+                                        headers={"Content-Type": wire.SNAPSHOT_CONTENT_TYPE})
+        except httpx.HTTPError as exc:
+            raise self._fail(f"POST snapshot: {type(exc).__name__}: {exc}") from None
+        problem: str | None = None
+        if r.status_code == 200:
+            try:
+                d = ack_object(r.content)
+                if self.trust.accept(d, "snapshot ack"):
+                    self.snapshot_acks.put_nowait(wire.decode_events_ack(d))
+                    self._take_requests(d)
+            except (UplinkError, PayloadError) as exc:
+                problem = f"bad snapshot response: {exc}"
+        else:
+            problem = f"HTTP {r.status_code} {r.text[:120]!r}"
+        if problem is not None and problem != self._snapshots_failing:
+            log.warning("cloud did not ack a raw snapshot (%s): kept in the buffer, re-sent later", problem)
+        self._snapshots_failing = problem
 
 
 def _refusal_reason(r: httpx.Response) -> str | None:

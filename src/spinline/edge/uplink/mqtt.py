@@ -1,6 +1,8 @@
 """MQTT uplink: QoS 1 publishes of signed batches, acks from the cloud on TOPIC_ACK.
 
-Events (alarms, diagnoses) go on TOPIC_EVENTS; their acks come back on TOPIC_EVENTS_ACK.
+Events (alarms, diagnoses) go on TOPIC_EVENTS; their acks come back on TOPIC_EVENTS_ACK. Raw evidence
+snapshots go on TOPIC_SNAPSHOT, acked on TOPIC_SNAPSHOT_ACK; the cloud's snapshot requests come on
+TOPIC_REQUESTS (signed like acks).
 
 The session is persistent (fixed client id per edge, ``clean_session=False``) so acks the cloud
 publishes while the edge is briefly away are delivered when it returns. The broker's PUBACK
@@ -46,8 +48,14 @@ class MqttUplink:
         self.topic_ack = wire.TOPIC_ACK.format(mill=mill, edge=edge)
         self.topic_events = wire.TOPIC_EVENTS.format(mill=mill, edge=edge)
         self.topic_events_ack = wire.TOPIC_EVENTS_ACK.format(mill=mill, edge=edge)
+        self.topic_snapshot = wire.TOPIC_SNAPSHOT.format(mill=mill, edge=edge)
+        self.topic_snapshot_ack = wire.TOPIC_SNAPSHOT_ACK.format(mill=mill, edge=edge)
+        self.topic_requests = wire.TOPIC_REQUESTS.format(mill=mill, edge=edge)
         self.acks: asyncio.Queue[Ack] = asyncio.Queue()
         self.event_acks: asyncio.Queue[wire.EventsAck] = asyncio.Queue()
+        self.snapshot_acks: asyncio.Queue[wire.EventsAck] = asyncio.Queue()
+        #: Assets the cloud asked a raw snapshot of (signed like an ack).
+        self.requests: asyncio.Queue[str] = asyncio.Queue()
         #: Completes when the session ends; created in ``__aenter__`` (constructors touch no loop).
         self.closed: asyncio.Future[None] = None  # type: ignore[assignment]
         self._client: aiomqtt.Client | None = None
@@ -70,6 +78,8 @@ class MqttUplink:
             await client.__aenter__()
             await client.subscribe(self.topic_ack, qos=1)
             await client.subscribe(self.topic_events_ack, qos=1)
+            await client.subscribe(self.topic_snapshot_ack, qos=1)
+            await client.subscribe(self.topic_requests, qos=1)
         except aiomqtt.MqttError as exc:
             with contextlib.suppress(Exception):
                 await client.__aexit__(None, None, None)
@@ -84,13 +94,21 @@ class MqttUplink:
                 data = bytes(msg.payload) if isinstance(msg.payload, bytes | bytearray) else str(msg.payload)
                 self.rx_bytes += len(data)
                 events = msg.topic.matches(self.topic_events_ack)
+                snap = msg.topic.matches(self.topic_snapshot_ack)
+                reqs = msg.topic.matches(self.topic_requests)
                 try:
                     d = ack_object(data)
-                    if not self.trust.accept(d, "events ack" if events else "ack"):
+                    if not self.trust.accept(d, "events ack" if events else "snapshot ack" if snap
+                                             else "snapshot requests" if reqs else "ack"):
                         self.bad_acks += 1
                         continue
                     if events:
                         self.event_acks.put_nowait(wire.decode_events_ack(d))
+                    elif snap:
+                        self.snapshot_acks.put_nowait(wire.decode_events_ack(d))
+                    elif reqs:
+                        for a in d.get("requests") or []:
+                            self.requests.put_nowait(str(a)[:300])
                     else:
                         self.acks.put_nowait(parse_ack(d))
                 except (UplinkError, PayloadError) as exc:
@@ -134,6 +152,12 @@ class MqttUplink:
             await self._c().publish(self.topic_events, payload, qos=1)
         except aiomqtt.MqttError as exc:
             raise UplinkError(f"publish of events failed: {exc}") from None
+
+    async def send_snapshot(self, payload: bytes) -> None:
+        try:
+            await self._c().publish(self.topic_snapshot, payload, qos=1)
+        except aiomqtt.MqttError as exc:
+            raise UplinkError(f"publish of a snapshot failed: {exc}") from None
 
     async def publish_status(self, payload: bytes) -> None:
         try:

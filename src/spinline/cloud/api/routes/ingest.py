@@ -92,7 +92,8 @@ async def edge_status(request: Request, cloud: CloudDep,
     """Keep an edge's status message (JSON: buffer, uplink, devices ...) for the fleet view.
 
     Signed like a batch: ``X-Spinline-Signature`` is the hex HMAC-SHA256 of the body keyed with the
-    edge's secret, so no one else can overwrite an edge's status.
+    edge's secret, so no one else can overwrite an edge's status. 204, or 200 with a signed
+    ``{"edge", "requests": [asset, ...], "sig"}`` when users asked this edge for raw snapshots.
     """
     body, too_big = await _read_limited(request, 1024 * 1024)
     if too_big:
@@ -111,6 +112,12 @@ async def edge_status(request: Request, cloud: CloudDep,
     ok = await run_in_threadpool(cloud.ingest.handle_status, body, x_spinline_mill, x_spinline_edge)
     if not ok:
         return refusal("unauthorised", f"no edge {x_spinline_mill}/{x_spinline_edge} may report status")
+    # Raw snapshots users asked this edge for ride on the answer (signed like an ack): the status is
+    # posted at least every heartbeat, so a request reaches an HTTP edge within a minute.
+    ev = getattr(request.app.state, "evidence", None)
+    reqs = await run_in_threadpool(ev.take_requests, x_spinline_edge) if ev is not None else []
+    if reqs and key is not None:
+        return JSONResponse(wire.sign_ack(key, {"edge": x_spinline_edge, "requests": reqs}))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

@@ -1,0 +1,118 @@
+"""Raw evidence snapshots on the wire: one signed snapshot per message, acked like events.
+
+Edge -> cloud, MQTT QoS 1 on ``TOPIC_SNAPSHOT`` or HTTP ``POST {base}{SNAPSHOTS_PATH}``, the same bytes::
+
+    {"v": 1, "edge": ..., "mill": ..., "id": <buffer id>}  b"\\n"  <64 hex HMAC or "-">  b"\\n"  <snapshot>
+
+``<snapshot>`` is ``edge.evidence.encode_snapshot``'s bytes (JSON header line + zlib float32 samples),
+kept as they are so the cloud stores exactly what the edge queued. The HMAC (``sign_status``, keyed with
+the edge's secret) covers the first line, a newline and the snapshot, so neither the envelope nor the
+samples can be altered. ``(edge, id)`` is the idempotency key.
+
+The ack is an ``EventsAck`` (``acked`` / ``rejected`` ids) signed with ``signed_events_ack``; on MQTT it
+comes on ``TOPIC_SNAPSHOT_ACK``, over HTTP as the 200 body, which may also carry ``"requests"``: the
+assets a user asked a snapshot of (``TOPIC_REQUESTS`` carries the same over MQTT, signed like an ack).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from spinline.core.errors import PayloadError
+
+from .batches import KeyLookup, UnverifiedPayload
+from .status import sign_status
+
+SNAPSHOT_VERSION = 1
+#: A snapshot message's size limit (a 1 s waveform at 25.6 kHz is ~100 kB raw, less compressed).
+MAX_SNAPSHOT_BYTES = 4 * 1024 * 1024
+#: Samples one snapshot may hold once decompressed (guards the cloud against a zip bomb).
+MAX_SNAPSHOT_SAMPLES = 1 << 21
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotUpload:
+    edge: str
+    mill: str
+    id: int
+    #: The snapshot's own header (asset, ts_ns, fs_hz, reason, n ...).
+    header: dict[str, Any]
+    #: The snapshot bytes as the edge encoded them (header line + compressed samples).
+    snapshot: bytes
+
+
+def encode_snapshot_upload(edge: str, mill: str, ident: int, snapshot: bytes, *, key: bytes | None) -> bytes:
+    """The message (see the module docstring); unsigned (``-``) without ``key``."""
+    head = json.dumps({"v": SNAPSHOT_VERSION, "edge": edge, "mill": mill, "id": ident},
+                      separators=(",", ":")).encode()
+    sig = sign_status(key, head + b"\n" + snapshot).encode() if key else b"-"
+    return head + b"\n" + sig + b"\n" + snapshot
+
+
+def decode_snapshot_samples(snapshot: bytes,
+                            max_samples: int = MAX_SNAPSHOT_SAMPLES) -> tuple[dict[str, Any], np.ndarray]:
+    """Header and samples of an ``encode_snapshot`` payload; ``PayloadError("malformed")`` naming the problem."""
+    head, sep, body = snapshot.partition(b"\n")
+    try:
+        if not sep:
+            raise ValueError("snapshot has no header line")
+        h = json.loads(head)
+        if not isinstance(h, dict):
+            raise TypeError("snapshot header must be a JSON object")
+        n, fs, ts = h.get("n"), h.get("fs_hz"), h.get("ts_ns")
+        if type(n) is not int or not 0 < n <= max_samples:
+            raise ValueError(f"snapshot sample count must be 1..{max_samples}, got {str(n)[:20]}")
+        if not isinstance(fs, int | float) or not 0 < float(fs) < 1e7:
+            raise ValueError(f"snapshot fs_hz must be in (0, 1e7), got {str(fs)[:20]}")
+        if type(ts) is not int or ts <= 0:
+            raise ValueError("snapshot ts_ns must be a positive integer")
+        if not isinstance(h.get("asset"), str) or not 0 < len(h["asset"]) <= 300:
+            raise ValueError("snapshot asset must be 1-300 characters")
+        if h.get("encoding") != "f32le-zlib":
+            raise ValueError(f"unknown snapshot encoding {str(h.get('encoding'))[:30]!r}")
+        d = zlib.decompressobj()
+        raw = d.decompress(body, n * 4 + 1)
+        if len(raw) != n * 4 or d.unconsumed_tail:
+            raise ValueError(f"snapshot says {n} samples, payload holds another amount")
+        samples = np.frombuffer(raw, dtype="<f4")
+    except (ValueError, TypeError, zlib.error, RecursionError) as exc:
+        raise PayloadError("malformed", f"bad snapshot: {exc}"[:300]) from None
+    return h, samples
+
+
+def decode_snapshot_upload(data: bytes, *, key_lookup: KeyLookup | None = None,
+                           max_bytes: int = MAX_SNAPSHOT_BYTES) -> SnapshotUpload:
+    """Parse and verify a snapshot message; ``UnverifiedPayload`` before/at the signature check,
+    ``PayloadError`` after it."""
+    if len(data) > max_bytes:
+        raise UnverifiedPayload("oversized", f"snapshot message is {len(data)} bytes, limit {max_bytes}")
+    head, sep1, rest = data.partition(b"\n")
+    sig, sep2, snapshot = rest.partition(b"\n")
+    try:
+        if not sep1 or not sep2:
+            raise ValueError("snapshot message needs an envelope line and a signature line")
+        d = json.loads(head)
+        if not isinstance(d, dict):
+            raise TypeError("envelope must be a JSON object")
+        version, edge, mill, ident = d["v"], d["edge"], d["mill"], d["id"]
+        if not isinstance(edge, str) or not isinstance(mill, str) or type(ident) is not int or ident <= 0:
+            raise TypeError("edge and mill must be strings, id a positive integer")
+    except (ValueError, TypeError, KeyError, RecursionError) as exc:
+        raise UnverifiedPayload("malformed", f"bad snapshot message: {type(exc).__name__}") from None
+    if type(version) is not int or version != SNAPSHOT_VERSION:
+        raise UnverifiedPayload("unsupported_version", f"snapshot message version {str(version)[:20]}, this side "
+                                                       f"reads {SNAPSHOT_VERSION}")
+    if key_lookup is not None:
+        secret = key_lookup(edge)
+        if secret is None:
+            raise UnverifiedPayload("unauthorised", f"unknown or revoked edge {edge[:64]!r}")
+        if not hmac.compare_digest(sign_status(secret, head + b"\n" + snapshot).encode(), sig.strip()):
+            raise UnverifiedPayload("unauthorised", f"snapshot signature check failed for edge {edge[:64]!r}")
+    header, _ = decode_snapshot_samples(snapshot)
+    return SnapshotUpload(edge, mill, ident, header, snapshot)
