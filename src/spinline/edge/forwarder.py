@@ -209,6 +209,10 @@ class Forwarder:
     async def _consume_event_acks(self, uplink: Uplink) -> None:
         while True:
             ack = await uplink.event_acks.get()
+            if ack.incarnation and ack.incarnation != self.buffer.incarnation:
+                # The ack of another buffer's events (this gateway before a wipe): its ids are not ours.
+                self._ignore("events_other_incarnation", "an events ack for another buffer incarnation ignored")
+                continue
             for i in ack.acked:
                 self._ev_inflight.pop(i, None)
             rejected = [(i, r) for i, r in ack.rejected if i in self._ev_inflight]
@@ -233,7 +237,8 @@ class Forwarder:
             due = [e for e in pending
                    if e.id not in self._ev_inflight or now - self._ev_inflight[e.id] > self.ack_timeout_s]
             if due:
-                payload = wire.encode_events(self.edge, self.mill, due, key=self.secret)
+                payload = wire.encode_events(self.edge, self.mill, due, key=self.secret,
+                                             incarnation=self.buffer.incarnation)
                 for e in due:
                     self._ev_inflight[e.id] = now
                 await uplink.send_events(payload)
