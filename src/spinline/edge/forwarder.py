@@ -81,6 +81,8 @@ class Forwarder:
         # Signed acks are required by default; an edge without a secret (authentication off, tests of
         # the format) has nothing to verify with and trusts what it gets.
         self.trust = AckTrust(secret, edge, required=require_signed_acks and bool(secret))
+        # Read from the buffer itself: an uplink's ack reader runs before ``run_session`` starts.
+        self.trust.incarnation_of = lambda: buffer.incarnation
         #: Called whenever an ack was processed (the agent logs "uplink restored" on the first one).
         self.on_ack: Callable[[], None] | None = None
         self._ignored_logged: set[str] = set()
@@ -124,7 +126,6 @@ class Forwarder:
         self._backlog_cursor = last if self.backlog_order == "newest_first" else self._backlog_lo
         self._inflight.clear()
         self._resend.clear()
-        self.trust.incarnation = self.buffer.incarnation
         self._tokens, self._tok_t = 0.0, time.monotonic()
         self.stats.sessions += 1
         self._set_state("connected")

@@ -129,7 +129,7 @@ class StatusReporter:
                 up = self.sources.uplink()
                 if up is not None:
                     with contextlib.suppress(UplinkError):
-                        await asyncio.wait_for(up.publish_status(wire.encode_status(st)), 2.0)
+                        await asyncio.wait_for(up.publish_status(wire.encode_status(wire.public_status(st))), 2.0)
             except (OSError, StorageError, TimeoutError) as exc:
                 log.warning("status update failed: %s", exc)
 

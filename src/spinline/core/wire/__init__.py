@@ -57,7 +57,14 @@ from .events import (
     encode_events,
     encode_events_ack,
 )
-from .status import STATUS_SIGNATURE_HEADER, decode_status, encode_status, sign_status
+from .status import (
+    STATUS_SIGNATURE_HEADER,
+    decode_status,
+    encode_status,
+    public_status,
+    sign_status,
+    verify_signed_status,
+)
 from .topics import (
     API_PREFIX,
     BATCH_CONTENT_TYPE,
@@ -87,6 +94,6 @@ __all__ = [
     "BatchKind", "EdgeEvent", "Envelope", "EventKind", "EventSeverity", "EventsAck", "EventsPayload", "KeyLookup",
     "SignedPayloadError", "UnverifiedPayload", "UpKind", "UpTopic", "ack_signing_bytes", "decode",
     "decode_events", "decode_events_ack", "decode_status", "encode", "encode_events", "encode_events_ack",
-    "encode_status", "max_batch_rows", "parse_up_topic", "peek_edge", "sign_ack", "sign_status",
-    "signed_events_ack", "up_filter", "verify_ack",
+    "encode_status", "max_batch_rows", "parse_up_topic", "peek_edge", "public_status", "sign_ack",
+    "sign_status", "signed_events_ack", "up_filter", "verify_ack", "verify_signed_status",
 ]

@@ -108,7 +108,8 @@ async def edge_status(request: Request, cloud: CloudDep,
                                           unverified_detail("status", "unsigned or bad signature", len(body)),
                                           time.time_ns()))
         return refusal("unauthorised", "the status is unsigned, the edge unknown or the signature does not match")
-    ok = await run_in_threadpool(cloud.ingest.handle_status, body, x_spinline_mill, x_spinline_edge)
+    ok = await run_in_threadpool(lambda: cloud.ingest.handle_status(body, x_spinline_mill, x_spinline_edge,
+                                                                    verified=True))
     if not ok:
         return refusal("unauthorised", f"no edge {x_spinline_mill}/{x_spinline_edge} may report status")
     return Response(status_code=status.HTTP_204_NO_CONTENT)
