@@ -385,3 +385,53 @@ def test_cloud_index_uses_the_registered_iso_class(stores: tuple[TimeSeriesStore
         assert asset_class(Asset("m", "l", f"unknown-{id(store)}", "ch", {})) == "I"  # noted once per machine
     assert "not known" in caplog.text
     assert asset_class(Asset("m", "l", "x", "ch", {}, "III"), override=lambda mill, machine: "IV") == "IV"
+
+
+async def test_a_wiped_edges_new_event_1_is_stored_not_a_duplicate(api: Api) -> None:  # noqa: F811
+    """Issue 12 item 1: event ids restart at 1 in a new buffer file; the incarnation keeps them apart."""
+    ts = T0 + 7200 * S
+    hs: HealthStore = api.app.state.health_store
+    url, ctype = EVENTS_PATH, {"Content-Type": EVENTS_CONTENT_TYPE}
+    key = api.secrets["edge-a"].encode()
+    tag = f"{MILL}/{ASSET}"
+
+    def raised(at: int) -> EdgeEvent:
+        return EdgeEvent(asset=tag, ts_ns=at, kind="alarm_raised", severity="critical", model_version="hst-3",
+                         rule="health_low", value=9.0, alarm_key=f"{tag}:health_low:{at}", id=1)
+
+    old = encode_events("edge-a", MILL, [raised(ts)], key=key)                       # an edge without incarnation
+    first = encode_events("edge-a", MILL, [raised(ts + S)], key=key, incarnation="a" * 16)
+    wiped = encode_events("edge-a", MILL, [raised(ts + 2 * S)], key=key, incarnation="b" * 16)
+    acks = []
+    for body in (old, first, first, wiped):
+        r = await api.client.post(url, content=body, headers=ctype)
+        assert r.status_code == 200, r.text
+        acks.append(decode_events_ack(r.content))
+    assert acks == [EventsAck((1,), ()), EventsAck((1,), (), "a" * 16), EventsAck((1,), (), "a" * 16),
+                    EventsAck((1,), (), "b" * 16)]
+    got = sorted(a.raised_at for a in hs.list_alarms(MILL) if a.rule == "health_low" and a.value == 9.0)
+    assert len(got) == 3, got
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_an_edge_events_table_from_before_the_incarnation_is_migrated(tmp_path: Path, backend: str,
+                                                                       request: pytest.FixtureRequest) -> None:
+    import sqlalchemy as sa
+
+    from spinline.cloud.maintenance.events import EdgeEvents, events_t
+
+    url = f"sqlite:///{tmp_path / 'm.sqlite'}" if backend == "sqlite" else \
+        request.getfixturevalue("postgres_url").replace("postgresql://", "postgresql+psycopg://", 1)
+    engine = sa.create_engine(url)
+    with engine.begin() as c:
+        c.execute(sa.text("CREATE TABLE health_edge_events (edge VARCHAR(64) NOT NULL, event_id BIGINT NOT NULL, "
+                          "mill VARCHAR(64) NOT NULL, kind VARCHAR(32) NOT NULL, ts_ns BIGINT NOT NULL, "
+                          "alarm_id VARCHAR(64), received_ns BIGINT NOT NULL, PRIMARY KEY (edge, event_id))"))
+        c.execute(sa.text("INSERT INTO health_edge_events VALUES ('e1', 1, 'm', 'alarm_raised', 5, 'AL1', 6)"))
+    hs = HealthStore(engine)
+    EdgeEvents(hs, None, lambda e: None, lambda e: None).create_schema()  # type: ignore[arg-type]
+    with engine.begin() as c:
+        assert c.execute(sa.select(events_t.c.edge, events_t.c.incarnation, events_t.c.event_id)).all() == [
+            ("e1", "", 1)]
+        c.execute(sa.insert(events_t).values(edge="e1", incarnation="x", event_id=1, mill="m", kind="alarm_raised",
+                                             ts_ns=7, received_ns=8))

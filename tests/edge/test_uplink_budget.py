@@ -27,6 +27,7 @@ import pytest
 import yaml
 
 from spinline.connectors.base import LinkState
+from spinline.core import wire
 from spinline.core.site import parse_site, rebind
 from spinline.edge.agent import EdgeAgent
 from spinline.edge.cli import _fmt_status
@@ -116,6 +117,13 @@ async def _listen(host: str, port: int, mill: str, edge: str, got: list[tuple[fl
             got.append((time.monotonic(), str(msg.topic).rsplit("/", 1)[1], payload))
 
 
+
+def _read_status(p: bytes) -> dict:
+    """A status message as the cloud reads it: signed with the edge's key (JSON, newline, signature)."""
+    body = wire.verify_signed_status(p, b"s" * 32)
+    assert body is not None, "status on the broker is not signed with the edge's key"
+    return json.loads(body)
+
 async def test_agent_status_on_change_and_ledger_matches_the_broker(
         mill_yaml: Path, mqtt_broker: tuple[str, int], tmp_path: Path) -> None:
     doc: dict[str, Any] = yaml.safe_load(mill_yaml.read_text())
@@ -160,12 +168,12 @@ async def test_agent_status_on_change_and_ledger_matches_the_broker(
     assert ticks > 50 and steady <= 6, f"{steady} status messages in 6 s of steady state"
     # the link going down is on the wire at once, not at the next heartbeat
     downs = [t for t, k, p in got if k == "status" and t >= down_at - 0.2
-             and any(d.get("state") == "down" for d in json.loads(p).get("devices", {}).values())]
+             and any(d.get("state") == "down" for d in _read_status(p).get("devices", {}).values())]
     assert downs and downs[0] - down_at < 1.5, f"device-down status {downs[:1]} vs link down at {down_at}"
     # the ledger is what went over the link, kind by kind (the retained will is the broker's, not sent)
     on_wire: dict[str, list[int]] = {}
     for _, kind, p in got:
-        if kind == "status" and json.loads(p).get("state") == "offline":
+        if kind == "status" and _read_status(p).get("state") == "offline":
             continue
         b = on_wire.setdefault(kind, [0, 0])
         b[0] += len(p)

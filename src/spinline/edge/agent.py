@@ -80,12 +80,14 @@ class EdgeAgent:
         self.points = site.points(mill_id)
         self.collector = Collector(self.points, derived_points(site, mill_id),
                                    clock=ClockGuard(max_skew_s=settings.max_clock_skew_s, policy=settings.clock_policy),
-                                   heartbeat_s=settings.heartbeat_s, max_pending_rows=settings.max_pending_rows)
+                                   heartbeat_s=settings.heartbeat_s, max_pending_rows=settings.max_pending_rows,
+                                   max_batch_rows=settings.max_batch_rows)
         self.buffer = AsyncBuffer(EdgeBuffer(self.data_dir / BUFFER_FILE, budget_bytes=settings.budget_bytes))
         self.forwarder = Forwarder(self.buffer, edge=settings.edge_id, mill=mill_id, secret=settings.secret,
                                    backlog_rows_per_s=settings.backlog_rows_per_s,
                                    backlog_order=settings.backlog_order, ack_timeout_s=settings.ack_timeout_s,
-                                   require_signed_acks=settings.require_signed_acks)
+                                   require_signed_acks=settings.require_signed_acks,
+                                   max_batch_rows=settings.max_batch_rows)
         self.forwarder.on_ack = self._uplink_works
         #: Every byte through the uplink, by kind, per day (``edge.traffic``; in the status as ``traffic``).
         self.traffic = TrafficLedger()

@@ -376,6 +376,43 @@ class EdgeBuffer:
         self._apply_drops([])
         return n_batches
 
+    def split(self, seq: int, max_rows: int) -> list[int]:
+        """Replace a pending batch of more than ``max_rows`` rows by parts of at most ``max_rows`` (new
+        seqs, same created time, priority, meta and per-point seqs) in one transaction; returns the new
+        seqs ([] when the batch is gone or small enough). For a batch committed before the split at
+        commit existed, or under a larger cap: the cloud refuses a payload above its limits, and a
+        batch the cloud never stored may take new keys."""
+        if max_rows <= 0:
+            raise ValueError(f"max_rows must be > 0, got {max_rows}")
+        sb = self.get(seq)
+        if sb is None or len(sb.batch) <= max_rows:
+            return []
+        b = sb.batch
+        new: list[int] = []
+        db = self.db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            meta = json.dumps(sb.meta, separators=(",", ":"))
+            for start in range(0, len(b), max_rows):
+                part = b.take(slice(start, start + max_rows))
+                assert part.seq is not None  # stored batches carry their per-point seqs
+                cur = db.execute(
+                    "INSERT INTO batches (created_ns, priority, n, nbytes, min_ts, max_ts, meta, point, ts, value,"
+                    " quality, pseq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (sb.created_ns, sb.priority, len(part), part.nbytes, int(part.ts_ns.min()),
+                     int(part.ts_ns.max()), meta, part.point.tobytes(), part.ts_ns.tobytes(),
+                     part.value.tobytes(), part.quality.tobytes(), part.seq.tobytes()))
+                new.append(int(cur.lastrowid or 0))
+            db.execute("DELETE FROM batches WHERE seq = ?", (seq,))
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback()
+            raise StorageError(f"buffer split failed: {exc}") from exc
+        self._batches += len(new) - 1
+        log.warning("batch %d of %d rows is above the %d-row payload limit: split into batches %d..%d",
+                    seq, len(b), max_rows, new[0], new[-1])
+        return new
+
     def dead_letter(self, seq: int, reason: str) -> bool:
         """Move a refused batch to ``dead_letters`` (kept, counted, visible in status)."""
         try:

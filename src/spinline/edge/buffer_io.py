@@ -67,6 +67,9 @@ class AsyncBuffer:
     async def ack(self, seqs: Iterable[int]) -> int:
         return await self.call(self.buffer.ack, seqs)
 
+    async def split(self, seq: int, max_rows: int) -> list[int]:
+        return await self.call(self.buffer.split, seq, max_rows)
+
     async def dead_letter(self, seq: int, reason: str) -> bool:
         return await self.call(self.buffer.dead_letter, seq, reason)
 

@@ -3,7 +3,9 @@
 ``Collector.ingest`` (sync, called from the event loop by every connector and by the status
 reporter) checks device clocks (``ClockGuard``), applies deadband / heartbeat / range flags
 (``ReportFilter``) and queues rows per ``Priority``. ``flush`` commits them to the buffer, one
-transaction per priority class, highest first.
+transaction per priority class, highest first, split into batches of at most ``max_batch_rows``
+rows (``wire.max_batch_rows``: the cloud's row and byte limits), so the backlog a commit-failure
+episode leaves in memory never becomes one batch the cloud must refuse.
 
 On a ``StorageError`` (disk full, I/O error, busy database) the rows not committed yet, the
 quarantined rows and the batch meta go back in memory for the next try (before anything collected
@@ -23,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from spinline.connectors.base import LinkHealth
+from spinline.core import wire
 from spinline.core.batch import Batch
 from spinline.core.errors import StorageError
 from spinline.core.site import PointRef, Priority
@@ -38,11 +41,14 @@ class Collector:
     """Owns the pending queues, the quarantine, the memory cap and the flush (see the module docstring)."""
 
     def __init__(self, points: Sequence[PointRef], derived: Sequence[PointRef], *, clock: ClockGuard,
-                 heartbeat_s: float, max_pending_rows: int) -> None:
+                 heartbeat_s: float, max_pending_rows: int, max_batch_rows: int | None = None) -> None:
         self.table = PointTable([*points, *derived], heartbeat_s=heartbeat_s)
         self.filter = ReportFilter(self.table)
         self.clock = clock
         self.max_pending_rows = max_pending_rows
+        self.max_batch_rows = max_batch_rows if max_batch_rows is not None else wire.max_batch_rows()
+        if self.max_batch_rows <= 0:
+            raise ValueError(f"max_batch_rows must be > 0, got {self.max_batch_rows}")
         #: Rows waiting for the next flush, per priority, oldest first.
         self.pending: dict[Priority, list[Batch]] = defaultdict(list)
         #: Counters that travel in the next committed batches' meta (``clock_corrected_rows``).
@@ -146,11 +152,14 @@ class Collector:
                 meta["models"] = {**meta.get("models", {}), **versions}
             for prio in sorted(pending, key=lambda p: p.rank, reverse=True):
                 b = Batch.concat(pending[prio])
-                if len(b):
-                    m = {"ts_source": "edge+device", **meta}
-                    await buffer.append(b, prio, m)
-                    rows += len(b)
+                m = {"ts_source": "edge+device", **meta}
+                cap = self.max_batch_rows
+                for start in range(0, len(b), cap):
+                    await buffer.append(b.take(slice(start, start + cap)), prio, m)
+                    rows += min(cap, len(b) - start)
                     self.batches_committed += 1
+                    # What a failure on the next part keeps in memory: only the rows not committed yet.
+                    pending[prio] = [b.take(slice(start + cap, None))]
                 del pending[prio]
             if quarantine:
                 await buffer.quarantine(Batch.concat(quarantine), "clock_skew")

@@ -14,7 +14,8 @@ Each payload carries the batch seq assigned at commit, so a re-send has the same
 (``uplink.base``: signatures) and a ``rejected`` ack moves a batch to the dead letters only when
 its reason is final and the batch is in flight in this session; other rejections are ignored
 (counted in ``acks_ignored``) and a non-final one leaves the batch in flight, so it is re-sent
-after the ack timeout.
+after the ack timeout. A stored batch above ``max_batch_rows`` (the cloud's row and byte limits) is
+split in the buffer into parts with new seqs before it is sent (counted in ``split``).
 
 Events (``wire.EdgeEvent``, committed to the buffer's ``events`` table) travel beside the
 batches in the same session: oldest first, at most ``events_window`` in flight, re-sent after
@@ -66,6 +67,8 @@ class UplinkStats:
     events_sent: int = 0
     events_acked: int = 0
     events_rejected: int = 0
+    #: Stored batches above ``max_batch_rows`` split in the buffer before sending.
+    split: int = 0
     #: Acks not acted on: bad or missing signature, or a rejection for a batch/event not in flight.
     acks_ignored: int = 0
     snapshots_sent: int = 0
@@ -81,12 +84,17 @@ class Forwarder:
     def __init__(self, buffer: AsyncBuffer, *, edge: str, mill: str, secret: bytes | None, window: int = 32,
                  ack_timeout_s: float = 10.0, backlog_rows_per_s: float = 200_000.0,
                  backlog_order: Literal["newest_first", "oldest_first"] = "newest_first",
-                 events_window: int = 100, require_signed_acks: bool = True) -> None:
+                 events_window: int = 100, require_signed_acks: bool = True,
+                 max_batch_rows: int | None = None) -> None:
         self.buffer = buffer
+        #: A stored batch above this many rows is split in the buffer before it is sent (``_send_some``).
+        self.max_batch_rows = max_batch_rows if max_batch_rows is not None else wire.max_batch_rows()
         #: Shared by every uplink session of this process (``make_uplink(..., trust=)``).
         # Signed acks are required by default; an edge without a secret (authentication off, tests of
         # the format) has nothing to verify with and trusts what it gets.
         self.trust = AckTrust(secret, edge, required=require_signed_acks and bool(secret))
+        # Read from the buffer itself: an uplink's ack reader runs before ``run_session`` starts.
+        self.trust.incarnation_of = lambda: buffer.incarnation
         #: Called whenever an ack was processed (the agent logs "uplink restored" on the first one).
         self.on_ack: Callable[[], None] | None = None
         self._ignored_logged: set[str] = set()
@@ -134,7 +142,6 @@ class Forwarder:
         self._backlog_cursor = last if self.backlog_order == "newest_first" else self._backlog_lo
         self._inflight.clear()
         self._resend.clear()
-        self.trust.incarnation = self.buffer.incarnation
         self._tokens, self._tok_t = 0.0, time.monotonic()
         self.stats.sessions += 1
         self._set_state("connected")
@@ -226,6 +233,10 @@ class Forwarder:
     async def _consume_event_acks(self, uplink: Uplink) -> None:
         while True:
             ack = await uplink.event_acks.get()
+            if ack.incarnation and ack.incarnation != self.buffer.incarnation:
+                # The ack of another buffer's events (this gateway before a wipe): its ids are not ours.
+                self._ignore("events_other_incarnation", "an events ack for another buffer incarnation ignored")
+                continue
             for i in ack.acked:
                 self._ev_inflight.pop(i, None)
             rejected = [(i, r) for i, r in ack.rejected if i in self._ev_inflight]
@@ -250,7 +261,8 @@ class Forwarder:
             due = [e for e in pending
                    if e.id not in self._ev_inflight or now - self._ev_inflight[e.id] > self.ack_timeout_s]
             if due:
-                payload = wire.encode_events(self.edge, self.mill, due, key=self.secret)
+                payload = wire.encode_events(self.edge, self.mill, due, key=self.secret,
+                                             incarnation=self.buffer.incarnation)
                 for e in due:
                     self._ev_inflight[e.id] = now
                 await uplink.send_events(payload)
@@ -380,6 +392,13 @@ class Forwarder:
             if nxt is None:
                 break
             sb, kind = nxt
+            if len(sb.batch) > self.max_batch_rows:
+                # Above the cloud's limits (committed before the split at commit, or under a larger
+                # cap): never sent as is, where it would be dead-lettered (MQTT) or re-sent forever
+                # (HTTP). Its parts get new seqs past the live cursor, so they go out as live batches.
+                await self.buffer.split(sb.seq, self.max_batch_rows)
+                self.stats.split += 1
+                continue
             env = wire.Envelope(edge=self.edge, mill=self.mill, seq=sb.seq, batch=sb.batch,
                                 created_ns=sb.created_ns, kind=kind, meta=sb.meta,
                                 incarnation=self.buffer.incarnation)

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from spinline.core import wire
+
 from .clock import ClockPolicy
 from .evidence import EvidenceSettings
 from .models import ScoringConfig
@@ -56,6 +58,10 @@ class EdgeSettings:
     evidence: EvidenceSettings | None = None
     #: Rows held in memory while the buffer cannot commit; past it the oldest low-priority rows go.
     max_pending_rows: int = 2_000_000
+    #: Most rows one batch (one payload) carries: batches are split to it at commit and at send. The
+    #: default fits the cloud's defaults (``wire.max_batch_rows``); lower it for a cloud whose
+    #: ``max_ingest_bytes`` is lower (``wire.max_batch_rows(max_bytes=...)``).
+    max_batch_rows: int = field(default_factory=wire.max_batch_rows)
     #: Act only on acks the cloud signed with this edge's secret (the default: an unsigned ack on the
     #: broker is anyone's). False trusts unsigned acks until the first signed one (an old cloud).
     require_signed_acks: bool = True
@@ -93,8 +99,9 @@ class EdgeSettings:
                      "status_every_s", "status_heartbeat_s", "models_every_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        if self.budget_bytes <= 0 or self.max_pending_rows <= 0 or self.modbus_max_gap < 0:
-            raise ValueError("budget_bytes and max_pending_rows must be > 0, modbus_max_gap >= 0")
+        if self.budget_bytes <= 0 or self.max_pending_rows <= 0 or self.modbus_max_gap < 0 \
+                or self.max_batch_rows <= 0:
+            raise ValueError("budget_bytes, max_pending_rows and max_batch_rows must be > 0, modbus_max_gap >= 0")
         if self.clock_policy not in ("correct", "quarantine"):
             raise ValueError(f"clock_policy must be correct or quarantine, got {self.clock_policy!r}")
         if self.backlog_order not in ("newest_first", "oldest_first"):

@@ -222,7 +222,7 @@ class StatusReporter:
                 now = time.monotonic()
                 if up is not None and self.gate.due(st, now, up) is not None:
                     with contextlib.suppress(UplinkError):
-                        await asyncio.wait_for(up.publish_status(wire.encode_status(st)), 2.0)
+                        await asyncio.wait_for(up.publish_status(wire.encode_status(wire.public_status(st))), 2.0)
                         self.gate.done(st, now, up)
             except (OSError, StorageError, TimeoutError) as exc:
                 log.warning("status update failed: %s", exc)

@@ -126,9 +126,10 @@ class MeteredUplink:
         self.ledger.add("snapshot", len(payload))
         self.book_rx()
 
-    async def publish_status(self, payload: bytes) -> None:
-        await self.inner.publish_status(payload)
-        self.ledger.add("status", len(payload))
+    async def publish_status(self, payload: bytes) -> int | None:
+        sent = await self.inner.publish_status(payload)
+        self.ledger.add("status", len(payload) if sent is None else sent)
+        return sent
         self.book_rx()
 
 

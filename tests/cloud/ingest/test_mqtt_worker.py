@@ -22,7 +22,9 @@ from spinline.cloud.ingest.mqtt_worker import IngestWorker
 from spinline.cloud.storage.base import TimeSeriesStore
 from spinline.cloud.storage.embedded import EmbeddedStore
 from spinline.core.batch import Batch
-from spinline.core.wire import TOPIC_BATCH, TOPIC_STATUS
+from spinline.core.wire import TOPIC_BATCH, TOPIC_STATUS, encode_status
+
+from .conftest import SECRETS
 
 S = 10**9
 
@@ -119,18 +121,24 @@ def test_two_workers_split_a_shared_subscription_and_store_every_point_once(
                 edge.publish(mill.id, e, mill.payload(b, i + 1, e))
         for i in range(3):                                   # re-sends: the edge missed the acks
             edge.publish(mill.id, "edge-a", mill.payload(sent["edge-a"][i], i + 1, "edge-a"))
-        edge.publish(mill.id, "edge-a", b'{"buffer_depth": 0, "version": "test"}', TOPIC_STATUS)
+        status = b'{"buffer_depth": 0, "version": "test"}'
+        edge.publish(mill.id, "edge-a", status, TOPIC_STATUS)                       # unsigned: refused, counted
+        edge.publish(mill.id, "edge-a", encode_status(json.loads(status), key=SECRETS["edge-a"]), TOPIC_STATUS)
         acks = edge.wait_acks(2 * n + 3)
+        deadline = time.monotonic() + 10
+        while sum(w.stats.statuses + w.stats.statuses_refused for w in workers) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
     finally:
         for w in workers:
             w.stop()
     # Both workers took part, and between them saw every message once.
     got = [w.stats.payloads for w in workers]
     assert all(g > 0 for g in got), got
-    assert sum(got) == 2 * n + 3 + 1
+    assert sum(got) == 2 * n + 3 + 2
     assert sum(w.stats.stored_batches for w in workers) == 2 * n
     assert sum(w.stats.duplicates for w in workers) == 3
     assert sum(w.stats.statuses for w in workers) == 1
+    assert sum(w.stats.statuses_refused for w in workers) == 1
     # One ack per batch on the sender's own topic, after the commit.
     by_edge: dict[str, list[dict[str, Any]]] = {}
     for topic, a in acks:

@@ -192,12 +192,33 @@ def test_bad_quality_nan_is_stored_not_refused(store: TimeSeriesStore, mill: Any
     assert svc.handle(mill.payload(Batch(b.point, b.ts_ns, v, q, b.seq), 1)).status == "stored"
 
 
+def _signed(edge: str, body: bytes) -> bytes:
+    from spinline.core.wire import sign_status
+
+    from .conftest import SECRETS
+
+    return body + b"\n" + sign_status(SECRETS[edge], body).encode()
+
+
 def test_status_messages_kept_for_known_edges_only(store: TimeSeriesStore, mill: Any) -> None:
     svc: IngestService = mill.service(store)
-    assert svc.handle_status(b'{"buffer_depth": 3, "version": "0.1.0"}', "mill-a", "edge-a")
+    assert svc.handle_status(_signed("edge-a", b'{"buffer_depth": 3, "version": "0.1.0"}'), "mill-a", "edge-a")
     assert not svc.handle_status(b'{"buffer_depth": 3}', "mill-a", "edge-zz")
-    assert not svc.handle_status(b"[1, 2]", "mill-a", "edge-b")
+    assert not svc.handle_status(_signed("edge-b", b"[1, 2]"), "mill-a", "edge-b")
     assert store.edge_status()["edge-a"].status == {"buffer_depth": 3, "version": "0.1.0"}
     assert set(store.edge_status()) == {"edge-a"}
     # an unknown edge proves nothing: counted under the neutral "?"; a known edge's bad status is its own
     assert store.rejections() == {"?": {"unauthorised": 1}, "edge-b": {"malformed": 1}}
+
+
+def test_unsigned_or_forged_status_of_a_known_edge_is_refused_and_counted(store: TimeSeriesStore,
+                                                                         mill: Any) -> None:
+    """Issue 12 item 2: over MQTT anyone on the broker can publish an edge's (retained) status."""
+    svc: IngestService = mill.service(store)
+    assert not svc.handle_status(b'{"state": "online", "buffer": {"batches": 0}}', "mill-a", "edge-a")
+    assert not svc.handle_status(_signed("edge-b", b'{"state": "online"}'), "mill-a", "edge-a")  # other key
+    assert "edge-a" not in store.edge_status()
+    assert store.rejections() == {"?": {"unauthorised": 2}}
+    # the transport checked it (the HTTP header): the body alone is kept
+    assert svc.handle_status(b'{"state": "online"}', "mill-a", "edge-a", verified=True)
+    assert store.edge_status()["edge-a"].status == {"state": "online"}

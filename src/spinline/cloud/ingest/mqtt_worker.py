@@ -128,6 +128,8 @@ class WorkerStats:
     duplicates: int = 0
     rejected: int = 0
     statuses: int = 0
+    #: Status messages refused (unsigned, bad signature, unknown edge, malformed): counted per edge too.
+    statuses_refused: int = 0
     events: int = 0
     snapshots: int = 0
     writes: int = 0
@@ -334,7 +336,10 @@ class IngestWorker:
             self.stats.payloads += 1
             try:
                 if kind == "status":
-                    self.stats.statuses += int(self.service.handle_status(payload, mill, edge, received))
+                    if self.service.handle_status(payload, mill, edge, received):
+                        self.stats.statuses += 1
+                    else:
+                        self.stats.statuses_refused += 1
                     continue
                 if kind == "events":
                     self._events(payload, mill, edge)

@@ -60,6 +60,7 @@ from spinline.core.wire import (
     decode,
     decode_status,
     sign_ack,
+    verify_signed_status,
 )
 
 log = logging.getLogger(__name__)
@@ -255,13 +256,26 @@ class IngestService:
 
     # --- edge status ----------------------------------------------------------------------------
 
-    def handle_status(self, payload: bytes, mill: str, edge: str, received_ns: int | None = None) -> bool:
+    def handle_status(self, payload: bytes, mill: str, edge: str, received_ns: int | None = None, *,
+                      verified: bool = False) -> bool:
         """Keep an edge's status message; False (and counted) when refused.
 
-        Status messages are small unsigned JSON; they are kept only for a known edge of that mill.
+        Status messages are small JSON, kept only for a known edge of that mill and only when signed
+        with its secret: ``verified`` when the transport checked the signature (the HTTP header), else
+        the payload carries it as a trailer (``wire.encode_status(..., key=)``, the MQTT form). An
+        unsigned or badly signed status is refused and counted under the neutral edge: anyone on the
+        broker could publish it.
         """
         now = self.clock() if received_ns is None else received_ns
-        if self.edge_keys(edge) is None or self.edge_mill(edge) != mill:
+        key = self.edge_keys(edge)
+        if not verified and (body := verify_signed_status(payload, key)) is not None:
+            payload, verified = body, True
+        if not verified and key is not None:
+            self.store.record_rejection(Rejection(UNVERIFIED_EDGE, "unauthorised",
+                                                  unverified_detail("status", "unsigned or bad signature",
+                                                                    len(payload)), now))
+            return False
+        if key is None or self.edge_mill(edge) != mill:
             # Not one of ours: counted under the neutral edge, nothing of the claim echoed.
             self.store.record_rejection(Rejection(UNVERIFIED_EDGE, "unauthorised",
                                                   unverified_detail("status", "unknown edge or not this mill's",

@@ -12,8 +12,11 @@ and ``EdgeEvents.handle`` answers the ack (``EventsAck``) both transports send b
 * An event that fails validation (a ``ts_ns`` out of range, a bad field) but carries its id is
   rejected alone as ``malformed``, as is one whose recording fails on its values; the others of
   the payload are recorded.
-* ``(edge, event id)`` is the idempotency key (table ``health_edge_events``): an event seen before is
-  acked again and changes nothing.
+* ``(edge, incarnation, event id)`` is the idempotency key (table ``health_edge_events``): an event
+  seen before is acked again and changes nothing. The incarnation is the edge buffer's (payload
+  ``"inc"``; "" from an edge that sends none), so a wiped gateway whose ids restart at 1 has its new
+  events stored, not acked as duplicates. The ack echoes it. A table from before the incarnation is
+  migrated on ``create_schema`` (its rows keep ``incarnation = ""``).
 * ``alarm_raised`` records an alarm in ``HealthStore`` (``evidence["source"] == "edge"``, with the
   fault, confidence, model version and the edge's evidence text) and, at ``order_severity`` or worse,
   opens a work order as the cloud pipeline does (one open order per asset). Its id derives from the
@@ -46,6 +49,7 @@ EDGE_ACTOR = "edge"
 events_t = sa.Table(
     "health_edge_events", state_metadata,
     sa.Column("edge", sa.String(64), primary_key=True),
+    sa.Column("incarnation", sa.String(64), primary_key=True, server_default=""),
     sa.Column("event_id", sa.BigInteger, primary_key=True),
     sa.Column("mill", sa.String(64), nullable=False),
     sa.Column("kind", sa.String(32), nullable=False),
@@ -87,9 +91,29 @@ class EdgeEvents:
     def create_schema(self) -> None:
         self.health.create_schema()
         try:
-            events_t.create(self.health.engine, checkfirst=True)
+            engine = self.health.engine
+            cols = {c["name"] for c in sa.inspect(engine).get_columns(events_t.name)} \
+                if sa.inspect(engine).has_table(events_t.name) else None
+            if cols is not None and "incarnation" not in cols:
+                self._migrate_incarnation(engine)
+            events_t.create(engine, checkfirst=True)
         except sa.exc.SQLAlchemyError as exc:
             raise StorageError(f"cannot create the edge events table: {exc}") from exc
+
+    @staticmethod
+    def _migrate_incarnation(engine: sa.Engine) -> None:
+        """The table keyed by (edge, event id) becomes keyed by (edge, incarnation, event id): the old
+        rows are copied with ``incarnation = ""`` (the key an edge without one still uses)."""
+        old = f"{events_t.name}_pre_inc"
+        names = ["edge", "event_id", "mill", "kind", "ts_ns", "alarm_id", "received_ns"]
+        with engine.begin() as c:
+            c.execute(sa.text(f"ALTER TABLE {events_t.name} RENAME TO {old}"))
+            if engine.dialect.name == "postgresql":   # the key's index keeps its name: free it for the new one
+                c.execute(sa.text(f"ALTER INDEX IF EXISTS {events_t.name}_pkey RENAME TO {old}_pkey"))
+            events_t.create(c)
+            c.execute(sa.text(f"INSERT INTO {events_t.name} (incarnation, {', '.join(names)}) "  # noqa: S608
+                              f"SELECT '', {', '.join(names)} FROM {old}"))
+            c.execute(sa.text(f"DROP TABLE {old}"))
 
     def handle(self, payload: bytes, *, topic: tuple[str, str] | None = None) -> EventsAck:
         """Verify and record a payload; its ack. Raises ``PayloadError`` when it is refused whole.
@@ -135,8 +159,9 @@ class EdgeEvents:
         hs = self.health
         for ev in p.events:
             with hs.engine.connect() as c:
-                seen = c.execute(sa.select(events_t.c.event_id).where(events_t.c.edge == p.edge,
-                                                                      events_t.c.event_id == ev.id)).first()
+                seen = c.execute(sa.select(events_t.c.event_id).where(
+                    events_t.c.edge == p.edge, events_t.c.incarnation == p.incarnation,
+                    events_t.c.event_id == ev.id)).first()
             if seen is not None:
                 acked.append(ev.id)
                 continue
@@ -163,12 +188,13 @@ class EdgeEvents:
                 continue
             try:
                 with hs.engine.begin() as c:
-                    c.execute(sa.insert(events_t).values(edge=p.edge, event_id=ev.id, mill=p.mill, kind=ev.kind,
+                    c.execute(sa.insert(events_t).values(edge=p.edge, incarnation=p.incarnation, event_id=ev.id,
+                                                         mill=p.mill, kind=ev.kind,
                                                          ts_ns=ev.ts_ns, alarm_id=alarm_id, received_ns=now))
             except sa.exc.IntegrityError:
                 pass  # another worker recorded it at the same moment: one copy is kept
             acked.append(ev.id)
-        return EventsAck(tuple(acked), tuple(rejected))
+        return EventsAck(tuple(acked), tuple(rejected), p.incarnation)
 
     @staticmethod
     def _key(ev: EdgeEvent, asset_tag: str) -> str:

@@ -17,8 +17,9 @@ Bad input (``handle`` never raises for it): every message is checked against a s
 (``LinkHealth.rejected``: ``message_too_large``, ``json_invalid``, ``json_not_object``,
 ``field_not_number``, ``field_not_finite``, ``bad_timestamp``, ``snapshot_*``,
 ``sparkplug_undecodable``, ``sparkplug_no_birth``, ``sparkplug_unknown_alias``,
-``sparkplug_seq_gap``, ``duplicate_ts``, ``out_of_order_ts``, and ``undecodable`` for anything
-else a message makes go wrong while it is handled: a catch-all, so no payload ends the session)
+``sparkplug_seq_gap``, ``duplicate_ts``, ``out_of_order_ts``, ``future_ts`` (a snapshot stamped more
+than ``MAX_FUTURE_NS`` ahead of the edge's clock: quarantined, never the channel's newest), and ``undecodable``
+for anything else a message makes go wrong while it is handled: a catch-all, so no payload ends the session)
 and logged once per cause and machine; the rest of the message, and the next messages, are still
 collected. Device timestamps go through a ``TsGuard`` per point (per channel for snapshots): a
 re-sent sample (same timestamp, same value) is dropped as a duplicate, an older timestamp is kept
@@ -51,6 +52,9 @@ log = logging.getLogger(__name__)
 MAX_MESSAGE_BYTES = 1 << 20
 #: Distinct unknown topics counted by name (the rest go to one bucket).
 _MAX_UNKNOWN_TOPICS = 256
+#: How far ahead of the edge's clock a snapshot may be stamped (device clock skew) before it is
+#: quarantined: the cloud's own ``max_future_ns`` default, so nothing kept here is refused there.
+MAX_FUTURE_NS = 300 * 1_000_000_000
 _SPB_DATA = ("NBIRTH", "NDATA", "DBIRTH", "DDATA")
 
 
@@ -152,6 +156,13 @@ class MqttConnector(PushLinks):
                 snap = self.vib.parse(topic, payload, received_ns)
                 if snap.ts_problem is not None:
                     self._reject(machine, "bad_timestamp", f"{topic}: {snap.ts_problem}")
+                if snap.ts_ns > received_ns + MAX_FUTURE_NS:
+                    # Quarantined before the guard sees it: made the channel's newest, it would turn
+                    # every good snapshot after it into an unscored late one until the clock caught up.
+                    self._reject(machine, "future_ts", f"{topic}: snapshot ts {snap.ts_ns} is "
+                                                       f"{(snap.ts_ns - received_ns) / 1e9:.0f} s ahead of the "
+                                                       "edge's clock; quarantined (not scored, not stored)")
+                    return machine, Batch.empty()
                 verdict = self.ts_guard.check(topic, snap.ts_ns)
                 if verdict == "duplicate":
                     self._reject(machine, "duplicate_ts", f"{topic}: snapshot ts {snap.ts_ns} re-sent; dropped")

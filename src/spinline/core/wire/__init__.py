@@ -27,6 +27,7 @@ from .batches import (
     MAX_PAYLOAD_BYTES,
     MAX_ROWS,
     REASONS,
+    ROW_BYTES,
     VERSION,
     BatchKind,
     Envelope,
@@ -35,6 +36,7 @@ from .batches import (
     UnverifiedPayload,
     decode,
     encode,
+    max_batch_rows,
     peek_edge,
 )
 from .events import (
@@ -62,7 +64,14 @@ from .snapshots import (
     decode_snapshot_upload,
     encode_snapshot_upload,
 )
-from .status import STATUS_SIGNATURE_HEADER, decode_status, encode_status, sign_status
+from .status import (
+    STATUS_SIGNATURE_HEADER,
+    decode_status,
+    encode_status,
+    public_status,
+    sign_status,
+    verify_signed_status,
+)
 from .topics import (
     API_PREFIX,
     BATCH_CONTENT_TYPE,
@@ -91,8 +100,9 @@ __all__ = [
     "ACK_SIG_FIELD", "API_PREFIX", "BATCH_CONTENT_TYPE", "EVENTS_CONTENT_TYPE", "EVENTS_PATH", "EVENTS_VERSION",
     "EVENT_KINDS", "EVENT_SEVERITIES", "FLAG_HAS_SEQ", "FLAG_MAC", "FLAG_ZLIB", "INGEST_PATH", "INT64_MAX",
     "INT64_MIN", "MAC_SIZE", "MAGIC", "MAX_ALARM_KEY", "MAX_EVENTS", "MAX_EVENTS_BYTES", "MAX_EVENT_TS_NS",
-    "MAX_INCARNATION", "MAX_PAYLOAD_BYTES", "MAX_ROWS", "REASONS", "STATUS_PATH", "STATUS_SIGNATURE_HEADER",
-    "TOPIC_ACK", "TOPIC_BATCH", "TOPIC_EVENTS", "TOPIC_EVENTS_ACK", "TOPIC_STATUS", "UP_KINDS", "VERSION",
+    "MAX_INCARNATION", "MAX_PAYLOAD_BYTES", "MAX_ROWS", "REASONS", "ROW_BYTES", "STATUS_PATH",
+    "STATUS_SIGNATURE_HEADER", "TOPIC_ACK", "TOPIC_BATCH", "TOPIC_EVENTS", "TOPIC_EVENTS_ACK", "TOPIC_STATUS",
+    "UP_KINDS", "VERSION",
     "BatchKind", "EdgeEvent", "Envelope", "EventKind", "EventSeverity", "EventsAck", "EventsPayload", "KeyLookup",
     "SignedPayloadError", "UnverifiedPayload", "UpKind", "UpTopic", "ack_signing_bytes", "decode",
     "decode_events", "decode_events_ack", "decode_status", "encode", "encode_events", "encode_events_ack",
@@ -100,4 +110,5 @@ __all__ = [
     "verify_ack", "MAX_SNAPSHOT_BYTES", "SNAPSHOTS_PATH", "SNAPSHOT_CONTENT_TYPE", "SnapshotUpload",
     "TOPIC_REQUESTS", "TOPIC_SNAPSHOT", "TOPIC_SNAPSHOT_ACK", "decode_snapshot_samples", "decode_snapshot_upload",
     "encode_snapshot_upload",
+    "max_batch_rows", "public_status", "verify_signed_status",
 ]

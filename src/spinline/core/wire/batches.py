@@ -56,6 +56,17 @@ _PREFIX = struct.Struct("<4sBBHI")
 MAX_PAYLOAD_BYTES = 32 * 1024 * 1024
 #: Rows one batch may carry.
 MAX_ROWS = 1_000_000
+#: Expanded body bytes per row at most: point, ts_ns, value (8 each), quality (1), seq (8).
+ROW_BYTES = 33
+#: Room kept for the prefix, the JSON header (meta can carry model versions) and the MAC.
+HEADER_ALLOWANCE = 1 << 20
+
+
+def max_batch_rows(max_bytes: int = MAX_PAYLOAD_BYTES, max_rows: int = MAX_ROWS) -> int:
+    """Most rows one payload may carry so the cloud's row limit and byte limit (``max_ingest_bytes``,
+    checked on the expanded size) both hold: the edge splits batches to this at commit and at send,
+    so a backlog after a commit-failure episode is never one payload the cloud must refuse."""
+    return max(1, min(max_rows, (max_bytes - HEADER_ALLOWANCE) // ROW_BYTES))
 
 BatchKind = Literal["live", "backlog"]
 

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from spinline.core.errors import PayloadError
 
-from .batches import _PARSE_ERRORS, INT64_MAX, KeyLookup, UnverifiedPayload
+from .batches import _PARSE_ERRORS, INT64_MAX, MAX_INCARNATION, KeyLookup, UnverifiedPayload
 from .status import sign_status
 from .topics import EVENTS_CONTENT_TYPE as EVENTS_CONTENT_TYPE
 from .topics import EVENTS_PATH as EVENTS_PATH
@@ -27,14 +27,19 @@ from .topics import TOPIC_EVENTS_ACK as TOPIC_EVENTS_ACK
 # * Edge -> cloud, MQTT QoS 1 on ``TOPIC_EVENTS``, or HTTP ``POST {base}{EVENTS_PATH}`` with
 #   ``Content-Type: EVENTS_CONTENT_TYPE``; the same bytes either way (``encode_events``)::
 #
-#       {"v": 1, "edge": ..., "mill": ..., "events": [EdgeEvent.to_dict(), ...]}  b"\n"  hex HMAC
+#       {"v": 1, "edge": ..., "mill": ..., "inc": ..., "events": [EdgeEvent.to_dict(), ...]}  b"\n"  hex HMAC
 #
 #   The trailer (after the last newline) is ``sign_status(secret, json_bytes)``: hex HMAC-SHA256 of
 #   the JSON bytes before the newline, keyed with the edge's secret. Without a secret the payload is
 #   the JSON alone. ``decode_events(data, key_lookup=...)`` checks all of it.
-# * ``(edge, event.id)`` is the idempotency key: ``id`` is assigned when the edge commits the event
-#   to its durable buffer and every re-send carries the same one. Store each event once.
-# * Cloud -> edge ack (``encode_events_ack``): ``{"acked": [id, ...], "rejected": [{"id", "reason"}]}``
+# * ``(edge, inc, event.id)`` is the idempotency key: ``id`` is assigned when the edge commits the
+#   event to its durable buffer and every re-send carries the same one; ``inc`` is the buffer's
+#   incarnation (as in batch headers), so a wiped or re-imaged gateway whose ids restart at 1 is not
+#   taken for a re-send. A payload without ``"inc"`` (an edge from before) keys as ``inc == ""``.
+#   Store each event once.
+# * Cloud -> edge ack (``encode_events_ack``): ``{"acked": [id, ...], "rejected": [{"id", "reason"}],
+#   "inc": ...}`` (``inc`` echoes the payload's, when it had one: an edge acts only on acks of its own
+#   incarnation)
 #   on ``TOPIC_EVENTS_ACK`` (MQTT, QoS 1) or as the HTTP 200 response body. ``acked`` = stored now or
 #   already stored (duplicates are acked too); ``rejected`` = refused for good (the edge keeps them in
 #   its ``dead_events`` table), e.g. an event whose ``ts_ns`` is out of range (the cloud decodes with
@@ -126,6 +131,8 @@ class EventsPayload:
     events: tuple[EdgeEvent, ...]
     #: (event id, reason) of events refused one by one (``decode_events(..., per_event=True)``).
     invalid: tuple[tuple[int, str], ...] = ()
+    #: The edge buffer's incarnation ("" from an edge that sends none).
+    incarnation: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +140,8 @@ class EventsAck:
     acked: tuple[int, ...] = ()
     #: (event id, reason) of events the cloud refuses for good.
     rejected: tuple[tuple[int, str], ...] = ()
+    #: The incarnation of the payload acked ("" when it had none).
+    incarnation: str = ""
 
 
 #: Latest event time accepted: 2200-01-01 (ids and alarm times derive from it; int64 ns ends in 2262).
@@ -160,12 +169,17 @@ def _opt_float(v: Any) -> float | None:
 
 
 def encode_events(edge: str, mill: str, events: list[EdgeEvent] | tuple[EdgeEvent, ...], *,
-                  key: bytes | None = None) -> bytes:
+                  key: bytes | None = None, incarnation: str = "") -> bytes:
     """The events payload (see the contract above); signed when ``key`` is given."""
     if len(events) > MAX_EVENTS:
         raise ValueError(f"{len(events)} events in one payload, limit {MAX_EVENTS}")
-    body = json.dumps({"v": EVENTS_VERSION, "edge": edge, "mill": mill, "events": [e.to_dict() for e in events]},
-                      separators=(",", ":"), allow_nan=False).encode()
+    if len(incarnation) > MAX_INCARNATION:
+        raise ValueError(f"incarnation longer than {MAX_INCARNATION} characters")
+    d: dict[str, Any] = {"v": EVENTS_VERSION, "edge": edge, "mill": mill}
+    if incarnation:
+        d["inc"] = incarnation
+    d["events"] = [e.to_dict() for e in events]
+    body = json.dumps(d, separators=(",", ":"), allow_nan=False).encode()
     if key is None:
         return body
     return body + b"\n" + sign_status(key, body).encode()
@@ -196,6 +210,9 @@ def decode_events(data: bytes, *, key_lookup: KeyLookup | None = None,
             raise TypeError("edge and mill must be strings")
         if not isinstance(raw, list):
             raise TypeError("events must be a list")
+        inc = d.get("inc", "")
+        if not isinstance(inc, str) or len(inc) > MAX_INCARNATION:
+            raise TypeError(f"inc must be a string of at most {MAX_INCARNATION} characters")
     except _PARSE_ERRORS as exc:
         raise UnverifiedPayload("malformed", f"bad events payload: {type(exc).__name__}") from None
     if type(version) is not int or version != EVENTS_VERSION:
@@ -210,7 +227,7 @@ def decode_events(data: bytes, *, key_lookup: KeyLookup | None = None,
     if len(raw) > MAX_EVENTS:
         raise PayloadError("oversized", f"{len(raw)} events, limit {MAX_EVENTS}")
     if not per_event:
-        return EventsPayload(edge, mill, tuple(EdgeEvent.from_dict(e) for e in raw))
+        return EventsPayload(edge, mill, tuple(EdgeEvent.from_dict(e) for e in raw), incarnation=inc)
     good: list[EdgeEvent] = []
     invalid: list[tuple[int, str]] = []
     for e in raw:
@@ -224,12 +241,14 @@ def decode_events(data: bytes, *, key_lookup: KeyLookup | None = None,
             if ident <= 0:
                 raise   # no id to ack it by: the whole payload is malformed
             invalid.append((ident, "malformed"))
-    return EventsPayload(edge, mill, tuple(good), tuple(invalid))
+    return EventsPayload(edge, mill, tuple(good), tuple(invalid), incarnation=inc)
 
 
 def encode_events_ack(ack: EventsAck) -> bytes:
-    return json.dumps({"acked": list(ack.acked), "rejected": [{"id": i, "reason": r} for i, r in ack.rejected]},
-                      separators=(",", ":")).encode()
+    d: dict[str, Any] = {"acked": list(ack.acked), "rejected": [{"id": i, "reason": r} for i, r in ack.rejected]}
+    if ack.incarnation:
+        d["inc"] = ack.incarnation
+    return json.dumps(d, separators=(",", ":")).encode()
 
 
 def decode_events_ack(data: bytes | str | dict[str, Any]) -> EventsAck:
@@ -240,6 +259,9 @@ def decode_events_ack(data: bytes | str | dict[str, Any]) -> EventsAck:
             raise TypeError("ack must be a JSON object")
         acked = tuple(int(i) for i in d.get("acked") or ())
         rejected = tuple((int(r["id"]), str(r.get("reason") or "rejected")) for r in d.get("rejected") or ())
+        inc = d.get("inc", "")
+        if not isinstance(inc, str):
+            raise TypeError("inc must be a string")
     except (KeyError, TypeError, ValueError) as exc:
         raise PayloadError("malformed", f"bad events ack: {exc!r}") from None
-    return EventsAck(acked, rejected)
+    return EventsAck(acked, rejected, inc)

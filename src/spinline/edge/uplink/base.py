@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, Protocol, Self
@@ -91,11 +91,21 @@ class AckTrust:
         self.secret = secret or b""
         self.edge = edge
         self.required = required
-        #: This buffer's incarnation (set by the forwarder); a signed ack naming another is ignored.
-        self.incarnation: str | None = None
+        #: Where this buffer's incarnation is read (set by the forwarder at construction, so it holds
+        #: before any uplink's ack reader starts); a signed ack naming another incarnation is ignored.
+        self.incarnation_of: Callable[[], str] | None = None
+        self._incarnation: str | None = None
         self.signed_seen = False
         self.ignored = 0
         self._logged: set[str] = set()
+
+    @property
+    def incarnation(self) -> str | None:
+        return self.incarnation_of() if self.incarnation_of is not None else self._incarnation
+
+    @incarnation.setter
+    def incarnation(self, value: str | None) -> None:
+        self._incarnation = value
 
     def accept(self, ack: Mapping[str, Any], where: str = "ack") -> bool:
         ok = verify_ack(self.secret, ack)
@@ -152,7 +162,10 @@ class Uplink(Protocol):
 
     async def send(self, seq: int, payload: bytes) -> None: ...
 
-    async def publish_status(self, payload: bytes) -> None: ...
+    async def publish_status(self, payload: bytes) -> int | None:
+        """Send the status JSON; the bytes that went on the wire when the transport adds to them
+        (a signature trailer), else None (exactly ``payload``)."""
+        ...
 
     async def send_events(self, payload: bytes) -> None: ...
 

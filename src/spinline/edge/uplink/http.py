@@ -122,7 +122,7 @@ class HttpUplink:
             return
         self.acks.put_nowait(Ack(seq, "rejected", reason, 0))
 
-    async def publish_status(self, payload: bytes) -> None:
+    async def publish_status(self, payload: bytes) -> int | None:
         if self._client is None:
             raise UplinkError("HTTP uplink is not open")
         try:
@@ -136,6 +136,7 @@ class HttpUplink:
                 d = ack_object(r.content)
                 if self.trust.accept(d, "snapshot requests"):
                     self._take_requests(d)
+        return None   # the body is the payload as given (the signature travels in a header)
 
     async def send_events(self, payload: bytes) -> None:
         if self._client is None:

@@ -42,6 +42,8 @@ class MqttUplink:
         self.password = unquote(u.password) if u.password else (secret.decode("utf-8", "replace")
                                                                   if send_credentials else None)
         self.edge, self.mill = edge, mill
+        #: Signs the status (trailer form; batches and events are signed by the forwarder).
+        self.secret = secret
         self.timeout_s = timeout_s
         self.topic_batch = wire.TOPIC_BATCH.format(mill=mill, edge=edge)
         self.topic_status = wire.TOPIC_STATUS.format(mill=mill, edge=edge)
@@ -69,7 +71,8 @@ class MqttUplink:
     async def __aenter__(self) -> Self:
         self.closed = asyncio.get_running_loop().create_future()
         will = aiomqtt.Will(self.topic_status, wire.encode_status({"edge": self.edge, "mill": self.mill,
-                                                                   "state": "offline"}), qos=1, retain=True)
+                                                                   "state": "offline"}, key=self.secret or None),
+                            qos=1, retain=True)
         client = aiomqtt.Client(self.host, self.port, username=self.username, password=self.password,
                                 identifier=f"spinline-edge-{self.mill}-{self.edge}", clean_session=False,
                                 keepalive=10, timeout=self.timeout_s, will=will,
@@ -159,8 +162,13 @@ class MqttUplink:
         except aiomqtt.MqttError as exc:
             raise UplinkError(f"publish of a snapshot failed: {exc}") from None
 
-    async def publish_status(self, payload: bytes) -> None:
+    async def publish_status(self, payload: bytes) -> int | None:
+        """Publish (retained) the status JSON ``payload``, signed in its trailer (the cloud refuses an
+        unsigned one: anyone on the broker could otherwise fake this edge's fleet status)."""
+        if self.secret:
+            payload = payload + b"\n" + wire.sign_status(self.secret, payload).encode()
         try:
             await self._c().publish(self.topic_status, payload, qos=1, retain=True)
         except aiomqtt.MqttError as exc:
             raise UplinkError(f"status publish failed: {exc}") from None
+        return len(payload)

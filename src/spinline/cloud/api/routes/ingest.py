@@ -109,7 +109,8 @@ async def edge_status(request: Request, cloud: CloudDep,
                                           unverified_detail("status", "unsigned or bad signature", len(body)),
                                           time.time_ns()))
         return refusal("unauthorised", "the status is unsigned, the edge unknown or the signature does not match")
-    ok = await run_in_threadpool(cloud.ingest.handle_status, body, x_spinline_mill, x_spinline_edge)
+    ok = await run_in_threadpool(lambda: cloud.ingest.handle_status(body, x_spinline_mill, x_spinline_edge,
+                                                                    verified=True))
     if not ok:
         return refusal("unauthorised", f"no edge {x_spinline_mill}/{x_spinline_edge} may report status")
     # Raw snapshots users asked this edge for ride on the answer (signed like an ack): the status is
