@@ -122,10 +122,13 @@ def _provision(data_dir: Path, edges: dict[str, tuple[str, Path]]) -> Callable[[
 async def run_demo(site_path: Path, *, mill: str | None = None, data_dir: Path = Path(".spinline/demo"),
                    host: str = "127.0.0.1", port: int = 8000, broker: str | None = None, speed: float = 1.0,
                    seed: int = 42, duration_s: float | None = None, report_every_s: float = 10.0,
-                   report: Callable[[str], None] | None = None, history_days: float = 21.0) -> DemoSummary:
+                   report: Callable[[str], None] | None = None, history_days: float = 21.0,
+                   stop_when_complete: bool = False) -> DemoSummary:
     """Back-fill ``history_days`` of the past, then run simulators + edges + cloud until ``duration_s``.
 
     Every mill of the site runs (a zone file gives the zone operator's view), or only ``mill``.
+    ``stop_when_complete`` ends the run at the first progress report where the cloud has a value for
+    every device point (a smoke run: ``duration_s`` is then the upper bound, not the length).
     """
     site: Site = load_site(site_path)
     mills = [site.mill(mill).id] if mill else [m.id for m in site.mills]
@@ -238,6 +241,9 @@ async def run_demo(site_path: Path, *, mill: str | None = None, data_dir: Path =
                     say(f"[{time.monotonic() - t_live:6.0f}s] {m}: edge collected {e.get('points_collected', 0):,} "
                         f"buffered {e.get('buffer', {}).get('rows', 0):,} uplink {e.get('uplink', {}).get('state')}; "
                         f"cloud has values for {summary.per_mill.get(m, 0)} device points")
+                if stop_when_complete and summary.points_total and \
+                        summary.points_with_values == summary.points_total:
+                    break
         await _update(summary, agents, app, protocol_of)
     summary.wall_s = time.monotonic() - t0
     return summary

@@ -103,7 +103,8 @@ def served(tmp_path_factory: pytest.TempPathFactory, zone_yaml: Path) -> Iterato
         thread.join(10)
 
 
-@schemathesis.serializer("application/x-spinline-batch", "application/x-spinline-events")
+@schemathesis.serializer("application/x-spinline-batch", "application/x-spinline-events",
+                         "application/x-spinline-snapshot")
 def _wire_bytes(ctx: Any, value: Any) -> bytes:
     """Edge payloads are binary (``spinline.core.wire``): generated junk goes out as bytes."""
     return value if isinstance(value, bytes) else str(value).encode("utf-8", "surrogatepass")

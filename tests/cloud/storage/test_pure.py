@@ -35,6 +35,14 @@ def test_counter_step_rises_wraps_and_resets() -> None:
     assert step(prev, cur, roll).tolist() == [0.0, 5.0, 15.0, 3.0, 4.0]
 
 
+def test_counter_small_step_back_is_not_a_reset() -> None:
+    # A counter resumed a little behind where it stood (restored PLC, resumed simulator): +0, not its value.
+    prev = np.array([27646.0, 27646.0, 120.0])
+    cur = np.array([27600.0, 27700.0, 100.0])
+    roll = np.array([np.nan, np.nan, 1000.0])
+    assert step(prev, cur, roll).tolist() == [0.0, 54.0, 0.0]
+
+
 def test_runs_and_resolution_choice() -> None:
     m = shared.MINUTE_NS
     assert shared.runs(np.array([0, m, 2 * m, 5 * m], dtype=np.int64), m) == [(0, 3 * m), (5 * m, 6 * m)]
