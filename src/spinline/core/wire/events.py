@@ -185,6 +185,16 @@ def encode_events(edge: str, mill: str, events: list[EdgeEvent] | tuple[EdgeEven
     return body + b"\n" + sign_status(key, body).encode()
 
 
+def require_edge_signature(key_lookup: KeyLookup, edge: str, body: bytes, sig: bytes, what: str) -> None:
+    """Refuse (``unauthorised``) a message whose trailer is not ``body`` signed with ``edge``'s key: the
+    one check behind every signed JSON message an edge sends (events, raw snapshots)."""
+    secret = key_lookup(edge)
+    if secret is None:
+        raise UnverifiedPayload("unauthorised", f"unknown or revoked edge {edge[:64]!r}")
+    if not sig or not hmac.compare_digest(sign_status(secret, body).encode(), sig.strip()):
+        raise UnverifiedPayload("unauthorised", f"{what} signature check failed for edge {edge[:64]!r}")
+
+
 def decode_events(data: bytes, *, key_lookup: KeyLookup | None = None,
                   max_bytes: int = MAX_EVENTS_BYTES, per_event: bool = False) -> EventsPayload:
     """Parse and validate an events payload; every failure is a ``PayloadError``.
@@ -219,11 +229,7 @@ def decode_events(data: bytes, *, key_lookup: KeyLookup | None = None,
         raise UnverifiedPayload("unsupported_version", f"events payload version {str(version)[:20]}, this side "
                                                        f"reads {EVENTS_VERSION}")
     if key_lookup is not None:
-        secret = key_lookup(edge)
-        if secret is None:
-            raise UnverifiedPayload("unauthorised", f"unknown or revoked edge {edge!r}")
-        if not sig or not hmac.compare_digest(sign_status(secret, body).encode(), sig):
-            raise UnverifiedPayload("unauthorised", f"events signature check failed for edge {edge!r}")
+        require_edge_signature(key_lookup, edge, body, sig, "events")
     if len(raw) > MAX_EVENTS:
         raise PayloadError("oversized", f"{len(raw)} events, limit {MAX_EVENTS}")
     if not per_event:

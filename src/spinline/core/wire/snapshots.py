@@ -16,7 +16,6 @@ assets a user asked a snapshot of (``TOPIC_REQUESTS`` carries the same over MQTT
 
 from __future__ import annotations
 
-import hmac
 import json
 import zlib
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ import numpy as np
 from spinline.core.errors import PayloadError
 
 from .batches import KeyLookup, UnverifiedPayload
+from .events import require_edge_signature
 from .status import sign_status
 
 SNAPSHOT_VERSION = 1
@@ -109,10 +109,6 @@ def decode_snapshot_upload(data: bytes, *, key_lookup: KeyLookup | None = None,
         raise UnverifiedPayload("unsupported_version", f"snapshot message version {str(version)[:20]}, this side "
                                                        f"reads {SNAPSHOT_VERSION}")
     if key_lookup is not None:
-        secret = key_lookup(edge)
-        if secret is None:
-            raise UnverifiedPayload("unauthorised", f"unknown or revoked edge {edge[:64]!r}")
-        if not hmac.compare_digest(sign_status(secret, head + b"\n" + snapshot).encode(), sig.strip()):
-            raise UnverifiedPayload("unauthorised", f"snapshot signature check failed for edge {edge[:64]!r}")
+        require_edge_signature(key_lookup, edge, head + b"\n" + snapshot, sig, "snapshot")
     header, _ = decode_snapshot_samples(snapshot)
     return SnapshotUpload(edge, mill, ident, header, snapshot)
