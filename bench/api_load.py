@@ -13,7 +13,8 @@ loopback port. In the same run:
      ``X-Forwarded-For`` address (uvicorn trusts the loopback proxy), so only the global login
      limit and the bounded argon2 slots stand in its way.
 The hostile clients run in their own process, so their own work does not delay the measuring
-client. The server's RSS is read from /proc before, during (peak) and after. Bounded: at most
+client. The server's RSS (with its KPI worker processes) is read from /proc before, during (peak) and
+after. Bounded: at most
 ``--seconds`` of load; everything on loopback. The machine's load average is reported beside the
 figures: on a shared machine other processes compete for the same cores.
 
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import random
@@ -97,11 +99,28 @@ def serve(folder: str, port: int) -> None:
     uvicorn.run(create_app(_settings(folder)), host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (the cloud and its KPI worker processes)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        for task in Path(f"/proc/{p}/task").glob("*/children"):
+            with contextlib.suppress(OSError):
+                todo += [int(c) for c in task.read_text().split()]
+    return out
+
+
 def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    """RSS of the cloud process and its worker processes together."""
+    total = 0.0
+    for p in _tree(pid):
+        try:
+            lines = Path(f"/proc/{p}/status").read_text().splitlines()
+        except OSError:
+            continue
+        total += next((int(x.split()[1]) / 1024 for x in lines if x.startswith("VmRSS:")), 0.0)
+    return total if total else float("nan")
 
 
 def free_port() -> int:

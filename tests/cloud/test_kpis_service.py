@@ -173,3 +173,24 @@ def test_shift_windows_follow_the_mill_time_zone() -> None:
     assert [(w.label, (w.end_ns - w.start_ns) // MIN) for w in ws] == [
         ("2024-05-01 A", 60), ("2024-05-01 B", 60), ("2024-05-01 C", 22 * 60)]
     assert ws[0].start_ns == T0
+
+
+def test_worker_processes_give_the_same_rows_in_jobs_of_windows(store: TimeSeriesStore) -> None:
+    # KPIs by shift over 10 days: 30 windows, more than one job (WINDOWS_PER_JOB), computed in a worker
+    # process of a ProcessLane (as the cloud does), equal to the same rows computed inline.
+    from spinline.cloud.api.limits import ProcessLane
+    from spinline.cloud.kpis.service import WINDOWS_PER_JOB
+
+    mill = kpi_site().mill("m1")
+    end = T0 + 10 * 24 * 60 * MIN
+    inline = KpiService(store).mill_kpis(mill, T0, end, by="shift")
+    assert len(inline) == 30 > WINDOWS_PER_JOB
+    lane = ProcessLane("kpi", 1)
+    try:
+        pooled = KpiService(store, lane).mill_kpis(mill, T0, end, by="shift")
+        assert lane.started == 1
+    finally:
+        lane.shutdown()
+    assert [(r.id, r.window) for r in pooled] == [(r.id, r.window) for r in inline]
+    assert [r.kpis for r in pooled] == [r.kpis for r in inline]           # NaN-free rows, or None alike
+    assert pooled[0].kpis.output_kg == approx(8.1)

@@ -32,7 +32,7 @@ from spinline.cloud.api import errors, openapi
 from spinline.cloud.api.deps import Cloud
 from spinline.cloud.api.errors import error_response
 from spinline.cloud.api.guards import RequestGuard
-from spinline.cloud.api.limits import ConcurrencyLimiter, Lane, TokenBucket, WindowCounter
+from spinline.cloud.api.limits import ConcurrencyLimiter, Lane, ProcessLane, TokenBucket, WindowCounter
 from spinline.cloud.api.routes import (
     auth,
     carbon,
@@ -128,7 +128,9 @@ def build_cloud(settings: Settings, store: TimeSeriesStore, meta: MetaStore) -> 
                                max_bytes=settings.max_ingest_bytes, sync_credentials=edge_creds.sync)
     streams = LiveStreams(settings.max_streams_per_user)
     accounts.on_sessions_ended(streams.end)
-    kpis_svc = KpiService(store)
+    # KPI arithmetic in worker processes: it holds the GIL, and the charts must not wait for it.
+    kpi_lane = ProcessLane("kpi", settings.max_heavy_requests)
+    kpis_svc = KpiService(store, kpi_lane)
     return Cloud(settings=settings, store=store, meta=meta, accounts=accounts, edges=edge_creds, ingest=ingest_svc,
                  kpis=kpis_svc, streams=streams, zone=ZoneOverview(store, kpis_svc, HealthQueries(meta.engine),
                                    kpi_max_age_s=max(60.0, 3 * settings.zone_refresh_s)),
@@ -138,7 +140,7 @@ def build_cloud(settings: Settings, store: TimeSeriesStore, meta: MetaStore) -> 
                  login_slots=asyncio.Semaphore(settings.argon2_max_concurrent),
                  heavy_slots=asyncio.Semaphore(settings.max_heavy_requests),
                  login_lane=Lane("login", settings.argon2_max_concurrent),
-                 heavy_lane=Lane("heavy", settings.max_heavy_requests))
+                 heavy_lane=Lane("heavy", settings.max_heavy_requests), kpi_lane=kpi_lane)
 
 
 def open_stores(settings: Settings, *, site: Site | None = None) -> tuple[TimeSeriesStore, MetaStore]:
@@ -350,6 +352,7 @@ def create_app(settings: Settings, *, store: TimeSeriesStore | None = None, meta
             app.state.cloud = None
             cloud.login_lane.close()
             cloud.heavy_lane.close()
+            cloud.kpi_lane.close()
             if owned:
                 st.close()
                 mt.close()

@@ -109,7 +109,8 @@ class Settings(BaseModel):
     argon2_wait_s: float = Field(default=5.0, gt=0)
     #: Expensive queries (KPIs, carbon, maintenance reports) running at once in the whole process, so
     #: that a few of them cannot take every core from cheap requests; waiting past ``heavy_wait_s``
-    #: answers 503 ``busy``. Waiting requests hold no thread.
+    #: answers 503 ``busy``. Waiting requests hold no thread. Also the number of KPI worker processes
+    #: (``api.limits.ProcessLane``).
     max_heavy_requests: int = Field(default=2, ge=1)
     heavy_wait_s: float = Field(default=10.0, gt=0)
     #: PostgreSQL: seconds to establish a connection, and longest statement (server side), in seconds.

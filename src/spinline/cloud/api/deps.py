@@ -35,7 +35,7 @@ from fastapi import Depends, HTTPException, Path, Query, Request, status
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 
 from spinline.cloud.api.errors import ApiError
-from spinline.cloud.api.limits import ConcurrencyLimiter, Lane, TokenBucket, WindowCounter
+from spinline.cloud.api.limits import ConcurrencyLimiter, Lane, ProcessLane, TokenBucket, WindowCounter
 from spinline.cloud.api.timefmt import MAX_TIME, MIN_TIME, check_time
 from spinline.cloud.auth.roles import Permission, Principal
 from spinline.cloud.auth.service import Accounts, EdgeCredentials
@@ -96,6 +96,8 @@ class Cloud:
     #: Low-priority threads of the password checks and of the expensive queries (``limits.Lane``).
     login_lane: Lane = field(default_factory=lambda: Lane("login", 1))
     heavy_lane: Lane = field(default_factory=lambda: Lane("heavy", 2))
+    #: Worker processes of the KPI arithmetic (``KpiService.executor``; ``limits.ProcessLane``).
+    kpi_lane: ProcessLane = field(default_factory=lambda: ProcessLane("kpi", 2))
     #: The model registry and its TUF repository (set in the app's lifespan).
     models: ModelRegistry | None = None
     #: Raw evidence snapshots and requests (set in the app's lifespan).

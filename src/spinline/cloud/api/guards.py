@@ -12,7 +12,8 @@
 - **The client going away**: the request runs in its own task while the guard listens for
   ``http.disconnect``; when the client hangs up before the answer is complete, the guard lets go of
   the task at once (its later sends are dropped) and sets ``scope[GONE]``, a ``threading.Event``
-  that long work checks between steps (``api.deps.Gone``; the KPI loop stops at the next window).
+  that long work checks between steps (``api.deps.Gone``; the KPI loop stops before its next job of
+  windows, or while waiting for it).
   The task itself is not cancelled: blocking storage calls in a worker thread cannot be stopped
   half-way, and the request keeps its per-user slot until its work has really ended, so hanging
   up and asking again cannot pile up work past the user's limit. ``request.is_disconnected()``

@@ -26,12 +26,14 @@ import asyncio
 import contextlib
 import functools
 import math
+import multiprocessing
 import os
 import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -103,6 +105,57 @@ class Lane:
             if self._pool is not None:
                 self._pool.shutdown(wait=False, cancel_futures=True)
                 self._pool = None
+
+
+def _lower_process_priority(nice: int) -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        os.nice(nice)
+
+
+class ProcessLane(Executor):
+    """A few worker processes at a lower CPU priority, for CPU work in Python (KPIs over many windows).
+
+    A ``Lane`` thread keeps the scheduler's priority low but not the GIL: while it computes, the
+    event loop and the cheap requests' threads wait for the interpreter lock (and wait longer still
+    when the scheduler has preempted the nice'd thread *holding* it). In a worker process the work
+    has its own interpreter. Workers are started (``spawn``: no fork of a threaded process) on
+    first use, so an app that never computes KPIs starts none; a worker that died is replaced at
+    the next submit instead of leaving the pool broken for good. ``started`` counts pools started.
+    """
+
+    def __init__(self, name: str, workers: int, nice: int = 10) -> None:
+        self.name, self.workers, self.nice = name, workers, nice
+        self._pool: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+        self.started = 0
+
+    def _current(self) -> ProcessPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                                 initializer=_lower_process_priority, initargs=(self.nice,))
+                self.started += 1
+            return self._pool
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        pool = self._current()
+        try:
+            return pool.submit(fn, *args, **kwargs)
+        except BrokenProcessPool:
+            with self._lock:
+                if self._pool is pool:
+                    self._pool = None
+            return self._current().submit(fn, *args, **kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=wait, cancel_futures=cancel_futures)
+
+    def close(self) -> None:
+        """Stop the workers without waiting (queued work is dropped; a running job ends on its own)."""
+        self.shutdown(wait=False, cancel_futures=True)
 
 
 class TokenBucket:

@@ -83,8 +83,8 @@ class BoundedRejections:
     def register_points(self, points: Sequence[PointInfo]) -> None:
         self.inner.register_points(points)
 
-    def points(self, mill: str | None = None) -> list[PointInfo]:
-        return self.inner.points(mill)
+    def points(self, mill: str | None = None, *, tag: str | None = None) -> list[PointInfo]:
+        return self.inner.points(mill, tag=tag)
 
     def write(self, batch: Batch, *, idempotency_key: str | None = None, digest: str | None = None,
               note: str | None = None) -> WriteResult:

@@ -14,6 +14,8 @@ energy is the energy of all its machines except the energy meters (which measure
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, Future
+from concurrent.futures import TimeoutError as FuturesTimeout
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
@@ -111,15 +113,23 @@ def output_stage(machines: Sequence[Machine]) -> MachineType | None:
 class _Index:
     """Rollup rows of one query by point: bucket starts and aggregates, sorted by bucket."""
 
-    def __init__(self, r: Rollup) -> None:
+    def __init__(self, r: Rollup | None) -> None:
         self.rows: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
-        if not len(r):
+        if r is None or not len(r):
             return
         order = np.lexsort((r.bucket_ns, r.point))
         p = r.point[order]
         cuts = np.flatnonzero(np.diff(p)) + 1
         for idx in np.split(order, cuts):
             self.rows[int(r.point[idx[0]])] = (r.bucket_ns[idx], r.mean[idx], r.max[idx], r.delta[idx])
+
+    def within(self, start_ns: int, end_ns: int) -> _Index:
+        """The rows with buckets in [start, end) only (what a job of windows there reads)."""
+        out = _Index(None)
+        for key, rows in self.rows.items():
+            sel = (rows[0] >= start_ns) & (rows[0] < end_ns)
+            out.rows[key] = (rows[0][sel], rows[1][sel], rows[2][sel], rows[3][sel])
+        return out
 
     def top(self, key: int | None, start_ns: int, end_ns: int) -> float | None:
         """The highest bucket maximum of a point in [start, end); None without data."""
@@ -143,17 +153,48 @@ class _Index:
         return out
 
 
+@dataclass(frozen=True, slots=True)
+class _Job:
+    """One chunk of windows of one mill with the rollup rows it needs: all ``compute_rows`` reads.
+
+    Plain data (picklable): it crosses to a worker process when the service has an executor.
+    """
+
+    mill: Mill
+    by: GroupBy
+    windows: tuple[Window, ...]
+    index: _Index
+    keys: dict[tuple[str, str], int]
+    width: int
+    standard_ne: float
+    nominal: dict[str, float | None]
+
+
+#: Windows computed per job: the caller checks ``cancelled`` between jobs, so this bounds the work
+#: that still runs after the client has gone (a shift job of 24 windows takes tens of ms).
+WINDOWS_PER_JOB = 24
+
+
 class KpiService:
-    def __init__(self, store: TimeSeriesStore) -> None:
+    """KPI rows from the store's rollups.
+
+    The store is read in the calling thread (the database does that work, mostly without the GIL);
+    the per-window arithmetic, which is Python and numpy on small arrays and holds the GIL, runs on
+    ``executor`` when one is given (a process pool: there it cannot hold back the API's event loop
+    and its cheap requests), else in the calling thread.
+    """
+
+    def __init__(self, store: TimeSeriesStore, executor: Executor | None = None) -> None:
         self.store = store
+        self.executor = executor
 
     def mill_kpis(self, mill: Mill, start_ns: int, end_ns: int, *, by: GroupBy = "mill",
                   standard_ne: float = DEFAULT_STANDARD_NE,
                   cancelled: Callable[[], bool] | None = None) -> list[KpiRow]:
         """KPI rows of one mill over [start, end): per machine, line, the mill, or each shift.
 
-        ``cancelled`` is asked between windows: when it says yes (nobody waits for the answer any
-        more) the work stops with ``Cancelled``.
+        ``cancelled`` is asked before each job of ``WINDOWS_PER_JOB`` windows: when it says yes
+        (nobody waits for the answer any more) the work stops with ``Cancelled``.
         """
         if end_ns <= start_ns:
             raise ValueError("the end must be after the start")
@@ -169,40 +210,65 @@ class KpiService:
         # OEE performance is measured against each frame's top speed over the whole range.
         nominal = {m.id: index.top((keys.get((m.id, "spindle_speed"))), lo, hi) for _, _, m in iter_machines(mill)}
         rows: list[KpiRow] = []
-        for w in windows:
+        for i in range(0, len(windows), WINDOWS_PER_JOB):
             if cancelled is not None and cancelled():
                 raise Cancelled(f"KPIs of {mill.id} stopped: nobody waits for them")
-            per_machine = {m.id: (line, m, self._machine(index, keys, line, m, w, width, standard_ne, nominal[m.id]))
-                           for _, line, m in iter_machines(mill)}
-            if by == "machine":
-                for line, m, tot in per_machine.values():
-                    rows.append(KpiRow("machine", m.id, m.name or m.id, mill.id, line.id, m.type.value, w,
-                                       kpis(tot, w.hours)))
-            elif by == "line":
-                for ws in mill.workshops:
-                    for line in ws.lines:
-                        group = [per_machine[m.id] for m in line.machines]
-                        rows.append(KpiRow("line", line.id, line.name or line.id, mill.id, line.id, None, w,
-                                           kpis(_group(group), w.hours)))
-            else:
-                group = list(per_machine.values())
-                kind = "shift" if by == "shift" else "mill"
-                rows.append(KpiRow(kind, w.label or mill.id, mill.name or mill.id, mill.id, None, None, w,
-                                   kpis(_group(group), w.hours)))
+            chunk = tuple(windows[i:i + WINDOWS_PER_JOB])
+            job = _Job(mill, by, chunk, index.within(chunk[0].start_ns, chunk[-1].end_ns), keys, width,
+                       standard_ne, nominal)
+            rows += compute_rows(job) if self.executor is None else _wait(self.executor.submit(compute_rows, job),
+                                                                          mill.id, cancelled)
         return rows
 
-    def _machine(self, index: _Index, keys: dict[tuple[str, str], int], line: Line, m: Machine,
-                 w: Window, width: int, standard_ne: float, nominal_rpm: float | None) -> Totals:
-        def col(name: str, c: int) -> np.ndarray | None:
-            return index.aligned(keys.get((m.id, name)), w, width, c)
 
-        delta = {n: a for n in COUNTERS if (a := col(n, 3)) is not None}
-        mean = {n: a for n in GAUGES if (a := col(n, 1)) is not None}
-        mx = {n: a for n in ("spindle_speed",) if (a := col(n, 2)) is not None}
-        b = Buckets(bucket_h=width / HOUR_NS, n=int((w.end_ns - w.start_ns) // width), delta=delta, mean=mean, max=mx)
-        ring = m.type == MachineType.RING_FRAME
-        return machine_totals(b, window_h=w.hours, spindles=m.spindles if ring else None,
-                              count_ne=line.count_ne, standard_ne=standard_ne, nominal_rpm=nominal_rpm)
+def _wait(job: Future[list[KpiRow]], mill: str, cancelled: Callable[[], bool] | None) -> list[KpiRow]:
+    """A job's rows; asks ``cancelled`` while waiting, so a caller that went is let go within a tick
+    (also while a worker process starts). A job not started yet is dropped; a running one ends on its own."""
+    while True:
+        try:
+            return job.result(timeout=None if cancelled is None else 0.1)
+        except FuturesTimeout:
+            if cancelled is not None and cancelled():
+                job.cancel()
+                raise Cancelled(f"KPIs of {mill} stopped: nobody waits for them") from None
+
+
+def compute_rows(job: _Job) -> list[KpiRow]:
+    """The KPI rows of a job's windows (pure: no store, no I/O; runs in a worker process or inline)."""
+    mill, rows = job.mill, []
+    for w in job.windows:
+        per_machine = {m.id: (line, m, _machine(job, line, m, w)) for _, line, m in iter_machines(mill)}
+        if job.by == "machine":
+            for line, m, tot in per_machine.values():
+                rows.append(KpiRow("machine", m.id, m.name or m.id, mill.id, line.id, m.type.value, w,
+                                   kpis(tot, w.hours)))
+        elif job.by == "line":
+            for ws in mill.workshops:
+                for line in ws.lines:
+                    group = [per_machine[m.id] for m in line.machines]
+                    rows.append(KpiRow("line", line.id, line.name or line.id, mill.id, line.id, None, w,
+                                       kpis(_group(group), w.hours)))
+        else:
+            group = list(per_machine.values())
+            kind = "shift" if job.by == "shift" else "mill"
+            rows.append(KpiRow(kind, w.label or mill.id, mill.name or mill.id, mill.id, None, None, w,
+                               kpis(_group(group), w.hours)))
+    return rows
+
+
+def _machine(job: _Job, line: Line, m: Machine, w: Window) -> Totals:
+    width = job.width
+
+    def col(name: str, c: int) -> np.ndarray | None:
+        return job.index.aligned(job.keys.get((m.id, name)), w, width, c)
+
+    delta = {n: a for n in COUNTERS if (a := col(n, 3)) is not None}
+    mean = {n: a for n in GAUGES if (a := col(n, 1)) is not None}
+    mx = {n: a for n in ("spindle_speed",) if (a := col(n, 2)) is not None}
+    b = Buckets(bucket_h=width / HOUR_NS, n=int((w.end_ns - w.start_ns) // width), delta=delta, mean=mean, max=mx)
+    ring = m.type == MachineType.RING_FRAME
+    return machine_totals(b, window_h=w.hours, spindles=m.spindles if ring else None,
+                          count_ne=line.count_ne, standard_ne=job.standard_ne, nominal_rpm=job.nominal[m.id])
 
 
 def _group(members: Sequence[tuple[Line, Machine, Totals]]) -> Totals:

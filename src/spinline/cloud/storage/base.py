@@ -162,8 +162,9 @@ class TimeSeriesStore(Protocol):
     def register_points(self, points: Sequence[PointInfo]) -> None:
         """Insert or update point metadata."""
 
-    def points(self, mill: str | None = None) -> list[PointInfo]:
-        """Registered points (of one mill)."""
+    def points(self, mill: str | None = None, *, tag: str | None = None) -> list[PointInfo]:
+        """Registered points (of one mill; with ``tag``: only the point of that tag, a lookup that reads
+        one row instead of a mill's hundreds, as a chart request needs)."""
 
     def write(self, batch: Batch, *, idempotency_key: str | None = None, digest: str | None = None,
               note: str | None = None) -> WriteResult:

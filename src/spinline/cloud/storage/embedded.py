@@ -275,11 +275,11 @@ class EmbeddedStore:
                 cur.unregister("incoming_points")
 
     @_wrapped("point lookup")
-    def points(self, mill: str | None = None) -> list[PointInfo]:
+    def points(self, mill: str | None = None, *, tag: str | None = None) -> list[PointInfo]:
         sql = ("SELECT key, tag, mill, machine, name, unit, kind, interval_s, line, workshop, machine_type, "
                "deadband, rollover, iso_class, report, keepalive_s FROM points")
-        rows = (self._cur().execute(sql + " WHERE mill = ? ORDER BY tag", [mill]) if mill is not None
-                else self._cur().execute(sql + " ORDER BY tag")).fetchall()
+        where, args = shared.points_filter(mill, tag, "?")
+        rows = self._cur().execute(sql + where + " ORDER BY tag", args).fetchall()
         return [PointInfo(key=r[0], tag=r[1], mill=r[2], machine=r[3], name=r[4], unit=r[5], kind=r[6],
                           interval_s=r[7], line=r[8], workshop=r[9], machine_type=r[10], deadband=r[11],
                           rollover=r[12], iso_class=r[13], report=r[14] or "interval", keepalive_s=r[15])

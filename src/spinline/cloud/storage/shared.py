@@ -304,3 +304,8 @@ def assemble_rollup(point: I64, bucket: I64, mn: F64, mx: F64, total: F64, count
                   count=count, delta=delta)
 
 
+def points_filter(mill: str | None, tag: str | None, mark: str) -> tuple[str, list[str]]:
+    """The ``WHERE`` clause (with ``mark`` placeholders) and arguments of a points query by mill and tag."""
+    conds = [(f"mill = {mark}", mill), (f"tag = {mark}", tag)]
+    used = [(c, v) for c, v in conds if v is not None]
+    return (" WHERE " + " AND ".join(c for c, _ in used) if used else ""), [v for _, v in used]

@@ -36,6 +36,11 @@ def _point(store: TimeSeriesStore, ref: str, user: Principal) -> PointInfo:
     return p
 
 
+def _chart(store: TimeSeriesStore, ref: str, user: Principal, span: TimeRange, limit: int,
+           resolution: str) -> s.SeriesPublic:
+    return data.series(store, _point(store, ref, user), span.start_ns, span.end_ns, limit, resolution)
+
+
 def _fine_span(span: TimeRange, resolution: str, settings: SettingsDep) -> None:
     """Raw values and 1 min rollups are read row by row: their spans have their own, shorter limits."""
     limit = {"raw": settings.max_raw_span_days, "1m": settings.max_minute_span_days}.get(resolution)
@@ -58,10 +63,11 @@ async def read_range(ref: str, user: CurrentUser, store: StoreDep, settings: Set
     slots and runs in its low-priority lane (``api.limits.Lane``), so it cannot slow the charts.
     """
     _fine_span(span, resolution, settings)
-    p = await run_in_threadpool(_point, store, ref, user)
     limit = min(max_points or settings.max_range_points, settings.max_range_points)
     if resolution not in ("raw", "1m"):
-        return await run_in_threadpool(data.series, store, p, span.start_ns, span.end_ns, limit, resolution)
+        # A chart: the lookup and the read in one trip to the thread pool (each trip waits for a thread).
+        return await run_in_threadpool(_chart, store, ref, user, span, limit, resolution)
+    p = await run_in_threadpool(_point, store, ref, user)
     await slot(cloud.heavy_slots, settings.heavy_wait_s, "busy",
                f"the server is busy with other expensive queries; no slot within {settings.heavy_wait_s:g} s")
     try:

@@ -17,6 +17,9 @@ from spinline.core.site import EDGE_MACHINE_ID, iter_machines
 
 
 def _floats(a: np.ndarray) -> list[float | None]:
+    """JSON numbers, None for NaN or infinity (one pass in numpy when every value is finite, as usual)."""
+    if np.isfinite(a).all():
+        return a.astype(np.float64).tolist()  # type: ignore[no-any-return]
     return [None if not np.isfinite(v) else float(v) for v in a.tolist()]
 
 
@@ -89,7 +92,7 @@ def find_point(store: TimeSeriesStore, ref: str, mills: Iterable[str] | None) ->
         mill = ref.split("/", 1)[0]
         if mills is not None and mill not in set(mills):
             return None
-        return next((p for p in store.points(mill) if p.tag == ref), None)
+        return next(iter(store.points(mill, tag=ref)), None)
     try:
         key = int(ref)
     except ValueError:
