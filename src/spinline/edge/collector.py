@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from spinline.connectors.base import LinkHealth
+from spinline.connectors.base import Commits, LinkHealth
 from spinline.core import wire
 from spinline.core.batch import Batch
 from spinline.core.errors import StorageError
@@ -67,6 +67,8 @@ class Collector:
         self.points_stored = 0
         self.batches_committed = 0
         self.memory_dropped_rows = 0
+        #: Which flush holds a push link's rows, so MQTT messages are acknowledged only once committed.
+        self.commits = Commits()
         #: Rows refused at the edge for their own data, per cause (``filter.refused_rows``).
         self.refused_rows: dict[str, int] = {}
         self._memory_drop_logged = False
@@ -171,6 +173,7 @@ class Collector:
         ``before`` runs first inside the same failure handling (the scoring stage's commit) and returns
         the model version behind each asset's scores, carried in the batches' meta.
         """
+        gen = self.commits.seal()
         pending, self.pending = self.pending, defaultdict(list)
         meta: dict[str, Any] = dict(self.pending_meta)
         self.pending_meta.clear()
@@ -202,6 +205,7 @@ class Collector:
         finally:
             if rows:
                 self.points_stored += rows
+        self.commits.committed(gen)
         if self._commit_failing:
             log.warning("edge buffer commits work again (%d row(s) dropped from memory meanwhile)",
                         self.memory_dropped_rows - self._dropped_at_failure)

@@ -24,11 +24,21 @@ and logged once per cause and machine; the rest of the message, and the next mes
 collected. Device timestamps go through a ``TsGuard`` per point (per channel for snapshots): a
 re-sent sample (same timestamp, same value) is dropped as a duplicate, an older timestamp is kept
 (a late snapshot is featurised but not scored: the alarm rules need time to move forward).
+
+Acknowledged after commit: with ``commits`` (the edge collector's ``Commits``) and a fixed
+``client_id`` the session is persistent (``clean_session=False``: the broker keeps the subscriptions
+and queues QoS 1 messages while the edge is away) and messages are acknowledged manually (paho's
+``manual_ack``; aiomqtt has no API for it yet, empicano/aiomqtt#345), in the order received, only
+once the flush that holds their rows is committed to the buffer. An edge killed between receipt and
+commit gets the messages again from the broker after its restart (duplicates of rows that did reach
+the buffer are dropped by the ``TsGuard``, or stored once by the cloud). Without ``commits`` a
+message is acknowledged on receipt (tests, tools).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -42,7 +52,7 @@ from spinline.core.batch import Batch, Quality
 from spinline.core.errors import ConnectorError, DecodeError
 from spinline.core.site import Machine, MqttLink, PointRef
 
-from ..base import BadInput, LinkHealth, LinkState, Problems, PushLinks, Sink, TsGuard, reconnect_forever
+from ..base import BadInput, Commits, LinkHealth, LinkState, Problems, PushLinks, Sink, TsGuard, reconnect_forever
 from . import sparkplug
 from .json_map import TS_MAX_NS, TS_MIN_NS, TopicMap
 from .vibration import FeatureSink, Featurizer, VibrationMap
@@ -56,6 +66,9 @@ _MAX_UNKNOWN_TOPICS = 256
 #: quarantined: the cloud's own ``max_future_ns`` default, so nothing kept here is refused there.
 MAX_FUTURE_NS = 300 * 1_000_000_000
 _SPB_DATA = ("NBIRTH", "NDATA", "DBIRTH", "DDATA")
+#: Unacknowledged messages past which the edge is asked to flush early: a broker sends a client only
+#: so many unacknowledged QoS 1 messages at once (Mosquitto's ``max_inflight_messages``: 20).
+ACK_PRESSURE = 10
 
 
 class MqttConnector(PushLinks):
@@ -99,6 +112,10 @@ class MqttConnector(PushLinks):
         self._extra: dict[str, LinkHealth] = {}
         self.unknown = LinkHealth(f"mqtt {host}:{port} unknown device")
         self.unknown_topics: dict[str, int] = {}
+        #: The collector's commits (see the module docstring); None: acknowledge on receipt.
+        self.commits: Commits | None = None
+        #: Messages acknowledged to the broker after their commit.
+        self.acked_after_commit = 0
 
     def subscriptions(self) -> list[str]:
         wild = []
@@ -303,10 +320,25 @@ class MqttConnector(PushLinks):
     # --- session -----------------------------------------------------------------------------------
 
     async def _session(self, sink: Sink) -> None:
-        client = aiomqtt.Client(self.host, self.port, identifier=self.client_id, keepalive=10, timeout=5.0)
+        commits = self.commits if self.client_id else None
+        client = aiomqtt.Client(self.host, self.port, identifier=self.client_id, keepalive=10, timeout=5.0,
+                                clean_session=False if commits is not None else None)
+        unacked: collections.deque[tuple[int, int, int]] = collections.deque()   # (generation, mid, qos)
+        stop_listening = None
+        if commits is not None:
+            client._client.manual_ack_set(True)   # noqa: SLF001 - aiomqtt has no manual-ack API yet (#345)
+
+            def ack_committed(gen: int) -> None:
+                while unacked and unacked[0][0] <= gen:
+                    _, mid, qos = unacked.popleft()
+                    client._client.ack(mid, qos)   # noqa: SLF001
+                    self.acked_after_commit += 1
+            stop_listening = commits.listen(ack_committed)
         try:
             await client.__aenter__()
         except aiomqtt.MqttError as exc:
+            if stop_listening is not None:
+                stop_listening()
             raise ConnectorError(f"MQTT broker {self.host}:{self.port}: {exc}") from None
         try:
             for t in self.subscriptions():
@@ -326,11 +358,17 @@ class MqttConnector(PushLinks):
                         self._seen(machine)
                     if len(batch):
                         sink(batch)
+                    if commits is not None and msg.qos > 0:
+                        unacked.append((commits.open, msg.mid, msg.qos))
+                        if len(unacked) >= ACK_PRESSURE:
+                            commits.pressure()
             finally:
                 stale.cancel()
         except aiomqtt.MqttError as exc:
             raise ConnectorError(f"MQTT broker {self.host}:{self.port} lost: {exc}") from None
         finally:
+            if stop_listening is not None:
+                stop_listening()   # unacked messages of this session: the broker sends them again
             with contextlib.suppress(Exception):
                 await client.__aexit__(None, None, None)
 
