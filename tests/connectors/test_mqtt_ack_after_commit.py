@@ -116,5 +116,7 @@ async def test_a_message_received_but_not_committed_is_delivered_again_after_a_k
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
-        async with aiomqtt.Client(host, port, identifier=client_id, clean_session=True):
+        s = parse_site(site)
+        sid = MqttConnector(host, port, s.points(tag), mill=tag, client_id=client_id).session_id()
+        async with aiomqtt.Client(host, port, identifier=sid, clean_session=True):
             pass                                           # drop the persistent session on the shared broker

@@ -26,8 +26,9 @@ re-sent sample (same timestamp, same value) is dropped as a duplicate, an older 
 (a late snapshot is featurised but not scored: the alarm rules need time to move forward).
 
 Acknowledged after commit: with ``commits`` (the edge collector's ``Commits``) and a fixed
-``client_id`` the session is persistent (``clean_session=False``: the broker keeps the subscriptions
-and queues QoS 1 messages while the edge is away) and messages are acknowledged manually (paho's
+``client_id`` the session is persistent (MQTT 5, ``clean_start=False``, session expiry 7 days: the
+broker keeps the subscriptions and queues QoS 1 messages while the edge is away; the client id carries
+a digest of the subscriptions, ``session_id``) and messages are acknowledged manually (paho's
 ``manual_ack``; aiomqtt has no API for it yet, empicano/aiomqtt#345), in the order received, only
 once the flush that holds their rows is committed to the buffer. An edge killed between receipt and
 commit gets the messages again from the broker after its restart (duplicates of rows that did reach
@@ -40,12 +41,15 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import hashlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
 
 import aiomqtt
 import numpy as np
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from spinline.core.backoff import Backoff
 from spinline.core.batch import Batch, Quality
@@ -69,6 +73,14 @@ _SPB_DATA = ("NBIRTH", "NDATA", "DBIRTH", "DDATA")
 #: Unacknowledged messages past which the edge is asked to flush early: a broker sends a client only
 #: so many unacknowledged QoS 1 messages at once (Mosquitto's ``max_inflight_messages``: 20).
 ACK_PRESSURE = 10
+#: How long the broker keeps an absent edge's session and queued messages (MQTT 5 session expiry).
+SESSION_EXPIRY_S = 7 * 86400
+
+
+def _session_properties(expiry_s: int) -> Properties:
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = expiry_s
+    return props
 
 
 class MqttConnector(PushLinks):
@@ -116,6 +128,14 @@ class MqttConnector(PushLinks):
         self.commits: Commits | None = None
         #: Messages acknowledged to the broker after their commit.
         self.acked_after_commit = 0
+
+    def session_id(self) -> str | None:
+        """The persistent session's client id: ``client_id`` plus a digest of the subscriptions, so a site
+        change starts a new session instead of inheriting the old one's subscriptions (the old one expires)."""
+        if not self.client_id:
+            return None
+        digest = hashlib.sha256("\n".join(sorted(self.subscriptions())).encode()).hexdigest()[:10]
+        return f"{self.client_id}-{digest}"
 
     def subscriptions(self) -> list[str]:
         wild = []
@@ -321,8 +341,12 @@ class MqttConnector(PushLinks):
 
     async def _session(self, sink: Sink) -> None:
         commits = self.commits if self.client_id else None
-        client = aiomqtt.Client(self.host, self.port, identifier=self.client_id, keepalive=10, timeout=5.0,
-                                clean_session=False if commits is not None else None)
+        if commits is not None:
+            client = aiomqtt.Client(self.host, self.port, identifier=self.session_id(), keepalive=10, timeout=5.0,
+                                    protocol=aiomqtt.ProtocolVersion.V5, clean_start=False,
+                                    properties=_session_properties(SESSION_EXPIRY_S))
+        else:
+            client = aiomqtt.Client(self.host, self.port, identifier=self.client_id, keepalive=10, timeout=5.0)
         unacked: collections.deque[tuple[int, int, int]] = collections.deque()   # (generation, mid, qos)
         stop_listening = None
         if commits is not None:
