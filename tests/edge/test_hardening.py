@@ -224,7 +224,8 @@ async def test_http_json_refusal_with_a_known_reason_is_final(tmp_path: Path) ->
     def answer(body: bytes) -> Response:
         seq = wire.decode(body).seq
         if seq == 1:
-            return JSONResponse({"reason": "unknown_point", "detail": "no such point"}, 422)
+            # A refusal for the batch's own data (a cloud-state one, unknown_point, is held: test_row_retry).
+            return JSONResponse({"reason": "wrong_type", "detail": "fractional state"}, 422)
         return JSONResponse({"seq": seq, "status": "stored", "stored": 2})
 
     async with Cloud(answer) as cloud:
@@ -323,8 +324,8 @@ async def test_forged_rejected_acks_do_not_dead_letter_batches(tmp_path: Path, m
         await rig.publish(sign_ack(SECRET, {"seq": 1, "status": "rejected", "reason": "unknown_point",
                                             "inc": "an-old-incarnation"}), expect_ignored=True)
         assert rig.buf.seqs() == [1] and rig.buf.stats().dead_letters == 0
-        # A genuine signed rejection still dead-letters.
-        await rig.publish(sign_ack(SECRET, {"seq": 1, "status": "rejected", "reason": "unknown_point"}))
+        # A genuine signed rejection for the batch's own data still dead-letters (a cloud-state one is held).
+        await rig.publish(sign_ack(SECRET, {"seq": 1, "status": "rejected", "reason": "wrong_type"}))
         await until(lambda: rig.buf.stats().dead_letters == 1)
         assert rig.fwd.stats.acks_ignored == rig.ignored() == 5
 

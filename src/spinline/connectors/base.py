@@ -173,6 +173,48 @@ class TsGuard:
 Sink = Callable[[Batch], None]
 
 
+class Commits:
+    """Which durable commit a received message's rows go into, so a push link can acknowledge the
+    message to its broker only once they are committed (MQTT QoS 1 with manual acks).
+
+    The edge's collector ``seal``s the rows collected so far at the start of each flush and calls
+    ``committed(gen)`` once that flush is in the buffer; a link reads ``open`` when it hands rows to
+    the sink and acknowledges, in order, every message whose generation is committed.
+    """
+
+    def __init__(self) -> None:
+        #: The generation rows handed to the sink now belong to (the next flush's).
+        self.open = 1
+        self.done = 0
+        self._listeners: list[Callable[[int], None]] = []
+        #: Called when a link holds many unacknowledged messages: the edge flushes early (a broker sends
+        #: a client only so many unacknowledged QoS 1 messages at once; Mosquitto: 20).
+        self.on_pressure: Callable[[], None] | None = None
+
+    def pressure(self) -> None:
+        """Ask for an early flush (see ``on_pressure``)."""
+        if self.on_pressure is not None:
+            self.on_pressure()
+
+    def seal(self) -> int:
+        """A flush starts: the rows collected so far are generation ``open``; later rows the next one."""
+        gen = self.open
+        self.open += 1
+        return gen
+
+    def committed(self, gen: int) -> None:
+        """Every row of generations up to ``gen`` is durably committed (or dropped and counted)."""
+        if gen > self.done:
+            self.done = gen
+            for fn in list(self._listeners):
+                fn(gen)
+
+    def listen(self, fn: Callable[[int], None]) -> Callable[[], None]:
+        """Call ``fn(gen)`` on every commit; returns the function that stops it."""
+        self._listeners.append(fn)
+        return lambda: self._listeners.remove(fn) if fn in self._listeners else None
+
+
 @runtime_checkable
 class PolledConnector(Protocol):
     """A link the scheduler polls (Modbus)."""

@@ -108,6 +108,7 @@ class EdgeAgent:
         for p in self.pushers:
             if isinstance(p, MqttConnector):  # bad input of a vibration sensor counts on its machine
                 p.report_to = {m: h for m, h in self.collector.health_of.items() if m not in p.healths()}
+                p.commits = self.collector.commits   # device messages acknowledged after their commit
         self.reporter = StatusReporter(
             edge_id=settings.edge_id, mill=mill_id, data_dir=self.data_dir, cloud_url=settings.cloud_url,
             every_s=settings.status_every_s, collector=self.collector, buffer=self.buffer, forwarder=self.forwarder,
@@ -238,8 +239,12 @@ class EdgeAgent:
 
     async def _flusher(self) -> None:
         logged = False
+        early = asyncio.Event()
+        self.collector.commits.on_pressure = early.set   # MQTT messages wait for their commit to be acked
         while True:
-            await asyncio.sleep(self.settings.flush_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(early.wait(), self.settings.flush_s)
+            early.clear()
             try:
                 await self.flush()
             except StorageError as exc:

@@ -32,8 +32,13 @@ Incarnation
     ``duplicate``. A file created before incarnations existed keeps ``""`` (key ``edge:seq``, as
     before), so batches it already sent are not stored twice.
 
-Rows leave the buffer only through ``ack`` (the cloud stored them or already had them) or
-``dead_letter`` (the cloud refused them; they are kept in ``dead_letters`` for inspection).
+Rows leave the buffer only through ``ack`` (the cloud stored them or already had them),
+``dead_letter`` (the cloud refused them; they are kept in ``dead_letters`` for inspection and
+``spinline edge redrive``), or ``settle`` (``buffer_retry``: rows the cloud refused for its own state
+are held and re-sent with backoff; the rest is done or dead-lettered alone).
+
+Another process may change the file (``spinline edge redrive`` while the agent runs): ``stats``
+notices a foreign commit (``PRAGMA data_version``) and recounts the cached totals.
 
 The class is synchronous and not thread-safe; the agent runs it on one worker thread.
 
@@ -60,6 +65,8 @@ from spinline.core.batch import Batch
 from spinline.core.errors import PayloadError, StorageError
 from spinline.core.site import Priority
 from spinline.core.wire import EdgeEvent
+
+from .buffer_retry import RETRY_SCHEMA, RetryRows
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +132,11 @@ class BufferStats:
     events: int = 0
     dropped_events: int = 0
     dead_events: int = 0
+    #: Dead letters kept now, per cause ({"batches", "rows"}); ``dead_letters`` counts every one ever.
+    dead_letters_by_reason: dict[str, dict[str, int]] | None = None
+    #: Rows refused for the cloud's state, held for a re-send (``buffer_retry``): rows, batches, per cause.
+    held: dict[str, Any] | None = None
+    redriven_batches: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__slots__}
@@ -145,7 +157,7 @@ def per_point_rank(points: np.ndarray[Any, np.dtype[np.int64]]) -> tuple[np.ndar
     return uniq, inverse, rank, counts
 
 
-class EdgeBuffer:
+class EdgeBuffer(RetryRows):
     """The durable buffer. ``open()`` (or ``with``) does the I/O; the constructor does none."""
 
     def __init__(self, path: str | Path, *, budget_bytes: int = 1 << 30, low_water: float = 0.9,
@@ -165,6 +177,7 @@ class EdgeBuffer:
         self._full = False
         self._counters: dict[str, int] = {}
         self._events = 0
+        self._data_version = 0
         #: Random id of this buffer file (see the module docstring); "" for a file from before incarnations.
         self.incarnation = ""
 
@@ -178,7 +191,7 @@ class EdgeBuffer:
             db.execute("PRAGMA synchronous=FULL")
             db.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
             fresh = db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'batches'").fetchone()[0] == 0
-            db.executescript(_SCHEMA)
+            db.executescript(_SCHEMA + RETRY_SCHEMA)
             row = db.execute("SELECT value FROM info WHERE name = 'incarnation'").fetchone()
             if row is None:
                 inc = secrets.token_hex(8) if fresh else ""
@@ -189,12 +202,18 @@ class EdgeBuffer:
         self._db = db
         self.incarnation = str(row[0])
         self._next_seq = dict(db.execute("SELECT point, next FROM point_seq").fetchall())
+        self._recount()
+        self._full = self._bytes > self.budget_bytes * self.low_water and self._counters.get("dropped_batches", 0) > 0
+        return self
+
+    def _recount(self) -> None:
+        """Read the cached totals from the file (at open, and after another process committed)."""
+        db = self.db
         b, r, nb = db.execute("SELECT count(*), coalesce(sum(n), 0), coalesce(sum(nbytes), 0) FROM batches").fetchone()
         self._batches, self._rows, self._bytes = int(b), int(r), int(nb)
         self._counters = dict(db.execute("SELECT name, value FROM counters").fetchall())
         self._events = int(db.execute("SELECT count(*) FROM events").fetchone()[0])
-        self._full = self._bytes > self.budget_bytes * self.low_water and self._counters.get("dropped_batches", 0) > 0
-        return self
+        self._data_version = int(db.execute("PRAGMA data_version").fetchone()[0])
 
     def close(self) -> None:
         if self._db is not None:
@@ -434,7 +453,7 @@ class EdgeBuffer:
         self._bytes -= int(r[1])
         self._batches -= 1
         self._counters["dead_letters"] = self._counters.get("dead_letters", 0) + 1
-        log.error("cloud refused batch %d (%s); kept in dead_letters", seq, reason)
+        log.info("cloud refused batch %d (%s); kept in dead_letters", seq, reason)
         return True
 
     # --- events -----------------------------------------------------------------------------------
@@ -540,6 +559,8 @@ class EdgeBuffer:
         return [dict(zip(cols, r, strict=True)) for r in self.db.execute(sql)]
 
     def stats(self) -> BufferStats:
+        if int(self.db.execute("PRAGMA data_version").fetchone()[0]) != self._data_version:
+            self._recount()   # another process committed (``spinline edge redrive``)
         oldest = self.db.execute("SELECT min(created_ns) FROM batches").fetchone()[0]
         c = self._counters
         return BufferStats(batches=self._batches, rows=self._rows, bytes=self._bytes, budget_bytes=self.budget_bytes,
@@ -547,4 +568,6 @@ class EdgeBuffer:
                            dropped_batches=c.get("dropped_batches", 0), dead_letters=c.get("dead_letters", 0),
                            quarantined_rows=c.get("quarantined_rows", 0), last_seq=self.last_seq(),
                            oldest_created_ns=None if oldest is None else int(oldest), events=self._events,
-                           dropped_events=c.get("dropped_events", 0), dead_events=c.get("dead_events", 0))
+                           dropped_events=c.get("dropped_events", 0), dead_events=c.get("dead_events", 0),
+                           dead_letters_by_reason=self.dead_letter_summary(), held=self.held_summary(),
+                           redriven_batches=c.get("redriven_batches", 0))

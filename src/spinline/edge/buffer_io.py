@@ -16,6 +16,7 @@ from spinline.core.site import Priority
 from spinline.core.wire import EdgeEvent
 
 from .buffer import BufferStats, EdgeBuffer, StoredBatch
+from .buffer_retry import RetryPolicy, Settled
 
 T = TypeVar("T")
 
@@ -72,6 +73,13 @@ class AsyncBuffer:
 
     async def dead_letter(self, seq: int, reason: str) -> bool:
         return await self.call(self.buffer.dead_letter, seq, reason)
+
+    async def settle(self, seq: int, held: Any, reason: str, *, dead_reason: str | None,
+                     policy: RetryPolicy) -> Settled:
+        return await self.call(self.buffer.settle, seq, held, reason, dead_reason=dead_reason, policy=policy)
+
+    async def release_held(self) -> list[int]:
+        return await self.call(self.buffer.release_held)
 
     # --- events ------------------------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""``spinline edge SITE ...`` runs an edge agent; ``spinline edge status --data-dir DIR`` shows its state."""
+"""``spinline edge SITE ...`` runs an edge agent; ``spinline edge status --data-dir DIR`` shows its state;
+``spinline edge redrive --data-dir DIR`` sends dead letters again once their cause is fixed."""
 
 from __future__ import annotations
 
@@ -148,6 +149,16 @@ def _fmt_status(st: dict[str, Any]) -> list[str]:
              f"points  collected {st['points_collected']}  stored {st['points_stored']}  "
              f"clock skew events {st['clock_skew_events']}",
              f"alarms  {', '.join(st['alarms']) or 'none'}"]
+    dead = b.get("dead_letters_by_reason") or {}
+    if dead:
+        lines.append("dead letters kept: " + ", ".join(f"{r} {v['batches']} batch(es) {v['rows']} rows"
+                                                       for r, v in dead.items()) + "  (spinline edge redrive)")
+    held = b.get("held") or {}
+    if held.get("rows"):
+        lines.append(f"held for re-send (cloud refused for its state): {held['rows']} rows "
+                     f"({', '.join(f'{k} {v}' for k, v in held.get('by_reason', {}).items())})")
+    if st.get("refused_rows"):
+        lines.append("refused at the edge: " + ", ".join(f"{k} {v}" for k, v in st["refused_rows"].items()))
     lines += _fmt_traffic(st)
     lines.append("devices:")
     for m, d in st["devices"].items():
@@ -210,3 +221,26 @@ def status(data_dir: Path = typer.Option(Path("edge-data"), help="the agent's da
         return
     for line in _fmt_status(st):
         typer.echo(line)
+
+
+@app.command()
+def redrive(data_dir: Path = typer.Option(Path("edge-data"), help="the agent's data dir"),
+            reason: list[str] = typer.Option([], help="only dead letters of this cause (repeatable; default all)"),
+            dry_run: bool = typer.Option(False, "--dry-run", help="list dead letters per cause, move nothing")) -> None:
+    """Send dead-lettered batches again once their cause is fixed (safe while the agent runs: it picks the
+    re-queued batches up as new ones; the cloud stores each row once)."""
+    from .agent import BUFFER_FILE
+    from .buffer import EdgeBuffer
+
+    path = data_dir / BUFFER_FILE
+    if not path.exists():
+        typer.echo(f"no edge buffer in {data_dir}", err=True)
+        raise typer.Exit(1)
+    with EdgeBuffer(path) as buf:
+        picked = buf.redrive(set(reason) or None, dry_run=dry_run)
+    if not picked:
+        typer.echo("no dead letters" + (f" of cause {', '.join(reason)}" if reason else ""))
+        return
+    verb = "would re-send" if dry_run else "re-queued"
+    for r, v in picked.items():
+        typer.echo(f"{verb} {v['batches']} batch(es), {v['rows']} rows: {r}")

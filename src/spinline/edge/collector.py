@@ -1,7 +1,10 @@
 """The collector: every connector's rows -> checked, filtered, queued by priority -> the durable buffer.
 
 ``Collector.ingest`` (sync, called from the event loop by every connector and by the status
-reporter) checks device clocks (``ClockGuard``), applies deadband / heartbeat / range flags
+reporter) checks device clocks (``ClockGuard``), refuses rows the cloud would refuse for their own
+data (``filter.refused_rows``: a NaN or inf of good quality, a fractional state, a negative counter;
+counted per cause in ``refused_rows`` and per device as bad input, never buffered, so one bad value
+never costs the good rows flushed with it), applies deadband / heartbeat / range flags
 (``ReportFilter``) and queues rows per ``Priority``. ``flush`` commits them to the buffer, one
 transaction per priority class, highest first, split into batches of at most ``max_batch_rows``
 rows (``wire.max_batch_rows``: the cloud's row and byte limits), so the backlog a commit-failure
@@ -24,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from spinline.connectors.base import LinkHealth
+from spinline.connectors.base import Commits, LinkHealth
 from spinline.core import wire
 from spinline.core.batch import Batch
 from spinline.core.errors import StorageError
@@ -32,7 +35,7 @@ from spinline.core.site import PointRef, Priority
 
 from .buffer_io import AsyncBuffer
 from .clock import ClockGuard
-from .filter import PointTable, ReportFilter
+from .filter import PointTable, ReportFilter, refused_rows
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +67,10 @@ class Collector:
         self.points_stored = 0
         self.batches_committed = 0
         self.memory_dropped_rows = 0
+        #: Which flush holds a push link's rows, so MQTT messages are acknowledged only once committed.
+        self.commits = Commits()
+        #: Rows refused at the edge for their own data, per cause (``filter.refused_rows``).
+        self.refused_rows: dict[str, int] = {}
         self._memory_drop_logged = False
         self._commit_failing = False
         self._dropped_at_failure = 0
@@ -85,6 +92,11 @@ class Collector:
             batch = self._clock_fix(batch, now)
         elif self.clock.any_jumped():
             self._clock_recover(batch, now)
+        refused = refused_rows(self.table, batch)
+        if refused:
+            batch = self._refuse(batch, refused)
+            if not len(batch):
+                return
         out = self.filter.apply(batch)
         if self.filter.out_of_range is not None:
             self._count_out_of_range(self.filter.out_of_range)
@@ -96,6 +108,28 @@ class Collector:
         else:
             for rank in np.unique(pr):
                 self.pending[Priority.of_rank(int(rank))].append(out.take(pr == rank))
+
+    def _refuse(self, batch: Batch, refused: dict[str, np.ndarray[Any, np.dtype[np.bool_]]]) -> Batch:
+        """Drop refused rows; count them per cause and per device (logged once per cause and device)."""
+        drop = np.zeros(len(batch), dtype=bool)
+        for cause, rows in refused.items():
+            rows = rows & ~drop
+            drop |= rows
+            self.refused_rows[cause] = self.refused_rows.get(cause, 0) + int(rows.sum())
+            by_machine: dict[str, list[int]] = defaultdict(list)
+            for i in np.flatnonzero(rows).tolist():
+                by_machine[self._machine_of_key.get(int(batch.point[i]), "?")].append(i)
+            for m, idx in by_machine.items():
+                ref = self._ref_of_key.get(int(batch.point[idx[0]]))
+                what = ref.tag if ref is not None else str(int(batch.point[idx[0]]))
+                kind = f" ({ref.point.kind.value} point)" if ref is not None else ""
+                detail = (f"{what} = {float(batch.value[idx[0]])!r}{kind} refused at the edge ({cause}): never "
+                          "buffered or sent")
+                if m in self.health_of:
+                    self.health_of[m].rejected(cause, detail, logger=log, n=len(idx))
+                else:
+                    log.debug("%s", detail)
+        return batch.take(~drop)
 
     def _count_out_of_range(self, rows: Batch) -> None:
         """Values outside their point's plausible range: flagged UNCERTAIN by the filter, counted per device."""
@@ -139,6 +173,7 @@ class Collector:
         ``before`` runs first inside the same failure handling (the scoring stage's commit) and returns
         the model version behind each asset's scores, carried in the batches' meta.
         """
+        gen = self.commits.seal()
         pending, self.pending = self.pending, defaultdict(list)
         meta: dict[str, Any] = dict(self.pending_meta)
         self.pending_meta.clear()
@@ -170,6 +205,7 @@ class Collector:
         finally:
             if rows:
                 self.points_stored += rows
+        self.commits.committed(gen)
         if self._commit_failing:
             log.warning("edge buffer commits work again (%d row(s) dropped from memory meanwhile)",
                         self.memory_dropped_rows - self._dropped_at_failure)

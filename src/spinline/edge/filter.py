@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from spinline.core.batch import Batch, Quality
-from spinline.core.site import PointRef, Priority
+from spinline.core.site import PointKind, PointRef, Priority
 
 from .buffer import per_point_rank
 
@@ -36,6 +36,9 @@ class PointTable:
         self.lo = np.asarray([-np.inf if p.point.min is None else p.point.min for p in pts], dtype=np.float64)
         self.hi = np.asarray([np.inf if p.point.max is None else p.point.max for p in pts], dtype=np.float64)
         self.priority = np.asarray([p.point.priority.rank for p in pts], dtype=np.int8)
+        #: Point kinds the cloud checks (``validate.screen``): states are whole numbers, counters not below 0.
+        self.state = np.asarray([p.point.kind == PointKind.STATE for p in pts], dtype=bool)
+        self.counter = np.asarray([p.point.kind == PointKind.COUNTER for p in pts], dtype=bool)
         self.heartbeat_ns = np.asarray([int(max(heartbeat_s, p.point.interval_s) * 1e9) for p in pts],
                                        dtype=np.int64)
 
@@ -109,3 +112,28 @@ class ReportFilter:
         idx, known = self.table.index(batch.point)
         pr = self.table.priority[idx] if len(self.table.keys) else np.zeros(len(batch), dtype=np.int8)
         return np.where(known, pr, np.int8(Priority.NORMAL.rank)).astype(np.int8)
+
+
+def refused_rows(table: PointTable, b: Batch) -> dict[str, npt.NDArray[np.bool_]]:
+    """Rows the cloud would refuse for their own data, by cause, checked where the point is defined (pure).
+
+    ``non_finite``: NaN or inf unless the row's quality says the reading failed (bad quality may carry
+    NaN, never inf); ``wrong_type``: a state point's value that is not a whole number, or a counter
+    below 0. The same rules as the cloud's ``validate.screen``, so a bad value is refused at the edge,
+    counted, and never costs the good rows flushed with it. Empty when every row passes (the usual case:
+    two vectorised checks).
+    """
+    out: dict[str, npt.NDArray[np.bool_]] = {}
+    finite = np.isfinite(b.value)
+    if not bool(finite.all()):
+        bad = ~finite & ~(np.isnan(b.value) & (b.quality >= Quality.BAD))
+        if bad.any():
+            out["non_finite"] = bad
+    if (table.state.any() or table.counter.any()) and len(table.keys):
+        idx, known = table.index(b.point)
+        with np.errstate(invalid="ignore"):
+            wrong = known & finite & ((table.state[idx] & (b.value != np.round(b.value)))
+                                      | (table.counter[idx] & (b.value < 0)))
+        if wrong.any():
+            out["wrong_type"] = wrong
+    return out

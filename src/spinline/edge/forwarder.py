@@ -14,7 +14,15 @@ Each payload carries the batch seq assigned at commit, so a re-send has the same
 (``uplink.base``: signatures) and a ``rejected`` ack moves a batch to the dead letters only when
 its reason is final and the batch is in flight in this session; other rejections are ignored
 (counted in ``acks_ignored``) and a non-final one leaves the batch in flight, so it is re-sent
-after the ack timeout. A stored batch above ``max_batch_rows`` (the cloud's row and byte limits) is
+after the ack timeout. Each dead-letter cause is counted (``dead_lettered``) and logged once.
+
+Rows refused for the cloud's state (``wire.CLOUD_STATE_REASONS``: its site file lags, its clock, its
+retention) are never dead-lettered with the rest: every batch says it re-buffers them
+(``wire.META_REBUFFERS``), so the cloud stores the rest and names them in the ack's ``retry``; the
+forwarder holds exactly those rows (``EdgeBuffer.settle``) and re-sends them under new seqs with
+backoff (``RetryPolicy``; ``rows_held``, the ``cloud_refusing_rows`` alarm), dead-lettering them with
+their cause only after ``max_attempts``. A ``rejected`` batch with a ``retry`` keeps its held rows
+and dead-letters only the others. A stored batch above ``max_batch_rows`` (the cloud's row and byte limits) is
 split in the buffer into parts with new seqs before it is sent (counted in ``split``).
 
 Events (``wire.EdgeEvent``, committed to the buffer's ``events`` table) travel beside the
@@ -27,6 +35,10 @@ dashboard), signed with the edge's key (``wire.encode_snapshot_upload``), re-sen
 ``ack_timeout_s``, deleted only on the cloud's signed snapshot ack. Only over an uplink that carries
 them (``SnapshotUplink``); assets the cloud asks a snapshot of (``uplink.requests``) go to
 ``on_request`` (the agent's ``EvidenceKeeper.request``).
+
+Size: one session's whole send/ack state machine (batches, re-sends, backlog, held rows, events,
+snapshots) in one place, so the rule "a row leaves the buffer only on a trusted ack for what is in
+flight" is checked in one module.
 """
 
 from __future__ import annotations
@@ -39,13 +51,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
+import numpy as np
+import numpy.typing as npt
+
 from spinline.core import wire
-from spinline.core.errors import UplinkError
+from spinline.core.batch import Batch
+from spinline.core.errors import PayloadError, UplinkError
 
 from .buffer import StoredBatch
 from .buffer_io import AsyncBuffer as AsyncBuffer  # re-exported: it lived here
+from .buffer_retry import RetryPolicy
 from .evidence import ack_snapshots, pending_snapshots
-from .uplink.base import AckTrust, SnapshotUplink, Uplink
+from .uplink.base import Ack, AckTrust, SnapshotUplink, Uplink
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -75,6 +92,13 @@ class UplinkStats:
     snapshots_acked: int = 0
     snapshots_rejected: int = 0
     snapshot_requests: int = 0
+    #: Rows the cloud refused, per reason, as its acks said (the rest of their batches stored).
+    rows_refused: dict[str, int] = field(default_factory=dict)
+    #: Rows held for a re-send after a cloud-state refusal, and held rows sent again.
+    rows_held: int = 0
+    held_released: int = 0
+    #: Batches (or their refused parts) moved to the dead letters, per cause.
+    dead_lettered: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__slots__}
@@ -85,8 +109,12 @@ class Forwarder:
                  ack_timeout_s: float = 10.0, backlog_rows_per_s: float = 200_000.0,
                  backlog_order: Literal["newest_first", "oldest_first"] = "newest_first",
                  events_window: int = 100, require_signed_acks: bool = True,
-                 max_batch_rows: int | None = None) -> None:
+                 max_batch_rows: int | None = None, retry: RetryPolicy | None = None) -> None:
         self.buffer = buffer
+        #: When rows refused for the cloud's state are sent again (and when they are given up).
+        self.retry = retry if retry is not None else RetryPolicy()
+        self._dead_logged: set[str] = set()
+        self._released_at = 0.0
         #: A stored batch above this many rows is split in the buffer before it is sent (``_send_some``).
         self.max_batch_rows = max_batch_rows if max_batch_rows is not None else wire.max_batch_rows()
         #: Shared by every uplink session of this process (``make_uplink(..., trust=)``).
@@ -194,12 +222,17 @@ class Forwarder:
                         self._ignore("not_in_flight", f"rejected ack ({a.reason}) for batch {a.seq}, which this "
                                                       "session has not in flight, ignored")
                         continue
-                    if not a.final:  # stays in flight: re-sent after the ack timeout
+                    cloud_state = a.reason in wire.CLOUD_STATE_REASONS
+                    if not a.final and not cloud_state:  # stays in flight: re-sent after the ack timeout
                         self.stats.last_error = f"batch {a.seq} refused: {a.reason} (kept, will retry)"
                         continue
                     self._inflight.pop(a.seq, None)
+                    self._count_refused(a)
                     self.stats.rejected += 1
-                    await self.buffer.dead_letter(a.seq, a.reason or "rejected")
+                    if a.retry or cloud_state:
+                        await self._settle(a)
+                    elif await self.buffer.dead_letter(a.seq, a.reason or "rejected"):
+                        self._dead(a.reason or "rejected", f"batch {a.seq}")
                     continue
                 if a.seq not in self._inflight:
                     # Only a batch this session sent may be deleted: a forged (or very late) "stored" ack
@@ -208,8 +241,13 @@ class Forwarder:
                                                          "has not in flight, ignored (re-sent if still buffered)")
                     continue
                 self._inflight.pop(a.seq, None)
+                self._count_refused(a)
                 if a.status == "duplicate":
                     self.stats.duplicates += 1
+                if a.retry:   # stored but for rows the cloud cannot take yet: hold those, the rest is done
+                    await self._settle(a)
+                    self.stats.acked += 1
+                    continue
                 done.append(a.seq)
             if done:
                 await self.buffer.ack(done)
@@ -220,6 +258,56 @@ class Forwarder:
             if self.on_ack is not None:
                 self.on_ack()
             self._wake.set()
+
+    def _count_refused(self, a: Ack) -> None:
+        for r, n in (a.refused or {}).items():
+            self.stats.rows_refused[r] = self.stats.rows_refused.get(r, 0) + n
+
+    async def _settle(self, a: Ack) -> None:
+        """Retire batch ``a.seq`` after an ack naming refused rows: hold the rows ``retry`` selects (all of a
+        batch rejected for the cloud's state without a selector), dead-letter the rest of a rejected one."""
+        cloud = sorted(r for r in (a.refused or {}) if r in wire.CLOUD_STATE_REASONS) or \
+            ([a.reason] if a.reason in wire.CLOUD_STATE_REASONS else ["retry"])
+        reason = "+".join(cloud)
+        retry = a.retry
+
+        def select(b: Batch) -> npt.NDArray[np.bool_]:
+            if retry is not None:
+                try:
+                    return wire.retry_rows(b, retry)
+                except PayloadError:
+                    pass
+            return np.full(len(b), a.status == "rejected", dtype=bool)
+
+        dead_reason = None
+        if a.status == "rejected":
+            own = [r for r in (a.refused or {}) if r not in wire.CLOUD_STATE_REASONS]
+            dead_reason = own[0] if own else (a.reason or "rejected")
+        res = await self.buffer.settle(a.seq, select, reason, dead_reason=dead_reason, policy=self.retry)
+        self.stats.rows_held += res.held
+        if res.held:
+            msg = (f"cloud refused {res.held} row(s) of batch {a.seq} for its own state ({reason}): held, "
+                   f"re-sent with backoff")
+            self.stats.last_error = msg
+            if "held" not in self._dead_logged:
+                self._dead_logged.add("held")
+                log.warning("%s [counted in rows_held; logged once]", msg)
+        if res.gave_up:
+            self._dead(reason, f"{res.dead - res.dead_rest} row(s) of batch {a.seq} after "
+                               f"{self.retry.max_attempts} attempts")
+        if res.dead_rest and dead_reason is not None:
+            self._dead(dead_reason, f"the other rows of batch {a.seq}")
+
+    def _dead(self, reason: str, what: str) -> None:
+        """Count a dead letter by cause; log each cause once (``spinline edge redrive`` sends them again)."""
+        self.stats.dead_lettered[reason] = self.stats.dead_lettered.get(reason, 0) + 1
+        if reason not in self._dead_logged:
+            self._dead_logged.add(reason)
+            hint = (" (a buffer restored from a snapshot re-used this seq: the cloud holds other rows under its "
+                    "key)" if reason == "conflicting_duplicate" else "")
+            log.error("cloud refused %s for good: %s%s; kept in dead_letters, counted in dead_lettered "
+                      "(spinline edge redrive re-sends them once the cause is fixed) [logged once per cause]",
+                      what, reason, hint)
 
     def _ignore(self, kind: str, msg: str) -> None:
         self._ignored += 1
@@ -384,8 +472,18 @@ class Forwarder:
         self._tokens -= len(sb.batch)
         return sb, "backlog"
 
+    async def _release_held(self) -> None:
+        """Held rows whose backoff passed go back into the buffer as new batches (sent as live ones)."""
+        now = time.monotonic()
+        if now - self._released_at < 1.0:
+            return
+        self._released_at = now
+        released = await self.buffer.release_held()
+        self.stats.held_released += len(released)
+
     async def _send_some(self, uplink: Uplink) -> int:
         self._expire()
+        await self._release_held()
         n = 0
         while len(self._inflight) < self.window:
             nxt = await self._next()
@@ -400,7 +498,7 @@ class Forwarder:
                 self.stats.split += 1
                 continue
             env = wire.Envelope(edge=self.edge, mill=self.mill, seq=sb.seq, batch=sb.batch,
-                                created_ns=sb.created_ns, kind=kind, meta=sb.meta,
+                                created_ns=sb.created_ns, kind=kind, meta=sb.meta | {wire.META_REBUFFERS: True},
                                 incarnation=self.buffer.incarnation)
             payload = wire.encode(env, key=self.secret)
             self._inflight[sb.seq] = time.monotonic()

@@ -98,6 +98,9 @@ def status_digest(st: Mapping[str, Any]) -> dict[str, Any]:
         "buffer_full": bool(buf.get("full")),
         "buffer_rows": _bucket(buf.get("rows"), (1e4, 1e5, 1e6, 1e7)),
         "lag": _bucket(up.get("lag_s"), (10.0, 60.0, 600.0, 3600.0)),
+        "held": _log2((buf.get("held") or {}).get("rows")),
+        "dead_letter_causes": sorted(buf.get("dead_letters_by_reason") or {}),
+        "refused_at_edge": {k: _log2(v) for k, v in (st.get("refused_rows") or {}).items()},
         "refused": [buf.get("dead_letters"), buf.get("dead_events"), _log2(buf.get("dropped_rows")),
                     up.get("rejected"), up.get("events_rejected"), _log2(up.get("acks_ignored")),
                     _log2(ev.get("refused"))],
@@ -202,8 +205,8 @@ class StatusReporter:
                 **({"traffic": t} if (t := self.sources.traffic()) else {}),
                 **({"evidence": e} if (e := self.sources.evidence()) else {}),
                 "model_updates": self.sources.model_updates() if self.sources.model_updates is not None else None,
-                "alarms": (["buffer_full"] if bs.full else []) + (["uplink_down"] if up["state"] != "connected"
-                                                                  else [])}
+                "refused_rows": dict(c.refused_rows),
+                "alarms": alarms(bs.as_dict(), up)}
 
     def write(self, status: dict[str, Any]) -> None:
         tmp = self.path.with_suffix(".tmp")
@@ -226,6 +229,22 @@ class StatusReporter:
                         self.gate.done(st, now, up)
             except (OSError, StorageError, TimeoutError) as exc:
                 log.warning("status update failed: %s", exc)
+
+
+def alarms(buffer: Mapping[str, Any], uplink: Mapping[str, Any]) -> list[str]:
+    """The edge's own alarms: buffer full, uplink down, rows the cloud refuses for its state (held and
+    retried: ``cloud_refusing_rows``), dead letters kept (and ``conflicting_duplicate`` among them)."""
+    out = ["buffer_full"] if buffer.get("full") else []
+    if uplink.get("state") != "connected":
+        out.append("uplink_down")
+    if (buffer.get("held") or {}).get("rows"):
+        out.append("cloud_refusing_rows")
+    dead = buffer.get("dead_letters_by_reason") or {}
+    if dead:
+        out.append("dead_letters")
+    if "conflicting_duplicate" in dead:
+        out.append("conflicting_duplicate")
+    return out
 
 
 def redact(url: str | None) -> str | None:

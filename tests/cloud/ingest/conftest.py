@@ -44,9 +44,10 @@ class Mill:
         return Batch.of(np.tile(keys, n_ts), ts, np.floor(np.abs(np.sin(ts / 1e9)) * 4), Quality.GOOD, seq)
 
     def payload(self, batch: Batch, seq: int, edge: str = "edge-a", *, key: bytes | None = None,
-                mill_id: str | None = None) -> bytes:
+                mill_id: str | None = None, meta: dict[str, Any] | None = None) -> bytes:
         """A signed payload (``key=b""``: unsigned; another key: a forged one)."""
-        env = Envelope(edge=edge, mill=mill_id or self.id, seq=seq, batch=batch, created_ns=time.time_ns())
+        env = Envelope(edge=edge, mill=mill_id or self.id, seq=seq, batch=batch, created_ns=time.time_ns(),
+                       meta=dict(meta or {}))
         k = SECRETS.get(edge, b"") if key is None else key
         return encode(env, key=k or None)
 

@@ -135,6 +135,24 @@ def test_bad_row_refused_alone_and_the_rest_of_its_batch_stored(case: str, store
     assert store.rejections() == {"edge-a": {reason: 1}}     # and is not counted twice
 
 
+@pytest.mark.parametrize("case", [c for c in BAD if BAD[c][0] in CLOUD_STATE_REASONS])
+def test_an_edge_that_rebuffers_gets_the_rest_stored_despite_cloud_state_refusals(case: str, store: TimeSeriesStore,
+                                                                                  mill: Any) -> None:
+    """Issue 12 item 3: an edge that holds the rows ``retry`` names loses nothing when the rest is stored."""
+    from spinline.core.wire import META_REBUFFERS, decode
+
+    reason, make = BAD[case]
+    svc = mill.service(store)
+    env = decode(make(mill))
+    payload = mill.payload(env.batch, env.seq, meta={META_REBUFFERS: True})
+    res = svc.handle(payload)
+    n = len(_good(mill, 1))
+    assert (res.status, res.stored, res.refused) == ("stored", n - 1, {reason: 1})
+    assert res.ack()["retry"] and _rows(store, mill) > 0          # visible, not only counted
+    again = svc.handle(payload)                               # a re-send repeats the retry it must act on
+    assert (again.status, again.retry) == ("duplicate", res.retry)
+
+
 def test_batch_whose_every_row_is_refused_is_rejected_and_its_key_left_free(store: TimeSeriesStore,
                                                                             mill: Any) -> None:
     svc = mill.service(store)

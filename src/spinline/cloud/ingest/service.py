@@ -18,10 +18,12 @@ The HTTP route (``POST /api/v1/ingest``) and the MQTT workers both call this. St
 The ack of a batch with refused rows says how many and why (``refused``: {reason: rows}) and, for
 refusals caused by the cloud's state (``validate.CLOUD_STATE_REASONS``), which rows the edge may re-send
 later (``retry``: ``validate.Retry``). Rows refused for their own data (``wrong_type``, ``non_finite``,
-``clock_skew``) cost only themselves: the rest is stored. A cloud-state refusal still refuses the whole
-batch (``rejected``, key left free, kept as a dead letter at the edge) until the edge re-buffers the rows
-``retry`` names; storing the rest would let today's edge delete rows the cloud never took. What the
-first answer said is kept with the idempotency key, so the ack of a re-send repeats it exactly.
+``clock_skew``) cost only themselves: the rest is stored. So do cloud-state refusals for an edge that
+re-buffers the rows ``retry`` names (its batch meta says ``wire.META_REBUFFERS``): the edge keeps those
+rows and re-sends them with backoff under a new seq. For an older edge a cloud-state refusal still
+refuses the whole batch (``rejected``, key left free): storing the rest would let it delete rows the
+cloud never took. What the first answer said is kept with the idempotency key, so the ack of a re-send
+repeats it exactly (an edge that crashed before re-buffering learns the ``retry`` again).
 
 Every refusal is counted (``store.record_rejection``) and returned, never raised, so a bad batch
 cannot stop the caller's loop. A refusal of a payload whose signature was verified is counted
@@ -54,6 +56,7 @@ from spinline.core.errors import PayloadError
 from spinline.core.wire import (
     MAX_PAYLOAD_BYTES,
     MAX_ROWS,
+    META_REBUFFERS,
     Envelope,
     SignedPayloadError,
     UnverifiedPayload,
@@ -196,11 +199,11 @@ class IngestService:
             screened = screen(env, self.rules(env.mill), received_ns, max_future_ns=self.max_future_ns,
                               max_age_ns=getattr(self.store, "raw_retention_ns", None))
             cloud_state = [r for r in screened.refused if r in CLOUD_STATE_REASONS]
-            if screened.refused and (not len(screened.batch) or cloud_state):
-                # Every row refused, or rows refused for the cloud's own state (its site file lags, its
-                # clock, its retention): nothing stored, the key stays free for a re-send once fixed.
-                # Until the edge re-buffers the rows an ack's ``retry`` names, storing the rest would
-                # let the edge delete rows the cloud never took; a rejected batch is kept (dead letter).
+            rebuffers = env.meta.get(META_REBUFFERS) is True
+            if screened.refused and (not len(screened.batch) or (cloud_state and not rebuffers)):
+                # Every row refused, or rows refused for the cloud's own state from an edge that does not
+                # re-buffer the rows an ack's ``retry`` names: nothing stored, the key stays free for a
+                # re-send once fixed (storing the rest would let that edge delete rows never taken).
                 err = (PayloadError(cloud_state[0], screened.detail[cloud_state[0]]) if cloud_state
                        else screened.first_error())
                 assert err is not None

@@ -44,12 +44,13 @@ import numpy.typing as npt
 from spinline.cloud.storage.base import PointInfo
 from spinline.core.batch import Batch, Quality
 from spinline.core.errors import PayloadError
-from spinline.core.wire import Envelope
+from spinline.core.wire import CLOUD_STATE_REASONS, Envelope
+
+__all__ = ["CLOUD_STATE_REASONS", "MAX_FUTURE_NS", "MIN_TS_NS", "PointRules", "Retry", "Screened", "screen",
+           "validate"]
 
 MAX_FUTURE_NS = 5 * 60 * 10**9
 MIN_TS_NS = 1_420_070_400 * 10**9          # 2015-01-01T00:00:00Z
-#: Refusals caused by the cloud's state, not by the row: the edge may re-send those rows later.
-CLOUD_STATE_REASONS = frozenset({"unknown_point", "future_timestamp", "too_old"})
 
 
 @dataclass(frozen=True, slots=True, eq=False)

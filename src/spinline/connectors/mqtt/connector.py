@@ -24,25 +24,39 @@ and logged once per cause and machine; the rest of the message, and the next mes
 collected. Device timestamps go through a ``TsGuard`` per point (per channel for snapshots): a
 re-sent sample (same timestamp, same value) is dropped as a duplicate, an older timestamp is kept
 (a late snapshot is featurised but not scored: the alarm rules need time to move forward).
+
+Acknowledged after commit: with ``commits`` (the edge collector's ``Commits``) and a fixed
+``client_id`` the session is persistent (MQTT 5, ``clean_start=False``, session expiry 7 days: the
+broker keeps the subscriptions and queues QoS 1 messages while the edge is away; the client id carries
+a digest of the subscriptions, ``session_id``) and messages are acknowledged manually (paho's
+``manual_ack``; aiomqtt has no API for it yet, empicano/aiomqtt#345), in the order received, only
+once the flush that holds their rows is committed to the buffer. An edge killed between receipt and
+commit gets the messages again from the broker after its restart (duplicates of rows that did reach
+the buffer are dropped by the ``TsGuard``, or stored once by the cloud). Without ``commits`` a
+message is acknowledged on receipt (tests, tools).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import hashlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
 
 import aiomqtt
 import numpy as np
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from spinline.core.backoff import Backoff
 from spinline.core.batch import Batch, Quality
 from spinline.core.errors import ConnectorError, DecodeError
 from spinline.core.site import Machine, MqttLink, PointRef
 
-from ..base import BadInput, LinkHealth, LinkState, Problems, PushLinks, Sink, TsGuard, reconnect_forever
+from ..base import BadInput, Commits, LinkHealth, LinkState, Problems, PushLinks, Sink, TsGuard, reconnect_forever
 from . import sparkplug
 from .json_map import TS_MAX_NS, TS_MIN_NS, TopicMap
 from .vibration import FeatureSink, Featurizer, VibrationMap
@@ -56,6 +70,17 @@ _MAX_UNKNOWN_TOPICS = 256
 #: quarantined: the cloud's own ``max_future_ns`` default, so nothing kept here is refused there.
 MAX_FUTURE_NS = 300 * 1_000_000_000
 _SPB_DATA = ("NBIRTH", "NDATA", "DBIRTH", "DDATA")
+#: Unacknowledged messages past which the edge is asked to flush early: a broker sends a client only
+#: so many unacknowledged QoS 1 messages at once (Mosquitto's ``max_inflight_messages``: 20).
+ACK_PRESSURE = 10
+#: How long the broker keeps an absent edge's session and queued messages (MQTT 5 session expiry).
+SESSION_EXPIRY_S = 7 * 86400
+
+
+def _session_properties(expiry_s: int) -> Properties:
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = expiry_s
+    return props
 
 
 class MqttConnector(PushLinks):
@@ -99,6 +124,18 @@ class MqttConnector(PushLinks):
         self._extra: dict[str, LinkHealth] = {}
         self.unknown = LinkHealth(f"mqtt {host}:{port} unknown device")
         self.unknown_topics: dict[str, int] = {}
+        #: The collector's commits (see the module docstring); None: acknowledge on receipt.
+        self.commits: Commits | None = None
+        #: Messages acknowledged to the broker after their commit.
+        self.acked_after_commit = 0
+
+    def session_id(self) -> str | None:
+        """The persistent session's client id: ``client_id`` plus a digest of the subscriptions, so a site
+        change starts a new session instead of inheriting the old one's subscriptions (the old one expires)."""
+        if not self.client_id:
+            return None
+        digest = hashlib.sha256("\n".join(sorted(self.subscriptions())).encode()).hexdigest()[:10]
+        return f"{self.client_id}-{digest}"
 
     def subscriptions(self) -> list[str]:
         wild = []
@@ -303,10 +340,29 @@ class MqttConnector(PushLinks):
     # --- session -----------------------------------------------------------------------------------
 
     async def _session(self, sink: Sink) -> None:
-        client = aiomqtt.Client(self.host, self.port, identifier=self.client_id, keepalive=10, timeout=5.0)
+        commits = self.commits if self.client_id else None
+        if commits is not None:
+            client = aiomqtt.Client(self.host, self.port, identifier=self.session_id(), keepalive=10, timeout=5.0,
+                                    protocol=aiomqtt.ProtocolVersion.V5, clean_start=False,
+                                    properties=_session_properties(SESSION_EXPIRY_S))
+        else:
+            client = aiomqtt.Client(self.host, self.port, identifier=self.client_id, keepalive=10, timeout=5.0)
+        unacked: collections.deque[tuple[int, int, int]] = collections.deque()   # (generation, mid, qos)
+        stop_listening = None
+        if commits is not None:
+            client._client.manual_ack_set(True)   # noqa: SLF001 - aiomqtt has no manual-ack API yet (#345)
+
+            def ack_committed(gen: int) -> None:
+                while unacked and unacked[0][0] <= gen:
+                    _, mid, qos = unacked.popleft()
+                    client._client.ack(mid, qos)   # noqa: SLF001
+                    self.acked_after_commit += 1
+            stop_listening = commits.listen(ack_committed)
         try:
             await client.__aenter__()
         except aiomqtt.MqttError as exc:
+            if stop_listening is not None:
+                stop_listening()
             raise ConnectorError(f"MQTT broker {self.host}:{self.port}: {exc}") from None
         try:
             for t in self.subscriptions():
@@ -326,11 +382,17 @@ class MqttConnector(PushLinks):
                         self._seen(machine)
                     if len(batch):
                         sink(batch)
+                    if commits is not None and msg.qos > 0:
+                        unacked.append((commits.open, msg.mid, msg.qos))
+                        if len(unacked) >= ACK_PRESSURE:
+                            commits.pressure()
             finally:
                 stale.cancel()
         except aiomqtt.MqttError as exc:
             raise ConnectorError(f"MQTT broker {self.host}:{self.port} lost: {exc}") from None
         finally:
+            if stop_listening is not None:
+                stop_listening()   # unacked messages of this session: the broker sends them again
             with contextlib.suppress(Exception):
                 await client.__aexit__(None, None, None)
 

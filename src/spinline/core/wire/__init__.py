@@ -14,8 +14,17 @@ What is signed: batches (32-byte HMAC-SHA256 trailer), events (hex HMAC trailer)
 (``X-Spinline-Signature``; over MQTT it rides on the broker's auth), and every ack (``sig``).
 """
 
-from .acks import ACK_SIG_FIELD, ack_signing_bytes, sign_ack, signed_events_ack, verify_ack
+from .acks import (
+    ACK_SIG_FIELD,
+    MAX_RETRY_POINTS,
+    ack_signing_bytes,
+    retry_rows,
+    sign_ack,
+    signed_events_ack,
+    verify_ack,
+)
 from .batches import (
+    CLOUD_STATE_REASONS,
     FLAG_HAS_SEQ,
     FLAG_MAC,
     FLAG_ZLIB,
@@ -26,6 +35,7 @@ from .batches import (
     MAX_INCARNATION,
     MAX_PAYLOAD_BYTES,
     MAX_ROWS,
+    META_REBUFFERS,
     REASONS,
     ROW_BYTES,
     VERSION,
@@ -97,7 +107,8 @@ from .topics import (
 )
 
 __all__ = [
-    "ACK_SIG_FIELD", "API_PREFIX", "BATCH_CONTENT_TYPE", "EVENTS_CONTENT_TYPE", "EVENTS_PATH", "EVENTS_VERSION",
+    "ACK_SIG_FIELD", "API_PREFIX", "CLOUD_STATE_REASONS", "META_REBUFFERS",
+    "BATCH_CONTENT_TYPE", "EVENTS_CONTENT_TYPE", "EVENTS_PATH", "EVENTS_VERSION",
     "EVENT_KINDS", "EVENT_SEVERITIES", "FLAG_HAS_SEQ", "FLAG_MAC", "FLAG_ZLIB", "INGEST_PATH", "INT64_MAX",
     "INT64_MIN", "MAC_SIZE", "MAGIC", "MAX_ALARM_KEY", "MAX_EVENTS", "MAX_EVENTS_BYTES", "MAX_EVENT_TS_NS",
     "MAX_INCARNATION", "MAX_PAYLOAD_BYTES", "MAX_ROWS", "REASONS", "ROW_BYTES", "STATUS_PATH",
@@ -110,5 +121,5 @@ __all__ = [
     "verify_ack", "MAX_SNAPSHOT_BYTES", "SNAPSHOTS_PATH", "SNAPSHOT_CONTENT_TYPE", "SnapshotUpload",
     "TOPIC_REQUESTS", "TOPIC_SNAPSHOT", "TOPIC_SNAPSHOT_ACK", "decode_snapshot_samples", "decode_snapshot_upload",
     "encode_snapshot_upload",
-    "max_batch_rows", "public_status", "verify_signed_status",
+    "max_batch_rows", "public_status", "verify_signed_status", "MAX_RETRY_POINTS", "retry_rows",
 ]

@@ -8,6 +8,13 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
+from spinline.core.batch import Batch
+from spinline.core.errors import PayloadError
+
+from .batches import INT64_MAX, INT64_MIN
 from .events import EventsAck, encode_events_ack
 
 # --- signed acks ---------------------------------------------------------------------------------
@@ -51,3 +58,36 @@ def signed_events_ack(ack: EventsAck, edge: str, key: bytes | None) -> bytes:
     if key:
         obj = sign_ack(key, obj | {"edge": edge})
     return json.dumps(obj, separators=(",", ":")).encode()
+
+
+# --- which refused rows the edge re-sends ----------------------------------------------------------
+# A batch ack may name rows the cloud refused for its own state (``CLOUD_STATE_REASONS``) in ``retry``:
+# ``{"points": [key, ...], "after_ns": t, "before_ns": t}`` (each optional). A row is one of them when its
+# point is in ``points`` (unknown to the cloud), or its timestamp is above ``after_ns`` (ahead of the
+# cloud clock's limit) or below ``before_ns`` (past the retention). No per-row list crosses the wire.
+
+#: Most point keys one ``retry`` may name.
+MAX_RETRY_POINTS = 1_000_000
+
+
+def retry_rows(batch: Batch, retry: Mapping[str, Any]) -> npt.NDArray[np.bool_]:
+    """The rows of ``batch`` an ack's ``retry`` selects; ``PayloadError`` (malformed) for a bad selector."""
+    try:
+        points = retry.get("points") or []
+        after, before = retry.get("after_ns"), retry.get("before_ns")
+        if not isinstance(points, list) or len(points) > MAX_RETRY_POINTS or \
+                not all(type(k) is int and INT64_MIN <= k <= INT64_MAX for k in points):
+            raise TypeError("points must be a list of int64 point keys")
+        for name, v in (("after_ns", after), ("before_ns", before)):
+            if v is not None and (type(v) is not int or not INT64_MIN <= v <= INT64_MAX):
+                raise TypeError(f"{name} must be an int64")
+    except (TypeError, AttributeError) as exc:
+        raise PayloadError("malformed", f"bad retry selector: {exc}") from None
+    mask = np.zeros(len(batch), dtype=bool)
+    if points:
+        mask |= np.isin(batch.point, np.asarray(points, dtype=np.int64))
+    if after is not None:
+        mask |= batch.ts_ns > after
+    if before is not None:
+        mask |= batch.ts_ns < before
+    return mask

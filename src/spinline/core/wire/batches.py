@@ -71,8 +71,19 @@ def max_batch_rows(max_bytes: int = MAX_PAYLOAD_BYTES, max_rows: int = MAX_ROWS)
 BatchKind = Literal["live", "backlog"]
 
 #: Stable reason codes for refused payloads (counted per edge, shown in the API).
+#: ``conflicting_duplicate``: the batch's idempotency key was stored before with other rows (a buffer
+#: restored from a snapshot re-using its seqs); final, so the edge dead-letters it instead of re-sending
+#: it forever.
 REASONS = ("malformed", "unsupported_version", "oversized", "unknown_point", "wrong_type",
-           "non_finite", "future_timestamp", "clock_skew", "unauthorised", "duplicate", "too_old")
+           "non_finite", "future_timestamp", "clock_skew", "unauthorised", "duplicate", "too_old",
+           "conflicting_duplicate")
+#: Row refusals caused by the cloud's state, not by the row (its site file lags the edge's, its clock is
+#: slow, its retention changed): an ack names those rows in ``retry`` and the edge re-sends them later,
+#: with backoff, instead of dead-lettering them.
+CLOUD_STATE_REASONS = frozenset({"unknown_point", "future_timestamp", "too_old"})
+#: Batch meta key by which an edge says it re-buffers the rows an ack's ``retry`` names: the cloud then
+#: stores the rest of a batch with cloud-state refusals instead of refusing the whole batch.
+META_REBUFFERS = "rebuffers"
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 #: Longest incarnation id (header ``"inc"``) accepted.

@@ -65,6 +65,10 @@ class Ack:
     status: AckStatus
     reason: str | None = None
     stored: int = 0
+    #: Rows the cloud refused, per reason (the rest of the batch stored); None: none.
+    refused: dict[str, int] | None = None
+    #: Which refused rows to re-send later (``wire.retry_rows``); None: none.
+    retry: dict[str, Any] | None = None
 
     @property
     def final(self) -> bool:
@@ -137,15 +141,23 @@ class AckTrust:
 
 
 def parse_ack(data: bytes | str | dict[str, Any]) -> Ack:
-    """An ack from its JSON form ``{"seq", "status", "reason", "stored"}``; raises ``UplinkError``."""
+    """An ack from its JSON form ``{"seq", "status", "reason", "stored"}`` plus, when rows were refused,
+    ``refused`` ({reason: rows}) and ``retry`` (a ``wire.retry_rows`` selector); raises ``UplinkError``."""
     try:
         d = ack_object(data)
         status = str(d["status"])
         if status not in ("stored", "duplicate", "rejected"):
             raise ValueError(f"unknown ack status {status!r}")
         reason = d.get("reason")
+        refused, retry = d.get("refused"), d.get("retry")
+        if refused is not None:
+            if not isinstance(refused, dict):
+                raise TypeError("refused must be an object")
+            refused = {str(k)[:40]: int(v) for k, v in refused.items()}
+        if retry is not None and not isinstance(retry, dict):
+            raise TypeError("retry must be an object")
         return Ack(int(d["seq"]), status, None if reason is None else str(reason),  # type: ignore[arg-type]
-                   int(d.get("stored") or 0))
+                   int(d.get("stored") or 0), refused or None, retry or None)
     except (ValueError, KeyError, TypeError, OverflowError) as exc:
         raise UplinkError(f"bad ack: {exc}") from None
 

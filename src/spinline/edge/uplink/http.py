@@ -120,7 +120,11 @@ class HttpUplink:
             body = {}
         if not self.trust.accept(body, "ingest refusal"):
             return
-        self.acks.put_nowait(Ack(seq, "rejected", reason, 0))
+        try:   # a signed refusal carries the ack's fields: which rows to re-send later (``retry``)
+            ack = parse_ack(body | {"seq": seq, "status": "rejected", "reason": reason})
+        except UplinkError:
+            ack = Ack(seq, "rejected", reason, 0)
+        self.acks.put_nowait(ack)
 
     async def publish_status(self, payload: bytes) -> int | None:
         if self._client is None:
