@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Annotated
 from fastapi import Depends, HTTPException, Path, Query, Request, status
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 
-from spinline.cloud.api.errors import ApiError
+from spinline.cloud.api.errors import ApiError, keyed_error
 from spinline.cloud.api.limits import ConcurrencyLimiter, Lane, TokenBucket, WindowCounter
 from spinline.cloud.api.timefmt import MAX_TIME, MIN_TIME, check_time
 from spinline.cloud.auth.roles import Permission, Principal
@@ -210,9 +210,8 @@ async def get_current_user(request: Request, cloud: CloudDep, caller: CallerDep)
         yield user
         return
     if not cloud.user_slots.try_acquire(user.user_id):
-        raise ApiError(status.HTTP_429_TOO_MANY_REQUESTS, "too_many_concurrent_requests",
-                       f"at most {cloud.user_slots.per_key} requests of one user run at once; "
-                       "wait for one to finish", headers={"Retry-After": "1"})
+        raise keyed_error(status.HTTP_429_TOO_MANY_REQUESTS, "too_many_concurrent_requests",
+                          {"limit": cloud.user_slots.per_key}, headers={"Retry-After": "1"})
     try:
         yield user
     finally:
@@ -351,12 +350,12 @@ def span_limited(max_days: Callable[[Settings], float], what: str) -> Callable[.
         end_ns = _ns(end, "end") if end is not None else time.time_ns()
         start_ns = _ns(start, "start") if start is not None else end_ns - 24 * 3600 * 10**9
         if end_ns <= start_ns:
-            raise ApiError(status.HTTP_422_UNPROCESSABLE_CONTENT, "empty_span", "end must be after start")
+            raise keyed_error(status.HTTP_422_UNPROCESSABLE_CONTENT, "empty_span", {})
         limit = max_days(cloud.settings)
         days = (end_ns - start_ns) / 86400e9
         if days > limit:
-            raise ApiError(status.HTTP_422_UNPROCESSABLE_CONTENT, "span_too_large",
-                           f"the span is {days:.1f} days; {what} cover at most {limit:g} days per request")
+            raise keyed_error(status.HTTP_422_UNPROCESSABLE_CONTENT, "span_too_large",
+                              {"days": f"{days:.1f}", "what": what, "limit": f"{limit:g}"})
         return TimeRange(start_ns, end_ns)
 
     time_range.__name__ = f"time_range_{what.replace(' ', '_')}"

@@ -21,7 +21,7 @@ from spinline.cloud.api.deps import (
     SettingsDep,
     TimeRange,
 )
-from spinline.cloud.api.errors import ApiError
+from spinline.cloud.api.errors import keyed_error
 from spinline.cloud.kpis.service import KpiRow
 
 router = APIRouter(tags=["kpis"])
@@ -45,8 +45,8 @@ def kpi_public(r: KpiRow) -> s.KpiPublic:
 def _shift_span(span: TimeRange, by: str, max_days: float) -> None:
     days = (span.end_ns - span.start_ns) / 86400e9
     if by == "shift" and days > max_days:
-        raise ApiError(status.HTTP_422_UNPROCESSABLE_CONTENT, "span_too_large",
-                       f"the span is {days:.1f} days; KPIs by shift cover at most {max_days:g} days per request")
+        raise keyed_error(status.HTTP_422_UNPROCESSABLE_CONTENT, "span_too_large",
+                          {"days": f"{days:.1f}", "what": "KPIs by shift", "limit": f"{max_days:g}"})
 
 
 @router.get("/mills/{mill}/kpis", dependencies=[HeavyWork])
