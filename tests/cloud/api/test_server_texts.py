@@ -276,3 +276,15 @@ async def test_span_refusal_carries_its_figures(api) -> None:  # type: ignore[no
     assert err["code"] == "span_too_large" and err["key"] == "error.span_too_large"
     assert_console_says(err["key"], err["params"], err["detail"])
     assert err["params"]["what"] == "KPIs"
+
+
+def test_report_savings_titles_match_the_console() -> None:
+    """The Chinese HTML/PDF reports title savings as the console does (its zh-CN catalogue)."""
+    from spinline.carbon.report import OPPORTUNITY_ZH, opportunity_title
+
+    for key, zh in OPPORTUNITY_ZH.items():
+        assert entry(ZH, key) == zh
+    assert set(OPPORTUNITY_ZH) == {k for k in texts.TEMPLATES if k.startswith("carbon.opp.")}
+    o = {"title": "repair compressed-air leaks", "title_key": "carbon.opp.air_leaks", "title_params": {}}
+    assert opportunity_title(o, "zh-CN") == "修复压缩空气泄漏" and opportunity_title(o, "en") == o["title"]
+    assert opportunity_title({"title": "typed", "title_key": None}, "zh-CN") == "typed"

@@ -29,7 +29,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from fastapi import Depends, HTTPException, Path, Query, Request, status
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
@@ -365,3 +365,23 @@ def span_limited(max_days: Callable[[Settings], float], what: str) -> Callable[.
 TimeRangeDep = Annotated[TimeRange, Depends(span_limited(lambda s: s.max_span_days, "queries"))]
 KpiRangeDep = Annotated[TimeRange, Depends(span_limited(lambda s: s.max_kpi_span_days, "KPIs"))]
 
+
+
+def report_language(request: Request, lang: Annotated[
+        Literal["zh-CN", "en"] | None,
+        Query(description="language of the report (PDF and HTML); default: the first zh or en of the "
+                          "Accept-Language header, else zh-CN (Chinese uses the built-in STSong-Light CID font "
+                          "in the PDF)")] = None) -> str:
+    """``lang`` when given, else the reader's language from ``Accept-Language`` (its order), else zh-CN."""
+    if lang:
+        return lang
+    for part in request.headers.get("Accept-Language", "").split(","):
+        tag = part.split(";")[0].strip().lower()
+        if tag.startswith("zh"):
+            return "zh-CN"
+        if tag.startswith("en"):
+            return "en"
+    return "zh-CN"
+
+
+ReportLang = Annotated[str, Depends(report_language)]

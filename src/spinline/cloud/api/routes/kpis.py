@@ -18,6 +18,7 @@ from spinline.cloud.api.deps import (
     KpiRangeDep,
     MetaDep,
     ReadableMill,
+    ReportLang,
     SettingsDep,
     TimeRange,
 )
@@ -83,9 +84,8 @@ async def zone_kpis(user: CurrentUser, cloud: CloudDep, meta: MetaDep, settings:
 
 @router.get("/mills/{mill}/reports/production/{period}",
             responses={200: {"content": {"application/pdf": {}, "text/html": {}, "text/csv": {}}}})
-def production_report(mill: ReadableMill, cloud: CloudDep, settings: SettingsDep, period: str,
+def production_report(mill: ReadableMill, cloud: CloudDep, settings: SettingsDep, period: str, lang: ReportLang,
                       format: Annotated[Literal["pdf", "html", "csv"], Query()] = "pdf",  # noqa: A002
-                      lang: Annotated[Literal["zh-CN", "en"], Query(description="language of the PDF")] = "zh-CN",
                       standard_ne: StandardNe = None) -> Response:
     """The weekly (``2026-W47``) or monthly (``2026-10``) production report as a file (PDF with charts)."""
     from spinline.cloud import reports
