@@ -92,7 +92,7 @@ def render_html(d: dict[str, Any], lang: str = "en") -> str:
     rule = RULE_TEXT_ZH.get(d["allocation_rule"], RULES[d["allocation_rule"]]) if lg == "zh-CN" \
         else RULES[d["allocation_rule"]]
     svgs = [Markup(pdf.svg(c)) for c in charts(d, lg)]  # noqa: S704 (our own drawings, rendered by reportlab)
-    return env.from_string(text).render(d=d, rule_text=rule, charts=svgs, category_zh=CATEGORY_ZH,
+    return env.from_string(text).render(d=d, rule_text=rule, charts=svgs, category_zh=CATEGORY_ZH, scope_zh=SCOPE_ZH,
                                         term=lambda k: pdf.term(k, lg), opp_title=lambda o: opportunity_title(o, lg))
 
 
@@ -179,6 +179,7 @@ PDF_TEXT: dict[str, dict[str, str]] = {
 #: Inventory sources as Chinese GHG reports name them.
 CATEGORY_ZH = {"grid electricity": "外购电力", "residual mix": "剩余电力组合", "on-site PV": "厂内光伏",
                "purchased heat": "外购热力"}
+SCOPE_ZH = {"1": "范围一", "2-location": "范围二（基于位置）", "2-market": "范围二（基于市场）"}
 RULE_TEXT_ZH = {"mass": "按纱线产量（质量）分摊", "energy": "按各机台直接用电量分摊", "spindle_hours": "按锭时分摊"}
 
 

@@ -167,7 +167,8 @@ _TEMPLATE = """<!doctype html><html lang="{{ lang }}"><head><meta charset="utf-8
 <title>{{ title }}</title>
 <style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}
 td,th{border:1px solid #bbb;padding:3px 6px;text-align:right}th:first-child,td:first-child{text-align:left}
-caption{text-align:left;font-weight:bold}.charts{display:flex;flex-wrap:wrap;gap:1em}</style></head><body>
+caption{text-align:left;font-weight:bold}
+.charts{display:flex;flex-wrap:wrap;gap:1em}.charts svg{height:240px;width:auto}</style></head><body>
 <h1>{{ title }}</h1>
 <p>{{ basis }}{% if lang == "en" %} OEE performance is against each frame's top speed.{% endif %}</p>
 <div class="charts">{% for c in charts %}{{ c }}{% endfor %}</div>
