@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -102,6 +103,17 @@ def test_pdf_report_in_chinese_with_charts(week_store: tuple[Site, Path], tmp_pa
     assert "Output by day" in text_of(en[0]) and "生产" not in text_of(en[0])
     with pytest.raises(ValueError, match="unknown language"):
         reports.write_pdf(r, tmp_path / "x.pdf", "fr")
+    # the HTML page in both languages, with the same charts (inline SVG) and the same table figures
+    zh_html, media, name = reports.render(r, "html", "zh-CN")
+    en_html = reports.render(r, "html", "en")[0].decode()
+    assert name == "production-mill-a-2026-W47_zh-CN.html" and media.startswith("text/html")
+    zh_html = zh_html.decode()
+    for words in ("生产报表", "千锭时断头", "细纱机（按千锭时断头从高到低）", "逐日产量", "各细纱机千锭时断头"):
+        assert words in zh_html, words
+    assert zh_html.count("<svg") == en_html.count("<svg") == 4 and "Output by day" in en_html
+    assert "Ring frames" not in zh_html and "生产" not in en_html
+    cells = lambda h: re.findall(r"<td>([^<]*)</td>", h)  # noqa: E731
+    assert cells(zh_html) == cells(en_html) and f"{r.summary.kpis.efficiency_pct:.1f}" in cells(en_html)
 
 
 def test_report_cli(week_store: tuple[Site, Path], tmp_path: Path, mill_yaml: Path) -> None:

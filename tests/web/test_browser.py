@@ -253,6 +253,7 @@ def test_carbon_report_download_and_language_switch(stack: Stack, browser: objec
     path = dl.value.path()
     html = Path(path).read_text(encoding="utf-8")
     assert dl.value.suggested_filename.endswith(".html") and "mill-a" in html and month in html
+    assert '<html lang="zh-CN">' in html and "能源与碳排放月报" in html and "<svg" in html  # the UI's language
     with page.expect_download() as dl2:
         page.click("[data-test=download]")
         page.click("[data-format=pact]")
@@ -274,6 +275,30 @@ def test_carbon_report_download_and_language_switch(stack: Stack, browser: objec
         orders.locator("text=rf01/main_motor：未知故障").first.wait_for()  # the alarm gave no fault kind
     assert " on rf01/main_motor" not in orders.inner_text()
     _shot(page, "maintenance-orders-zh")
+    # the weekly plan, an order's history and the monthly report the server writes read in Chinese too
+    auth = {"Authorization": f"Bearer {stack.token('zone')}"}
+    base = f"{stack.url}/api/v1/mills/mill-a/maintenance"
+    alarm = httpx.post(f"{base}/alarms", headers=auth, timeout=30, json={
+        "asset": "rf02/main_motor", "rule": "vib", "severity": "warning", "value": 7.1,
+        "message": "vib: velocity_rms = 7.1 on rf02/main_motor", "evidence": {"fault": "imbalance"}}).json()
+    due = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))  # in this week's plan
+    wo = httpx.post(f"{base}/work-orders", headers=auth, json={"alarm_id": alarm["id"], "due_at": due},
+                    timeout=30).json()
+    page.goto("/mills/mill-a/maintenance?tab=plan")
+    plan = page.locator("[data-view=maintenance] .el-table")
+    plan.locator("text=本周到期").first.wait_for()
+    assert "rf02/main_motor：不平衡" in plan.inner_text() and "due this week" not in plan.inner_text()
+    _shot(page, "maintenance-plan-zh")
+    page.goto(f"/mills/mill-a/maintenance?tab=orders&order={wo['id']}")
+    page.locator("[data-test=step-comment]:has-text('velocity_rms = 7.1')").first.wait_for()
+    drawer_text = page.locator(".el-drawer").inner_text()
+    assert "rf02/main_motor 的 velocity_rms = 7.1" in drawer_text and "不平衡" in drawer_text
+    _shot(page, "work-order-zh")
+    page.goto("/mills/mill-a/maintenance?tab=report")
+    report = page.locator("[data-test=report-text]")
+    report.locator("text=设备维护月报").wait_for()
+    assert "faults found" not in report.inner_text() and "发现故障" in report.inner_text()
+    _shot(page, "maintenance-report-zh")
     # switch to English in the header: the page changes at once, and the choice survives a reload
     page.goto("/zone")
     page.locator("text=园区总览").first.wait_for()

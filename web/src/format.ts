@@ -103,7 +103,31 @@ export function month(d = new Date()): string {
 
 /** Parameters of server-built text whose values are ids the catalogue names (e.g. fault kinds). */
 const SERVER_PARAM_KEYS: Record<string, string> = {
-  fault: 'server.fault.', status: 'server.status.', driver: 'server.driver.', defect: 'server.defect.',
+  fault: 'server.fault.', fault_from: 'server.fault.', status: 'server.status.', driver: 'server.driver.',
+  defect: 'server.defect.', kind: 'server.kind.', action: 'server.action.', state: 'server.state.', what: 'server.what.',
+}
+
+/** Parameters that are ", "-joined "<id> <figure>" lists (health penalties, faults of a month): ids named per item. */
+const SERVER_LIST_KEYS: Record<string, string> = {
+  penalties: 'server.driver.', faults: 'server.fault.', assumptions: 'server.fault.',
+}
+
+/** One parameter value in the reader's language: an id the catalogue names, else the value as sent. */
+function serverParam(name: string, v: string): string {
+  const te = i18n.global.te
+  const prefix = SERVER_PARAM_KEYS[name]
+  if (prefix) return te(prefix + serverId(v)) ? i18n.global.t(prefix + serverId(v)) : v
+  const list = SERVER_LIST_KEYS[name]
+  if (!list || !v) return v
+  return v.split(', ').map((item) => {
+    // The id is the longest leading run of words the catalogue knows ("velocity_rms (ISO 20816) -45").
+    const words = item.split(' ')
+    for (let i = words.length - 1; i >= 1; i--) {
+      const id = list + serverId(words.slice(0, i).join(' '))
+      if (te(id)) return [i18n.global.t(id), ...words.slice(i)].join(' ')
+    }
+    return item
+  }).join(String(i18n.global.locale.value).startsWith('zh') ? '，' : ', ')
 }
 
 /** A parameter value as a catalogue id: "velocity_rms (ISO 20816)" -> "velocity_rms_ISO_20816". */
@@ -120,12 +144,26 @@ export function serverText(text: string, key?: string | null, params?: Record<st
   const te = i18n.global.te
   if (!key || !te('server.' + key)) return text
   const p: Record<string, string> = {}
-  for (const [k, v] of Object.entries(params ?? {})) {
-    const prefix = SERVER_PARAM_KEYS[k]
-    const id = prefix + serverId(String(v))
-    p[k] = prefix && te(id) ? i18n.global.t(id) : String(v)
-  }
+  for (const [k, v] of Object.entries(params ?? {})) p[k] = serverParam(k, String(v))
   return i18n.global.t('server.' + key, p)
+}
+
+/** Server text sent line by line (a work order's description, a history comment), each line in parts. */
+export function serverLines(lines: readonly { text: string; parts: { text: string; key: string; params: Record<string, string> }[] }[] | undefined,
+  text: string): string {
+  if (!lines?.length) return text
+  return lines.map((l) => serverParts(l.parts, l.text)).join('\n')
+}
+
+/**
+ * An API refusal in the reader's language: the server's message key with its parameters where it sent them,
+ * else a message for its stable `code` where the catalogue has one, else the server's `detail` as sent.
+ */
+export function serverError(detail: string, code?: string | null, key?: string | null,
+  params?: Record<string, string> | null): string {
+  if (key && params) return serverText(detail, key.replace(/^server\./, ''), params)
+  if (code && i18n.global.te('errors.code.' + code)) return i18n.global.t('errors.code.' + code)
+  return detail
 }
 
 /** Server text sent in parts (a health explanation), each in the reader's language, joined as the language does. */

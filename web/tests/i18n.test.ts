@@ -49,7 +49,7 @@ describe('server-built text', () => {
     expect(serverText('x', 'health.envelope_line', { feature: 'env_bpfo', defect: 'outer race (BPFO)', ratio: '5.2' }))
       .toBe('包络谱主线 env_bpfo（外圈（BPFO））为背景的 5.2 倍')
     expect(serverText('x', 'health.explain', { value: '41', status: 'plan maintenance', driver: 'velocity_rms (ISO 20816)', penalties: 'anomaly_score -45' }))
-      .toBe('健康度 41/100（计划维护）；主要因素：振动速度有效值（ISO 20816）；扣分：anomaly_score -45')
+      .toBe('健康度 41/100（计划维护）；主要因素：振动速度有效值（ISO 20816）；扣分：异常评分 -45')
     i18n.global.locale.value = 'en'
     expect(serverText('x', 'health.envelope_line', { feature: 'env_bpfo', defect: 'outer race (BPFO)', ratio: '5.2' }))
       .toBe('dominant envelope line env_bpfo (outer race (BPFO)) 5.2x the background')
@@ -64,5 +64,50 @@ describe('server-built text', () => {
   it('names the fault kinds as maintenance engineers say them', () => {
     expect(zh.server.fault).toMatchObject({ bearing_outer: '外圈故障', bearing_inner: '内圈故障', bearing_ball: '滚动体故障',
       imbalance: '不平衡', misalignment: '不对中', looseness: '松动', belt_slip: '皮带打滑' })
+  })
+})
+
+describe('server-built maintenance text and refusals', () => {
+  it('names fault kinds and penalties inside list parameters, in the language\'s list style', async () => {
+    const { i18n } = await import('../src/i18n/index')
+    const { serverText } = await import('../src/format')
+    i18n.global.locale.value = 'zh-CN'
+    expect(serverText('x', 'report.maint.faults', { count: '3', faults: 'bearing_outer 1, imbalance 2' }))
+      .toBe('发现故障 3 起（外圈故障 1，不平衡 2）')
+    expect(serverText('x', 'health.explain', { value: '41', status: 'plan maintenance', driver: 'anomaly_score',
+      penalties: 'anomaly_score -45, velocity_rms (ISO 20816) -10, custom_rule -5' }))
+      .toBe('健康度 41/100（计划维护）；主要因素：异常评分；扣分：异常评分 -45，振动速度有效值（ISO 20816） -10，custom_rule -5')
+    expect(serverText('x', 'wo.comment.diagnosis', { fault_from: 'unknown', fault: 'imbalance' })).toBe('诊断更新：未知故障 → 不平衡')
+    expect(serverText('overdue', 'plan.reason.overdue', {})).toBe('已逾期')
+    i18n.global.locale.value = 'en'
+    expect(serverText('x', 'report.maint.downtime', { hours: '19.5', assumptions: 'bearing_outer 24 h, imbalance 8 h' }))
+      .toBe('downtime avoided: 19.5 h (assumed unplanned downtime per fault: bearing_outer 24 h, imbalance 8 h)')
+    i18n.global.locale.value = 'zh-CN'
+  })
+  it('shows a work order\'s history lines from their keys and a typed comment as typed', async () => {
+    const { serverLines } = await import('../src/format')
+    expect(serverLines([{ text: 'assigned to wang', parts: [{ text: 'assigned to wang', key: 'wo.comment.assigned', params: { assignee: 'wang' } }] },
+      { text: 'imbalance (confidence 0.80)', parts: [{ text: 'imbalance (confidence 0.80)', key: 'diag.fault_confidence', params: { fault: 'imbalance', confidence: '0.80' } }] },
+      { text: '换了轴承', parts: [] }], '')).toBe('派工给 wang\n不平衡（置信度 0.80）\n换了轴承')
+    expect(serverLines([], 'as typed')).toBe('as typed')
+  })
+  it('says an API refusal per code with its figures, else falls back to the server detail', async () => {
+    const { errorOf } = await import('../src/api/client')
+    const verify = errorOf(409, { code: 'verify_refused', detail: 'work order WO-1: cannot verify when resolved with health 55 < 80',
+      key: 'error.verify_refused', params: { id: 'WO-1', health: '55', needed: '80' }, errors: null }, null)
+    expect(verify.code).toBe('verify_refused')
+    expect(verify.message).toBe('工单 WO-1：健康指数 55，未恢复到 80，维修效果未经设备确认，暂不能验证')
+    expect(verify.detail).toContain('health 55 < 80')
+    const span = errorOf(422, { code: 'span_too_large', detail: 'd', key: 'error.span_too_large',
+      params: { days: '36500.0', what: 'KPIs by shift', limit: '31' } }, null)
+    expect(span.message).toBe('时间跨度为 36500.0 天；按班次的 KPI 指标每次请求最多 31 天')
+    const step = errorOf(409, { code: 'transition_refused', detail: 'd', key: 'error.transition_refused',
+      params: { kind: 'work order', id: 'WO-1', action: 'start', state: 'closed' } }, null)
+    expect(step.message).toBe('工单 WO-1：当前状态为“已关闭”，不能开始维修')
+    expect(errorOf(401, { code: 'session_expired', detail: 'the session expired', key: null, params: null }, null).message)
+      .toBe('登录已过期，请重新登录')
+    expect(errorOf(409, { code: 'conflict', detail: "user 'alice' exists", key: null, params: null }, null).message)
+      .toBe("user 'alice' exists")
+    expect(errorOf(422, { code: 'span_too_large', detail: 'old server words' }, null).message).toBe('old server words')
   })
 })

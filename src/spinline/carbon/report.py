@@ -16,6 +16,7 @@ import jinja2
 from spinline.carbon import pact
 from spinline.carbon.figures import MonthFigures, figures_dict
 from spinline.carbon.footprint import RULES
+from spinline.core.pdf import Lang
 
 
 def tables(d: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
@@ -56,10 +57,43 @@ def tables(d: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     }
 
 
-def render_html(d: dict[str, Any]) -> str:
-    text = resources.files("spinline.carbon").joinpath("data/report.html.j2").read_text(encoding="utf-8")
+#: Savings titles in Chinese by message key (the console's zh-CN ``server.carbon.opp`` entries; a test compares).
+OPPORTUNITY_ZH: dict[str, str] = {
+    "carbon.opp.line_best": "使 {line} 线达到其已实现的最佳单耗 {best} kWh/kg",
+    "carbon.opp.idle_off": "生产设备停机时关断电源",
+    "carbon.opp.air_leaks": "修复压缩空气泄漏",
+    "carbon.opp.hvac_share": "空调占全厂能耗 {share}，高于常规区间上限 {top}",
+}
+
+
+def opportunity_title(o: dict[str, Any], lang: str) -> str:
+    """A savings opportunity's title in ``lang`` (its English title where it has no key)."""
+    key, params = o.get("title_key"), o.get("title_params") or {}
+    if lang == "zh-CN" and key in OPPORTUNITY_ZH:
+        return OPPORTUNITY_ZH[key].format_map(params)
+    return str(o["title"])
+
+
+def render_html(d: dict[str, Any], lang: str = "en") -> str:
+    """The month's report as one HTML page in ``lang`` (zh-CN or en), with the PDF's charts as inline SVG.
+
+    One template per language (``data/report.html.j2``, ``data/report.zh-CN.html.j2``): a Chinese report
+    is written as Chinese sentences, not English ones with words swapped; both print the same figures
+    (a test compares them).
+    """
+    from markupsafe import Markup
+
+    from spinline.core import pdf
+
+    lg = pdf.check_lang(lang)
+    name = "data/report.html.j2" if lg == "en" else f"data/report.{lg}.html.j2"
+    text = resources.files("spinline.carbon").joinpath(name).read_text(encoding="utf-8")
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
-    return env.from_string(text).render(d=d, rule_text=RULES[d["allocation_rule"]])
+    rule = RULE_TEXT_ZH.get(d["allocation_rule"], RULES[d["allocation_rule"]]) if lg == "zh-CN" \
+        else RULES[d["allocation_rule"]]
+    svgs = [Markup(pdf.svg(c)) for c in charts(d, lg)]  # noqa: S704 (our own drawings, rendered by reportlab)
+    return env.from_string(text).render(d=d, rule_text=rule, charts=svgs, category_zh=CATEGORY_ZH, scope_zh=SCOPE_ZH,
+                                        term=lambda k: pdf.term(k, lg), opp_title=lambda o: opportunity_title(o, lg))
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -145,7 +179,33 @@ PDF_TEXT: dict[str, dict[str, str]] = {
 #: Inventory sources as Chinese GHG reports name them.
 CATEGORY_ZH = {"grid electricity": "外购电力", "residual mix": "剩余电力组合", "on-site PV": "厂内光伏",
                "purchased heat": "外购热力"}
+SCOPE_ZH = {"1": "范围一", "2-location": "范围二（基于位置）", "2-market": "范围二（基于市场）"}
 RULE_TEXT_ZH = {"mass": "按纱线产量（质量）分摊", "energy": "按各机台直接用电量分摊", "spindle_hours": "按锭时分摊"}
+
+
+def charts(d: dict[str, Any], lang: Lang, *, trend: bool = False) -> list[Any]:
+    """The report's charts (PDF and HTML): energy per kg by stage, share by stage, carbon per kg by count
+    (when there are counts), then the monthly trend of integrated energy (when there are two months or more;
+    with ``trend`` its place is kept, None, so the PDF can set it apart)."""
+    from spinline.core import pdf
+
+    t = PDF_TEXT[lang]
+    stages = d["stages"]
+    names = [pdf.term(s["stage"], lang) for s in stages]
+    out: list[Any] = [pdf.bar_chart(names, {"kWh/kg": [s["kwh_per_kg_yarn"] for s in stages]}, t["chart_stage"],
+                                    lang, unit="kWh/kg", width=260),
+                      pdf.pie_chart(names, [s["kwh"] for s in stages], t["chart_share"], lang, width=250)]
+    if d["counts"]:
+        out.append(pdf.bar_chart([c["count"] for c in d["counts"]],
+                                 {"kgCO2e/kg": [c["kgco2e_per_kg_spinning"] for c in d["counts"]]},
+                                 t["chart_count"], lang, unit="kgCO2e/kg", width=220))
+    months = d["green_factory"]["months"]
+    if len(months) > 1:
+        out.append(pdf.line_chart([r["month"] for r in months], {"kgce/t": [r["kgce_per_t"] for r in months]},
+                                  t["chart_trend"], lang, unit="kgce/t", width=420, height=150))
+    elif trend:
+        out.append(None)
+    return out
 
 
 def write_pdf(path: Path, d: dict[str, Any], lang: str = "en") -> None:
@@ -186,15 +246,8 @@ def write_pdf(path: Path, d: dict[str, Any], lang: str = "en") -> None:
               Paragraph(t["mill_line"].format(kwh_kg=kwh_kg, co2_kg=co2_kg if co2_kg is not None else float("nan"),
                                               flag=flag), st["Normal"])]
     stages = d["stages"]
-    names = [pdf.term(s["stage"], lg) for s in stages]
-    charts = [pdf.bar_chart(names, {"kWh/kg": [s["kwh_per_kg_yarn"] for s in stages]}, t["chart_stage"], lg,
-                            unit="kWh/kg", width=260),
-              pdf.pie_chart(names, [s["kwh"] for s in stages], t["chart_share"], lg, width=250)]
-    if d["counts"]:
-        charts.append(pdf.bar_chart([c["count"] for c in d["counts"]],
-                                    {"kgCO2e/kg": [c["kgco2e_per_kg_spinning"] for c in d["counts"]]},
-                                    t["chart_count"], lg, unit="kgCO2e/kg", width=220))
-    story.append(pdf.side_by_side(*charts))
+    *per_kg, trend = charts(d, lg, trend=True)
+    story.append(pdf.side_by_side(*per_kg))
     story += [pdf.table([cols["stage_cols"]] + [[pdf.term(s["stage"], lg), s["kwh"], s["kwh_per_kg_yarn"], s["share"]]
                                                 for s in stages], lg),
               Spacer(1, 4),
@@ -211,13 +264,12 @@ def write_pdf(path: Path, d: dict[str, Any], lang: str = "en") -> None:
                                            s2m=inv["scope2_market_kg"]), st["Normal"]),
               Paragraph(t["gf"], st["Heading2"])]
     months = d["green_factory"]["months"]
-    if len(months) > 1:
-        story.append(pdf.line_chart([r["month"] for r in months], {"kgce/t": [r["kgce_per_t"] for r in months]},
-                                    t["chart_trend"], lg, unit="kgce/t", width=420, height=150))
+    if trend is not None:
+        story.append(trend)
     story += [pdf.table([cols["gf_cols"]] + [[r["month"], r["yarn_t"], r["kwh"], r["kgce_per_t"], r["kgco2e_per_t"],
                                               r["kgco2e_per_t_market"]] for r in months], lg),
               Paragraph(t["opp"], st["Heading2"]),
-              pdf.table([cols["opp_cols"]] + [[o["title"], o["kwh_per_year"], o["tco2e_per_year"]]
+              pdf.table([cols["opp_cols"]] + [[opportunity_title(o, lg), o["kwh_per_year"], o["tco2e_per_year"]]
                                               for o in d["insight"]["opportunities"]], lg),
               Paragraph(t["dq"], st["Heading2"]),
               Paragraph(t["dq_line"].format(est=dq["estimated_kwh"], share=100 * dq["estimated_share"],
@@ -264,7 +316,7 @@ def write_report(f: MonthFigures, out_dir: str | Path, *, pdf: bool = True, lang
     stem = f"carbon_{f.mill.id}_{f.month}"
     written: list[Path] = []
     p = out / f"{stem}.html"
-    p.write_text(render_html(d), encoding="utf-8")
+    p.write_text(render_html(d, lang), encoding="utf-8")
     written.append(p)
     if pdf:
         p = out / (f"{stem}.pdf" if lang == "en" else f"{stem}_{lang}.pdf")
@@ -303,9 +355,10 @@ def render(f: MonthFigures, fmt: str, lang: str = "en") -> tuple[bytes, str, str
         raise ValueError(f"unknown report format {fmt!r}: use one of {', '.join(FORMATS)}")
     media, suffix = FORMATS[fmt]
     d = figures_dict(f)
-    name = f"carbon_{f.mill.id}_{f.month}" + ("" if lang == "en" or fmt != "pdf" else f"_{lang}") + f".{suffix}"
+    name = f"carbon_{f.mill.id}_{f.month}" + ("" if lang == "en" or fmt not in ("pdf", "html") else f"_{lang}") + \
+        f".{suffix}"
     if fmt == "html":
-        return render_html(d).encode("utf-8"), media, name
+        return render_html(d, lang).encode("utf-8"), media, name
     if fmt == "json":
         return json.dumps(d, indent=1, ensure_ascii=False).encode("utf-8"), media, name
     with tempfile.TemporaryDirectory() as tmp:

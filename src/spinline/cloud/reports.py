@@ -16,12 +16,14 @@ import re
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, select_autoescape
 
 from spinline.cloud.kpis.formulas import Kpis
 from spinline.cloud.kpis.service import KpiRow, KpiService
+from spinline.core.pdf import Lang
 from spinline.core.site import Mill
 
 # ASCII digits and nothing after them: "\d" takes other scripts' digits and "$" a trailing newline.
@@ -161,36 +163,51 @@ def _fmt(row: KpiRow) -> list[str]:
     return ["–" if d[k] is None else f.format(d[k]) for k, _, f in COLUMNS]
 
 
-_TEMPLATE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
-<title>{{ r.mill_name }} production report {{ r.period.label }}</title>
+_TEMPLATE = """<!doctype html><html lang="{{ lang }}"><head><meta charset="utf-8">
+<title>{{ title }}</title>
 <style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}
 td,th{border:1px solid #bbb;padding:3px 6px;text-align:right}th:first-child,td:first-child{text-align:left}
-caption{text-align:left;font-weight:bold}</style></head><body>
-<h1>{{ r.mill_name }} — production {{ r.period.label }}</h1>
-<p>Formulas: docs/kpis.md. Standard count for comparison: Ne {{ r.standard_ne | round(0) | int }}.
-Efficiency is production efficiency as mills quote it: kg made ÷ kg at 100 % at the speed run over the whole
-planned time, so doffs, stops and ends down all lower it; running efficiency counts the run time only.
-OEE performance is against each frame's top speed.</p>
+caption{text-align:left;font-weight:bold}
+.charts{display:flex;flex-wrap:wrap;gap:1em}.charts svg{height:240px;width:auto}</style></head><body>
+<h1>{{ title }}</h1>
+<p>{{ basis }}{% if lang == "en" %} OEE performance is against each frame's top speed.{% endif %}</p>
+<div class="charts">{% for c in charts %}{{ c }}{% endfor %}</div>
 {% for title, rows in sections %}<table><caption>{{ title }}</caption>
-<tr><th></th>{% for _, head, _ in columns %}<th>{{ head }}</th>{% endfor %}</tr>
+<tr><th></th>{% for head in heads %}<th>{{ head }}</th>{% endfor %}</tr>
 {% for name, cells in rows %}<tr><td>{{ name }}</td>{% for c in cells %}<td>{{ c }}</td>{% endfor %}</tr>{% endfor %}
 </table>{% endfor %}</body></html>
 """
 
 
-def sections(r: ProductionReport) -> list[tuple[str, list[tuple[str, list[str]]]]]:
+def sections(r: ProductionReport, lang: str = "en") -> list[tuple[str, list[tuple[str, list[str]]]]]:
+    t = PDF_TEXT[lang]
     return [
-        ("Mill", [(r.summary.name, _fmt(r.summary))]),
-        ("Lines", [(x.name, _fmt(x)) for x in r.lines]),
-        ("Shifts", [(x.name, _fmt(x)) for x in r.shifts]),
-        ("Ring frames (most ends down first)", [(x.id, _fmt(x)) for x in r.frames]),
-        ("Days", [(day, _fmt(x)) for (day, _, _), x in zip(r.period.days, r.daily, strict=True)]),
+        (t["mill"], [(r.summary.name, _fmt(r.summary))]),
+        (t["lines"], [(x.name, _fmt(x)) for x in r.lines]),
+        (t["shifts"], [(x.name, _fmt(x)) for x in r.shifts]),
+        (t["frames"], [(x.id, _fmt(x)) for x in r.frames]),
+        (t["days"], [(day, _fmt(x)) for (day, _, _), x in zip(r.period.days, r.daily, strict=True)]),
     ]
 
 
-def render_html(r: ProductionReport) -> str:
+def heads(lang: str) -> list[str]:
+    """Column heads in ``lang`` (zh-CN as Chinese mills name the figures)."""
+    return [HEADS_ZH[k] if lang == "zh-CN" else h for k, h, _ in COLUMNS]
+
+
+def render_html(r: ProductionReport, lang: str = "en") -> str:
+    """The report as one HTML page in ``lang`` (zh-CN or en), with the PDF's charts as inline SVG."""
+    from markupsafe import Markup
+
+    from spinline.core import pdf
+
+    lg = pdf.check_lang(lang)
+    t = PDF_TEXT[lg]
     env = Environment(autoescape=select_autoescape(default=True))
-    return env.from_string(_TEMPLATE).render(r=r, sections=sections(r), columns=COLUMNS)
+    return env.from_string(_TEMPLATE).render(
+        lang=lg, title=t["title"].format(mill=r.mill_name, period=r.period.label),
+        basis=t["basis"].format(ne=r.standard_ne), charts=[Markup(pdf.svg(c)) for c in charts(r, lg)],  # noqa: S704
+        sections=sections(r, lg), heads=heads(lg))
 
 
 def render_csv(r: ProductionReport) -> str:
@@ -233,6 +250,25 @@ PDF_TEXT: dict[str, dict[str, str]] = {
 }
 
 
+def charts(r: ProductionReport, lang: Lang) -> list[Any]:
+    """Daily output and efficiency, ends down per ring frame, output per shift: the PDF's and the HTML's."""
+    from spinline.core import pdf
+
+    t = PDF_TEXT[lang]
+    days = [d[5:] for d, _, _ in r.period.days]
+    return [
+        pdf.bar_chart(days, {t["c_output"]: [x.kpis.output_kg for x in r.daily]}, t["c_output"], lang, unit="kg",
+                      width=380, height=170),
+        pdf.line_chart(days, {t["eff"]: [x.kpis.efficiency_pct for x in r.daily],
+                              t["run_eff"]: [x.kpis.running_efficiency_pct for x in r.daily]},
+                       t["c_eff"], lang, unit="%", width=380, height=170),
+        pdf.bar_chart([x.id for x in r.frames], {t["c_ends"]: [x.kpis.ends_down_per_1000_spindle_h for x in r.frames]},
+                      t["c_ends"], lang, unit=t["ends_unit"], width=380, height=160),
+        pdf.bar_chart([x.name for x in r.shifts], {t["c_shift"]: [x.kpis.output_kg for x in r.shifts]},
+                      t["c_shift"], lang, unit="kg", width=300, height=160),
+    ]
+
+
 def write_pdf(r: ProductionReport, path: Path, lang: str = "en") -> None:
     """The report as a PDF with charts (daily output and efficiency, ends down per frame, shifts)."""
     from reportlab.platypus import PageBreak, Paragraph, Spacer
@@ -242,29 +278,18 @@ def write_pdf(r: ProductionReport, path: Path, lang: str = "en") -> None:
     lg = pdf.check_lang(lang)
     t = PDF_TEXT[lg]
     st = pdf.styles(lg)
-    heads = [HEADS_ZH[k] if lg == "zh-CN" else h for k, h, _ in COLUMNS]
-    days = [d[5:] for d, _, _ in r.period.days]
     story: list[object] = [Paragraph(t["title"].format(mill=r.mill_name, period=r.period.label), st["Title"]),
                            Paragraph(t["basis"].format(ne=r.standard_ne), st["Normal"]), Spacer(1, 6)]
-    story.append(pdf.side_by_side(
-        pdf.bar_chart(days, {t["c_output"]: [x.kpis.output_kg for x in r.daily]}, t["c_output"], lg, unit="kg",
-                      width=380, height=170),
-        pdf.line_chart(days, {t["eff"]: [x.kpis.efficiency_pct for x in r.daily],
-                              t["run_eff"]: [x.kpis.running_efficiency_pct for x in r.daily]},
-                       t["c_eff"], lg, unit="%", width=380, height=170)))
-    story.append(pdf.side_by_side(
-        pdf.bar_chart([x.id for x in r.frames], {t["c_ends"]: [x.kpis.ends_down_per_1000_spindle_h
-                                                               for x in r.frames]},
-                      t["c_ends"], lg, unit=t["ends_unit"], width=380, height=160),
-        pdf.bar_chart([x.name for x in r.shifts], {t["c_shift"]: [x.kpis.output_kg for x in r.shifts]},
-                      t["c_shift"], lg, unit="kg", width=300, height=160)))
+    c = charts(r, lg)
+    story += [pdf.side_by_side(*c[:2]), pdf.side_by_side(*c[2:])]
     for key, rows in (("mill", [(r.summary.name, r.summary)]), ("lines", [(x.name, x) for x in r.lines]),
                       ("shifts", [(x.name, x) for x in r.shifts]), ("frames", [(x.id, x) for x in r.frames]),
                       ("days", [(d, x) for (d, _, _), x in zip(r.period.days, r.daily, strict=True)])):
         if key == "frames":
             story.append(PageBreak())
         story += [Paragraph(t[key], st["Heading2"]),
-                  pdf.table([["", *heads]] + [[name, *_fmt(x)] for name, x in rows], lg, width=pdf.PAGE_WIDTH)]
+                  pdf.table([["", *heads(lg)]] + [[name, *_fmt(x)] for name, x in rows], lg,
+                            width=pdf.PAGE_WIDTH)]
     pdf.build(path, story, title=t["title"].format(mill=r.mill, period=r.period.label))
 
 
@@ -273,7 +298,7 @@ def write(r: ProductionReport, out: Path, *, lang: str = "en", pdf: bool = True)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"production-{r.mill}-{r.period.label}"
     html, csv_ = out / f"{stem}.html", out / f"{stem}.csv"
-    html.write_text(render_html(r), encoding="utf-8")
+    html.write_text(render_html(r, lang), encoding="utf-8")
     csv_.write_text(render_csv(r), encoding="utf-8")
     written = [html, csv_]
     if pdf:
@@ -294,10 +319,10 @@ def render(r: ProductionReport, fmt: str, lang: str = "en") -> tuple[bytes, str,
 
     if fmt not in FORMATS:
         raise ValueError(f"unknown report format {fmt!r}: use one of {', '.join(FORMATS)}")
-    name = f"production-{r.mill}-{r.period.label}" + (f"_{lang}" if fmt == "pdf" and lang != "en" else "") + \
+    name = f"production-{r.mill}-{r.period.label}" + (f"_{lang}" if fmt != "csv" and lang != "en" else "") + \
         f".{fmt}"
     if fmt == "html":
-        return render_html(r).encode("utf-8"), FORMATS[fmt], name
+        return render_html(r, lang).encode("utf-8"), FORMATS[fmt], name
     if fmt == "csv":
         return render_csv(r).encode("utf-8"), FORMATS[fmt], name
     with tempfile.TemporaryDirectory() as tmp:

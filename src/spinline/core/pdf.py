@@ -246,6 +246,18 @@ def pie_chart(labels: Sequence[str], values: Sequence[float | None], title: str,
     return d
 
 
+#: Faces a browser has for the CJK text of a chart drawn for the PDF (the PDF names STSong-Light).
+SVG_CJK_FONTS = "'Noto Sans CJK SC', 'Source Han Sans SC', 'Microsoft YaHei', 'PingFang SC', STSong, SimSun, sans-serif"
+
+
+def svg(drawing: Any) -> str:
+    """A chart drawing as inline SVG for the HTML reports (the same drawing the PDF carries)."""
+    from reportlab.graphics import renderSVG
+
+    text = renderSVG.drawToString(drawing)
+    return text[text.index("<svg"):].replace(f"font-family: {CJK_FONT}", f"font-family: {SVG_CJK_FONTS}")
+
+
 def side_by_side(*drawings: Any) -> Any:
     """Charts in one row (a borderless table)."""
     from reportlab.platypus import Table

@@ -29,6 +29,31 @@ TEMPLATES: dict[str, str] = {
     "carbon.opp.idle_off": "switch off production machines while stopped",
     "carbon.opp.air_leaks": "repair compressed-air leaks",
     "carbon.opp.hvac_share": "HVAC at {share} of mill energy, above the {top} top of the usual band",
+    "diag.fault_confidence": "{fault} (confidence {confidence})",
+    # Work-order history written by the system (a comment a person typed has no key).
+    "wo.comment.assigned": "assigned to {assignee}",
+    "wo.comment.verified": "health index recovered to {health}",
+    "wo.comment.diagnosis": "diagnosis: {fault_from} -> {fault}",
+    # Weekly maintenance plan.
+    "plan.title.inspect_predicted": "inspect {asset} (predicted)",
+    "plan.reason.overdue": "overdue",
+    "plan.reason.due_this_week": "due this week",
+    # Monthly maintenance report lines (``faults`` and ``assumptions`` are ", "-joined "<fault> <figure>" lists).
+    "report.maint.title": "Maintenance report {month}",
+    "report.maint.faults": "faults found: {count} ({faults})",
+    "report.maint.faults_none": "faults found: {count} (none)",
+    "report.maint.orders": "resolved {resolved}, verified {verified}, overdue {overdue}",
+    "report.maint.time_to_fix": "time to fix: median {median} h, mean {mean} h",
+    "report.maint.downtime": "downtime avoided: {hours} h (assumed unplanned downtime per fault: {assumptions})",
+    # Error details of the API (key ``error.<code>``; the console shows them per ``code`` with ``params``).
+    "error.span_too_large": "the span is {days} days; {what} cover at most {limit} days per request",
+    "error.span_too_large_resolution": "the span is {days} days; resolution {resolution} covers at most {limit} days "
+                                       "per request (use auto or 1h for longer spans)",
+    "error.empty_span": "end must be after start",
+    "error.not_found": "{kind} {id} not found",
+    "error.transition_refused": "{kind} {id}: cannot {action} when {state}",
+    "error.verify_refused": "work order {id}: cannot verify when resolved with health {health} < {needed}",
+    "error.too_many_concurrent_requests": "at most {limit} requests of one user run at once; wait for one to finish",
 }
 
 
@@ -69,6 +94,25 @@ def parse_any(keys: tuple[str, ...], text: str) -> Text | None:
         if (t := parse(k, text)) is not None:
             return t
     return None
+
+
+def parse_joined(keys: tuple[str, ...], text: str, sep: str = "; ") -> list[Text] | None:
+    """``text`` as ``sep``-joined parts each built from one of ``keys``, or None when it is not.
+
+    A part may itself contain ``sep`` (a health explanation does), so consecutive pieces are tried
+    together, fewest first; texts are a few parts long, the search stays tiny.
+    """
+    pieces = text.split(sep)
+
+    def from_(i: int) -> list[Text] | None:
+        if i == len(pieces):
+            return []
+        for j in range(i + 1, len(pieces) + 1):  # shortest first: a parameter rarely holds the separator
+            if (t := parse_any(keys, sep.join(pieces[i:j]))) is not None and (rest := from_(j)) is not None:
+                return [t, *rest]
+        return None
+
+    return from_(0) if text else None
 
 
 def parse(key: str, text: str) -> Text | None:

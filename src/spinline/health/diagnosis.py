@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from spinline.core.texts import render
+
 F64 = NDArray[np.float64]
 
 #: Diagnosis labels (a subset of ``spinline.core.site.FaultType`` values, plus "unknown").
@@ -50,7 +52,7 @@ class Diagnosis:
     evidence: tuple[Evidence, ...] = field(default_factory=tuple)
 
     def explain(self) -> str:
-        lines = [f"{self.fault} (confidence {self.confidence:.2f})"]
+        lines = [render("diag.fault_confidence", {"fault": self.fault, "confidence": f"{self.confidence:.2f}"})]
         lines += [f"  - {e.text}" for e in self.evidence]
         return "\n".join(lines)
 

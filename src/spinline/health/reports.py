@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
+from spinline.core.texts import Text, render
 from spinline.health.rul import RulEstimate
 from spinline.health.workorders import WorkOrder, WOState
 
@@ -58,14 +59,22 @@ class MonthlyReport:
     downtime_avoided_h: float
     assumptions: dict[str, float] = field(default_factory=dict)
 
+    def texts(self) -> list[Text]:
+        """The report's lines as message keys and parameters (the console shows them in the reader's language)."""
+        faults = ", ".join(f"{k} {v}" for k, v in sorted(self.faults_found.items()))
+        count = str(self.orders_created)
+        return [Text("report.maint.title", {"month": self.month}),
+                Text("report.maint.faults", {"count": count, "faults": faults}) if faults
+                else Text("report.maint.faults_none", {"count": count}),
+                Text("report.maint.orders", {"resolved": str(self.orders_resolved),
+                                             "verified": str(self.orders_verified), "overdue": str(self.overdue)}),
+                Text("report.maint.time_to_fix", {"median": f"{self.time_to_fix_h_median:.1f}",
+                                                  "mean": f"{self.time_to_fix_h_mean:.1f}"}),
+                Text("report.maint.downtime", {"hours": f"{self.downtime_avoided_h:.1f}", "assumptions": ", ".join(
+                    f"{k} {v:g} h" for k, v in self.assumptions.items())})]
+
     def lines(self) -> list[str]:
-        faults = ", ".join(f"{k} {v}" for k, v in sorted(self.faults_found.items())) or "none"
-        return [f"Maintenance report {self.month}",
-                f"faults found: {self.orders_created} ({faults})",
-                f"resolved {self.orders_resolved}, verified {self.orders_verified}, overdue {self.overdue}",
-                f"time to fix: median {self.time_to_fix_h_median:.1f} h, mean {self.time_to_fix_h_mean:.1f} h",
-                f"downtime avoided: {self.downtime_avoided_h:.1f} h (assumed unplanned downtime per fault: "
-                + ", ".join(f"{k} {v:g} h" for k, v in self.assumptions.items()) + ")"]
+        return [t.en for t in self.texts()]
 
 
 _PRIO = {"urgent": 0, "high": 1, "normal": 2, "low": 3}
@@ -86,15 +95,15 @@ def weekly_plan(orders: Iterable[WorkOrder], week_start: datetime, *,
         if due < end:
             late = due < ref
             items.append(PlanItem(w.asset, w.title, due, w.priority.value, w.state.value, w.id, late,
-                                  "overdue" if late else "due this week"))
+                                  render("plan.reason.overdue" if late else "plan.reason.due_this_week", {})))
     for asset, est in (rul or {}).items():
         if asset in with_order or math.isinf(est.lower_s):
             continue
         # The RUL is counted from the week start; the early end of the band is what must be planned for.
         due = week_start + timedelta(seconds=est.lower_s)
         if due < end:
-            items.append(PlanItem(asset, f"inspect {asset} (predicted)", due, "normal", "predicted", None, False,
-                                  est.explanation))
+            title = render("plan.title.inspect_predicted", {"asset": asset})
+            items.append(PlanItem(asset, title, due, "normal", "predicted", None, False, est.explanation))
     return sorted(items, key=lambda i: (not i.overdue, i.due_at, _PRIO.get(i.priority, 9)))
 
 

@@ -54,6 +54,16 @@ DUE_BY_PRIORITY: dict[Priority, timedelta] = {
 }
 _PRIORITY_OF = {Severity.CRITICAL: Priority.URGENT, Severity.WARNING: Priority.HIGH, Severity.INFO: Priority.NORMAL}
 
+
+class VerifyRefused(InvalidTransition):
+    """``verify`` before the health index recovered; keeps the figures so the refusal can say them in any language."""
+
+    def __init__(self, ident: str, health: float, needed: float) -> None:
+        self.health, self.needed = f"{health:.0f}", f"{needed:.0f}"
+        super().__init__("work order", ident, f"{WOState.RESOLVED.value} with health {self.health} < {self.needed}",
+                         "verify")
+
+
 @dataclass(slots=True)
 class WorkOrder:
     asset: str
@@ -99,7 +109,7 @@ class WorkOrder:
         self.history.append(Step(to.value, at, by, comment))
 
     def assign(self, assignee: str, *, by: str, at: datetime, comment: str = "") -> None:
-        self._step("assign", by, at, comment or f"assigned to {assignee}")
+        self._step("assign", by, at, comment or render("wo.comment.assigned", {"assignee": assignee}))
         self.assignee = assignee
 
     def start(self, *, by: str, at: datetime, comment: str = "") -> None:
@@ -115,9 +125,8 @@ class WorkOrder:
                recovered_hi: float = 80.0) -> None:
         """Verified only when the health index is back at or above ``recovered_hi``."""
         if self.state == WOState.RESOLVED and health_index < recovered_hi:
-            raise InvalidTransition("work order", self.id, f"{self.state.value} with health {health_index:.0f} "
-                                    f"< {recovered_hi:.0f}", "verify")
-        self._step("verify", by, at, comment or f"health index recovered to {health_index:.0f}")
+            raise VerifyRefused(self.id, health_index, recovered_hi)
+        self._step("verify", by, at, comment or render("wo.comment.verified", {"health": f"{health_index:.0f}"}))
         self.hi_at_verify = health_index
 
     def close(self, *, by: str, at: datetime, comment: str = "") -> None:
@@ -131,7 +140,8 @@ class WorkOrder:
         if self.is_done():
             raise InvalidTransition("work order", self.id, self.state.value, "update the fault")
         if fault != self.fault:
-            self.history.append(Step(self.state.value, at, by, comment or f"diagnosis: {self.fault} -> {fault}"))
+            self.history.append(Step(self.state.value, at, by, comment or render(
+                "wo.comment.diagnosis", {"fault_from": self.fault, "fault": fault})))
             self.fault = fault
             self.title = render("wo.title.fault_on_asset", {"fault": fault, "asset": self.asset})
 

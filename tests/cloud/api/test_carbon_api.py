@@ -84,6 +84,22 @@ async def test_month_figures_and_pact_export(api: Api, zone_site: Site) -> None:
     assert "Energy and carbon report" in text_of(r.content)
     r = await api.client.get(BASE.format(mill="mill-a") + "/report", headers=h, params={"format": "html"})
     assert r.status_code == 200 and r.text.startswith("<!doctype html>")
+    # HTML in the reader's language (lang, else Accept-Language), with the PDF's charts inline, same figures
+    zh_html = r.text
+    assert '<html lang="zh-CN">' in zh_html and "能源与碳排放月报" in zh_html and "各工序单位电耗" in zh_html
+    assert zh_html.count("<svg") >= 2 and '<td class="l">细纱</td>' in zh_html
+    assert "Energy and carbon report" not in zh_html
+    r = await api.client.get(BASE.format(mill="mill-a") + "/report", headers={**h, "Accept-Language": "en-GB,en;q=0.8"},
+                             params={"format": "html"})
+    en_html = r.text
+    assert '<html lang="en">' in en_html and "Energy and carbon report" in en_html and "能源" not in en_html
+    assert en_html.count("<svg") == zh_html.count("<svg")
+    assert 'filename="carbon_mill-a_2026-10.html"' in r.headers["content-disposition"]
+    import re
+
+    def figures(html: str) -> list[str]:  # the table cells' numbers, wherever the words around them are
+        return sorted(re.findall(r"<td>([-0-9.,%]+)</td>", re.sub(r"<svg.*?</svg>", "", html, flags=re.S)))
+    assert figures(en_html) and figures(en_html) == figures(zh_html)
     r = await api.client.get(BASE.format(mill="mill-a") + "/report", headers=h, params={"lang": "fr"})
     assert r.status_code == 422
 

@@ -22,7 +22,8 @@ ISO = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}")
 def _is_error(r: Any, status: int, code: str | None = None) -> dict[str, Any]:
     body = r.json()
     assert r.status_code == status, r.text
-    assert set(body) == {"code", "detail", "errors"}, body
+    assert set(body) == {"code", "detail", "key", "params", "errors"}, body
+    assert (body["key"] is None) == (body["params"] is None), body   # a message key comes with its parameters
     assert isinstance(body["code"], str) and body["code"] and isinstance(body["detail"], str), body
     if code is not None:
         assert body["code"] == code, body

@@ -162,3 +162,129 @@ def test_translated_parameter_values_cover_what_the_server_sends() -> None:
         for v in values:
             assert EN["server"][group][sid(v)] == v, (group, v)
             assert ZH["server"][group][sid(v)] != v or group == "driver", (group, v)
+
+
+def test_monthly_maintenance_report_lines() -> None:
+    from spinline.health.reports import MonthlyReport
+
+    r = MonthlyReport("2026-11", {"imbalance": 2, "bearing_outer": 1}, 3, 2, 1, 1, 4.25, 5.0, 19.5,
+                      {"bearing_outer": 24.0})
+    parts = r.texts()
+    assert [vue_format(entry(EN, t.key), t.params) for t in parts] == r.lines()
+    assert r.lines()[1] == "faults found: 3 (bearing_outer 1, imbalance 2)"
+    assert r.lines()[4] == "downtime avoided: 19.5 h (assumed unplanned downtime per fault: bearing_outer 24 h)"
+    empty = MonthlyReport("2026-12", {}, 0, 0, 0, 0, float("nan"), float("nan"), 0.0)
+    assert empty.texts()[1].key == "report.maint.faults_none" and empty.lines()[1] == "faults found: 0 (none)"
+
+
+def test_parse_joined_splits_parts_that_contain_the_separator() -> None:
+    hi = HealthIndex(41.0, "anomaly_score", {"anomaly_score": 45.0})
+    ah = AssetHealth(hi, "cloud", {"velocity_rms": 3.456}, None, "B")
+    got = texts.parse_joined(maintenance.WRITTEN_KEYS, ah.explain())
+    assert got is not None and [t.key for t in got] == [t.key for t in ah.texts()]
+    assert [t.params for t in got] == [t.params for t in ah.texts()]
+    assert texts.parse_joined(maintenance.WRITTEN_KEYS, "replaced the bearing; greased") is None
+
+
+def _flat(cat: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for k, v in cat.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def test_error_codes_and_named_values_have_both_languages() -> None:
+    """Generic messages per error code and the ids the error parameters carry exist in both catalogues."""
+    from spinline.health.alarms import AlarmState
+    from spinline.health.workorders import WO_TRANSITIONS, WOState
+
+    en, zh = _flat(EN), _flat(ZH)
+    codes = {k for k in en if k.startswith("errors.code.")}
+    assert codes and codes == {k for k in zh if k.startswith("errors.code.")}
+    assert all(zh[k] != en[k] for k in codes)
+    sid = lambda v: re.sub(r"^_+|_+$", "", re.sub(r"\W+", "_", v))  # noqa: E731 (serverId of format.ts)
+    sent = {"kind": ["work order", "alarm"], "action": [*WO_TRANSITIONS, "acknowledge", "clear", "update the fault"],
+            "state": [s.value for s in WOState] + [s.value for s in AlarmState], "what": ["queries", "KPIs",
+                                                                                         "KPIs by shift"]}
+    for group, values in sent.items():
+        for v in values:
+            assert en[f"server.{group}.{sid(v)}"] == v, (group, v)
+            assert zh[f"server.{group}.{sid(v)}"] != v, (group, v)
+
+
+async def test_plan_report_history_and_refusals_over_the_api(mapi) -> None:  # type: ignore[no-untyped-def]
+    alice = await mapi.login("alice")
+    c = mapi.client
+    base = BASE.format(mill="mill-a")
+    r = await c.post(f"{base}/alarms", headers=alice,
+                     json={"asset": "rf01/main_motor", "rule": "vib", "severity": "critical",
+                           "message": "vib: velocity_rms = 7.1 on rf01/main_motor", "evidence": {"fault": "imbalance"}})
+    assert r.status_code == 201, r.text
+    r = await c.post(f"{base}/work-orders", headers=alice, json={"alarm_id": r.json()["id"]})
+    wo = r.json()
+    # The description (the alarm's message) comes back line by line with its key.
+    assert [line["parts"][0]["key"] for line in wo["description_lines"]] == ["alarm.rule_value"]
+
+    plan = (await c.get(f"{base}/plan", headers=alice)).json()
+    item = next(i for i in plan if i["work_order"] == wo["id"])
+    assert_console_says(item["title_key"], item["title_params"], item["title"])
+    assert item["reason"] == "due this week" and item["reason_key"] == "plan.reason.due_this_week"
+    assert vue_format(entry(ZH, item["reason_key"]), {}) == "本周到期"
+
+    for action, body in (("assign", {"assignee": "wang"}), ("start", {}),
+                         ("resolve", {"comment": "replaced the bearing; greased"})):
+        r = await c.post(f"{base}/work-orders/{wo['id']}/{action}", headers=alice, json=body)
+        assert r.status_code == 200, r.text
+    history = r.json()["history"]
+    assigned = history[1]
+    assert assigned["comment"] == "assigned to wang"
+    [line] = assigned["comment_lines"]
+    assert_console_says(line["parts"][0]["key"], line["parts"][0]["params"], assigned["comment"])
+    typed = history[3]  # a person's words: no key, shown as typed
+    assert typed["comment_lines"] == [{"text": "replaced the bearing; greased", "parts": []}]
+
+    r = await c.post(f"{base}/work-orders/{wo['id']}/verify", headers=alice, json={"health_index": 55})
+    assert r.status_code == 409, r.text
+    err = r.json()
+    assert err["code"] == "verify_refused" and err["key"] == "error.verify_refused"
+    assert err["detail"] == f"work order {wo['id']}: cannot verify when resolved with health 55 < 80"
+    assert_console_says("error.verify_refused", err["params"], err["detail"])
+    assert "55" in vue_format(entry(ZH, "error.verify_refused"), err["params"])
+
+    r = await c.post(f"{base}/work-orders/{wo['id']}/start", headers=alice, json={})
+    err = r.json()
+    assert r.status_code == 409 and err["code"] == "transition_refused"
+    assert_console_says(err["key"].removeprefix("server."), err["params"], err["detail"])
+    r = await c.get(f"{base}/work-orders/WO-nope", headers=alice)
+    err = r.json()
+    assert r.status_code == 404 and err["detail"] == "work order 'WO-nope' not found"
+    assert_console_says(err["key"], err["params"], err["detail"])
+
+    rep = (await c.get(f"{base}/report", headers=alice)).json()
+    assert len(rep["text_parts"]) == len(rep["text"]) == 5
+    for line, part in zip(rep["text"], rep["text_parts"], strict=True):
+        assert part["text"] == line
+        assert_console_says(part["key"], part["params"], line)
+
+
+async def test_span_refusal_carries_its_figures(api) -> None:  # type: ignore[no-untyped-def]
+    alice = await api.login("alice")
+    r = await api.client.get("/api/v1/mills/mill-a/kpis", headers=alice,
+                             params={"start": "2020-01-01T00:00:00Z", "end": "2026-01-01T00:00:00Z"})
+    assert r.status_code == 422, r.text
+    err = r.json()
+    assert err["code"] == "span_too_large" and err["key"] == "error.span_too_large"
+    assert_console_says(err["key"], err["params"], err["detail"])
+    assert err["params"]["what"] == "KPIs"
+
+
+def test_report_savings_titles_match_the_console() -> None:
+    """The Chinese HTML/PDF reports title savings as the console does (its zh-CN catalogue)."""
+    from spinline.carbon.report import OPPORTUNITY_ZH, opportunity_title
+
+    for key, zh in OPPORTUNITY_ZH.items():
+        assert entry(ZH, key) == zh
+    assert set(OPPORTUNITY_ZH) == {k for k in texts.TEMPLATES if k.startswith("carbon.opp.")}
+    o = {"title": "repair compressed-air leaks", "title_key": "carbon.opp.air_leaks", "title_params": {}}
+    assert opportunity_title(o, "zh-CN") == "修复压缩空气泄漏" and opportunity_title(o, "en") == o["title"]
+    assert opportunity_title({"title": "typed", "title_key": None}, "zh-CN") == "typed"

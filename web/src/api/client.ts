@@ -4,12 +4,16 @@
  * reason and machine-readable code.
  */
 
+import { serverError } from '../format'
+
 export class ApiError extends Error {
   constructor(
     readonly status: number,
     readonly code: string,
     message: string,
     readonly retryAfter: number | null = null,
+    /** The server's own words (`detail`), where `message` is their translation. */
+    readonly detail: string = message,
   ) {
     super(message)
   }
@@ -88,7 +92,10 @@ export function errorOf(status: number, body: unknown, retryAfter: number | null
     if (typeof o.code === 'string') code = o.code
   }
   if (b && typeof b === 'object' && typeof b.code === 'string') code = b.code
-  return new ApiError(status, code, msg || `HTTP ${status}`, retryAfter)
+  const detail = msg || `HTTP ${status}`
+  const key = b && typeof b === 'object' && typeof b.key === 'string' ? b.key : null
+  const params = b && typeof b === 'object' && b.params && typeof b.params === 'object' ? b.params as Record<string, string> : null
+  return new ApiError(status, code, serverError(detail, code, key, params), retryAfter, detail)
 }
 
 export interface CallOptions {

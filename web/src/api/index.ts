@@ -14,7 +14,7 @@ import type {
 const missing = new Set<string>()
 
 function routeMissing(e: unknown): boolean {
-  return e instanceof ApiError && ((e.status === 404 && (e.message === 'Not Found' || e.code === 'no_route')) ||
+  return e instanceof ApiError && ((e.status === 404 && (e.detail === 'Not Found' || e.code === 'no_route')) ||
     e.status === 405)
 }
 

@@ -153,11 +153,18 @@ export interface MillHealth {
   assets: AssetHealth[]
 }
 
+/** A line of server-written text with its parts as message keys (none: show `text` as it is). */
+export interface ServerLine {
+  text: string
+  parts: ServerText[]
+}
+
 export interface Step {
   state: string
   at: string
   by: string
   comment: string
+  comment_lines?: ServerLine[]
 }
 
 export interface Alarm {
@@ -193,6 +200,7 @@ export interface WorkOrder {
   assignee: string | null
   alarm_id: string | null
   description: string
+  description_lines?: ServerLine[]
   hi_at_open: number | null
   hi_at_verify: number | null
   history: Step[]
@@ -212,6 +220,10 @@ export interface PlanItem {
   work_order: string | null
   overdue: boolean
   reason: string
+  title_key?: string | null
+  title_params?: Record<string, string> | null
+  reason_key?: string | null
+  reason_params?: Record<string, string> | null
 }
 
 export interface MonthlyMaintReport {
@@ -225,6 +237,7 @@ export interface MonthlyMaintReport {
   time_to_fix_h_mean: number | null
   downtime_avoided_h: number
   text: string[]
+  text_parts?: ServerText[]
 }
 
 export interface Edge {

@@ -29,12 +29,12 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from fastapi import Depends, HTTPException, Path, Query, Request, status
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 
-from spinline.cloud.api.errors import ApiError
+from spinline.cloud.api.errors import ApiError, keyed_error
 from spinline.cloud.api.limits import ConcurrencyLimiter, Lane, ProcessLane, TokenBucket, WindowCounter
 from spinline.cloud.api.timefmt import MAX_TIME, MIN_TIME, check_time
 from spinline.cloud.auth.roles import Permission, Principal
@@ -212,9 +212,8 @@ async def get_current_user(request: Request, cloud: CloudDep, caller: CallerDep)
         yield user
         return
     if not cloud.user_slots.try_acquire(user.user_id):
-        raise ApiError(status.HTTP_429_TOO_MANY_REQUESTS, "too_many_concurrent_requests",
-                       f"at most {cloud.user_slots.per_key} requests of one user run at once; "
-                       "wait for one to finish", headers={"Retry-After": "1"})
+        raise keyed_error(status.HTTP_429_TOO_MANY_REQUESTS, "too_many_concurrent_requests",
+                          {"limit": cloud.user_slots.per_key}, headers={"Retry-After": "1"})
     try:
         yield user
     finally:
@@ -353,12 +352,12 @@ def span_limited(max_days: Callable[[Settings], float], what: str) -> Callable[.
         end_ns = _ns(end, "end") if end is not None else time.time_ns()
         start_ns = _ns(start, "start") if start is not None else end_ns - 24 * 3600 * 10**9
         if end_ns <= start_ns:
-            raise ApiError(status.HTTP_422_UNPROCESSABLE_CONTENT, "empty_span", "end must be after start")
+            raise keyed_error(status.HTTP_422_UNPROCESSABLE_CONTENT, "empty_span", {})
         limit = max_days(cloud.settings)
         days = (end_ns - start_ns) / 86400e9
         if days > limit:
-            raise ApiError(status.HTTP_422_UNPROCESSABLE_CONTENT, "span_too_large",
-                           f"the span is {days:.1f} days; {what} cover at most {limit:g} days per request")
+            raise keyed_error(status.HTTP_422_UNPROCESSABLE_CONTENT, "span_too_large",
+                              {"days": f"{days:.1f}", "what": what, "limit": f"{limit:g}"})
         return TimeRange(start_ns, end_ns)
 
     time_range.__name__ = f"time_range_{what.replace(' ', '_')}"
@@ -368,3 +367,23 @@ def span_limited(max_days: Callable[[Settings], float], what: str) -> Callable[.
 TimeRangeDep = Annotated[TimeRange, Depends(span_limited(lambda s: s.max_span_days, "queries"))]
 KpiRangeDep = Annotated[TimeRange, Depends(span_limited(lambda s: s.max_kpi_span_days, "KPIs"))]
 
+
+
+def report_language(request: Request, lang: Annotated[
+        Literal["zh-CN", "en"] | None,
+        Query(description="language of the report (PDF and HTML); default: the first zh or en of the "
+                          "Accept-Language header, else zh-CN (Chinese uses the built-in STSong-Light CID font "
+                          "in the PDF)")] = None) -> str:
+    """``lang`` when given, else the reader's language from ``Accept-Language`` (its order), else zh-CN."""
+    if lang:
+        return lang
+    for part in request.headers.get("Accept-Language", "").split(","):
+        tag = part.split(";")[0].strip().lower()
+        if tag.startswith("zh"):
+            return "zh-CN"
+        if tag.startswith("en"):
+            return "en"
+    return "zh-CN"
+
+
+ReportLang = Annotated[str, Depends(report_language)]

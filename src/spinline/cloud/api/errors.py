@@ -7,6 +7,8 @@ Every 4xx/5xx answer of the JSON API is ``ErrorPublic``::
 - ``code`` is stable (clients switch on it; the text may change or be translated);
 - ``detail`` is always one string for people, naming the problem (FastAPI's ``detail`` kept so
   existing clients keep working, but never a list);
+- ``key`` and ``params``, where the detail was built from a message template (``spinline.core.texts``,
+  ``error.*``): the console shows the reader's language from them and falls back to ``detail``;
 - ``errors`` lists the fields for a request that failed validation (``code`` ``invalid_request``),
   each with its location, message and pydantic type; null otherwise.
 
@@ -28,6 +30,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from spinline.core.texts import Text
 
 logger = logging.getLogger(__name__)
 
@@ -54,27 +58,43 @@ class ErrorPublic(BaseModel):
     code: str = Field(description="stable machine-readable code, e.g. span_too_large, not_found, rate_limited",
                       examples=["span_too_large"])
     detail: str = Field(description="what is wrong, for people")
+    key: str | None = Field(default=None, description="console message key of `detail`; null: show `detail`",
+                            examples=["error.span_too_large"])
+    params: dict[str, str] | None = Field(default=None, description="the parameters of `key` (figures as in detail)")
     errors: list[FieldError] | None = Field(default=None, description="the invalid fields (code invalid_request)")
 
 
 class ApiError(HTTPException):
     """An HTTP refusal with a stable ``code``."""
 
-    def __init__(self, status_code: int, code: str, detail: str, *, headers: Mapping[str, str] | None = None) -> None:
+    def __init__(self, status_code: int, code: str, detail: str, *, headers: Mapping[str, str] | None = None,
+                 text: Text | None = None) -> None:
         super().__init__(status_code, detail, headers=dict(headers) if headers else None)
         self.code = code
+        self.text = text
+
+
+def keyed_error(status_code: int, code: str, params: Mapping[str, object], *, key: str | None = None,
+                headers: Mapping[str, str] | None = None) -> ApiError:
+    """An ``ApiError`` whose detail is the English of ``key`` (default ``error.<code>``) with ``params``.
+
+    The body then carries the key and parameters, so the console says it in the reader's language.
+    """
+    t = Text(key or f"error.{code}", {k: str(v) for k, v in params.items()})
+    return ApiError(status_code, code, t.en, headers=headers, text=t)
 
 
 def error_body(status_code: int, detail: str, code: str | None = None,
-               errors: Sequence[FieldError] | None = None) -> dict[str, Any]:
+               errors: Sequence[FieldError] | None = None, text: Text | None = None) -> dict[str, Any]:
     return ErrorPublic(code=code or DEFAULT_CODES.get(status_code, "error"), detail=detail,
+                       key=text.key if text else None, params=dict(text.params) if text else None,
                        errors=list(errors) if errors is not None else None).model_dump(mode="json")
 
 
 def error_response(status_code: int, detail: str, code: str | None = None, *,
                    headers: Mapping[str, str] | None = None,
-                   errors: Sequence[FieldError] | None = None) -> JSONResponse:
-    return JSONResponse(error_body(status_code, detail, code, errors), status_code=status_code,
+                   errors: Sequence[FieldError] | None = None, text: Text | None = None) -> JSONResponse:
+    return JSONResponse(error_body(status_code, detail, code, errors, text), status_code=status_code,
                         headers=dict(headers) if headers else None)
 
 
@@ -130,7 +150,8 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = getattr(exc, "code", None)
-        return error_response(exc.status_code, _text(exc.detail), code, headers=exc.headers)
+        return error_response(exc.status_code, _text(exc.detail), code, headers=exc.headers,
+                              text=getattr(exc, "text", None))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

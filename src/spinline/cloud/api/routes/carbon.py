@@ -14,7 +14,7 @@ from spinline.carbon import inputs as ci
 from spinline.carbon.factors import FactorError
 from spinline.carbon.footprint import AllocationError
 from spinline.carbon.report import pact_footprints, render
-from spinline.cloud.api.deps import CloudDep, HeavyWork, ReadableMill, SettingsDep, StoreDep
+from spinline.cloud.api.deps import CloudDep, HeavyWork, ReadableMill, ReportLang, SettingsDep, StoreDep
 from spinline.cloud.api.schemas import ErrorPublic
 from spinline.cloud.carbon.service import figures_dict, month_report
 
@@ -108,16 +108,13 @@ async def carbon_pact(mill: ReadableMill, store: StoreDep, settings: SettingsDep
     except (FactorError, AllocationError, ValueError) as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
 
-LangQ = Annotated[Literal["zh-CN", "en"], Query(description="language of the PDF (zh-CN uses the built-in "
-                                                             "STSong-Light CID font)")]
-
-
 @router.get("/mills/{mill}/carbon/{month}/report", dependencies=[HeavyWork],
             responses={200: {"content": {"application/pdf": {}, "text/html": {}}}})
-def carbon_report(mill: ReadableMill, store: StoreDep, settings: SettingsDep, month: str, rule: RuleQ = "mass",
+def carbon_report(mill: ReadableMill, store: StoreDep, settings: SettingsDep, month: str, lang: ReportLang,
+                  rule: RuleQ = "mass",
                   format: Annotated[Literal["pdf", "html", "xlsx", "json"], Query()] = "pdf",  # noqa: A002
-                  lang: LangQ = "zh-CN") -> Response:
-    """The month's report as a file to download (PDF with charts, in Chinese by default)."""
+                  ) -> Response:
+    """The month's report as a file to download (PDF or HTML with charts, in the reader's language)."""
     try:
         fig = month_report(store, mill.config, month, rule=rule, estimated_limit=settings.carbon_estimated_limit)
         content, media, name = render(fig, format, lang)

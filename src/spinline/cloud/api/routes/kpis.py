@@ -18,10 +18,11 @@ from spinline.cloud.api.deps import (
     KpiRangeDep,
     MetaDep,
     ReadableMill,
+    ReportLang,
     SettingsDep,
     TimeRange,
 )
-from spinline.cloud.api.errors import ApiError
+from spinline.cloud.api.errors import keyed_error
 from spinline.cloud.kpis.service import KpiRow
 
 router = APIRouter(tags=["kpis"])
@@ -45,8 +46,8 @@ def kpi_public(r: KpiRow) -> s.KpiPublic:
 def _shift_span(span: TimeRange, by: str, max_days: float) -> None:
     days = (span.end_ns - span.start_ns) / 86400e9
     if by == "shift" and days > max_days:
-        raise ApiError(status.HTTP_422_UNPROCESSABLE_CONTENT, "span_too_large",
-                       f"the span is {days:.1f} days; KPIs by shift cover at most {max_days:g} days per request")
+        raise keyed_error(status.HTTP_422_UNPROCESSABLE_CONTENT, "span_too_large",
+                          {"days": f"{days:.1f}", "what": "KPIs by shift", "limit": f"{max_days:g}"})
 
 
 @router.get("/mills/{mill}/kpis", dependencies=[HeavyWork])
@@ -83,9 +84,8 @@ async def zone_kpis(user: CurrentUser, cloud: CloudDep, meta: MetaDep, settings:
 
 @router.get("/mills/{mill}/reports/production/{period}",
             responses={200: {"content": {"application/pdf": {}, "text/html": {}, "text/csv": {}}}})
-def production_report(mill: ReadableMill, cloud: CloudDep, settings: SettingsDep, period: str,
+def production_report(mill: ReadableMill, cloud: CloudDep, settings: SettingsDep, period: str, lang: ReportLang,
                       format: Annotated[Literal["pdf", "html", "csv"], Query()] = "pdf",  # noqa: A002
-                      lang: Annotated[Literal["zh-CN", "en"], Query(description="language of the PDF")] = "zh-CN",
                       standard_ne: StandardNe = None) -> Response:
     """The weekly (``2026-W47``) or monthly (``2026-10``) production report as a file (PDF with charts)."""
     from spinline.cloud import reports

@@ -27,8 +27,9 @@ from spinline.cloud.api.deps import (
     StoreDep,
     WritableMill,
     mill_with,
-    not_found,
 )
+from spinline.cloud.api.errors import keyed_error
+from spinline.cloud.api.routes.health import TextPublic, text_public
 from spinline.cloud.api.timefmt import InDatetime, UtcDatetime
 from spinline.cloud.auth.roles import Permission
 from spinline.cloud.maintenance.service import Maintenance, MissingInput, RecordNotFound
@@ -37,7 +38,8 @@ from spinline.cloud.meta.store import MillRecord
 from spinline.cloud.storage.base import TimeSeriesStore
 from spinline.core import texts
 from spinline.health.alarms import Alarm, AlarmState, InvalidTransition, Severity
-from spinline.health.workorders import Priority, WorkOrder, WOState
+from spinline.health.reports import PlanItem
+from spinline.health.workorders import Priority, VerifyRefused, WorkOrder, WOState
 
 router = APIRouter(prefix="/mills/{mill}/maintenance", tags=["maintenance"])
 
@@ -66,11 +68,21 @@ HealthStoreDep = Annotated[HealthStore, Depends(get_health_store)]
 
 # --- schemas ---------------------------------------------------------------------------------------
 
+class TextLinePublic(BaseModel):
+    """One line of server-written text; ``parts`` (its "; "-joined pieces as message keys) empty: show ``text``."""
+
+    text: str
+    parts: list[TextPublic]
+
+
 class StepPublic(BaseModel):
     state: str
     at: UtcDatetime
     by: str
     comment: str
+    comment_lines: list[TextLinePublic] = Field(
+        default_factory=list, description="`comment` by line, with message keys where the system wrote it; "
+                                          "a comment a person typed comes back as typed (no parts)")
 
 
 class AlarmCreate(BaseModel):
@@ -147,6 +159,8 @@ class WorkOrderPublic(BaseModel):
     assignee: str | None
     alarm_id: str | None
     description: str
+    description_lines: list[TextLinePublic] = Field(default_factory=list,
+                                                    description="`description` by line, with message keys")
     hi_at_open: float | None
     hi_at_verify: float | None
     history: list[StepPublic]
@@ -155,12 +169,16 @@ class WorkOrderPublic(BaseModel):
 class PlanItemPublic(BaseModel):
     asset: str
     title: str
+    title_key: str | None = Field(default=None, description="console message key of `title`; null: show it as is")
+    title_params: dict[str, str] | None = None
     due_at: UtcDatetime
     priority: str
     state: str
     work_order: str | None
     overdue: bool
     reason: str
+    reason_key: str | None = Field(default=None, description="console message key of `reason`; null: show it as is")
+    reason_params: dict[str, str] | None = None
 
 
 class MonthlyReportPublic(BaseModel):
@@ -175,6 +193,7 @@ class MonthlyReportPublic(BaseModel):
     downtime_avoided_h: float
     assumptions: dict[str, float]
     text: list[str]
+    text_parts: list[TextPublic] = Field(default_factory=list, description="`text` as message keys, line by line")
 
 
 # --- helpers ---------------------------------------------------------------------------------------
@@ -189,12 +208,41 @@ def _naive_utc(d: datetime | None) -> datetime | None:
     return d.astimezone(UTC).replace(tzinfo=None) if d.tzinfo is not None else d
 
 
-def _steps(history: list[Any]) -> list[StepPublic]:
-    return [StepPublic(state=s.state, at=s.at, by=s.by, comment=s.comment) for s in history]
-
-
 #: Templates alarm messages are built from (alarms.py rules, edge events); the fault variant before the plain one.
 ALARM_MESSAGE_KEYS = ("alarm.rule_value", "alarm.edge_event_fault", "alarm.edge_event")
+#: Templates of what the system writes into histories and descriptions: alarm messages, the diagnosis and health
+#: explanation copied from the alarm's evidence, and the comments of steps taken without one.
+WRITTEN_KEYS = (*ALARM_MESSAGE_KEYS, "diag.fault_confidence", "health.explain", "health.explain_no_penalties",
+                "health.envelope_line_others", "health.envelope_line", "health.velocity_zone", "health.velocity",
+                "wo.comment.assigned", "wo.comment.verified", "wo.comment.diagnosis")
+
+
+def text_lines(text: str) -> list[TextLinePublic]:
+    """``text`` line by line, each with its message keys where the system wrote it from templates."""
+    out = []
+    for line in text.splitlines():
+        parts = texts.parse_joined(WRITTEN_KEYS, line) or []
+        out.append(TextLinePublic(text=line, parts=[text_public(t) for t in parts]))
+    return out
+
+
+def _steps(history: list[Any]) -> list[StepPublic]:
+    return [StepPublic(state=s.state, at=s.at, by=s.by, comment=s.comment, comment_lines=text_lines(s.comment))
+            for s in history]
+
+
+def _keyed(t: texts.Text | None) -> tuple[str | None, dict[str, str] | None]:
+    return (t.key, dict(t.params)) if t is not None else (None, None)
+
+
+def plan_public(i: PlanItem) -> PlanItemPublic:
+    """A plan row; its title (an order's or a predicted inspection) and reason with keys where built from them."""
+    title = texts.parse_any(("wo.title.fault_on_asset", "plan.title.inspect_predicted"), i.title)
+    reason = texts.parse_any(("plan.reason.overdue", "plan.reason.due_this_week"), i.reason)
+    (tk, tp), (rk, rp) = _keyed(title), _keyed(reason)
+    return PlanItemPublic(asset=i.asset, title=i.title, title_key=tk, title_params=tp, due_at=i.due_at,
+                          priority=i.priority, state=i.state, work_order=i.work_order, overdue=i.overdue,
+                          reason=i.reason, reason_key=rk, reason_params=rp)
 
 
 def alarm_public(mill: str, a: Alarm) -> AlarmPublic:
@@ -211,7 +259,8 @@ def order_public(mill: str, w: WorkOrder, now: datetime | None = None) -> WorkOr
                            title_params=k.params if k else None, fault=w.fault, priority=w.priority.value,
                            state=w.state.value, created_at=w.created_at, created_by=w.created_by, due_at=w.due_at,
                            overdue=w.is_overdue(now or _now()), assignee=w.assignee, alarm_id=w.alarm_id,
-                           description=w.description, hi_at_open=w.hi_at_open, hi_at_verify=w.hi_at_verify,
+                           description=w.description, description_lines=text_lines(w.description),
+                           hi_at_open=w.hi_at_open, hi_at_verify=w.hi_at_verify,
                            history=_steps(w.history))
 
 
@@ -225,8 +274,15 @@ def _http_errors() -> Iterator[None]:
     try:
         yield
     except RecordNotFound as exc:
-        raise not_found(f"{exc.kind} {exc.ident!r}") from None
-    except (InvalidTransition, RecordConflict) as exc:
+        raise keyed_error(status.HTTP_404_NOT_FOUND, "not_found", {"kind": exc.kind, "id": repr(exc.ident)}) \
+            from None
+    except VerifyRefused as exc:
+        raise keyed_error(status.HTTP_409_CONFLICT, "verify_refused",
+                          {"id": exc.ident, "health": exc.health, "needed": exc.needed}) from None
+    except InvalidTransition as exc:
+        raise keyed_error(status.HTTP_409_CONFLICT, "transition_refused",
+                          {"kind": exc.kind, "id": exc.ident, "action": exc.action, "state": exc.state}) from None
+    except RecordConflict as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
     except MissingInput as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
@@ -330,9 +386,7 @@ def get_weekly_plan(mill: ReadableMill, hs: HealthStoreDep,
         week_start = today - timedelta(days=today.weekday())
     ws = _naive_utc(week_start)
     assert ws is not None
-    return [PlanItemPublic(asset=i.asset, title=i.title, due_at=i.due_at, priority=i.priority, state=i.state,
-                           work_order=i.work_order, overdue=i.overdue, reason=i.reason)
-            for i in _maintenance(hs).weekly_plan(mill.id, ws, now=max(ws, _now()))]
+    return [plan_public(i) for i in _maintenance(hs).weekly_plan(mill.id, ws, now=max(ws, _now()))]
 
 
 @router.get("/report")
@@ -355,4 +409,5 @@ def get_monthly_report(mill: ReadableMill, hs: HealthStoreDep,
                                orders_resolved=r.orders_resolved, orders_verified=r.orders_verified,
                                overdue=r.overdue, time_to_fix_h_median=fin(r.time_to_fix_h_median),
                                time_to_fix_h_mean=fin(r.time_to_fix_h_mean), downtime_avoided_h=r.downtime_avoided_h,
-                               assumptions=r.assumptions, text=r.lines())
+                               assumptions=r.assumptions, text=r.lines(),
+                               text_parts=[text_public(t) for t in r.texts()])

@@ -18,7 +18,7 @@ from spinline.cloud.api.deps import (
     not_found,
     slot,
 )
-from spinline.cloud.api.errors import ApiError
+from spinline.cloud.api.errors import keyed_error
 from spinline.cloud.api.services import data
 from spinline.cloud.auth.roles import Principal
 from spinline.cloud.storage.base import PointInfo, TimeSeriesStore
@@ -46,9 +46,9 @@ def _fine_span(span: TimeRange, resolution: str, settings: SettingsDep) -> None:
     limit = {"raw": settings.max_raw_span_days, "1m": settings.max_minute_span_days}.get(resolution)
     days = (span.end_ns - span.start_ns) / 86400e9
     if limit is not None and days > limit:
-        raise ApiError(status.HTTP_422_UNPROCESSABLE_CONTENT, "span_too_large",
-                       f"the span is {days:.1f} days; resolution {resolution} covers at most {limit:g} days "
-                       "per request (use auto or 1h for longer spans)")
+        raise keyed_error(status.HTTP_422_UNPROCESSABLE_CONTENT, "span_too_large",
+                          {"days": f"{days:.1f}", "resolution": resolution, "limit": f"{limit:g}"},
+                          key="error.span_too_large_resolution")
 
 
 @router.get("/{ref:path}/range")
