@@ -195,6 +195,7 @@ export interface WorkOrder {
   description: string
   hi_at_open: number | null
   hi_at_verify: number | null
+  resolution?: 'repaired' | 'no_fault_found' | null
   history: Step[]
 }
 
