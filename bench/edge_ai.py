@@ -24,8 +24,9 @@ clients (TUF verification, signed HTTP requests) in threads of this process.
   the same for both paths and is reported beside them (``snapshot_interval_s``).
 * ``uplink``: bytes per mill per day of features (the wire format, compressed) and model updates
   (measured bytes per converged check, metadata in and the update report out, x checks per day) vs
-  streaming the raw vibration of the same channels. The edge's status message is not counted (item 8
-  of issue 11, not built): ``status_bytes_per_day`` is null.
+  streaming the raw vibration of the same channels. The edge's status message, acks and snapshots are
+  not counted here (``status_bytes_per_day`` is null): bench/uplink_budget.py measures all of a running
+  edge's traffic from its ledger.
 """
 
 from __future__ import annotations
