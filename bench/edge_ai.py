@@ -14,10 +14,19 @@ clients (TUF verification, signed HTTP requests) in threads of this process.
   model, health index, alarm rules) and through each JSON detector alone (``score_one`` and the
   vectorised ``score_many``), beside the learned ONNX path (a 50-tree isolation forest exported with
   skl2onnx, run by onnxruntime on one thread).
+* ``detection``: latency from a bearing fault's onset to the alarm. At the edge: the snapshots its own
+  scorer (commissioned baseline, alarm rules) needs after the onset to raise the alarm, times the
+  channel's snapshot interval, plus the scorer's wall time on them. Round-tripping the cloud instead
+  (the baseline): the same snapshots' features go up as a signed batch over HTTP to the real ingest,
+  the cloud's health pipeline runs once on them and the alarm is read back from the API — measured
+  wall time — plus the waits a deployment adds on top: the edge's flush interval (0.25 s) and, on
+  average, half the pipeline period (``health_pipeline_s``, 60 s by default). The snapshot cadence is
+  the same for both paths and is reported beside them (``snapshot_interval_s``).
 * ``uplink``: bytes per mill per day of features (the wire format, compressed) and model updates
   (measured bytes per converged check, metadata in and the update report out, x checks per day) vs
-  streaming the raw vibration of the same channels. The edge's status message is not counted (item 8
-  of issue 11, not built): ``status_bytes_per_day`` is null.
+  streaming the raw vibration of the same channels. The edge's status message, acks and snapshots are
+  not counted here (``status_bytes_per_day`` is null): bench/uplink_budget.py measures all of a running
+  edge's traffic from its ledger.
 """
 
 from __future__ import annotations
@@ -266,6 +275,73 @@ def inference(seconds: float = 1.5) -> dict[str, Any]:
     return out
 
 
+def detection(folder: Path, every_s: float = 300.0, flush_s: float = 0.25) -> dict[str, Any]:
+    """Fault onset -> alarm at the edge vs through the cloud (see module docstring)."""
+    site = load_site(SITE)
+    mill = site.mills[0]
+    machine = next(m for _w, _l, m in iter_machines(mill) if m.id == "rf01")
+    assert machine.vibration is not None
+    ch = machine.vibration.channels[0].name
+    rng = np.random.default_rng(3)
+
+    def row(scale: float) -> dict[str, float]:
+        return {k: float(abs(rng.normal(1.0, 0.05)) * scale) for k in VIB_MODEL_KEYS}
+
+    sc = AssetScorer(mill.id, machine, ch, "I", folder / "detect", ScoringConfig(commissioning_n=24))
+    ts = time.time_ns() - 200 * int(every_s * 1e9)
+    for _ in range(60):                      # commissioning, then healthy operation
+        ts += int(every_s * 1e9)
+        sc.score(ts, row(1.0) | {"shaft_hz": 24.7})
+    assert not sc.engine.open_alarms(sc.asset), "a healthy machine alarmed"
+    snaps, edge_wall = 0, 0.0
+    fault_rows = []
+    while not sc.engine.open_alarms(sc.asset):   # the bearing fault: every feature well above its baseline
+        ts += int(every_s * 1e9)
+        fault_rows.append((ts, row(6.0)))
+        t0 = time.perf_counter()
+        sc.score(ts, fault_rows[-1][1] | {"shaft_hz": 24.7})
+        edge_wall += time.perf_counter() - t0
+        snaps += 1
+        assert snaps < 50, "the edge never alarmed on the fault"
+    with CloudServer(folder / "detect-cloud") as cs:
+        secret = cs.cloud.edges.create(edge_id="bench-detect", mill=mill.id, created_by="bench")[1].encode()
+        feats = [f for f, _u in VIB_FEATURES]
+        keys, tss, vals = [], [], []
+        for t, r in fault_rows:
+            for f in feats:
+                keys.append(point_key(f"{mill.id}/{machine.id}/vib_{ch}_{f}"))
+                tss.append(t)
+                vals.append(4.0 if f == "iso_zone" else r.get(f, 6.0))
+        body = wire.encode(wire.Envelope(edge="bench-detect", mill=mill.id, seq=1, batch=Batch.of(keys, tss, vals),
+                                         created_ns=time.time_ns()), key=secret)
+        tok = httpx.post(f"{cs.url}/api/v1/auth/login", json={"username": "bench", "password": "bench-password-1"})
+        if tok.status_code != 200:
+            from spinline.cloud.auth.roles import Role
+
+            cs.cloud.accounts.create_user(username="bench", password="bench-password-1", role=Role.ZONE_OPERATOR,
+                                          mills=[])
+            tok = httpx.post(f"{cs.url}/api/v1/auth/login", json={"username": "bench", "password": "bench-password-1"})
+        h = {"Authorization": f"Bearer {tok.json()['access_token']}"}
+        t0 = time.perf_counter()
+        r = httpx.post(cs.url + wire.INGEST_PATH, content=body, headers={"Content-Type": wire.BATCH_CONTENT_TYPE})
+        assert r.status_code == 200, r.text
+        report = cs.app.state.health_pipeline.run_once(mill.id)
+        alarms = httpx.get(f"{cs.url}/api/v1/mills/{mill.id}/maintenance/alarms", headers=h).json()
+        cloud_wall = time.perf_counter() - t0
+        cloud_alarmed = any(a["asset"].startswith(machine.id) for a in alarms)
+        period = cs.settings.health_pipeline_s or 60.0
+    edge_s = snaps * every_s + edge_wall
+    cloud_s = snaps * every_s + flush_s + cloud_wall + period / 2
+    return {"snapshot_interval_s": every_s, "snapshots_to_alarm": snaps,
+            "edge_compute_s": round(edge_wall, 4), "edge_onset_to_alarm_s": round(edge_s, 3),
+            "cloud_roundtrip_measured_s": round(cloud_wall, 3), "cloud_alarmed": cloud_alarmed,
+            "cloud_pipeline_period_s": period, "cloud_pipeline_samples": report.samples,
+            "cloud_raised": len(report.raised),
+            "baseline_cloud_onset_to_alarm_s": round(cloud_s, 3),
+            "cloud_minus_edge_s": round(cloud_s - edge_s, 3),
+            "ratio_cloud_over_edge_beyond_cadence": round((cloud_s - snaps * every_s) / max(edge_wall, 1e-9))}
+
+
 def uplink(idle_check_bytes: float, report_bytes: float, poll_s_real: float = 300.0,
            report_s: float = 900.0) -> dict[str, Any]:
     """Per mill per day: features of every vibration channel (wire format) + model update checks vs raw."""
@@ -307,6 +383,13 @@ def main() -> None:
           f"plain fetch by all: {p['baseline_plain_fetch_all_s']} s")
     print(f"bad canary: evidence -> {r['canary_edges']} edges rolled back {r['evidence_to_all_rolled_back_s']} s "
           f"(manual rollback: {r['baseline_manual_rollback_to_all_s']} s); reason: {r['reason'][:90]}")
+    with tempfile.TemporaryDirectory() as d:
+        fig["detection"] = detection(Path(d))
+    dd = fig["detection"]
+    print(f"fault onset -> alarm: edge {dd['edge_onset_to_alarm_s']} s ({dd['snapshots_to_alarm']} snapshots at "
+          f"{dd['snapshot_interval_s']} s, compute {dd['edge_compute_s']} s); via the cloud "
+          f"{dd['baseline_cloud_onset_to_alarm_s']} s (round trip measured {dd['cloud_roundtrip_measured_s']} s, "
+          f"cloud alarmed: {dd['cloud_alarmed']})")
     fig["inference"] = inference()
     print(f"inference per core: {json.dumps(fig['inference'])}")
     fig["uplink"] = uplink(p["idle_check_bytes"], p["report_bytes"])

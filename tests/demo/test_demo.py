@@ -19,6 +19,10 @@ async def test_demo_embedded_defaults_brings_every_point_to_the_cloud(tmp_path: 
     assert summary.points_with_values == summary.points_total
     assert set(summary.by_protocol) == {"modbus", "opcua", "mqtt"}
     assert summary.edge["uplink"]["state"] == "connected"
+    # model updates are on: the edge checked the cloud's TUF repository (root.json from the data dir)
+    mu = summary.edge["model_updates"]
+    assert mu["checks"] >= 1 and mu["state"] == "ok" and not any(mu["refusals"].values()), mu
+    assert mu["bytes_in"] > 0 and summary.edge["traffic"]["bytes"]["models_in"] == mu["bytes_in"]
 
 
 @pytest.mark.slow

@@ -3,10 +3,13 @@ MQTT nudge on the machine's Mosquitto, and three ``spinline edge`` processes (on
 examples/zone.yaml) provisioned with their secret and the repository's root.json.
 
 A model promoted in the registry reaches every edge (seen in each edge's status.json and in the fleet
-API); a tampered update and an expired (frozen) one are each refused, with the reason in the edge's
-status and the fleet view, while the edge keeps the model it had; a rollback the registry asks for is
-taken. Data goes over HTTP (this test must not feed other tests' clouds on the shared broker); only the
-nudges use Mosquitto, on topics named by this test's random edge ids.
+API); a tampered update, an expired (frozen) one and a validly signed step back to an older version
+the registry did not record (a rollback attack) are each refused, with the reason in the edge's status
+and the fleet view, while the edge keeps the model it had; a rollback the registry asks for is taken;
+a canary whose alarms the technicians close as no fault found (work-order API) is rolled back by the
+canary judge with its reason, and the edge steps back. Data goes over HTTP (this test must not feed
+other tests' clouds on the shared broker); only the nudges use Mosquitto, on topics named by this
+test's random edge ids.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +37,14 @@ import uvicorn
 
 from spinline.cloud.app import create_app
 from spinline.cloud.auth.roles import Role
+from spinline.cloud.maintenance.service import Maintenance
+from spinline.cloud.maintenance.store import HealthStore
 from spinline.cloud.models import tables as t
 from spinline.cloud.models.nudge import MqttNudger
 from spinline.cloud.models.tuf_repo import TufRepository, generate_root_key
 from spinline.cloud.settings import Settings
+from spinline.core.modelspec import canonical, desired_path
+from spinline.health.alarms import Severity
 from spinline.health.anomaly import VIB_MODEL_KEYS, vibration_detector
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.slow]
@@ -185,11 +193,50 @@ async def test_models_reach_every_edge_and_bad_updates_are_refused(tmp_path: Pat
                      "mill-b's edge did not refuse the expired metadata")
         assert set(_running(db, "mill-b").values()) == {v2}
 
+        # 3b. a rollback attack: validly signed metadata (a stolen online key, an insider) desires the older v1 at
+        # mill-c's edge without the registry's recorded rollback: refused, the edge keeps v2
+        ec, dc = edges["mill-c"]
+        m1 = reg.get(RF, v1)
+        doc = reg.desired_doc("mill-c", ec, reg.assets("mill-c"))
+        for want in doc["assets"].values():
+            want.update(version=v1, seq=m1.seq, sha256=m1.sha256, target=m1.target, allow_rollback=False)
+        tv = await asyncio.to_thread(reg.repo.publish, "mill-c", {desired_path(ec): canonical(doc),
+                                                                  m1.target: reg.artefact(m1)})
+        nudger("mill-c", [ec], tv)
+        await _until(lambda: ((_status(dc).get("model_updates") or {}).get("refusals") or {}).get("rollback", 0) >= 1,
+                     "mill-c's edge did not refuse the rollback it was not asked for")
+        assert set(_running(dc, "mill-c").values()) == {v2}
+        await _until(lambda: (fleet()[ec]["models"].get("last_refusal") or {}).get("reason") == "rollback",
+                     "the fleet view does not show the rollback refusal")
+
         # 4. the registry rolls v2 back: every edge returns to v1 (mill-a never left it)
         await asyncio.to_thread(reg.rollback, RF, actor="zone", reason="e2e rollback")
         for mill, (_e, d) in edges.items():
             await _until(lambda d=d, mill=mill: set(_running(d, mill).values()) == {v1},
                          f"{mill} did not roll back to {v1}")
+
+        # 5. a bad canary on mill-a's edge: its alarms are closed as no fault found through the work-order API;
+        # the canary judge rolls it back with no human step, the reason recorded, and the edge steps back
+        v3 = reg.register(name=RF, scope_kind="machine_type", scope="ring_frame", kind="asset_monitor/mahalanobis",
+                          params=_params(3), actor="e2e").version
+        await asyncio.to_thread(reg.canary, RF, v3, mills=["mill-a"], actor="zone", reason="e2e canary", share=1.0)
+        await _until(lambda: set(_running(da, "mill-a").values()) == {v3}, "mill-a did not get the canary")
+        hs = HealthStore(reg.engine)
+        wo_url = f"{url}/api/v1/mills/mill-a/maintenance/work-orders"
+        for asset in RF_ASSETS:
+            al = Maintenance(hs).record_alarm("mill-a", asset=asset, rule="anomaly", severity=Severity.WARNING,
+                                              message="anomaly", raised_at=datetime.now(UTC).replace(tzinfo=None),
+                                              value=1.5, evidence={"source": "edge", "model_version": v3})
+            wo = httpx.post(wo_url, headers=auth, json={"alarm_id": al.id}).json()
+            for step, body in (("assign", {"assignee": "tech"}), ("start", {}),
+                               ("resolve", {"resolution": "no_fault_found", "comment": "bearing fine"})):
+                r = httpx.post(f"{wo_url}/{wo['id']}/{step}", headers=auth, json=body)
+                assert r.status_code == 200, r.text
+        verdicts = await asyncio.to_thread(reg.evaluate_canaries)
+        assert [(m.version, v.decision) for m, v in verdicts] == [(v3, "rollback")]
+        last = reg.get(RF, v3).transitions[-1]
+        assert last.actor == "canary-judge" and "no fault found: 2" in last.reason
+        await _until(lambda: set(_running(da, "mill-a").values()) == {v1}, "mill-a did not step back from the canary")
         assert all(p.poll() is None for p in procs), "an edge process died"
     finally:
         for p in procs:

@@ -102,3 +102,44 @@ def test_weekly_plan_orders_overdue_first_and_adds_predictions() -> None:
     plan = weekly_plan([due, later, done, late], week, rul=rul)
     assert [(p.asset, p.overdue) for p in plan] == [("a", True), ("b", False), ("e", False)]
     assert plan[2].work_order is None and plan[2].state == "predicted"
+
+
+def test_a_no_fault_found_resolution_is_stored_recorded_and_no_fault_label(tmp_path: Path) -> None:
+    """What the technician found travels with the order: stored, a history step, and an order closed as
+    no fault found is no label for training. An older database without the column gets it in place."""
+    import sqlalchemy as sa
+
+    from spinline.cloud.models.training import verified
+    from spinline.health.workorders import Resolution
+
+    url = f"sqlite:///{tmp_path / 'h.sqlite'}"
+    old = sa.create_engine(url)
+    with old.begin() as c:   # a database created before the resolution column existed
+        c.execute(sa.text("CREATE TABLE health_work_orders (id VARCHAR(64) PRIMARY KEY, mill VARCHAR(64) NOT NULL, "
+                          "asset VARCHAR(255) NOT NULL, title VARCHAR(255) NOT NULL, fault VARCHAR(64) NOT NULL, "
+                          "priority VARCHAR(16) NOT NULL, state VARCHAR(16) NOT NULL, created_at DATETIME NOT NULL, "
+                          "created_by VARCHAR(128) NOT NULL, due_at DATETIME, assignee VARCHAR(128), "
+                          "alarm_id VARCHAR(64), description TEXT NOT NULL, hi_at_open FLOAT, hi_at_verify FLOAT)"))
+    old.dispose()
+    hs = HealthStore(url)
+    hs.create_schema()
+    hs.create_schema()   # idempotent
+    t0 = datetime(2026, 11, 2)
+    orders = []
+    for res in (Resolution.NO_FAULT_FOUND, Resolution.REPAIRED):
+        wo = WorkOrder(asset="rf01/main_motor", title="t", created_at=t0, created_by="x", fault="bearing_outer")
+        wo.assign("tech", by="m", at=t0)
+        wo.start(by="tech", at=t0)
+        wo.resolve(by="tech", at=t0 + timedelta(hours=1), resolution=res)
+        wo.verify(95.0, by="m", at=t0 + timedelta(hours=2))
+        hs.save_work_order("m1", wo)
+        orders.append(wo)
+    nff = hs.get_work_order(orders[0].id)
+    assert nff is not None and nff[1].resolution == Resolution.NO_FAULT_FOUND and nff[1].no_fault_found
+    assert [s.comment for s in nff[1].history if s.comment.startswith("resolution")] == ["resolution: no_fault_found"]
+    # changed at close: recorded with what it was
+    w = nff[1]
+    w.close(by="m", at=t0 + timedelta(hours=3), resolution=Resolution.REPAIRED)
+    assert w.history[-1].comment == "resolution: repaired (was no_fault_found)" and not w.no_fault_found
+    assert [o.id for o in verified(hs.list_work_orders("m1"))] == [orders[1].id]
+    assert hs.get_work_order(orders[1].id)[1].resolution == Resolution.REPAIRED  # type: ignore[index]

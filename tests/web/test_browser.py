@@ -200,15 +200,17 @@ def test_alarm_to_closed_work_order_en(stack: Stack, browser: object, contexts: 
     state = drawer.locator("[data-test=order-state]")
     state.wait_for()
     assert state.get_attribute("data-state") == "open"
-    # assign (the assignee is asked for), start, resolve
+    # assign (the assignee is asked for), start, resolve as no fault found (the canary judge's evidence)
     drawer.locator("[data-action=assign]").click()
     page.locator(".el-message-box input").fill("mario")
     page.locator(".el-message-box .el-button--primary").click()
     drawer.locator("[data-test=order-state][data-state=assigned]").wait_for()
     drawer.locator("[data-action=start]").click()
     drawer.locator("[data-test=order-state][data-state=in_progress]").wait_for()
-    drawer.locator("[data-action=resolve]").click()
+    assert drawer.locator("[data-action=resolve]").is_visible()
+    drawer.locator("[data-action=resolveNff]").click()
     drawer.locator("[data-test=order-state][data-state=resolved]").wait_for()
+    drawer.locator("text=No fault found").wait_for()
     # verify is refused while the machine's health index is low, and the page says why
     stack.send("mill-a", {"mill-a/rf01/vib_main_motor_health_index": 55.0})
     drawer.locator("[data-action=verify]").click()
@@ -224,7 +226,7 @@ def test_alarm_to_closed_work_order_en(stack: Stack, browser: object, contexts: 
     drawer.locator("[data-action=close]").click()
     drawer.locator("[data-test=order-state][data-state=closed]").wait_for()
     history = drawer.locator(".el-timeline").inner_text()
-    for st in ("Open", "Assigned", "In progress", "Resolved", "Verified", "Closed"):
+    for st in ("Open", "Assigned", "In progress", "Resolved", "Verified", "Closed", "resolution: no_fault_found"):
         assert st in history, (st, history)
     assert not page.errors, page.errors
 

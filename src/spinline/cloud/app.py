@@ -64,7 +64,7 @@ from spinline.cloud.ingest.service import IngestService
 from spinline.cloud.kpis.service import Cancelled, KpiService
 from spinline.cloud.maintenance import pipeline as health_pipeline
 from spinline.cloud.maintenance.events import EdgeEvents
-from spinline.cloud.maintenance.store import HealthQueries
+from spinline.cloud.maintenance.store import HealthQueries, HealthStore
 from spinline.cloud.meta.store import ConflictError, MetaStore
 from spinline.cloud.models.registry import ModelRegistry
 from spinline.cloud.models.tuf_repo import TufRepository
@@ -277,6 +277,9 @@ def build_models(settings: Settings, meta: MetaStore) -> ModelRegistry:
     reg = ModelRegistry(meta.engine, repo, mills=mill_config,
                         edges_of=lambda mill: [e.id for e in meta.edges([mill]) if e.active])
     reg.create_schema()
+    # Alarms closed as no fault found, per model version: the canary judge's false-alarm evidence.
+    HealthStore(meta.engine).create_schema()
+    reg.nff = HealthQueries(meta.engine).no_fault_found
     return reg
 
 

@@ -15,6 +15,11 @@ Without ``broker`` an embedded MQTT broker carries the simulated devices' MQTT t
 uses the HTTP uplink (the embedded broker speaks MQTT 3.1.1, not the MQTT 5 shared subscriptions
 the ingest workers use). With ``broker`` every MQTT hop, uplink included, goes through that broker
 and an ingest worker subscribes to it.
+
+Model updates are on: the first start initialises the cloud's TUF repository with a root key kept
+(0600) in the data dir as ``tuf-root.pem`` (a demo stand-in for the offline key of a real zone) and
+writes ``root.json``, each edge's trust anchor; every edge then polls its signed desired state
+(``models_every_s``) over HTTP, and with ``broker`` the cloud nudges the edges there on a change.
 """
 
 from __future__ import annotations
@@ -49,6 +54,10 @@ from spinline.sim.server import SimServer
 log = logging.getLogger(__name__)
 
 DEMO_USER = "admin"
+ROOT_KEY_FILE = "tuf-root.pem"
+ROOT_FILE = "root.json"
+#: The demo's edges check for model updates this often (a nudge over the broker makes one at once).
+MODELS_EVERY_S = 60.0
 CREDENTIALS_FILE = "demo-credentials.txt"
 HISTORY_FILE = "history.json"
 
@@ -115,8 +124,29 @@ def _provision(data_dir: Path, edges: dict[str, tuple[str, Path]]) -> Callable[[
             _, secret = cloud.edges.create(edge_id=edge_id, mill=mill, description="demo edge",
                                            created_by="demo")
             _write_private(secret_file, secret)
+        _provision_models(cloud, data_dir, list(edges))
 
     return on_ready
+
+
+def _provision_models(cloud: Cloud, data_dir: Path, mills: list[str]) -> None:
+    """The update repository (once per data dir), ``root.json`` (the edges' trust anchor) and each mill's
+    first signed desired state (nothing desired yet: the edges keep their commissioned baselines)."""
+    from spinline.cloud.models.tuf_repo import generate_root_key, load_root_key
+
+    reg = cloud.models
+    repo = reg.repo if reg is not None else None
+    if reg is None or repo is None:
+        return
+    if not repo.initialised():
+        key = data_dir / ROOT_KEY_FILE
+        repo.init(load_root_key(key) if key.exists() else generate_root_key(key))
+    root = repo.root()
+    assert root is not None
+    (data_dir / ROOT_FILE).write_bytes(root)
+    for mill in mills:
+        if repo.metadata(mill, "timestamp") is None:
+            reg.publish(mill)
 
 
 async def run_demo(site_path: Path, *, mill: str | None = None, data_dir: Path = Path(".spinline/demo"),
@@ -185,7 +215,17 @@ async def run_demo(site_path: Path, *, mill: str | None = None, data_dir: Path =
         worker = IngestWorker(cloud.ingest, u.hostname or "127.0.0.1", u.port or 1883, group="demo-ingest",
                               events=cloud.edge_events)
         worker.start()
-        return worker.stop
+        from spinline.cloud.models.nudge import MqttNudger
+
+        nudger = MqttNudger(u.hostname or "127.0.0.1", u.port or 1883, client_id=f"spinline-demo-models-{port}")
+        nudger.start()
+        if cloud.models is not None:
+            cloud.models.notify = nudger
+
+        def stop() -> None:
+            worker.stop()
+            nudger.stop()
+        return stop
 
     lookback = max(86400.0, (now - hist_start) / 1e9 + 86400.0)
     settings = Settings(db="embedded", data_dir=data_dir / "cloud", site=site_path, rollup_refresh_s=10.0,
@@ -220,7 +260,8 @@ async def run_demo(site_path: Path, *, mill: str | None = None, data_dir: Path =
             agents[m] = await stack.enter_async_context(
                 EdgeAgent(rebind(site, sim.ports, host=host), m,
                           EdgeSettings(edge_id=edge_id, secret=secret, data_dir=folder, cloud_url=uplink,
-                                       device_mqtt=device_mqtt)))
+                                       device_mqtt=device_mqtt, tuf_root=(data_dir / ROOT_FILE).read_bytes(),
+                                       models_url=api_url, models_every_s=MODELS_EVERY_S)))
             say(f"mill {m}: simulator on ports {sim.ports} (speed x{speed:g}); edge {edge_id} -> {uplink}")
         creds = data_dir / CREDENTIALS_FILE
         say(f"console: {api_url}/  (API: {api_url}/api/docs)")

@@ -198,7 +198,8 @@ class EdgeAgent:
         assert scoring is not None and self.settings.secret is not None
         self.updates = ModelUpdater(base_url=base, edge=self.edge_id, mill=self.mill.id, secret=self.settings.secret,
                                     data_dir=self.data_dir, slots={a.asset: a.slot for a in scoring.assets.values()},
-                                    approvals=approvals, trusted_root=self.settings.tuf_root)
+                                    approvals=approvals, trusted_root=self.settings.tuf_root,
+                                    traffic=self.traffic.add)
 
         def version_of(machine: str, channel: str) -> tuple[str, str] | None:
             a = scoring.assets.get((machine, channel))

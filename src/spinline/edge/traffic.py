@@ -6,13 +6,17 @@ that promise is measured. Bytes are counted where they cross the uplink — ``Me
 session's ``Uplink`` and adds ``len(payload)`` after each successful ``send`` / ``send_events`` /
 ``publish_status``; acks and other messages received are read from the uplink's
 ``rx_bytes`` counter — so the ledger is what the link carried (payload bytes; MQTT/TCP/TLS framing is
-not included), not an estimate. ``TrafficLedger.as_dict`` goes into the status (``traffic``) and
+not included), not an estimate. The model update client (``edge.updates``) books its own traffic over
+HTTP: ``models_in`` (TUF metadata and model artefacts downloaded) and ``model_report`` (its reports with
+the canary evidence); it runs in a worker thread, so the ledger takes a lock. ``TrafficLedger.as_dict``
+goes into the status (``traffic``) and
 ``spinline edge status``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -23,10 +27,10 @@ from spinline.core.wire import EventsAck
 
 from .uplink.base import Ack, Uplink
 
-TrafficKind = Literal["batch", "status", "events", "snapshot", "acks_in"]
-KINDS: tuple[TrafficKind, ...] = ("batch", "status", "events", "snapshot", "acks_in")
-#: Kinds that leave the edge (``acks_in`` comes back from the cloud).
-UP_KINDS: tuple[TrafficKind, ...] = ("batch", "status", "events", "snapshot")
+TrafficKind = Literal["batch", "status", "events", "snapshot", "model_report", "acks_in", "models_in"]
+KINDS: tuple[TrafficKind, ...] = ("batch", "status", "events", "snapshot", "model_report", "acks_in", "models_in")
+#: Kinds that leave the edge (``acks_in`` and ``models_in`` come back from the cloud).
+UP_KINDS: tuple[TrafficKind, ...] = ("batch", "status", "events", "snapshot", "model_report")
 
 
 def utc_day(t_s: float) -> str:
@@ -43,6 +47,7 @@ class TrafficLedger:
         self.today: dict[str, list[int]] = {k: [0, 0] for k in KINDS}
         self.yesterday: dict[str, list[int]] | None = None
         self.total: dict[str, list[int]] = {k: [0, 0] for k in KINDS}
+        self._lock = threading.Lock()   # the model update client books from its worker thread
 
     def _roll(self) -> None:
         d = utc_day(self.clock())
@@ -54,27 +59,29 @@ class TrafficLedger:
     def add(self, kind: TrafficKind, nbytes: int, messages: int = 1) -> None:
         if kind not in self.today:
             raise ValueError(f"unknown traffic kind {kind!r}; expected one of {KINDS}")
-        self._roll()
-        for book in (self.today, self.total):
-            book[kind][0] += nbytes
-            book[kind][1] += messages
+        with self._lock:
+            self._roll()
+            for book in (self.today, self.total):
+                book[kind][0] += nbytes
+                book[kind][1] += messages
 
     def bytes_today(self, kind: TrafficKind) -> int:
-        self._roll()
-        return self.today[kind][0]
+        with self._lock:
+            self._roll()
+            return self.today[kind][0]
 
     def as_dict(self) -> dict[str, Any]:
         """``{"day", "bytes": {kind: n}, "messages": {kind: n}, "up_bytes", "since_start": {...}, "yesterday"}``."""
-        self._roll()
-
         def book(b: dict[str, Any]) -> dict[str, Any]:
             return {"bytes": {k: b[k][0] for k in KINDS}, "messages": {k: b[k][1] for k in KINDS},
                     "up_bytes": sum(b[k][0] for k in UP_KINDS)}
 
-        out = {"day": self.day, **book(self.today), "since_start": book(self.total)}
-        if self.yesterday is not None:
-            out["yesterday"] = {"day": self.yesterday["day"], **book(self.yesterday)}
-        return out
+        with self._lock:
+            self._roll()
+            out = {"day": self.day, **book(self.today), "since_start": book(self.total)}
+            if self.yesterday is not None:
+                out["yesterday"] = {"day": self.yesterday["day"], **book(self.yesterday)}
+            return out
 
 
 class MeteredUplink:
@@ -129,8 +136,8 @@ class MeteredUplink:
     async def publish_status(self, payload: bytes) -> int | None:
         sent = await self.inner.publish_status(payload)
         self.ledger.add("status", len(payload) if sent is None else sent)
-        return sent
         self.book_rx()
+        return sent
 
 
 __all__ = ["KINDS", "UP_KINDS", "MeteredUplink", "TrafficKind", "TrafficLedger", "utc_day"]

@@ -91,8 +91,9 @@ class EdgeFetcher(FetcherInterface):
 
     def __init__(self, client: httpx.Client, edge: str, secret: bytes, clock: Callable[[], int] = time.time_ns) -> None:
         self.client, self.edge, self.secret, self.clock = client, edge, secret, clock
-        #: Bytes received (metadata and models), for the uplink accounting.
+        #: Bytes received (metadata and models) and requests answered, for the uplink accounting.
         self.bytes_in = 0
+        self.responses = 0
         #: The path of the last request answered 404 (a mill with nothing published has no timestamp).
         self.last_404: str | None = None
 
@@ -103,6 +104,7 @@ class EdgeFetcher(FetcherInterface):
             r = self.client.get(url, headers=headers)
         except httpx.HTTPError as exc:
             raise tuf_exc.DownloadError(f"GET {path}: {exc!r}") from None
+        self.responses += 1
         if r.status_code == 404:
             self.last_404 = path
         if r.status_code != 200:
@@ -156,7 +158,8 @@ class ModelUpdater:
     def __init__(self, *, base_url: str, edge: str, mill: str, secret: bytes, data_dir: str | Path,
                  slots: Mapping[str, ModelSlot], approvals: ApprovedModels, trusted_root: bytes | None = None,
                  timeout_s: float = 15.0, verify_tls: bool = True, report_every_s: float = 900.0,
-                 clock: Callable[[], int] = time.time_ns) -> None:
+                 clock: Callable[[], int] = time.time_ns,
+                 traffic: Callable[[Literal["models_in", "model_report"], int, int], None] | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.edge, self.mill, self.secret = edge, mill, secret
         self.dir = Path(data_dir) / "updates"
@@ -164,6 +167,8 @@ class ModelUpdater:
         self.approvals = approvals
         self.trusted_root = trusted_root
         self.timeout_s, self.verify_tls, self.clock = timeout_s, verify_tls, clock
+        #: Books the bytes this client moves in the edge's uplink ledger (``TrafficLedger.add``).
+        self.traffic = traffic
         #: Reports go up after a check that installed or refused something, else at most this often (the
         #: evidence grows with every snapshot; sending it on every poll would cost more than the features).
         self.report_every_s = report_every_s
@@ -241,6 +246,8 @@ class ModelUpdater:
                 raise StorageError(f"model updates: cannot write under {self.dir}: {exc}") from exc
             finally:
                 self.bytes_in += fetcher.bytes_in
+                if self.traffic is not None and fetcher.responses:
+                    self.traffic("models_in", fetcher.bytes_in, fetcher.responses)
             if result.state != "offline":
                 self._log_clear("offline", "", "model updates: cloud reachable again")
                 self._save_state()
@@ -398,6 +405,8 @@ class ModelUpdater:
         except httpx.HTTPError as exc:
             self._log_once("report", "", logging.WARNING, "model update report not delivered: %r", exc)
             return
+        if self.traffic is not None:
+            self.traffic("model_report", len(body), 1)
         if r.status_code == 204:
             self._reported_ns = self.clock()
         if r.status_code != 204:

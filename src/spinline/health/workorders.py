@@ -9,6 +9,11 @@ Lifecycle (table ``WO_TRANSITIONS``; anything else raises ``InvalidTransition``)
 ``verify`` is refused unless the asset's health index has recovered (>= ``recovered_hi``): a
 repair is only verified by the machine, not by the fitter's word. Every step records who, when
 and a comment. Due dates follow the priority (``DUE_BY_PRIORITY``) unless given.
+
+**Resolution.** ``resolve``, ``verify`` and ``close`` may carry a resolution code (``Resolution``): what
+the technician found. ``no_fault_found`` says the alarm behind the order was false: the canary judge
+counts these per model version (a model whose alarms are closed as no fault found is rolled back), and
+training does not take such an order as a fault label. Setting or changing the code is a history step.
 """
 
 from __future__ import annotations
@@ -52,6 +57,11 @@ DUE_BY_PRIORITY: dict[Priority, timedelta] = {
     Priority.URGENT: timedelta(hours=24), Priority.HIGH: timedelta(days=3),
     Priority.NORMAL: timedelta(days=7), Priority.LOW: timedelta(days=30),
 }
+class Resolution(StrEnum):
+    REPAIRED = "repaired"
+    NO_FAULT_FOUND = "no_fault_found"
+
+
 _PRIORITY_OF = {Severity.CRITICAL: Priority.URGENT, Severity.WARNING: Priority.HIGH, Severity.INFO: Priority.NORMAL}
 
 
@@ -80,6 +90,7 @@ class WorkOrder:
     assignee: str | None = None
     hi_at_open: float | None = None
     hi_at_verify: float | None = None
+    resolution: Resolution | None = None
     history: list[Step] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -115,22 +126,37 @@ class WorkOrder:
     def start(self, *, by: str, at: datetime, comment: str = "") -> None:
         self._step("start", by, at, comment)
 
-    def resolve(self, *, by: str, at: datetime, comment: str = "") -> None:
+    def resolve(self, *, by: str, at: datetime, comment: str = "", resolution: Resolution | None = None) -> None:
         self._step("resolve", by, at, comment)
+        self._resolution(resolution, by, at)
 
     def reopen(self, *, by: str, at: datetime, comment: str = "") -> None:
         self._step("reopen", by, at, comment)
 
     def verify(self, health_index: float, *, by: str, at: datetime, comment: str = "",
-               recovered_hi: float = 80.0) -> None:
+               recovered_hi: float = 80.0, resolution: Resolution | None = None) -> None:
         """Verified only when the health index is back at or above ``recovered_hi``."""
         if self.state == WOState.RESOLVED and health_index < recovered_hi:
             raise VerifyRefused(self.id, health_index, recovered_hi)
         self._step("verify", by, at, comment or render("wo.comment.verified", {"health": f"{health_index:.0f}"}))
         self.hi_at_verify = health_index
+        self._resolution(resolution, by, at)
 
-    def close(self, *, by: str, at: datetime, comment: str = "") -> None:
+    def close(self, *, by: str, at: datetime, comment: str = "", resolution: Resolution | None = None) -> None:
         self._step("close", by, at, comment)
+        self._resolution(resolution, by, at)
+
+    def _resolution(self, resolution: Resolution | None, by: str, at: datetime) -> None:
+        """Record what was found (a history step when it is set or changes)."""
+        if resolution is None or resolution == self.resolution:
+            return
+        before = f" (was {self.resolution.value})" if self.resolution is not None else ""
+        self.resolution = Resolution(resolution)
+        self.history.append(Step(self.state.value, at, by, f"resolution: {self.resolution.value}{before}"))
+
+    @property
+    def no_fault_found(self) -> bool:
+        return self.resolution == Resolution.NO_FAULT_FOUND
 
     def cancel(self, *, by: str, at: datetime, comment: str) -> None:
         self._step("cancel", by, at, comment)

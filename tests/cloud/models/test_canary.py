@@ -103,3 +103,62 @@ def test_a_bad_canary_is_rolled_back_automatically_and_a_good_one_promoted(zone:
     assert {s.version for e in (a, b) for s in e.updater.slots.values()} == {fine}
     fleet = reg.fleet("mill-b", ["edge-b"])["edge-b"]
     assert all(x["converged"] and x["running"] == fine for x in fleet["assets"].values())
+
+
+def test_a_canary_whose_alarms_are_closed_as_no_fault_found_is_rolled_back(zone: Zone, zone_yaml: Path) -> None:
+    """The technicians' verdict is evidence: alarms the canary raised, closed as no fault found through the
+    work-order API, roll it back (its alarm rate alone would not), with the reason and no human step."""
+    from datetime import UTC, datetime
+
+    import httpx
+
+    from spinline.cloud.maintenance.service import Maintenance
+    from spinline.cloud.maintenance.store import HealthStore
+    from spinline.health.alarms import Severity
+
+    from .conftest import PASSWORD
+
+    reg = zone.registry
+    good = reg.register(name=RF, scope_kind="machine_type", scope="ring_frame", kind=KIND, params=fitted_params(0),
+                        actor="trainer").version
+    reg.promote(RF, good, mills=["mill-a"], actor="zone", reason="first fleet model")
+    cand = reg.register(name=RF, scope_kind="machine_type", scope="ring_frame", kind=KIND, params=fitted_params(2),
+                        actor="trainer", parent=good).version
+    reg.canary(RF, cand, mills=["mill-a"], actor="zone", reason="retrained", share=1.0)
+    a = Edge(zone, "edge-a", zone_yaml)
+    a.updater.check_once()
+    a.run(10)
+    a.updater.check_once()
+    assert [v.decision for _m, v in reg.evaluate_canaries()] == ["wait"]    # its alarm rate is fine
+    # two alarms the canary raised at mill-a (as the edge's events record them), each opened as a work order
+    hs = HealthStore(reg.engine)
+    now = datetime.now(UTC).replace(tzinfo=None)
+    alarms = [Maintenance(hs).record_alarm("mill-a", asset=f"rf0{i}/main_motor", rule="anomaly",
+                                           severity=Severity.WARNING, message="anomaly", raised_at=now, value=1.4,
+                                           evidence={"source": "edge", "model_version": cand})
+              for i in (1, 2)]
+    tok = httpx.post(f"{zone.url}/api/v1/auth/login", json={"username": "alice", "password": PASSWORD}).json()
+    h = {"Authorization": f"Bearer {tok['access_token']}"}
+    base = f"{zone.url}/api/v1/mills/mill-a/maintenance/work-orders"
+    for n, al in enumerate(alarms):
+        wo = httpx.post(base, headers=h, json={"alarm_id": al.id}).json()
+        for step, body in (("assign", {"assignee": "tech"}), ("start", {}),
+                           ("resolve", {"comment": "bearing fine, no play", "resolution": "no_fault_found"})):
+            r = httpx.post(f"{base}/{wo['id']}/{step}", headers=h, json=body)
+            assert r.status_code == 200, r.text
+        got = r.json()
+        assert got["resolution"] == "no_fault_found" and got["history"][-1]["comment"] == \
+            "resolution: no_fault_found"
+        assert reg.counts(cand, ["mill-a"]).nff == n + 1
+        if n == 0:
+            assert [v.decision for _m, v in reg.evaluate_canaries()] == ["wait"]   # one is not yet a pattern
+    # a resolution goes with resolve/verify/close only
+    r = httpx.post(f"{base}/{wo['id']}/reopen", headers=h, json={"resolution": "repaired"})
+    assert r.status_code == 422, r.text
+    assert reg.counts(good, ["mill-a"]).nff == 0                 # counted against the version that raised them
+    verdicts = reg.evaluate_canaries()
+    assert [(m.version, v.decision) for m, v in verdicts] == [(cand, "rollback")]
+    last = reg.get(RF, cand).transitions[-1]
+    assert last.actor == "canary-judge" and last.reason == \
+        "rollback: no fault found: 2 of its alarms were closed as no fault found"
+    assert reg.get(RF).version == good

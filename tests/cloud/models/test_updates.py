@@ -271,3 +271,22 @@ def test_a_mill_with_nothing_published_is_not_an_outage(zone: Zone) -> None:
     res = edge.check_once()
     assert res.state == "ok" and "nothing published" in res.detail
     assert edge.status()["state"] == "ok" and not any(edge.refusals.values())
+
+
+def test_the_update_client_books_its_bytes_in_the_edge_traffic_ledger(zone: Zone) -> None:
+    from spinline.edge.traffic import TrafficLedger
+
+    v1 = _register(zone)
+    _promote(zone, v1)
+    edge = zone.edge("edge-a")
+    ledger = TrafficLedger()
+    edge.traffic = ledger.add
+    assert edge.check_once().installed
+    d = ledger.as_dict()
+    # every byte TUF fetched (metadata + desired state + two models) and every report sent is in the ledger
+    assert d["bytes"]["models_in"] == edge.bytes_in > 0 and d["messages"]["models_in"] >= 6
+    assert d["bytes"]["model_report"] == edge.bytes_out > 0 and d["messages"]["model_report"] == 1
+    assert d["up_bytes"] == edge.bytes_out    # the report leaves the edge; downloads come in
+    before = d["bytes"]["models_in"]
+    edge.check_once()                          # converged: only the timestamp (and maybe a report) again
+    assert 0 < ledger.as_dict()["bytes"]["models_in"] - before < before

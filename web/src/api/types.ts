@@ -203,6 +203,7 @@ export interface WorkOrder {
   description_lines?: ServerLine[]
   hi_at_open: number | null
   hi_at_verify: number | null
+  resolution?: 'repaired' | 'no_fault_found' | null
   history: Step[]
 }
 

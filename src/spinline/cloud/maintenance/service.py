@@ -17,7 +17,7 @@ from spinline.cloud.storage.base import TimeSeriesStore
 from spinline.core.errors import SpinlineError
 from spinline.health.alarms import Alarm, AlarmState, Severity
 from spinline.health.reports import MonthlyReport, PlanItem, monthly_report, weekly_plan
-from spinline.health.workorders import Priority, WorkOrder, WOState, overdue
+from spinline.health.workorders import Priority, Resolution, WorkOrder, WOState, overdue
 
 from .pipeline import measured_health
 from .store import HealthStore
@@ -109,10 +109,14 @@ class Maintenance:
         return w
 
     def step_order(self, mill: str, order_id: str, action: OrderAction, *, by: str, at: datetime,
-                   comment: str = "", assignee: str | None = None, health_index: float | None = None) -> WorkOrder:
+                   comment: str = "", assignee: str | None = None, health_index: float | None = None,
+                   resolution: Resolution | None = None) -> WorkOrder:
         """One lifecycle step. ``verify`` checks the asset's latest measured health index where the
-        store has one (``health_index`` only where it has none): the machine verifies a repair."""
+        store has one (``health_index`` only where it has none): the machine verifies a repair.
+        ``resolution`` (what was found) goes with ``resolve``, ``verify`` or ``close`` only."""
         w = self.order(mill, order_id)
+        if resolution is not None and action not in ("resolve", "verify", "close"):
+            raise MissingInput(f"a resolution goes with resolve, verify or close, not {action}")
         if action == "assign":
             if not assignee:
                 raise MissingInput("assign needs an assignee")
@@ -122,9 +126,11 @@ class Maintenance:
             hi = measured if measured is not None else health_index
             if hi is None:
                 raise MissingInput("verify needs the current health_index")
-            w.verify(hi, by=by, at=at, comment=comment)
+            w.verify(hi, by=by, at=at, comment=comment, resolution=resolution)
         elif action == "cancel":
             w.cancel(by=by, at=at, comment=comment or "cancelled")
+        elif action in ("resolve", "close"):
+            getattr(w, action)(by=by, at=at, comment=comment, resolution=resolution)
         else:
             getattr(w, action)(by=by, at=at, comment=comment)
         self.health.save_work_order(mill, w)

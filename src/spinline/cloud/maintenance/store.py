@@ -22,7 +22,7 @@ from sqlalchemy.engine import Engine
 
 from spinline.core.errors import StorageError
 from spinline.health.alarms import Alarm, AlarmState, Severity, Step
-from spinline.health.workorders import Priority, WorkOrder, WOState
+from spinline.health.workorders import Priority, Resolution, WorkOrder, WOState
 
 metadata = sa.MetaData()
 
@@ -70,6 +70,7 @@ orders_t = sa.Table(
     sa.Column("description", sa.Text, nullable=False),
     sa.Column("hi_at_open", sa.Float),
     sa.Column("hi_at_verify", sa.Float),
+    sa.Column("resolution", sa.String(32)),
 )
 order_steps_t = sa.Table(
     "health_work_order_steps", metadata,
@@ -99,8 +100,17 @@ class HealthStore:
     def create_schema(self) -> None:
         try:
             metadata.create_all(self.engine)
+            self._add_missing_columns()
         except sa.exc.SQLAlchemyError as exc:
             raise StorageError(f"cannot create the health tables: {exc}") from exc
+
+    def _add_missing_columns(self) -> None:
+        """Columns added after a database was created (``create_all`` leaves existing tables alone):
+        nullable ones, added in place so an existing zone keeps its records."""
+        have = {c["name"] for c in sa.inspect(self.engine).get_columns(orders_t.name)}
+        if "resolution" not in have:
+            with self.engine.begin() as c:
+                c.execute(sa.text(f"ALTER TABLE {orders_t.name} ADD COLUMN resolution VARCHAR(32)"))
 
     # --- alarms ------------------------------------------------------------------------------
 
@@ -141,7 +151,8 @@ class HealthStore:
         row = {"id": wo.id, "mill": mill, "asset": wo.asset, "title": wo.title, "fault": wo.fault,
                "priority": wo.priority.value, "state": wo.state.value, "created_at": wo.created_at,
                "created_by": wo.created_by, "due_at": wo.due_at, "assignee": wo.assignee, "alarm_id": wo.alarm_id,
-               "description": wo.description, "hi_at_open": wo.hi_at_open, "hi_at_verify": wo.hi_at_verify}
+               "description": wo.description, "hi_at_open": wo.hi_at_open, "hi_at_verify": wo.hi_at_verify,
+               "resolution": wo.resolution.value if wo.resolution is not None else None}
         self._upsert(orders_t, order_steps_t, "order_id", row, wo.history)
 
     def get_work_order(self, order_id: str) -> tuple[str, WorkOrder] | None:
@@ -169,7 +180,7 @@ class HealthStore:
                          priority=Priority(r["priority"]), fault=r["fault"], due_at=r["due_at"],
                          alarm_id=r["alarm_id"], description=r["description"], id=r["id"], state=WOState(r["state"]),
                          assignee=r["assignee"], hi_at_open=r["hi_at_open"], hi_at_verify=r["hi_at_verify"],
-                         history=steps)
+                         resolution=Resolution(r["resolution"]) if r["resolution"] else None, history=steps)
 
     # --- shared ---------------------------------------------------------------------------------
 
@@ -276,6 +287,15 @@ class HealthQueries:
                 out.setdefault(mill, {})[sev] = int(n)
         return out
 
+    def no_fault_found(self, version: str, mills: Sequence[str]) -> int:
+        """Alarms raised by model ``version`` (at an edge of ``mills``) whose work order was closed as no
+        fault found: the canary judge's false-alarm evidence (``canary.Counts.nff``)."""
+        o, a = orders_t.c, alarms_t.c
+        q = sa.select(a.evidence).join(orders_t, o.alarm_id == a.id).where(
+            o.mill.in_(list(mills)), a.mill == o.mill, o.resolution == Resolution.NO_FAULT_FOUND.value)
+        with self.engine.connect() as con:
+            return sum(1 for (ev,) in con.execute(q) if _model_of(ev) == version)
+
     def order_counts(self, mills: Sequence[str], now: datetime) -> dict[str, tuple[int, int]]:
         """(open, overdue) work orders per mill: open = not verified or closed; overdue as ``WorkOrder.is_overdue``."""
         c = orders_t.c
@@ -284,6 +304,14 @@ class HealthQueries:
             .where(c.mill.in_(list(mills)), c.state.not_in(("verified", "closed"))).group_by(c.mill)
         with self.engine.connect() as con:
             return {m: (int(n), int(k or 0)) for m, n, k in con.execute(q)}
+
+
+def _model_of(evidence: str) -> str | None:
+    try:
+        v = json.loads(evidence).get("model_version")
+    except (ValueError, AttributeError):
+        return None
+    return str(v) if v is not None else None
 
 
 def _steps_of(c: sa.Connection, t: sa.Table, fk: str, ids: Sequence[str]) -> dict[str, list[Step]]:

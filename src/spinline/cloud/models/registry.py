@@ -204,6 +204,9 @@ class ModelRegistry:
         self.edges_of = edges_of or (lambda _m: [])
         self.clock = clock
         self.policy = policy or Policy()
+        #: Alarms of (version, mills) closed as no fault found (``HealthQueries.no_fault_found``; the app wires
+        #: it): the canary judge's false-alarm evidence. None: not counted.
+        self.nff: Callable[[str, Sequence[str]], int] | None = None
         #: Called after a mill's repository changed: (mill, its edges, targets version); the MQTT nudge.
         self.notify: Callable[[str, list[str], int], None] | None = None
         self._lock = threading.RLock()
@@ -584,7 +587,7 @@ class ModelRegistry:
         with self.engine.connect() as con:
             rows = con.execute(sa.select(t.evidence).where(t.evidence.c.version == version,
                                                           t.evidence.c.mill.in_(list(mills)))).all()
-        c = Counts()
+        c = Counts(nff=self.nff(version, list(mills)) if self.nff is not None else 0)
         for r in rows:
             c = c + Counts(r.scored, r.alarms, r.errors, r.latency_s_sum)
         return c

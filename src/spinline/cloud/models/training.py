@@ -5,7 +5,8 @@ trained on some mills and judged on others; a candidate is proposed only when it
 says what the fault really was (``fault``, possibly corrected with ``update_fault``). Its asset's
 feature rows from ``label_lead_s`` before the order was opened until it was resolved are **fault**
 rows (label 1); rows of assets and times outside every verified fault window are **healthy** rows
-(label 0). Orders cancelled or never verified say nothing and are not used.
+(label 0). Orders cancelled or never verified say nothing and are not used; an order closed as no fault
+found (``Resolution.NO_FAULT_FOUND``) is no fault label either (its rows count as healthy).
 
 **Mill-wise evaluation.** Rows of one mill are correlated (same sensors, same yarn, same fitters), so
 a test on rows of a mill the model was trained on flatters it. ``split_mills`` puts every mill on one
@@ -164,7 +165,7 @@ def train(data: Mapping[str, MillRows], *, active_params: Mapping[str, Any] | No
 def verified(orders: Iterable[WorkOrder]) -> list[WorkOrder]:
     """Orders a technician verified (the fault confirmed or corrected): the only ones that are labels."""
     return [o for o in orders if o.state in (WOState.VERIFIED, WOState.CLOSED) and o.time_of(WOState.VERIFIED)
-            is not None and o.fault not in ("", "unknown")]
+            is not None and o.fault not in ("", "unknown") and not o.no_fault_found]
 
 
 def fault_windows(orders: Iterable[WorkOrder], *, lead: timedelta = timedelta(days=3)) -> dict[str, list[tuple[int,

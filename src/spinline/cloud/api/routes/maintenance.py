@@ -39,7 +39,7 @@ from spinline.cloud.storage.base import TimeSeriesStore
 from spinline.core import texts
 from spinline.health.alarms import Alarm, AlarmState, InvalidTransition, Severity
 from spinline.health.reports import PlanItem
-from spinline.health.workorders import Priority, VerifyRefused, WorkOrder, WOState
+from spinline.health.workorders import Priority, Resolution, VerifyRefused, WorkOrder, WOState
 
 router = APIRouter(prefix="/mills/{mill}/maintenance", tags=["maintenance"])
 
@@ -140,6 +140,9 @@ class WorkOrderStep(BaseModel):
     comment: str = Field(default="", max_length=2000)
     assignee: str | None = Field(default=None, max_length=128, description="for assign")
     health_index: float | None = Field(default=None, ge=0, le=100, description="for verify")
+    resolution: Literal["repaired", "no_fault_found"] | None = Field(
+        default=None, description="for resolve, verify or close: what was found (no_fault_found: a false alarm; "
+                                  "counted against the model version that raised it)")
 
 
 class WorkOrderPublic(BaseModel):
@@ -163,6 +166,7 @@ class WorkOrderPublic(BaseModel):
                                                     description="`description` by line, with message keys")
     hi_at_open: float | None
     hi_at_verify: float | None
+    resolution: str | None = Field(default=None, description="repaired | no_fault_found (null: not given)")
     history: list[StepPublic]
 
 
@@ -261,6 +265,7 @@ def order_public(mill: str, w: WorkOrder, now: datetime | None = None) -> WorkOr
                            overdue=w.is_overdue(now or _now()), assignee=w.assignee, alarm_id=w.alarm_id,
                            description=w.description, description_lines=text_lines(w.description),
                            hi_at_open=w.hi_at_open, hi_at_verify=w.hi_at_verify,
+                           resolution=w.resolution.value if w.resolution is not None else None,
                            history=_steps(w.history))
 
 
@@ -369,7 +374,8 @@ def work_order_step(mill: MaintainableMill, order_id: str,
     with _http_errors():
         w = _maintenance(hs, store).step_order(mill.id, order_id, action, by=user.username, at=now,
                                                comment=body.comment, assignee=body.assignee,
-                                               health_index=body.health_index)
+                                               health_index=body.health_index,
+                                               resolution=Resolution(body.resolution) if body.resolution else None)
     return order_public(mill.id, w, now)
 
 
