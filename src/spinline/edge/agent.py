@@ -143,7 +143,7 @@ class EdgeAgent:
                                        approvals if approvals is not None else self.model_verifier)
             scorer = self._build_updates(base, approvals) if base is not None and approvals is not None else None
             self.scoring_stage = ScoringStage(self.scoring, self.mill.id, self.collector.ingest, scorer)
-            self.evidence = EvidenceKeeper(self.edge_id, self.settings.evidence)
+            self.evidence = EvidenceKeeper(self.edge_id, self.settings.evidence, withhold=self.mill.federated)
             self.scoring_stage.on_alarm = self.evidence.request_alarm
             mine = {f"{self.mill.id}/{m.id}/{c.name}"
                     for m in vib for c in (m.vibration.channels if m.vibration else [])}
@@ -158,7 +158,8 @@ class EdgeAgent:
         ctx = LinkContext(edge_id=self.edge_id, mill=self.mill.id, device_mqtt=self.settings.device_mqtt,
                           cloud_url=self.settings.cloud_url, modbus_max_gap=self.settings.modbus_max_gap,
                           iso_class=iso, featurizer=featurizer,
-                          feature_sink=self._feature_sink if self.scoring_stage is not None else None)
+                          feature_sink=self._feature_sink if self.scoring_stage is not None else None,
+                          share_features=not self.mill.federated)
         seed = {mid: i for i, mid in enumerate(dict.fromkeys(p.machine.id for p in self.points))}
         for c in plan(self.points, ctx):
             if c.shape == "polled":
