@@ -234,3 +234,24 @@ async def test_a_federated_mills_edge_sends_scores_but_no_feature_row_or_snapsho
         sent = {int(p) for b in buf.read(limit=100_000) for p in b.batch.point.tolist()}
     assert sent & scores, "the edge still scores and sends its scores"
     assert not sent & feats, "a feature point of a federated mill is waiting to go to the cloud"
+    # the rows stay on the edge, for its Flower client: labelled by the verified fault windows it is given
+    from spinline.edge.feature_log import FeatureLog
+    from spinline.health.anomaly import VIB_MODEL_KEYS
+
+    log = FeatureLog(tmp_path / "edge")
+    try:
+        asset = f"{mill_id}/{_channels(doc)[0]}"
+        rows, labels = log.labelled([asset], list(VIB_MODEL_KEYS), {}, 0, 1 << 62)
+        assert len(rows) >= 1 and labels == [0] * len(rows) and all(len(r) == len(VIB_MODEL_KEYS) for r in rows)
+        assert sum(np.isfinite(r).sum() for r in np.asarray(rows)) > len(rows) * len(VIB_MODEL_KEYS) // 2
+        ts = [t for t, in log.db.execute("SELECT ts_ns FROM rows WHERE asset = ? ORDER BY ts_ns", (asset,))]
+        _, marked = log.labelled([asset], list(VIB_MODEL_KEYS), {asset.split("/", 1)[1]: [(ts[0], ts[0] + 1)]},
+                                 0, 1 << 62)
+        assert marked[0] == 1 and sum(marked) == 1
+    finally:
+        log.close()
+
+
+def _channels(doc: dict[str, Any]) -> list[str]:
+    return [f"{m['id']}/{c['name']}" for ws in doc["mills"][0]["workshops"] for line in ws["lines"]
+            for m in line["machines"] if "vibration" in m for c in m["vibration"]["channels"]]

@@ -46,6 +46,7 @@ from .clock import ClockGuard
 from .collector import Collector
 from .coordinator import PollCoordinator
 from .evidence import EvidenceKeeper, RawSnapshot, commit_snapshots
+from .feature_log import FeatureLog
 from .forwarder import Forwarder
 from .scheduler import Backoff
 from .settings import EdgeSettings
@@ -95,6 +96,8 @@ class EdgeAgent:
         self.scoring_stage: ScoringStage | None = None
         #: Raw snapshots on demand (only with vibration channels; ``edge.evidence``).
         self.evidence: EvidenceKeeper | None = None
+        #: A federated mill's own feature rows (they do not go up; its Flower client trains on them).
+        self.feature_log: FeatureLog | None = None
         #: The model update client (``updates.ModelUpdater``), when the settings turn updates on.
         self.updates: ModelUpdater | None = None
         self._nudge = asyncio.Event()
@@ -144,6 +147,8 @@ class EdgeAgent:
             scorer = self._build_updates(base, approvals) if base is not None and approvals is not None else None
             self.scoring_stage = ScoringStage(self.scoring, self.mill.id, self.collector.ingest, scorer)
             self.evidence = EvidenceKeeper(self.edge_id, self.settings.evidence, withhold=self.mill.federated)
+            if self.mill.federated:
+                self.feature_log = FeatureLog(self.data_dir)
             self.scoring_stage.on_alarm = self.evidence.request_alarm
             mine = {f"{self.mill.id}/{m.id}/{c.name}"
                     for m in vib for c in (m.vibration.channels if m.vibration else [])}
@@ -175,6 +180,8 @@ class EdgeAgent:
         f = features
         if self.evidence is not None and f.samples is not None:
             self.evidence.offer(RawSnapshot(f"{self.mill.id}/{f.machine}/{f.channel}", f.ts_ns, f.fs_hz, f.samples))
+        if self.feature_log is not None:
+            self.feature_log.append(f"{self.mill.id}/{f.machine}/{f.channel}", f.ts_ns, f.features)
         assert self.scoring_stage is not None
         self.scoring_stage.submit(f)
 
@@ -357,6 +364,8 @@ class EdgeAgent:
         with contextlib.suppress(Exception):
             self.reporter.write(await self.status())
         await self.buffer.close()
+        if self.feature_log is not None:
+            self.feature_log.close()
 
     async def run(self) -> None:
         async with self:

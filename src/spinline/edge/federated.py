@@ -1,9 +1,10 @@
 """The mill's side of federated training: write the mill's labelled rows where only this edge reads them,
 and run the Flower client (``spinline.edge.fl_client``, in ``.venv-fl``) against the cloud's server.
 
-The rows file sits in the edge's own data directory with mode 0600; the client reads it and sends only
-aggregates (``spinline.core.fedstats``). Labels are the fault windows of the mill's verified work orders
-(those the cloud already holds: the maintenance loop), applied here to the edge's own feature rows.
+The rows come from the edge's ``FeatureLog`` (``export``: the rows of the assets asked for, labelled by
+the verified fault windows the cloud sends down; the work orders are the cloud's records already). The
+rows file sits in the edge's own data directory with mode 0600; the client reads it and sends only
+aggregates (``spinline.core.fedstats``).
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+from .feature_log import FeatureLog
 
 
 def write_rows(path: Path, mill: str, features: Sequence[str], log_keys: Sequence[str],
@@ -28,6 +31,13 @@ def write_rows(path: Path, mill: str, features: Sequence[str], log_keys: Sequenc
         json.dump({"mill": mill, "features": list(features), "log_keys": list(log_keys),
                    "rows": [list(map(float, r)) for r in rows], "labels": [int(y) for y in labels]}, f)
     return path
+
+
+def export(log: FeatureLog, path: Path, mill: str, assets: Sequence[str], features: Sequence[str],
+           log_keys: Sequence[str], windows: Mapping[str, list[tuple[int, int]]], span: tuple[int, int]) -> Path:
+    """The rows file of one run from the edge's own feature log."""
+    rows, labels = log.labelled(assets, features, windows, *span)
+    return write_rows(path, mill, features, log_keys, rows, labels)
 
 
 def start_client(fl_python: Path, server: str, rows: Path, log: Path) -> subprocess.Popen[bytes]:

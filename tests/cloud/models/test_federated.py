@@ -1,6 +1,7 @@
 """Federated mode end to end: the cloud's Flower server and three mills' Flower clients as real processes
-(``.venv-fl``) over loopback gRPC, every byte they exchange recorded by a proxy; the candidate lands in the
-registry; no value of any mill's rows is in what crossed, nor in the cloud's files and database."""
+(``.venv-fl``) over loopback gRPC, every byte they exchange recorded by a proxy; the mills' rows come from
+each edge's own feature log; the candidate lands in the registry; no value of any mill's rows is in what
+crossed, nor in the cloud's files and database. And the cloud's trainer refuses a federated mill's rows."""
 
 from __future__ import annotations
 
@@ -16,12 +17,14 @@ import sqlalchemy as sa
 
 from spinline.cloud.models.federated import FederatedError, ServerRun, Spec, fl_python, register
 from spinline.cloud.models.registry import ModelRegistry
-from spinline.edge.federated import start_client, write_rows
+from spinline.edge.feature_log import FeatureLog
+from spinline.edge.federated import export, start_client
 from spinline.health.anomaly import VIB_LOG_KEYS, VIB_MODEL_KEYS, BaselineDetector
 
 MILLS = ("mill-a", "mill-b", "mill-c")
 FEATS = list(VIB_MODEL_KEYS)
 LOGS = [k for k in VIB_LOG_KEYS if k in FEATS]
+T0 = 1_790_000_000 * 10**9
 
 
 def _rows(seed: int, n: int = 160) -> tuple[np.ndarray, list[int]]:
@@ -97,9 +100,16 @@ def test_a_federated_round_trains_a_candidate_with_no_row_leaving_the_mills(tmp_
         server.wait_ready()
         host, port = server.address.rsplit(":", 1)
         tap = Tap((host, int(port)))
-        for m in MILLS:   # each mill's edge: its rows in its own directory, its own client process
+        for m in MILLS:   # each mill's edge: its own feature log, labelled by its verified fault windows
             edge_dir = tmp_path / f"edge-{m}"
-            rows = write_rows(edge_dir / "fl-rows.json", m, FEATS, LOGS, data[m][0].tolist(), data[m][1])
+            log = FeatureLog(edge_dir)
+            ts = [T0 + i * 300 * 10**9 for i in range(len(data[m][1]))]
+            for t, r in zip(ts, data[m][0], strict=True):
+                log.append(f"{m}/rf01/main_motor", t, dict(zip(FEATS, r.tolist(), strict=True)))
+            windows = {"rf01/main_motor": [(t, t + 1) for t, y in zip(ts, data[m][1], strict=True) if y]}
+            rows = export(log, edge_dir / "fl-rows.json", m, [f"{m}/rf01/main_motor"], FEATS, LOGS, windows,
+                          (T0, ts[-1] + 1))
+            log.close()
             clients.append(start_client(py, f"127.0.0.1:{tap.port}", rows, edge_dir / "fl-client.log"))
         result = server.wait(180)
         for c in clients:
@@ -139,7 +149,7 @@ def test_a_federated_round_trains_a_candidate_with_no_row_leaving_the_mills(tmp_
     for m in ("mill-a", "mill-b"):
         z = fedstats.transform(data[m][0][np.array(data[m][1]) == 0], FEATS, LOGS)
         assert len(_leaks(up, z.mean(axis=0))) == len(FEATS), f"{m}'s update is not where the tap looks"
-    # ... and the needle search finds raw rows where they are (the mill's own file)
+    # ... and the needle search finds raw rows where they are (the mill's own files)
     for m in MILLS:
         assert len(_leaks((tmp_path / f"edge-{m}" / "fl-rows.json").read_bytes(), data[m][0][:5])) == 5 * len(FEATS)
     # no value of any mill's rows crossed to the cloud, nor sits in anything the cloud stored
