@@ -192,3 +192,66 @@ async def test_forwarder_sends_snapshots_after_live_batches_and_deletes_them_on_
     assert sorted(up.order[:-1]) == [f"batch{i}" for i in range(1, 6)], up.order
     assert pending_snapshots(buf.db) == [] and fwd.stats.snapshots_sent == 1
     buf.close()
+
+
+async def test_a_federated_mills_edge_sends_scores_but_no_feature_row_or_snapshot(
+        mill_yaml: Path, mqtt_broker: tuple[str, int], tmp_path: Path) -> None:
+    """``federated: true``: the same simulated mill, but what waits for the cloud in the edge's buffer file (its
+    only way out) holds the vibration scores and no feature point; no snapshot is queued, each is counted."""
+    from spinline.core.site import point_key
+    from spinline.health.features import FEATURE_NAMES
+
+    doc: dict[str, Any] = yaml.safe_load(mill_yaml.read_text())
+    mill_id = f"fed-{uuid.uuid4().hex[:8]}"
+    doc["mills"] = doc["mills"][:1]
+    doc["mills"][0]["id"] = mill_id
+    doc["mills"][0]["federated"] = True
+    feats, scores = set(), set()
+    for ws in doc["mills"][0]["workshops"]:
+        for line in ws["lines"]:
+            for m in line["machines"]:
+                if "vibration" in m:
+                    m["vibration"]["every_s"] = 1.0
+                    for c in m["vibration"]["channels"]:
+                        feats |= {point_key(f"{mill_id}/{m['id']}/vib_{c['name']}_{n}") for n in FEATURE_NAMES}
+                        scores.add(point_key(f"{mill_id}/{m['id']}/vib_{c['name']}_anomaly_score"))
+    site = parse_site(doc)
+    host, port = mqtt_broker
+    async with SimServer(site, mill_id, speed=1.0, ephemeral=True, mqtt=(host, port)) as sim:
+        agent = EdgeAgent(rebind(site, sim.ports), mill_id,
+                          EdgeSettings(edge_id="fed", data_dir=tmp_path / "edge", device_mqtt=f"mqtt://{host}:{port}",
+                                       flush_s=0.2, status_every_s=0.2))
+        async with agent:
+            for _ in range(100):
+                await asyncio.sleep(0.2)
+                if agent.evidence is not None and agent.evidence.withheld >= 6:
+                    break
+            await asyncio.sleep(1.0)
+            st = await agent.status()
+    assert st["evidence"]["withheld_federated"] >= 6 and st["evidence"]["queued"].get("sample", 0) == 0
+    with EdgeBuffer(tmp_path / "edge" / BUFFER_FILE) as buf:
+        assert pending_snapshots(buf.db, limit=100) == []
+        sent = {int(p) for b in buf.read(limit=100_000) for p in b.batch.point.tolist()}
+    assert sent & scores, "the edge still scores and sends its scores"
+    assert not sent & feats, "a feature point of a federated mill is waiting to go to the cloud"
+    # the rows stay on the edge, for its Flower client: labelled by the verified fault windows it is given
+    from spinline.edge.feature_log import FeatureLog
+    from spinline.health.anomaly import VIB_MODEL_KEYS
+
+    log = FeatureLog(tmp_path / "edge")
+    try:
+        asset = f"{mill_id}/{_channels(doc)[0]}"
+        rows, labels = log.labelled([asset], list(VIB_MODEL_KEYS), {}, 0, 1 << 62)
+        assert len(rows) >= 1 and labels == [0] * len(rows) and all(len(r) == len(VIB_MODEL_KEYS) for r in rows)
+        assert sum(np.isfinite(r).sum() for r in np.asarray(rows)) > len(rows) * len(VIB_MODEL_KEYS) // 2
+        ts = [t for t, in log.db.execute("SELECT ts_ns FROM rows WHERE asset = ? ORDER BY ts_ns", (asset,))]
+        _, marked = log.labelled([asset], list(VIB_MODEL_KEYS), {asset.split("/", 1)[1]: [(ts[0], ts[0] + 1)]},
+                                 0, 1 << 62)
+        assert marked[0] == 1 and sum(marked) == 1
+    finally:
+        log.close()
+
+
+def _channels(doc: dict[str, Any]) -> list[str]:
+    return [f"{m['id']}/{c['name']}" for ws in doc["mills"][0]["workshops"] for line in ws["lines"]
+            for m in line["machines"] if "vibration" in m for c in m["vibration"]["channels"]]

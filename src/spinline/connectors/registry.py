@@ -38,6 +38,8 @@ class LinkContext:
     #: Vibration: the feature code (``spinline.health.features.featurize``) and where features go to be scored.
     featurizer: Featurizer | None = None
     feature_sink: FeatureSink | None = None
+    #: False for a federated mill: feature rows go to the sink (scored at the edge), never upstream.
+    share_features: bool = True
 
     def broker(self, link: MqttLink | None) -> tuple[str, int]:
         url = (link.broker if link is not None and link.broker else None) or self.device_mqtt
@@ -116,7 +118,7 @@ def plan_mqtt(points: Sequence[PointRef], ctx: LinkContext) -> list[Planned]:
         out.append(Planned(f"mqtt {host}:{port}", "push", MqttConnector(
             host, port, pts, mill=ctx.mill, vibration_machines=vib.get((host, port), []), iso_class=ctx.iso_class,
             client_id=f"spinline-dev-{ctx.edge_id}-{port}", featurizer=ctx.featurizer,
-            feature_sink=ctx.feature_sink), tuple(pts)))
+            feature_sink=ctx.feature_sink, share_features=ctx.share_features), tuple(pts)))
     return out
 
 

@@ -359,6 +359,9 @@ class Mill(_Model):
     workshops: list[Workshop] = Field(min_length=1)
     faults: list[Fault] = Field(default_factory=list)
     sim: dict[str, Any] = Field(default_factory=dict)
+    #: Federated mode: the mill's feature rows and raw snapshots never go to the cloud; it takes part in
+    #: fleet training only through Flower rounds (``spinline.cloud.models.federated``; docs/models.md).
+    federated: bool = False
 
 
 class Zone(_Model):

@@ -46,6 +46,7 @@ from .clock import ClockGuard
 from .collector import Collector
 from .coordinator import PollCoordinator
 from .evidence import EvidenceKeeper, RawSnapshot, commit_snapshots
+from .feature_log import FeatureLog
 from .forwarder import Forwarder
 from .scheduler import Backoff
 from .settings import EdgeSettings
@@ -95,6 +96,8 @@ class EdgeAgent:
         self.scoring_stage: ScoringStage | None = None
         #: Raw snapshots on demand (only with vibration channels; ``edge.evidence``).
         self.evidence: EvidenceKeeper | None = None
+        #: A federated mill's own feature rows (they do not go up; its Flower client trains on them).
+        self.feature_log: FeatureLog | None = None
         #: The model update client (``updates.ModelUpdater``), when the settings turn updates on.
         self.updates: ModelUpdater | None = None
         self._nudge = asyncio.Event()
@@ -144,7 +147,9 @@ class EdgeAgent:
                                        approvals if approvals is not None else self.model_verifier)
             scorer = self._build_updates(base, approvals) if base is not None and approvals is not None else None
             self.scoring_stage = ScoringStage(self.scoring, self.mill.id, self.collector.ingest, scorer)
-            self.evidence = EvidenceKeeper(self.edge_id, self.settings.evidence)
+            self.evidence = EvidenceKeeper(self.edge_id, self.settings.evidence, withhold=self.mill.federated)
+            if self.mill.federated:
+                self.feature_log = FeatureLog(self.data_dir)
             self.scoring_stage.on_alarm = self.evidence.request_alarm
             mine = {f"{self.mill.id}/{m.id}/{c.name}"
                     for m in vib for c in (m.vibration.channels if m.vibration else [])}
@@ -159,7 +164,8 @@ class EdgeAgent:
         ctx = LinkContext(edge_id=self.edge_id, mill=self.mill.id, device_mqtt=self.settings.device_mqtt,
                           cloud_url=self.settings.cloud_url, modbus_max_gap=self.settings.modbus_max_gap,
                           iso_class=iso, featurizer=featurizer,
-                          feature_sink=self._feature_sink if self.scoring_stage is not None else None)
+                          feature_sink=self._feature_sink if self.scoring_stage is not None else None,
+                          share_features=not self.mill.federated)
         seed = {mid: i for i, mid in enumerate(dict.fromkeys(p.machine.id for p in self.points))}
         for c in plan(self.points, ctx):
             if c.shape == "polled":
@@ -175,6 +181,8 @@ class EdgeAgent:
         f = features
         if self.evidence is not None and f.samples is not None:
             self.evidence.offer(RawSnapshot(f"{self.mill.id}/{f.machine}/{f.channel}", f.ts_ns, f.fs_hz, f.samples))
+        if self.feature_log is not None:
+            self.feature_log.append(f"{self.mill.id}/{f.machine}/{f.channel}", f.ts_ns, f.features)
         assert self.scoring_stage is not None
         self.scoring_stage.submit(f)
 
@@ -362,6 +370,8 @@ class EdgeAgent:
         with contextlib.suppress(Exception):
             self.reporter.write(await self.status())
         await self.buffer.close()
+        if self.feature_log is not None:
+            self.feature_log.close()
 
     async def run(self) -> None:
         async with self:

@@ -11,8 +11,10 @@ A queued snapshot is a durable item in the edge's buffer file (table ``evidence_
 like batches, written on the buffer's thread), so nothing is lost while the link is down. Each UTC day
 has a byte budget (``EvidenceSettings.daily_bytes``, counted on the compressed payload when it is
 queued); past it a snapshot is refused, counted per reason in ``refused`` and logged once a day, so the
-link is never flooded by a flapping alarm. ``stats()`` goes into the status (``evidence``). The
-forwarder sends what is queued after live data and deletes it on the cloud's ack (``ack_snapshots``).
+link is never flooded by a flapping alarm. A federated mill's keeper (``withhold``) queues nothing at all:
+each snapshot it would have sent is counted in ``withheld_federated``. ``stats()`` goes into the status
+(``evidence``). The forwarder sends what is queued after live data and deletes it on the cloud's ack
+(``ack_snapshots``).
 
 Payload (``encode_snapshot``): JSON header line, then the zlib-compressed float32 little-endian samples.
 """
@@ -101,8 +103,11 @@ class EvidenceKeeper:
     """Latest raw snapshot per channel, and the decision to queue one (pure but for ``commit``)."""
 
     def __init__(self, edge: str, settings: EvidenceSettings | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, *, withhold: bool = False) -> None:
         self.edge = edge
+        #: A federated mill: no snapshot is ever queued for the cloud; each one wanted is counted here.
+        self.withhold = withhold
+        self.withheld = 0
         self.settings = settings or EvidenceSettings()
         self.clock = clock
         self.latest: dict[str, RawSnapshot] = {}
@@ -141,6 +146,9 @@ class EvidenceKeeper:
         self.request(asset, "alarm")
 
     def _want(self, s: RawSnapshot, reason: Reason) -> bool:
+        if self.withhold:
+            self.withheld += 1
+            return False
         day = self._day()
         payload = encode_snapshot(s, reason, self.edge)
         if day.bytes + len(payload) > self.settings.daily_bytes:
@@ -168,7 +176,8 @@ class EvidenceKeeper:
         d = self._day()
         return {"day": d.day, "budget_bytes": self.settings.daily_bytes, "queued_bytes": d.bytes,
                 "queued": dict(d.queued), "refused": sum(d.refused.values()), "refused_by_reason": dict(d.refused),
-                "waiting": sorted(self._waiting), "committed": self.committed}
+                "waiting": sorted(self._waiting), "committed": self.committed,
+                "withheld_federated": self.withheld}
 
 
 def commit_snapshots(db: sqlite3.Connection, items: list[tuple[RawSnapshot, Reason, bytes]]) -> list[int]:

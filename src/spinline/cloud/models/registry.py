@@ -418,6 +418,10 @@ class ModelRegistry:
         """Train a fleet model of ``machine_type`` mill-wise; register it as a candidate only when it beats
         the active model on the held-out mills (the comparison is stored with it)."""
         name = f"{machine_type}.{kind}"
+        fed = sorted(m for m in data if (cfg := self.mill_of_id(m)) is not None and cfg.federated)
+        if fed:
+            raise RegistryError(f"mill(s) {', '.join(fed)} are federated: their rows are not used for training in "
+                                "the cloud (they take part through a federated run)")
         active = next(iter(self.versions(name=name, status="active")), None)
         active_params = json.loads(self.artefact(active))["params"] if active is not None else None
         res = train_model(data, active_params=active_params, kind=kind, seed=seed)

@@ -25,6 +25,7 @@ time-series store and the work orders.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ from spinline.health.anomaly import DETECTORS, VIB_LOG_KEYS, VIB_MODEL_KEYS, Bas
 from spinline.health.workorders import WorkOrder, WOState
 
 Row = dict[str, float]
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -187,11 +189,15 @@ def label_of(asset: str, ts_ns: int, windows: Mapping[str, list[tuple[int, int]]
 def load_rows(store: TimeSeriesStore, orders_of: Callable[[str], Sequence[WorkOrder]], mills: Mapping[str, Mill],
               machine_type: str, start_ns: int, end_ns: int, *,
               lead: timedelta = timedelta(days=3)) -> dict[str, MillRows]:
-    """Feature rows of every ``machine_type`` asset of ``mills`` in [start, end), labelled by verified orders."""
+    """Feature rows of every ``machine_type`` asset of ``mills`` in [start, end), labelled by verified orders.
+    A federated mill (``Mill.federated``) is skipped: the cloud does not train on its rows."""
     from spinline.cloud.maintenance.pipeline import assets_of
 
     out: dict[str, MillRows] = {}
     for mill, cfg in sorted(mills.items()):
+        if cfg.federated:   # its rows are not the cloud's to train on (and should not be in the store at all)
+            log.warning("training %s: mill %s is federated, its rows are not read", machine_type, mill)
+            continue
         types = {m.id: m.type.value for _ws, _line, m in iter_machines(cfg)}
         windows = fault_windows(orders_of(mill), lead=lead)
         rows = MillRows()

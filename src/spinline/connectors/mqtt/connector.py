@@ -88,7 +88,8 @@ class MqttConnector(PushLinks):
                  vibration_machines: Sequence[Machine] = (), iso_class: Mapping[str, str] | None = None,
                  stale_after: float = 5.0, backoff_s: tuple[float, float] = (0.5, 15.0),
                  client_id: str | None = None, max_message_bytes: int = MAX_MESSAGE_BYTES,
-                 featurizer: Featurizer | None = None, feature_sink: FeatureSink | None = None) -> None:
+                 featurizer: Featurizer | None = None, feature_sink: FeatureSink | None = None,
+                 share_features: bool = True) -> None:
         self.host, self.port, self.mill = host, port, mill
         self.client_id = client_id
         self.stale_after = stale_after
@@ -98,7 +99,8 @@ class MqttConnector(PushLinks):
         json_pts = [p for p in points if isinstance(p.machine.link, MqttLink) and p.machine.link.format == "json"]
         spb_pts = [p for p in points if isinstance(p.machine.link, MqttLink) and p.machine.link.format == "sparkplug_b"]
         self.json = TopicMap(json_pts)
-        self.vib = VibrationMap(mill, vibration_machines, iso_class, featurizer=featurizer, sink=feature_sink)
+        self.vib = VibrationMap(mill, vibration_machines, iso_class, featurizer=featurizer, sink=feature_sink,
+                                 share_features=share_features)
         # Sparkplug: (edge node = machine id) -> metric name -> key; alias tables come from NBIRTH.
         self.spb_names: dict[str, dict[str, int]] = {}
         for p in spb_pts:

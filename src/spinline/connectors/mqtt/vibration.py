@@ -7,7 +7,9 @@ health engineer's functions): connectors sit below health in the layering and ne
 ``anomaly_score`` / ``health_index`` come from the per-asset models, which run beside the
 connectors, not in their message loop: each snapshot that should be scored is handed, as
 ``ChannelFeatures``, to the ``sink`` the edge passes in (``spinline.edge.scoring_stage``), which
-emits the two points at the snapshot's timestamp. Without a sink they are not emitted.
+emits the two points at the snapshot's timestamp. Without a sink they are not emitted. With
+``share_features=False`` (a federated mill) the feature rows go to the sink only: the scores are the
+only vibration points that leave.
 
 A snapshot that cannot be used raises ``BadInput`` naming the cause (the connector counts it per
 machine and collects everything else): ``snapshot_invalid`` (not JSON, missing or non-numeric
@@ -136,11 +138,14 @@ class VibrationMap:
     """topic -> (machine, channel), and the featurisation of one snapshot."""
 
     def __init__(self, mill: str, machines: Sequence[Machine], iso_class: Mapping[str, str] | None = None,
-                 *, featurizer: Featurizer | None = None, sink: FeatureSink | None = None) -> None:
+                 *, featurizer: Featurizer | None = None, sink: FeatureSink | None = None,
+                 share_features: bool = True) -> None:
         if machines and featurizer is None:
             raise ValueError("vibration machines need a featurizer (spinline.health.features.featurize)")
         self.mill = mill
         self.sink = sink
+        #: False (a federated mill): the feature rows are handed to the sink only, not emitted upstream.
+        self.share_features = share_features
         self.featurizer = featurizer
         self.by_topic: dict[str, tuple[Machine, str, Bearing | None, float]] = {}
         #: topic -> (most samples accepted, message size limit in bytes)
@@ -189,6 +194,8 @@ class VibrationMap:
         row = {k: float(v[0]) for k, v in feats.items()}
         if self.sink is not None and score:
             self.sink(ChannelFeatures(m.id, ch, s.ts_ns, shaft_hz, dict(row), s.samples, s.fs_hz))
+        if not self.share_features:
+            return Batch.empty()
         keys, vals = [], []
         for name, _unit in VIB_FEATURES:
             if name in row:
