@@ -26,10 +26,17 @@ What ``spinline health fit`` builds from the rows a user says were normal, and w
   departures made *from those same normal rows* (one feature shifted by 4 robust sigmas, every
   feature shifted by 2, one feature swapped with another row's value: a broken relationship) by
   AUROC, and for stability (rank agreement of two fits on alternate halves of the fitting rows).
-  The most separating stable detector wins; within 0.01 AUROC the simpler one; the forest, whose
-  score is bounded (it cannot say how far beyond normal a row is, which the health index and the
-  remaining life need), only with a margin of 0.02. Abnormal rows are never looked at for any
-  choice. The share of departures detected at the calibrated threshold is reported beside it.
+  By default (``rule="consensus"``) the stable ones are kept together (``consensus.py``: the mean
+  of their scores, each in units of its own normal tail), because the synthetic departures ranked
+  the candidates wrongly on SKAB, whose healthy rows drift (they put the forest first; it finds the
+  fewest real faults there). With ``rule="best"`` the most separating stable detector wins; within
+  0.01 AUROC the simpler one; the forest, whose score is bounded (it cannot say how far beyond
+  normal a row is, which the health index and the remaining life need), only with a margin of 0.02.
+  Abnormal rows are never looked at for any choice. The share of departures detected at the
+  calibrated threshold is reported beside it.
+
+Size: fitting, choosing and calibrating share the per-asset split and the standardised rows; apart,
+each step would have to recompute or pass them around.
 """
 
 from __future__ import annotations
