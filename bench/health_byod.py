@@ -123,6 +123,11 @@ def skab_set(work: Path) -> dict[str, Any]:
         levels["smoothed"][k] = f1_far(smooth[test] > 1, y)
         levels["alarm"][k] = f1_far(active[test].astype(bool), y)
         auroc[k] = round(roc_auc(s[test][y == 0], s[test][y == 1]), 3)
+    # A bound, not a result: the best point-wise F1 any single threshold on spinline's smoothed score
+    # could reach with FAR <= 15 %, found on the test labels themselves (nothing is chosen from it).
+    sm_test = alarm_states(s_ours, assets, settings)[0][test]
+    oracle = max((f1_far(sm_test > q, y) for q in np.quantile(sm_test, np.linspace(0.01, 0.99, 99))),
+                 key=lambda r: r["f1"] if r["far_pct"] <= 15 else -1.0)
     cli_alarm = f1_far(res["alarm_active"].to_numpy(dtype=bool)[test], y)
     assert cli_alarm == levels["alarm"]["spinline"], (cli_alarm, levels["alarm"]["spinline"])
     chosen = json.loads((work / "skab.json").read_text())["fleet"]["selection"]["chosen"]
@@ -135,6 +140,7 @@ def skab_set(work: Path) -> dict[str, Any]:
                    "alarm logic for 1 Hz rows, applied to the baselines' calibrated scores too", ours["f1"],
                    {k: v["f1"] for k, v in levels["alarm"].items() if k != "spinline"},
                    {"spinline_detail": ours, "levels": levels, "per_level": per_level, "auroc_raw": auroc,
+                    "bound_best_threshold_on_test_labels_far_le_15": oracle,
                     "alarm_settings": settings.describe(), "chosen": chosen,
                     "target": "F1 >= 0.80 with FAR <= 15 %",
                     "target_met": bool(ours["f1"] >= 0.8 and ours["far_pct"] <= 15)})
