@@ -130,7 +130,8 @@ def main() -> None:
     print(f"CWRU (leave-one-fault-size-out) macro F1: envelope alone {c['envelope_only']['macro_f1']}, rules "
           f"{c['rules']['macro_f1']}, multi-band vote {c['envelope_multiband_vote']['macro_f1']} "
           f"{c['envelope_multiband_vote']['per_class_f1']}, multi-band rule chosen on train "
-          f"{c['envelope_multiband_rule_selected_on_train']['macro_f1']}, "
+          f"{c['envelope_multiband_rule_selected_on_train']['macro_f1']}, multi-band stacked on train "
+          f"{c['envelope_multiband_stacked_on_train']['macro_f1']}, "
           f"classifier {c['classifier']['macro_f1']} (leaky split "
           f"{c['classifier_leaky_random_split_macro_f1']}); detection AUROC {c['detection']['auroc']}")
     fig["skab"] = skab.evaluate()

@@ -32,6 +32,7 @@ from sklearn.ensemble import IsolationForest
 from typer.testing import CliRunner
 
 from spinline.cli import app
+from spinline.health.assess import alarm_states, default_alarm_settings
 from spinline.health.checks import roc_auc
 from spinline.health.validation import cwru, data_dir, skab
 
@@ -55,7 +56,10 @@ def run_cli(df: pd.DataFrame, work: Path, name: str, fit_args: list[str], score_
 
 
 def baselines(x: np.ndarray, normal: np.ndarray, assets: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{name: (scores, over-threshold)} per row, each fitted per asset on its normal rows."""
+    """{name: (scores / threshold, over-threshold)} per row, each fitted per asset on its normal rows.
+
+    The scores are divided by their threshold so that, like spinline's, 1 is the threshold: the same
+    alarm logic (``assess.alarm_states``) can then be applied to them."""
     out = {k: (np.zeros(len(x)), np.zeros(len(x), dtype=bool)) for k in ("robust_z", "iforest", "pca_recon")}
     for a in pd.unique(assets):
         rows = assets == a
@@ -76,7 +80,7 @@ def baselines(x: np.ndarray, normal: np.ndarray, assets: np.ndarray) -> dict[str
                 ("iforest", -f.score_samples(zt), -f.score_samples(za)),
                 ("pca_recon", recon(zt), recon(za))):
             thr = float(np.quantile(s_tr, 1 - FAR))
-            out[name][0][rows] = s_a
+            out[name][0][rows] = s_a / max(thr, 1e-12)
             out[name][1][rows] = s_a > thr
     return out
 
@@ -105,17 +109,44 @@ def skab_set(work: Path) -> dict[str, Any]:
                                                  "--label", "anomaly"], ["--no-rul"])
     test = (df.groupby("experiment").cumcount() >= skab.N_TRAIN).to_numpy()
     y = df["anomaly"].to_numpy(dtype=int)[test]
-    ours = f1_far(res["anomaly_score"].to_numpy()[test] > 1, y)
-    alarm = f1_far(res["alarm_active"].to_numpy(dtype=bool)[test], y)
+    assets = df["experiment"].to_numpy()
+    s_ours = res["anomaly_score"].to_numpy()
     x = df[list(skab.FEATURES)].to_numpy(dtype=float)
-    b = baselines(x, ~test, df["experiment"].to_numpy())
-    base = {k: f1_far(v[1][test], y) for k, v in b.items()}
+    b = baselines(x, ~test, assets)
+    settings = default_alarm_settings(1.0)  # SKAB is 1 Hz: the CLI's default for rows every <= 2 s
+    scores = {"spinline": s_ours, **{k: v[0] for k, v in b.items()}}
+    levels: dict[str, dict[str, Any]] = {"raw": {}, "smoothed": {}, "alarm": {}}
+    auroc: dict[str, float] = {}
+    for k, s in scores.items():
+        smooth, _, active = alarm_states(s, assets, settings)
+        levels["raw"][k] = f1_far(s[test] > 1, y)
+        levels["smoothed"][k] = f1_far(smooth[test] > 1, y)
+        levels["alarm"][k] = f1_far(active[test].astype(bool), y)
+        auroc[k] = round(roc_auc(s[test][y == 0], s[test][y == 1]), 3)
+    # A bound, not a result: the best point-wise F1 any single threshold on spinline's smoothed score
+    # could reach with FAR <= 15 %, found on the test labels themselves (nothing is chosen from it).
+    sm_test = alarm_states(s_ours, assets, settings)[0][test]
+    oracle = max((f1_far(sm_test > q, y) for q in np.quantile(sm_test, np.linspace(0.01, 0.99, 99))),
+                 key=lambda r: r["f1"] if r["far_pct"] <= 15 else -1.0)
+    cli_alarm = f1_far(res["alarm_active"].to_numpy(dtype=bool)[test], y)
+    assert cli_alarm == levels["alarm"]["spinline"], (cli_alarm, levels["alarm"]["spinline"])
     chosen = json.loads((work / "skab.json").read_text())["fleet"]["selection"]["chosen"]
-    return _entry("F1 (point-wise, test rows, leaderboard protocol)", ours["f1"],
-                  {k: v["f1"] for k, v in base.items()},
-                  {"spinline_detail": ours, "spinline_with_alarm_logic": alarm, "baseline_detail": base,
-                   "chosen": chosen, "target": "F1 >= 0.80 with FAR <= 15 %",
-                   "target_met": bool(ours["f1"] >= 0.8 and ours["far_pct"] <= 15)})
+    per_level = {lv: {"spinline": r["spinline"]["f1"], "best_baseline": max(v["f1"] for k, v in r.items()
+                                                                            if k != "spinline"),
+                      "not_worse": bool(r["spinline"]["f1"] >= max(v["f1"] for k, v in r.items() if k != "spinline"))}
+                 for lv, r in levels.items()}
+    ours = levels["alarm"]["spinline"]
+    entry = _entry("F1 (point-wise over the test rows, leaderboard protocol) of the alarm state: the CLI's default "
+                   "alarm logic for 1 Hz rows, applied to the baselines' calibrated scores too", ours["f1"],
+                   {k: v["f1"] for k, v in levels["alarm"].items() if k != "spinline"},
+                   {"spinline_detail": ours, "levels": levels, "per_level": per_level, "auroc_raw": auroc,
+                    "bound_best_threshold_on_test_labels_far_le_15": oracle,
+                    "alarm_settings": settings.describe(), "chosen": chosen,
+                    "target": "F1 >= 0.80 with FAR <= 15 %",
+                    "target_met": bool(ours["f1"] >= 0.8 and ours["far_pct"] <= 15)})
+    entry["not_worse"] = bool(all(v["not_worse"] for v in per_level.values())
+                              and auroc["spinline"] >= max(v for k, v in auroc.items() if k != "spinline"))
+    return entry
 
 
 def cwru_set(work: Path) -> dict[str, Any]:
@@ -140,15 +171,6 @@ def cwru_set(work: Path) -> dict[str, Any]:
                                    "native 12 kHz at 0-3 hp: part of the separation may be recording, not bearing",
                          "n_healthy_baseline": int(half.size), "n_healthy_held": int(held.sum()),
                          "n_fault": int(fault.sum())})
-
-
-def _first_alarm(t: pd.Series, over: np.ndarray, on_delay: int) -> pd.Timestamp | None:
-    run = 0
-    for i, o in enumerate(over):
-        run = run + 1 if o else 0
-        if run >= on_delay:
-            return pd.Timestamp(t.iloc[i])
-    return None
 
 
 def ims_long(df: pd.DataFrame) -> pd.DataFrame:
@@ -188,9 +210,10 @@ def ims_set(work: Path, baseline_rows: int) -> dict[str, Any]:
     b = baselines(x, normal, assets)
     base = {}
     detail = {}
-    for k, (_, over) in b.items():
-        over = over & ~normal
-        firsts = {a: _first_alarm(t[assets == a].reset_index(drop=True), over[assets == a], 3)
+    settings = default_alarm_settings(600.0)  # the CLI's default for 10-minute rows, as spinline got
+    for k, (sc, _) in b.items():
+        _, raised_k, _ = alarm_states(np.where(normal, 0.0, sc), assets, settings)
+        firsts = {a: (t[(raised_k == 1) & (assets == a)].min() if ((raised_k == 1) & (assets == a)).any() else None)
                   for a in pd.unique(assets)}
         n_early = sum(1 for v in firsts.values() if v is not None and v < IMS_ONSET)
         base[k] = lead(firsts["bearing1"], n_early)

@@ -34,7 +34,16 @@ import pandas as pd
 import typer
 
 from spinline.health.assess import AlarmSettings, assess, default_alarm_settings, median_interval_s, rul_metrics
-from spinline.health.fleet import CANDIDATES, N_PRIOR, FleetModel, clip_rising, fit_fleet, rising_floors
+from spinline.health.fleet import (
+    BEST,
+    CANDIDATES,
+    CONSENSUS,
+    N_PRIOR,
+    FleetModel,
+    clip_rising,
+    fit_fleet,
+    rising_floors,
+)
 from spinline.health.screening import BadInput, find_time_column, numeric_column, screen
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, rich_markup_mode=None)
@@ -162,7 +171,9 @@ def fit(data: Path = typer.Argument(..., help="CSV, Parquet or XLSX of measureme
         features: str | None = typer.Option(None, help="comma-separated feature columns (default: screened)"),
         label: list[str] = typer.Option([], "--label", help="label column(s): never features"),
         speed: str | None = typer.Option(None, help="operating-speed column to condition on"),
-        kind: str = typer.Option("auto", help=f"detector: auto (chosen on normal rows) or {', '.join(CANDIDATES)}"),
+        kind: str = typer.Option("auto", help="detector: auto (consensus of the stable candidates, each "
+                                               "judged on normal rows), best (the single candidate that separates "
+                                               f"synthetic departures best), or one of {', '.join(CANDIDATES)}"),
         far: float = typer.Option(0.01, help="false-alarm rate you accept on healthy rows (0-1, e.g. 0.01)"),
         velocity: str | None = typer.Option(None, help="velocity RMS column (mm/s) for the ISO part of the index"),
         machine_class: str = typer.Option("I", help="ISO 20816 machine class I-IV"),
@@ -184,8 +195,8 @@ def _fit(data: Path, normal: str, out: Path, asset_column: str | None, features:
          rising: str | None = None) -> None:
     if not 0.0 < far < 1.0:
         raise BadInput(f"--far {far}: the false-alarm rate must be between 0 and 1 (0.01 = 1 % of healthy rows)")
-    if kind != "auto" and kind not in CANDIDATES:
-        raise BadInput(f"--kind {kind}: must be auto or one of {', '.join(CANDIDATES)}")
+    if kind not in ("auto", BEST) and kind not in CANDIDATES:
+        raise BadInput(f"--kind {kind}: must be auto, {BEST} or one of {', '.join(CANDIDATES)}")
     if machine_class not in ("I", "II", "III", "IV"):
         raise BadInput(f"--machine-class {machine_class}: must be I, II, III or IV")
     _check_out(out, "--out")
@@ -221,9 +232,9 @@ def _fit(data: Path, normal: str, out: Path, asset_column: str | None, features:
         typer.echo(f"warning: {data}: time goes backwards at row {back} (several assets stacked?): pass "
                    "--asset-column COLUMN so each asset gets its own baseline and alarm state")
     spd = numeric_column(df, speed, str(data)) if speed else None
-    kinds = CANDIDATES if kind == "auto" else (kind,)
+    kinds = CANDIDATES if kind in ("auto", BEST) else (kind,)
     fm = fit_fleet(x, assets, mask, features=cols, floors=[rep.floors[c] for c in cols], far=far, kinds=kinds,
-                   seed=seed, speed=spd, speed_key=speed)
+                   seed=seed, speed=spd, speed_key=speed, rule=BEST if kind == BEST else CONSENSUS)
     alarm = default_alarm_settings(median_interval_s(t_s, assets) if t_s is not None else None)
     model = {"format": MODEL_FORMAT, "created": datetime.now().isoformat(timespec="seconds"), "source": str(data),
              "normal": normal, "features": cols, "screening": rep.to_dict(), "asset_column": asset_column,
@@ -237,6 +248,10 @@ def _fit(data: Path, normal: str, out: Path, asset_column: str | None, features:
     n_assets = len(fm.assets) - 1
     typer.echo(f"detector: {fm.selection['why']}")
     for k, r in fm.selection["candidates"].items():
+        if k == CONSENSUS:
+            typer.echo(f"  {k:<12} synthetic departures: AUROC {r['mean_auroc']:.3f} "
+                       f"(mean of {', '.join(r['members'])})")
+            continue
         typer.echo(f"  {k:<12} synthetic departures: AUROC {r['mean_auroc']:.3f}, detected at the threshold "
                    f"{100 * r['mean_detected']:.1f} %, stability {r['stability']:.2f}")
     achieved = _pct(cal["far_achieved_held_back"])

@@ -26,10 +26,17 @@ What ``spinline health fit`` builds from the rows a user says were normal, and w
   departures made *from those same normal rows* (one feature shifted by 4 robust sigmas, every
   feature shifted by 2, one feature swapped with another row's value: a broken relationship) by
   AUROC, and for stability (rank agreement of two fits on alternate halves of the fitting rows).
-  The most separating stable detector wins; within 0.01 AUROC the simpler one; the forest, whose
-  score is bounded (it cannot say how far beyond normal a row is, which the health index and the
-  remaining life need), only with a margin of 0.02. Abnormal rows are never looked at for any
-  choice. The share of departures detected at the calibrated threshold is reported beside it.
+  By default (``rule="consensus"``) the stable ones are kept together (``consensus.py``: the mean
+  of their scores, each in units of its own normal tail), because the synthetic departures ranked
+  the candidates wrongly on SKAB, whose healthy rows drift (they put the forest first; it finds the
+  fewest real faults there). With ``rule="best"`` the most separating stable detector wins; within
+  0.01 AUROC the simpler one; the forest, whose score is bounded (it cannot say how far beyond
+  normal a row is, which the health index and the remaining life need), only with a margin of 0.02.
+  Abnormal rows are never looked at for any choice. The share of departures detected at the
+  calibrated threshold is reported beside it.
+
+Size: fitting, choosing and calibrating share the per-asset split and the standardised rows; apart,
+each step would have to recompute or pass them around.
 """
 
 from __future__ import annotations
@@ -45,11 +52,16 @@ from scipy import stats
 
 from spinline.health.anomaly import BATCH_DETECTORS, BaselineDetector
 from spinline.health.checks import roc_auc
+from spinline.health.consensus import ConsensusDetector
 
 F64 = NDArray[np.float64]
 
 #: Candidates in order of simplicity (ties go to the earlier).
 CANDIDATES: tuple[str, ...] = ("robust_z", "mahalanobis", "pca_t2q", "iforest")
+#: The default model: the mean of the stable candidates (``consensus.py``; module docstring).
+CONSENSUS = "consensus"
+#: ``--kind best``: the single candidate that separates synthetic departures best (the rule before 2026-12-04).
+BEST = "best"
 #: Rows of its own an asset needs to weigh as much as the fleet prior on its scale.
 N_PRIOR = 20
 #: Share of each asset's normal rows (the latest ones) held back for calibration and model choice.
@@ -57,6 +69,20 @@ HOLDOUT = 0.25
 FLEET = "__fleet__"
 #: AUROC margin the IsolationForest must win by (its score is bounded; see ``fit_fleet``).
 IFOREST_MARGIN = 0.02
+
+
+def _detector(kind: str, far: float, seed: int, shape: dict[str, Any] | None = None,
+              members: Sequence[str] | None = None) -> BaselineDetector:
+    """A batch detector by kind; the consensus keeps its members in its shape (``members.<name>`` keys)."""
+    if kind == CONSENSUS:
+        names = members if members is not None else (
+            [m for m in CANDIDATES if shape is None or f"{m}.scale" in shape])
+        det: BaselineDetector = ConsensusDetector(far=far, seed=seed, members=tuple(names))
+    else:
+        det = BATCH_DETECTORS[kind](far=far, seed=seed)
+    if shape is not None:
+        det.load_standardised(shape)
+    return det
 
 
 def _split(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -131,8 +157,7 @@ class FleetModel:
         self.speed_key = speed_key
         self.selection = selection
         self.calibration = calibration
-        self._det: BaselineDetector = BATCH_DETECTORS[kind](far=far, seed=seed)
-        self._det.load_standardised(shape)
+        self._det: BaselineDetector = _detector(kind, far, seed, shape)
 
     def baseline(self, asset: str) -> tuple[AssetBaseline, bool]:
         """The asset's baseline, or the fleet's (and ``False``) for an asset never seen in fit."""
@@ -211,10 +236,15 @@ def _spearman(a: F64, b: F64) -> float:
 
 def fit_fleet(x: F64, assets: Sequence[str] | np.ndarray, normal: np.ndarray, *, features: Sequence[str],
               floors: Sequence[float], far: float, kinds: Sequence[str] = CANDIDATES, seed: int = 0,
-              speed: F64 | None = None, speed_key: str | None = None) -> FleetModel:
-    """Fit per-asset baselines, choose the detector on normal rows only, calibrate the thresholds."""
+              speed: F64 | None = None, speed_key: str | None = None, rule: str = CONSENSUS) -> FleetModel:
+    """Fit per-asset baselines, choose the detector on normal rows only, calibrate the thresholds.
+
+    With several ``kinds``, ``rule`` says what is kept: ``"consensus"`` (default) the mean of the
+    stable candidates, ``"best"`` the single one that separates synthetic departures best."""
     if not 0.0 < far < 1.0:
         raise ValueError(f"far must be in (0, 1), got {far}")
+    if rule not in (CONSENSUS, BEST):
+        raise ValueError(f"rule must be {CONSENSUS!r} or {BEST!r}, got {rule!r}")
     a = np.asarray(assets, dtype=object)
     names = [str(n) for n in dict.fromkeys(a[normal].tolist())]
     fit_idx: dict[str, np.ndarray] = {}
@@ -326,14 +356,24 @@ def fit_fleet(x: F64, assets: Sequence[str] | np.ndarray, normal: np.ndarray, *,
            + (", simplest within 0.01 of the best" if merit(chosen) < best else "")
            + (f", ahead by more than the {IFOREST_MARGIN} asked of a bounded score" if chosen == "iforest" else "")
            + ")")
-    if no_holdout:
-        why += "; too few normal rows to hold any back: judged on the fitting rows"
+    if rule == CONSENSUS and len(kinds) > 1:
+        members = [k for k in CANDIDATES if k in stable]
+        det_c = _detector(CONSENSUS, far, seed, members=members)
+        shapes[CONSENSUS] = det_c.fit_standardised(z_fit)
+        d_val = det_c.distance(z_val)
+        aucs = {k: round(roc_auc(d_val, det_c.distance(v)), 4) for k, v in synth.items()}
+        report[CONSENSUS] = {"auroc_synthetic": aucs, "mean_auroc": round(float(np.mean(list(aucs.values()))), 4),
+                             "members": members}
+        why = (f"consensus of {', '.join(members)} (the stable candidates): mean of their scores, each in units of "
+               f"its own normal tail (synthetic departures: AUROC {report[CONSENSUS]['mean_auroc']:.3f}; the best "
+               f"single candidate would be {why}); a consensus needs no choice, and synthetic departures "
+               "ranked the candidates wrongly on real data whose healthy rows drift (docs/health-validation.md)")
+        chosen = CONSENSUS
     selection = {"candidates": report, "chosen": chosen, "why": why, "judged_on": "held-back normal rows"
                  if not no_holdout else "fitting rows (no hold-out possible)", "n_val": int(z_val.shape[0])}
 
     # Calibrate the chosen detector.
-    det = BATCH_DETECTORS[chosen](far=far, seed=seed)
-    det.load_standardised(shapes[chosen])
+    det = _detector(chosen, far, seed, shapes[chosen])
     d_fit = det.distance(z_fit)
     d_cal = det.distance(z_cal) if not no_holdout else d_fit
     who = who_cal if not no_holdout else z_of(fit_idx)[1]

@@ -11,6 +11,8 @@ Protocol (see docs/health-validation.md):
   would put the same bearing in train and test.)
 * Classes: inner race, ball, outer race. Each window is predicted once, by a model that never saw
   its bearing; figures are per class and macro-averaged over the pooled predictions.
+* "Multi-band stacked": the 8 multi-band rules' class evidence, combined by a logistic regression
+  trained on the other sizes (``mb_stacked``): the nested alternative to voting over the rules.
 * "Envelope alone": argmax of the three envelope ratios, no training. "Rules": ``diagnose`` with no
   baseline (may answer "unknown", counted as wrong). "Classifier": ``FaultClassifier`` trained on
   the other sizes.
@@ -182,6 +184,34 @@ def mb_vote(rows: list[dict[str, Any]]) -> list[str]:
     return [_BAND_ORDER[int(j)] for j in np.argmax(votes, axis=1)]
 
 
+def mb_stack_features(rows: list[dict[str, Any]]) -> np.ndarray:
+    """Every multi-band rule's outer / inner / ball evidence, relative to its own mean: (windows, 24).
+
+    Rules that read one band's ratio are put on a log scale like the others; subtracting each rule's
+    mean over its three classes keeps only which fault it favours, not the window's overall level."""
+    ev = {k: np.stack([r["mb"][k] for r in rows]) for k in ("sk", "env", "sq")}
+    cols = []
+    for rule in MB_RULES:
+        sc = np.asarray(_rule_scores(ev, rule), dtype=np.float64)
+        if rule.split("_", 1)[1] in ("kurtogram", "most_diagnostic"):
+            sc = np.log(np.maximum(sc, 1e-3))
+        cols.append(sc - sc.mean(axis=1, keepdims=True))
+    return np.hstack(cols)
+
+
+def mb_stacked(train: list[dict[str, Any]], test: list[dict[str, Any]]) -> list[str]:
+    """Stack the rules instead of picking one: a multinomial logistic regression (C = 1, balanced classes)
+    on ``mb_stack_features``, standardised and trained on the *training* bearings only. Fixed before its
+    first run (2026-12-04); nothing in it was changed after."""
+    from sklearn.linear_model import LogisticRegression
+
+    xtr, xte = mb_stack_features(train), mb_stack_features(test)
+    mu, sd = xtr.mean(axis=0), xtr.std(axis=0) + 1e-9
+    clf = LogisticRegression(C=1.0, max_iter=2000, class_weight="balanced").fit(
+        (xtr - mu) / sd, [r["label"] for r in train])
+    return [str(v) for v in clf.predict((xte - mu) / sd)]
+
+
 def select_rule(train: list[dict[str, Any]]) -> str:
     """The multi-band rule with the best macro F1 on the *training* bearings (ties: first in MB_RULES)."""
     y = [r["label"] for r in train]
@@ -242,6 +272,7 @@ def evaluate(rows: list[dict[str, Any]], *, far: float = 0.01) -> dict[str, Any]
     pred_band: list[str] = []
     pred_mb: list[str] = []
     pred_vote: list[str] = []
+    pred_stack: list[str] = []
     chosen: dict[str, list[float]] = {}
     rules_chosen: dict[str, str] = {}
     for s in sizes:
@@ -261,6 +292,7 @@ def evaluate(rows: list[dict[str, Any]], *, far: float = 0.01) -> dict[str, Any]
             rules_chosen[str(s)] = rule
             pred_mb += _mb_pred(test, rule)
             pred_vote += mb_vote(test)
+            pred_stack += mb_stacked(train, test)
         for r in test:
             fd = {k: float(v) for k, v in bearing_frequencies(SKF6205, r["shaft_hz"]).items()}
             pred_rule.append(diagnose(r, None, defect_hz=fd, shaft_hz=r["shaft_hz"]).fault)
@@ -273,6 +305,7 @@ def evaluate(rows: list[dict[str, Any]], *, far: float = 0.01) -> dict[str, Any]
     if pred_mb:
         preds.append(("envelope_multiband_rule_selected_on_train", pred_mb))
         preds.append(("envelope_multiband_vote", pred_vote))
+        preds.append(("envelope_multiband_stacked_on_train", pred_stack))
         out["multiband_rules_chosen"] = rules_chosen
     for name, pred in preds:
         m, per = macro_f1(y_true, pred, CLASSES)
