@@ -298,7 +298,8 @@ async def test_edge_events_over_http_are_recorded_once(api: Api) -> None:  # noq
 
     body = encode_events("edge-a", MILL, _events(ts)[2:], key=api.secrets["edge-a"].encode())
     r = await api.client.post(url, content=body, headers=ctype)
-    assert decode_events_ack(r.content) == EventsAck((3,), ((4, "wrong_mill"), (5, "unknown_alarm")))
+    # event 5 clears an alarm not raised here (yet): recorded and acked, it raises nothing
+    assert decode_events_ack(r.content) == EventsAck((3, 5), ((4, "wrong_mill"),))
     (alarm,) = hs.list_alarms(MILL)
     assert alarm.state == "cleared" and alarm.history[-1].by == "edge"
 
@@ -385,6 +386,32 @@ def test_cloud_index_uses_the_registered_iso_class(stores: tuple[TimeSeriesStore
         assert asset_class(Asset("m", "l", f"unknown-{id(store)}", "ch", {})) == "I"  # noted once per machine
     assert "not known" in caplog.text
     assert asset_class(Asset("m", "l", "x", "ch", {}, "III"), override=lambda mill, machine: "IV") == "IV"
+
+
+async def test_a_clear_that_arrives_before_its_raise_is_kept_and_applied(api: Api) -> None:  # noqa: F811
+    """Found by the cloud-faults no-loss test: with two ingest workers (or one killed holding the raise while
+    the edge re-sends it) an ``alarm_cleared`` can be recorded before its ``alarm_raised``. It was refused
+    for good (``unknown_alarm``) and the edge dead-lettered it: the event was lost and the alarm stayed open."""
+    ts = T0 + 9000 * S
+    hs: HealthStore = api.app.state.health_store
+    url, ctype = EVENTS_PATH, {"Content-Type": EVENTS_CONTENT_TYPE}
+    key = api.secrets["edge-a"].encode()
+    tag = f"{MILL}/{ASSET}"
+    alarm_key = f"{tag}:vib_late:{ts}"
+    raised = EdgeEvent(asset=tag, ts_ns=ts, kind="alarm_raised", severity="warning", model_version="hst-3",
+                       rule="vib_late", value=7.0, alarm_key=alarm_key, id=11)
+    cleared = EdgeEvent(asset=tag, ts_ns=ts + 5 * S, kind="alarm_cleared", severity="warning", model_version="hst-3",
+                        rule="vib_late", alarm_key=alarm_key, id=12)
+    acks = []
+    for ev in (cleared, cleared, raised, raised):          # the clear first, and each sent twice
+        r = await api.client.post(url, content=encode_events("edge-a", MILL, [ev], key=key, incarnation="c" * 16),
+                                  headers=ctype)
+        assert r.status_code == 200, r.text
+        acks.append(decode_events_ack(r.content))
+    assert acks == [EventsAck((12,), (), "c" * 16)] * 2 + [EventsAck((11,), (), "c" * 16)] * 2
+    (alarm,) = [a for a in hs.list_alarms(MILL) if a.rule == "vib_late"]
+    assert alarm.state == "cleared" and alarm.history[-1].by == "edge", alarm
+    assert int(alarm.history[-1].at.replace(tzinfo=UTC).timestamp()) == (ts + 5 * S) // S
 
 
 async def test_a_wiped_edges_new_event_1_is_stored_not_a_duplicate(api: Api) -> None:  # noqa: F811

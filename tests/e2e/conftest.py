@@ -1,4 +1,4 @@
-"""Loads ``helpers.py`` (the e2e tests' shared pieces) by path: tests are not a package."""
+"""Loads ``helpers.py`` and ``services.py`` (the e2e tests' shared pieces) by path: tests are not a package."""
 
 from __future__ import annotations
 
@@ -8,10 +8,9 @@ from pathlib import Path
 from types import ModuleType
 
 
-def _load_helpers() -> ModuleType:
-    name = "spinline_e2e_helpers"
+def _load(name: str, file: str) -> ModuleType:
     if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).parent / "helpers.py")
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).parent / file)
         assert spec and spec.loader
         mod = importlib.util.module_from_spec(spec)
         sys.modules[name] = mod
@@ -19,4 +18,5 @@ def _load_helpers() -> ModuleType:
     return sys.modules[name]
 
 
-helpers = _load_helpers()
+helpers = _load("spinline_e2e_helpers", "helpers.py")
+services = _load("spinline_e2e_services", "services.py")

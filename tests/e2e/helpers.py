@@ -80,16 +80,30 @@ def write_site(doc: dict[str, Any], path: Path) -> Path:
 # --- a private broker and a cuttable uplink ----------------------------------------------------------
 
 class Broker:
-    """A private Mosquitto on a fixed free port; ``restart`` stops and starts it on the same port."""
+    """A private Mosquitto on a fixed free port; ``stop`` then ``start`` brings it back on the same port.
 
-    def __init__(self) -> None:
+    With ``persist_dir`` it keeps its sessions and queued QoS 1 messages across a restart (Mosquitto's
+    ``persistence``, written at a clean stop), as a production broker is configured."""
+
+    def __init__(self, persist_dir: Path | None = None) -> None:
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.restarts = 0
+        self.persist_dir = persist_dir
+
+    def _args(self) -> list[str]:
+        if self.persist_dir is None:
+            return [MOSQUITTO, "-p", str(self.port)]
+        self.persist_dir.mkdir(parents=True, exist_ok=True)
+        conf = self.persist_dir / "mosquitto.conf"
+        conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+                        f"persistence_location {self.persist_dir}/\nautosave_interval 1\n"
+                        # as root Mosquitto would switch to its own user, which cannot write a test's tmp dir
+                        + ("user root\n" if os.geteuid() == 0 else ""))
+        return [MOSQUITTO, "-c", str(conf)]
 
     def start(self) -> None:
-        self.proc = subprocess.Popen([MOSQUITTO, "-p", str(self.port)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(self._args(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
@@ -161,6 +175,16 @@ class Relay:
         self._conns.discard(uw)
 
 
+def signal_and_reap(proc: subprocess.Popen[bytes], sig: int, grace_s: float = 15.0) -> None:
+    """Send ``sig`` and wait for the process to end (SIGKILL after ``grace_s``): no zombie, no stray child."""
+    proc.send_signal(sig)
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
 # --- the edge as a real process -----------------------------------------------------------------------
 
 @dataclass
@@ -171,6 +195,8 @@ class EdgeProcess:
     ports: dict[int, int]
     secret: bytes
     edge_id: str = "e1"
+    #: More ``spinline edge`` options (``--device-mqtt``, ``--commissioning-n`` ...).
+    extra: list[str] = field(default_factory=list)
     proc: subprocess.Popen[bytes] | None = None
     log: list[str] = field(default_factory=list)
 
@@ -186,7 +212,8 @@ class EdgeProcess:
         self.log.append(err.name)
         self.proc = subprocess.Popen([sys.executable, "-m", "spinline.edge", str(self.site), "--cloud", self.cloud_url,
                                       "--data-dir", str(self.data_dir), "--edge-id", self.edge_id, "--ports", ports,
-                                      "--log-level", "WARNING"], env=env, stdout=subprocess.DEVNULL, stderr=err)
+                                      "--log-level", "WARNING", *self.extra],
+                                     env=env, stdout=subprocess.DEVNULL, stderr=err)
         err.close()
 
     async def started(self, timeout: float = 30.0) -> int:
@@ -215,12 +242,7 @@ class EdgeProcess:
         """Signal the process and reap it; the wall time of the signal (ns)."""
         assert self.proc is not None
         t = time.time_ns()
-        self.proc.send_signal(sig)
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+        signal_and_reap(self.proc, sig)
         self.proc = None
         return t
 

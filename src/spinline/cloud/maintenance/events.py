@@ -20,7 +20,12 @@ and ``EdgeEvents.handle`` answers the ack (``EventsAck``) both transports send b
 * ``alarm_raised`` records an alarm in ``HealthStore`` (``evidence["source"] == "edge"``, with the
   fault, confidence, model version and the edge's evidence text) and, at ``order_severity`` or worse,
   opens a work order as the cloud pipeline does (one open order per asset). Its id derives from the
-  event's ``alarm_key``, so ``alarm_cleared`` finds it; clearing an unknown alarm is rejected for good
+  event's ``alarm_key``, so ``alarm_cleared`` finds it. A clear may arrive before its raise (two
+  workers of the shared subscription, or a worker killed holding the raise, while the edge re-sends
+  it): it is recorded and acked, and applied when the raise arrives. Each side writes before it reads
+  the other (raise: the alarm, then the recorded clears; clear: its event row, then the alarm), so a
+  raise and its clear recorded at the same moment by two workers cannot both miss each other. A
+  clear without an ``alarm_key``, or of an alarm of another asset, is rejected for good
   (``unknown_alarm``), as is an asset outside the payload's mill (``wrong_mill``).
 * ``model_commissioned`` / ``model_replaced`` are acked and kept in the idempotency table only.
 """
@@ -170,6 +175,7 @@ class EdgeEvents:
                 continue
             asset = ev.asset.partition("/")[2]
             alarm_id: str | None = None
+            pending_clear = False
             try:
                 if ev.kind == "alarm_raised":
                     alarm_id = self._raise(p, ev, asset)
@@ -178,6 +184,7 @@ class EdgeEvents:
                     if alarm_id is None:
                         rejected.append((ev.id, "unknown_alarm"))
                         continue
+                    pending_clear = True
             except (ValueError, OverflowError):
                 # Values no record can hold (a time out of range ...): this event alone is refused for good.
                 rejected.append((ev.id, "malformed"))
@@ -193,6 +200,8 @@ class EdgeEvents:
                                                          ts_ns=ev.ts_ns, alarm_id=alarm_id, received_ns=now))
             except sa.exc.IntegrityError:
                 pass  # another worker recorded it at the same moment: one copy is kept
+            if pending_clear and alarm_id is not None:
+                self._apply_recorded_clear(p.mill, asset, alarm_id)   # its raise may have been saved meanwhile
             acked.append(ev.id)
         return EventsAck(tuple(acked), tuple(rejected), p.incarnation)
 
@@ -223,7 +232,25 @@ class EdgeEvents:
         hs.save_alarm(p.mill, alarm)
         if severe_enough(alarm.severity, self.order_severity):
             open_work_order(hs, p.mill, alarm, None, by=EDGE_ACTOR)
+        self._apply_recorded_clear(p.mill, asset, aid)     # its clear may have come first
         return aid
+
+    def _apply_recorded_clear(self, mill: str, asset: str, aid: str) -> None:
+        """Clear alarm ``aid`` if a clear of it was recorded (it arrived before the raise)."""
+        hs = self.health
+        with hs.engine.connect() as c:
+            row = c.execute(sa.select(events_t.c.ts_ns).where(
+                events_t.c.alarm_id == aid, events_t.c.mill == mill, events_t.c.kind == "alarm_cleared")
+                .order_by(events_t.c.ts_ns).limit(1)).first()
+        if row is None:
+            return
+        got = hs.get_alarm(aid)
+        if got is None or got[0] != mill or got[1].asset != asset or not got[1].is_open:
+            return
+        alarm = got[1]
+        alarm.clear(EDGE_ACTOR, _dt(int(row[0])), "condition returned to normal at the edge (its clear arrived "
+                                                  "before the raise)")
+        hs.save_alarm(mill, alarm)
 
     def _clear(self, p: EventsPayload, ev: EdgeEvent, asset: str) -> str | None:
         hs = self.health
@@ -231,7 +258,9 @@ class EdgeEvents:
             return None
         aid = alarm_id_of(p.mill, ev.alarm_key)
         got = hs.get_alarm(aid)
-        if got is None or got[0] != p.mill or got[1].asset != asset:
+        if got is None:
+            return aid          # not raised here yet: recorded, and applied when the raise arrives
+        if got[0] != p.mill or got[1].asset != asset:
             return None
         alarm = got[1]
         if alarm.is_open:
