@@ -83,7 +83,19 @@ export async function changePassword(current: string, password: string, userId?:
 
 export const mills = (): Promise<Mill[]> => call<Mill[]>('/mills')
 export const mill = (id: string): Promise<Mill> => call<Mill>(`/mills/${enc(id)}`)
-export const tree = (id: string): Promise<MillTree> => call<MillTree>(`/mills/${enc(id)}/tree`)
+const trees = new Map<string, { at: number; p: Promise<MillTree> }>()
+/** A mill's tree; one asked for in the last seconds (the router starts it beside the session check) is reused. */
+export function tree(id: string): Promise<MillTree> {
+  const hit = trees.get(id)
+  if (hit && Date.now() - hit.at < 10000) return hit.p.catch(() => call<MillTree>(`/mills/${enc(id)}/tree`))
+  return call<MillTree>(`/mills/${enc(id)}/tree`)
+}
+/** Start fetching a mill's tree before the view asks for it (a failure is left for the view's own call). */
+export function prefetchTree(id: string): void {
+  const p = call<MillTree>(`/mills/${enc(id)}/tree`, { anonymous: true })
+  p.catch(() => trees.delete(id))
+  trees.set(id, { at: Date.now(), p })
+}
 export const latest = (id: string, points?: string[]): Promise<LatestValue[]> =>
   call<LatestValue[]>(`/mills/${enc(id)}/latest`, { query: { points: points?.join(',') } })
 export const health = (id: string): Promise<MillHealth> => call<MillHealth>(`/mills/${enc(id)}/health`)
@@ -121,11 +133,33 @@ export function stream(millId: string, points: string[], onValues: (v: LatestVal
   onState: (live: boolean) => void): () => void {
   const path = url(`/mills/${enc(millId)}/stream`, { points: points.join(',') })
   if (!bearer() && typeof EventSource !== 'undefined') {
-    const es = new EventSource(path, { withCredentials: true })
-    es.addEventListener('latest', (ev) => onValues(JSON.parse((ev as MessageEvent).data)))
-    es.onopen = () => onState(true)
-    es.onerror = () => onState(false)
-    return () => es.close()
+    // EventSource reconnects by itself after a dropped connection, but not after an error status (a
+    // 429 while the server still counts the streams of pages just left): then it is opened again here.
+    let es: EventSource | null = null
+    let timer: ReturnType<typeof setTimeout> | undefined
+    let stopped = false
+    let wait = 1000
+    const open = (): void => {
+      es = new EventSource(path, { withCredentials: true })
+      es.addEventListener('latest', (ev) => onValues(JSON.parse((ev as MessageEvent).data)))
+      es.onopen = () => {
+        wait = 1000
+        onState(true)
+      }
+      es.onerror = () => {
+        onState(false)
+        if (es?.readyState === EventSource.CLOSED && !stopped) {
+          timer = setTimeout(open, wait)
+          wait = Math.min(wait * 2, 15000)
+        }
+      }
+    }
+    open()
+    return () => {
+      stopped = true
+      clearTimeout(timer)
+      es?.close()
+    }
   }
   const ctl = new AbortController()
   const run = async (): Promise<void> => {
@@ -347,6 +381,32 @@ export function machineHealth(millId: string, machine: string, start: string, en
   return prefer('health-history',
     () => call<Json>(`/mills/${enc(millId)}/machines/${enc(machine)}/health/history`, { query: { start, end } }),
     async () => null)
+}
+
+/** One vibration channel's newest raw snapshot: waveform (downsampled) and both spectra. */
+export interface SnapshotChannel {
+  channel: string; edge: string; reason: string; time: string; fs_hz: number; n: number; step: number
+  samples: number[]
+  spectrum: { freq_hz: number[]; amplitude: number[] }
+  envelope_spectrum: { freq_hz: number[]; amplitude: number[] }
+}
+
+/** The newest raw snapshot of each vibration channel of a machine; null when none was sent yet. */
+export async function latestSnapshots(millId: string, machine: string, maxPoints: number):
+  Promise<SnapshotChannel[] | null> {
+  try {
+    const r = await call<{ channels: SnapshotChannel[] }>(
+      `/mills/${enc(millId)}/machines/${enc(machine)}/snapshots/latest`, { query: { max_points: maxPoints } })
+    return r.channels
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 404) return null
+    throw e
+  }
+}
+
+/** Ask the mill's edges for a fresh raw snapshot of the machine's vibration channels (queued: 202). */
+export function requestSnapshot(millId: string, machine: string): Promise<{ assets: string[]; edges: number }> {
+  return call(`/mills/${enc(millId)}/machines/${enc(machine)}/snapshot-requests`, { method: 'POST', body: {} })
 }
 
 /** Display metadata of a machine's points (names, units, ranges, state labels) where the server offers it. */

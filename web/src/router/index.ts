@@ -1,6 +1,8 @@
 import { createRouter, createWebHistory, type RouteRecordRaw } from 'vue-router'
 import type { Role } from '../api/types'
 import { session, whoAmI } from '../session'
+import { csrfToken } from '../api/client'
+import { prefetchTree } from '../api'
 
 declare module 'vue-router' {
   interface RouteMeta {
@@ -38,7 +40,12 @@ const routes: RouteRecordRaw[] = [
 export const router = createRouter({ history: createWebHistory(), routes })
 
 router.beforeEach(async (to) => {
+  // The view's code is fetched while the session is checked, not after (one round trip less on a fresh load).
+  for (const rec of to.matched)
+    for (const c of Object.values(rec.components ?? {})) if (typeof c === 'function') void (c as () => Promise<unknown>)()
   if (to.meta.auth === false) return true
+  // The mill's tree (what the mill and machine views draw first) likewise, where a session cookie is set.
+  if (typeof to.params.mill === 'string' && !session.checked && csrfToken()) prefetchTree(to.params.mill)
   const user = await whoAmI()
   if (!user) return { name: 'login', query: { next: to.fullPath } }
   if (to.meta.roles && !to.meta.roles.includes(user.role)) return { name: 'forbidden', query: { from: to.fullPath } }
