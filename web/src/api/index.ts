@@ -83,19 +83,23 @@ export async function changePassword(current: string, password: string, userId?:
 
 export const mills = (): Promise<Mill[]> => call<Mill[]>('/mills')
 export const mill = (id: string): Promise<Mill> => call<Mill>(`/mills/${enc(id)}`)
-const trees = new Map<string, { at: number; p: Promise<MillTree> }>()
-/** A mill's tree; one asked for in the last seconds (the router starts it beside the session check) is reused. */
-export function tree(id: string): Promise<MillTree> {
-  const hit = trees.get(id)
-  if (hit && Date.now() - hit.at < 10000) return hit.p.catch(() => call<MillTree>(`/mills/${enc(id)}/tree`))
-  return call<MillTree>(`/mills/${enc(id)}/tree`)
+const early = new Map<string, { at: number; p: Promise<unknown> }>()
+/** Start a GET the view is about to make, beside the session check (anonymous: a 401 is left to the
+ * view's own call). The router calls it on a fresh page load: the data no longer waits for the view's code. */
+export function prefetch(path: string): void {
+  const p = call<unknown>(path, { anonymous: true })
+  p.catch(() => early.delete(path))
+  early.set(path, { at: Date.now(), p })
 }
-/** Start fetching a mill's tree before the view asks for it (a failure is left for the view's own call). */
-export function prefetchTree(id: string): void {
-  const p = call<MillTree>(`/mills/${enc(id)}/tree`, { anonymous: true })
-  p.catch(() => trees.delete(id))
-  trees.set(id, { at: Date.now(), p })
+/** The answer of a `prefetch` of `path` made in the last seconds (once), else a fresh call. */
+function reuse<T>(path: string): Promise<T> {
+  const hit = early.get(path)
+  if (!hit || Date.now() - hit.at > 10000) return call<T>(path)
+  early.delete(path)
+  return (hit.p as Promise<T>).catch(() => call<T>(path))
 }
+export const treePath = (id: string): string => `/mills/${enc(id)}/tree`
+export const tree = (id: string): Promise<MillTree> => reuse<MillTree>(treePath(id))
 export const latest = (id: string, points?: string[]): Promise<LatestValue[]> =>
   call<LatestValue[]>(`/mills/${enc(id)}/latest`, { query: { points: points?.join(',') } })
 export const health = (id: string): Promise<MillHealth> => call<MillHealth>(`/mills/${enc(id)}/health`)
@@ -364,8 +368,8 @@ export const maintReport = (millId: string, month?: string): Promise<MonthlyMain
 
 // --- energy and carbon ----------------------------------------------------------------------------
 
-export const carbon = (millId: string, month: string): Promise<Json> =>
-  call<Json>(`/mills/${enc(millId)}/carbon/${enc(month)}`)
+export const carbonPath = (millId: string, month: string): string => `/mills/${enc(millId)}/carbon/${enc(month)}`
+export const carbon = (millId: string, month: string): Promise<Json> => reuse<Json>(carbonPath(millId, month))
 
 export async function carbonTrend(millId: string, months = 12): Promise<Json[]> {
   return prefer('carbon-trend',

@@ -2,7 +2,8 @@ import { createRouter, createWebHistory, type RouteRecordRaw } from 'vue-router'
 import type { Role } from '../api/types'
 import { session, whoAmI } from '../session'
 import { csrfToken } from '../api/client'
-import { prefetchTree } from '../api'
+import { carbonPath, prefetch, treePath } from '../api'
+import { month as thisMonth } from '../format'
 
 declare module 'vue-router' {
   interface RouteMeta {
@@ -44,8 +45,15 @@ router.beforeEach(async (to) => {
   for (const rec of to.matched)
     for (const c of Object.values(rec.components ?? {})) if (typeof c === 'function') void (c as () => Promise<unknown>)()
   if (to.meta.auth === false) return true
-  // The mill's tree (what the mill and machine views draw first) likewise, where a session cookie is set.
-  if (typeof to.params.mill === 'string' && !session.checked && csrfToken()) prefetchTree(to.params.mill)
+  // The view's main call (the mill tree, the carbon month) likewise, where a session cookie is set.
+  const mill = to.params.mill
+  if (typeof mill === 'string' && !session.checked && csrfToken()) {
+    if (to.name === 'mill' || to.name === 'machine') prefetch(treePath(mill))
+    if (to.name === 'energy') {
+      const q = to.query.month
+      prefetch(carbonPath(mill, typeof q === 'string' && /^\d{4}-\d{2}$/.test(q) ? q : thisMonth()))
+    }
+  }
   const user = await whoAmI()
   if (!user) return { name: 'login', query: { next: to.fullPath } }
   if (to.meta.roles && !to.meta.roles.includes(user.role)) return { name: 'forbidden', query: { from: to.fullPath } }
