@@ -115,13 +115,34 @@ export function range(tag: string, start: string, end: string, maxPoints: number
     query: { start, end, max_points: maxPoints } })
 }
 
+/** Points per series of the machine view's trend (about the chart's width in pixels, twice). */
+export const TREND_POINTS = 800
+
+const seriesKey = (millId: string, machine: string, tags: string[], maxPoints: number): string =>
+  `series|${millId}|${machine}|${[...tags].sort().join(",")}|${maxPoints}`
+
+/** Start the series call of a machine's trend beside the session check (see `prefetch`). */
+export function prefetchSeries(millId: string, machine: string, tags: string[], spanMs: number, maxPoints: number): void {
+  const end = Date.now()
+  const p = call<Json>(`/mills/${enc(millId)}/series`, { anonymous: true, query: {
+    machine, tag: tags, start: new Date(end - spanMs).toISOString(), end: new Date(end).toISOString(),
+    max_points: maxPoints } })
+  p.catch(() => undefined)
+  early.set(seriesKey(millId, machine, tags, maxPoints), { at: Date.now(), p })
+}
+
 /** Many points of one machine in one call where the server offers it, else one call per point. */
 export async function machineSeries(millId: string, machine: string, tags: string[], start: string, end: string,
   maxPoints: number): Promise<Series[]> {
   return prefer('series',
     async () => {
-      const r = await call<Json>(`/mills/${enc(millId)}/series`, {
+      const key = seriesKey(millId, machine, tags, maxPoints)
+      const hit = early.get(key)
+      if (hit) early.delete(key)
+      const ask = (): Promise<Json> => call<Json>(`/mills/${enc(millId)}/series`, {
         query: { machine, tag: tags, start, end, max_points: maxPoints } })
+      // A prefetch of these points made in the last seconds covers the same span but for those seconds.
+      const r = hit && Date.now() - hit.at < 10000 ? await (hit.p as Promise<Json>).catch(ask) : await ask()
       const list: Json[] = Array.isArray(r) ? r : (r.series ?? r.points ?? [])
       const wanted = new Set(tags)
       return list.filter((s: Json) => wanted.has(s.tag)).map((s: Json) => ({

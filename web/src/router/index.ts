@@ -2,7 +2,7 @@ import { createRouter, createWebHistory, type RouteRecordRaw } from 'vue-router'
 import type { Role } from '../api/types'
 import { session, whoAmI } from '../session'
 import { csrfToken } from '../api/client'
-import { carbonPath, prefetch, treePath } from '../api'
+import { TREND_POINTS, carbonPath, prefetch, prefetchSeries, treePath } from '../api'
 import { month as thisMonth } from '../format'
 
 declare module 'vue-router' {
@@ -49,6 +49,15 @@ router.beforeEach(async (to) => {
   const mill = to.params.mill
   if (typeof mill === 'string' && !session.checked && csrfToken()) {
     if (to.name === 'mill' || to.name === 'machine') prefetch(treePath(mill))
+    // The trend of a machine at its default points (ring frames, cards, winders: power and production
+    // rate; MachineView's DEFAULT_POINTS): used by the view when the machine has them, else left unused.
+    const machine = to.params.machine
+    if (to.name === 'machine' && typeof machine === 'string' && !to.query.points && !to.query.zs) {
+      const r = String(to.query.range ?? '24h')
+      const spanMs = ({ '1h': 3600e3, '24h': 86400e3, '7d': 7 * 86400e3, '30d': 30 * 86400e3 } as Record<string, number>)[r]
+      if (spanMs) prefetchSeries(mill, machine, [`${mill}/${machine}/power`, `${mill}/${machine}/production_rate`],
+        spanMs, TREND_POINTS)
+    }
     if (to.name === 'energy') {
       const q = to.query.month
       prefetch(carbonPath(mill, typeof q === 'string' && /^\d{4}-\d{2}$/.test(q) ? q : thisMonth()))
