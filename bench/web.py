@@ -103,7 +103,8 @@ def main() -> None:
             }
             views = {
                 "zone": ("/zone", ".zone-row"),
-                "mill": ("/mills/mill-01", "[data-machine=rf01][data-state]:not([data-state=unknown])"),
+                # any machine whose state arrived (one of 40 may stand in a state the tile shows as unknown)
+                "mill": ("/mills/mill-01", "[data-machine][data-state]:not([data-state=unknown])"),
                 "machine_30d_trend": ("/mills/mill-01/machines/rf01?range=30d",
                                       "[data-test=trend-info]:not([data-fetches='0'])"),
                 "maintenance": ("/mills/mill-01/maintenance", "[data-view=maintenance][data-loaded=true]"),

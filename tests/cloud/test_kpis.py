@@ -212,7 +212,7 @@ def test_waste_point_gives_quality() -> None:
 
 def test_other_machine_has_output_and_availability_only() -> None:
     # a card: 6 h run of 8 planned -> A = 75 %; no spindles -> no spinning KPIs
-    b = Buckets(bucket_h=1.0, n=1, delta={"output": np.array([500.0]), "run_hours": np.array([6.0])},
+    b = Buckets(bucket_h=8.0, n=1, delta={"output": np.array([500.0]), "run_hours": np.array([6.0])},
                 mean={}, max={})
     k = kpis(machine_totals(b, window_h=8.0), 8.0)
     assert k.output_kg == 500.0 and k.availability_pct == approx(75.0)
@@ -246,3 +246,21 @@ def test_standard_count_comparison_of_two_mills() -> None:
     assert x.std_gps_g == approx(70.7107, abs=1e-4)
     assert y.std_gps_g == approx(84.8528, abs=1e-4)
     assert y.std_gps_g > x.std_gps_g
+
+
+def test_a_hole_in_the_data_is_planned_time_of_the_output_it_carries() -> None:
+    # A ring frame at 15 000 rpm (9.0 kg/h at 100 %) makes 8.1 kg/h (90 %), one-minute buckets over
+    # two hours; the edge was off for the first 90 minutes of the window (and 2 h before it): the
+    # bucket after the hole carries 3.5 h of output and run hours. Measured against the time it was
+    # made in, the efficiency stays 90 %, not 8.1 * 4 / (2 * 9.0) = 180 %.
+    n, hole = 120, 90
+    out = np.r_[np.full(hole, np.nan), 8.1 * 3.5 + 8.1 / 60, np.full(n - hole - 1, 8.1 / 60)]
+    run = np.r_[np.full(hole, np.nan), 3.5 + 1 / 60, np.full(n - hole - 1, 1 / 60)]
+    speed = np.r_[np.full(hole, np.nan), np.full(n - hole, 15000.0)]
+    b = Buckets(bucket_h=1 / 60, n=n, delta={"output": out, "run_hours": run},
+                mean={"spindle_speed": speed, "twist": np.full(n, 1000.0)}, max={"spindle_speed": speed})
+    t = machine_totals(b, window_h=2.0, spindles=1000, count_ne=59.05)
+    k = kpis(t, 2.0)
+    assert k.efficiency_pct == approx(90.0, abs=0.5)
+    assert t.planned_h == approx(4.0)         # the window's 2 h + the 2 h of the hole before it
+    assert k.availability_pct == approx(100.0, abs=0.1)

@@ -172,6 +172,23 @@ class Stack:
         with httpx.Client(base_url=self.url, timeout=30) as c:
             self.ingest(c, mill, b)
 
+    def snapshot(self, mill: str, machine: str, channel: str, reason: str = "alarm") -> None:
+        """A raw vibration snapshot of one channel now (the simulator's waveform), signed and posted as
+        the mill's edge uploads it (``POST /api/v1/edge-snapshots``)."""
+        from spinline.core import wire
+        from spinline.edge.evidence import RawSnapshot, encode_snapshot
+
+        now = time.time_ns()
+        sim = MillSim(load_site(self.site), mill, seed=7, start_ns=now - 60 * 10**9)
+        samples, fs, _ = sim.vibration_snapshot(machine, channel)
+        body = encode_snapshot(RawSnapshot(f"{mill}/{machine}/{channel}", now, fs, samples), reason,  # type: ignore[arg-type]
+                               f"edge-{mill}")
+        msg = wire.encode_snapshot_upload(f"edge-{mill}", mill, now // 10**6, body, key=self.secrets[mill].encode())
+        r = httpx.post(self.url + wire.SNAPSHOTS_PATH, content=msg,
+                       headers={"Content-Type": wire.SNAPSHOT_CONTENT_TYPE}, timeout=30)
+        if r.status_code != 200 or r.json().get("rejected"):
+            raise RuntimeError(f"snapshot refused: {r.status_code} {r.text[:500]}")
+
     def token(self, user: str) -> str:
         r = httpx.post(self.url + "/api/v1/auth/login", json={"username": user, "password": PASSWORD}, timeout=30)
         r.raise_for_status()

@@ -43,6 +43,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     try:
         s.backfill("mill-a", [(28, 600), (2, 60)])
         s.backfill("mill-b", [(2, 60)], seed=11)
+        s.snapshot("mill-a", "rf01", "main_motor")      # mill B's ring frames have none: the empty state
         token = s.token("zone")
         r = httpx.post(f"{s.url}/api/v1/mills/mill-a/maintenance/alarms", headers={"Authorization": f"Bearer {token}"},
                        json={"asset": "rf01/main_motor", "rule": "bearing_outer", "severity": "critical",
@@ -134,6 +135,12 @@ def test_zone_to_ring_frame_live_and_zoom(stack: Stack, browser: object, context
     assert page.locator("text=细纱机").first.is_visible()
     page.locator("text=按班次").wait_for()
     _shot(page, "mill-zh")
+    # the mill's machine states are live (SSE, no polling): a fault sent by the edge turns the tile red
+    page.locator("[data-view=mill] [data-test=live-status]:has-text('实时连接中')").wait_for()
+    other = "fault" if tile.get_attribute("data-state") != "fault" else "stopped"
+    stack.send("mill-a", {"mill-a/rf01/state": 3.0 if other == "fault" else 2.0})
+    page.wait_for_function(f"document.querySelector('[data-machine=rf01]').dataset.state === '{other}'",
+                           timeout=15000)
     # machine: live values by SSE, then an edge sends a new spindle speed and the page shows it
     tile.click()
     page.wait_for_url(re.compile(r"/mills/mill-a/machines/rf01"))
@@ -152,8 +159,19 @@ def test_zone_to_ring_frame_live_and_zoom(stack: Stack, browser: object, context
     info = page.locator("[data-test=trend-info]")
     page.wait_for_function("Number(document.querySelector('[data-test=trend-info]').dataset.fetches) >= 2")
     fetches = int(info.get_attribute("data-fetches") or 0)
+    # the latest raw snapshot: amplitude and envelope spectra, the bearing's defect lines marked
+    snap = page.locator("[data-test=snapshot]")
+    _wait(page, snap.locator("[data-test=snapshot-info]:has-text('报警触发')"), "snapshot")
+    assert snap.locator(".echart").count() == 2
+    page.wait_for_function("document.querySelectorAll('[data-test=snapshot] .echart canvas').length === 2")
+    with page.expect_response(lambda r: "/snapshot-requests" in r.url) as asked:
+        snap.locator("[data-test=request-snapshot]").click()
+    assert asked.value.status == 202
+    page.locator("[data-test=request-snapshot]:has-text('已请求快照')").wait_for()
+    page.locator(".el-message").wait_for(state="detached", timeout=10000)   # the toast lies over the trend
     _shot(page, "machine-zh")
     canvas = page.locator("[data-view=machine] .echart canvas").first
+    canvas.scroll_into_view_if_needed()
     box = canvas.bounding_box()
     assert box is not None
     with page.expect_request(lambda r: ("/series" in r.url or "/range" in r.url) and "start=" in r.url) as req:
@@ -313,7 +331,8 @@ def test_carbon_report_download_and_language_switch(stack: Stack, browser: objec
     assert page.evaluate("document.documentElement.lang") == "en"
     _shot(page, "zone-en")
     for path_, name, marker in (("/mills/mill-a", "mill-en", "[data-machine=rf01]"),
-                                ("/mills/mill-a/machines/rf01?range=7d", "machine-en", "[data-test=trend-info]"),
+                                ("/mills/mill-a/machines/rf01?range=7d", "machine-en",
+                                 "[data-test=snapshot-info]:has-text('on alarm')"),
                                 ("/mills/mill-a/energy", "energy-en", ".kpi-card"),
                                 ("/fleet", "fleet-en", "[data-test=edges]"),
                                 ("/users", "users-en", "[data-test=users]"),

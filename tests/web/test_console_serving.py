@@ -79,3 +79,31 @@ def test_catalogues_complete_in_both_languages() -> None:
     en = json.loads((folder / "en.json").read_text(encoding="utf-8"))
     assert sorted(_keys(zh) - _keys(en)) == [] and sorted(_keys(en) - _keys(zh)) == []
     assert zh["stage"]["ring_frame"] == "细纱机" and zh["zone"]["endsDown"] == "千锭时断头"
+
+
+async def test_precompressed_assets_by_accept_encoding(tmp_path: Path, dist: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import gzip
+
+    js = dist / "assets" / "index-abc123.js"
+    (dist / "assets" / "index-abc123.js.gz").write_bytes(gzip.compress(js.read_bytes()))
+    (dist / "assets" / "index-abc123.js.br").write_bytes(b"brotli bytes as the build wrote them")
+    monkeypatch.setenv(console.DIST_ENV, str(dist))
+
+    async def raw(enc: str) -> tuple[httpx.Headers, bytes]:
+        async with c.stream("GET", "/assets/index-abc123.js", headers={"Accept-Encoding": enc}) as r:
+            assert r.status_code == 200
+            return r.headers, b"".join([x async for x in r.aiter_raw()])
+
+    async with await _client(tmp_path) as c:
+        h, body = await raw("gzip, deflate, br")                     # brotli first
+        assert h["content-encoding"] == "br" and body == b"brotli bytes as the build wrote them"
+        assert h["content-type"].startswith("text/javascript") and "immutable" in h["cache-control"]
+        assert h["vary"] == "Accept-Encoding"
+        h, body = await raw("gzip")
+        assert h["content-encoding"] == "gzip" and gzip.decompress(body) == b"console.log(1)"
+        h, body = await raw("br;q=0, identity")                      # refused: the file as it is
+        assert "content-encoding" not in h and body == b"console.log(1)"
+        # a file without a precompressed sibling (the SPA's index.html) is sent as it is
+        r = await c.get("/zone", headers={"Accept-Encoding": "gzip"})
+        assert "content-encoding" not in r.headers and "id=app" in r.text

@@ -4,6 +4,9 @@ The console is a single-page app built from ``web/`` (``scripts/setup`` runs ``n
 build``) into ``web/dist``. This module serves that folder at ``/``:
 
 - ``/assets/*`` are Vite's content-hashed files: cached for a year, ``immutable``;
+- a file the build precompressed (``x.js.br``, ``x.js.gz`` beside ``x.js``; ``vite.config.ts`` writes
+  them) is sent as it is to a browser that accepts that encoding (brotli first), with
+  ``Vary: Accept-Encoding``: no compression work per request, about a quarter of the bytes;
 - any other path that is a file of the build (favicon, ...) is served as it is;
 - every other path that is not under ``/api`` gets ``index.html`` (the client router's URLs, so a
   reload or a pasted link to ``/mills/mill-a/machines/rf01`` opens that view); ``/api/...`` is never
@@ -17,10 +20,11 @@ Swagger UI's JavaScript and CSS come from the ``swagger-ui-bundle-v2`` package, 
 from __future__ import annotations
 
 import html
+import mimetypes
 import os
 from pathlib import Path
 
-from fastapi import FastAPI, HTTPException, status
+from fastapi import FastAPI, HTTPException, Request, status
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
@@ -28,6 +32,8 @@ from fastapi.responses import FileResponse, HTMLResponse, Response
 DIST_ENV = "SPINLINE_WEB_DIST"
 _IMMUTABLE = "public, max-age=31536000, immutable"
 _NO_CACHE = "no-cache"
+#: Precompressed siblings, best first: (Accept-Encoding token, file suffix).
+_ENCODINGS = (("br", ".br"), ("gzip", ".gz"))
 
 
 def _candidates() -> list[Path]:
@@ -79,6 +85,26 @@ def _inside(root: Path, rel: str) -> Path | None:
     return target
 
 
+def _accepts(header: str, token: str) -> bool:
+    """Whether an Accept-Encoding header takes ``token`` (not with ``q=0``)."""
+    for part in header.lower().split(","):
+        name, _, params = part.strip().partition(";")
+        if name.strip() == token:
+            return params.replace(" ", "") not in ("q=0", "q=0.0", "q=0.00", "q=0.000")
+    return False
+
+
+def send_file(target: Path, cache: str, accept_encoding: str) -> FileResponse:
+    """``target`` with ``cache``; its precompressed sibling where the browser accepts that encoding."""
+    headers = {"Cache-Control": cache, "Vary": "Accept-Encoding"}
+    for token, suffix in _ENCODINGS:
+        packed = target.with_name(target.name + suffix)
+        if _accepts(accept_encoding, token) and packed.is_file():
+            media_type = mimetypes.guess_type(target.name)[0] or "application/octet-stream"  # what it unpacks to
+            return FileResponse(packed, media_type=media_type, headers=headers | {"Content-Encoding": token})
+    return FileResponse(target, headers=headers)
+
+
 def install(app: FastAPI, *, openapi_url: str, dist: Path | None = None, docs_url: str = "/api/docs") -> None:
     """Add the local Swagger UI and the console routes to ``app`` (call after the API routers)."""
     assets = swagger_assets()
@@ -101,7 +127,7 @@ def install(app: FastAPI, *, openapi_url: str, dist: Path | None = None, docs_ur
         return FileResponse(target, headers={"Cache-Control": "public, max-age=86400"})
 
     @app.get("/{path:path}", include_in_schema=False)
-    def console(path: str) -> Response:
+    def console(path: str, request: Request) -> Response:
         if path == "api" or path.startswith("api/"):
             raise HTTPException(status.HTTP_404_NOT_FOUND, "Not Found")  # as FastAPI answers an unknown route
         root = dist if dist is not None else find_dist()
@@ -112,7 +138,7 @@ def install(app: FastAPI, *, openapi_url: str, dist: Path | None = None, docs_ur
             target = _inside(root, path)
             if target is not None:
                 cache = _IMMUTABLE if path.startswith("assets/") else _NO_CACHE
-                return FileResponse(target, headers={"Cache-Control": cache})
+                return send_file(target, cache, request.headers.get("accept-encoding", ""))
             if path.startswith("assets/"):
                 raise HTTPException(status.HTTP_404_NOT_FOUND, f"asset {path!r} not found")
-        return FileResponse(root / "index.html", headers={"Cache-Control": _NO_CACHE})
+        return send_file(root / "index.html", _NO_CACHE, request.headers.get("accept-encoding", ""))

@@ -54,13 +54,17 @@ FAST_POINTS = frozenset({"power", "energy", "output", "spindle_speed"})
 HOUR_NS = 3600 * 10**9
 
 
+#: The history's step (one minute): also the restarted demo's catch-up step (``replay``, the runner).
+STEP_S = 60.0
+
+
 @dataclass(frozen=True, slots=True)
 class HistoryPlan:
     """What to write: [start, end) at these resolutions, with an optional edge outage."""
 
     start_ns: int
     end_ns: int
-    step_s: float = 60.0
+    step_s: float = STEP_S
     slow_step_s: float = 900.0
     vib_every_s: float = 8 * 3600.0
     vib_fault_every_s: float = 2 * 3600.0
@@ -86,6 +90,7 @@ class HistoryReport:
     duplicates: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
     snapshots: int = 0
+    raw_snapshots: int = 0
     events: int = 0
     offline: tuple[int, int] | None = None
     wall_s: float = 0.0
@@ -104,16 +109,20 @@ class HistoryWriter:
     """One mill's edge, back-filling: ``run(until_ns)`` may be called again to catch up with the clock.
 
     ``ingest(payloads)`` returns results with ``status`` and ``reason`` (``IngestService.handle_many``);
-    ``events(payload)`` takes a signed edge-events payload (``EdgeEvents.handle``).
+    ``events(payload)`` takes a signed edge-events payload (``EdgeEvents.handle``); ``snapshots(message)``
+    a signed raw-snapshot upload (``EvidenceStore.handle``): at the end of each ``run`` the newest waveform
+    of every vibration channel is sent as the edge's daily sample (``alarm`` on a channel with a fault
+    of the schedule), so the machine view shows its spectra on the first page load.
     """
 
     def __init__(self, sim: MillSim, plan: HistoryPlan, *, edge_id: str, secret: bytes, edge_dir: Path,
                  ingest: Callable[[Sequence[bytes]], Sequence[Any]], events: Callable[[bytes], object] | None = None,
-                 progress: Callable[[str], None] | None = None) -> None:
+                 progress: Callable[[str], None] | None = None,
+                 snapshots: Callable[[bytes], object] | None = None) -> None:
         if sim.now_ns != plan.start_ns:
             raise ValueError("the simulator must stand at the start of the history")
         self.sim, self.plan, self.edge_id, self.secret = sim, plan, edge_id, secret
-        self.ingest, self.events, self.progress = ingest, events, progress
+        self.ingest, self.events, self.progress, self.snapshots = ingest, events, progress, snapshots
         self.mill = sim.mill.id
         self.report = HistoryReport(self.mill, offline=plan.offline)
         pts = sim.points
@@ -125,6 +134,8 @@ class HistoryWriter:
         self._pending: list[Batch] = []
         self._pending_from = plan.start_ns
         self._vib = _Vibration(sim.site, sim, edge_dir, plan)
+        #: the ``until`` of every ``run``: a restarted demo replays them (``replay``) to resume the counters
+        self.untils: list[int] = []
 
     # --- the loop -------------------------------------------------------------------------------
 
@@ -132,6 +143,7 @@ class HistoryWriter:
         """Step and send everything up to ``until_ns`` (default: the plan's end)."""
         t0 = time.perf_counter()
         until = self.plan.end_ns if until_ns is None else until_ns
+        self.untils.append(until)
         step_ns = int(self.plan.step_s * 1e9)
         chunk = max(1, int(min(self._vib.cadence_s, self.plan.payload_s) // self.plan.step_s))
         next_note = self.sim.now_ns + 86400 * 10**9 * 5
@@ -147,6 +159,7 @@ class HistoryWriter:
             self._block(1, rest)
         self._flush()
         self._send_events()
+        self._send_snapshots()
         self._vib.persist()
         self.report.wall_s += time.perf_counter() - t0
         return self.report
@@ -199,6 +212,31 @@ class HistoryWriter:
                 log.warning("history batch of %s refused: %s %s", self.mill, res.reason, res.detail)
         self._send_events()
 
+    def _send_snapshots(self) -> None:
+        """The newest raw waveform of each channel, signed as the edge uploads it (once per snapshot)."""
+        if self.snapshots is None:
+            return
+        from spinline.core import wire
+        from spinline.edge.evidence import RawSnapshot, encode_snapshot
+
+        for i, ((machine, channel), (ts_ns, fs, samples, faulted)) in enumerate(sorted(self._vib.last.items())):
+            if self._vib.sent.get((machine, channel)) == ts_ns:
+                continue
+            raw = RawSnapshot(f"{self.mill}/{machine}/{channel}", ts_ns, fs, samples)
+            body = encode_snapshot(raw, "alarm" if faulted else "sample", self.edge_id)
+            # Ids from the snapshot's time (ms) and the channel: unique per edge (channels are read at the
+            # same instant), far above the live edge's own counter.
+            ident = ts_ns // 10**6 * 1000 + i
+            answer = self.snapshots(wire.encode_snapshot_upload(self.edge_id, self.mill, ident, body, key=self.secret))
+            self._vib.sent[(machine, channel)] = ts_ns
+            refused = getattr(answer[1], "rejected", ()) if isinstance(answer, tuple) else ()
+            for _, why in refused:
+                key = f"snapshot {why}"
+                self.report.rejected[key] = self.report.rejected.get(key, 0) + 1
+                log.warning("history snapshot of %s/%s/%s refused: %s", self.mill, machine, channel, why)
+            if not refused:
+                self.report.raw_snapshots += 1
+
     def _send_events(self) -> None:
         evs = self._vib.take_events()
         if not evs or self.events is None:
@@ -206,6 +244,26 @@ class HistoryWriter:
         for i in range(0, len(evs), MAX_EVENTS):
             self.events(encode_events(self.edge_id, self.mill, evs[i:i + MAX_EVENTS], key=self.secret))
         self.report.events += len(evs)
+
+
+def replay(sim: MillSim, start_ns: int, untils: Sequence[int], step_s: float = STEP_S) -> None:
+    """Step ``sim`` (standing at ``start_ns``) exactly as ``HistoryWriter.run`` stepped it to each of ``untils``.
+
+    The simulator is deterministic for a given sequence of step lengths (however they are blocked),
+    so a restarted demo's simulator reaches the end of the history with the very counters the cloud
+    stored. A simulator fast-forwarded in coarse steps instead drifts by a few per cent over weeks:
+    at the restart it read hours of output ahead of the cloud, booked into one minute.
+    """
+    if sim.now_ns != start_ns:
+        raise ValueError("the simulator must stand at the start of the history")
+    step_ns = int(step_s * 1e9)
+    day = int(86400 // step_s)
+    for until in untils:
+        while until - sim.now_ns >= step_ns:
+            sim.advance(int(min(day, (until - sim.now_ns) // step_ns)), step_s)
+        rest = (until - sim.now_ns) / 1e9
+        if rest >= 0.5:
+            sim.advance(1, rest)
 
 
 class _Vibration:
@@ -217,6 +275,10 @@ class _Vibration:
         self.sim = sim
         machines = [m for m in sim.machines.values() if m.vibration is not None]
         self.snapshots = 0
+        #: the newest waveform per (machine, channel): ts_ns, fs_hz, samples, whether a fault is scheduled on it
+        self.last: dict[tuple[str, str], tuple[int, float, np.ndarray, bool]] = {}
+        self.sent: dict[tuple[str, str], int] = {}
+        self._faulted: set[tuple[str, str]] = set()
         self.cadence_s = plan.vib_every_s
         self.assets: list[tuple[str, str, str, int]] = []   # machine, channel, topic, every_ns
         self.next_ns: list[int] = []
@@ -240,6 +302,8 @@ class _Vibration:
             for i, ch in enumerate(m.vibration.channels):
                 hit = (m.id, ch.name) in faulted or (i == 0 and (m.id, None) in faulted)
                 every = plan.vib_fault_every_s if hit else plan.vib_every_s
+                if hit:
+                    self._faulted.add((m.id, ch.name))
                 self.cadence_s = min(self.cadence_s, every)
                 self.assets.append((m.id, ch.name, VIB_TOPIC.format(mill=sim.mill.id, machine=m.id, channel=ch.name),
                                     int(every * 1e9)))
@@ -256,6 +320,7 @@ class _Vibration:
             self.next_ns[i] += every * max(1, math.ceil((now_ns - self.next_ns[i] + 1) / every))
             samples, fs, rpm = self.sim.vibration_snapshot(machine, channel)
             snap = Snapshot(now_ns, fs, rpm, samples.astype(np.float64))
+            self.last[(machine, channel)] = (now_ns, float(fs), snap.samples, (machine, channel) in self._faulted)
             out.append(self.map.features_of(topic, snap))
             self.snapshots += 1
         self.stage.drain()            # the edge's scoring stage: anomaly score and health index, same timestamps

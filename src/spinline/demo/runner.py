@@ -46,7 +46,7 @@ from spinline.cloud.auth.roles import Role
 from spinline.cloud.settings import Settings
 from spinline.core.site import Site, load_site, rebind
 from spinline.demo.broker import EmbeddedBroker, free_port
-from spinline.demo.history import HistoryPlan, HistoryReport, HistoryWriter, offline_episode
+from spinline.demo.history import STEP_S, HistoryPlan, HistoryReport, HistoryWriter, offline_episode, replay
 from spinline.edge.agent import EdgeAgent
 from spinline.edge.settings import EdgeSettings
 from spinline.sim.server import SimServer
@@ -82,6 +82,8 @@ class DemoSummary:
     history_s: float = 0.0
     #: [start, end) of the history in the data dir (this run's or an earlier one's), ns.
     history_span: tuple[int, int] | None = None
+    #: Per mill, the times the history's simulator was stepped to (``history.replay`` on a restart).
+    history_untils: dict[str, list[int]] = field(default_factory=dict)
     #: Mill and [start, end) of the edge outage in the history.
     offline: tuple[str, int, int] | None = None
 
@@ -183,6 +185,7 @@ async def run_demo(site_path: Path, *, mill: str | None = None, data_dir: Path =
         off = done.get("offline")
         summary.offline = (str(off[0]), int(off[1]), int(off[2])) if off else None
         summary.history_span = (hist_start, now if resume else int(done["end_ns"]))
+        summary.history_untils = {str(m): [int(x) for x in u] for m, u in (done.get("untils") or {}).items()}
     elif history_days > 0:
         hist_start = now - int(history_days * 86400) * 10**9
         summary.history_span = (hist_start, now)
@@ -205,7 +208,11 @@ async def run_demo(site_path: Path, *, mill: str | None = None, data_dir: Path =
             _backfill(cloud, app, sims, edges, hist_start, summary, say)
             _write_marker(marker, summary, mills, complete=True)
         else:
-            for sim in sims.values():   # the mills kept running while the demo was off: catch up in silence
+            # The history's steps again (the counters the cloud has), then the mills kept running while
+            # the demo was off: catch up in silence, in the history's one-minute steps.
+            for m, sim in sims.items():
+                if summary.history_untils.get(m):
+                    replay(sim.sim, hist_start, summary.history_untils[m])
                 _fast_forward(sim, time.time_ns())
         if broker is None:
             return None
@@ -306,17 +313,22 @@ def _write_marker(path: Path, summary: DemoSummary, mills: list[str], *, complet
     assert span is not None
     path.write_text(json.dumps({"start_ns": span[0], "end_ns": span[1], "mills": mills, "complete": complete,
                                 "offline": list(summary.offline) if summary.offline else None,
+                                "untils": summary.history_untils,
                                 "rows": {m: r.rows for m, r in summary.history.items()}}, indent=1),
                     encoding="utf-8")
 
 
 def _fast_forward(sim: SimServer, until_ns: int) -> None:
-    """Step a simulator to ``until_ns`` without sending anything (the demo was not running)."""
-    step = 3600.0
+    """Step a simulator to ``until_ns`` without sending anything (the demo was not running).
+
+    In one-minute steps, as the history and near what the live simulator does: coarser steps drift
+    (hour steps: a few per cent of the output over weeks, booked at once when the demo resumes).
+    """
+    step = STEP_S
     while (gap := (until_ns - sim.sim.now_ns) / 1e9) >= 1.0:
         n = int(gap // step)
         if n:
-            sim.sim.advance(min(n, 24 * 7), step)
+            sim.sim.advance(min(n, 1440), step)
         else:
             sim.sim.advance(1, gap)
 
@@ -338,14 +350,17 @@ def _backfill(cloud: Cloud, app: Any, sims: dict[str, SimServer], edges: dict[st
         secret = (folder / "edge.secret").read_text().strip().encode()
         plan = HistoryPlan(start_ns, end, offline=off if m == first else None)
         events = cloud.edge_events.handle if cloud.edge_events is not None else None
+        evidence = getattr(cloud, "evidence", None)
         w = HistoryWriter(srv.sim, plan, edge_id=edge_id, secret=secret, edge_dir=folder,
-                          ingest=cloud.ingest.handle_many, events=events, progress=say)
+                          ingest=cloud.ingest.handle_many, events=events, progress=say,
+                          snapshots=evidence.handle if evidence is not None else None)
         writers[m] = w
         r = w.run()
         pending.append(rollups.submit(cloud.store.refresh_rollups))
         summary.history[m] = r
         bad = f", REFUSED {r.rejected}" if r.rejected else ""
-        say(f"  {m}: {r.rows:,} readings in {r.payloads} signed batches, {r.snapshots} vibration snapshots, "
+        say(f"  {m}: {r.rows:,} readings in {r.payloads} signed batches, {r.snapshots} vibration snapshots "
+            f"(the newest {r.raw_snapshots} kept as raw waveforms), "
             f"{r.events} edge alarm events{bad} ({time.monotonic() - t0:.0f}s)")
     if off is not None:
         say(f"  edge {edges[first][0]} was down {_hhmm(off[0])}-{_hhmm(off[1])} UTC: not collected")
@@ -359,6 +374,7 @@ def _backfill(cloud: Cloud, app: Any, sims: dict[str, SimServer], edges: dict[st
             break
         for w in writers.values():
             w.run(now)
+    summary.history_untils = {m: list(w.untils) for m, w in writers.items()}
     cloud.store.refresh_rollups()
     pipeline = getattr(app.state, "health_pipeline", None) if app is not None else None
     alarms = ""

@@ -106,7 +106,38 @@ export interface CallOptions {
   anonymous?: boolean
 }
 
+// The server runs at most 4 requests of one user at once (``max_requests_per_user``; 429 beyond): a
+// view's calls queue here in the order they were made (the trend before the panels below it) instead
+// of being refused, and a 429 all the same (another tab of the same user) is asked again after its
+// Retry-After.
+const MAX_IN_FLIGHT = 4
+let inFlight = 0
+const waiting: (() => void)[] = []
+
+async function slot<T>(f: () => Promise<T>): Promise<T> {
+  if (inFlight >= MAX_IN_FLIGHT) await new Promise<void>((r) => waiting.push(r))
+  else inFlight += 1
+  try {
+    return await f()
+  } finally {
+    const next = waiting.shift()
+    if (next) next()        // the slot passes on to the next call
+    else inFlight -= 1
+  }
+}
+
 export async function call<T>(path: string, opts: CallOptions = {}): Promise<T> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await slot(() => callOnce<T>(path, opts))
+    } catch (e) {
+      if (!(e instanceof ApiError) || e.code !== 'too_many_concurrent_requests' || attempt >= 3) throw e
+      await new Promise((r) => setTimeout(r, Math.min(e.retryAfter ?? 1, 5) * 1000 * (0.5 + Math.random() / 2)))
+    }
+  }
+}
+
+async function callOnce<T>(path: string, opts: CallOptions): Promise<T> {
   const method = opts.method ?? 'GET'
   const headers: Record<string, string> = { Accept: 'application/json', ...authHeaders(method) }
   let body: BodyInit | undefined

@@ -83,7 +83,23 @@ export async function changePassword(current: string, password: string, userId?:
 
 export const mills = (): Promise<Mill[]> => call<Mill[]>('/mills')
 export const mill = (id: string): Promise<Mill> => call<Mill>(`/mills/${enc(id)}`)
-export const tree = (id: string): Promise<MillTree> => call<MillTree>(`/mills/${enc(id)}/tree`)
+const early = new Map<string, { at: number; p: Promise<unknown> }>()
+/** Start a GET the view is about to make, beside the session check (anonymous: a 401 is left to the
+ * view's own call). The router calls it on a fresh page load: the data no longer waits for the view's code. */
+export function prefetch(path: string): void {
+  const p = call<unknown>(path, { anonymous: true })
+  p.catch(() => early.delete(path))
+  early.set(path, { at: Date.now(), p })
+}
+/** The answer of a `prefetch` of `path` made in the last seconds (once), else a fresh call. */
+function reuse<T>(path: string): Promise<T> {
+  const hit = early.get(path)
+  if (!hit || Date.now() - hit.at > 10000) return call<T>(path)
+  early.delete(path)
+  return (hit.p as Promise<T>).catch(() => call<T>(path))
+}
+export const treePath = (id: string): string => `/mills/${enc(id)}/tree`
+export const tree = (id: string): Promise<MillTree> => reuse<MillTree>(treePath(id))
 export const latest = (id: string, points?: string[]): Promise<LatestValue[]> =>
   call<LatestValue[]>(`/mills/${enc(id)}/latest`, { query: { points: points?.join(',') } })
 export const health = (id: string): Promise<MillHealth> => call<MillHealth>(`/mills/${enc(id)}/health`)
@@ -99,13 +115,34 @@ export function range(tag: string, start: string, end: string, maxPoints: number
     query: { start, end, max_points: maxPoints } })
 }
 
+/** Points per series of the machine view's trend (about the chart's width in pixels, twice). */
+export const TREND_POINTS = 800
+
+const seriesKey = (millId: string, machine: string, tags: string[], maxPoints: number): string =>
+  `series|${millId}|${machine}|${[...tags].sort().join(",")}|${maxPoints}`
+
+/** Start the series call of a machine's trend beside the session check (see `prefetch`). */
+export function prefetchSeries(millId: string, machine: string, tags: string[], spanMs: number, maxPoints: number): void {
+  const end = Date.now()
+  const p = call<Json>(`/mills/${enc(millId)}/series`, { anonymous: true, query: {
+    machine, tag: tags, start: new Date(end - spanMs).toISOString(), end: new Date(end).toISOString(),
+    max_points: maxPoints } })
+  p.catch(() => undefined)
+  early.set(seriesKey(millId, machine, tags, maxPoints), { at: Date.now(), p })
+}
+
 /** Many points of one machine in one call where the server offers it, else one call per point. */
 export async function machineSeries(millId: string, machine: string, tags: string[], start: string, end: string,
   maxPoints: number): Promise<Series[]> {
   return prefer('series',
     async () => {
-      const r = await call<Json>(`/mills/${enc(millId)}/series`, {
+      const key = seriesKey(millId, machine, tags, maxPoints)
+      const hit = early.get(key)
+      if (hit) early.delete(key)
+      const ask = (): Promise<Json> => call<Json>(`/mills/${enc(millId)}/series`, {
         query: { machine, tag: tags, start, end, max_points: maxPoints } })
+      // A prefetch of these points made in the last seconds covers the same span but for those seconds.
+      const r = hit && Date.now() - hit.at < 10000 ? await (hit.p as Promise<Json>).catch(ask) : await ask()
       const list: Json[] = Array.isArray(r) ? r : (r.series ?? r.points ?? [])
       const wanted = new Set(tags)
       return list.filter((s: Json) => wanted.has(s.tag)).map((s: Json) => ({
@@ -121,11 +158,33 @@ export function stream(millId: string, points: string[], onValues: (v: LatestVal
   onState: (live: boolean) => void): () => void {
   const path = url(`/mills/${enc(millId)}/stream`, { points: points.join(',') })
   if (!bearer() && typeof EventSource !== 'undefined') {
-    const es = new EventSource(path, { withCredentials: true })
-    es.addEventListener('latest', (ev) => onValues(JSON.parse((ev as MessageEvent).data)))
-    es.onopen = () => onState(true)
-    es.onerror = () => onState(false)
-    return () => es.close()
+    // EventSource reconnects by itself after a dropped connection, but not after an error status (a
+    // 429 while the server still counts the streams of pages just left): then it is opened again here.
+    let es: EventSource | null = null
+    let timer: ReturnType<typeof setTimeout> | undefined
+    let stopped = false
+    let wait = 1000
+    const open = (): void => {
+      es = new EventSource(path, { withCredentials: true })
+      es.addEventListener('latest', (ev) => onValues(JSON.parse((ev as MessageEvent).data)))
+      es.onopen = () => {
+        wait = 1000
+        onState(true)
+      }
+      es.onerror = () => {
+        onState(false)
+        if (es?.readyState === EventSource.CLOSED && !stopped) {
+          timer = setTimeout(open, wait)
+          wait = Math.min(wait * 2, 15000)
+        }
+      }
+    }
+    open()
+    return () => {
+      stopped = true
+      clearTimeout(timer)
+      es?.close()
+    }
   }
   const ctl = new AbortController()
   const run = async (): Promise<void> => {
@@ -330,8 +389,8 @@ export const maintReport = (millId: string, month?: string): Promise<MonthlyMain
 
 // --- energy and carbon ----------------------------------------------------------------------------
 
-export const carbon = (millId: string, month: string): Promise<Json> =>
-  call<Json>(`/mills/${enc(millId)}/carbon/${enc(month)}`)
+export const carbonPath = (millId: string, month: string): string => `/mills/${enc(millId)}/carbon/${enc(month)}`
+export const carbon = (millId: string, month: string): Promise<Json> => reuse<Json>(carbonPath(millId, month))
 
 export async function carbonTrend(millId: string, months = 12): Promise<Json[]> {
   return prefer('carbon-trend',
@@ -347,6 +406,32 @@ export function machineHealth(millId: string, machine: string, start: string, en
   return prefer('health-history',
     () => call<Json>(`/mills/${enc(millId)}/machines/${enc(machine)}/health/history`, { query: { start, end } }),
     async () => null)
+}
+
+/** One vibration channel's newest raw snapshot: waveform (downsampled) and both spectra. */
+export interface SnapshotChannel {
+  channel: string; edge: string; reason: string; time: string; fs_hz: number; n: number; step: number
+  samples: number[]
+  spectrum: { freq_hz: number[]; amplitude: number[] }
+  envelope_spectrum: { freq_hz: number[]; amplitude: number[] }
+}
+
+/** The newest raw snapshot of each vibration channel of a machine; null when none was sent yet. */
+export async function latestSnapshots(millId: string, machine: string, maxPoints: number):
+  Promise<SnapshotChannel[] | null> {
+  try {
+    const r = await call<{ channels: SnapshotChannel[] }>(
+      `/mills/${enc(millId)}/machines/${enc(machine)}/snapshots/latest`, { query: { max_points: maxPoints } })
+    return r.channels
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 404) return null
+    throw e
+  }
+}
+
+/** Ask the mill's edges for a fresh raw snapshot of the machine's vibration channels (queued: 202). */
+export function requestSnapshot(millId: string, machine: string): Promise<{ assets: string[]; edges: number }> {
+  return call(`/mills/${enc(millId)}/machines/${enc(machine)}/snapshot-requests`, { method: 'POST', body: {} })
 }
 
 /** Display metadata of a machine's points (names, units, ranges, state labels) where the server offers it. */

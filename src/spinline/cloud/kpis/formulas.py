@@ -288,6 +288,33 @@ class Buckets:
         return np.where(np.isnan(c), float(np.nanmean(c)), c)
 
 
+def planned_hours(b: Buckets) -> F64:
+    """Planned hours per bucket: its length, except around a hole in the data.
+
+    A bucket right after a hole (an edge that was off, a demo restarted after a pause) carries the
+    counters' whole increase across the hole: output *and* run hours above the bucket's own length.
+    That time was planned too: the bucket counts for the run hours it booked, and the empty buckets
+    of the hole just before it inside the window count for nothing (their time is in those run
+    hours already). So the hole's output is measured against the time it was made in, not against
+    one minute (which read as a production efficiency of 92-118 % on the day a demo was restarted).
+    """
+    held = np.full(b.n, b.bucket_h)
+    raw = b.delta.get("run_hours")
+    if raw is None or not b.n:
+        return held
+    excess = np.nan_to_num(raw) - b.bucket_h
+    for j in np.flatnonzero(excess > 1e-9):
+        left = float(excess[j])
+        held[j] += left
+        k = j - 1
+        while k >= 0 and left > 0 and np.isnan(raw[k]):
+            take = min(float(held[k]), left)
+            held[k] -= take
+            left -= take
+            k -= 1
+    return held
+
+
 def machine_totals(b: Buckets, *, window_h: float, spindles: int | None = None, count_ne: float | None = None,
                    standard_ne: float = DEFAULT_STANDARD_NE, nominal_rpm: float | None = None) -> Totals:
     """Totals of one machine over a window from its buckets (see docs/kpis.md, "From rollups").
@@ -301,7 +328,8 @@ def machine_totals(b: Buckets, *, window_h: float, spindles: int | None = None, 
     out = b.counter("output")
     run = b.counter("run_hours")
     output = float(out.sum())
-    base = Totals(planned_h=window_h, run_h=float(run.sum()), output_kg=output,
+    held = planned_hours(b)
+    base = Totals(planned_h=window_h + float(held.sum()) - b.n * b.bucket_h, run_h=float(run.sum()), output_kg=output,
                   good_kg=output - float(b.counter("waste").sum()), energy_kwh=float(b.counter("energy").sum()),
                   machines=1)
     if not spindles:
@@ -324,7 +352,7 @@ def machine_totals(b: Buckets, *, window_h: float, spindles: int | None = None, 
         ran = float(run.sum())
         n_fill = float(np.sum(n_run * run) / ran) if ran > 0 else nominal
         n_cal = np.where(run > 0, n_run, n_fill)
-        calendar = float(np.sum(theoretical_kg_per_h_array(n_cal, tpm, ne, spindles) * b.bucket_h))
+        calendar = float(np.sum(theoretical_kg_per_h_array(n_cal, tpm, ne, spindles) * held))
     factor = np.where(ne > 0, (np.maximum(ne, 0.0) / standard_ne) ** 1.5, 0.0)
     breaks = b.counter("breaks")
     share = b.mean.get("worst5_break_share")
