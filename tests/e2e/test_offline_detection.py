@@ -117,6 +117,12 @@ async def test_an_offline_edge_detects_the_fault_and_the_next_training_uses_the_
         cloud.accounts.create_user(username="zed", password="correct horse battery", role=Role.ZONE_OPERATOR, mills=[])
         hs = HealthStore(cloud.meta.engine)
         host, mport = mqtt_broker
+
+        def cloud_rows() -> dict[str, MillRows]:
+            """The training input now: every mill's card rows in the cloud, labelled by the verified orders."""
+            return load_rows(cloud.store, lambda m: hs.list_work_orders(m), mills, "card", t_start - 60 * 10**9,
+                             time.time_ns() + 60 * 10**9, lead=LEAD)
+
         async with contextlib.AsyncExitStack() as stack:
             agents: dict[str, EdgeAgent] = {}
             for i, mill_id in enumerate(sorted(mills)):
@@ -137,8 +143,9 @@ async def test_an_offline_edge_detects_the_fault_and_the_next_training_uses_the_
             assert (await agent.status())["uplink"]["state"] != "connected"
             assert not hs.list_alarms(faulted)               # nothing of the faulted mill reached the cloud yet
             online = [m for m in mills if m != faulted]
-            for m in online:                                 # the other edges deliver meanwhile
-                assert (await agents[m].status())["uplink"]["state"] == "connected", m
+            early = cloud_rows()
+            assert all(early[m].rows for m in online) and not early[faulted].rows, \
+                {m: len(d.rows) for m, d in early.items()}   # the other edges delivered meanwhile, the cut-off none
             await relay.restore()
 
             async def in_cloud() -> bool:
@@ -154,16 +161,14 @@ async def test_an_offline_edge_detects_the_fault_and_the_next_training_uses_the_
                     return r.status_code == 200 and any(x["reason"] == "alarm" for x in r.json()["channels"])
                 await _until(snapshot, 45, "the alarm's evidence snapshot in the cloud")
 
-        # the training input: every mill's card rows, labelled by the verified orders
-        span = (t_start - 60 * 10**9, time.time_ns() + 60 * 10**9)
+            async def backlog_delivered() -> bool:   # the rows buffered offline follow the live ones
+                return len(cloud_rows()[faulted].rows) >= 0.8 * min(len(early[m].rows) for m in online)
+            await _until(backlog_delivered, 45, "the cut-off edge's buffered card rows in the cloud")
 
-        def rows() -> dict[str, MillRows]:
-            data = load_rows(cloud.store, lambda m: hs.list_work_orders(m), mills, "card", *span, lead=LEAD)
-            assert all(data[m].rows for m in mills), {m: len(d.rows) for m, d in data.items()}
-            return data
-
+        span = (t_start, time.time_ns())
         reg = cloud.models
-        before = rows()
+        before = cloud_rows()
+        assert all(before[m].rows for m in mills), {m: len(d.rows) for m, d in before.items()}
         assert sum(before[faulted].labels) == 0                  # an open order is no label
         res0, cand0 = reg.train("card", before, actor="e2e", span=span)
         assert res0.test_mills == [faulted] and sorted(res0.train_mills) == sorted(online)
@@ -178,7 +183,7 @@ async def test_an_offline_edge_detects_the_fault_and_the_next_training_uses_the_
         wo.resolve(by="tech", at=now + timedelta(seconds=30), resolution=Resolution.REPAIRED)
         wo.verify(95.0, by="mgr", at=now + timedelta(seconds=31))
         hs.save_work_order(faulted, wo)
-        after = rows()
+        after = cloud_rows()
         n_fault = sum(after[faulted].labels)
         assert n_fault > 0                                       # ca01's rows around the fault are labelled
         res1, cand1 = reg.train("card", after, actor="e2e", span=span)
