@@ -120,3 +120,37 @@ async def test_a_message_received_but_not_committed_is_delivered_again_after_a_k
         sid = MqttConnector(host, port, s.points(tag), mill=tag, client_id=client_id).session_id()
         async with aiomqtt.Client(host, port, identifier=sid, clean_session=True):
             pass                                           # drop the persistent session on the shared broker
+
+
+async def test_a_broker_that_speaks_only_mqtt_311_gets_a_persistent_311_session() -> None:
+    """The demo's embedded broker (amqtt) drops an MQTT 5 CONNECT: the connector falls back to 3.1.1
+    (clean_session=False) instead of losing every MQTT device of the mill (the demo's winders)."""
+    from spinline.demo.broker import EmbeddedBroker
+
+    tag = f"a311{time.time_ns() % 10**9}"
+    site = _site(tag)
+    s = parse_site(site)
+    async with EmbeddedBroker() as broker:
+        conn = MqttConnector(broker.host, broker.port, s.points(tag), mill=tag, client_id=f"spinline-test-{tag}")
+        commits = Commits()
+        conn.commits = commits
+        got: list[Batch] = []
+        task = asyncio.create_task(conn.run(got.append))
+        try:
+            deadline = time.monotonic() + 20
+            while conn.sessions == 0 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert conn.sessions == 1 and conn._mqtt311   # noqa: SLF001 - the fallback was taken
+            async with aiomqtt.Client(broker.host, broker.port) as dev:
+                await dev.publish(f"spinline/{tag}/wd01/telemetry",
+                                  json.dumps({"ts": int(time.time() * 1000) - 1000, "speed": 42.0}), qos=1)
+            while not got and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            commits.committed(commits.seal())
+            while conn.acked_after_commit == 0 and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    assert [v for b in got for v in b.value.tolist()] == [42.0]
+    assert conn.acked_after_commit == 1

@@ -96,6 +96,7 @@ class MqttConnector(PushLinks):
         self.backoff_s = backoff_s
         #: Sessions established (connected and subscribed): one that worked resets the backoff.
         self.sessions = 0
+        self._mqtt311 = False   # set once a broker refused an MQTT 5 session
         json_pts = [p for p in points if isinstance(p.machine.link, MqttLink) and p.machine.link.format == "json"]
         spb_pts = [p for p in points if isinstance(p.machine.link, MqttLink) and p.machine.link.format == "sparkplug_b"]
         self.json = TopicMap(json_pts)
@@ -341,14 +342,19 @@ class MqttConnector(PushLinks):
 
     # --- session -----------------------------------------------------------------------------------
 
+    def _client(self, *, persistent: bool) -> aiomqtt.Client:
+        if not persistent:
+            return aiomqtt.Client(self.host, self.port, identifier=self.client_id, keepalive=10, timeout=5.0)
+        if self._mqtt311:
+            return aiomqtt.Client(self.host, self.port, identifier=self.session_id(), keepalive=10, timeout=5.0,
+                                  clean_session=False)
+        return aiomqtt.Client(self.host, self.port, identifier=self.session_id(), keepalive=10, timeout=5.0,
+                              protocol=aiomqtt.ProtocolVersion.V5, clean_start=False,
+                              properties=_session_properties(SESSION_EXPIRY_S))
+
     async def _session(self, sink: Sink) -> None:
         commits = self.commits if self.client_id else None
-        if commits is not None:
-            client = aiomqtt.Client(self.host, self.port, identifier=self.session_id(), keepalive=10, timeout=5.0,
-                                    protocol=aiomqtt.ProtocolVersion.V5, clean_start=False,
-                                    properties=_session_properties(SESSION_EXPIRY_S))
-        else:
-            client = aiomqtt.Client(self.host, self.port, identifier=self.client_id, keepalive=10, timeout=5.0)
+        client = self._client(persistent=commits is not None)
         unacked: collections.deque[tuple[int, int, int]] = collections.deque()   # (generation, mid, qos)
         stop_listening = None
         if commits is not None:
@@ -361,7 +367,19 @@ class MqttConnector(PushLinks):
                     self.acked_after_commit += 1
             stop_listening = commits.listen(ack_committed)
         try:
-            await client.__aenter__()
+            try:
+                await client.__aenter__()
+            except aiomqtt.MqttError:
+                if commits is None or self._mqtt311:
+                    raise
+                # A broker that speaks only MQTT 3.1.1 (the demo's embedded broker) drops a v5 CONNECT:
+                # the same persistent session in 3.1.1 terms (clean_session=False, no expiry interval).
+                self._mqtt311 = True
+                log.warning("MQTT broker %s:%d refused an MQTT 5 session; using MQTT 3.1.1 with a persistent "
+                            "session (no session expiry)", self.host, self.port)
+                client = self._client(persistent=True)
+                client._client.manual_ack_set(True)   # noqa: SLF001 - see above
+                await client.__aenter__()
         except aiomqtt.MqttError as exc:
             if stop_listening is not None:
                 stop_listening()
