@@ -5,7 +5,8 @@ The three mills of examples/zone.yaml, all marked federated; the cloud API under
 ingest worker on a private Mosquitto; three real ``spinline edge`` processes: mill-a's uplink is MQTT
 (its join request comes signed on ``spinline/down/{mill}/{edge}/requests``), mill-b's and mill-c's are
 HTTP (theirs in the signed answer to a status post). Each edge's feature log holds a month of its ring
-frames' rows (written before it starts: these edges have no live vibration feed). The zone operator
+frames' rows (written before it starts), and mill-a's edge featurises live vibration snapshots of rf01
+published on the broker (its device MQTT) before the run: they join its feature log, not the cloud. The zone operator
 starts the run through the API; every edge joins by itself (export, Flower client in ``.venv-fl``),
 reports ``done`` in its status, and the result is registered as a federated candidate. A mill manager may
 not start one. Then: no feature point of those mills holds a value in the cloud's store, no snapshot of
@@ -109,6 +110,38 @@ def _seed(d: Path, mill: str, seed: int, n: int = 120) -> np.ndarray:
     return x
 
 
+def _publish_vibration(host: str, port: int, edge_dir: Path, seeded: int, n: int = 6) -> int:
+    """Publish ``n`` waveform snapshots of mill-a's rf01 main motor and wait until its edge logged them."""
+    import sqlite3
+
+    import paho.mqtt.client as paho
+
+    from spinline.sim.mqtt_publisher import vibration_payload, vibration_topic
+
+    c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"e2e-vib-{uuid.uuid4().hex[:6]}")
+    c.connect(host, port)
+    c.loop_start()
+    rng = np.random.default_rng(7)
+    fs, t = 25600.0, np.arange(25600) / 25600.0
+    try:
+        for i in range(n):
+            x = 0.3 * np.sin(2 * np.pi * 24.7 * t) + rng.normal(0.0, 0.05, t.size)
+            ts_ms = int(time.time() * 1000) - (n - i) * 1000
+            c.publish(vibration_topic("mill-a", "rf01", "main_motor"), vibration_payload(ts_ms, x, fs, 1480.0),
+                      qos=1).wait_for_publish(5)
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.closing(sqlite3.connect(edge_dir / "features.sqlite")) as db:
+                have = int(db.execute("SELECT count(*) FROM rows").fetchone()[0]) - seeded
+            if have >= n:
+                return have
+            assert time.monotonic() < deadline, f"mill-a's edge logged {have} of {n} live snapshots"
+            time.sleep(0.3)
+    finally:
+        c.loop_stop()
+        c.disconnect()
+
+
 def _leaks(blob: bytes, values: np.ndarray) -> list[float]:
     """Values found in ``blob`` as float64 (either byte order) or as text (first 11 characters of repr)."""
     wins = {bytes(blob[i:i + 8]) for i in range(max(0, len(blob) - 7))}
@@ -163,16 +196,21 @@ async def test_a_federated_round_across_the_zone_completes_with_no_raw_data_leav
             rows[mill] = _seed(d, mill, i)
             edges[mill] = (edge, d)
             uplink = f"mqtt://{host}:{port}" if mill == "mill-a" else url
+            devices = f"mqtt://{host}:{port}" if mill == "mill-a" else "mqtt://127.0.0.1:9"
             err = open(d / "edge.log", "wb")  # noqa: SIM115 - owned by the child
             procs.append(subprocess.Popen(
                 [sys.executable, "-m", "spinline.edge", str(site_file), "--mill", mill, "--cloud", uplink,
-                 "--edge-id", edge, "--data-dir", str(d), "--device-mqtt", "mqtt://127.0.0.1:9",
+                 "--edge-id", edge, "--data-dir", str(d), "--device-mqtt", devices,
                  "--status-heartbeat-s", "1", "--log-level", "WARNING"],
                 env=dict(os.environ, SPINLINE_EDGE_SECRET=secret), stdout=subprocess.DEVNULL, stderr=err))
             err.close()
         for mill, (_e, d) in edges.items():
             await _until(lambda d=d: (_status(d).get("uplink") or {}).get("state") == "connected",
                          f"{mill}'s edge did not connect", 45)
+
+        # live vibration at mill-a: rf01's snapshots are featurised and scored on the edge, and kept there
+        _ea, da = edges["mill-a"]
+        live = await asyncio.to_thread(_publish_vibration, host, port, da, len(rows["mill-a"]))
 
         async def login(user: str, pw: str) -> dict[str, str]:
             r = await asyncio.to_thread(httpx.post, f"{url}/api/v1/auth/login",
@@ -201,12 +239,13 @@ async def test_a_federated_round_across_the_zone_completes_with_no_raw_data_leav
             await _until(lambda d=d: (_status(d).get("federated") or {}).get("state") == "done",
                          f"{mill}'s edge does not report the run done", 15)
             fl = _status(d)["federated"]
-            assert fl["run"] == run["id"] and fl["rows"] == len(rows[mill]) and fl["done"] == 1
+            assert fl["run"] == run["id"] and fl["rows"] == len(rows[mill]) + (live if mill == "mill-a" else 0)
+            assert fl["done"] == 1
             assert not list(d.glob("fl-rows-*.json")), "the rows file outlived the run"
         cand = cloud.models.get("ring_frame.mahalanobis", rec["version"])
         assert cand.status == "candidate" and cand.metrics["federated"] and cand.comparison["federated"]
         assert cand.train_mills == ["mill-a", "mill-b"] and cand.comparison["held_out_mills"] == ["mill-c"]
-        assert cand.metrics["n_train"] == len(rows["mill-a"]) + len(rows["mill-b"])
+        assert cand.metrics["n_train"] == len(rows["mill-a"]) + live + len(rows["mill-b"])
         assert cand.metrics["n_healthy"] == len(rows["mill-c"])    # mill-c evaluated on its own rows
         assert all(p.poll() is None for p in procs), "an edge process died"
 
@@ -216,9 +255,10 @@ async def test_a_federated_round_across_the_zone_completes_with_no_raw_data_leav
         with cloud.meta.engine.connect() as con:
             snaps = con.execute(sa.select(sa.func.count()).select_from(snapshots_t)).scalar_one()
         assert snaps == 0
-        for mill in MILLS:
-            feats = [k for a in assets_of(store.points(mill), mill) for k in a.points.values()]
-            assert all(len(store.range(k, 0, now, resolution="raw").ts_ns) == 0 for k in feats), mill
+        for mill in MILLS:   # what does go up: the model outputs (anomaly score, health index); no feature
+            sent = sorted(f"{a.id}:{f}" for a in assets_of(store.points(mill), mill) for f, k in a.points.items()
+                          if len(store.range(k, 0, now, resolution="raw").ts_ns))
+            assert [x for x in sent if x.rsplit(":", 1)[1] not in ("anomaly_score", "health_index")] == [], sent
         assert load_rows(store, lambda _m: [], mills, "ring_frame", 0, now) == {}
     finally:
         for p in procs:
@@ -230,6 +270,15 @@ async def test_a_federated_round_across_the_zone_completes_with_no_raw_data_leav
                 p.kill()
         server.should_exit = True
         thread.join(15)
+    lf = FeatureLog(edges["mill-a"][1])
+    live_rows = np.array([list(json.loads(f).values()) for (f,) in lf.db.execute(
+        "SELECT features FROM rows ORDER BY id DESC LIMIT ?", (live,))])
+    lf.close()
+    assert live_rows.size >= live * len(FEATS)
+    # the live features with 8 significant digits or more (a round 3.0 is in any file; these are not)
+    live_vals = [v for v in live_rows.ravel().tolist() if v > 0 and len(repr(v).replace(".", "").lstrip("0")) >= 8]
+    assert len(live_vals) >= live * len(FEATS) // 2
+    rows["mill-a"] = np.concatenate([rows["mill-a"].ravel(), np.array(live_vals)])
     blob = b"".join(p.read_bytes() for p in cloud_dir.rglob("*") if p.is_file())
     for mill in MILLS:
         assert _leaks(blob, np.concatenate([rows[mill].ravel(), np.log(rows[mill]).ravel()])) == [], mill
