@@ -52,6 +52,7 @@ from spinline.cloud.api.routes import (
     zone,
 )
 from spinline.cloud.api.routes import evidence as evidence_routes
+from spinline.cloud.api.routes import federated as federated_routes
 from spinline.cloud.api.services.site import register_site
 from spinline.cloud.api.services.streams import LiveStreams
 from spinline.cloud.api.services.zone import ZoneOverview
@@ -66,6 +67,7 @@ from spinline.cloud.maintenance import pipeline as health_pipeline
 from spinline.cloud.maintenance.events import EdgeEvents
 from spinline.cloud.maintenance.store import HealthQueries, HealthStore
 from spinline.cloud.meta.store import ConflictError, MetaStore
+from spinline.cloud.models.fedrun import FederatedRuns
 from spinline.cloud.models.registry import ModelRegistry
 from spinline.cloud.models.tuf_repo import TufRepository
 from spinline.cloud.settings import Settings
@@ -82,7 +84,7 @@ API_PREFIX = wire.API_PREFIX
 #: the tenant-isolation suite (tests/cloud/api/test_tenant_isolation.py), which must then pass.
 ROUTERS = (auth.router, users.router, mills.router, points.router, kpis.router, events.router, edges.router,
            stream.router, ingest.router, carbon.router, maintenance.router, health.router, zone.router,
-           series.router, models.router, tuf.router, evidence_routes.router)
+           series.router, federated_routes.router, models.router, tuf.router, evidence_routes.router)
 
 
 def _unique_id(route: APIRoute) -> str:
@@ -283,6 +285,19 @@ def build_models(settings: Settings, meta: MetaStore) -> ModelRegistry:
     return reg
 
 
+def build_federated(settings: Settings, meta: MetaStore, reg: ModelRegistry,
+                    publish: Callable[[str, list[str]], object] | None = None) -> FederatedRuns:
+    """Federated runs over the metadata database (tables created here); servers work in ``federated/``."""
+    orders = HealthStore(meta.engine)
+    runs = FederatedRuns(meta.engine, reg, mills=lambda: {r.id: r.config for r in meta.mills()},
+                         edges_of=lambda mill: [e.id for e in meta.edges([mill]) if e.active],
+                         orders_of=lambda mill: orders.list_work_orders(mill), workdir=settings.folder / "federated",
+                         bind_host=settings.federated_bind, advertise_host=settings.federated_advertise,
+                         publish=publish)
+    runs.create_schema()
+    return runs
+
+
 def _model_jobs(reg: ModelRegistry) -> None:
     if reg.repo is not None:
         reg.repo.refresh_expiring()
@@ -328,6 +343,11 @@ def create_app(settings: Settings, *, store: TimeSeriesStore | None = None, meta
                                                            keep_per_channel=settings.evidence_keep_per_channel)
         await run_in_threadpool(cloud.evidence.create_schema)
         cloud.models = await run_in_threadpool(build_models, settings, mt)
+
+        def publish(mill: str, edges: list[str]) -> object:   # MQTT edges now (set once MQTT ingest runs)
+            return cloud.publish_requests(mill, edges) if cloud.publish_requests is not None else 0
+
+        cloud.federated = await run_in_threadpool(build_federated, settings, mt, cloud.models, publish)
         app.state.cloud = cloud
         stop = await run_in_threadpool(on_ready, cloud) if on_ready is not None else None
         tasks = []

@@ -105,6 +105,8 @@ def _mqtt_workers(url: str) -> Any:
 
         worker = IngestWorker(cloud.ingest, host, port, events=cloud.edge_events, evidence=cloud.evidence)
         cloud.publish_requests = worker.publish_requests
+        if cloud.federated is not None:
+            worker.federated_take = cloud.federated.take
         stopping = threading.Event()
         # The API serves while the broker is still down; the worker subscribes when it comes up.
         starter = threading.Thread(target=worker.start_when_reachable, args=(stopping,), name="mqtt-ingest-start",

@@ -58,6 +58,10 @@ class Settings(BaseModel):
     max_ingest_bytes: int = Field(default=MAX_PAYLOAD_BYTES, gt=0)
     #: Raw evidence snapshots kept per vibration channel (the newest; older ones are deleted on arrival).
     evidence_keep_per_channel: int = Field(default=20, ge=1)
+    #: Where a federated run's Flower server listens (``0.0.0.0`` for edges on other hosts) ...
+    federated_bind: str = "127.0.0.1"
+    #: ... and the host the edges are told to connect to (default: the bind address).
+    federated_advertise: str | None = None
     #: Most points a range query returns.
     max_range_points: int = Field(default=20000, gt=0)
     #: Seconds between pushes of the live stream.

@@ -47,6 +47,7 @@ from .collector import Collector
 from .coordinator import PollCoordinator
 from .evidence import EvidenceKeeper, RawSnapshot, commit_snapshots
 from .feature_log import FeatureLog
+from .federated import Joiner
 from .forwarder import Forwarder
 from .scheduler import Backoff
 from .settings import EdgeSettings
@@ -98,6 +99,8 @@ class EdgeAgent:
         self.evidence: EvidenceKeeper | None = None
         #: A federated mill's own feature rows (they do not go up; its Flower client trains on them).
         self.feature_log: FeatureLog | None = None
+        #: Its part in the cloud's federated runs (``edge.federated``), for a federated mill with vibration.
+        self.joiner: Joiner | None = None
         #: The model update client (``updates.ModelUpdater``), when the settings turn updates on.
         self.updates: ModelUpdater | None = None
         self._nudge = asyncio.Event()
@@ -119,7 +122,8 @@ class EdgeAgent:
                                   models=lambda: self.scoring.snapshot() if self.scoring is not None else {},
                                   uplink=lambda: self._uplink, traffic=self.traffic.as_dict,
                                   evidence=lambda: self.evidence.stats() if self.evidence is not None else {},
-                                  model_updates=self.updates.status if self.updates is not None else None),
+                                  model_updates=self.updates.status if self.updates is not None else None,
+                                  federated=lambda: self.joiner.status() if self.joiner is not None else {}),
             heartbeat_s=settings.status_heartbeat_s)
 
     # --- wiring (pure: objects only, no I/O) ---------------------------------------------------------
@@ -150,6 +154,8 @@ class EdgeAgent:
             self.evidence = EvidenceKeeper(self.edge_id, self.settings.evidence, withhold=self.mill.federated)
             if self.mill.federated:
                 self.feature_log = FeatureLog(self.data_dir)
+                self.joiner = Joiner(self.feature_log, self.data_dir, self.mill.id)
+                self.forwarder.on_federated = self.joiner.offer
             self.scoring_stage.on_alarm = self.evidence.request_alarm
             mine = {f"{self.mill.id}/{m.id}/{c.name}"
                     for m in vib for c in (m.vibration.channels if m.vibration else [])}
@@ -365,6 +371,8 @@ class EdgeAgent:
                 await p.__aexit__(None, None, None)
         if self.scoring_stage is not None:
             self.scoring_stage.drain()  # features already collected get their scores before the last flush
+        if self.joiner is not None:
+            await self.joiner.stop()
         with contextlib.suppress(StorageError):
             await self.flush()
         with contextlib.suppress(Exception):

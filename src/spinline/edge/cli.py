@@ -99,6 +99,8 @@ def run(site: Path = typer.Argument(..., help="site YAML file"),
         models_url: str | None = typer.Option(None, help="http(s)://host of the cloud API for model updates "
                                                          "(default: --cloud when it is http(s))"),
         models_every_s: float = typer.Option(300.0, help="seconds between model update checks"),
+        status_heartbeat_s: float = typer.Option(60.0, help="seconds between status posts when nothing "
+                                                 "changed (an HTTP edge gets the cloud's requests with them)"),
         models_nudge: str | None = typer.Option(None, help="mqtt://host:port the cloud nudges model updates on "
                                                            "(default: --cloud when it is MQTT)"),
         log_level: str = typer.Option("INFO")) -> None:
@@ -117,7 +119,7 @@ def run(site: Path = typer.Argument(..., help="site YAML file"),
                             flush_s=flush_s, scoring=ScoringConfig(commissioning_n=commissioning_n),
                             require_signed_acks=require_signed_acks,
                             tuf_root=_read_root(tuf_root), models_url=models_url, models_every_s=models_every_s,
-                            models_nudge=models_nudge)
+                            models_nudge=models_nudge, status_heartbeat_s=status_heartbeat_s)
     agent = EdgeAgent(s, the_mill.id, settings)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(agent.run())

@@ -134,6 +134,8 @@ class Forwarder:
         self._snap_wake = asyncio.Event()
         #: Called with an asset the cloud asked a raw snapshot of (the agent: ``EvidenceKeeper.request``).
         self.on_request: Callable[[str], object] | None = None
+        #: Called with each federated join request the cloud sends (the agent's ``federated.Joiner.offer``).
+        self.on_federated: Callable[[dict[str, Any]], object] | None = None
         self.edge, self.mill, self.secret = edge, mill, secret
         self.window = window
         self.ack_timeout_s = ack_timeout_s
@@ -183,6 +185,8 @@ class Forwarder:
                       asyncio.create_task(self._consume_snapshot_acks(snap), name="uplink-snapshot-acks")]
             if getattr(uplink, "requests", None) is not None:
                 tasks.append(asyncio.create_task(self._consume_requests(snap), name="uplink-snapshot-requests"))
+        if (joins := getattr(uplink, "federated", None)) is not None:
+            tasks.append(asyncio.create_task(self._consume_joins(joins), name="uplink-federated-joins"))
         try:
             while True:
                 if uplink.closed.done():
@@ -414,6 +418,13 @@ class Forwarder:
             if self.on_request is not None:
                 self.on_request(asset)
             self._snap_wake.set()
+
+    async def _consume_joins(self, joins: asyncio.Queue[dict[str, Any]]) -> None:
+        """A federated run's join requests (signed, already checked by the uplink's ``AckTrust``)."""
+        while True:
+            join = await joins.get()
+            if self.on_federated is not None:
+                self.on_federated(join)
 
     def _expire(self) -> None:
         now = time.monotonic()

@@ -62,6 +62,8 @@ class StatusSources:
     evidence: Callable[[], dict[str, Any]] = dict
     #: The model update client's state: what runs, what was refused per reason (None: updates off).
     model_updates: Callable[[], dict[str, Any]] | None = None
+    #: A federated mill's part in the cloud's Flower runs (``edge.federated.Joiner``), {} when none.
+    federated: Callable[[], dict[str, Any]] = dict
 
 
 def _bucket(v: Any, edges: tuple[float, ...]) -> int:
@@ -89,7 +91,9 @@ def status_digest(st: Mapping[str, Any]) -> dict[str, Any]:
     models = st.get("models") or {}
     ev = st.get("evidence") or {}
     mu = st.get("model_updates") or {}
+    fl = st.get("federated") or {}
     return {
+        "federated": [fl.get("run"), fl.get("state")],
         "model_updates": [mu.get("state"), {a: (r or {}).get("version") for a, r in (mu.get("running") or {}).items()},
                           mu.get("refusals")],
         "alarms": sorted(st.get("alarms") or []),
@@ -204,6 +208,7 @@ class StatusReporter:
                                     "heartbeat_s": self.gate.heartbeat_s},
                 **({"traffic": t} if (t := self.sources.traffic()) else {}),
                 **({"evidence": e} if (e := self.sources.evidence()) else {}),
+                **({"federated": f} if (f := self.sources.federated()) else {}),
                 "model_updates": self.sources.model_updates() if self.sources.model_updates is not None else None,
                 "refused_rows": dict(c.refused_rows),
                 "alarms": alarms(bs.as_dict(), up)}

@@ -38,6 +38,8 @@ def b_values(api: Api) -> dict[str, list[str]]:
             "action": ["acknowledge", "assign", "clear", "verify"],
             # a per-asset model of mill B (the fleet models per machine type are every mill's to read)
             "name": [B_MODEL], "version": [_b_model(api)],
+            # a federated run spans every federated mill: only the zone operator starts or reads one
+            "run_id": ["fl-000000000000"],
             # for routes of other parts: ids of mill B's records are looked up the same way
             }
 
@@ -172,6 +174,12 @@ async def _public(api: Api, h: dict[str, str]) -> None:
     test_sessions.py); ingest routes are covered by the edge tests below."""
 
 
+async def _federated_run(api: Api, h: dict[str, str]) -> None:
+    """A federated run trains a fleet model over every federated mill: the zone operator's alone."""
+    r = await api.client.post("/api/v1/models/federated-runs", headers=h, json={"machine_type": "ring_frame"})
+    assert r.status_code == 403, r.text
+
+
 #: Routes without a path parameter: each with the check that it leaks nothing of mill B.
 UNSCOPED: dict[tuple[str, str], Check] = {
     ("get", "/api/v1/mills"): _mills,
@@ -197,6 +205,7 @@ UNSCOPED: dict[tuple[str, str], Check] = {
     ("post", "/api/v1/tuf/report"): _public,
     ("get", "/api/v1/models"): _models,
     ("get", "/api/v1/models/fleet"): _models_fleet,
+    ("post", "/api/v1/models/federated-runs"): _federated_run,
 }
 #: Routes an edge signs (not a user's bearer token); their isolation is tested in tests/cloud/models and
 #: (raw snapshots) tests/cloud/api/test_evidence.py.
@@ -287,7 +296,7 @@ async def test_without_a_token_every_route_but_login_and_ingest_is_401(api: Api)
     values = {"mill": "mill-a", "ref": A_POINT, "edge_id": "edge-a", "user_id": "1", "month": "2026-10",
               "period": "2026-10",
               "alarm_id": "AL-1", "order_id": "WO-1", "action": "acknowledge", "machine": "rf01", "name": "x",
-              "version": "v1", "file": "timestamp.json", "path": "desired/edge-a.json"}
+              "version": "v1", "file": "timestamp.json", "path": "desired/edge-a.json", "run_id": "fl-1"}
     for path, ops in spec["paths"].items():
         for method in ops:
             if path in ("/api/v1/auth/login", "/api/v1/ingest", "/api/v1/edge-status", "/api/v1/edge-events",

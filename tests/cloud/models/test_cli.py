@@ -54,3 +54,11 @@ def test_models_commands(tmp_path: Path) -> None:
     assert "rotated" in out
     run("root", "--out", str(tmp_path / "root2.json"), *db)
     assert json.loads((tmp_path / "root2.json").read_text())["signed"]["version"] == 2
+
+
+def test_federated_run_that_cannot_start_says_why(tmp_path: Path) -> None:
+    """``models federated-run`` with no federated mill in the zone: exit 2 and the reason (the run itself,
+    with edges joining, is tests/e2e/test_federated_zone.py; its failure paths tests/cloud/models/test_fedrun.py)."""
+    out = run("federated-run", "--machine-type", "ring_frame", "--timeout-s", "10", "--db",
+              f"embedded:{tmp_path / 'cloud'}", ok=False)
+    assert "needs two federated mills with such machines or more; found none" in out

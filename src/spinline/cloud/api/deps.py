@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from spinline.cloud.api.services.zone import ZoneOverview
     from spinline.cloud.evidence import EvidenceStore
     from spinline.cloud.maintenance.events import EdgeEvents
+    from spinline.cloud.models.fedrun import FederatedRuns
     from spinline.cloud.models.registry import ModelRegistry
 
 SESSION_COOKIE = "spinline_session"
@@ -104,6 +105,8 @@ class Cloud:
     evidence: EvidenceStore | None = None
     #: Publishes pending snapshot requests to a mill's edges over MQTT (set by the MQTT ingest worker).
     publish_requests: Callable[[str, list[str]], int] | None = None
+    #: Federated runs: the Flower server per run and the edges' join requests (set in the app's lifespan).
+    federated: FederatedRuns | None = None
 
 
 async def get_cloud(request: Request) -> Cloud:

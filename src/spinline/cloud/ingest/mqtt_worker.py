@@ -40,6 +40,7 @@ import queue
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -153,6 +154,8 @@ class IngestWorker:
         self.service = service
         #: Keeps raw snapshots (``TOPIC_SNAPSHOT``, acked on ``TOPIC_SNAPSHOT_ACK``); None: not subscribed.
         self.evidence = evidence
+        #: A federated run's join request waiting for an edge (``FederatedRuns.take``), if the cloud runs them.
+        self.federated_take: Callable[[str], dict[str, Any] | None] | None = None
         #: Records edge events (``TOPIC_EVENTS``, acked on ``TOPIC_EVENTS_ACK``); None: not subscribed.
         self.events = events
         self.host, self.port, self.group = host, port, group
@@ -445,7 +448,8 @@ class IngestWorker:
 
     def publish_requests(self, mill: str, edges: list[str]) -> int:
         """Hand the pending snapshot requests of ``edges`` to them on ``TOPIC_REQUESTS`` (signed with each
-        edge's key like an ack); the requests published. Undelivered ones (no key, no client) stay queued
+        edge's key like an ack; a federated run's join request, ``federated_take``, rides along); the
+        requests published. Undelivered ones (no key, no client) stay queued
         for the HTTP status answer."""
         client, ev = self._client, self.evidence
         if client is None or ev is None:
@@ -456,10 +460,12 @@ class IngestWorker:
             if not key:
                 continue
             reqs = ev.take_requests(e)
-            if reqs:
-                body = json.dumps(sign_ack(key, {"edge": e, "requests": reqs}), separators=(",", ":"))
+            join = self.federated_take(e) if self.federated_take is not None else None
+            if reqs or join:
+                body = json.dumps(sign_ack(key, {"edge": e, "requests": reqs} | ({"federated": join} if join else {})),
+                                  separators=(",", ":"))
                 client.publish(self.namespace + TOPIC_REQUESTS.format(mill=mill, edge=e), body, qos=1)
-                n += len(reqs)
+                n += len(reqs) + (1 if join else 0)
         return n
 
     def _ack(self, result: IngestResult, mill: str, edge: str) -> None:

@@ -5,6 +5,7 @@
     spinline models list [--name ring_frame.mahalanobis] [--status active]
     spinline models show ring_frame.mahalanobis [v3-1a2b3c4d]
     spinline models train --machine-type ring_frame --days 90
+    spinline models federated-run --machine-type ring_frame [--held-out mill-c] [--timeout-s 300]
     spinline models canary ring_frame.mahalanobis v3-1a2b3c4d --mill mill-a --share 0.25 --reason "retrained"
     spinline models promote ring_frame.mahalanobis v3-1a2b3c4d --mill mill-a --mill mill-b --reason "..."
     spinline models rollback ring_frame.mahalanobis --reason "too many alarms on rf07"
@@ -170,6 +171,33 @@ def train(machine_type: Annotated[str, typer.Option(help="e.g. ring_frame, card"
     finally:
         store.close()
         meta.close()
+
+
+@app.command("federated-run")
+def federated_run(machine_type: Annotated[str, typer.Option(help="e.g. ring_frame")],
+                  held_out: Annotated[list[str] | None, typer.Option(
+                      "--held-out", help="a mill that only evaluates (repeat; default: a mill-wise split)")] = None,
+                  days: Annotated[float, typer.Option(help="span of feature rows the edges use")] = 90.0,
+                  timeout_s: Annotated[float, typer.Option(help="how long to wait for every mill's edge")] = 300.0,
+                  by: ByOpt = None, db: DbOpt = None, data_dir: DataDirOpt = None) -> None:
+    """Run federated training over the federated mills: the Flower server here, each mill's edge asked to
+    join (in the signed answer to its next status post; MQTT edges when the cloud API starts the run).
+    Waits for the end; registers the result as a federated candidate. Exit 1 when the run fails."""
+    from spinline.cloud.app import build_federated
+    from spinline.cloud.models.federated import FederatedError
+
+    settings, meta, reg = _open(db, data_dir)
+    try:
+        runs = build_federated(settings, meta, reg)
+        rec = runs.run(machine_type, actor=by or getpass.getuser(), held_out=held_out, days=days,
+                       timeout_s=timeout_s)
+    except FederatedError as exc:
+        raise _fail(str(exc)) from None
+    finally:
+        meta.close()
+    typer.echo(json.dumps(rec, indent=2, default=str))
+    if rec["status"] != "done":
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import socket
 import subprocess
 import time
@@ -23,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from spinline.core import fedjoin
 from spinline.core.errors import SpinlineError
 from spinline.health.anomaly import Mahalanobis
 
@@ -36,12 +36,11 @@ class FederatedError(SpinlineError):
 
 
 def fl_python() -> Path:
-    """The Flower virtualenv's interpreter: ``SPINLINE_FL_PYTHON``, else ``.venv-fl`` beside the checkout."""
-    env = os.environ.get("SPINLINE_FL_PYTHON")
-    p = Path(env) if env else Path(__file__).resolve().parents[4] / ".venv-fl" / "bin" / "python"
-    if not p.exists():
-        raise FederatedError(f"no Flower environment at {p}: run scripts/setup (it makes .venv-fl with flwr)")
-    return p
+    """The Flower virtualenv's interpreter (``spinline.core.fedjoin.fl_python``)."""
+    try:
+        return fedjoin.fl_python()
+    except fedjoin.FlowerEnvMissing as exc:
+        raise FederatedError(str(exc)) from None
 
 
 def free_port() -> int:
@@ -71,10 +70,11 @@ class Spec:
 class ServerRun:
     """The cloud's Flower server process for one run (start it, let the mills connect, ``wait``)."""
 
-    def __init__(self, spec: Spec, workdir: Path, *, port: int | None = None, round_timeout_s: float = 120.0) -> None:
+    def __init__(self, spec: Spec, workdir: Path, *, port: int | None = None, round_timeout_s: float = 120.0,
+                 host: str = "127.0.0.1") -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.spec, self.out = spec, workdir / "fl-result.json"
-        self.address = f"127.0.0.1:{port or free_port()}"
+        self.address = f"{host}:{port or free_port()}"
         (workdir / "fl-spec.json").write_text(json.dumps(asdict(spec)))
         self.log = workdir / "fl-server.log"
         with self.log.open("wb") as lf:
@@ -86,6 +86,7 @@ class ServerRun:
     def wait_ready(self, timeout_s: float = 60.0) -> None:
         """Return once the server accepts connections (the mills' clients can then be started)."""
         host, port = self.address.rsplit(":", 1)
+        host = "127.0.0.1" if host in ("0.0.0.0", "") else host   # noqa: S104 - the wildcard is probed on loopback
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import httpx
 
@@ -51,6 +51,8 @@ class HttpUplink:
         self.snapshot_acks: asyncio.Queue[wire.EventsAck] = asyncio.Queue()
         #: Assets the cloud asked a raw snapshot of (in a snapshot or events answer's ``requests``).
         self.requests: asyncio.Queue[str] = asyncio.Queue()
+        #: A federated run's join requests (``core.fedjoin``; in a status answer's ``federated``).
+        self.federated: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._snapshots_failing: str | None = None
         self._events_failing: str | None = None
         self.trust = trust if trust is not None else AckTrust(secret, edge)
@@ -175,6 +177,8 @@ class HttpUplink:
         if isinstance(reqs, list):
             for a in reqs:
                 self.requests.put_nowait(str(a)[:300])
+        if isinstance(join := d.get("federated"), dict):
+            self.federated.put_nowait(join)
 
     async def send_snapshot(self, payload: bytes) -> None:
         """POST one raw evidence snapshot; a 200's signed ack goes to ``snapshot_acks``. Any other answer

@@ -18,7 +18,7 @@ import contextlib
 import logging
 import ssl
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 from urllib.parse import unquote, urlsplit
 
 import aiomqtt
@@ -58,6 +58,8 @@ class MqttUplink:
         self.snapshot_acks: asyncio.Queue[wire.EventsAck] = asyncio.Queue()
         #: Assets the cloud asked a raw snapshot of (signed like an ack).
         self.requests: asyncio.Queue[str] = asyncio.Queue()
+        #: A federated run's join requests (``core.fedjoin``; the ``federated`` field on TOPIC_REQUESTS).
+        self.federated: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         #: Completes when the session ends; created in ``__aenter__`` (constructors touch no loop).
         self.closed: asyncio.Future[None] = None  # type: ignore[assignment]
         self._client: aiomqtt.Client | None = None
@@ -112,6 +114,8 @@ class MqttUplink:
                     elif reqs:
                         for a in d.get("requests") or []:
                             self.requests.put_nowait(str(a)[:300])
+                        if isinstance(join := d.get("federated"), dict):
+                            self.federated.put_nowait(join)
                     else:
                         self.acks.put_nowait(parse_ack(d))
                 except (UplinkError, PayloadError) as exc:

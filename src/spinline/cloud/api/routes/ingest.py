@@ -13,6 +13,7 @@ counted under the neutral edge ``UNVERIFIED_EDGE`` with a fixed detail (no heade
 from __future__ import annotations
 
 import hmac
+import json
 import time
 from typing import Annotated, Any
 
@@ -93,7 +94,8 @@ async def edge_status(request: Request, cloud: CloudDep,
 
     Signed like a batch: ``X-Spinline-Signature`` is the hex HMAC-SHA256 of the body keyed with the
     edge's secret, so no one else can overwrite an edge's status. 204, or 200 with a signed
-    ``{"edge", "requests": [asset, ...], "sig"}`` when users asked this edge for raw snapshots.
+    ``{"edge", "requests": [asset, ...], "sig"}`` when users asked this edge for raw snapshots, with
+    ``"federated": {...}`` when a federated run asks it to join (``spinline.core.fedjoin.Join``).
     """
     body, too_big = await _read_limited(request, 1024 * 1024)
     if too_big:
@@ -117,9 +119,26 @@ async def edge_status(request: Request, cloud: CloudDep,
     # posted at least every heartbeat, so a request reaches an HTTP edge within a minute.
     ev = getattr(request.app.state, "evidence", None)
     reqs = await run_in_threadpool(ev.take_requests, x_spinline_edge) if ev is not None else []
-    if reqs and key is not None:
-        return JSONResponse(wire.sign_ack(key, {"edge": x_spinline_edge, "requests": reqs}))
+    # ... and so does a federated run's request that this edge join it (``core.fedjoin``).
+    fl = cloud.federated
+    join = await run_in_threadpool(fl.take, x_spinline_edge, _fl_run(body)) if fl is not None and key is not None \
+        else None
+    if (reqs or join) and key is not None:
+        return JSONResponse(wire.sign_ack(key, {"edge": x_spinline_edge, "requests": reqs}
+                                          | ({"federated": join} if join else {})))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+def _fl_run(body: bytes) -> str | None:
+    """The federated run an edge's status says it has (``federated.run``), if any."""
+    if b'"federated"' not in body:
+        return None
+    try:
+        fl = json.loads(body).get("federated")
+    except (ValueError, AttributeError):
+        return None
+    run = fl.get("run") if isinstance(fl, dict) else None
+    return run if isinstance(run, str) else None
 
 
 @router.post(wire.EVENTS_PATH.removeprefix(wire.API_PREFIX), responses=_REFUSALS, openapi_extra={
