@@ -121,17 +121,28 @@ def parse(key: str, text: str) -> Text | None:
     For text stored before keys existed (alarm messages in the database); the match must render back
     to ``text`` exactly.
     """
-    import re
-
     tpl = TEMPLATES.get(key)
     if tpl is None:
         return None
+    found = match(tpl, text)
+    return keyed(key, found, text) if found is not None else None
+
+
+def match(tpl: str, text: str, *, empty: bool = False) -> dict[str, str] | None:
+    """The parameters that make ``tpl`` (``{name}`` placeholders) read ``text``, or None when none do.
+
+    ``empty``: a parameter may be the empty string (an id that is not always given). The caller checks
+    that the parameters render back to ``text`` where that matters (``keyed``).
+    """
+    import re
+
     names: list[str] = []
+    any_ = ".*?" if empty else ".+?"
 
     def group(m: re.Match[str]) -> str:
         names.append(m.group(1))
-        return f"(?P<{m.group(1)}>.+?)" if names.count(m.group(1)) == 1 else f"(?P={m.group(1)})"
+        return f"(?P<{m.group(1)}>{any_})" if names.count(m.group(1)) == 1 else f"(?P={m.group(1)})"
 
     pattern = re.sub(r"\\\{(\w+)\\\}", group, re.escape(tpl))
     m = re.fullmatch(pattern, text, flags=re.DOTALL)
-    return keyed(key, m.groupdict(), text) if m else None
+    return m.groupdict() if m else None
