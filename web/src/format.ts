@@ -149,10 +149,11 @@ export function serverText(text: string, key?: string | null, params?: Record<st
 }
 
 /** Server text sent line by line (a work order's description, a history comment), each line in parts. */
-export function serverLines(lines: readonly { text: string; parts: { text: string; key: string; params: Record<string, string> }[] }[] | undefined,
+export function serverLines(lines: readonly { text: string; parts: { text: string; key: string; params: Record<string, string> }[]; prefix?: string }[] | undefined,
   text: string): string {
   if (!lines?.length) return text
-  return lines.map((l) => serverParts(l.parts, l.text)).join('\n')
+  // a keyed line's list marker ("  - " before a diagnosis' evidence) is sent apart from its parts
+  return lines.map((l) => (l.parts?.length ? l.prefix ?? '' : '') + serverParts(l.parts, l.text)).join('\n')
 }
 
 /**

@@ -91,6 +91,16 @@ describe('server-built maintenance text and refusals', () => {
       { text: '换了轴承', parts: [] }], '')).toBe('派工给 wang\n不平衡（置信度 0.80）\n换了轴承')
     expect(serverLines([], 'as typed')).toBe('as typed')
   })
+  it('shows a diagnosis\' evidence lines in Chinese under their list marker', async () => {
+    const { serverLines } = await import('../src/format')
+    const ev = 'envelope line at BPFO (87.3 Hz) is 8.0x the local background; next strongest BPFI 1.3x'
+    expect(serverLines([
+      { text: 'bearing_outer (confidence 0.82)', parts: [{ text: 'bearing_outer (confidence 0.82)', key: 'diag.fault_confidence', params: { fault: 'bearing_outer', confidence: '0.82' } }] },
+      { text: '  - ' + ev, prefix: '  - ', parts: [{ text: ev, key: 'diag.ev.envelope_hz', params: { line: 'BPFO', hz: '87.3', ratio: '8.0', next: 'BPFI', next_ratio: '1.3' } }] },
+      { text: '  - kurtosis 5.2 (impacts push it above 3)', prefix: '  - ', parts: [{ text: 'kurtosis 5.2 (impacts push it above 3)', key: 'diag.ev.kurtosis', params: { kurtosis: '5.2' } }] },
+      { text: '  - replaced the belt', parts: [] }], ''))
+      .toBe('外圈故障（置信度 0.82）\n  - 包络谱 BPFO（87.3 Hz）谱线为局部背景的 8.0 倍；次强为 BPFI，1.3 倍\n  - 峭度 5.2（冲击使其高于 3）\n  - replaced the belt')
+  })
   it('says an API refusal per code with its figures, else falls back to the server detail', async () => {
     const { errorOf } = await import('../src/api/client')
     const verify = errorOf(409, { code: 'verify_refused', detail: 'work order WO-1: cannot verify when resolved with health 55 < 80',

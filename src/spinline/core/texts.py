@@ -30,6 +30,19 @@ TEMPLATES: dict[str, str] = {
     "carbon.opp.air_leaks": "repair compressed-air leaks",
     "carbon.opp.hvac_share": "HVAC at {share} of mill energy, above the {top} top of the usual band",
     "diag.fault_confidence": "{fault} (confidence {confidence})",
+    # Diagnosis evidence ("  - " lines under the verdict in a work order's description). The envelope lines
+    # most specific first: parsing takes the first template that reads the text (a line's name could hold "(Hz)").
+    "diag.ev.envelope_hz_baseline": "envelope line at {line} ({hz} Hz) is {ratio}x the local background "
+                                    "(baseline {baseline}x); next strongest {next} {next_ratio}x",
+    "diag.ev.envelope_hz": "envelope line at {line} ({hz} Hz) is {ratio}x the local background; "
+                           "next strongest {next} {next_ratio}x",
+    "diag.ev.envelope_baseline": "envelope line at {line} is {ratio}x the local background (baseline {baseline}x); "
+                                 "next strongest {next} {next_ratio}x",
+    "diag.ev.envelope": "envelope line at {line} is {ratio}x the local background; next strongest {next} {next_ratio}x",
+    "diag.ev.kurtosis": "kurtosis {kurtosis} (impacts push it above 3)",
+    "diag.ev.shaft_component": "{order} shaft component {value} mm/s, {growth}x its baseline {baseline} mm/s",
+    "diag.ev.shaft_slower": "shaft {pct} % slower than nominal",
+    "diag.ev.none": "no bearing line or shaft component stands out",
     # Work-order history written by the system (a comment a person typed has no key).
     "wo.comment.assigned": "assigned to {assignee}",
     "wo.comment.verified": "health index recovered to {health}",

@@ -241,7 +241,7 @@ async def test_plan_report_history_and_refusals_over_the_api(mapi) -> None:  # t
     [line] = assigned["comment_lines"]
     assert_console_says(line["parts"][0]["key"], line["parts"][0]["params"], assigned["comment"])
     typed = history[3]  # a person's words: no key, shown as typed
-    assert typed["comment_lines"] == [{"text": "replaced the bearing; greased", "parts": []}]
+    assert typed["comment_lines"] == [{"text": "replaced the bearing; greased", "parts": [], "prefix": ""}]
 
     r = await c.post(f"{base}/work-orders/{wo['id']}/verify", headers=alice, json={"health_index": 55})
     assert r.status_code == 409, r.text
@@ -288,3 +288,30 @@ def test_report_savings_titles_match_the_console() -> None:
     o = {"title": "repair compressed-air leaks", "title_key": "carbon.opp.air_leaks", "title_params": {}}
     assert opportunity_title(o, "zh-CN") == "修复压缩空气泄漏" and opportunity_title(o, "en") == o["title"]
     assert opportunity_title({"title": "typed", "title_key": None}, "zh-CN") == "typed"
+
+
+def test_diagnosis_evidence_lines_carry_keys() -> None:
+    """A work order's description written from a diagnosis: the verdict and each "  - " evidence line keyed,
+    the marker sent apart (``prefix``), every evidence template used by a real diagnosis."""
+    from spinline.health.diagnosis import diagnose
+
+    base = {"env_bpfo": 1.0, "env_bpfi": 1.0, "env_bsf": 1.0, "kurtosis": 3.0, "velocity_rms": 1.0,
+            "order_0.5x": 0.1, "order_1x": 1.0, "order_2x": 0.5, "order_3x": 0.2, "order_sub": 0.1}
+    bearing = {**base, "env_bpfo": 8.0, "env_bpfi": 1.3, "kurtosis": 5.2, "order_1x": 2.6}
+    cases = [(bearing, base, {"bpfo": 87.3}), (bearing, None, {"bpfo": 87.3}), (bearing, base, None),
+             (bearing, None, None), ({**base, "speed_deviation_pct": -4.0}, base, None), (base, base, None)]
+    seen: set[str] = set()
+    for x, b, fd in cases:
+        description = diagnose(x, b, defect_hz=fd, shaft_hz=24.7).explain()
+        lines = maintenance.text_lines(description)
+        assert [line.text for line in lines] == description.splitlines()
+        assert lines[0].prefix == "" and lines[0].parts[0].key == "diag.fault_confidence"
+        for line in lines[1:]:
+            assert line.prefix == "  - " and len(line.parts) == 1, line
+            p = line.parts[0]
+            assert p.key.startswith("diag.ev.") and line.text == line.prefix + p.text
+            assert_console_says(p.key, p.params, p.text)
+            seen.add(p.key)
+    assert seen == {k for k in texts.TEMPLATES if k.startswith("diag.ev.")}
+    typed = maintenance.text_lines("  - replaced the belt")
+    assert typed[0].parts == [] and typed[0].prefix == ""
