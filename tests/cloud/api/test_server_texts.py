@@ -203,7 +203,9 @@ def test_error_codes_and_named_values_have_both_languages() -> None:
     assert codes and codes == {k for k in zh if k.startswith("errors.code.")}
     assert all(zh[k] != en[k] for k in codes)
     sid = lambda v: re.sub(r"^_+|_+$", "", re.sub(r"\W+", "_", v))  # noqa: E731 (serverId of format.ts)
-    sent = {"kind": ["work order", "alarm"], "action": [*WO_TRANSITIONS, "acknowledge", "clear", "update the fault"],
+    sent = {"kind": ["work order", "alarm", "mill", "user", "raw evidence store", "machine", "raw snapshot",
+                     "vibration channel", "edge", "active edge", "model", "asset", "point"],
+            "action": [*WO_TRANSITIONS, "acknowledge", "clear", "update the fault"],
             "state": [s.value for s in WOState] + [s.value for s in AlarmState], "what": ["queries", "KPIs",
                                                                                          "KPIs by shift"]}
     for group, values in sent.items():
@@ -315,3 +317,45 @@ def test_diagnosis_evidence_lines_carry_keys() -> None:
     assert seen == {k for k in texts.TEMPLATES if k.startswith("diag.ev.")}
     typed = maintenance.text_lines("  - replaced the belt")
     assert typed[0].parts == [] and typed[0].prefix == ""
+
+
+async def test_not_found_refusals_are_keyed(api) -> None:  # type: ignore[no-untyped-def]
+    """A mill outside the caller's, an unknown machine, a machine with no snapshot: each 404 keyed, the
+    console's English entry reading the detail and its kind named in Chinese."""
+    alice = await api.login("alice")
+    c = api.client
+    answers = [await c.get("/api/v1/mills/mill-b/health", headers=alice),
+               await c.get("/api/v1/mills/mill-a/machines/nope/health/history", headers=alice),
+               await c.get("/api/v1/mills/mill-a/machines/nope/snapshots/latest", headers=alice)]
+    expected = [("error.not_found", "mill 'mill-b' not found", "工厂 'mill-b' 不存在"),
+                ("error.not_found", "machine 'nope' not found", "设备 'nope' 不存在")]
+    for r, (key, detail, zh) in zip(answers, expected, strict=False):
+        err = r.json()
+        assert r.status_code == 404 and err["code"] == "not_found" and err["key"] == key, err
+        assert err["detail"] == detail
+        assert_console_says(err["key"], err["params"], err["detail"])
+        kind = entry(ZH, "kind." + err["params"]["kind"])
+        assert vue_format(entry(ZH, key), {**err["params"], "kind": kind}) == zh
+    snap = answers[2].json()
+    assert answers[2].status_code == 404 and snap["key"].startswith("error.not_found"), snap
+    assert_console_says(snap["key"], snap["params"], snap["detail"])
+
+
+def test_not_found_and_conflict_details_are_keyed() -> None:
+    from spinline.cloud.api.deps import not_found
+    from spinline.cloud.api.errors import ApiError
+    from spinline.cloud.maintenance.store import RecordConflict
+
+    for exc, detail in [(not_found("user"), "user not found"),
+                        (not_found("vibration channel", "'ch9'", machine="'rf01'"),
+                         "vibration channel 'ch9' of machine 'rf01' not found"),
+                        (not_found("raw snapshot", machine="'rf01'"), "raw snapshot of machine 'rf01' not found")]:
+        assert exc.detail == detail and exc.text is not None
+        assert_console_says(exc.text.key, exc.text.params, detail)
+        assert entry(ZH, "kind." + exc.text.params["kind"].replace(" ", "_")) != exc.text.params["kind"]
+    with pytest.raises(ApiError) as caught, maintenance._http_errors():
+        raise RecordConflict("WO-7")
+    t = caught.value.text
+    assert caught.value.status_code == 409 and caught.value.code == "conflict" and t is not None
+    assert caught.value.detail == "WO-7 already exists"
+    assert_console_says(t.key, t.params, caught.value.detail)

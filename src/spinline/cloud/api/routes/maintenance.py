@@ -297,7 +297,8 @@ def _http_errors() -> Iterator[None]:
         raise keyed_error(status.HTTP_409_CONFLICT, "transition_refused",
                           {"kind": exc.kind, "id": exc.ident, "action": exc.action, "state": exc.state}) from None
     except RecordConflict as exc:
-        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+        raise keyed_error(status.HTTP_409_CONFLICT, "conflict", {"id": exc.ident}, key="error.record_exists") \
+            from None
     except MissingInput as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
 
