@@ -167,6 +167,24 @@ export function serverError(detail: string, code?: string | null, key?: string |
   return detail
 }
 
+/** One invalid field of a refused request (`errors[]` of an `invalid_request` answer). */
+export interface FieldErrorBody {
+  loc: (string | number)[]
+  msg: string
+  type: string
+  key?: string | null
+  params?: Record<string, string> | null
+}
+
+/** A refused request's invalid fields in the reader's language (per pydantic type, else naming the field), as the
+ * server's summary does: the first five, then how many more. */
+export function serverFieldErrors(errors: readonly FieldErrorBody[]): string {
+  const zh = String(i18n.global.locale.value).startsWith('zh')
+  const lines = errors.slice(0, 5).map((e) => serverText(`${e.loc.join('.')}: ${e.msg}`, e.key, e.params))
+  const more = errors.length > 5 ? (zh ? `（另有 ${errors.length - 5} 项）` : ` (and ${errors.length - 5} more)`) : ''
+  return lines.join(zh ? '；' : '; ') + more
+}
+
 /** Server text sent in parts (a health explanation), each in the reader's language, joined as the language does. */
 export function serverParts(parts: readonly { text: string; key: string; params: Record<string, string> }[] | undefined, text: string): string {
   if (!parts?.length) return text

@@ -120,4 +120,20 @@ describe('server-built maintenance text and refusals', () => {
       .toBe("user 'alice' exists")
     expect(errorOf(422, { code: 'span_too_large', detail: 'old server words' }, null).message).toBe('old server words')
   })
+  it('says a refused request\'s invalid fields per pydantic type, else names the field', async () => {
+    const { errorOf } = await import('../src/api/client')
+    const err = errorOf(422, { code: 'invalid_request', detail: 'query.limit: Input should be greater than or equal to 1; ...',
+      key: null, params: null, errors: [
+        { loc: ['query', 'limit'], msg: 'Input should be greater than or equal to 1', type: 'greater_than_equal',
+          key: 'error.field.greater_than_equal', params: { field: 'query.limit', ge: '1' } },
+        { loc: ['body', 'asset'], msg: 'Field required', type: 'missing', key: 'error.field.missing', params: { field: 'body.asset' } },
+        { loc: ['body', 'x'], msg: 'Value error, odd', type: 'value_error', key: 'error.field.invalid',
+          params: { field: 'body.x', msg: 'Value error, odd' } }] }, null)
+    expect(err.code).toBe('invalid_request')
+    expect(err.message).toBe('query.limit：应大于或等于 1；body.asset：必填；body.x：输入无效（Value error, odd）')
+    expect(err.detail).toContain('greater than or equal')
+    // an older server's fields without keys: its summary as sent
+    expect(errorOf(422, { code: 'invalid_request', detail: 'query.limit: bad', errors: [{ loc: ['query', 'limit'], msg: 'bad', type: 't' }] }, null).message)
+      .toBe('query.limit: bad')
+  })
 })

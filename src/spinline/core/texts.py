@@ -70,6 +70,25 @@ TEMPLATES: dict[str, str] = {
     "error.record_exists": "{id} already exists",
     "error.transition_refused": "{kind} {id}: cannot {action} when {state}",
     "error.verify_refused": "work order {id}: cannot verify when resolved with health {health} < {needed}",
+    # One invalid field of a request (``invalid_request``), by pydantic error type: "<loc>: <pydantic's message>".
+    "error.field.missing": "{field}: Field required",
+    "error.field.string_too_long": "{field}: String should have at most {max_length} characters",
+    "error.field.string_too_short": "{field}: String should have at least {min_length} characters",
+    "error.field.greater_than": "{field}: Input should be greater than {gt}",
+    "error.field.greater_than_equal": "{field}: Input should be greater than or equal to {ge}",
+    "error.field.less_than": "{field}: Input should be less than {lt}",
+    "error.field.less_than_equal": "{field}: Input should be less than or equal to {le}",
+    "error.field.string_type": "{field}: Input should be a valid string",
+    "error.field.int_parsing": "{field}: Input should be a valid integer, unable to parse string as an integer",
+    "error.field.float_parsing": "{field}: Input should be a valid number, unable to parse string as a number",
+    "error.field.bool_parsing": "{field}: Input should be a valid boolean, unable to interpret input",
+    "error.field.literal_error": "{field}: Input should be {expected}",
+    "error.field.enum": "{field}: Input should be {expected}",
+    "error.field.too_long": "{field}: List should have at most {max_length} items after validation, "
+                            "not {actual_length}",
+    "error.field.datetime_parsing": "{field}: Input should be a valid datetime, {error}",
+    "error.field.datetime_from_date_parsing": "{field}: Input should be a valid datetime or date, {error}",
+    "error.field.invalid": "{field}: {msg}",
     "error.too_many_concurrent_requests": "at most {limit} requests of one user run at once; wait for one to finish",
 }
 

@@ -359,3 +359,42 @@ def test_not_found_and_conflict_details_are_keyed() -> None:
     assert caught.value.status_code == 409 and caught.value.code == "conflict" and t is not None
     assert caught.value.detail == "WO-7 already exists"
     assert_console_says(t.key, t.params, caught.value.detail)
+
+
+async def test_invalid_request_fields_are_keyed_by_pydantic_type(api) -> None:  # type: ignore[no-untyped-def]
+    """Each invalid field of a 422 carries ``error.field.<type>`` with the figures its message names (the
+    console's English entry reads ``<loc>: <msg>`` exactly), or ``error.field.invalid`` naming the field."""
+    alice = await api.login("alice")
+    c = api.client
+    base = BASE.format(mill="mill-a")
+    answers = [await c.post(f"{base}/alarms", headers=alice, json={"severity": "nope", "asset": 5}),
+               await c.get(f"{base}/alarms", headers=alice, params={"limit": "lots"}),
+               await c.get(f"{base}/alarms", headers=alice, params={"limit": "-3"})]
+    types: set[str] = set()
+    for r in answers:
+        err = r.json()
+        assert r.status_code == 422 and err["code"] == "invalid_request", err
+        lines = []
+        for e in err["errors"]:
+            line = ".".join(str(x) for x in e["loc"]) + ": " + e["msg"]
+            assert e["key"].startswith("error.field."), e
+            assert_console_says(e["key"], e["params"], line)
+            if e["key"] != "error.field.invalid":
+                assert e["key"] == "error.field." + e["type"]
+                assert "should" not in vue_format(entry(ZH, e["key"]), e["params"]), e
+            types.add(e["key"])
+            lines.append(line)
+        assert err["detail"] == "; ".join(lines[:5]) + (f" (and {len(lines) - 5} more)" if len(lines) > 5 else "")
+    assert {"error.field.missing", "error.field.int_parsing"} <= types, types
+    assert len(types) >= 4, types
+
+
+def test_field_text_falls_back_to_the_field_name() -> None:
+    from spinline.cloud.api.errors import field_text
+
+    t = field_text("query.limit", "less_than_equal", "Input should be less than or equal to 10")
+    assert (t.key, t.params) == ("error.field.less_than_equal", {"field": "query.limit", "le": "10"})
+    # pydantic's singular ("1 character") is not the template's plural: named generically, never mistranslated
+    t = field_text("body.name", "string_too_long", "String should have at most 1 character")
+    assert t.key == "error.field.invalid" and t.en == "body.name: String should have at most 1 character"
+    assert vue_format(entry(ZH, t.key), t.params) == "body.name：输入无效（String should have at most 1 character）"
