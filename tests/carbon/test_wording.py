@@ -87,6 +87,8 @@ def test_zh_report_has_no_english_line(month_dict: dict[str, Any]) -> None:
              for m, r in [("estimated_typical", wording.say("gap.start")),
                           ("estimated_power", wording.say("gap.too_long", buckets=48)),
                           ("unfilled", wording.say("gap.readings_unknown"))]]}}
+    d["green_factory"] = {**d["green_factory"], "trends": {
+        k: {"first": 1.0, "last": 2.0, "slope_per_month": 0.5, "change_share": 1.0} for k in wording.TREND_ZH}}
     assert d["factor_selection"] and d["insight"]["opportunities"]
     english = [*d["notes"], *d["inventory"]["warnings"], *(x["note"] for x in d["inventory"]["lines"] if x["note"]),
                *(g["reason"] for g in d["data_quality"]["gaps"]),
@@ -102,9 +104,9 @@ def test_zh_report_has_no_english_line(month_dict: dict[str, Any]) -> None:
     for words in ("厂内光伏发电量（1200 kWh）超过用电量（1000 kWh）", "未计入：其年份不是报告年度 2026",
                   "低位发热量", "用户给定密度",
                   "缺口位于统计期开始处", "缺口超过 48 个时段", "按典型值估算", "无产量时段的计量电量", "天然气",
-                  "绿色电力凭证：gec（wind）"):
+                  "绿色电力凭证：gec（wind）", "单位产品综合能耗（kgce/t）：每月变化", "吨纱电耗（kWh/kg）：每月变化"):
         assert words in zh, words
     for phrase in ("no unmetered load", "excess is treated", "Quality Criteria", "beyond purchased", "NCV",
                    "user density", "gap at the start", "buckets", "machine-hours", "latest earlier vintage",
-                   "estimated_typical", "natural_gas", "instrument:"):
+                   "estimated_typical", "natural_gas", "instrument:", "kgce_per_t：", "kwh_per_kg："):
         assert phrase not in zh, phrase

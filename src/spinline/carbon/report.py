@@ -95,7 +95,7 @@ def render_html(d: dict[str, Any], lang: str = "en") -> str:
     return env.from_string(text).render(d=d, rule_text=rule, charts=svgs, category_zh=CATEGORY_ZH, scope_zh=SCOPE_ZH,
                                         term=lambda k: pdf.term(k, lg), opp_title=lambda o: opportunity_title(o, lg),
                                         tr=lambda s: say_in(s, lg), method_zh=wording.METHOD_ZH,
-                                        kind_zh=wording.KIND_ZH)
+                                        kind_zh=wording.KIND_ZH, trend_zh=wording.TREND_ZH)
 
 
 def say_in(text: str, lang: str) -> str:

@@ -78,6 +78,9 @@ KIND_ZH: dict[str, str] = {
     "grid_fossil": "化石能源电力排放因子", "electricity_lca": "电力全生命周期碳足迹因子",
     "fuel": "燃料排放因子", "heat": "热力排放因子",
 }
+#: The green-factory trends (``figures_dict``'s ``green_factory.trends`` keys).
+TREND_ZH: dict[str, str] = {"kgce_per_t": "单位产品综合能耗（kgce/t）", "kgco2e_per_t": "单位产品碳排放（kgCO2e/t）",
+                            "kwh_per_kg": "吨纱电耗（kWh/kg）"}
 #: Gap fill methods (``GapSpan.method``).
 METHOD_ZH: dict[str, str] = {"interpolated": "插值", "estimated_power": "按功率估算",
                              "estimated_typical": "按典型值估算", "unfilled": "未补齐"}
