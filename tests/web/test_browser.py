@@ -218,6 +218,8 @@ def test_alarm_to_closed_work_order_en(stack: Stack, browser: object, contexts: 
     state = drawer.locator("[data-test=order-state]")
     state.wait_for()
     assert state.get_attribute("data-state") == "open"
+    # the description (the alarm's message, written by the system) is shown from its lines
+    assert "outer race defect" in drawer.locator("[data-test=order-description]").inner_text()
     # assign (the assignee is asked for), start, resolve as no fault found (the canary judge's evidence)
     drawer.locator("[data-action=assign]").click()
     page.locator(".el-message-box input").fill("mario")

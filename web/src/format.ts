@@ -149,10 +149,11 @@ export function serverText(text: string, key?: string | null, params?: Record<st
 }
 
 /** Server text sent line by line (a work order's description, a history comment), each line in parts. */
-export function serverLines(lines: readonly { text: string; parts: { text: string; key: string; params: Record<string, string> }[] }[] | undefined,
+export function serverLines(lines: readonly { text: string; parts: { text: string; key: string; params: Record<string, string> }[]; prefix?: string }[] | undefined,
   text: string): string {
   if (!lines?.length) return text
-  return lines.map((l) => serverParts(l.parts, l.text)).join('\n')
+  // a keyed line's list marker ("  - " before a diagnosis' evidence) is sent apart from its parts
+  return lines.map((l) => (l.parts?.length ? l.prefix ?? '' : '') + serverParts(l.parts, l.text)).join('\n')
 }
 
 /**
@@ -164,6 +165,24 @@ export function serverError(detail: string, code?: string | null, key?: string |
   if (key && params) return serverText(detail, key.replace(/^server\./, ''), params)
   if (code && i18n.global.te('errors.code.' + code)) return i18n.global.t('errors.code.' + code)
   return detail
+}
+
+/** One invalid field of a refused request (`errors[]` of an `invalid_request` answer). */
+export interface FieldErrorBody {
+  loc: (string | number)[]
+  msg: string
+  type: string
+  key?: string | null
+  params?: Record<string, string> | null
+}
+
+/** A refused request's invalid fields in the reader's language (per pydantic type, else naming the field), as the
+ * server's summary does: the first five, then how many more. */
+export function serverFieldErrors(errors: readonly FieldErrorBody[]): string {
+  const zh = String(i18n.global.locale.value).startsWith('zh')
+  const lines = errors.slice(0, 5).map((e) => serverText(`${e.loc.join('.')}: ${e.msg}`, e.key, e.params))
+  const more = errors.length > 5 ? (zh ? `（另有 ${errors.length - 5} 项）` : ` (and ${errors.length - 5} more)`) : ''
+  return lines.join(zh ? '；' : '; ') + more
 }
 
 /** Server text sent in parts (a health explanation), each in the reader's language, joined as the language does. */

@@ -91,6 +91,16 @@ describe('server-built maintenance text and refusals', () => {
       { text: '换了轴承', parts: [] }], '')).toBe('派工给 wang\n不平衡（置信度 0.80）\n换了轴承')
     expect(serverLines([], 'as typed')).toBe('as typed')
   })
+  it('shows a diagnosis\' evidence lines in Chinese under their list marker', async () => {
+    const { serverLines } = await import('../src/format')
+    const ev = 'envelope line at BPFO (87.3 Hz) is 8.0x the local background; next strongest BPFI 1.3x'
+    expect(serverLines([
+      { text: 'bearing_outer (confidence 0.82)', parts: [{ text: 'bearing_outer (confidence 0.82)', key: 'diag.fault_confidence', params: { fault: 'bearing_outer', confidence: '0.82' } }] },
+      { text: '  - ' + ev, prefix: '  - ', parts: [{ text: ev, key: 'diag.ev.envelope_hz', params: { line: 'BPFO', hz: '87.3', ratio: '8.0', next: 'BPFI', next_ratio: '1.3' } }] },
+      { text: '  - kurtosis 5.2 (impacts push it above 3)', prefix: '  - ', parts: [{ text: 'kurtosis 5.2 (impacts push it above 3)', key: 'diag.ev.kurtosis', params: { kurtosis: '5.2' } }] },
+      { text: '  - replaced the belt', parts: [] }], ''))
+      .toBe('外圈故障（置信度 0.82）\n  - 包络谱 BPFO（87.3 Hz）谱线为局部背景的 8.0 倍；次强为 BPFI，1.3 倍\n  - 峭度 5.2（冲击使其高于 3）\n  - replaced the belt')
+  })
   it('says an API refusal per code with its figures, else falls back to the server detail', async () => {
     const { errorOf } = await import('../src/api/client')
     const verify = errorOf(409, { code: 'verify_refused', detail: 'work order WO-1: cannot verify when resolved with health 55 < 80',
@@ -109,5 +119,21 @@ describe('server-built maintenance text and refusals', () => {
     expect(errorOf(409, { code: 'conflict', detail: "user 'alice' exists", key: null, params: null }, null).message)
       .toBe("user 'alice' exists")
     expect(errorOf(422, { code: 'span_too_large', detail: 'old server words' }, null).message).toBe('old server words')
+  })
+  it('says a refused request\'s invalid fields per pydantic type, else names the field', async () => {
+    const { errorOf } = await import('../src/api/client')
+    const err = errorOf(422, { code: 'invalid_request', detail: 'query.limit: Input should be greater than or equal to 1; ...',
+      key: null, params: null, errors: [
+        { loc: ['query', 'limit'], msg: 'Input should be greater than or equal to 1', type: 'greater_than_equal',
+          key: 'error.field.greater_than_equal', params: { field: 'query.limit', ge: '1' } },
+        { loc: ['body', 'asset'], msg: 'Field required', type: 'missing', key: 'error.field.missing', params: { field: 'body.asset' } },
+        { loc: ['body', 'x'], msg: 'Value error, odd', type: 'value_error', key: 'error.field.invalid',
+          params: { field: 'body.x', msg: 'Value error, odd' } }] }, null)
+    expect(err.code).toBe('invalid_request')
+    expect(err.message).toBe('query.limit：应大于或等于 1；body.asset：必填；body.x：输入无效（Value error, odd）')
+    expect(err.detail).toContain('greater than or equal')
+    // an older server's fields without keys: its summary as sent
+    expect(errorOf(422, { code: 'invalid_request', detail: 'query.limit: bad', errors: [{ loc: ['query', 'limit'], msg: 'bad', type: 't' }] }, null).message)
+      .toBe('query.limit: bad')
   })
 })

@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from spinline.carbon.wording import say
 from spinline.core.errors import SpinlineError
 
 KINDS = ("grid_location", "grid_residual", "grid_fossil", "electricity_lca", "fuel", "heat", "fibre", "custom")
@@ -218,11 +219,11 @@ class FactorLibrary:
                     hit = sorted(hits, key=lambda f: (not f.custom, f.id))[0]
                     steps = []
                     if y < year:
-                        steps.append(f"no {kind} factor for {year}; used the latest earlier vintage {y}")
+                        steps.append(say("factor.earlier_vintage", kind=kind, year=year, used=y))
                     elif y > year:
-                        steps.append(f"no {kind} factor for {year} or earlier; used the earliest published, {y}")
+                        steps.append(say("factor.later_vintage", kind=kind, year=year, used=y))
                     if ri:
-                        steps.append(f"no {y} factor for {', '.join(regions[:ri])}; used {region}")
+                        steps.append(say("factor.wider_region", year=y, regions=", ".join(regions[:ri]), region=region))
                     return Selection(hit, req, tuple(steps))
         raise FactorError(f"no {kind} factor for {'/'.join(regions)} at or before {year}")
 

@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from spinline.carbon.wording import say
 from spinline.core.site import STAGE_ORDER, MachineType
 
 Rule = Literal["mass", "energy", "spindle_hours"]
@@ -89,7 +90,7 @@ def shared_loads(machines: Sequence[MachineTotals], main_kwh: float | None) -> t
         if rest >= 0:
             out["unmetered"] = rest
         else:
-            notes.append(f"machine meters sum to {-rest:.0f} kWh more than the main meter: no unmetered load taken")
+            notes.append(say("fp.meters_above_main", kwh=f"{-rest:.0f}"))
     return out, notes
 
 
@@ -209,7 +210,7 @@ def compute_footprint(machines: Sequence[MachineTotals], main_kwh: float | None,
         else:
             count_stage[key or "unknown"][m.type] += a.kwh
     if known_total < yarn_kg:
-        notes.append(f"{yarn_kg - known_total:.0f} kg of yarn from ring frames on lines without a count")
+        notes.append(say("fp.yarn_without_count", kg=f"{yarn_kg - known_total:.0f}"))
     stages = tuple(Intensity(t.value, stage_kwh.get(t.value, 0.0), yarn_kg,
                              stage_kwh.get(t.value, 0.0) / total_kwh if total_kwh else 0.0)
                    for t in STAGE_ORDER if t.value in stage_kwh)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from spinline.carbon.wording import say
 from spinline.core.batch import F64
 from spinline.core.texts import Text
 
@@ -143,23 +144,22 @@ def analyse(*, hours: int, line_kwh_h: Mapping[str, F64], line_kg_h: Mapping[str
 
     for b in bases:
         opp(Text("carbon.opp.line_best", {"line": b.key, "best": f"{b.best_kwh_per_kg:.3f}"}), b.excess_kwh,
-            f"daily kWh/kg above the line's 10th percentile over {b.days} production days")
+            say("insight.basis.line_best", days=b.days))
     total_idle = sum(idle.values())
     opp(Text("carbon.opp.idle_off"), total_idle,
-        f"metered kWh in hours with no output ({sum(idle_h.values())} machine-hours)")
+        say("insight.basis.idle", hours=sum(idle_h.values())))
     if leak_kw is not None:
         leaks = Text("carbon.opp.air_leaks")
         opps.append(Opportunity(leaks.en, leak_kw * HOURS_PER_YEAR,
                                 leak_kw * HOURS_PER_YEAR * kg_co2_per_kwh / 1000.0,
-                                f"compressor draws {leak_kw:.1f} kW with no air demand ({nd_hours} h); "
-                                "a leak load runs all year (8 760 h)", leaks))
+                                say("insight.basis.air_leaks", kw=f"{leak_kw:.1f}", hours=nd_hours), leaks))
     elif compressors_present:
-        notes.append("compressor leak signature not assessable: no hour without production in the period")
+        notes.append(say("insight.leak_not_assessable"))
     share = hvac_kwh / total_kwh if total_kwh else 0.0
     lo, hi = HVAC_SHARE_BAND
     if share > hi:
         opp(Text("carbon.opp.hvac_share", {"share": f"{share:.0%}", "top": f"{hi:.0%}"}), (share - hi) * total_kwh,
-            "kWh above 40% of mill energy (domain.md (a): HVAC 30-40% of mill load)")
+            say("insight.basis.hvac", top=f"{hi:.0%}"))
     opps.sort(key=lambda o: o.kwh_per_year, reverse=True)
     return Insight(tuple(bases), idle, idle_h, leak_kw, nd_hours, share, tuple(opps), tuple(notes))
 

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from spinline.carbon.factors import Factor, FactorError, FactorLibrary, Selection, grid_regions
+from spinline.carbon.wording import say
 from spinline.core.units import conversion_factor, is_compatible
 
 
@@ -129,9 +130,9 @@ def fuel_kg(use: FuelUse, factor: Factor) -> tuple[float, str]:
         if factor.ncv_tj_per_gg is None:
             raise FactorError(f"factor {factor.id} has no NCV: give the fuel in kg")
         mj = use.quantity * conversion_factor(use.unit, "MJ")
-        return mj / factor.ncv_tj_per_gg, f"{mj:.6g} MJ / NCV {factor.ncv_tj_per_gg} MJ/kg"
+        return mj / factor.ncv_tj_per_gg, say("inv.fuel_ncv", mj=f"{mj:.6g}", ncv=factor.ncv_tj_per_gg)
     if use.kg_per_unit is not None:
-        return use.quantity * use.kg_per_unit, f"user density {use.kg_per_unit} kg/{use.unit}"
+        return use.quantity * use.kg_per_unit, say("inv.fuel_density", density=use.kg_per_unit, unit=use.unit)
     raise FactorError(f"cannot turn {use.quantity} {use.unit} of {use.fuel or use.factor} into kg: "
                       "give kg, an energy unit, or kg_per_unit")
 
@@ -182,8 +183,7 @@ def compute_inventory(lib: FactorLibrary, *, year: int, consumption_kwh: float, 
     # --- Scope 2: electricity ---------------------------------------------------------------------
     pv = max(onsite_pv_kwh, 0.0)
     if pv > consumption_kwh:
-        warnings.append(f"on-site PV ({pv:.0f} kWh) exceeds consumption ({consumption_kwh:.0f} kWh): "
-                        "the excess is treated as exported")
+        warnings.append(say("inv.pv_exceeds", pv=f"{pv:.0f}", consumption=f"{consumption_kwh:.0f}"))
         pv = consumption_kwh
     grid = consumption_kwh - pv
     loc = lib.select("grid_location", grid_regions(province, grid_region), year)
@@ -194,22 +194,23 @@ def compute_inventory(lib: FactorLibrary, *, year: int, consumption_kwh: float, 
     valid: list[GreenInstrument] = []
     for ins in instruments:
         if ins.vintage != year:
-            warnings.append(f"instrument {ins.kind} {ins.id or ''} ({ins.kwh:.0f} kWh, vintage {ins.vintage}) "
-                            f"excluded: its vintage is not the reporting year {year} (Scope 2 Quality Criteria)")
+            warnings.append(say("inv.instrument_vintage", kind=ins.kind, id=ins.id or "", kwh=f"{ins.kwh:.0f}",
+                                vintage=ins.vintage, year=year))
             continue
         valid.append(ins)
     covered = 0.0
     for ins in valid:
         take = min(ins.kwh, grid - covered)
         if take < ins.kwh:
-            warnings.append(f"instrument {ins.kind} {ins.id or ''}: {ins.kwh - take:.0f} kWh beyond purchased grid "
-                            "electricity not counted")
+            warnings.append(say("inv.instrument_beyond_grid", kind=ins.kind, id=ins.id or "",
+                                kwh=f"{ins.kwh - take:.0f}"))
         if take <= 0:
             continue
         covered += take
-        lines.append(InventoryLine("2-market", f"instrument: {ins.kind} ({ins.source})", take, "kWh", ins.kg_per_kwh,
+        category = say("inv.instrument_category", kind=ins.kind, source=ins.source)
+        lines.append(InventoryLine("2-market", category, take, "kWh", ins.kg_per_kwh,
                                    "kgCO2/kWh", ins.id or ins.kind, take * ins.kg_per_kwh, False,
-                                   f"vintage {ins.vintage}"))
+                                   say("inv.vintage", vintage=ins.vintage)))
     residual_kwh = grid - covered
     res = lib.select("grid_residual", ["CN"], year)
     sels.append(res)

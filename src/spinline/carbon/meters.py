@@ -25,6 +25,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from spinline.carbon.wording import say
 from spinline.core.batch import F64, I64
 
 GapFill = Literal["auto", "estimate", "none"]
@@ -193,17 +194,17 @@ def fill_counter(present: np.ndarray, delta: F64, first: F64, last: F64, *, est_
         if bridge_known and not np.isnan(bridge) and (i > 0 or bridge > 0):
             kwh[j] -= max(bridge, 0.0)   # the store's catch-up step would double count the estimate
         if i == 0:
-            reason = "gap at the start of the period"
+            reason = say("gap.start")
         elif j == n:
-            reason = "gap at the end of the period"
+            reason = say("gap.end")
         elif kind == "reset":
-            reason = "counter reset during the gap"
+            reason = say("gap.reset")
         elif nmiss > max_bridge:
-            reason = f"gap longer than {max_bridge} buckets"
+            reason = say("gap.too_long", buckets=max_bridge)
         elif method == "estimate":
-            reason = "estimation selected"
+            reason = say("gap.estimate_selected")
         else:
-            reason = "counter readings around the gap unknown"
+            reason = say("gap.readings_unknown")
         how = "estimated_power" if from_power.all() else "estimated_typical"
         gaps.append(GapSpan(i, j, float(fill.sum()), how, reason))
     kwh = np.maximum(kwh, 0.0)

@@ -13,7 +13,7 @@ from typing import Any
 
 import jinja2
 
-from spinline.carbon import pact
+from spinline.carbon import pact, wording
 from spinline.carbon.figures import MonthFigures, figures_dict
 from spinline.carbon.footprint import RULES
 from spinline.core.pdf import Lang
@@ -93,7 +93,14 @@ def render_html(d: dict[str, Any], lang: str = "en") -> str:
         else RULES[d["allocation_rule"]]
     svgs = [Markup(pdf.svg(c)) for c in charts(d, lg)]  # noqa: S704 (our own drawings, rendered by reportlab)
     return env.from_string(text).render(d=d, rule_text=rule, charts=svgs, category_zh=CATEGORY_ZH, scope_zh=SCOPE_ZH,
-                                        term=lambda k: pdf.term(k, lg), opp_title=lambda o: opportunity_title(o, lg))
+                                        term=lambda k: pdf.term(k, lg), opp_title=lambda o: opportunity_title(o, lg),
+                                        tr=lambda s: say_in(s, lg), method_zh=wording.METHOD_ZH,
+                                        kind_zh=wording.KIND_ZH, trend_zh=wording.TREND_ZH)
+
+
+def say_in(text: str, lang: str) -> str:
+    """An explanatory line of the figures (a note, warning, reason, basis) in ``lang``."""
+    return wording.zh(text) if lang == "zh-CN" else text
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -178,7 +185,8 @@ PDF_TEXT: dict[str, dict[str, str]] = {
 }
 #: Inventory sources as Chinese GHG reports name them.
 CATEGORY_ZH = {"grid electricity": "外购电力", "residual mix": "剩余电力组合", "on-site PV": "厂内光伏",
-               "purchased heat": "外购热力"}
+               "purchased heat": "外购热力", "natural_gas": "天然气", "coal": "煤炭", "diesel": "柴油",
+               "lpg": "液化石油气"}
 SCOPE_ZH = {"1": "范围一", "2-location": "范围二（基于位置）", "2-market": "范围二（基于市场）"}
 RULE_TEXT_ZH = {"mass": "按纱线产量（质量）分摊", "energy": "按各机台直接用电量分摊", "spindle_hours": "按锭时分摊"}
 
@@ -238,7 +246,7 @@ def write_pdf(path: Path, d: dict[str, Any], lang: str = "en") -> None:
     if d["custom_factors"]:
         story.append(Paragraph(t["custom"].format(ids=", ".join(d["custom_factors"])), st["Warn"]))
     for n in d["notes"]:
-        story.append(Paragraph(n, st["Small"]))
+        story.append(Paragraph(say_in(n, lg), st["Small"]))
     flag = t["flag"].format(share=100 * en["estimated_share"]) if en["estimated_flagged"] else ""
     kwh_kg = en["kwh_per_kg"] if en["kwh_per_kg"] is not None else float("nan")
     co2_kg = d["product_footprint"]["kgco2e_per_kg_spinning"]
@@ -255,7 +263,7 @@ def write_pdf(path: Path, d: dict[str, Any], lang: str = "en") -> None:
                                                  c["kgco2e_per_kg_spinning"], c["kgco2e_per_kg_cradle_to_gate"]]
                                                 for c in d["counts"]], lg),
               Paragraph(t["inventory"], st["Heading2"]),
-              pdf.table([cols["inv_cols"]] + [[x["scope"], CATEGORY_ZH.get(x["category"], x["category"])
+              pdf.table([cols["inv_cols"]] + [[x["scope"], CATEGORY_ZH.get(x["category"], say_in(x["category"], lg))
                                                if lg == "zh-CN" else x["category"], x["activity"], x["activity_unit"],
                                                x["factor"], x["factor_unit"],
                                                x["factor_id"] + (" [CUSTOM]" if x["custom"] else ""), x["kgco2e"]]

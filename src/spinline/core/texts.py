@@ -30,6 +30,19 @@ TEMPLATES: dict[str, str] = {
     "carbon.opp.air_leaks": "repair compressed-air leaks",
     "carbon.opp.hvac_share": "HVAC at {share} of mill energy, above the {top} top of the usual band",
     "diag.fault_confidence": "{fault} (confidence {confidence})",
+    # Diagnosis evidence ("  - " lines under the verdict in a work order's description). The envelope lines
+    # most specific first: parsing takes the first template that reads the text (a line's name could hold "(Hz)").
+    "diag.ev.envelope_hz_baseline": "envelope line at {line} ({hz} Hz) is {ratio}x the local background "
+                                    "(baseline {baseline}x); next strongest {next} {next_ratio}x",
+    "diag.ev.envelope_hz": "envelope line at {line} ({hz} Hz) is {ratio}x the local background; "
+                           "next strongest {next} {next_ratio}x",
+    "diag.ev.envelope_baseline": "envelope line at {line} is {ratio}x the local background (baseline {baseline}x); "
+                                 "next strongest {next} {next_ratio}x",
+    "diag.ev.envelope": "envelope line at {line} is {ratio}x the local background; next strongest {next} {next_ratio}x",
+    "diag.ev.kurtosis": "kurtosis {kurtosis} (impacts push it above 3)",
+    "diag.ev.shaft_component": "{order} shaft component {value} mm/s, {growth}x its baseline {baseline} mm/s",
+    "diag.ev.shaft_slower": "shaft {pct} % slower than nominal",
+    "diag.ev.none": "no bearing line or shaft component stands out",
     # Work-order history written by the system (a comment a person typed has no key).
     "wo.comment.assigned": "assigned to {assignee}",
     "wo.comment.verified": "health index recovered to {health}",
@@ -51,8 +64,31 @@ TEMPLATES: dict[str, str] = {
                                        "per request (use auto or 1h for longer spans)",
     "error.empty_span": "end must be after start",
     "error.not_found": "{kind} {id} not found",
+    "error.not_found_kind": "{kind} not found",
+    "error.not_found_of_machine": "{kind} {id} of machine {machine} not found",
+    "error.not_found_kind_of_machine": "{kind} of machine {machine} not found",
+    "error.record_exists": "{id} already exists",
     "error.transition_refused": "{kind} {id}: cannot {action} when {state}",
     "error.verify_refused": "work order {id}: cannot verify when resolved with health {health} < {needed}",
+    # One invalid field of a request (``invalid_request``), by pydantic error type: "<loc>: <pydantic's message>".
+    "error.field.missing": "{field}: Field required",
+    "error.field.string_too_long": "{field}: String should have at most {max_length} characters",
+    "error.field.string_too_short": "{field}: String should have at least {min_length} characters",
+    "error.field.greater_than": "{field}: Input should be greater than {gt}",
+    "error.field.greater_than_equal": "{field}: Input should be greater than or equal to {ge}",
+    "error.field.less_than": "{field}: Input should be less than {lt}",
+    "error.field.less_than_equal": "{field}: Input should be less than or equal to {le}",
+    "error.field.string_type": "{field}: Input should be a valid string",
+    "error.field.int_parsing": "{field}: Input should be a valid integer, unable to parse string as an integer",
+    "error.field.float_parsing": "{field}: Input should be a valid number, unable to parse string as a number",
+    "error.field.bool_parsing": "{field}: Input should be a valid boolean, unable to interpret input",
+    "error.field.literal_error": "{field}: Input should be {expected}",
+    "error.field.enum": "{field}: Input should be {expected}",
+    "error.field.too_long": "{field}: List should have at most {max_length} items after validation, "
+                            "not {actual_length}",
+    "error.field.datetime_parsing": "{field}: Input should be a valid datetime, {error}",
+    "error.field.datetime_from_date_parsing": "{field}: Input should be a valid datetime or date, {error}",
+    "error.field.invalid": "{field}: {msg}",
     "error.too_many_concurrent_requests": "at most {limit} requests of one user run at once; wait for one to finish",
 }
 
@@ -121,17 +157,28 @@ def parse(key: str, text: str) -> Text | None:
     For text stored before keys existed (alarm messages in the database); the match must render back
     to ``text`` exactly.
     """
-    import re
-
     tpl = TEMPLATES.get(key)
     if tpl is None:
         return None
+    found = match(tpl, text)
+    return keyed(key, found, text) if found is not None else None
+
+
+def match(tpl: str, text: str, *, empty: bool = False) -> dict[str, str] | None:
+    """The parameters that make ``tpl`` (``{name}`` placeholders) read ``text``, or None when none do.
+
+    ``empty``: a parameter may be the empty string (an id that is not always given). The caller checks
+    that the parameters render back to ``text`` where that matters (``keyed``).
+    """
+    import re
+
     names: list[str] = []
+    any_ = ".*?" if empty else ".+?"
 
     def group(m: re.Match[str]) -> str:
         names.append(m.group(1))
-        return f"(?P<{m.group(1)}>.+?)" if names.count(m.group(1)) == 1 else f"(?P={m.group(1)})"
+        return f"(?P<{m.group(1)}>{any_})" if names.count(m.group(1)) == 1 else f"(?P={m.group(1)})"
 
     pattern = re.sub(r"\\\{(\w+)\\\}", group, re.escape(tpl))
     m = re.fullmatch(pattern, text, flags=re.DOTALL)
-    return keyed(key, m.groupdict(), text) if m else None
+    return m.groupdict() if m else None

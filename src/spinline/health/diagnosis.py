@@ -106,14 +106,17 @@ def diagnose(x: Mapping[str, Any], baseline: Mapping[str, Any] | None = None, *,
         f = fd.get(key)
         f = 2 * f if f is not None and label == "bearing_ball" else f
         others = sorted((_get(x, o, 0.0), n) for lab, (o, n) in _ENV.items() if lab != label)
-        ev = [Evidence(feat, v, b, f, f"envelope line at {name}"
-                       + (f" ({f:.1f} Hz)" if f else "") + f" is {v:.1f}x the local background"
-                       + (f" (baseline {b:.1f}x)" if baseline is not None else "")
-                       + f"; next strongest {others[-1][1]} {others[-1][0]:.1f}x")]
+        params = {"line": name, "ratio": f"{v:.1f}", "next": others[-1][1], "next_ratio": f"{others[-1][0]:.1f}"}
+        if f:
+            params["hz"] = f"{f:.1f}"
+        if baseline is not None:
+            params["baseline"] = f"{b:.1f}"
+        tkey = "diag.ev.envelope" + ("_hz" if f else "") + ("_baseline" if baseline is not None else "")
+        ev = [Evidence(feat, v, b, f, render(tkey, params))]
         kurt = _get(x, "kurtosis")
         if math.isfinite(kurt):
             ev.append(Evidence("kurtosis", kurt, _get(base, "kurtosis", 3.0), None,
-                               f"kurtosis {kurt:.1f} (impacts push it above 3)"))
+                               render("diag.ev.kurtosis", {"kurtosis": f"{kurt:.1f}"})))
         cands.append((best[0], label, ev))
 
     # Shaft-order evidence: growth over the asset's own baseline.
@@ -127,8 +130,10 @@ def diagnose(x: Mapping[str, Any], baseline: Mapping[str, Any] | None = None, *,
         hz = shaft_hz
         ev_of = {k: Evidence(k, _get(x, k, 0.0), _get(base, k, math.nan),
                              None if hz is None or k == "order_sub" else hz * float(k.split("_")[1].rstrip("x")),
-                             f"{k.split('_')[1]} shaft component {_get(x, k, 0.0):.2f} mm/s, "
-                             f"{g[k]:.1f}x its baseline {_get(base, k, math.nan):.2f} mm/s") for k in g}
+                             render("diag.ev.shaft_component",
+                                    {"order": k.split("_")[1], "value": f"{_get(x, k, 0.0):.2f}",
+                                     "growth": f"{g[k]:.1f}", "baseline": f"{_get(base, k, math.nan):.2f}"}))
+                 for k in g}
         loose = max(g["order_3x"], g["order_0.5x"])
         belt = g["order_sub"]
         dev = _get(x, "speed_deviation_pct", 0.0)
@@ -136,7 +141,7 @@ def diagnose(x: Mapping[str, Any], baseline: Mapping[str, Any] | None = None, *,
         if dev <= -1.0:  # the driven shaft turns slower than its drive: the belt slips
             belt = max(belt, growth_threshold * (-dev / 1.0))
             belt_ev.insert(0, Evidence("speed_deviation_pct", dev, 0.0, hz,
-                                       f"shaft {-dev:.1f} % slower than nominal"))
+                                       render("diag.ev.shaft_slower", {"pct": f"{-dev:.1f}"})))
         shaft_cands = [
             (belt / growth_threshold if belt >= max(g["order_1x"], g["order_2x"]) else 0.0, "belt_slip", belt_ev),
             (g["order_1x"] / growth_threshold if g["order_1x"] >= max(g["order_2x"], loose) else 0.0,
@@ -153,7 +158,7 @@ def diagnose(x: Mapping[str, Any], baseline: Mapping[str, Any] | None = None, *,
 
     if not cands:
         return Diagnosis("unknown", 0.0, (Evidence("none", 0.0, 0.0, None,
-                                                   "no bearing line or shaft component stands out"),))
+                                                   render("diag.ev.none", {})),))
     cands.sort(key=lambda c: -c[0])
     s, label, ev = cands[0]
     extra = [e for _, _, es in cands[1:] for e in es[:1]]

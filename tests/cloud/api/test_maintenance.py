@@ -33,7 +33,8 @@ async def test_alarm_to_verified_work_order(mapi) -> None:  # type: ignore[no-un
     r = await c.post(f"{base}/alarms/{alarm['id']}/acknowledge", headers=alice, json={"comment": "on it"})
     assert r.status_code == 200 and r.json()["state"] == "acknowledged"
     assert r.json()["history"][-1] | {"at": None} == {"state": "acknowledged", "by": "alice", "comment": "on it",
-                                                       "at": None, "comment_lines": [{"text": "on it", "parts": []}]}
+                                                       "at": None,
+                                                       "comment_lines": [{"text": "on it", "parts": [], "prefix": ""}]}
     r = await c.post(f"{base}/alarms/{alarm['id']}/acknowledge", headers=alice, json={})
     assert r.status_code == 409 and "cannot acknowledge when acknowledged" in r.text
 

@@ -203,7 +203,9 @@ def test_error_codes_and_named_values_have_both_languages() -> None:
     assert codes and codes == {k for k in zh if k.startswith("errors.code.")}
     assert all(zh[k] != en[k] for k in codes)
     sid = lambda v: re.sub(r"^_+|_+$", "", re.sub(r"\W+", "_", v))  # noqa: E731 (serverId of format.ts)
-    sent = {"kind": ["work order", "alarm"], "action": [*WO_TRANSITIONS, "acknowledge", "clear", "update the fault"],
+    sent = {"kind": ["work order", "alarm", "mill", "user", "raw evidence store", "machine", "raw snapshot",
+                     "vibration channel", "edge", "active edge", "model", "asset", "point"],
+            "action": [*WO_TRANSITIONS, "acknowledge", "clear", "update the fault"],
             "state": [s.value for s in WOState] + [s.value for s in AlarmState], "what": ["queries", "KPIs",
                                                                                          "KPIs by shift"]}
     for group, values in sent.items():
@@ -241,7 +243,7 @@ async def test_plan_report_history_and_refusals_over_the_api(mapi) -> None:  # t
     [line] = assigned["comment_lines"]
     assert_console_says(line["parts"][0]["key"], line["parts"][0]["params"], assigned["comment"])
     typed = history[3]  # a person's words: no key, shown as typed
-    assert typed["comment_lines"] == [{"text": "replaced the bearing; greased", "parts": []}]
+    assert typed["comment_lines"] == [{"text": "replaced the bearing; greased", "parts": [], "prefix": ""}]
 
     r = await c.post(f"{base}/work-orders/{wo['id']}/verify", headers=alice, json={"health_index": 55})
     assert r.status_code == 409, r.text
@@ -288,3 +290,111 @@ def test_report_savings_titles_match_the_console() -> None:
     o = {"title": "repair compressed-air leaks", "title_key": "carbon.opp.air_leaks", "title_params": {}}
     assert opportunity_title(o, "zh-CN") == "修复压缩空气泄漏" and opportunity_title(o, "en") == o["title"]
     assert opportunity_title({"title": "typed", "title_key": None}, "zh-CN") == "typed"
+
+
+def test_diagnosis_evidence_lines_carry_keys() -> None:
+    """A work order's description written from a diagnosis: the verdict and each "  - " evidence line keyed,
+    the marker sent apart (``prefix``), every evidence template used by a real diagnosis."""
+    from spinline.health.diagnosis import diagnose
+
+    base = {"env_bpfo": 1.0, "env_bpfi": 1.0, "env_bsf": 1.0, "kurtosis": 3.0, "velocity_rms": 1.0,
+            "order_0.5x": 0.1, "order_1x": 1.0, "order_2x": 0.5, "order_3x": 0.2, "order_sub": 0.1}
+    bearing = {**base, "env_bpfo": 8.0, "env_bpfi": 1.3, "kurtosis": 5.2, "order_1x": 2.6}
+    cases = [(bearing, base, {"bpfo": 87.3}), (bearing, None, {"bpfo": 87.3}), (bearing, base, None),
+             (bearing, None, None), ({**base, "speed_deviation_pct": -4.0}, base, None), (base, base, None)]
+    seen: set[str] = set()
+    for x, b, fd in cases:
+        description = diagnose(x, b, defect_hz=fd, shaft_hz=24.7).explain()
+        lines = maintenance.text_lines(description)
+        assert [line.text for line in lines] == description.splitlines()
+        assert lines[0].prefix == "" and lines[0].parts[0].key == "diag.fault_confidence"
+        for line in lines[1:]:
+            assert line.prefix == "  - " and len(line.parts) == 1, line
+            p = line.parts[0]
+            assert p.key.startswith("diag.ev.") and line.text == line.prefix + p.text
+            assert_console_says(p.key, p.params, p.text)
+            seen.add(p.key)
+    assert seen == {k for k in texts.TEMPLATES if k.startswith("diag.ev.")}
+    typed = maintenance.text_lines("  - replaced the belt")
+    assert typed[0].parts == [] and typed[0].prefix == ""
+
+
+async def test_not_found_refusals_are_keyed(api) -> None:  # type: ignore[no-untyped-def]
+    """A mill outside the caller's, an unknown machine, a machine with no snapshot: each 404 keyed, the
+    console's English entry reading the detail and its kind named in Chinese."""
+    alice = await api.login("alice")
+    c = api.client
+    answers = [await c.get("/api/v1/mills/mill-b/health", headers=alice),
+               await c.get("/api/v1/mills/mill-a/machines/nope/health/history", headers=alice),
+               await c.get("/api/v1/mills/mill-a/machines/nope/snapshots/latest", headers=alice)]
+    expected = [("error.not_found", "mill 'mill-b' not found", "工厂 'mill-b' 不存在"),
+                ("error.not_found", "machine 'nope' not found", "设备 'nope' 不存在")]
+    for r, (key, detail, zh) in zip(answers, expected, strict=False):
+        err = r.json()
+        assert r.status_code == 404 and err["code"] == "not_found" and err["key"] == key, err
+        assert err["detail"] == detail
+        assert_console_says(err["key"], err["params"], err["detail"])
+        kind = entry(ZH, "kind." + err["params"]["kind"])
+        assert vue_format(entry(ZH, key), {**err["params"], "kind": kind}) == zh
+    snap = answers[2].json()
+    assert answers[2].status_code == 404 and snap["key"].startswith("error.not_found"), snap
+    assert_console_says(snap["key"], snap["params"], snap["detail"])
+
+
+def test_not_found_and_conflict_details_are_keyed() -> None:
+    from spinline.cloud.api.deps import not_found
+    from spinline.cloud.api.errors import ApiError
+    from spinline.cloud.maintenance.store import RecordConflict
+
+    for exc, detail in [(not_found("user"), "user not found"),
+                        (not_found("vibration channel", "'ch9'", machine="'rf01'"),
+                         "vibration channel 'ch9' of machine 'rf01' not found"),
+                        (not_found("raw snapshot", machine="'rf01'"), "raw snapshot of machine 'rf01' not found")]:
+        assert exc.detail == detail and exc.text is not None
+        assert_console_says(exc.text.key, exc.text.params, detail)
+        assert entry(ZH, "kind." + exc.text.params["kind"].replace(" ", "_")) != exc.text.params["kind"]
+    with pytest.raises(ApiError) as caught, maintenance._http_errors():
+        raise RecordConflict("WO-7")
+    t = caught.value.text
+    assert caught.value.status_code == 409 and caught.value.code == "conflict" and t is not None
+    assert caught.value.detail == "WO-7 already exists"
+    assert_console_says(t.key, t.params, caught.value.detail)
+
+
+async def test_invalid_request_fields_are_keyed_by_pydantic_type(api) -> None:  # type: ignore[no-untyped-def]
+    """Each invalid field of a 422 carries ``error.field.<type>`` with the figures its message names (the
+    console's English entry reads ``<loc>: <msg>`` exactly), or ``error.field.invalid`` naming the field."""
+    alice = await api.login("alice")
+    c = api.client
+    base = BASE.format(mill="mill-a")
+    answers = [await c.post(f"{base}/alarms", headers=alice, json={"severity": "nope", "asset": 5}),
+               await c.get(f"{base}/alarms", headers=alice, params={"limit": "lots"}),
+               await c.get(f"{base}/alarms", headers=alice, params={"limit": "-3"})]
+    types: set[str] = set()
+    for r in answers:
+        err = r.json()
+        assert r.status_code == 422 and err["code"] == "invalid_request", err
+        lines = []
+        for e in err["errors"]:
+            line = ".".join(str(x) for x in e["loc"]) + ": " + e["msg"]
+            assert e["key"].startswith("error.field."), e
+            assert_console_says(e["key"], e["params"], line)
+            if e["key"] != "error.field.invalid":
+                assert e["key"] == "error.field." + e["type"]
+                assert "should" not in vue_format(entry(ZH, e["key"]), e["params"]), e
+            types.add(e["key"])
+            lines.append(line)
+        assert err["detail"] == "; ".join(lines[:5]) + (f" (and {len(lines) - 5} more)" if len(lines) > 5 else "")
+    assert {"error.field.missing", "error.field.int_parsing"} <= types, types
+    assert len(types) >= 4, types
+
+
+def test_field_text_falls_back_to_the_field_name() -> None:
+    from spinline.cloud.api.errors import field_text
+
+    t = field_text("query.limit", "less_than_equal", "Input should be less than or equal to 10")
+    assert (t.key, t.params) == ("error.field.less_than_equal", {"field": "query.limit", "le": "10"})
+    # pydantic's singular ("1 character") is not the template's plural: named generically, never mistranslated
+    t = field_text("body.name", "string_too_long", "String should have at most 1 character")
+    assert t.key == "error.field.invalid" and t.en == "body.name: String should have at most 1 character"
+    assert vue_format(entry(ZH, t.key), t.params) == "body.name：输入无效（String should have at most 1 character）"

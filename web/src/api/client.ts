@@ -4,7 +4,7 @@
  * reason and machine-readable code.
  */
 
-import { serverError } from '../format'
+import { serverError, serverFieldErrors, type FieldErrorBody } from '../format'
 
 export class ApiError extends Error {
   constructor(
@@ -95,7 +95,9 @@ export function errorOf(status: number, body: unknown, retryAfter: number | null
   const detail = msg || `HTTP ${status}`
   const key = b && typeof b === 'object' && typeof b.key === 'string' ? b.key : null
   const params = b && typeof b === 'object' && b.params && typeof b.params === 'object' ? b.params as Record<string, string> : null
-  return new ApiError(status, code, serverError(detail, code, key, params), retryAfter, detail)
+  const fields = b && typeof b === 'object' && Array.isArray(b.errors) ? b.errors as FieldErrorBody[] : null
+  const message = fields?.some((f) => f.key) ? serverFieldErrors(fields) : serverError(detail, code, key, params)
+  return new ApiError(status, code, message, retryAfter, detail)
 }
 
 export interface CallOptions {

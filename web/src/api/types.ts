@@ -157,6 +157,8 @@ export interface MillHealth {
 export interface ServerLine {
   text: string
   parts: ServerText[]
+  /** list marker written before a keyed line ("  - "), not part of its parts */
+  prefix?: string
 }
 
 export interface Step {

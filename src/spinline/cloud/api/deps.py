@@ -249,8 +249,16 @@ async def heavy_work(cloud: CloudDep) -> AsyncIterator[None]:
 HeavyWork = Depends(heavy_work)
 
 
-def not_found(what: str) -> HTTPException:
-    return HTTPException(status.HTTP_404_NOT_FOUND, f"{what} not found")
+def not_found(kind: str, ident: str | None = None, *, machine: str | None = None) -> ApiError:
+    """404 "<kind> [<id>] [of machine <machine>] not found", keyed (``error.not_found*``) for the console.
+
+    ``ident`` and ``machine`` as the detail shows them (the caller quotes with ``repr`` where it always did);
+    ``kind`` is one of the names the console's ``server.kind`` catalogue translates.
+    """
+    params = {"kind": kind} | ({"id": ident} if ident is not None else {}) | \
+        ({"machine": machine} if machine is not None else {})
+    key = "error.not_found" + ("" if ident is not None else "_kind") + ("_of_machine" if machine is not None else "")
+    return keyed_error(status.HTTP_404_NOT_FOUND, "not_found", params, key=key)
 
 
 def forbidden(detail: str) -> HTTPException:
@@ -265,12 +273,12 @@ def require_mill_access(mill: str, user: Principal, write: bool = False, *, meta
     in scope but the role lacks the right. Returns the mill's record when ``meta`` is given.
     """
     if not user.sees(mill):
-        raise not_found(f"mill {mill!r}")
+        raise not_found("mill", repr(mill))
     record = None
     if meta is not None:
         record = meta.mill(mill)
         if record is None:
-            raise not_found(f"mill {mill!r}")
+            raise not_found("mill", repr(mill))
     needed = permission or (Permission.WRITE_EVENTS if write else Permission.READ)
     if not user.has(needed):
         raise forbidden(f"a {user.role.value} may not {needed.value.replace('_', ' ')}")

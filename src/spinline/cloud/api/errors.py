@@ -31,7 +31,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from spinline.core.texts import Text
+from spinline.core.texts import TEMPLATES, Text, keyed, match
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +50,10 @@ class FieldError(BaseModel):
     loc: list[str | int] = Field(description="where: body/query/path/header, then the field path")
     msg: str
     type: str
+    key: str | None = Field(default=None, description="console message key of `<loc>: <msg>` (error.field.<type>, "
+                                                      "else error.field.invalid)", examples=["error.field.missing"])
+    params: dict[str, str] | None = Field(default=None, description="the parameters of `key`: field, and the "
+                                                                    "limit where the message names one")
 
 
 class ErrorPublic(BaseModel):
@@ -111,8 +115,20 @@ def _field_errors(exc: RequestValidationError) -> list[FieldError]:
     out = []
     for e in exc.errors():
         loc = [x if isinstance(x, int) else _text(x) for x in e.get("loc", ())]
-        out.append(FieldError(loc=loc, msg=_text(e.get("msg", "")), type=_text(e.get("type", ""))))
+        msg, kind = _text(e.get("msg", "")), _text(e.get("type", ""))
+        t = field_text(".".join(str(x) for x in loc), kind, msg)
+        out.append(FieldError(loc=loc, msg=msg, type=kind, key=t.key, params=dict(t.params)))
     return out
+
+
+def field_text(field: str, kind: str, msg: str) -> Text:
+    """``"<field>: <msg>"`` as a message key: ``error.field.<kind>`` with the figures its message names (read
+    from the message, so they print as pydantic printed them), else ``error.field.invalid`` naming the field."""
+    line = f"{field}: {msg}"
+    tpl = TEMPLATES.get(f"error.field.{kind}")
+    found = match(tpl, line) if tpl is not None and kind != "invalid" else None
+    keyed_ = keyed(f"error.field.{kind}", found, line) if found is not None else None
+    return keyed_ or Text("error.field.invalid", {"field": field, "msg": msg})
 
 
 def _summary(errors: Sequence[FieldError]) -> str:

@@ -37,6 +37,7 @@ from spinline.carbon.footprint import (
 from spinline.carbon.green_factory import GreenFactoryMonth, Trend, trend
 from spinline.carbon.inventory import compute_inventory
 from spinline.carbon.meters import CounterFill, GapFill, QualitySummary, fill_counter, reconcile
+from spinline.carbon.wording import say
 from spinline.cloud.storage.base import RESOLUTION_NS, TimeSeriesStore
 from spinline.core.batch import F64
 from spinline.core.site import Machine, MachineType, Mill, iter_machines, point_key
@@ -158,7 +159,7 @@ def read_period(store: TimeSeriesStore, mill: Mill, start_ns: int, end_ns: int,
         f = _fill(d, point_key(tag + "energy"), point_key(tag + "power"), rolls.get(tag + "energy"), gap_fill)
         if f is None:
             if m.type != MachineType.ENERGY_METER or m.feeds:
-                notes.append(f"{m.id}: no energy data in the period")
+                notes.append(say("service.no_energy", machine=m.id))
             e = np.zeros(n)
         else:
             e = f.kwh

@@ -30,6 +30,10 @@ metadata = sa.MetaData()
 class RecordConflict(StorageError):
     """The id of a record being saved already belongs to another mill's record."""
 
+    def __init__(self, ident: str) -> None:
+        super().__init__(f"{ident} already exists")
+        self.ident = ident
+
 alarms_t = sa.Table(
     "health_alarms", metadata,
     sa.Column("id", sa.String(64), primary_key=True),
@@ -189,7 +193,7 @@ class HealthStore:
             with self.engine.begin() as c:
                 owner = c.execute(sa.select(table.c.mill).where(table.c.id == row["id"])).scalar()
                 if owner is not None and owner != row["mill"]:
-                    raise RecordConflict(f"{row['id']} already exists")
+                    raise RecordConflict(str(row["id"]))
                 # Only this mill's record (and its steps) is replaced; another mill's is never touched.
                 c.execute(steps_t.delete().where(steps_t.c[fk] == row["id"]))
                 c.execute(table.delete().where(table.c.id == row["id"], table.c.mill == row["mill"]))
@@ -199,7 +203,7 @@ class HealthStore:
                                                   "comment": s.comment} for i, s in enumerate(history)])
         except sa.exc.IntegrityError as exc:
             # The same id inserted at the same moment (under this or another mill): nothing was changed.
-            raise RecordConflict(f"{row['id']} already exists") from exc
+            raise RecordConflict(str(row["id"])) from exc
         except sa.exc.SQLAlchemyError as exc:
             raise StorageError(f"cannot save {row['id']}: {exc}") from exc
 

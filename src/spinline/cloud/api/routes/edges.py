@@ -18,7 +18,7 @@ router = APIRouter(prefix="/edges", tags=["edges"])
 def _edge(meta: MetaStore, edge_id: str, user: Principal, permission: Permission = Permission.READ) -> EdgeRecord:
     rec = meta.edge(edge_id)
     if rec is None or not user.sees(rec.mill):
-        raise not_found(f"edge {edge_id!r}")
+        raise not_found("edge", repr(edge_id))
     require_mill_access(rec.mill, user, permission=permission)
     return rec
 
@@ -73,5 +73,5 @@ def revoke_edge(edge_id: str, user: CurrentUser, cloud: CloudDep) -> Response:
     """Revoke an edge: its payloads are refused (401) from now on. The id is not reused."""
     rec = _edge(cloud.meta, edge_id, user, Permission.MANAGE_EDGES)
     if not cloud.edges.revoke(rec.id):
-        raise not_found(f"active edge {edge_id!r}")
+        raise not_found("active edge", repr(edge_id))
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -107,7 +107,7 @@ def signed_answer(ack: wire.EventsAck, edge: str, key: bytes | None, requests: l
 def _machine(mill: Any, machine: str) -> Any:
     config = next((m for _, _, m in iter_machines(mill.config) if m.id == machine), None)
     if config is None:
-        raise not_found(f"machine {machine!r}")
+        raise not_found("machine", repr(machine))
     return config
 
 
@@ -122,7 +122,7 @@ async def latest_snapshots(
     ev = _evidence(request)
     snaps = await run_in_threadpool(ev.latest, mill.id, machine)
     if not snaps:
-        raise not_found(f"raw snapshot of machine {machine!r}")
+        raise not_found("raw snapshot", machine=repr(machine))
     views = [waveform_view(s, max_points) for s in snaps]
     return LatestSnapshots(mill=mill.id, machine=machine, channels=[
         SnapshotChannel(**v, time=datetime.fromtimestamp(v["ts_ns"] / 1e9, UTC)) for v in views])
@@ -138,10 +138,10 @@ async def request_snapshot(mill: MaintainableMill, machine: MachinePath, body: S
     channels = [c.name for c in (config.vibration.channels if config.vibration else [])]
     if body.channel is not None:
         if body.channel not in channels:
-            raise not_found(f"vibration channel {body.channel!r} of machine {machine!r}")
+            raise not_found("vibration channel", repr(body.channel), machine=repr(machine))
         channels = [body.channel]
     if not channels:
-        raise not_found(f"vibration channel of machine {machine!r}")
+        raise not_found("vibration channel", machine=repr(machine))
     edges = [e.id for e in await run_in_threadpool(cloud.meta.edges, [mill.id]) if e.active]
     ev = _evidence(request)
     assets = [f"{mill.id}/{machine}/{c}" for c in channels]

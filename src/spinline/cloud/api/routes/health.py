@@ -116,7 +116,7 @@ async def machine_health_history(
     features."""
     config = next((m for _, _, m in iter_machines(mill.config) if m.id == machine), None)
     if config is None:
-        raise not_found(f"machine {machine!r}")
+        raise not_found("machine", repr(machine))
     assets, latest = await run_in_threadpool(machine_history, store, mill.id, config, machine, span.start_ns,
                                              span.end_ns, max_points)
     return MachineHealthHistory(mill=mill.id, machine=machine, start=ts(span.start_ns), end=ts(span.end_ns),

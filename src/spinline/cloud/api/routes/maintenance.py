@@ -69,10 +69,15 @@ HealthStoreDep = Annotated[HealthStore, Depends(get_health_store)]
 # --- schemas ---------------------------------------------------------------------------------------
 
 class TextLinePublic(BaseModel):
-    """One line of server-written text; ``parts`` (its "; "-joined pieces as message keys) empty: show ``text``."""
+    """One line of server-written text; ``parts`` (its "; "-joined pieces as message keys) empty: show ``text``.
+
+    ``prefix``: the line's list marker as written (``"  - "`` before a diagnosis' evidence), kept out of the
+    parts so the console puts it before the translated text.
+    """
 
     text: str
     parts: list[TextPublic]
+    prefix: str = ""
 
 
 class StepPublic(BaseModel):
@@ -218,15 +223,19 @@ ALARM_MESSAGE_KEYS = ("alarm.rule_value", "alarm.edge_event_fault", "alarm.edge_
 #: explanation copied from the alarm's evidence, and the comments of steps taken without one.
 WRITTEN_KEYS = (*ALARM_MESSAGE_KEYS, "diag.fault_confidence", "health.explain", "health.explain_no_penalties",
                 "health.envelope_line_others", "health.envelope_line", "health.velocity_zone", "health.velocity",
-                "wo.comment.assigned", "wo.comment.verified", "wo.comment.diagnosis")
+                "wo.comment.assigned", "wo.comment.verified", "wo.comment.diagnosis",
+                *(k for k in texts.TEMPLATES if k.startswith("diag.ev.")))
+#: List markers a system-written line may start with (``Diagnosis.explain``'s evidence lines).
+LINE_PREFIXES = ("  - ",)
 
 
 def text_lines(text: str) -> list[TextLinePublic]:
     """``text`` line by line, each with its message keys where the system wrote it from templates."""
     out = []
     for line in text.splitlines():
-        parts = texts.parse_joined(WRITTEN_KEYS, line) or []
-        out.append(TextLinePublic(text=line, parts=[text_public(t) for t in parts]))
+        prefix = next((p for p in LINE_PREFIXES if line.startswith(p)), "")
+        parts = texts.parse_joined(WRITTEN_KEYS, line[len(prefix):]) or []
+        out.append(TextLinePublic(text=line, parts=[text_public(t) for t in parts], prefix=prefix if parts else ""))
     return out
 
 
@@ -288,7 +297,8 @@ def _http_errors() -> Iterator[None]:
         raise keyed_error(status.HTTP_409_CONFLICT, "transition_refused",
                           {"kind": exc.kind, "id": exc.ident, "action": exc.action, "state": exc.state}) from None
     except RecordConflict as exc:
-        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+        raise keyed_error(status.HTTP_409_CONFLICT, "conflict", {"id": exc.ident}, key="error.record_exists") \
+            from None
     except MissingInput as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
 

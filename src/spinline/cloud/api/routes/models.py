@@ -18,6 +18,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from spinline.cloud.api.deps import CloudDep, CurrentUser, forbidden, not_found, require_mill_access
+from spinline.cloud.api.errors import ApiError
 from spinline.cloud.auth.roles import Permission, Principal
 from spinline.cloud.models.registry import (
     InvalidModelTransition,
@@ -61,9 +62,9 @@ def _visible(reg: ModelRegistry, user: Principal, name: str, version: str | None
     try:
         m = reg.get(name, version)
     except UnknownModel:
-        raise not_found(f"model {name}") from None
+        raise not_found("model", name) from None
     if m.mill is not None and not user.sees(m.mill):
-        raise not_found(f"model {name}")
+        raise not_found("model", name)
     return m
 
 
@@ -87,7 +88,7 @@ def _call(fn: Any, *args: Any, **kw: Any) -> Any:
     except InvalidModelTransition as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
     except UnknownModel as exc:
-        raise not_found(str(exc)) from None
+        raise ApiError(status.HTTP_404_NOT_FOUND, "not_found", str(exc)) from None
     except RegistryError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
 
@@ -173,10 +174,10 @@ async def deploy(name: str, version: str, body: Deploy, user: CurrentUser, cloud
     if body.selector_kind == "mill" and body.selector != body.mill:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "a mill selector names the mill itself")
     if body.selector_kind == "asset" and not body.selector.startswith(f"{body.mill}/"):
-        raise not_found(f"asset {body.selector}")
+        raise not_found("asset", body.selector)
     if body.selector_kind == "edge":
         rec = cloud.meta.edge(body.selector)
         if rec is None or rec.mill != body.mill:
-            raise not_found(f"edge {body.selector}")
+            raise not_found("edge", body.selector)
     await run_in_threadpool(_call, reg.desire, body.mill, body.selector_kind, body.selector, m, actor=user.username,
                             role=body.role, share=body.share)

@@ -32,7 +32,7 @@ def _point(store: TimeSeriesStore, ref: str, user: Principal) -> PointInfo:
     """The point, if the caller may read its mill; 404 alike for unknown and out-of-scope points."""
     p = data.find_point(store, ref, None if user.all_mills else sorted(user.mills))
     if p is None or not user.sees(p.mill):
-        raise not_found(f"point {ref!r}")
+        raise not_found("point", repr(ref))
     return p
 
 
