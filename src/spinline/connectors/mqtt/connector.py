@@ -34,6 +34,9 @@ once the flush that holds their rows is committed to the buffer. An edge killed 
 commit gets the messages again from the broker after its restart (duplicates of rows that did reach
 the buffer are dropped by the ``TsGuard``, or stored once by the cloud). Without ``commits`` a
 message is acknowledged on receipt (tests, tools).
+
+Size: one broker session carries three payload formats, the ack-after-commit bookkeeping and the
+MQTT 5 / 3.1.1 session choice; they share the session's state, so they stay together.
 """
 
 from __future__ import annotations

@@ -7,6 +7,9 @@ an alarm or a work order needs ``manage_maintenance`` (a maintenance engineer or
 recording an alarm raised at the edge needs ``write_events``. A record of another mill answers 404,
 like an unknown one. A refused lifecycle step answers 409 with the reason, as does saving a record
 whose id another mill's record already has (it is never overwritten).
+
+Size: the public shapes of alarms, work orders, plan and report (with their message keys) sit beside
+the routes that build them; split only with the shapes moving to their own module.
 """
 
 from __future__ import annotations
