@@ -35,9 +35,9 @@ class EdgeSettings:
     budget_bytes: int = 1 << 30
     #: Commit interval of collected rows into the durable buffer, seconds.
     flush_s: float = 0.25
-    #: Commit rows as soon as they arrive when the last flush is ``flush_s`` old (a quiet edge sends a
-    #: sample in milliseconds, not half a ``flush_s`` on average); never more than one flush per ``flush_s``
-    #: either way. False: a flush every ``flush_s`` only.
+    #: Commit rows soon after they arrive (a quiet edge sends a sample in milliseconds, not half a
+    #: ``flush_s`` on average), at most 4 such early flushes a second (``agent.EARLY_FLUSHES_PER_S``) beside
+    #: the one per ``flush_s``. False: a flush every ``flush_s`` only.
     flush_on_arrival: bool = True
     #: A point unchanged within its deadband is still reported this often, seconds.
     heartbeat_s: float = 60.0
