@@ -164,14 +164,16 @@ async def main():
     async with aiomqtt.Client(host, port) as c:
         await c.subscribe(topic, qos=1)
         print("ready", flush=True)
-        until = time.monotonic() + seconds
-        async for msg in c.messages:
-            now = time.time_ns()
-            env = wire.decode(bytes(msg.payload))
-            if env.kind == "live":
-                lat.append((now - env.batch.ts_ns) / 1e9)
-            if time.monotonic() > until:
-                break
+        async def read():
+            async for msg in c.messages:
+                now = time.time_ns()
+                env = wire.decode(bytes(msg.payload))
+                if env.kind == "live":
+                    lat.append((now - env.batch.ts_ns) / 1e9)
+        try:   # ends at its deadline even when the edge stopped sending
+            await asyncio.wait_for(read(), seconds)
+        except TimeoutError:
+            pass
     rows = np.concatenate(lat[len(lat) // 4:]) if lat else np.zeros(0)
     print(json.dumps({"p50": float(np.median(rows)), "p95": float(np.percentile(rows, 95)), "n": len(rows)}))
 asyncio.run(main())
@@ -209,7 +211,13 @@ async def run_mill(*, units: int, per_unit: int, vib_machines: int, warm_s: floa
                     "1" if on_arrival else "0",
                     stdout=asyncio.subprocess.PIPE, env=dict(os.environ))
                 out, _ = await edge.communicate()
-                wout, _ = await watch.communicate()
+                try:
+                    wout, _ = await asyncio.wait_for(watch.communicate(), 30)
+                except TimeoutError:
+                    watch.kill()
+                    raise RuntimeError("the latency watcher did not end") from None
+                if edge.returncode:
+                    raise RuntimeError(f"the edge process failed (exit {edge.returncode})")
             finally:
                 await asyncio.to_thread(worker.stop)
                 store.close()
