@@ -1,13 +1,26 @@
-"""Edge agent benchmark: Modbus collection rate, request coalescing, durable buffer rates.
+"""Edge agent benchmark: Modbus collection, the durable buffer, a backlog draining, a whole edge process.
 
-Prints one JSON line:
+Prints a few lines, then one JSON line (every figure beside its baseline from the same run):
   modbus_points_per_s_per_core  points decoded per CPU-second of this (edge) process, steady state,
                                 coalesced block reads against a pymodbus server in another process
+                                (contiguous registers: the best case)
   modbus_per_point_points_per_s the same with one request per point (the common gateway's way)
   modbus_speedup                ratio of the two (same run, same server)
   example_mill_requests_*       requests per full poll cycle of examples/mill.yaml, coalesced vs per point
-  buffer_append_points_per_s    rows/s appended, every batch committed with synchronous=FULL (fsync)
-  buffer_replay_points_per_s    rows/s read back in seq order for replay
+  example_mill_modbus_*         collection on examples/mill.yaml's own register map (gaps, mixed dtypes,
+                                scale), coalesced, vs the contiguous best case above
+  buffer_append_*               rows/s appended, every batch committed with synchronous=FULL (fsync): the
+                                agent's shape (one row per point per flush, 1,250 of 5,000 points) vs the
+                                old bench shape (50 rows per point per batch, the baseline)
+  drain_*                       a backlog drained by a forwarder in its own process: read, encode, sign,
+                                publish (MQTT QoS 1), the cloud's ack, delete; vs reading it back only
+  large_mill                    one edge process (``EdgeAgent``, default settings) on 5,000 points at 1 s
+                                and 50 vibration channels: its CPU % of one core (own CPU time / wall),
+                                RSS, send latency (sample -> the batch at the broker's subscriber)
+  low_load                      the same on 100 points: send latency with ``flush_on_arrival`` vs the
+                                baseline (a flush every ``flush_s`` only)
+Targets (issue 12): large mill <= 10 % of one core and <= 100 MB RSS; low-load p50 latency <= 0.1 s.
+The machine's load average is printed with the figures (a shared, loaded machine: repeat if high).
 """
 
 from __future__ import annotations
@@ -22,29 +35,18 @@ import time
 from pathlib import Path
 
 import numpy as np
+from edge_mill import SERVER, drain, mill_doc, run_mill
 
 from spinline.connectors.modbus.connector import ModbusConnector
 from spinline.connectors.modbus.planner import PlanItem, plan
 from spinline.core.batch import Batch
-from spinline.core.site import load_site, parse_site
+from spinline.core.site import Priority, Site, load_site, parse_site, rebind
 from spinline.edge.buffer import EdgeBuffer
 
 ROOT = Path(__file__).resolve().parents[1]
 UNITS, POINTS = 4, 400
 
-SERVER = """
-import asyncio, sys
-from pymodbus.server import ModbusTcpServer
-from pymodbus.simulator import DataType, SimData, SimDevice
-async def main():
-    devs = [SimDevice(id=u, simdata=[SimData(0, count=1000, values=[0x3F80, 0] * 500, datatype=DataType.REGISTERS)])
-            for u in range(1, %d + 1)]
-    srv = ModbusTcpServer(devs, address=("127.0.0.1", 0))
-    await srv.serve_forever(background=True)
-    print(srv.transport.sockets[0].getsockname()[1], flush=True)
-    await asyncio.Event().wait()
-asyncio.run(main())
-""".replace("%d", str(UNITS))
+SERVER_UNITS = 16
 
 
 def dense_site(port: int):
@@ -56,9 +58,18 @@ def dense_site(port: int):
     return parse_site({"mills": [{"id": "b", "workshops": [{"id": "w", "lines": [line]}]}]})
 
 
-async def collect(port: int, seconds: float, per_point: bool) -> tuple[float, float, int]:
-    site = dense_site(port)
-    pts = site.points("b")
+def example_site(port: int) -> Site:
+    """examples/mill.yaml pointed at the bench's server (its own unit ids, 1-16)."""
+    site = load_site(ROOT / "examples" / "mill.yaml")
+    ports = {p.machine.link.port: port for p in site.points("mill-a")
+             if p.machine.link is not None and p.machine.link.protocol == "modbus"}
+    return rebind(site, ports, host="127.0.0.1")
+
+
+async def collect(port: int, seconds: float, per_point: bool, example: bool = False) -> tuple[float, float, int]:
+    site, mill = (example_site(port), "mill-a") if example else (dense_site(port), "b")
+    pts = [p for p in site.points(mill) if p.point.modbus is not None and p.machine.link is not None
+           and p.machine.link.protocol == "modbus"]
     by_m: dict[str, list] = {}
     for p in pts:
         by_m.setdefault(p.machine.id, []).append(p)
@@ -95,39 +106,88 @@ def example_mill_requests() -> tuple[int, int]:
     return sum(len(plan(v)) for v in per.values()), sum(len(v) for v in per.values())
 
 
-def buffer_rates(batches: int = 60, rows: int = 20_200) -> tuple[float, float]:
-    with tempfile.TemporaryDirectory() as d:
-        buf = EdgeBuffer(Path(d) / "b.sqlite").open()
-        keys = np.tile(np.arange(404, dtype=np.int64) * 7919, rows // 404)
-        rng = np.random.default_rng(0)
-        data = [Batch.of(keys, np.arange(len(keys)) + i, rng.random(len(keys))) for i in range(batches)]
+def _append_rate(path: Path, data: list[Batch]) -> float:
+    with EdgeBuffer(path) as buf:
         t = time.perf_counter()
         for b in data:
             buf.append(b)  # returns after the fsync'd commit
-        append = batches * len(keys) / (time.perf_counter() - t)
-        t = time.perf_counter()
-        n = 0
-        for s in buf.seqs(limit=batches):
-            sb = buf.get(s)
-            assert sb is not None
-            n += len(sb.batch)
-        replay = n / (time.perf_counter() - t)
-        buf.close()
-    return append, replay
+        return sum(len(b) for b in data) / (time.perf_counter() - t)
+
+
+def buffer_rates(keys_all: np.ndarray, batches: int = 60, rows: int = 20_200) -> dict[str, float]:
+    """Append rows/s in the agent's shape and the old bench shape; read-back rows/s (the old replay figure)."""
+    rng = np.random.default_rng(0)
+    now = time.time_ns()
+    with tempfile.TemporaryDirectory() as d:
+        keys = np.tile(np.arange(404, dtype=np.int64) * 7919, rows // 404)
+        bench = [Batch.of(keys, np.arange(len(keys)) + i, rng.random(len(keys))) for i in range(batches)]
+        bench_rate = _append_rate(Path(d) / "a.sqlite", bench)
+        # The agent: a flush every 0.25 s of 5,000 points polled at 1 s = 1,250 rows, one per point.
+        per = len(keys_all) // 4
+        agent = [Batch.of(keys_all[(i % 4) * per:(i % 4 + 1) * per], np.full(per, now + i * 250_000_000),
+                          rng.random(per)) for i in range(4 * batches)]
+        agent_rate = _append_rate(Path(d) / "b.sqlite", agent)
+        with EdgeBuffer(Path(d) / "b.sqlite") as buf:
+            t = time.perf_counter()
+            n = 0
+            for s in buf.seqs(limit=len(agent)):
+                sb = buf.get(s)
+                assert sb is not None
+                n += len(sb.batch)
+            replay = n / (time.perf_counter() - t)
+    return {"agent": agent_rate, "bench": bench_rate, "read": replay}
+
+
+def backlog(path: Path, keys_all: np.ndarray, seconds: int) -> int:
+    """``seconds`` of the large mill's rows (a flush every 0.25 s) committed as an outage would leave them."""
+    per = len(keys_all) // 4
+    start = time.time_ns() - seconds * 1_000_000_000
+    rng = np.random.default_rng(1)
+    with EdgeBuffer(path) as buf:
+        for i in range(4 * seconds):
+            buf.append(Batch.of(keys_all[(i % 4) * per:(i % 4 + 1) * per], np.full(per, start + i * 250_000_000),
+                                rng.random(per)), priority=Priority.NORMAL)
+    return 4 * seconds * per
+
+
+def load() -> str:
+    return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def main() -> None:
-    srv = subprocess.Popen([sys.executable, "-c", SERVER], stdout=subprocess.PIPE, text=True, env=dict(os.environ))
+    srv = subprocess.Popen([sys.executable, "-c", SERVER, str(SERVER_UNITS)], stdout=subprocess.PIPE, text=True,
+                           env=dict(os.environ))
     try:
         assert srv.stdout is not None
         port = int(srv.stdout.readline())
         per_cpu, per_wall, _ = asyncio.run(collect(port, 6.0, per_point=False))
         base_cpu, base_wall, _ = asyncio.run(collect(port, 4.0, per_point=True))
+        ex_cpu, ex_wall, _ = asyncio.run(collect(port, 4.0, per_point=False, example=True))
     finally:
         srv.kill()
         srv.wait()
+    print("modbus:", round(per_cpu), round(base_cpu), round(ex_cpu), "points/CPU-s;", load(), flush=True)
     coalesced, points = example_mill_requests()
-    append, replay = buffer_rates()
+    mill = "eb-drain"
+    site = parse_site(mill_doc(mill, 1, 10, 500, 0))
+    keys_all = np.asarray([p.key for p in site.points(mill)], dtype=np.int64)
+    buf = buffer_rates(keys_all)
+    print("buffer:", {k: round(v) for k, v in buf.items()}, load(), flush=True)
+    with tempfile.TemporaryDirectory() as d:
+        rows = backlog(Path(d) / "buffer.sqlite", keys_all, 60)
+        dr = asyncio.run(drain(Path(d) / "buffer.sqlite", site, mill))
+    assert dr["rows"] == rows
+    print("drain:", dr, load(), flush=True)
+    large = asyncio.run(run_mill(units=10, per_unit=500, vib_machines=10, warm_s=10, measure_s=30))
+    large["load_average"] = load()
+    print("large mill:", large, flush=True)
+    low = {}
+    for on in (False, True):
+        r = asyncio.run(run_mill(units=1, per_unit=100, vib_machines=0, warm_s=4, measure_s=20, on_arrival=on))
+        low["on_arrival" if on else "baseline_flush_every_flush_s"] = {
+            k: r[k] for k in ("send_latency_p50_s", "send_latency_p95_s", "latency_rows", "cpu_pct_of_one_core",
+                              "rss_mb")} | {"load_average": load()}
+        print("low load:", on, r, flush=True)
     print(json.dumps({
         "modbus_points_per_s_per_core": round(per_cpu), "modbus_points_per_s_wall": round(per_wall),
         "modbus_per_point_points_per_s_per_core": round(base_cpu),
@@ -135,8 +195,21 @@ def main() -> None:
         "modbus_speedup": round(per_cpu / base_cpu, 1),
         "example_mill_requests_coalesced": coalesced, "example_mill_requests_per_point": points,
         "example_mill_request_ratio": round(points / coalesced, 1),
-        "buffer_append_points_per_s": round(append), "buffer_replay_points_per_s": round(replay),
+        "example_mill_modbus_points_per_s_per_core": round(ex_cpu),
+        "example_mill_modbus_points_per_s_wall": round(ex_wall),
+        "example_mill_vs_contiguous": round(ex_cpu / per_cpu, 2),
+        "buffer_append_agent_shape_points_per_s": round(buf["agent"]),
+        "buffer_append_bench_shape_points_per_s": round(buf["bench"]),
+        "buffer_append_agent_vs_bench_shape": round(buf["agent"] / buf["bench"], 2),
         "buffer_commit": "sqlite WAL synchronous=FULL, one transaction per batch",
+        "drain_rows": dr["rows"], "drain_points_per_s": dr["rows_per_s"],
+        "drain_points_per_edge_cpu_s": dr["rows_per_cpu_s"],
+        "buffer_read_only_points_per_s": round(buf["read"]),
+        "drain_vs_read_only": round(dr["rows_per_s"] / buf["read"], 3),
+        "large_mill": large, "large_mill_targets": {
+            "cpu_le_10pct": large["cpu_pct_of_one_core"] <= 10, "rss_le_100mb": large["rss_mb"] <= 100},
+        "low_load": low, "low_load_p50_le_0_1s": low["on_arrival"]["send_latency_p50_s"] <= 0.1,
+        "load_average_end": load(),
     }))
 
 

@@ -69,6 +69,8 @@ class Collector:
         self.memory_dropped_rows = 0
         #: Which flush holds a push link's rows, so MQTT messages are acknowledged only once committed.
         self.commits = Commits()
+        #: Called when rows were queued (the agent's flusher: commit soon when it is idle).
+        self.on_rows: Callable[[], object] | None = None
         #: Rows refused at the edge for their own data, per cause (``filter.refused_rows``).
         self.refused_rows: dict[str, int] = {}
         self._memory_drop_logged = False
@@ -108,6 +110,8 @@ class Collector:
         else:
             for rank in np.unique(pr):
                 self.pending[Priority.of_rank(int(rank))].append(out.take(pr == rank))
+        if self.on_rows is not None:
+            self.on_rows()
 
     def _refuse(self, batch: Batch, refused: dict[str, np.ndarray[Any, np.dtype[np.bool_]]]) -> Batch:
         """Drop refused rows; count them per cause and per device (logged once per cause and device)."""

@@ -195,9 +195,11 @@ class Forwarder:
                 for t in tasks:
                     if t.done():
                         t.result()
+                # Cleared before looking: a commit or ack that lands while this round awaits the buffer or
+                # the uplink wakes the next round at once (cleared after, it waited out the 0.2 s).
+                self._wake.clear()
                 sent = await self._send_some(uplink)
                 if not sent:
-                    self._wake.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), 0.2)
         finally:

@@ -21,7 +21,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +50,8 @@ def estimate_rul(t_s: Sequence[float] | np.ndarray, hi: Sequence[float] | np.nda
     if h[-1] <= failure_hi:
         return RulEstimate(0.0, 0.0, 0.0, "none", 0.0, int(t.size), f"health {h[-1]:.0f} is at or below the "
                            f"failure level {failure_hi:.0f}")
+    from scipy import stats  # on use: ~50 MB resident that an edge (its monitors never estimate RUL) is spared
+
     tt = (t - now) / 86400.0  # days relative to now: well conditioned
     fits = []
     for name in ("linear", "exponential"):
