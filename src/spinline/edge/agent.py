@@ -23,6 +23,9 @@ Bad input is counted per device and cause where it is found (the connectors, see
 ``spinline.connectors.base``; values outside a point's ``min``/``max`` in the collector, as
 ``out_of_range``) and shows in ``status.json`` (``devices.<id>.bad_input``, ``bad_input_total``,
 ``unknown_devices``) and in each machine's ``link_errors`` point.
+
+Size: the agent wires every stage (collect, score, flush, forward, status, updates, federated join)
+and owns their start and stop order; the stages themselves live in their own modules.
 """
 
 from __future__ import annotations
