@@ -167,3 +167,26 @@ def test_process_features() -> None:
     assert p["current_per_output"] == pytest.approx([2.0])
     assert p["temp_rise_c"] == pytest.approx([25.0])
     assert F.process_features() == {}
+
+
+def test_next_fast_len_is_scipys_for_complex_transforms() -> None:
+    """The envelope's inverse-FFT length: numpy does not expose scipy's next_fast_len, ours must agree."""
+    import scipy.fft
+
+    from spinline.health.features import next_fast_len
+
+    assert [next_fast_len(t) for t in range(1, 5000)] == [scipy.fft.next_fast_len(t) for t in range(1, 5000)]
+
+
+def test_the_edge_featurises_without_loading_scipy() -> None:
+    """~18 MB resident an edge with vibration channels is spared (issue 12 item 12: RSS of a large mill)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np; from spinline.health import features as f; "
+            "x = np.random.default_rng(0).standard_normal((2, 25600)).astype(np.float32); "
+            "f.band_energies(x, 25600.0, [(0, 1000), (1000, 12800)]); f.envelope_spectrum(x, 25600.0); "
+            "print(sorted(m for m in sys.modules if m.split('.')[:2] in (['scipy', 'fft'], ['scipy', 'stats'], "
+            "['scipy', 'signal'], ['scipy', 'linalg'])))")   # the bare package is imported by pint: small
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

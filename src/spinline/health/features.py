@@ -21,11 +21,11 @@ Conventions (why they are what they are):
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
-import scipy.fft as sfft
 from numpy.typing import ArrayLike, NDArray
 
 from spinline.core.bearing import defect_frequencies
@@ -133,9 +133,28 @@ def time_features(x: ArrayLike) -> dict[str, F64]:
 
 
 # --- spectral ------------------------------------------------------------------------------------
+# numpy.fft (pocketfft, like scipy.fft; float32 kept since numpy 2.0) rather than scipy.fft: the same
+# figures, and an edge with vibration channels does not load scipy (~18 MB resident, issue 12 item 12).
+
+@functools.lru_cache(maxsize=256)
+def next_fast_len(target: int) -> int:
+    """Smallest n >= target whose prime factors are 2, 3, 5, 7 and 11: a length pocketfft transforms
+    fast (scipy.fft.next_fast_len for complex transforms, which numpy does not expose)."""
+    if target < 1:
+        raise ValueError(f"target must be >= 1, got {target}")
+    n = target
+    while True:
+        m = n
+        for p in (2, 3, 5, 7, 11):
+            while m % p == 0:
+                m //= p
+        if m == 1:
+            return n
+        n += 1
+
 
 def _rfft(a: F64) -> NDArray[np.complex128]:
-    return sfft.rfft(a, axis=1, workers=1)  # type: ignore[no-any-return]
+    return np.fft.rfft(a, axis=1)
 
 
 def _band_power(spec: NDArray[np.complex128], n: int, fs: float, lo: float, hi: float,
@@ -215,10 +234,10 @@ def _envelope_from_spec(spec: NDArray[np.complex128], n: int, fs: float,
     k0 = max(1, int(np.ceil(lo * n / fs)))
     k1 = min(spec.shape[1], int(np.floor(hi * n / fs)) + 1)
     width = k1 - k0
-    m = sfft.next_fast_len(2 * width)  # 2x: |z| has twice the bandwidth of z; no aliasing below fs*m/(2n)
+    m = next_fast_len(2 * width)  # 2x: |z| has twice the bandwidth of z; no aliasing below fs*m/(2n)
     z = np.zeros((spec.shape[0], m), dtype=np.complex128 if spec.dtype == np.complex128 else np.complex64)
     z[:, :width] = spec[:, k0:k1]
-    env = np.abs(sfft.ifft(z, axis=1, workers=1)) * (2.0 * m / n)
+    env = np.abs(np.fft.ifft(z, axis=1)) * (2.0 * m / n)
     return env, fs * m / n
 
 
@@ -240,7 +259,7 @@ def envelope_spectrum(x: ArrayLike, fs: float, band: tuple[float, float] | None 
 def _env_spectrum(env: F64, fs_env: float) -> tuple[F64, F64]:
     m = env.shape[1]
     e = env - env.mean(axis=1, keepdims=True)
-    amp = np.abs(sfft.rfft(e, axis=1, workers=1)) * (2.0 / m)
+    amp = np.abs(np.fft.rfft(e, axis=1)) * (2.0 / m)
     freqs = np.arange(amp.shape[1]) * fs_env / m
     return freqs, amp
 
