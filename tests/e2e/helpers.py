@@ -275,3 +275,36 @@ def pending(db: Path) -> tuple[Batch, list[int]]:
                  np.concatenate([np.frombuffer(r[3], np.float64) for r in rows]),
                  np.concatenate([np.frombuffer(r[4], np.uint8) for r in rows]),
                  np.concatenate([np.frombuffer(r[5], np.int64) for r in rows])), [int(r[0]) for r in rows]
+
+
+# --- the cloud app in a thread of its own ------------------------------------------------------------
+
+class ThreadedServer:
+    """``create_app``'s app under uvicorn on its own thread and event loop, on a free loopback port.
+
+    For tests whose own loop makes blocking calls (sync httpx, registry work) that an in-loop server
+    would wait on. ``start`` returns once uvicorn serves; ``stop`` asks it to exit and joins.
+    """
+
+    def __init__(self, app: Any) -> None:
+        import threading
+
+        import uvicorn
+
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+        self._thread = threading.Thread(target=lambda: asyncio.run(self.server.serve(sockets=[self._sock])),
+                                        daemon=True)
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        self._thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self.server.started:
+            assert time.monotonic() < deadline and self._thread.is_alive(), "the cloud did not start"
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self._thread.join(15)

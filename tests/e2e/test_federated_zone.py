@@ -26,10 +26,10 @@ import socket
 import struct
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from importlib import import_module
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,6 @@ import httpx
 import numpy as np
 import pytest
 import sqlalchemy as sa
-import uvicorn
 import yaml
 
 from spinline.cloud.app import create_app
@@ -49,6 +48,9 @@ from spinline.cloud.models.training import load_rows
 from spinline.cloud.settings import Settings
 from spinline.edge.feature_log import FeatureLog
 from spinline.health.anomaly import VIB_MODEL_KEYS
+
+_h = import_module("spinline_e2e_helpers")
+ThreadedServer, signal_and_reap = _h.ThreadedServer, _h.signal_and_reap
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.slow]
 MILLS = ("mill-a", "mill-b", "mill-c")
@@ -172,15 +174,11 @@ async def test_a_federated_round_across_the_zone_completes_with_no_raw_data_leav
         return worker.stop
 
     app = create_app(settings, on_ready=on_ready)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True)
-    thread.start()
+    srv = ThreadedServer(app)
+    url = srv.url
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        await _until(lambda: server.started, "the cloud did not start")
+        srv.start()
         cloud = app.state.cloud
         cloud.accounts.create_user(username="zone", password="zone-operator-pw", role=Role.ZONE_OPERATOR, mills=[])
         cloud.accounts.create_user(username="alice", password="mill-manager-pw", role=Role.MILL_MANAGER,
@@ -262,14 +260,8 @@ async def test_a_federated_round_across_the_zone_completes_with_no_raw_data_leav
         assert load_rows(store, lambda _m: [], mills, "ring_frame", 0, now) == {}
     finally:
         for p in procs:
-            p.send_signal(signal.SIGINT)
-        for p in procs:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                p.wait(15)
-            if p.poll() is None:
-                p.kill()
-        server.should_exit = True
-        thread.join(15)
+            signal_and_reap(p, signal.SIGINT)
+        srv.stop()
     lf = FeatureLog(edges["mill-a"][1])
     live_rows = np.array([list(json.loads(f).values()) for (f,) in lf.db.execute(
         "SELECT features FROM rows ORDER BY id DESC LIMIT ?", (live,))])

@@ -16,24 +16,21 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
+from importlib import import_module
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from spinline.cloud.app import create_app
 from spinline.cloud.auth.roles import Role
@@ -46,6 +43,9 @@ from spinline.cloud.settings import Settings
 from spinline.core.modelspec import canonical, desired_path
 from spinline.health.alarms import Severity
 from spinline.health.anomaly import VIB_MODEL_KEYS, vibration_detector
+
+_h = import_module("spinline_e2e_helpers")
+ThreadedServer, signal_and_reap = _h.ThreadedServer, _h.signal_and_reap
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.slow]
 RF = "ring_frame.mahalanobis"
@@ -122,15 +122,11 @@ async def test_models_reach_every_edge_and_bad_updates_are_refused(tmp_path: Pat
         return nudger.stop
 
     app = create_app(settings, on_ready=on_ready)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True)
-    thread.start()
+    srv = ThreadedServer(app)
+    url = srv.url
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        await _until(lambda: server.started, "the cloud did not start")
+        srv.start()
         cloud = app.state.cloud
         reg = cloud.models
         reg.repo.init(generate_root_key(tmp_path / "offline" / "root.pem"))
@@ -263,11 +259,5 @@ async def test_models_reach_every_edge_and_bad_updates_are_refused(tmp_path: Pat
         assert all(p.poll() is None for p in procs), "an edge process died"
     finally:
         for p in procs:
-            p.send_signal(signal.SIGINT)
-        for p in procs:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                p.wait(15)
-            if p.poll() is None:
-                p.kill()
-        server.should_exit = True
-        thread.join(15)
+            signal_and_reap(p, signal.SIGINT)
+        srv.stop()

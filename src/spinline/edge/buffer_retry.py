@@ -24,7 +24,7 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -97,6 +97,12 @@ class RetryRows:
         def db(self) -> sqlite3.Connection: ...
 
         def _bump(self, name: str, by: int) -> None: ...
+
+    def _tally_added(self, added: Sequence[tuple[int, int]]) -> None:
+        """The in-memory totals after batches (rows, bytes) went back into ``batches``."""
+        self._batches += len(added)
+        self._rows += sum(n for n, _ in added)
+        self._bytes += sum(nb for _, nb in added)
 
     def _txn_fail(self, what: str, exc: sqlite3.Error) -> StorageError:
         with contextlib.suppress(sqlite3.Error):
@@ -190,9 +196,7 @@ class RetryRows:
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             raise self._txn_fail("release of held rows", exc) from exc
-        self._batches += len(new)
-        self._rows += sum(x[1] for x in new)
-        self._bytes += sum(x[2] for x in new)
+        self._tally_added([(n, nb) for _seq, n, nb in new])
         return [x[0] for x in new]
 
     def held_summary(self) -> dict[str, Any]:
@@ -232,9 +236,7 @@ class RetryRows:
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             raise self._txn_fail("redrive", exc) from exc
-        self._batches += len(moved)
-        self._rows += sum(m[0] for m in moved)
-        self._bytes += sum(m[1] for m in moved)
+        self._tally_added(moved)
         self._counters["redriven_batches"] = self._counters.get("redriven_batches", 0) + len(moved)
         log.warning("re-sending %d dead-lettered batch(es): %s", len(moved),
                     ", ".join(f"{r} {v['batches']}" for r, v in picked.items()))
