@@ -34,3 +34,24 @@ def test_plan_of_the_example_mill(mill_yaml: Path) -> None:
     assert vibration_machines(pts), "the example mill has vibration channels"
     vib = mqtt[0].connector.vib  # type: ignore[union-attr]
     assert {m.id for m in vibration_machines(pts)} == {vib.machine_of(t) for t in vib.topics}
+
+
+def test_a_broker_url_can_say_it_speaks_only_mqtt_311(mill_yaml: Path) -> None:
+    """``?protocol=3.1.1`` (the demo's embedded broker) opens the session in 3.1.1 terms at once."""
+    site = load_site(mill_yaml)
+    pts = site.points(site.mills[0].id)
+
+    def mqtt_of(url: str) -> list[typing.Any]:
+        ctx = LinkContext(edge_id="e1", mill=site.mills[0].id, device_mqtt=url,
+                          featurizer=lambda *a, **k: {}, feature_sink=lambda f: None)
+        return [c.connector for c in plan(pts, ctx) if c.name.startswith("mqtt")]
+
+    (old,) = mqtt_of("mqtt://127.0.0.1:1999?protocol=3.1.1")
+    (v5,) = mqtt_of("mqtt://127.0.0.1:1999")
+    assert old._mqtt311 and not v5._mqtt311   # noqa: SLF001 - the session choice made at plan time
+    try:
+        mqtt_of("mqtt://127.0.0.1:1999?protocol=4")
+    except ValueError as exc:
+        assert "protocol='4'" in str(exc) and "5, 3.1.1" in str(exc)
+    else:
+        raise AssertionError("an unknown MQTT protocol version was accepted")

@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from spinline.core.site import Machine, ModbusLink, MqttLink, OpcUaLink, PointRef
 
@@ -41,12 +41,21 @@ class LinkContext:
     #: False for a federated mill: feature rows go to the sink (scored at the edge), never upstream.
     share_features: bool = True
 
-    def broker(self, link: MqttLink | None) -> tuple[str, int]:
+    def broker(self, link: MqttLink | None) -> tuple[str, int, bool]:
+        """(host, port, MQTT 3.1.1 only) of the broker a device link uses.
+
+        ``?protocol=3.1.1`` on the URL says the broker speaks no MQTT 5 (the demo's embedded one), so
+        the connector opens its persistent session in 3.1.1 terms at once instead of finding out from
+        a dropped v5 CONNECT (which such a broker logs as a crash).
+        """
         url = (link.broker if link is not None and link.broker else None) or self.device_mqtt
         if url is None and self.cloud_url and urlsplit(self.cloud_url).scheme == "mqtt":
             url = self.cloud_url
         u = urlsplit(url or "mqtt://127.0.0.1:1883")
-        return u.hostname or "127.0.0.1", u.port or 1883
+        version = dict(parse_qsl(u.query)).get("protocol", "5")
+        if version not in ("5", "3.1.1"):
+            raise ValueError(f"MQTT broker URL {url!r}: protocol={version!r} is not one of 5, 3.1.1")
+        return u.hostname or "127.0.0.1", u.port or 1883, version == "3.1.1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,12 +106,12 @@ def plan_opcua(points: Sequence[PointRef], ctx: LinkContext) -> list[Planned]:
 
 
 def plan_mqtt(points: Sequence[PointRef], ctx: LinkContext) -> list[Planned]:
-    by_broker: dict[tuple[str, int], list[PointRef]] = defaultdict(list)
+    by_broker: dict[tuple[str, int, bool], list[PointRef]] = defaultdict(list)
     for pts in _by_machine(points).values():
         link = pts[0].machine.link
         if isinstance(link, MqttLink):
             by_broker[ctx.broker(link)].extend(pts)
-    vib: dict[tuple[str, int], list[Machine]] = defaultdict(list)
+    vib: dict[tuple[str, int, bool], list[Machine]] = defaultdict(list)
     for m in (p.machine for p in points):   # a vibration sensor publishes on MQTT whatever the data link
         if m.vibration is not None:
             key = ctx.broker(m.link if isinstance(m.link, MqttLink) else None)
@@ -113,12 +122,13 @@ def plan_mqtt(points: Sequence[PointRef], ctx: LinkContext) -> list[Planned]:
     from .mqtt.connector import MqttConnector
 
     out = []
-    for (host, port) in set(by_broker) | set(vib):
-        pts = by_broker.get((host, port), [])
+    for key in set(by_broker) | set(vib):
+        host, port, mqtt311 = key
+        pts = by_broker.get(key, [])
         out.append(Planned(f"mqtt {host}:{port}", "push", MqttConnector(
-            host, port, pts, mill=ctx.mill, vibration_machines=vib.get((host, port), []), iso_class=ctx.iso_class,
+            host, port, pts, mill=ctx.mill, vibration_machines=vib.get(key, []), iso_class=ctx.iso_class,
             client_id=f"spinline-dev-{ctx.edge_id}-{port}", featurizer=ctx.featurizer,
-            feature_sink=ctx.feature_sink, share_features=ctx.share_features), tuple(pts)))
+            feature_sink=ctx.feature_sink, share_features=ctx.share_features, mqtt311=mqtt311), tuple(pts)))
     return out
 
 

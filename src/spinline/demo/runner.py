@@ -243,7 +243,8 @@ async def run_demo(site_path: Path, *, mill: str | None = None, data_dir: Path =
     async with contextlib.AsyncExitStack() as stack:
         if broker is None:
             emb = await stack.enter_async_context(EmbeddedBroker(host))
-            device_mqtt, uplink = emb.url, api_url
+            # amqtt speaks MQTT 3.1.1 only: say so, rather than let the edge find out from a dropped v5 CONNECT.
+            device_mqtt, uplink = emb.url + "?protocol=3.1.1", api_url
         else:
             device_mqtt, uplink = broker, broker
         u = urlparse(device_mqtt)

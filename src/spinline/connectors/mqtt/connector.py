@@ -92,14 +92,16 @@ class MqttConnector(PushLinks):
                  stale_after: float = 5.0, backoff_s: tuple[float, float] = (0.5, 15.0),
                  client_id: str | None = None, max_message_bytes: int = MAX_MESSAGE_BYTES,
                  featurizer: Featurizer | None = None, feature_sink: FeatureSink | None = None,
-                 share_features: bool = True) -> None:
+                 share_features: bool = True, mqtt311: bool = False) -> None:
         self.host, self.port, self.mill = host, port, mill
         self.client_id = client_id
         self.stale_after = stale_after
         self.backoff_s = backoff_s
         #: Sessions established (connected and subscribed): one that worked resets the backoff.
         self.sessions = 0
-        self._mqtt311 = False   # set once a broker refused an MQTT 5 session
+        #: MQTT 3.1.1 for the persistent session: configured (``?protocol=3.1.1``), or set once a broker
+        #: refused an MQTT 5 session.
+        self._mqtt311 = mqtt311
         json_pts = [p for p in points if isinstance(p.machine.link, MqttLink) and p.machine.link.format == "json"]
         spb_pts = [p for p in points if isinstance(p.machine.link, MqttLink) and p.machine.link.format == "sparkplug_b"]
         self.json = TopicMap(json_pts)
