@@ -105,6 +105,7 @@ export function month(d = new Date()): string {
 const SERVER_PARAM_KEYS: Record<string, string> = {
   fault: 'server.fault.', fault_from: 'server.fault.', status: 'server.status.', driver: 'server.driver.',
   defect: 'server.defect.', kind: 'server.kind.', action: 'server.action.', state: 'server.state.', what: 'server.what.',
+  rule: 'server.rule.', feature: 'server.feature.',
 }
 
 /** Parameters that are ", "-joined "<id> <figure>" lists (health penalties, faults of a month): ids named per item. */

@@ -44,6 +44,8 @@ describe('server-built text', () => {
     const params = { fault: 'bearing_outer', asset: 'rf01/main_motor' }
     expect(serverText('bearing_outer on rf01/main_motor', 'wo.title.fault_on_asset', params)).toBe('rf01/main_motor：外圈故障')
     expect(serverText('x', 'carbon.opp.idle_off', {})).toBe('生产设备停机时关断电源')
+    expect(serverText('x', 'alarm.rule_value', { rule: 'health_low', feature: 'health_index', value: '18.4', asset: 'ca01/cylinder' }))
+      .toBe('健康指数低：ca01/cylinder 的 健康指数 = 18.4')
     expect(serverParts([{ text: 'a', key: 'health.explain_no_penalties', params: { value: '93', status: 'good', driver: 'none' } },
       { text: 'b', key: 'health.velocity', params: { velocity: '1.20' } }], 'ab')).toBe('健康度 93/100（良好）；主要因素：无；扣分：无；振动速度有效值 1.20 mm/s')
     expect(serverText('x', 'health.envelope_line', { feature: 'env_bpfo', defect: 'outer race (BPFO)', ratio: '5.2' }))
