@@ -229,6 +229,31 @@ def test_status_messages_kept_for_known_edges_only(store: TimeSeriesStore, mill:
     assert store.rejections() == {"?": {"unauthorised": 1}, "edge-b": {"malformed": 1}}
 
 
+def test_a_replayed_or_stale_signed_status_is_refused_and_counted(store: TimeSeriesStore, mill: Any) -> None:
+    """Issue 12 item 2: a status captured on the broker, validly signed, re-published later must not
+    overwrite the edge's fleet status (it would show a dead edge alive, or an old buffer depth)."""
+    import json
+
+    svc: IngestService = mill.service(store)
+    now = time.time_ns()
+
+    def status(ts: int, started: int = 1, state: str = "online") -> bytes:
+        return _signed("edge-a", json.dumps({"state": state, "ts_ns": ts, "started_ns": started}).encode())
+
+    first = status(now - 20 * 10**9)
+    assert svc.handle_status(first, "mill-a", "edge-a", now)
+    assert svc.handle_status(status(now - 10 * 10**9, state="degraded"), "mill-a", "edge-a", now)
+    assert not svc.handle_status(first, "mill-a", "edge-a", now)                    # replayed within minutes
+    assert store.edge_status()["edge-a"].status["state"] == "degraded"
+    assert not svc.handle_status(status(now - 3600 * 10**9), "mill-a", "edge-a", now)   # an hour old
+    assert not svc.handle_status(status(now + 3600 * 10**9), "mill-a", "edge-a", now)   # an hour ahead
+    assert not svc.handle_status(_signed("edge-a", b'{"ts_ns": "soon"}'), "mill-a", "edge-a", now)
+    assert store.rejections()["edge-a"] == {"stale_status": 3, "malformed": 1}
+    # a new process of the edge whose clock stepped back a little is not a replay
+    assert svc.handle_status(status(now - 15 * 10**9, started=2, state="online"), "mill-a", "edge-a", now)
+    assert store.edge_status()["edge-a"].status["started_ns"] == 2
+
+
 def test_unsigned_or_forged_status_of_a_known_edge_is_refused_and_counted(store: TimeSeriesStore,
                                                                          mill: Any) -> None:
     """Issue 12 item 2: over MQTT anyone on the broker can publish an edge's (retained) status."""
