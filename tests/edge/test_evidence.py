@@ -59,7 +59,7 @@ def test_sample_per_channel_per_day_alarm_request_and_budget() -> None:
     assert not k.request("m/rf01/motor")                # the 5th would pass the budget: refused, counted
     st = k.stats()
     assert st["refused"] == 1 and st["refused_by_reason"]["request"] == 1
-    assert st["queued"] == {"alarm": 1, "request": 1, "sample": 2}
+    assert st["queued"] == {"alarm": 1, "request": 1, "sample": 2, "uncertain": 0}
     assert st["queued_bytes"] <= st["budget_bytes"]
     # an asset with no recent waveform: the request waits for the next one
     assert k.request("m/hv01/fan") and k.stats()["waiting"] == ["m/hv01/fan"]

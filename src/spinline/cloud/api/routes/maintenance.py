@@ -227,7 +227,7 @@ ALARM_MESSAGE_KEYS = ("alarm.rule_value", "alarm.edge_event_fault", "alarm.edge_
 WRITTEN_KEYS = (*ALARM_MESSAGE_KEYS, "diag.fault_confidence", "health.explain", "health.explain_no_penalties",
                 "health.envelope_line_others", "health.envelope_line", "health.velocity_zone", "health.velocity",
                 "wo.comment.assigned", "wo.comment.verified", "wo.comment.diagnosis",
-                *(k for k in texts.TEMPLATES if k.startswith("diag.ev.")))
+                "wo.comment.cloud_diagnosis", *(k for k in texts.TEMPLATES if k.startswith("diag.ev.")))
 #: List markers a system-written line may start with (``Diagnosis.explain``'s evidence lines).
 LINE_PREFIXES = ("  - ",)
 
