@@ -22,6 +22,7 @@ noted on the asset's open work order and handed back to the edge with ``take_ans
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ from spinline.core.wire import (
 )
 from spinline.health.features import envelope_spectrum
 
+log = logging.getLogger(__name__)
 metadata = sa.MetaData()
 snapshots_t = sa.Table(
     "evidence_snapshots", metadata,
@@ -155,7 +157,12 @@ class EvidenceStore:
         answer = None
         if new and reason == "uncertain" and self.opinion is not None:   # computed outside the transaction
             _, samples = decode_snapshot_samples(up.snapshot)
-            d = self.opinion.diagnose(up.mill, machine, channel, up.header, samples)
+            try:
+                d = self.opinion.diagnose(up.mill, machine, channel, up.header, samples)
+            except (ValueError, ArithmeticError) as exc:   # the model must not cost the evidence: stored without
+                log.warning("cloud model failed on snapshot %d of %s (%r): stored without an answer",
+                            up.id, asset, exc)
+                d = None
             answer = self.opinion.row(up.edge, up.id, up.mill, machine, channel, up.header, d) if d else None
         with self.engine.begin() as con:
             if con.execute(sa.select(snapshots_t.c.snap_id).where(key)).first() is None:

@@ -48,7 +48,7 @@ TEMPLATES: dict[str, str] = {
     "wo.comment.verified": "health index recovered to {health}",
     "wo.comment.diagnosis": "diagnosis: {fault_from} -> {fault}",
     "wo.comment.cloud_diagnosis": "cloud diagnosis of snapshot {snapshot} from {edge}: {fault} (confidence "
-                                  "{confidence}); the edge said {edge_fault} (confidence {edge_confidence})",
+                                  "{confidence}), the edge said {edge_fault} (confidence {edge_confidence})",
     # Weekly maintenance plan.
     "plan.title.inspect_predicted": "inspect {asset} (predicted)",
     "plan.reason.overdue": "overdue",
