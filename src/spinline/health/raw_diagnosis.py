@@ -18,8 +18,8 @@ a 1 s snapshot), the same as the edge's features of that waveform.
 Checked on simulated outer-race waveforms (``sim.vibration.synthesize``) with the resonance at 1.2, 1.8
 and 3.6 kHz (25.6 kHz, 1480 rpm, SKF 6316): healthy ones stay below the line threshold in every band
 (strongest 2.3-2.6x against 4x), faulty ones are ``bearing_outer`` at confidence >= 0.99
-(tests/health/test_raw_diagnosis.py). Eleven ``featurize`` calls a snapshot: tens of milliseconds, for the
-rare uncertain alarm (not benchmarked).
+(tests/health/test_raw_diagnosis.py). Eight ``featurize`` calls a snapshot at 25.6 kHz: tens of
+milliseconds, for the rare uncertain alarm (not benchmarked).
 """
 
 from __future__ import annotations
