@@ -173,6 +173,8 @@ class EvidenceStore:
                 if answer is not None:
                     con.execute(diagnoses_t.insert().values(**answer))
                 self._trim(con, up.mill, machine, channel)
+            elif reason == "uncertain" and self.opinion is not None:
+                self.opinion.resend(con, up.edge, up.id)
         if answer is not None:
             self.note_pending(up.mill)
         return up.edge, EventsAck(acked=(up.id,))

@@ -16,7 +16,8 @@ transaction as the snapshot, dropped with it by the per-channel retention):
   either order: a diagnosis with no open order yet is noted by the next ``note_pending`` (every snapshot
   and every events message of the mill calls it) for ``note_within_s`` (default 1 h), then given up;
 * it goes back to the edge that sent the snapshot (``take``, once each) as a ``wire.CloudAnswer`` in the
-  signed downlink answers the snapshot requests travel in (MQTT ``TOPIC_REQUESTS``, HTTP answers).
+  signed downlink answers the snapshot requests travel in (MQTT ``TOPIC_REQUESTS``, HTTP answers). A
+  snapshot sent again (its ack, and so perhaps its answer, was lost) has its answer handed over again.
 """
 
 from __future__ import annotations
@@ -109,6 +110,12 @@ class SecondOpinion:
 
     # --- back to the edge -------------------------------------------------------------------------
 
+    def resend(self, con: sa.Connection, edge: str, snap_id: int) -> None:
+        """The edge sent this snapshot again (it never saw the ack, so perhaps not the answer either): hand the
+        answer over once more (the edge ignores one it already holds)."""
+        con.execute(self.t.update().where(self.t.c.edge == edge, self.t.c.snap_id == snap_id)
+                    .values(delivered_ns=None))
+
     def take(self, con: sa.Connection, edge: str) -> list[CloudAnswer]:
         """The answers not yet sent to ``edge`` (marked sent: each goes once, like a request)."""
         t = self.t
@@ -136,8 +143,10 @@ class SecondOpinion:
                 pending = list(con.execute(q.order_by(t.c.computed_ns)).mappings())
             n = 0
             for r in pending:
-                got = self._note(dict(r))
-                if got is None and now - int(r["computed_ns"]) < self.note_within_s * 1e9:
+                # too old: given up without looking, so it never lands on the order of a later episode
+                stale = now - int(r["computed_ns"]) >= self.note_within_s * 1e9
+                got = None if stale else self._note(dict(r))
+                if got is None and not stale:
                     continue
                 with engine.begin() as con:
                     con.execute(t.update().where(t.c.edge == r["edge"], t.c.snap_id == r["snap_id"])

@@ -131,9 +131,16 @@ async def test_uncertain_snapshot_gets_the_cloud_diagnosis_stored_noted_and_answ
     lo, hi = cd["band_hz"]
     assert lo <= 1200.0 <= hi                                  # the band that holds the resonance
 
-    # a re-send is acked, not diagnosed or noted again, and the answer went back once
+    # handed over once: the next status answer has nothing
+    st = wire.encode_status({"edge": "edge-a", "mill": MILL})
+    r = await api.client.post(wire.STATUS_PATH, content=st, headers={
+        "Content-Type": "application/json", "X-Spinline-Edge": "edge-a", "X-Spinline-Mill": MILL,
+        wire.STATUS_SIGNATURE_HEADER: wire.sign_status(key, st)})
+    assert r.status_code == 204, r.text
+    # a re-send (the edge lost the ack, so perhaps the answer) is acked and answered again, not diagnosed or
+    # noted again
     r = await api.client.post(POST, content=_upload(_fault_wave(api), 7, key), headers=HDR)
-    assert r.json()["acked"] == [7] and "diagnoses" not in r.json()
+    assert r.json()["acked"] == [7] and r.json()["diagnoses"] == [d]
     wo2 = await _order(api, "rf01/main_motor")
     assert len(wo2["history"]) == len(steps)
     assert not api.cloud.store.rejections()
@@ -153,6 +160,16 @@ async def test_a_confident_same_answer_only_comments_and_an_early_snapshot_waits
     assert wo["fault"] == "bearing_outer"
     notes = [s for s in wo["history"] if s["by"] == "cloud-model"]
     assert len(notes) == 1 and notes[0]["comment"].endswith("the edge said bearing_outer (confidence 0.52)")
+    # an answer whose order never opened in time is given up: it does not land on a later episode's order
+    opinion = api.cloud.evidence.opinion
+    assert opinion is not None
+    late = f"{MILL}/ca02/cylinder"
+    r = await api.client.post(POST, content=_upload(_fault_wave(api, late, rpm=500.0), 4, key), headers=HDR)
+    assert r.json()["diagnoses"][0]["fault"] == "bearing_outer"
+    opinion.note_within_s = 0.0
+    await _alarm(api, late, 3)
+    wo = await _order(api, "ca02/cylinder")
+    assert wo["fault"] == "unknown" and not [s for s in wo["history"] if s["by"] == "cloud-model"]
 
 
 def _answers(key: bytes, edge: str) -> CloudAnswers:
@@ -177,8 +194,8 @@ async def test_round_trip_over_http_the_edge_receives_and_shows_the_signed_answe
         up = MeteredUplink(HttpUplink(url, edge="edge-a", mill=MILL, secret=secret, trust=fwd.trust), TrafficLedger())
         async with up:
             task = asyncio.create_task(fwd.run_session(up))
-            try:
-                await _until(lambda: answers.accepted == 1, 20)
+            try:   # the ack and the answer come in one HTTP answer, consumed by two tasks: wait for both
+                await _until(lambda: answers.accepted == 1 and fwd.stats.snapshots_acked == 1, 20)
             finally:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
