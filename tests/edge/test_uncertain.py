@@ -215,7 +215,10 @@ def test_the_open_alarm_carries_the_clouds_diagnosis_until_its_episode_ends(tmp_
         assert i < 30
     raised = [e for e in scoring.take_events() if e.kind == "alarm_raised"]
     assert raised and is_uncertain(raised[0].fault, raised[0].confidence, 0.6)   # the edge is unsure
-    assert scoring.set_cloud_diagnosis(ASSET, cloud)
+    # a late answer about a snapshot from long before this episode (an earlier one) is not carried
+    assert not scoring.set_cloud_diagnosis(ASSET, cloud, ts_ns=t0, max_age_s=900.0)
+    assert a.cloud_diagnosis is None
+    assert scoring.set_cloud_diagnosis(ASSET, cloud, ts_ns=t0 + (i - 1) * 300 * 10**9, max_age_s=900.0)
     assert scoring.snapshot()[ASSET]["cloud_diagnosis"] == {"fault": "bearing_outer", "confidence": 0.99, "snapshot": 5}
     while scoring.open_alarms(ASSET):
         feed(i, {})

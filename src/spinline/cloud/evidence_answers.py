@@ -53,6 +53,7 @@ def table(metadata: sa.MetaData) -> sa.Table:
         sa.Column("mill", sa.String(64), nullable=False),
         sa.Column("machine", sa.String(128), nullable=False),
         sa.Column("channel", sa.String(128), nullable=False),
+        sa.Column("ts_ns", sa.BigInteger, nullable=False),
         sa.Column("edge_fault", sa.String(40)),
         sa.Column("edge_confidence", sa.Float),
         sa.Column("fault", sa.String(40), nullable=False),
@@ -103,7 +104,7 @@ class SecondOpinion:
         got = header.get("diagnosis")
         ed: dict[str, Any] = got if isinstance(got, dict) else {}
         return {"edge": edge, "snap_id": snap_id, "mill": mill, "machine": machine, "channel": channel,
-                "edge_fault": ed.get("fault"), "edge_confidence": ed.get("confidence"),
+                "ts_ns": int(header["ts_ns"]), "edge_fault": ed.get("fault"), "edge_confidence": ed.get("confidence"),
                 "fault": d.diagnosis.fault, "confidence": float(d.diagnosis.confidence),
                 "band_lo_hz": d.band[0], "band_hi_hz": d.band[1], "explain": d.diagnosis.explain(),
                 "computed_ns": self.clock(), "work_order": None, "fault_updated": False, "delivered_ns": None}
@@ -119,12 +120,13 @@ class SecondOpinion:
     def take(self, con: sa.Connection, edge: str) -> list[CloudAnswer]:
         """The answers not yet sent to ``edge`` (marked sent: each goes once, like a request)."""
         t = self.t
-        rows = con.execute(sa.select(t.c.snap_id, t.c.mill, t.c.machine, t.c.channel, t.c.fault, t.c.confidence)
+        rows = con.execute(sa.select(t.c.snap_id, t.c.mill, t.c.machine, t.c.channel, t.c.fault, t.c.confidence,
+                                     t.c.ts_ns)
                            .where(t.c.edge == edge, t.c.delivered_ns.is_(None)).order_by(t.c.snap_id)).all()
         if rows:
             con.execute(t.update().where(t.c.edge == edge, t.c.snap_id.in_([r[0] for r in rows]))
                         .values(delivered_ns=self.clock()))
-        return [CloudAnswer(f"{r[1]}/{r[2]}/{r[3]}", int(r[0]), str(r[4]), float(r[5])) for r in rows]
+        return [CloudAnswer(f"{r[1]}/{r[2]}/{r[3]}", int(r[0]), str(r[4]), float(r[5]), int(r[6])) for r in rows]
 
     # --- the work order ---------------------------------------------------------------------------
 

@@ -204,7 +204,8 @@ class EdgeAgent:
 
         def record(a: CloudAnswer) -> bool:
             """The cloud's answer: its asset's open alarm episode carries it in its later events."""
-            return scoring.set_cloud_diagnosis(a.asset, CloudDiagnosis(a.fault, a.confidence, a.snapshot))
+            return scoring.set_cloud_diagnosis(a.asset, CloudDiagnosis(a.fault, a.confidence, a.snapshot), a.ts_ns,
+                                               keeper.settings.max_age_s)
 
         stage.on_alarm = on_alarm
         stage.on_episode_over = keeper.episode_over

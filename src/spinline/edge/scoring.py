@@ -427,11 +427,17 @@ class EdgeScoring:
         a = self._by_tag().get(asset)
         return [x.rule for x in a.engine.open_alarms(a.asset)] if a is not None else []
 
-    def set_cloud_diagnosis(self, asset: str, diagnosis: CloudDiagnosis) -> bool:
+    def set_cloud_diagnosis(self, asset: str, diagnosis: CloudDiagnosis, ts_ns: int | None = None,
+                            max_age_s: float = 900.0) -> bool:
         """The cloud's answer for ``asset``: kept for its open alarm episode's later events. False (not kept)
-        when the asset is not this edge's or has no open alarm."""
+        when the asset is not this edge's, has no open alarm, or the answered snapshot (taken at ``ts_ns``)
+        is older than the episode by more than ``max_age_s`` (the evidence keeper's "latest waveform"): a late
+        answer about an earlier episode."""
         a = self._by_tag().get(asset)
-        if a is None or not a.engine.open_alarms(a.asset):
+        if a is None or not (open_ := a.engine.open_alarms(a.asset)):
+            return False
+        start_ns = min(x.raised_at.timestamp() for x in open_) * 1e9
+        if ts_ns is not None and ts_ns < start_ns - max_age_s * 1e9:
             return False
         a.cloud_diagnosis = diagnosis
         return True

@@ -100,12 +100,14 @@ async def test_uncertain_snapshot_gets_the_cloud_diagnosis_stored_noted_and_answ
     before = await _order(api, "rf01/main_motor")
     assert before["fault"] == "unknown"
 
-    r = await api.client.post(POST, content=_upload(_fault_wave(api), 7, key), headers=HDR)
+    snap = _fault_wave(api)
+    r = await api.client.post(POST, content=_upload(snap, 7, key), headers=HDR)
     assert r.status_code == 200, r.text
     ans = r.json()
     assert ans["acked"] == [7] and wire.verify_ack(key, ans) is True
     (d,) = ans["diagnoses"]
     assert (d["asset"], d["snapshot"], d["fault"]) == (ASSET, 7, "bearing_outer") and d["confidence"] >= 0.9
+    assert d["ts_ns"] == snap.ts_ns
 
     # the work order: a keyed system comment (both languages via the catalogues) and the fault updated,
     # the edge's "unknown" kept in the history
@@ -139,7 +141,7 @@ async def test_uncertain_snapshot_gets_the_cloud_diagnosis_stored_noted_and_answ
     assert r.status_code == 204, r.text
     # a re-send (the edge lost the ack, so perhaps the answer) is acked and answered again, not diagnosed or
     # noted again
-    r = await api.client.post(POST, content=_upload(_fault_wave(api), 7, key), headers=HDR)
+    r = await api.client.post(POST, content=_upload(snap, 7, key), headers=HDR)
     assert r.json()["acked"] == [7] and r.json()["diagnoses"] == [d]
     wo2 = await _order(api, "rf01/main_motor")
     assert len(wo2["history"]) == len(steps)

@@ -19,7 +19,8 @@ diagnosis is uncertain). An ``uncertain`` snapshot's header carries the edge's `
 
 The cloud model's answer to an ``uncertain`` snapshot goes back to its edge in the same signed answers as
 the requests (MQTT ``TOPIC_REQUESTS``; over HTTP the answer to the snapshot, events or status post), as
-``"diagnoses": [{"asset", "snapshot": <the edge's id>, "fault", "confidence"}, ...]`` (``CloudAnswer``).
+``"diagnoses": [{"asset", "snapshot": <the edge's id>, "fault", "confidence", "ts_ns"}, ...]``
+(``CloudAnswer``; ``ts_ns`` is the snapshot's time).
 The edge acts on them only when the answer's signature verifies (``sign_ack`` with its key); an unsigned
 or forged one is refused and counted.
 """
@@ -61,10 +62,12 @@ class CloudAnswer:
     snapshot: int
     fault: str
     confidence: float
+    #: The snapshot's own time (ns): the edge applies the answer only to the alarm episode it belongs to.
+    ts_ns: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"asset": self.asset, "snapshot": self.snapshot, "fault": self.fault,
-                "confidence": round(self.confidence, 3)}
+                "confidence": round(self.confidence, 3), **({"ts_ns": self.ts_ns} if self.ts_ns is not None else {})}
 
 
 def decode_answers(items: object) -> list[CloudAnswer]:
@@ -85,7 +88,10 @@ def decode_answers(items: object) -> list[CloudAnswer]:
                 raise ValueError(f"fault must be 1-{MAX_FAULT} characters")
             if isinstance(conf, bool) or not isinstance(conf, int | float) or not 0.0 <= float(conf) <= 1.0:
                 raise ValueError("confidence must be a number in [0, 1]")
-            out.append(CloudAnswer(asset, ident, fault, float(conf)))
+            ts = d.get("ts_ns")
+            if ts is not None and (type(ts) is not int or ts <= 0):
+                raise ValueError("ts_ns must be a positive integer")
+            out.append(CloudAnswer(asset, ident, fault, float(conf), ts))
     except (ValueError, TypeError, KeyError) as exc:
         raise PayloadError("malformed", f"bad diagnoses: {exc}"[:300]) from None
     return out
