@@ -93,6 +93,7 @@ def test_uncertain_snapshots_share_the_daily_budget_and_wait_for_a_waveform() ->
     # no recent waveform: the uncertain request waits, with its diagnosis, for the next one
     assert k.request_alarm(ASSET, "unknown", 0.0, diagnosed=True) == "uncertain"
     assert k.take() == [] and k.stats()["waiting"] == [ASSET]
+    assert k.request(ASSET)                       # a user's request meanwhile does not replace the question
     k.offer(_snap(now[0]))
     (s, reason, payload), = k.take()
     assert reason == "uncertain" and decode_snapshot(payload)[0]["diagnosis"]["fault"] == "unknown"

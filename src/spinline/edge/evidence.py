@@ -177,7 +177,8 @@ class EvidenceKeeper:
         """Queue ``asset``'s latest waveform (or the next one, if none is recent); False if refused."""
         s = self.latest.get(asset)
         if s is None or (self.clock() - s.ts_ns / 1e9) > self.settings.max_age_s:
-            self._waiting[asset] = (reason, diagnosis)
+            if reason == "uncertain" or self._waiting.get(asset, ("alarm", None))[0] != "uncertain":
+                self._waiting[asset] = (reason, diagnosis)   # a waiting question to the cloud is not replaced
             return True
         return self._want(s, reason, diagnosis)
 
