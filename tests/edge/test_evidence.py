@@ -11,6 +11,7 @@ shows it in its status, with nothing sent while it has no cloud.
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,10 @@ import numpy as np
 import yaml
 
 from spinline.core.site import parse_site, rebind
-from spinline.edge.agent import BUFFER_FILE, EdgeAgent
+from spinline.core.wire import sign_ack
+from spinline.edge.agent import BUFFER_FILE, STATUS_FILE, EdgeAgent
 from spinline.edge.buffer import EdgeBuffer
+from spinline.edge.cli import _fmt_status
 from spinline.edge.evidence import (
     EvidenceKeeper,
     EvidenceSettings,
@@ -59,7 +62,7 @@ def test_sample_per_channel_per_day_alarm_request_and_budget() -> None:
     assert not k.request("m/rf01/motor")                # the 5th would pass the budget: refused, counted
     st = k.stats()
     assert st["refused"] == 1 and st["refused_by_reason"]["request"] == 1
-    assert st["queued"] == {"alarm": 1, "request": 1, "sample": 2}
+    assert st["queued"] == {"alarm": 1, "request": 1, "sample": 2, "uncertain": 0}
     assert st["queued_bytes"] <= st["budget_bytes"]
     # an asset with no recent waveform: the request waits for the next one
     assert k.request("m/hv01/fan") and k.stats()["waiting"] == ["m/hv01/fan"]
@@ -106,16 +109,29 @@ async def test_agent_queues_a_sample_per_vibration_channel(mill_yaml: Path, mqtt
     async with SimServer(site, mill_id, speed=1.0, ephemeral=True, mqtt=(host, port)) as sim:
         agent = EdgeAgent(rebind(site, sim.ports), mill_id,
                           EdgeSettings(edge_id="ev", data_dir=tmp_path / "edge", device_mqtt=f"mqtt://{host}:{port}",
-                                       flush_s=0.2, status_every_s=0.2))
+                                       flush_s=0.2, status_every_s=0.2, secret=b"s" * 32))
         async with agent:
             for _ in range(100):
                 await asyncio.sleep(0.2)
                 if agent.evidence is not None and agent.evidence.committed >= len(channels):
                     break
+            # the cloud model's answer to an uncertain snapshot, as an uplink hands it over: a signed one is
+            # recorded, a forged one refused; both show in status.json and ``spinline edge status``
+            assert agent.forwarder.on_diagnoses is not None
+            item = {"asset": channels[0], "snapshot": 3, "fault": "bearing_outer", "confidence": 0.97}
+            agent.forwarder.on_diagnoses(sign_ack(b"s" * 32, {"edge": "ev", "diagnoses": [item]}))
+            agent.forwarder.on_diagnoses(sign_ack(b"x" * 32, {"edge": "ev", "diagnoses": [item | {"snapshot": 4}]}))
             await asyncio.sleep(3.0)                     # more snapshots arrive: no more samples today
             st = await agent.status()
+            on_disk = json.loads((tmp_path / "edge" / STATUS_FILE).read_text())
     assert st["evidence"]["queued"]["sample"] == len(channels) == 6
     assert st["evidence"]["refused"] == 0
+    cd = on_disk["evidence"]["cloud_diagnoses"]
+    assert cd["accepted"] == 1 and cd["refused_by_reason"]["bad_signature"] == 1
+    assert cd["by_asset"][channels[0]]["fault"] == "bearing_outer" and cd["by_asset"][channels[0]]["snapshot"] == 3
+    shown = "\n".join(_fmt_status(on_disk))
+    assert "cloud diagnoses of uncertain snapshots  accepted 1  refused 1 (bad_signature 1)" in shown
+    assert f"{channels[0]:<28} bearing_outer (confidence 0.97)  snapshot 3" in shown
     with EdgeBuffer(tmp_path / "edge" / BUFFER_FILE) as buf:
         pend = pending_snapshots(buf.db, limit=100)
     assert sorted(a for _, a, _, _ in pend) == sorted(channels)

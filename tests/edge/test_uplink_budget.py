@@ -87,6 +87,13 @@ def test_digest_buckets_levels_but_keeps_states_and_refusals() -> None:
     model = _status(0.0)
     model["models"]["m/rf01/de"]["version"] = "v2"
     assert status_digest(model) != base
+    # the cloud's answer to an uncertain snapshot, and forged answers, go out at once
+    answered = _status(0.0)
+    answered["evidence"] = {"cloud_diagnoses": {"by_asset": {"m/rf01/de": {"fault": "bearing_outer"}}, "refused": 0}}
+    assert status_digest(answered) != base
+    forged = _status(0.0)
+    forged["evidence"] = {"cloud_diagnoses": {"by_asset": {}, "refused": 1}}
+    assert status_digest(forged) != base
 
 
 def test_ledger_books_by_kind_and_rolls_over_at_utc_midnight() -> None:

@@ -103,7 +103,7 @@ export function month(d = new Date()): string {
 
 /** Parameters of server-built text whose values are ids the catalogue names (e.g. fault kinds). */
 const SERVER_PARAM_KEYS: Record<string, string> = {
-  fault: 'server.fault.', fault_from: 'server.fault.', status: 'server.status.', driver: 'server.driver.',
+  fault: 'server.fault.', fault_from: 'server.fault.', edge_fault: 'server.fault.', status: 'server.status.', driver: 'server.driver.',
   defect: 'server.defect.', kind: 'server.kind.', action: 'server.action.', state: 'server.state.', what: 'server.what.',
   rule: 'server.rule.', feature: 'server.feature.',
 }

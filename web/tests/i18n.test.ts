@@ -58,6 +58,19 @@ describe('server-built text', () => {
     expect(serverText('bearing_outer on rf01/main_motor', 'wo.title.fault_on_asset', params)).toBe('bearing_outer on rf01/main_motor')
     i18n.global.locale.value = 'zh-CN'
   })
+  it('shows the cloud model\'s work-order comment with both faults translated', async () => {
+    const { i18n } = await import('../src/i18n/index')
+    const { serverText } = await import('../src/format')
+    const params = { snapshot: '7', edge: 'edge-a', fault: 'bearing_outer', confidence: '0.99', edge_fault: 'unknown',
+      edge_confidence: '0.00' }
+    const en = 'cloud diagnosis of snapshot 7 from edge-a: bearing_outer (confidence 0.99), the edge said unknown (confidence 0.00)'
+    i18n.global.locale.value = 'zh-CN'
+    expect(serverText(en, 'wo.comment.cloud_diagnosis', params))
+      .toBe('云端复诊（来自 edge-a 的快照 7）：外圈故障（置信度 0.99），边缘诊断为未知故障（置信度 0.00）')
+    i18n.global.locale.value = 'en'
+    expect(serverText(en, 'wo.comment.cloud_diagnosis', params)).toBe(en)
+    i18n.global.locale.value = 'zh-CN'
+  })
   it('falls back to the English text for an unknown key or none', async () => {
     const { serverText } = await import('../src/format')
     expect(serverText('grease the rings', 'wo.title.no_such_key', { a: 'b' })).toBe('grease the rings')

@@ -59,7 +59,8 @@ from spinline.cloud.api.services.zone import ZoneOverview
 from spinline.cloud.auth.passwords import Passwords
 from spinline.cloud.auth.sealing import SecretBox
 from spinline.cloud.auth.service import Accounts, EdgeCredentials, InvalidRequest
-from spinline.cloud.evidence import EvidenceStore
+from spinline.cloud.evidence import EvidenceStore, diagnoses_t
+from spinline.cloud.evidence_answers import SecondOpinion
 from spinline.cloud.ingest.rejections import BoundedRejections
 from spinline.cloud.ingest.service import IngestService
 from spinline.cloud.kpis.service import Cancelled, KpiService
@@ -75,7 +76,7 @@ from spinline.cloud.storage.base import TimeSeriesStore
 from spinline.cloud.storage.factory import open_store
 from spinline.core import wire
 from spinline.core.errors import StorageError
-from spinline.core.site import Mill, Site, load_site
+from spinline.core.site import Machine, Mill, Site, iter_machines, load_site
 
 logger = logging.getLogger(__name__)
 
@@ -285,6 +286,16 @@ def build_models(settings: Settings, meta: MetaStore) -> ModelRegistry:
     return reg
 
 
+def build_opinion(settings: Settings, meta: MetaStore, orders: HealthStore) -> SecondOpinion:
+    """The cloud model answering uncertain snapshots, with the site's bearings and the mills' work orders."""
+
+    def machine_of(mill: str, machine: str) -> Machine | None:
+        rec = meta.mill(mill)
+        return next((m for _, _, m in iter_machines(rec.config) if m.id == machine), None) if rec else None
+
+    return SecondOpinion(diagnoses_t, machine_of, orders=orders, confident_at=settings.evidence_confident_at)
+
+
 def build_federated(settings: Settings, meta: MetaStore, reg: ModelRegistry,
                     publish: Callable[[str, list[str]], object] | None = None) -> FederatedRuns:
     """Federated runs over the metadata database (tables created here); servers work in ``federated/``."""
@@ -340,7 +351,8 @@ def create_app(settings: Settings, *, store: TimeSeriesStore | None = None, meta
         app.state.health_store, app.state.health_pipeline = pipeline.health, pipeline
         app.state.edge_events = cloud.edge_events
         cloud.evidence = app.state.evidence = EvidenceStore(mt.engine, st, cloud.edges.key, cloud.edges.mill_of,
-                                                           keep_per_channel=settings.evidence_keep_per_channel)
+                                                           keep_per_channel=settings.evidence_keep_per_channel,
+                                                           opinion=build_opinion(settings, mt, pipeline.health))
         await run_in_threadpool(cloud.evidence.create_schema)
         cloud.models = await run_in_threadpool(build_models, settings, mt)
 

@@ -13,11 +13,16 @@ duplicate that is acked again and not stored twice.
 A user's request for a machine's snapshot (``request``) is a row of ``evidence_requests`` per active
 edge of the mill; ``take_requests(edge)`` hands them to that edge once (in the HTTP answer to its next
 snapshot or events post) and deletes them.
+
+An ``uncertain`` snapshot (an alarm whose edge diagnosis is weak) also gets the cloud model's answer
+(``cloud.evidence_answers``, when the store is given ``opinion``): stored with it, shown by ``latest``,
+noted on the asset's open work order and handed back to the edge with ``take_answers``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,12 +31,22 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
+from spinline.cloud import evidence_answers
+from spinline.cloud.evidence_answers import SecondOpinion
 from spinline.cloud.ingest.service import UNVERIFIED_EDGE, unverified_detail
 from spinline.cloud.storage.base import Rejection, TimeSeriesStore
 from spinline.core.errors import PayloadError, StorageError
-from spinline.core.wire import EventsAck, UnverifiedPayload, decode_snapshot_samples, decode_snapshot_upload
+from spinline.core.wire import (
+    SNAPSHOT_REASONS,
+    CloudAnswer,
+    EventsAck,
+    UnverifiedPayload,
+    decode_snapshot_samples,
+    decode_snapshot_upload,
+)
 from spinline.health.features import envelope_spectrum
 
+log = logging.getLogger(__name__)
 metadata = sa.MetaData()
 snapshots_t = sa.Table(
     "evidence_snapshots", metadata,
@@ -57,7 +72,9 @@ requests_t = sa.Table(
     sa.Column("requested_by", sa.String(128), nullable=False),
     sa.Column("requested_ns", sa.BigInteger, nullable=False),
 )
-REASONS = ("alarm", "request", "sample")
+diagnoses_t = evidence_answers.table(metadata)
+#: Why an edge sent a snapshot (``wire.SNAPSHOT_REASONS``: alarm, request, sample, uncertain).
+REASONS = SNAPSHOT_REASONS
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +87,9 @@ class StoredSnapshot:
     ts_ns: int
     fs_hz: float
     samples: np.ndarray
+    #: An uncertain snapshot's edge diagnosis ({fault, confidence}) and the cloud model's answer (``view``).
+    edge_diagnosis: dict[str, Any] | None = None
+    cloud_diagnosis: dict[str, Any] | None = None
 
 
 class EvidenceStore:
@@ -77,7 +97,7 @@ class EvidenceStore:
 
     def __init__(self, engine: sa.Engine, store: TimeSeriesStore, edge_keys: Callable[[str], bytes | None],
                  edge_mill: Callable[[str], str | None], *, keep_per_channel: int = 20,
-                 clock: Callable[[], int] = time.time_ns) -> None:
+                 clock: Callable[[], int] = time.time_ns, opinion: SecondOpinion | None = None) -> None:
         if keep_per_channel < 1:
             raise ValueError("keep_per_channel must be >= 1")
         self.engine = engine
@@ -86,6 +106,8 @@ class EvidenceStore:
         self.edge_mill = edge_mill
         self.keep_per_channel = keep_per_channel
         self.clock = clock
+        #: The cloud model for uncertain snapshots (None: they are stored like any other).
+        self.opinion = opinion
 
     def create_schema(self) -> None:
         try:
@@ -130,14 +152,43 @@ class EvidenceStore:
             return up.edge, EventsAck(rejected=((up.id, "invalid"),))
         _, machine, channel = parts
         key = (snapshots_t.c.edge == up.edge) & (snapshots_t.c.snap_id == up.id)
+        with self.engine.connect() as con:
+            new = con.execute(sa.select(snapshots_t.c.snap_id).where(key)).first() is None
+        answer = None
+        if new and reason == "uncertain" and self.opinion is not None:   # computed outside the transaction
+            _, samples = decode_snapshot_samples(up.snapshot)
+            try:
+                d = self.opinion.diagnose(up.mill, machine, channel, up.header, samples)
+            except (ValueError, ArithmeticError) as exc:   # the model must not cost the evidence: stored without
+                log.warning("cloud model failed on snapshot %d of %s (%r): stored without an answer",
+                            up.id, asset, exc)
+                d = None
+            answer = self.opinion.row(up.edge, up.id, up.mill, machine, channel, up.header, d) if d else None
         with self.engine.begin() as con:
             if con.execute(sa.select(snapshots_t.c.snap_id).where(key)).first() is None:
                 con.execute(snapshots_t.insert().values(
                     edge=up.edge, snap_id=up.id, mill=up.mill, machine=machine, channel=channel, reason=reason,
                     ts_ns=int(up.header["ts_ns"]), fs_hz=float(up.header["fs_hz"]), n=int(up.header["n"]),
                     received_ns=now, body=up.snapshot))
+                if answer is not None:
+                    con.execute(diagnoses_t.insert().values(**answer))
                 self._trim(con, up.mill, machine, channel)
+            elif reason == "uncertain" and self.opinion is not None:
+                self.opinion.resend(con, up.edge, up.id)
+        if answer is not None:
+            self.note_pending(up.mill)
         return up.edge, EventsAck(acked=(up.id,))
+
+    def note_pending(self, mill: str | None = None) -> int:
+        """Note the cloud's answers still waiting for their asset's work order (``SecondOpinion.note_pending``)."""
+        return self.opinion.note_pending(self.engine, mill) if self.opinion is not None else 0
+
+    def take_answers(self, edge: str) -> list[CloudAnswer]:
+        """The cloud model's answers not yet sent to ``edge`` (each handed over once)."""
+        if self.opinion is None:
+            return []
+        with self.engine.begin() as con:
+            return self.opinion.take(con, edge)
 
     def _trim(self, con: sa.Connection, mill: str, machine: str, channel: str) -> None:
         """Keep the newest ``keep_per_channel`` snapshots of one channel."""
@@ -147,6 +198,7 @@ class EvidenceStore:
                           .offset(self.keep_per_channel)).all()
         for edge, ident in old:
             con.execute(snapshots_t.delete().where((snapshots_t.c.edge == edge) & (snapshots_t.c.snap_id == ident)))
+            con.execute(diagnoses_t.delete().where((diagnoses_t.c.edge == edge) & (diagnoses_t.c.snap_id == ident)))
 
     def count(self, mill: str, machine: str, channel: str) -> int:
         where = (snapshots_t.c.mill == mill) & (snapshots_t.c.machine == machine) & (snapshots_t.c.channel == channel)
@@ -163,9 +215,13 @@ class EvidenceStore:
                 r = con.execute(sa.select(snapshots_t).where(
                     snapshots_t.c.mill == mill, snapshots_t.c.machine == machine, snapshots_t.c.channel == ch)
                     .order_by(snapshots_t.c.ts_ns.desc(), snapshots_t.c.snap_id.desc()).limit(1)).mappings().one()
-                _, samples = decode_snapshot_samples(bytes(r["body"]))
+                head, samples = decode_snapshot_samples(bytes(r["body"]))
+                answer = con.execute(sa.select(diagnoses_t).where(
+                    diagnoses_t.c.edge == r["edge"], diagnoses_t.c.snap_id == r["snap_id"])).mappings().first()
+                dg = head.get("diagnosis")
                 out.append(StoredSnapshot(mill, machine, ch, r["edge"], r["reason"], int(r["ts_ns"]),
-                                          float(r["fs_hz"]), samples))
+                                          float(r["fs_hz"]), samples, dg if isinstance(dg, dict) else None,
+                                          evidence_answers.view(answer)))
         return out
 
     # --- requests ---------------------------------------------------------------------------------
@@ -204,6 +260,7 @@ def waveform_view(s: StoredSnapshot, max_points: int) -> dict[str, Any]:
     freqs = np.fft.rfftfreq(len(x), 1.0 / s.fs_hz)
     ef, ea = envelope_spectrum(x, s.fs_hz)
     return {"channel": s.channel, "edge": s.edge, "reason": s.reason, "ts_ns": s.ts_ns, "fs_hz": s.fs_hz,
+            "edge_diagnosis": s.edge_diagnosis, "cloud_diagnosis": s.cloud_diagnosis,
             "n": len(x), "step": step, "samples": x[::step].round(6).tolist(),
             "spectrum": _pooled(freqs, amp, max_points),
             "envelope_spectrum": _pooled(np.asarray(ef).ravel(), np.asarray(ea).ravel(), max_points)}

@@ -58,6 +58,9 @@ class Settings(BaseModel):
     max_ingest_bytes: int = Field(default=MAX_PAYLOAD_BYTES, gt=0)
     #: Raw evidence snapshots kept per vibration channel (the newest; older ones are deleted on arrival).
     evidence_keep_per_channel: int = Field(default=20, ge=1)
+    #: The cloud model's diagnosis of an uncertain snapshot at or above this confidence, naming another fault
+    #: than the work order's, updates the order's fault (``cloud.evidence_answers``); below it, a comment only.
+    evidence_confident_at: float = Field(default=0.8, ge=0.0, le=1.0)
     #: Where a federated run's Flower server listens (``0.0.0.0`` for edges on other hosts) ...
     federated_bind: str = "127.0.0.1"
     #: ... and the host the edges are told to connect to (default: the bind address).

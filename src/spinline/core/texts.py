@@ -47,6 +47,8 @@ TEMPLATES: dict[str, str] = {
     "wo.comment.assigned": "assigned to {assignee}",
     "wo.comment.verified": "health index recovered to {health}",
     "wo.comment.diagnosis": "diagnosis: {fault_from} -> {fault}",
+    "wo.comment.cloud_diagnosis": "cloud diagnosis of snapshot {snapshot} from {edge}: {fault} (confidence "
+                                  "{confidence}), the edge said {edge_fault} (confidence {edge_confidence})",
     # Weekly maintenance plan.
     "plan.title.inspect_predicted": "inspect {asset} (predicted)",
     "plan.reason.overdue": "overdue",

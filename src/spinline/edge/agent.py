@@ -42,11 +42,12 @@ from spinline.connectors.base import LinkHealth, PolledConnector, PushConnector
 from spinline.connectors.mqtt.connector import MqttConnector
 from spinline.connectors.registry import LinkContext, plan, vibration_machines
 from spinline.core.errors import StorageError, UplinkError
-from spinline.core.site import Site, derived_points
+from spinline.core.site import Machine, Site, derived_points
 
 from .buffer import EdgeBuffer
 from .buffer_io import AsyncBuffer
 from .clock import ClockGuard
+from .cloud_answers import CloudAnswers
 from .collector import Collector
 from .coordinator import PollCoordinator
 from .evidence import EvidenceKeeper, RawSnapshot, commit_snapshots
@@ -62,6 +63,7 @@ from .uplink.factory import make_uplink
 
 if TYPE_CHECKING:  # scoring pulls in the health models (scipy): only edges with vibration channels load it
     from spinline.connectors.mqtt.vibration import ChannelFeatures
+    from spinline.core.wire import CloudAnswer, EdgeEvent
 
     from .models import ModelVerifier
     from .scoring import EdgeScoring
@@ -105,6 +107,8 @@ class EdgeAgent:
         self.scoring_stage: ScoringStage | None = None
         #: Raw snapshots on demand (only with vibration channels; ``edge.evidence``).
         self.evidence: EvidenceKeeper | None = None
+        #: The cloud model's answers to uncertain snapshots (with the evidence keeper; ``edge.cloud_answers``).
+        self.cloud_answers: CloudAnswers | None = None
         #: A federated mill's own feature rows (they do not go up; its Flower client trains on them).
         self.feature_log: FeatureLog | None = None
         #: Its part in the cloud's federated runs (``edge.federated``), for a federated mill with vibration.
@@ -129,7 +133,7 @@ class EdgeAgent:
             sources=StatusSources(healths=self.healths, unknown_devices=self._unknown_devices,
                                   models=lambda: self.scoring.snapshot() if self.scoring is not None else {},
                                   uplink=lambda: self._uplink, traffic=self.traffic.as_dict,
-                                  evidence=lambda: self.evidence.stats() if self.evidence is not None else {},
+                                  evidence=self._evidence_status,
                                   model_updates=self.updates.status if self.updates is not None else None,
                                   federated=lambda: self.joiner.status() if self.joiner is not None else {}),
             heartbeat_s=settings.status_heartbeat_s)
@@ -164,17 +168,7 @@ class EdgeAgent:
                 self.feature_log = FeatureLog(self.data_dir)
                 self.joiner = Joiner(self.feature_log, self.data_dir, self.mill.id)
                 self.forwarder.on_federated = self.joiner.offer
-            self.scoring_stage.on_alarm = self.evidence.request_alarm
-            mine = {f"{self.mill.id}/{m.id}/{c.name}"
-                    for m in vib for c in (m.vibration.channels if m.vibration else [])}
-            keeper = self.evidence
-
-            def on_request(asset: str) -> None:
-                """A cloud request for a channel of this edge (requests go to every edge of the mill)."""
-                if asset in mine:
-                    keeper.request(asset)
-
-            self.forwarder.on_request = on_request
+            self._wire_evidence(vib)
         ctx = LinkContext(edge_id=self.edge_id, mill=self.mill.id, device_mqtt=self.settings.device_mqtt,
                           cloud_url=self.settings.cloud_url, modbus_max_gap=self.settings.modbus_max_gap,
                           iso_class=iso, featurizer=featurizer,
@@ -190,15 +184,52 @@ class EdgeAgent:
             else:
                 self.pushers.append(cast(PushConnector, c.connector))
 
+    def _wire_evidence(self, vib: list[Machine]) -> None:
+        """Raw snapshots at alarms (``uncertain`` ones with their diagnosis) and on the cloud's requests; the
+        cloud model's answers checked (``CloudAnswers``) and handed to the asset's open alarm episode."""
+        from .scoring import CloudDiagnosis
+
+        keeper, scoring, stage = self.evidence, self.scoring, self.scoring_stage
+        assert keeper is not None and scoring is not None and stage is not None
+        mine = {f"{self.mill.id}/{m.id}/{c.name}" for m in vib for c in (m.vibration.channels if m.vibration else [])}
+
+        def on_alarm(e: EdgeEvent) -> None:
+            """An alarm's onset waveform goes up; as ``uncertain`` (with the diagnosis) when it is."""
+            keeper.request_alarm(e.asset, e.fault, e.confidence, diagnosed=True)
+
+        def on_request(asset: str) -> None:
+            """A cloud request for a channel of this edge (requests go to every edge of the mill)."""
+            if asset in mine:
+                keeper.request(asset)
+
+        def record(a: CloudAnswer) -> bool:
+            """The cloud's answer: its asset's open alarm episode carries it in its later events."""
+            return scoring.set_cloud_diagnosis(a.asset, CloudDiagnosis(a.fault, a.confidence, a.snapshot), a.ts_ns,
+                                               keeper.settings.max_age_s)
+
+        stage.on_alarm = on_alarm
+        stage.on_episode_over = keeper.episode_over
+        self.forwarder.on_request = on_request
+        self.cloud_answers = CloudAnswers(self.settings.secret, self.edge_id, mine, record)
+        self.forwarder.on_diagnoses = self.cloud_answers.offer
+
     def _feature_sink(self, features: ChannelFeatures) -> None:
         """A featurised snapshot: its waveform to the evidence keeper, its features to the scoring stage."""
         f = features
         if self.evidence is not None and f.samples is not None:
-            self.evidence.offer(RawSnapshot(f"{self.mill.id}/{f.machine}/{f.channel}", f.ts_ns, f.fs_hz, f.samples))
+            self.evidence.offer(RawSnapshot(f"{self.mill.id}/{f.machine}/{f.channel}", f.ts_ns, f.fs_hz, f.samples,
+                                            shaft_hz=f.shaft_hz))
         if self.feature_log is not None:
             self.feature_log.append(f"{self.mill.id}/{f.machine}/{f.channel}", f.ts_ns, f.features)
         assert self.scoring_stage is not None
         self.scoring_stage.submit(f)
+
+    def _evidence_status(self) -> dict[str, Any]:
+        """The evidence keeper's day and the cloud's answers (``evidence.cloud_diagnoses``); {} without vibration."""
+        if self.evidence is None:
+            return {}
+        return self.evidence.stats() | ({"cloud_diagnoses": self.cloud_answers.stats()}
+                                        if self.cloud_answers is not None else {})
 
     async def _commit_evidence(self) -> None:
         """Queued raw snapshots into the buffer file (durable before they count as queued)."""

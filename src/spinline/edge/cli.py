@@ -184,6 +184,14 @@ def _fmt_status(st: dict[str, Any]) -> list[str]:
         alarms = ", ".join(mdl.get("open_alarms") or []) or "none"
         lines.append(f"  {asset:<28} {mdl.get('state')}{learning} version {mdl.get('version')}  health {hi}  "
                      f"anomaly {score}  alarms {alarms}")
+    cd = (st.get("evidence") or {}).get("cloud_diagnoses") or {}
+    if cd.get("accepted") or cd.get("refused"):
+        why = ", ".join(f"{k} {v}" for k, v in (cd.get("refused_by_reason") or {}).items() if v)
+        lines.append(f"cloud diagnoses of uncertain snapshots  accepted {cd.get('accepted', 0)}  refused "
+                     f"{cd.get('refused', 0)}" + (f" ({why})" if why else ""))
+        for asset, d in (cd.get("by_asset") or {}).items():
+            lines.append(f"  {asset:<28} {d.get('fault')} (confidence {float(d.get('confidence') or 0):.2f})  "
+                         f"snapshot {d.get('snapshot')}" + ("  alarm open" if d.get("alarm_open") else ""))
     up = st.get("model_updates")
     if up:
         refused = ", ".join(f"{k} {v}" for k, v in (up.get("refusals") or {}).items() if v) or "none"

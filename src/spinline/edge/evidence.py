@@ -5,7 +5,13 @@ kept in memory, the latest per channel, and queued for the cloud only
 
 * at an alarm (``alarm_raised``: the onset the technician and the cloud model will want to see),
 * on request (``request(asset, by)``: a cloud model unsure of a diagnosis, a user's "send rf03's latest"),
-* as a sparse sample for retraining: the first snapshot of each channel each UTC day.
+* as a sparse sample for retraining: the first snapshot of each channel each UTC day,
+* at an alarm whose diagnosis is **uncertain** (``is_uncertain``: fault ``unknown`` or none, or a confidence
+  below ``EvidenceSettings.uncertain_below``; ``diagnose`` already halves its confidence when the runner-up
+  fault is as strong, so "the top two are close" is below the threshold too): reason ``uncertain``, instead
+  of ``alarm``, with the edge's diagnosis (fault, confidence) in the snapshot header. The cloud runs its
+  model on it and answers (``edge.cloud_answers``). At most one per asset per alarm episode (from the first
+  alarm raised until none is open: ``episode_over``); a second alarm of the same episode queues ``alarm``.
 
 A queued snapshot is a durable item in the edge's buffer file (table ``evidence_snapshots``, fsync'd
 like batches, written on the buffer's thread), so nothing is lost while the link is down. Each UTC day
@@ -37,8 +43,8 @@ from spinline.core.errors import StorageError
 from .traffic import utc_day
 
 log = logging.getLogger(__name__)
-Reason = Literal["alarm", "request", "sample"]
-REASONS: tuple[Reason, ...] = ("alarm", "request", "sample")
+Reason = Literal["alarm", "request", "sample", "uncertain"]
+REASONS: tuple[Reason, ...] = ("alarm", "request", "sample", "uncertain")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS evidence_snapshots (
     id INTEGER PRIMARY KEY AUTOINCREMENT, created_ns INTEGER NOT NULL, asset TEXT NOT NULL,
@@ -55,10 +61,27 @@ class EvidenceSettings:
     samples_per_channel_per_day: int = 1
     #: A snapshot older than this is not "the latest" any more: an alarm or a request without one waits.
     max_age_s: float = 900.0
+    #: An alarm's diagnosis below this confidence (0.5 at ``diagnose``'s threshold, ~0.82 at twice it, halved
+    #: when the runner-up fault is as strong) is uncertain: its waveform goes up for the cloud's model.
+    #: 0: only a fault ``unknown`` (or no diagnosis at all) is uncertain.
+    uncertain_below: float = 0.6
 
     def __post_init__(self) -> None:
         if self.daily_bytes <= 0 or self.samples_per_channel_per_day < 0 or self.max_age_s <= 0:
             raise ValueError("daily_bytes and max_age_s must be > 0, samples_per_channel_per_day >= 0")
+        if not 0.0 <= self.uncertain_below <= 1.0:
+            raise ValueError(f"uncertain_below must be in [0, 1], got {self.uncertain_below!r}")
+
+
+def is_uncertain(fault: str | None, confidence: float | None, below: float) -> bool:
+    """Is an alarm's diagnosis too weak to act on without a second opinion? Pure.
+
+    No diagnosis, fault ``unknown``, or a confidence under ``below`` (a missing or non-finite confidence
+    counts as 0)."""
+    if fault is None or fault == "unknown":
+        return True
+    c = confidence if confidence is not None and confidence == confidence else 0.0
+    return c < below
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,12 +90,27 @@ class RawSnapshot:
     ts_ns: int
     fs_hz: float
     samples: np.ndarray
+    #: The shaft speed measured with this waveform (the cloud's model places the defect lines with it).
+    shaft_hz: float | None = None
 
 
-def encode_snapshot(s: RawSnapshot, reason: Reason, edge: str) -> bytes:
+@dataclass(frozen=True, slots=True)
+class EdgeDiagnosis:
+    """What the edge diagnosed at an uncertain alarm (travels in the snapshot header as ``diagnosis``)."""
+
+    fault: str
+    confidence: float
+
+
+def encode_snapshot(s: RawSnapshot, reason: Reason, edge: str, diagnosis: EdgeDiagnosis | None = None) -> bytes:
     """Header JSON + newline + zlib(float32 LE samples). Pure."""
-    head = {"v": 1, "edge": edge, "asset": s.asset, "ts_ns": s.ts_ns, "fs_hz": s.fs_hz, "reason": reason,
-            "n": len(s.samples), "encoding": "f32le-zlib"}
+    head: dict[str, Any] = {"v": 1, "edge": edge, "asset": s.asset, "ts_ns": s.ts_ns, "fs_hz": s.fs_hz,
+                            "reason": reason, "n": len(s.samples), "encoding": "f32le-zlib"}
+    if s.shaft_hz is not None and s.shaft_hz == s.shaft_hz and s.shaft_hz > 0:
+        head["shaft_hz"] = float(s.shaft_hz)
+    if diagnosis is not None:
+        conf = diagnosis.confidence if diagnosis.confidence == diagnosis.confidence else 0.0
+        head["diagnosis"] = {"fault": diagnosis.fault[:40], "confidence": round(min(max(conf, 0.0), 1.0), 3)}
     body = zlib.compress(np.asarray(s.samples, dtype="<f4").tobytes(), 6)
     return json.dumps(head, separators=(",", ":")).encode() + b"\n" + body
 
@@ -113,9 +151,11 @@ class EvidenceKeeper:
         self.latest: dict[str, RawSnapshot] = {}
         self._today = _Day(utc_day(clock()))
         #: Snapshots wanted but with no recent waveform yet: served by the next one of that asset.
-        self._waiting: dict[str, Reason] = {}
+        self._waiting: dict[str, tuple[Reason, EdgeDiagnosis | None]] = {}
         self._queue: list[tuple[RawSnapshot, Reason, bytes]] = []
         self.committed = 0
+        #: Assets whose current alarm episode already asked the cloud for a second opinion.
+        self._uncertain_episode: set[str] = set()
 
     def _day(self) -> _Day:
         d = utc_day(self.clock())
@@ -128,29 +168,45 @@ class EvidenceKeeper:
         self.latest[s.asset] = s
         day = self._day()
         if (why := self._waiting.pop(s.asset, None)) is not None:
-            self._want(s, why)
+            self._want(s, *why)
         elif day.sampled.get(s.asset, 0) < self.settings.samples_per_channel_per_day:
             day.sampled[s.asset] = day.sampled.get(s.asset, 0) + 1
             self._want(s, "sample")
 
-    def request(self, asset: str, reason: Reason = "request") -> bool:
+    def request(self, asset: str, reason: Reason = "request", diagnosis: EdgeDiagnosis | None = None) -> bool:
         """Queue ``asset``'s latest waveform (or the next one, if none is recent); False if refused."""
         s = self.latest.get(asset)
         if s is None or (self.clock() - s.ts_ns / 1e9) > self.settings.max_age_s:
-            self._waiting[asset] = reason
+            if reason == "uncertain" or self._waiting.get(asset, ("alarm", None))[0] != "uncertain":
+                self._waiting[asset] = (reason, diagnosis)   # a waiting question to the cloud is not replaced
             return True
-        return self._want(s, reason)
+        return self._want(s, reason, diagnosis)
 
-    def request_alarm(self, asset: str) -> None:
-        """An alarm was raised on ``asset``: its onset waveform is evidence."""
-        self.request(asset, "alarm")
+    def request_alarm(self, asset: str, fault: str | None = None, confidence: float | None = None,
+                      *, diagnosed: bool = False) -> Reason:
+        """An alarm was raised on ``asset``: its onset waveform is evidence. ``diagnosed``: ``fault`` and
+        ``confidence`` are the alarm's diagnosis; an uncertain one (``is_uncertain``) queues the snapshot as
+        ``uncertain`` with it, once per alarm episode. The reason queued (or waiting) is returned."""
+        reason: Reason = "alarm"
+        diag = None
+        if diagnosed and asset not in self._uncertain_episode \
+                and is_uncertain(fault, confidence, self.settings.uncertain_below):
+            self._uncertain_episode.add(asset)
+            reason = "uncertain"
+            diag = EdgeDiagnosis(fault or "unknown", float(confidence or 0.0))
+        self.request(asset, reason, diag)
+        return reason
 
-    def _want(self, s: RawSnapshot, reason: Reason) -> bool:
+    def episode_over(self, asset: str) -> None:
+        """No alarm of ``asset`` is open any more: its next uncertain alarm may ask the cloud again."""
+        self._uncertain_episode.discard(asset)
+
+    def _want(self, s: RawSnapshot, reason: Reason, diagnosis: EdgeDiagnosis | None = None) -> bool:
         if self.withhold:
             self.withheld += 1
             return False
         day = self._day()
-        payload = encode_snapshot(s, reason, self.edge)
+        payload = encode_snapshot(s, reason, self.edge, diagnosis)
         if day.bytes + len(payload) > self.settings.daily_bytes:
             day.refused[reason] += 1
             if not day.refusal_logged:

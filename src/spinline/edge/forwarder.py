@@ -34,7 +34,8 @@ one at a time, only while no live batch is waiting to be sent (a 100 kB waveform
 dashboard), signed with the edge's key (``wire.encode_snapshot_upload``), re-sent after
 ``ack_timeout_s``, deleted only on the cloud's signed snapshot ack. Only over an uplink that carries
 them (``SnapshotUplink``); assets the cloud asks a snapshot of (``uplink.requests``) go to
-``on_request`` (the agent's ``EvidenceKeeper.request``).
+``on_request`` (the agent's ``EvidenceKeeper.request``); answers carrying the cloud model's diagnoses of
+uncertain snapshots (``uplink.diagnoses``) to ``on_diagnoses`` (the agent's ``CloudAnswers.offer``).
 
 Size: one session's whole send/ack state machine (batches, re-sends, backlog, held rows, events,
 snapshots) in one place, so the rule "a row leaves the buffer only on a trusted ack for what is in
@@ -136,6 +137,9 @@ class Forwarder:
         self.on_request: Callable[[str], object] | None = None
         #: Called with each federated join request the cloud sends (the agent's ``federated.Joiner.offer``).
         self.on_federated: Callable[[dict[str, Any]], object] | None = None
+        #: Called with each answer carrying the cloud model's diagnoses, unverified (the agent's
+        #: ``cloud_answers.CloudAnswers.offer`` checks the signature).
+        self.on_diagnoses: Callable[[dict[str, Any]], object] | None = None
         self.edge, self.mill, self.secret = edge, mill, secret
         self.window = window
         self.ack_timeout_s = ack_timeout_s
@@ -185,6 +189,8 @@ class Forwarder:
                       asyncio.create_task(self._consume_snapshot_acks(snap), name="uplink-snapshot-acks")]
             if getattr(uplink, "requests", None) is not None:
                 tasks.append(asyncio.create_task(self._consume_requests(snap), name="uplink-snapshot-requests"))
+        if (answers := getattr(uplink, "diagnoses", None)) is not None:
+            tasks.append(asyncio.create_task(self._consume_diagnoses(answers), name="uplink-cloud-diagnoses"))
         if (joins := getattr(uplink, "federated", None)) is not None:
             tasks.append(asyncio.create_task(self._consume_joins(joins), name="uplink-federated-joins"))
         try:
@@ -420,6 +426,13 @@ class Forwarder:
             if self.on_request is not None:
                 self.on_request(asset)
             self._snap_wake.set()
+
+    async def _consume_diagnoses(self, answers: asyncio.Queue[dict[str, Any]]) -> None:
+        """The cloud model's answers to uncertain snapshots (unverified: ``on_diagnoses`` checks them)."""
+        while True:
+            answer = await answers.get()
+            if self.on_diagnoses is not None:
+                self.on_diagnoses(answer)
 
     async def _consume_joins(self, joins: asyncio.Queue[dict[str, Any]]) -> None:
         """A federated run's join requests (signed, already checked by the uplink's ``AckTrust``)."""

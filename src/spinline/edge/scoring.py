@@ -51,6 +51,7 @@ import math
 import os
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -136,6 +137,9 @@ class AssetScorer:
         self.last_health: float | None = None
         self.last_score: float | None = None
         self.last_ts_ns: int | None = None
+        #: The cloud model's answer to this asset's uncertain snapshot (``edge.cloud_answers``), while the alarm
+        #: episode it answers is open: the episode's later alarm events carry it as their diagnosis.
+        self.cloud_diagnosis: CloudDiagnosis | None = None
 
     # --- model lifecycle -------------------------------------------------------------------------
 
@@ -333,13 +337,16 @@ class AssetScorer:
 
     def _events_of(self, st: AssetStatus, ts_ns: int, was_open: Mapping[int, Alarm]) -> None:
         version = self.version
+        cloud = self.cloud_diagnosis
         for a in st.raised:
             diag = st.diagnosis
             evidence = diag.explain() if diag is not None else a.message
+            fault, conf = (diag.fault, diag.confidence) if diag is not None else (None, None)
+            if cloud is not None:   # the cloud's answer for this episode outranks the edge's uncertain one
+                fault, conf, evidence = cloud.fault, cloud.confidence, f"{cloud.explain()}\n{evidence}"
             self.events.append(EdgeEvent(
                 asset=self.asset, ts_ns=ts_ns, kind="alarm_raised", severity=_severity(a), model_version=version,
-                rule=a.rule, value=a.value, fault=diag.fault if diag is not None else None,
-                confidence=diag.confidence if diag is not None else None,
+                rule=a.rule, value=a.value, fault=fault, confidence=conf,
                 evidence=f"{evidence}\n{st.health.explain()}", alarm_key=_alarm_key(self.asset, a)))
         now_open = {id(a) for a in self.engine.open_alarms(self.asset)}
         for k, a in was_open.items():
@@ -347,8 +354,25 @@ class AssetScorer:
                 self.events.append(EdgeEvent(
                     asset=self.asset, ts_ns=ts_ns, kind="alarm_cleared", severity=_severity(a), model_version=version,
                     rule=a.rule, value=st.anomaly_score if a.rule == "anomaly" else None,
-                    evidence=f"{a.rule} back to normal after {a.count} sample(s); {st.health.explain()}",
+                    fault=cloud.fault if cloud is not None else None,
+                    confidence=cloud.confidence if cloud is not None else None,
+                    evidence=f"{a.rule} back to normal after {a.count} sample(s); {st.health.explain()}"
+                             + (f"; {cloud.explain()}" if cloud is not None else ""),
                     alarm_key=_alarm_key(self.asset, a)))
+        if not now_open:
+            self.cloud_diagnosis = None   # the episode is over: its answer goes with it
+
+
+@dataclass(frozen=True, slots=True)
+class CloudDiagnosis:
+    """The cloud model's diagnosis of one of this asset's uncertain snapshots (``edge.cloud_answers``)."""
+
+    fault: str
+    confidence: float
+    snapshot: int
+
+    def explain(self) -> str:
+        return f"cloud diagnosis of snapshot {self.snapshot}: {self.fault} (confidence {self.confidence:.2f})"
 
 
 def _severity(a: Alarm) -> EventSeverity:
@@ -397,6 +421,29 @@ class EdgeScoring:
         if out:
             self._versions[a.asset] = a.version
         return out
+
+    def open_alarms(self, asset: str) -> list[str]:
+        """The rules with an open alarm on ``asset`` (``{mill}/{machine}/{channel}``); [] for an unknown asset."""
+        a = self._by_tag().get(asset)
+        return [x.rule for x in a.engine.open_alarms(a.asset)] if a is not None else []
+
+    def set_cloud_diagnosis(self, asset: str, diagnosis: CloudDiagnosis, ts_ns: int | None = None,
+                            max_age_s: float = 900.0) -> bool:
+        """The cloud's answer for ``asset``: kept for its open alarm episode's later events. False (not kept)
+        when the asset is not this edge's, has no open alarm, or the answered snapshot (taken at ``ts_ns``)
+        is older than the episode by more than ``max_age_s`` (the evidence keeper's "latest waveform"): a late
+        answer about an earlier episode."""
+        a = self._by_tag().get(asset)
+        if a is None or not (open_ := a.engine.open_alarms(a.asset)):
+            return False
+        start_ns = min(x.raised_at.timestamp() for x in open_) * 1e9
+        if ts_ns is not None and ts_ns < start_ns - max_age_s * 1e9:
+            return False
+        a.cloud_diagnosis = diagnosis
+        return True
+
+    def _by_tag(self) -> dict[str, AssetScorer]:
+        return {a.asset: a for a in self.assets.values()}
 
     def slot(self, machine: str, channel: str) -> ModelSlot:
         """The registry's handle on an asset's model (``slot(...).replace(version, params, signature)``)."""
@@ -477,5 +524,9 @@ class EdgeScoring:
                           "anomaly_score": (None if a.last_score is None or not math.isfinite(a.last_score)
                                             else round(a.last_score, 3)),
                           "scored_ns": a.last_ts_ns,
-                          "open_alarms": [x.rule for x in a.engine.open_alarms(a.asset)]}
+                          "open_alarms": [x.rule for x in a.engine.open_alarms(a.asset)],
+                          **({"cloud_diagnosis": {"fault": a.cloud_diagnosis.fault,
+                                                  "confidence": a.cloud_diagnosis.confidence,
+                                                  "snapshot": a.cloud_diagnosis.snapshot}}
+                             if a.cloud_diagnosis is not None else {})}
                 for a in self.assets.values()}

@@ -50,8 +50,10 @@ class ScoringStage:
         self._queue: deque[ChannelFeatures] = deque()
         self._wake = asyncio.Event()
         self._pending_events: list[wire.EdgeEvent] = []
-        #: Called with the asset of every alarm raised (the agent asks for its raw snapshot).
-        self.on_alarm: Callable[[str], None] | None = None
+        #: Called with every ``alarm_raised`` event (the agent asks for its raw snapshot, with its diagnosis).
+        self.on_alarm: Callable[[wire.EdgeEvent], None] | None = None
+        #: Called with an asset whose last open alarm cleared (its alarm episode is over).
+        self.on_episode_over: Callable[[str], None] | None = None
 
     # --- in (the connectors' sink) -----------------------------------------------------------------
 
@@ -108,10 +110,11 @@ class ScoringStage:
                 sc.restore_dirty(records=records)
                 raise
         new = sc.take_events()
-        if self.on_alarm is not None:
-            for e in new:
-                if e.kind == "alarm_raised":
-                    self.on_alarm(e.asset)
+        for e in new:
+            if e.kind == "alarm_raised" and self.on_alarm is not None:
+                self.on_alarm(e)
+            elif e.kind == "alarm_cleared" and self.on_episode_over is not None and not sc.open_alarms(e.asset):
+                self.on_episode_over(e.asset)
         self._pending_events += new
         if self._pending_events:
             await buffer.append_events(self._pending_events)

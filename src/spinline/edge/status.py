@@ -83,7 +83,8 @@ def status_digest(st: Mapping[str, Any]) -> dict[str, Any]:
     """The meaningful part of a status: a change here sends the message at once. Pure.
 
     Kept: every state (uplink, devices, models, alarms, buffer full), refusal counters (dead letters,
-    rejected batches/events, snapshots refused) and bad input, and levels in coarse buckets (buffer
+    rejected batches/events, snapshots refused, cloud diagnoses refused), the cloud's diagnosis per asset and
+    bad input, and levels in coarse buckets (buffer
     rows by decade from 10k, lag 10 s / 1 min / 10 min / 1 h). Left out: what changes all the time
     (timestamps, collected/sent counters, latencies, latest scores, the byte ledger).
     """
@@ -114,6 +115,10 @@ def status_digest(st: Mapping[str, Any]) -> dict[str, Any]:
         "unknown_devices": sorted(st.get("unknown_devices") or {}),
         "models": {a: [(m or {}).get("kind"), (m or {}).get("version"), (m or {}).get("state"),
                        sorted((m or {}).get("open_alarms") or [])] for a, m in models.items()},
+        # the cloud model's answers to uncertain snapshots: a new verdict, or forged answers, show at once
+        "cloud_diagnoses": [{a: (d or {}).get("fault") for a, d in ((ev.get("cloud_diagnoses") or {}).get("by_asset")
+                                                                     or {}).items()},
+                            _log2((ev.get("cloud_diagnoses") or {}).get("refused"))],
     }
 
 

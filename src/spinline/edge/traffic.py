@@ -100,6 +100,7 @@ class MeteredUplink:
         self.snapshot_acks: asyncio.Queue[EventsAck] | None = getattr(inner, "snapshot_acks", None)
         self.requests: asyncio.Queue[str] | None = getattr(inner, "requests", None)
         self.federated: asyncio.Queue[dict[str, Any]] | None = getattr(inner, "federated", None)
+        self.diagnoses: asyncio.Queue[dict[str, Any]] | None = getattr(inner, "diagnoses", None)
         #: The inner session's (it exists once the session is entered).
         self.closed: asyncio.Future[None] = inner.closed
 

@@ -265,17 +265,21 @@ async def test_every_route_refuses_mill_b_to_a_mill_a_user(api: Api, who: str) -
 
 
 def _seed_b_snapshot(api: Api) -> None:
-    """A raw snapshot of mill B's rf01, so ``.../machines/rf01/snapshots/latest`` of mill B has something to leak."""
+    """A raw snapshot of mill B's rf01, so ``.../machines/rf01/snapshots/latest`` of mill B has something to leak:
+    an uncertain one, with the edge's diagnosis and the cloud model's answer stored beside it."""
     import numpy as np
 
     from spinline.core.wire import encode_snapshot_upload
-    from spinline.edge.evidence import RawSnapshot, encode_snapshot
+    from spinline.edge.evidence import EdgeDiagnosis, RawSnapshot, encode_snapshot
 
     body = encode_snapshot(RawSnapshot("mill-b/rf01/main_motor", 1_700_000_000 * 10**9, 1000.0,
-                                       np.full(64, 123.0, np.float32)), "alarm", "edge-b")
+                                       np.full(64, 123.0, np.float32)), "uncertain", "edge-b",
+                           EdgeDiagnosis("unknown", 0.0))
     _, ack = api.app.state.evidence.handle(encode_snapshot_upload("edge-b", "mill-b", 1, body,
                                                                   key=api.secrets["edge-b"].encode()))
     assert ack.acked == (1,)
+    (s,) = api.app.state.evidence.latest("mill-b", "rf01")
+    assert s.cloud_diagnosis is not None and s.edge_diagnosis == {"fault": "unknown", "confidence": 0.0}
 
 
 def _seed_b_maintenance(api: Api) -> None:

@@ -411,6 +411,10 @@ export function machineHealth(millId: string, machine: string, start: string, en
 /** One vibration channel's newest raw snapshot: waveform (downsampled) and both spectra. */
 export interface SnapshotChannel {
   channel: string; edge: string; reason: string; time: string; fs_hz: number; n: number; step: number
+  /** Uncertain snapshots: the edge's weak diagnosis and the cloud model's answer on the raw waveform. */
+  edge_diagnosis?: { fault: string; confidence: number } | null
+  cloud_diagnosis?: { fault: string; confidence: number; band_hz: number[] | null; explain: string
+    work_order: string | null; fault_updated: boolean; computed_ns: number } | null
   samples: number[]
   spectrum: { freq_hz: number[]; amplitude: number[] }
   envelope_spectrum: { freq_hz: number[]; amplitude: number[] }

@@ -407,6 +407,8 @@ class IngestWorker:
             self.outage.failed(exc)                      # not acknowledged: the edge will re-send
             return
         self.stats.events += len(ack.acked)
+        if self.evidence is not None and ack.acked:   # an order a cloud diagnosis waited for may be open now
+            self.evidence.note_pending(mill)
         client = self._client
         if client is not None:
             client.publish(self.namespace + TOPIC_EVENTS_ACK.format(mill=mill, edge=edge),
@@ -445,12 +447,13 @@ class IngestWorker:
         if client is not None:
             client.publish(self.namespace + TOPIC_SNAPSHOT_ACK.format(mill=mill, edge=edge),
                            signed_events_ack(ack, edge, self.service.edge_keys(edge)), qos=1)
+            self.publish_requests(mill, [edge])   # the cloud model's answer to an uncertain one, at once
 
     def publish_requests(self, mill: str, edges: list[str]) -> int:
         """Hand the pending snapshot requests of ``edges`` to them on ``TOPIC_REQUESTS`` (signed with each
-        edge's key like an ack; a federated run's join request, ``federated_take``, rides along); the
-        requests published. Undelivered ones (no key, no client) stay queued
-        for the HTTP status answer."""
+        edge's key like an ack; a federated run's join request, ``federated_take``, and the cloud model's
+        answers to uncertain snapshots, ``diagnoses``, ride along); the items published. Undelivered ones
+        (no key, no client) stay queued for the HTTP status answer."""
         client, ev = self._client, self.evidence
         if client is None or ev is None:
             return 0
@@ -461,11 +464,13 @@ class IngestWorker:
                 continue
             reqs = ev.take_requests(e)
             join = self.federated_take(e) if self.federated_take is not None else None
-            if reqs or join:
-                body = json.dumps(sign_ack(key, {"edge": e, "requests": reqs} | ({"federated": join} if join else {})),
+            answers = ev.take_answers(e)
+            if reqs or join or answers:
+                body = json.dumps(sign_ack(key, {"edge": e, "requests": reqs} | ({"federated": join} if join else {})
+                                           | ({"diagnoses": [a.to_json() for a in answers]} if answers else {})),
                                   separators=(",", ":"))
                 client.publish(self.namespace + TOPIC_REQUESTS.format(mill=mill, edge=e), body, qos=1)
-                n += len(reqs) + (1 if join else 0)
+                n += len(reqs) + (1 if join else 0) + len(answers)
         return n
 
     def _ack(self, result: IngestResult, mill: str, edge: str) -> None:

@@ -69,7 +69,10 @@ from .events import (
 )
 from .snapshots import (
     MAX_SNAPSHOT_BYTES,
+    SNAPSHOT_REASONS,
+    CloudAnswer,
     SnapshotUpload,
+    decode_answers,
     decode_snapshot_samples,
     decode_snapshot_upload,
     encode_snapshot_upload,
@@ -120,6 +123,6 @@ __all__ = [
     "encode_status", "parse_up_topic", "peek_edge", "sign_ack", "sign_status", "signed_events_ack", "up_filter",
     "verify_ack", "MAX_SNAPSHOT_BYTES", "SNAPSHOTS_PATH", "SNAPSHOT_CONTENT_TYPE", "SnapshotUpload",
     "TOPIC_REQUESTS", "TOPIC_SNAPSHOT", "TOPIC_SNAPSHOT_ACK", "decode_snapshot_samples", "decode_snapshot_upload",
-    "encode_snapshot_upload",
+    "encode_snapshot_upload", "CloudAnswer", "decode_answers", "SNAPSHOT_REASONS",
     "max_batch_rows", "public_status", "verify_signed_status", "MAX_RETRY_POINTS", "retry_rows",
 ]

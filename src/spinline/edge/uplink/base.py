@@ -187,5 +187,7 @@ class SnapshotUplink(Uplink, Protocol):
 
     snapshot_acks: asyncio.Queue[EventsAck]
     requests: asyncio.Queue[str]
+    #: Answers carrying the cloud model's diagnoses of uncertain snapshots (``edge.cloud_answers``).
+    diagnoses: asyncio.Queue[dict[str, Any]]
 
     async def send_snapshot(self, payload: bytes) -> None: ...

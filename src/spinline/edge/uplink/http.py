@@ -53,6 +53,8 @@ class HttpUplink:
         self.requests: asyncio.Queue[str] = asyncio.Queue()
         #: A federated run's join requests (``core.fedjoin``; in a status answer's ``federated``).
         self.federated: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        #: Answers carrying the cloud model's ``diagnoses`` (whole, unverified: ``edge.cloud_answers`` checks them).
+        self.diagnoses: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._snapshots_failing: str | None = None
         self._events_failing: str | None = None
         self.trust = trust if trust is not None else AckTrust(secret, edge)
@@ -140,6 +142,7 @@ class HttpUplink:
         if r.status_code == 200 and r.content:   # raw snapshots users asked for (signed like an ack)
             with contextlib.suppress(UplinkError):
                 d = ack_object(r.content)
+                self._take_diagnoses(d)
                 if self.trust.accept(d, "snapshot requests"):
                     self._take_requests(d)
         return None   # the body is the payload as given (the signature travels in a header)
@@ -156,6 +159,7 @@ class HttpUplink:
         if r.status_code == 200:
             try:
                 d = ack_object(r.content)
+                self._take_diagnoses(d)
                 if self.trust.accept(d, "events ack"):
                     self.event_acks.put_nowait(wire.decode_events_ack(d))
                     self._take_requests(d)
@@ -170,6 +174,11 @@ class HttpUplink:
         elif problem != self._events_failing:
             log.warning("cloud did not ack edge events (%s): kept in the buffer, re-sent later", problem)
             self._events_failing = problem
+
+    def _take_diagnoses(self, d: dict[str, Any]) -> None:
+        """An answer with the cloud model's diagnoses goes to their own, stricter check (signed or refused)."""
+        if "diagnoses" in d:
+            self.diagnoses.put_nowait(d)
 
     def _take_requests(self, d: dict[str, object]) -> None:
         """Queue the assets a (trusted) answer asks a raw snapshot of."""
@@ -194,6 +203,7 @@ class HttpUplink:
         if r.status_code == 200:
             try:
                 d = ack_object(r.content)
+                self._take_diagnoses(d)
                 if self.trust.accept(d, "snapshot ack"):
                     self.snapshot_acks.put_nowait(wire.decode_events_ack(d))
                     self._take_requests(d)

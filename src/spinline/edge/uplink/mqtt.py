@@ -1,8 +1,8 @@
 """MQTT uplink: QoS 1 publishes of signed batches, acks from the cloud on TOPIC_ACK.
 
 Events (alarms, diagnoses) go on TOPIC_EVENTS; their acks come back on TOPIC_EVENTS_ACK. Raw evidence
-snapshots go on TOPIC_SNAPSHOT, acked on TOPIC_SNAPSHOT_ACK; the cloud's snapshot requests come on
-TOPIC_REQUESTS (signed like acks).
+snapshots go on TOPIC_SNAPSHOT, acked on TOPIC_SNAPSHOT_ACK; the cloud's snapshot requests and its model's
+answers to uncertain snapshots (``diagnoses``) come on TOPIC_REQUESTS (signed like acks).
 
 The session is persistent (fixed client id per edge, ``clean_session=False``) so acks the cloud
 publishes while the edge is briefly away are delivered when it returns. The broker's PUBACK
@@ -60,6 +60,9 @@ class MqttUplink:
         self.requests: asyncio.Queue[str] = asyncio.Queue()
         #: A federated run's join requests (``core.fedjoin``; the ``federated`` field on TOPIC_REQUESTS).
         self.federated: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        #: Answers on TOPIC_REQUESTS carrying the cloud model's ``diagnoses`` (whole, unverified:
+        #: ``edge.cloud_answers`` checks them, stricter than an ack).
+        self.diagnoses: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         #: Completes when the session ends; created in ``__aenter__`` (constructors touch no loop).
         self.closed: asyncio.Future[None] = None  # type: ignore[assignment]
         self._client: aiomqtt.Client | None = None
@@ -103,6 +106,8 @@ class MqttUplink:
                 reqs = msg.topic.matches(self.topic_requests)
                 try:
                     d = ack_object(data)
+                    if reqs and "diagnoses" in d:
+                        self.diagnoses.put_nowait(d)
                     if not self.trust.accept(d, "events ack" if events else "snapshot ack" if snap
                                              else "snapshot requests" if reqs else "ack"):
                         self.bad_acks += 1

@@ -1,10 +1,13 @@
 """Raw evidence: edges post signed vibration snapshots; users read the latest per channel and ask for one.
 
 * ``POST /api/v1/edge-snapshots`` (edge, signed with its key like events; no bearer token): 200 with the
-  signed ack ``{"acked": [id], "rejected": [...], "requests": [asset, ...]}``; ``requests`` are the
-  assets users asked this edge for since its last post. 401/400/413 refuse the message whole.
+  signed ack ``{"acked": [id], "rejected": [...], "requests": [asset, ...], "diagnoses": [...]}``;
+  ``requests`` are the assets users asked this edge for since its last post, ``diagnoses`` the cloud
+  model's answers to its uncertain snapshots (``wire.CloudAnswer``; this very snapshot's among them).
+  401/400/413 refuse the message whole.
 * ``GET /api/v1/mills/{mill}/machines/{machine}/snapshots/latest`` (``read`` on the mill): per channel
-  the newest snapshot's time, reason, rate, waveform (downsampled to ``max_points``) and spectra.
+  the newest snapshot's time, reason, rate, waveform (downsampled to ``max_points``) and spectra; for an
+  ``uncertain`` one the edge's diagnosis and the cloud model's answer.
 * ``POST /api/v1/mills/{mill}/machines/{machine}/snapshot-requests`` (``manage_maintenance`` on the
   mill: maintenance engineers, mill managers, zone operators): 202; every active edge of the mill is
   asked for the machine's vibration channels (or the one named), over MQTT ``TOPIC_REQUESTS`` when the
@@ -38,10 +41,29 @@ router = APIRouter(tags=["evidence"])
 MachinePath = Annotated[str, Path(max_length=64, description="machine id, e.g. rf01")]
 
 
+class EdgeDiagnosisPublic(BaseModel):
+    fault: str
+    confidence: float
+
+
+class CloudDiagnosisPublic(BaseModel):
+    fault: str
+    confidence: float
+    band_hz: list[float] | None = Field(None, description="the envelope band (lo, hi) the diagnosis came from")
+    explain: str = Field(description="the diagnosis with its evidence lines (English)")
+    work_order: str | None = Field(None, description="the work order it was noted on (none yet, or none open)")
+    fault_updated: bool = Field(description="the work order's fault was changed to it")
+    computed_ns: int
+
+
 class SnapshotChannel(BaseModel):
     channel: str
     edge: str
-    reason: str
+    reason: str = Field(description="alarm, request, sample or uncertain")
+    edge_diagnosis: EdgeDiagnosisPublic | None = Field(
+        None, description="uncertain snapshots: the edge's diagnosis that was too weak to act on")
+    cloud_diagnosis: CloudDiagnosisPublic | None = Field(
+        None, description="uncertain snapshots: the cloud model's diagnosis of the raw waveform")
     time: datetime
     ts_ns: int
     fs_hz: float
@@ -93,12 +115,18 @@ async def edge_snapshot(request: Request, cloud: CloudDep) -> Response:
     except PayloadError as exc:
         return refusal(exc.reason, exc.detail)
     reqs = await run_in_threadpool(ev.take_requests, edge)
-    return Response(signed_answer(ack, edge, cloud.edges.key(edge), reqs), media_type="application/json")
+    key = cloud.edges.key(edge)
+    answers = await run_in_threadpool(ev.take_answers, edge) if key else []
+    return Response(signed_answer(ack, edge, key, reqs, answers), media_type="application/json")
 
 
-def signed_answer(ack: wire.EventsAck, edge: str, key: bytes | None, requests: list[str]) -> bytes:
-    """The snapshot ack, with ``requests`` when there are any, signed for ``edge``."""
+def signed_answer(ack: wire.EventsAck, edge: str, key: bytes | None, requests: list[str],
+                  answers: list[wire.CloudAnswer] | None = None) -> bytes:
+    """The snapshot ack, with ``requests`` and the cloud model's ``diagnoses`` when there are any, signed for
+    ``edge`` (answers only go out signed: the caller takes them only when the edge has a key)."""
     obj: dict[str, Any] = json.loads(wire.encode_events_ack(ack)) | ({"requests": requests} if requests else {})
+    if answers:
+        obj["diagnoses"] = [a.to_json() for a in answers]
     if key:
         obj = wire.sign_ack(key, obj | {"edge": edge})
     return json.dumps(obj, separators=(",", ":")).encode()

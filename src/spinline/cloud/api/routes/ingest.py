@@ -95,7 +95,8 @@ async def edge_status(request: Request, cloud: CloudDep,
     Signed like a batch: ``X-Spinline-Signature`` is the hex HMAC-SHA256 of the body keyed with the
     edge's secret, so no one else can overwrite an edge's status. 204, or 200 with a signed
     ``{"edge", "requests": [asset, ...], "sig"}`` when users asked this edge for raw snapshots, with
-    ``"federated": {...}`` when a federated run asks it to join (``spinline.core.fedjoin.Join``).
+    ``"federated": {...}`` when a federated run asks it to join (``spinline.core.fedjoin.Join``) and
+    ``"diagnoses": [...]`` when the cloud model answered its uncertain snapshots (``wire.CloudAnswer``).
     """
     body, too_big = await _read_limited(request, 1024 * 1024)
     if too_big:
@@ -119,13 +120,16 @@ async def edge_status(request: Request, cloud: CloudDep,
     # posted at least every heartbeat, so a request reaches an HTTP edge within a minute.
     ev = getattr(request.app.state, "evidence", None)
     reqs = await run_in_threadpool(ev.take_requests, x_spinline_edge) if ev is not None else []
+    # ... and the cloud model's answers to its uncertain snapshots (``cloud.evidence_answers``).
+    answers = await run_in_threadpool(ev.take_answers, x_spinline_edge) if ev is not None and key else []
     # ... and so does a federated run's request that this edge join it (``core.fedjoin``).
     fl = cloud.federated
     join = await run_in_threadpool(fl.take, x_spinline_edge, _fl_run(body)) if fl is not None and key is not None \
         else None
-    if (reqs or join) and key is not None:
+    if (reqs or join or answers) and key is not None:
         return JSONResponse(wire.sign_ack(key, {"edge": x_spinline_edge, "requests": reqs}
-                                          | ({"federated": join} if join else {})))
+                                          | ({"federated": join} if join else {})
+                                          | ({"diagnoses": [a.to_json() for a in answers]} if answers else {})))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -161,6 +165,8 @@ async def edge_events(request: Request, cloud: CloudDep) -> Response:
     except PayloadError as exc:
         return refusal(exc.reason, exc.detail)
     edge = wire.decode_events(body, per_event=True).edge  # verified by ``handle`` above
+    if (ev := getattr(request.app.state, "evidence", None)) is not None:   # an order its answer waited for
+        await run_in_threadpool(ev.note_pending, cloud.edges.mill_of(edge))
     return Response(wire.signed_events_ack(ack, edge, cloud.edges.key(edge)), media_type="application/json")
 
 

@@ -223,9 +223,11 @@ def _naive_utc(d: datetime | None) -> datetime | None:
 #: Templates alarm messages are built from (alarms.py rules, edge events); the fault variant before the plain one.
 ALARM_MESSAGE_KEYS = ("alarm.rule_value", "alarm.edge_event_fault", "alarm.edge_event")
 #: Templates of what the system writes into histories and descriptions: alarm messages, the diagnosis and health
-#: explanation copied from the alarm's evidence, and the comments of steps taken without one.
-WRITTEN_KEYS = (*ALARM_MESSAGE_KEYS, "diag.fault_confidence", "health.explain", "health.explain_no_penalties",
-                "health.envelope_line_others", "health.envelope_line", "health.velocity_zone", "health.velocity",
+#: explanation copied from the alarm's evidence, and the comments of steps taken without one. The cloud model's
+#: comment first: it ends like ``diag.fault_confidence``, which would otherwise claim the whole line.
+WRITTEN_KEYS = ("wo.comment.cloud_diagnosis", *ALARM_MESSAGE_KEYS, "diag.fault_confidence", "health.explain",
+                "health.explain_no_penalties", "health.envelope_line_others", "health.envelope_line",
+                "health.velocity_zone", "health.velocity",
                 "wo.comment.assigned", "wo.comment.verified", "wo.comment.diagnosis",
                 *(k for k in texts.TEMPLATES if k.startswith("diag.ev.")))
 #: List markers a system-written line may start with (``Diagnosis.explain``'s evidence lines).
