@@ -43,13 +43,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 from scipy import stats
 
+from spinline.health import speed_bands as sb
 from spinline.health.anomaly import BATCH_DETECTORS, BaselineDetector
 from spinline.health.checks import roc_auc
 from spinline.health.consensus import ConsensusDetector
@@ -128,17 +129,22 @@ class AssetBaseline:
     weight: float
     threshold: float
     threshold_from: str
+    #: Centre and scale per speed band (``speed_bands.py``); empty without banding.
+    bands: dict[int, tuple[F64, F64]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"centre": self.centre.tolist(), "scale": self.scale.tolist(), "s_ref": self.s_ref,
                 "n_fit": self.n_fit, "n_cal": self.n_cal, "weight": round(self.weight, 4),
-                "threshold": self.threshold, "threshold_from": self.threshold_from}
+                "threshold": self.threshold, "threshold_from": self.threshold_from,
+                "bands": {str(k): [c.tolist(), sc.tolist()] for k, (c, sc) in self.bands.items()}}
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> AssetBaseline:
         return AssetBaseline(np.asarray(d["centre"], dtype=np.float64), np.asarray(d["scale"], dtype=np.float64),
                              float(d["s_ref"]), int(d["n_fit"]), int(d["n_cal"]), float(d["weight"]),
-                             float(d["threshold"]), str(d["threshold_from"]))
+                             float(d["threshold"]), str(d["threshold_from"]),
+                             {int(k): (np.asarray(v[0], dtype=np.float64), np.asarray(v[1], dtype=np.float64))
+                              for k, v in d.get("bands", {}).items()})
 
 
 class FleetModel:
@@ -146,8 +152,9 @@ class FleetModel:
 
     def __init__(self, *, kind: str, features: Sequence[str], far: float, seed: int, shape: dict[str, Any],
                  assets: dict[str, AssetBaseline], slope: F64, speed_key: str | None,
-                 selection: dict[str, Any], calibration: dict[str, Any]) -> None:
+                 selection: dict[str, Any], calibration: dict[str, Any], band_origin: float | None = None) -> None:
         self.kind = kind
+        self.band_origin = band_origin
         self.features = list(features)
         self.far = far
         self.seed = seed
@@ -167,12 +174,13 @@ class FleetModel:
 
     def standardise(self, x: F64, speed: F64 | None, base: AssetBaseline) -> F64:
         r = x
+        bands = np.full(x.shape[0], -1, dtype=np.int64)
         if speed is not None and self.speed_key:
             s = np.log(np.where(np.isfinite(speed) & (speed > 0), speed, np.nan))
             ds = np.where(np.isfinite(s), s - base.s_ref, 0.0)
             r = x - ds[:, None] * self.slope[None, :]
-        z = (r - base.centre) / base.scale
-        return np.where(np.isfinite(z), z, 0.0)  # a missing value sits at the centre
+            bands = sb.band_index(s, self.band_origin)
+        return sb.standardise(r, bands, base.centre, base.scale, base.bands)  # a missing value sits at the centre
 
     def score(self, x: F64, speed: F64 | None, assets: Sequence[str] | np.ndarray) -> tuple[F64, F64, list[str]]:
         """(calibrated scores: distance / threshold, > 1 = over; standardised z; assets scored on the fleet)."""
@@ -194,14 +202,15 @@ class FleetModel:
         return {"kind": self.kind, "features": self.features, "far": self.far, "seed": self.seed,
                 "shape": self.shape, "assets": {k: v.to_dict() for k, v in self.assets.items()},
                 "slope": self.slope.tolist(), "speed_key": self.speed_key, "selection": self.selection,
-                "calibration": self.calibration}
+                "calibration": self.calibration, "speed_band_origin": self.band_origin}
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> FleetModel:
         return FleetModel(kind=d["kind"], features=d["features"], far=float(d["far"]), seed=int(d["seed"]),
                           shape=d["shape"], assets={k: AssetBaseline.from_dict(v) for k, v in d["assets"].items()},
                           slope=np.asarray(d["slope"], dtype=np.float64), speed_key=d.get("speed_key"),
-                          selection=d["selection"], calibration=d["calibration"])
+                          selection=d["selection"], calibration=d["calibration"],
+                          band_origin=d.get("speed_band_origin"))
 
 
 def synthetic_departures(z: F64, rng: np.random.Generator) -> dict[str, F64]:
@@ -274,6 +283,10 @@ def fit_fleet(x: F64, assets: Sequence[str] | np.ndarray, normal: np.ndarray, *,
         if ds.size >= 8:
             slope = (ds @ xc) / (float(ds @ ds) + ds.size * 0.01**2)
 
+    # Speed bands on top of the line: each asset's centre and scale per 5 % of speed (speed_bands.py).
+    origin = sb.band_origin(logs[all_fit]) if logs is not None else None
+    band_of = sb.band_index(logs, origin) if logs is not None else np.full(x.shape[0], -1, dtype=np.int64)
+
     def resid(rows: np.ndarray, name: str) -> F64:
         if logs is None:
             return x[rows]
@@ -290,15 +303,19 @@ def fit_fleet(x: F64, assets: Sequence[str] | np.ndarray, normal: np.ndarray, *,
             w = idx[n].size / (idx[n].size + N_PRIOR) if len(names) > 1 else 1.0
             sc = np.exp(w * np.log(np.maximum(own_scale[n], 1e-300)) + (1 - w) * np.log(prior))
             sc = np.maximum.reduce([sc, floor, 1e-9 * np.maximum(np.abs(centre), 1.0)])
-            out[n] = AssetBaseline(np.nan_to_num(centre), sc, s_ref[n], fit_idx[n].size, cal_idx[n].size, w,
-                                   math.nan, "")
+            centre = np.nan_to_num(centre)
+            bands = sb.fit_bands(resid(idx[n], n), band_of[idx[n]], centre, sc, floor, N_PRIOR) if origin is not None \
+                else {}
+            out[n] = AssetBaseline(centre, sc, s_ref[n], fit_idx[n].size, cal_idx[n].size, w, math.nan, "", bands)
         # The fleet itself, for assets that turn up only when scoring.
         r_all = np.vstack([resid(idx[n], n) for n in names])
         c_all = np.nan_to_num(np.nanmedian(r_all, axis=0))
-        out[FLEET] = AssetBaseline(c_all, np.maximum.reduce([_robust_scale(r_all), floor,
-                                                             1e-9 * np.maximum(np.abs(c_all), 1.0)]),
-                                   float(np.median(list(s_ref.values()))), all_fit.size, all_cal.size, 0.0,
-                                   math.nan, "")
+        sc_all = np.maximum.reduce([_robust_scale(r_all), floor, 1e-9 * np.maximum(np.abs(c_all), 1.0)])
+        b_all = np.concatenate([band_of[idx[n]] for n in names])
+        out[FLEET] = AssetBaseline(c_all, sc_all, float(np.median(list(s_ref.values()))), all_fit.size, all_cal.size,
+                                   0.0, math.nan, "",
+                                   sb.fit_bands(r_all, b_all, c_all, sc_all, floor, N_PRIOR) if origin is not None
+                                   else {})
         return out
 
     baselines = make_baselines(fit_idx)
@@ -308,8 +325,7 @@ def fit_fleet(x: F64, assets: Sequence[str] | np.ndarray, normal: np.ndarray, *,
         zs, who = [], []
         for n in names:
             rows = rows_by[n]
-            z = (resid(rows, n) - bl[n].centre) / bl[n].scale
-            zs.append(np.where(np.isfinite(z), z, 0.0))
+            zs.append(sb.standardise(resid(rows, n), band_of[rows], bl[n].centre, bl[n].scale, bl[n].bands))
             who += [n] * rows.size
         return np.vstack(zs) if zs else np.zeros((0, p)), np.asarray(who, dtype=object)
 
@@ -407,7 +423,8 @@ def fit_fleet(x: F64, assets: Sequence[str] | np.ndarray, normal: np.ndarray, *,
     # calibrated with (a refit moved the distances of an IsolationForest enough to cost a quarter of
     # its detections on SKAB, so the guarantee is kept instead of the extra 25 % of rows).
     return FleetModel(kind=chosen, features=features, far=far, seed=seed, shape=shapes[chosen], assets=baselines,
-                      slope=slope, speed_key=speed_key, selection=selection, calibration=calibration)
+                      slope=slope, speed_key=speed_key, selection=selection, calibration=calibration,
+                      band_origin=origin)
 
 
 def rising_floors(x: np.ndarray, assets: np.ndarray, normal: np.ndarray, columns: Sequence[int]
