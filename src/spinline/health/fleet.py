@@ -12,17 +12,25 @@ What ``spinline health fit`` builds from the rows a user says were normal, and w
   shrunk (they genuinely differ between machines); only the noise scale is. The *shape* of normal
   (covariance, principal subspace, isolation forest) is learned once from every asset's
   standardised rows: one shape, many more rows than any single asset has.
-* **Held-back calibration.** Each asset's normal rows are split in time: the first 75 % fit, the
-  last 25 % are held back. The alarm threshold is the split-conformal quantile of the held-back
-  distances at the requested false-alarm rate (exchangeable with future healthy rows because the
-  model never saw them); per asset where it has enough held-back rows (``2 / far``), else pooled
-  over the fleet. When even the fleet has too few held-back rows for the rate asked (a few dozen
-  rows at 1 %), the squared distance is modelled as Gamma-distributed and the threshold is the
-  *predictive* quantile, ``mean * F(1 - far; 2k, 2kn)``, which carries the uncertainty of a mean
-  estimated from ``n`` rows (a plug-in quantile would not, and lets 2.5-3.4 % through at 1 %).
-  The achieved rate is measured by two-fold cross-calibration on the held-back rows and printed.
+* **Speed.** With a speed column, one ridge-shrunk line on log speed for the fleet and, on top of
+  it, each asset's centre and scale per 5 % band of speed (``speed_bands.py``, since 2026-12-05).
+* **Cross-fitted calibration** (since 2026-12-05; ``baselines.py`` fits the baselines each time).
+  The model kept is fitted on *every* normal row; its alarm threshold comes from distances no
+  model saw: each asset's normal rows are cut into ``CV_FOLDS`` blocks in time, and each block is
+  scored by baselines and a detector fitted on the other blocks (cross-conformal calibration,
+  Vovk 2015; its guarantee is approximate, at worst twice the rate asked, in practice about the
+  rate). The threshold is the conformal quantile of those out-of-fold distances at the requested
+  false-alarm rate; per asset where it has enough of them (``2 / far``), else pooled over the
+  fleet. Before, the model was fitted on the earliest 75 % and calibrated on the latest 25 %, so
+  every asset's baseline (and the robust-z, forest and PCA baselines it is compared with, which
+  use all normal rows) was a quarter shorter; on short baselines that cost separation. When even
+  the fleet has too few rows for the rate asked (a few dozen rows at 1 %), the threshold is a
+  log-normal *predictive* quantile, which carries the uncertainty of a spread estimated from ``n``
+  rows (a plug-in quantile would not, and lets 2.5-3.4 % through at 1 %). The achieved rate is
+  measured by two-fold cross-calibration on the out-of-fold distances and printed.
 * **Model choice on normal rows only.** Robust z, Mahalanobis, PCA T²+Q and an IsolationForest
-  are fitted on the fitting rows. Each is judged on the held-back normal rows against synthetic
+  are fitted on the earliest 75 % of each asset's normal rows. Each is judged on the latest 25 %
+  (held back from this step) against synthetic
   departures made *from those same normal rows* (one feature shifted by 4 robust sigmas, every
   feature shifted by 2, one feature swapped with another row's value: a broken relationship) by
   AUROC, and for stability (rank agreement of two fits on alternate halves of the fitting rows).
@@ -36,14 +44,13 @@ What ``spinline health fit`` builds from the rows a user says were normal, and w
   calibrated threshold is reported beside it.
 
 Size: fitting, choosing and calibrating share the per-asset split and the standardised rows; apart,
-each step would have to recompute or pass them around.
+each step would have to recompute or pass them around (the baselines themselves are in ``baselines.py``).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -52,6 +59,7 @@ from scipy import stats
 
 from spinline.health import speed_bands as sb
 from spinline.health.anomaly import BATCH_DETECTORS, BaselineDetector
+from spinline.health.baselines import FLEET, N_PRIOR, AssetBaseline, Standardiser
 from spinline.health.checks import roc_auc
 from spinline.health.consensus import ConsensusDetector
 
@@ -63,11 +71,12 @@ CANDIDATES: tuple[str, ...] = ("robust_z", "mahalanobis", "pca_t2q", "iforest")
 CONSENSUS = "consensus"
 #: ``--kind best``: the single candidate that separates synthetic departures best (the rule before 2026-12-04).
 BEST = "best"
-#: Rows of its own an asset needs to weigh as much as the fleet prior on its scale.
-N_PRIOR = 20
-#: Share of each asset's normal rows (the latest ones) held back for calibration and model choice.
+#: Share of each asset's normal rows (the latest ones) held back to judge the candidates (model choice only).
 HOLDOUT = 0.25
-FLEET = "__fleet__"
+#: Folds in time of each asset's normal rows for the cross-fitted calibration (``_cross_fitted``).
+CV_FOLDS = 4
+#: Held-back rows per expected exceedance an asset needs for a threshold of its own (2 / far rows).
+OWN_MIN_TAIL = 2.0
 #: AUROC margin the IsolationForest must win by (its score is bounded; see ``fit_fleet``).
 IFOREST_MARGIN = 0.02
 
@@ -93,13 +102,6 @@ def _split(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return idx[: n - n_cal], idx[n - n_cal:]
 
 
-def _robust_scale(x: F64) -> F64:
-    med = np.nanmedian(x, axis=0)
-    mad = 1.4826 * np.nanmedian(np.abs(x - med), axis=0)
-    std = np.nanstd(x, axis=0)
-    return np.maximum(mad, 0.1 * std)  # type: ignore[no-any-return]
-
-
 def calibrate(d_cal: F64, far: float) -> tuple[float, str]:
     """Alarm threshold on distances so that a new healthy row crosses it with probability ``far``.
 
@@ -117,34 +119,6 @@ def calibrate(d_cal: F64, far: float) -> tuple[float, str]:
     q = float(np.mean(logd)) + float(stats.t.ppf(1.0 - far, max(n - 1, 1))) * sd * math.sqrt(1.0 + 1.0 / n)
     return max(math.exp(q), float(d[-1])), (f"log-normal predictive quantile from {n} held-back rows (too few for "
                                             "the rate: conservative)")
-
-
-@dataclass(slots=True)
-class AssetBaseline:
-    centre: F64
-    scale: F64
-    s_ref: float
-    n_fit: int
-    n_cal: int
-    weight: float
-    threshold: float
-    threshold_from: str
-    #: Centre and scale per speed band (``speed_bands.py``); empty without banding.
-    bands: dict[int, tuple[F64, F64]] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"centre": self.centre.tolist(), "scale": self.scale.tolist(), "s_ref": self.s_ref,
-                "n_fit": self.n_fit, "n_cal": self.n_cal, "weight": round(self.weight, 4),
-                "threshold": self.threshold, "threshold_from": self.threshold_from,
-                "bands": {str(k): [c.tolist(), sc.tolist()] for k, (c, sc) in self.bands.items()}}
-
-    @staticmethod
-    def from_dict(d: dict[str, Any]) -> AssetBaseline:
-        return AssetBaseline(np.asarray(d["centre"], dtype=np.float64), np.asarray(d["scale"], dtype=np.float64),
-                             float(d["s_ref"]), int(d["n_fit"]), int(d["n_cal"]), float(d["weight"]),
-                             float(d["threshold"]), str(d["threshold_from"]),
-                             {int(k): (np.asarray(v[0], dtype=np.float64), np.asarray(v[1], dtype=np.float64))
-                              for k, v in d.get("bands", {}).items()})
 
 
 class FleetModel:
@@ -256,78 +230,17 @@ def fit_fleet(x: F64, assets: Sequence[str] | np.ndarray, normal: np.ndarray, *,
         raise ValueError(f"rule must be {CONSENSUS!r} or {BEST!r}, got {rule!r}")
     a = np.asarray(assets, dtype=object)
     names = [str(n) for n in dict.fromkeys(a[normal].tolist())]
+    norm_idx = {n: np.flatnonzero(normal & (a == n)) for n in names}
     fit_idx: dict[str, np.ndarray] = {}
     cal_idx: dict[str, np.ndarray] = {}
     for name in names:
-        fi, ci = _split(np.flatnonzero(normal & (a == name)))
-        fit_idx[name], cal_idx[name] = fi, ci
-    all_fit = np.concatenate([fit_idx[n] for n in names])
-    all_cal = np.concatenate([cal_idx[n] for n in names])
-    p = x.shape[1]
+        fit_idx[name], cal_idx[name] = _split(norm_idx[name])
     floor = np.asarray(floors, dtype=np.float64)
-
-    # Speed conditioning: per-asset reference speed, one ridge-shrunk slope for the fleet.
     logs = np.log(np.where(np.isfinite(speed) & (speed > 0), speed, np.nan)) if speed is not None else None
-    s_ref = {n: (float(np.nanmedian(logs[fit_idx[n]])) if logs is not None and np.isfinite(logs[fit_idx[n]]).any()
-                 else 0.0) for n in names}
-    slope = np.zeros(p)
-    if logs is not None:
-        ds_l, xc_l = [], []
-        for n in names:
-            rows = fit_idx[n]
-            ok = np.isfinite(logs[rows])
-            ds_l.append(logs[rows][ok] - s_ref[n])
-            xc_l.append(x[rows][ok] - np.nanmedian(x[rows][ok], axis=0))
-        ds = np.concatenate(ds_l)
-        xc = np.nan_to_num(np.concatenate(xc_l))
-        if ds.size >= 8:
-            slope = (ds @ xc) / (float(ds @ ds) + ds.size * 0.01**2)
-
-    # Speed bands on top of the line: each asset's centre and scale per 5 % of speed (speed_bands.py).
-    origin = sb.band_origin(logs[all_fit]) if logs is not None else None
-    band_of = sb.band_index(logs, origin) if logs is not None else np.full(x.shape[0], -1, dtype=np.int64)
-
-    def resid(rows: np.ndarray, name: str) -> F64:
-        if logs is None:
-            return x[rows]
-        d = np.where(np.isfinite(logs[rows]), logs[rows] - s_ref[name], 0.0)
-        return x[rows] - d[:, None] * slope[None, :]  # type: ignore[no-any-return]
-
-    def make_baselines(idx: dict[str, np.ndarray]) -> dict[str, AssetBaseline]:
-        """Per-asset robust centre and scale, scales shrunk toward the fleet's typical scale."""
-        own_scale = {n: _robust_scale(resid(idx[n], n)) for n in names}
-        prior = np.exp(np.nanmedian(np.log(np.maximum(np.vstack(list(own_scale.values())), 1e-300)), axis=0))
-        out: dict[str, AssetBaseline] = {}
-        for n in names:
-            centre = np.nanmedian(resid(idx[n], n), axis=0)
-            w = idx[n].size / (idx[n].size + N_PRIOR) if len(names) > 1 else 1.0
-            sc = np.exp(w * np.log(np.maximum(own_scale[n], 1e-300)) + (1 - w) * np.log(prior))
-            sc = np.maximum.reduce([sc, floor, 1e-9 * np.maximum(np.abs(centre), 1.0)])
-            centre = np.nan_to_num(centre)
-            bands = sb.fit_bands(resid(idx[n], n), band_of[idx[n]], centre, sc, floor, N_PRIOR) if origin is not None \
-                else {}
-            out[n] = AssetBaseline(centre, sc, s_ref[n], fit_idx[n].size, cal_idx[n].size, w, math.nan, "", bands)
-        # The fleet itself, for assets that turn up only when scoring.
-        r_all = np.vstack([resid(idx[n], n) for n in names])
-        c_all = np.nan_to_num(np.nanmedian(r_all, axis=0))
-        sc_all = np.maximum.reduce([_robust_scale(r_all), floor, 1e-9 * np.maximum(np.abs(c_all), 1.0)])
-        b_all = np.concatenate([band_of[idx[n]] for n in names])
-        out[FLEET] = AssetBaseline(c_all, sc_all, float(np.median(list(s_ref.values()))), all_fit.size, all_cal.size,
-                                   0.0, math.nan, "",
-                                   sb.fit_bands(r_all, b_all, c_all, sc_all, floor, N_PRIOR) if origin is not None
-                                   else {})
-        return out
-
-    baselines = make_baselines(fit_idx)
+    std_fit = Standardiser.fit(x, logs, fit_idx, floor, {n: cal_idx[n].size for n in names})
 
     def z_of(rows_by: dict[str, np.ndarray]) -> tuple[F64, np.ndarray]:
-        bl = baselines
-        zs, who = [], []
-        for n in names:
-            rows = rows_by[n]
-            zs.append(sb.standardise(resid(rows, n), band_of[rows], bl[n].centre, bl[n].scale, bl[n].bands))
-            who += [n] * rows.size
-        return np.vstack(zs) if zs else np.zeros((0, p)), np.asarray(who, dtype=object)
+        return std_fit.z(x, logs, rows_by)
 
     z_fit, _ = z_of(fit_idx)
     z_cal, who_cal = z_of(cal_idx)
@@ -388,15 +301,23 @@ def fit_fleet(x: F64, assets: Sequence[str] | np.ndarray, normal: np.ndarray, *,
     selection = {"candidates": report, "chosen": chosen, "why": why, "judged_on": "held-back normal rows"
                  if not no_holdout else "fitting rows (no hold-out possible)", "n_val": int(z_val.shape[0])}
 
-    # Calibrate the chosen detector.
-    det = _detector(chosen, far, seed, shapes[chosen])
-    d_fit = det.distance(z_fit)
-    d_cal = det.distance(z_cal) if not no_holdout else d_fit
-    who = who_cal if not no_holdout else z_of(fit_idx)[1]
-    pooled_thr, pooled_how = calibrate(d_cal, far)
+    # The model kept is fitted on every normal row; its thresholds come from out-of-fold distances.
+    members = report[CONSENSUS]["members"] if chosen == CONSENSUS else None
+    std_all = Standardiser.fit(x, logs, norm_idx, floor)
+    det = _detector(chosen, far, seed, members=members)
+    shape = det.fit_standardised(std_all.z(x, logs, norm_idx)[0])
+    d_cal, who = _cross_fitted(x, logs, norm_idx, floor, chosen, far, seed, members)
+    no_holdout = d_cal.size < 4
     if no_holdout:
-        pooled_how += " (in-sample: optimistic)"
-    own_min = math.ceil(2.0 / far)
+        z_all, who = std_all.z(x, logs, norm_idx)
+        d_cal = det.distance(z_all)
+    baselines = std_all.baselines
+    for n in names:
+        baselines[n].n_cal = int(np.sum(who == n))
+    pooled_thr, pooled_how = calibrate(d_cal, far)
+    pooled_how += f" (out-of-fold distances, {CV_FOLDS} folds in time per asset)" if not no_holdout \
+        else " (in-sample: optimistic)"
+    own_min = math.ceil(OWN_MIN_TAIL / far)
     for n in names:
         mine = d_cal[who == n]
         if mine.size >= own_min:
@@ -419,12 +340,35 @@ def fit_fleet(x: F64, assets: Sequence[str] | np.ndarray, normal: np.ndarray, *,
                    "how": pooled_how,
                    "assets_own_threshold": [n for n in names if "this asset" in baselines[n].threshold_from],
                    "fleet_prior_rows": N_PRIOR}
-    # No refit on every normal row afterwards: the thresholds belong to the model they were
-    # calibrated with (a refit moved the distances of an IsolationForest enough to cost a quarter of
-    # its detections on SKAB, so the guarantee is kept instead of the extra 25 % of rows).
-    return FleetModel(kind=chosen, features=features, far=far, seed=seed, shape=shapes[chosen], assets=baselines,
-                      slope=slope, speed_key=speed_key, selection=selection, calibration=calibration,
-                      band_origin=origin)
+    return FleetModel(kind=chosen, features=features, far=far, seed=seed, shape=shape, assets=baselines,
+                      slope=std_all.slope, speed_key=speed_key, selection=selection, calibration=calibration,
+                      band_origin=std_all.origin)
+
+
+def _cross_fitted(x: F64, logs: F64 | None, norm_idx: dict[str, np.ndarray], floor: F64, kind: str, far: float,
+                  seed: int, members: Sequence[str] | None) -> tuple[F64, np.ndarray]:
+    """Out-of-fold distances of every normal row and the asset of each (cross-conformal calibration).
+
+    Each asset's normal rows are cut into ``CV_FOLDS`` blocks in time; for each block the baselines
+    and the detector are fitted on the other blocks of every asset and the block is scored. Assets
+    with fewer than ``2 * CV_FOLDS`` normal rows only ever fit."""
+    ds, whos = [], []
+    blocks = {n: np.array_split(idx, CV_FOLDS) if idx.size >= 2 * CV_FOLDS else [] for n, idx in norm_idx.items()}
+    for k in range(CV_FOLDS):
+        held = {n: b[k] for n, b in blocks.items() if b}
+        if not held:
+            break
+        train = {n: (np.setdiff1d(idx, held[n], assume_unique=True) if n in held else idx)
+                 for n, idx in norm_idx.items()}
+        st = Standardiser.fit(x, logs, train, floor)
+        det = _detector(kind, far, seed, members=members)
+        det.fit_standardised(st.z(x, logs, train)[0])
+        z_h, who_h = st.z(x, logs, held)
+        ds.append(det.distance(z_h))
+        whos.append(who_h)
+    if not ds:
+        return np.zeros(0), np.zeros(0, dtype=object)
+    return np.concatenate(ds), np.concatenate(whos)
 
 
 def rising_floors(x: np.ndarray, assets: np.ndarray, normal: np.ndarray, columns: Sequence[int]
