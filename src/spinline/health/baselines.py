@@ -1,9 +1,10 @@
 """Per-asset baselines of a fleet: speed line, speed bands, robust centre and scale, fleet prior.
 
-Split out of ``fleet.py`` because the fleet model fits them more than once: on the fitting rows to
-choose the detector, on every normal row for the model it keeps, and once per fold of the
-cross-fitted calibration (``fleet.fit_fleet``). The rules themselves are described in
-``fleet.py`` (per-asset baselines, fleet prior) and ``speed_bands.py``.
+Split out of ``fleet.py`` so that they can be fitted on any selection of rows per asset (the fleet
+model fits them on each asset's earliest 75 % of normal rows; a cross-fitted calibration, tried and
+not kept, fitted them once per fold) and to keep ``fleet.py`` to the choice and the calibration.
+The rules themselves are described in ``fleet.py`` (per-asset baselines, fleet prior) and
+``speed_bands.py``.
 """
 
 from __future__ import annotations
