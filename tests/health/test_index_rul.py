@@ -77,3 +77,49 @@ def test_rul_no_trend_is_infinite_and_says_why() -> None:
     assert math.isinf(r.rul_s) and "no significant" in r.explanation
     assert math.isinf(estimate_rul([0, 1], [50, 40]).rul_s)
     assert estimate_rul(np.arange(6.0), [50, 40, 30, 25, 20, 10]).rul_s == 0
+
+
+def _run_to_failure(seed: int, kind: str) -> float:
+    """Coverage of the 90 % RUL band over one simulated run to failure, estimated as ``assess`` does.
+
+    The anomaly score's trend grows from 0.3 (healthy) after row 400, exponentially (``"exp"``: the
+    health index then falls in a straight line, the fit is well specified) or as wear squared
+    (``"sq"``: the index falls ever more slowly, neither candidate fits); the score read carries
+    AR(1) noise (lag-1 correlation 0.7, 25 % multiplicative), so consecutive rows are not independent.
+    The true RUL is known: the time at which the noise-free index reaches 20."""
+    rng = np.random.default_rng(seed)
+    n, onset = 1400, 400
+    k = np.arange(n)
+    t = k * 600.0
+    trend = (np.where(k > onset, 0.3 * np.exp((k - onset) / 160.0), 0.3) if kind == "exp"
+             else 0.3 + np.where(k > onset, 12 * ((k - onset) / 1000.0) ** 2, 0.0))
+    e = np.zeros(n)
+    for i in range(1, n):
+        e[i] = 0.7 * e[i - 1] + math.sqrt(1 - 0.7**2) * rng.standard_normal()
+    hi = np.array([health_index(anomaly_score=float(s)).value for s in trend * np.exp(0.25 * e)])
+    hi_true = np.array([health_index(anomaly_score=float(s)).value for s in trend])
+    fail = int(np.argmax(hi_true <= 20))
+    hits = []
+    for i in range(onset, fail, 10):
+        if hi[i] >= 80:
+            continue
+        est = estimate_rul(t[max(0, i - 299):i + 1], hi[max(0, i - 299):i + 1])  # assess: RUL_WINDOW rows
+        if math.isfinite(est.rul_s):
+            hits.append(est.lower_s <= (fail - i) * 600.0 <= est.upper_s)
+    assert len(hits) >= 20
+    return float(np.mean(hits))
+
+
+def test_rul_band_covers_the_true_rul_at_about_its_nominal_level() -> None:
+    # Nominal 90 %; tolerance: 80-98 % pooled over 6 runs (~220 estimates, each run's estimates are
+    # strongly dependent). The band before 2026-12-05 (prediction interval, every point independent):
+    # 78 % here and 35 % on the misspecified runs below.
+    cov = float(np.mean([_run_to_failure(s, "exp") for s in range(6)]))
+    assert 0.80 <= cov <= 0.98, cov
+
+
+def test_rul_band_stays_honest_when_the_trend_misfits() -> None:
+    # Wear squared: the index decelerates and both candidate trends run early. The backtested drift
+    # widens the band (84 % measured; the bar is 75 %, below the nominal 90 %, as documented).
+    cov = float(np.mean([_run_to_failure(s, "sq") for s in range(6)]))
+    assert cov >= 0.75, cov

@@ -127,3 +127,17 @@ def test_cli_on_cwru_detection(shared_data: Path, tmp_path: Path) -> None:
     res = _bench().cwru_set(tmp_path)  # type: ignore[attr-defined]
     assert res["spinline"] >= 0.99
     assert "resampled" in res["caveat"]
+
+
+@pytest.mark.parametrize(("kind", "seed", "ours", "best"), [
+    ("regimes", 2, 0.852, 0.781), ("levels", 1, 0.862, 0.863), ("short", 3, 0.853, 0.870)])
+def test_cli_on_simulated_fleets(tmp_path: Path, kind: str, seed: int, ours: float, best: float) -> None:
+    """The three simulated fleets of docs/health-validation.md, section 0 (no shared data needed). Pinned:
+    the three-regime fleet 0.852 with speed bands (0.742 with the fleet's line alone), ahead of the forest's
+    0.781; the other two level with robust z, a hair under it (-0.001, -0.017: within the spread between
+    seeds, which the bench's extra_seeds report)."""
+    res = _bench().fleet_set(tmp_path, kind, seed)  # type: ignore[attr-defined]
+    assert res["spinline"] == pytest.approx(ours, abs=0.015)
+    assert res["best_baseline"] == pytest.approx(best, abs=0.005)
+    if kind == "regimes":
+        assert res["not_worse"] and res["spinline"] - res["best_baseline"] > 0.04

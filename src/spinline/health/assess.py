@@ -23,8 +23,8 @@ unknown (no time)       3 rows    6 rows     0.3         3 rows
 
 Remaining useful life (``rul``): per asset, causally, from the health-index history up to each
 row once the index has left "good" (< 80), by ``spinline.health.rul.estimate_rul`` (linear or
-exponential trend of the index to 20, with a 90 % prediction band). In hours when the table has a
-time column, else in rows.
+exponential trend of the index to 20, with a 90 % band from the trend's uncertainty: ``rul.py``).
+In hours when the table has a time column, else in rows.
 """
 
 from __future__ import annotations

@@ -170,7 +170,9 @@ def fit(data: Path = typer.Argument(..., help="CSV, Parquet or XLSX of measureme
                                                 help="column naming the asset of each row: one baseline each"),
         features: str | None = typer.Option(None, help="comma-separated feature columns (default: screened)"),
         label: list[str] = typer.Option([], "--label", help="label column(s): never features"),
-        speed: str | None = typer.Option(None, help="operating-speed column to condition on"),
+        speed: str | None = typer.Option(None, help="operating-speed column to condition on (a line on log "
+                                                   "speed, and each asset's centre and scale per 5 % band "
+                                                   "of speed)"),
         kind: str = typer.Option("auto", help="detector: auto (consensus of the stable candidates, each "
                                                "judged on normal rows), best (the single candidate that separates "
                                                f"synthetic departures best), or one of {', '.join(CANDIDATES)}"),

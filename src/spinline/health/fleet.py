@@ -12,15 +12,26 @@ What ``spinline health fit`` builds from the rows a user says were normal, and w
   shrunk (they genuinely differ between machines); only the noise scale is. The *shape* of normal
   (covariance, principal subspace, isolation forest) is learned once from every asset's
   standardised rows: one shape, many more rows than any single asset has.
+* **Speed.** With a speed column, one ridge-shrunk line on log speed for the fleet and, on top of
+  it, each asset's centre and scale per 5 % band of speed (``speed_bands.py``, since 2026-12-05).
 * **Held-back calibration.** Each asset's normal rows are split in time: the first 75 % fit, the
   last 25 % are held back. The alarm threshold is the split-conformal quantile of the held-back
   distances at the requested false-alarm rate (exchangeable with future healthy rows because the
-  model never saw them); per asset where it has enough held-back rows (``2 / far``), else pooled
-  over the fleet. When even the fleet has too few held-back rows for the rate asked (a few dozen
-  rows at 1 %), the squared distance is modelled as Gamma-distributed and the threshold is the
-  *predictive* quantile, ``mean * F(1 - far; 2k, 2kn)``, which carries the uncertainty of a mean
-  estimated from ``n`` rows (a plug-in quantile would not, and lets 2.5-3.4 % through at 1 %).
-  The achieved rate is measured by two-fold cross-calibration on the held-back rows and printed.
+  model never saw them, and *later* than every row it saw, as future rows are: drift within the
+  baseline shows in the threshold); per asset where it has enough held-back rows (``2 / far``),
+  else pooled over the fleet. When even the fleet has too few held-back rows for the rate asked
+  (a few dozen rows at 1 %), the threshold is a log-normal *predictive* quantile, which carries
+  the uncertainty of a spread estimated from ``n`` rows (a plug-in quantile would not, and lets
+  2.5-3.4 % through at 1 %). The achieved rate is measured by two-fold cross-calibration on the
+  held-back rows and printed. *Tried and not kept (2026-12-05):* cross-fitted calibration (the
+  model fitted on every normal row, thresholds from out-of-fold distances of 4 blocks in time).
+  Interior blocks are scored by models that saw rows on both sides of them, which is optimistic
+  when healthy rows drift (SKAB: false-alarm rate 2.1 % -> 14.1 % on the raw score), and a block
+  can hold an asset's only rows at one speed, which then inflates the threshold (the three-regime
+  fleet fell from 0.852 to 0.744 AUROC). Nor a refit of the centres and scales alone on every
+  normal row after calibrating (thresholds kept): within +-0.01 AUROC of the kept model on the
+  fleets (the seed-to-seed spread), raw-score F1 on SKAB 0.742 -> 0.715, and the thresholds would
+  no longer belong to the model they were calibrated with.
 * **Model choice on normal rows only.** Robust z, Mahalanobis, PCA T²+Q and an IsolationForest
   are fitted on the fitting rows. Each is judged on the held-back normal rows against synthetic
   departures made *from those same normal rows* (one feature shifted by 4 robust sigmas, every
@@ -36,21 +47,22 @@ What ``spinline health fit`` builds from the rows a user says were normal, and w
   calibrated threshold is reported beside it.
 
 Size: fitting, choosing and calibrating share the per-asset split and the standardised rows; apart,
-each step would have to recompute or pass them around.
+each step would have to recompute or pass them around (the baselines themselves are in ``baselines.py``).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 from scipy import stats
 
+from spinline.health import speed_bands as sb
 from spinline.health.anomaly import BATCH_DETECTORS, BaselineDetector
+from spinline.health.baselines import FLEET, N_PRIOR, AssetBaseline, Standardiser
 from spinline.health.checks import roc_auc
 from spinline.health.consensus import ConsensusDetector
 
@@ -62,11 +74,8 @@ CANDIDATES: tuple[str, ...] = ("robust_z", "mahalanobis", "pca_t2q", "iforest")
 CONSENSUS = "consensus"
 #: ``--kind best``: the single candidate that separates synthetic departures best (the rule before 2026-12-04).
 BEST = "best"
-#: Rows of its own an asset needs to weigh as much as the fleet prior on its scale.
-N_PRIOR = 20
 #: Share of each asset's normal rows (the latest ones) held back for calibration and model choice.
 HOLDOUT = 0.25
-FLEET = "__fleet__"
 #: AUROC margin the IsolationForest must win by (its score is bounded; see ``fit_fleet``).
 IFOREST_MARGIN = 0.02
 
@@ -92,13 +101,6 @@ def _split(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return idx[: n - n_cal], idx[n - n_cal:]
 
 
-def _robust_scale(x: F64) -> F64:
-    med = np.nanmedian(x, axis=0)
-    mad = 1.4826 * np.nanmedian(np.abs(x - med), axis=0)
-    std = np.nanstd(x, axis=0)
-    return np.maximum(mad, 0.1 * std)  # type: ignore[no-any-return]
-
-
 def calibrate(d_cal: F64, far: float) -> tuple[float, str]:
     """Alarm threshold on distances so that a new healthy row crosses it with probability ``far``.
 
@@ -118,36 +120,14 @@ def calibrate(d_cal: F64, far: float) -> tuple[float, str]:
                                             "the rate: conservative)")
 
 
-@dataclass(slots=True)
-class AssetBaseline:
-    centre: F64
-    scale: F64
-    s_ref: float
-    n_fit: int
-    n_cal: int
-    weight: float
-    threshold: float
-    threshold_from: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"centre": self.centre.tolist(), "scale": self.scale.tolist(), "s_ref": self.s_ref,
-                "n_fit": self.n_fit, "n_cal": self.n_cal, "weight": round(self.weight, 4),
-                "threshold": self.threshold, "threshold_from": self.threshold_from}
-
-    @staticmethod
-    def from_dict(d: dict[str, Any]) -> AssetBaseline:
-        return AssetBaseline(np.asarray(d["centre"], dtype=np.float64), np.asarray(d["scale"], dtype=np.float64),
-                             float(d["s_ref"]), int(d["n_fit"]), int(d["n_cal"]), float(d["weight"]),
-                             float(d["threshold"]), str(d["threshold_from"]))
-
-
 class FleetModel:
     """Fitted state; build with ``fit_fleet``, round-trip with ``to_dict`` / ``from_dict`` (plain JSON)."""
 
     def __init__(self, *, kind: str, features: Sequence[str], far: float, seed: int, shape: dict[str, Any],
                  assets: dict[str, AssetBaseline], slope: F64, speed_key: str | None,
-                 selection: dict[str, Any], calibration: dict[str, Any]) -> None:
+                 selection: dict[str, Any], calibration: dict[str, Any], band_origin: float | None = None) -> None:
         self.kind = kind
+        self.band_origin = band_origin
         self.features = list(features)
         self.far = far
         self.seed = seed
@@ -167,12 +147,13 @@ class FleetModel:
 
     def standardise(self, x: F64, speed: F64 | None, base: AssetBaseline) -> F64:
         r = x
+        bands = np.full(x.shape[0], -1, dtype=np.int64)
         if speed is not None and self.speed_key:
             s = np.log(np.where(np.isfinite(speed) & (speed > 0), speed, np.nan))
             ds = np.where(np.isfinite(s), s - base.s_ref, 0.0)
             r = x - ds[:, None] * self.slope[None, :]
-        z = (r - base.centre) / base.scale
-        return np.where(np.isfinite(z), z, 0.0)  # a missing value sits at the centre
+            bands = sb.band_index(s, self.band_origin)
+        return sb.standardise(r, bands, base.centre, base.scale, base.bands)  # a missing value sits at the centre
 
     def score(self, x: F64, speed: F64 | None, assets: Sequence[str] | np.ndarray) -> tuple[F64, F64, list[str]]:
         """(calibrated scores: distance / threshold, > 1 = over; standardised z; assets scored on the fleet)."""
@@ -194,14 +175,15 @@ class FleetModel:
         return {"kind": self.kind, "features": self.features, "far": self.far, "seed": self.seed,
                 "shape": self.shape, "assets": {k: v.to_dict() for k, v in self.assets.items()},
                 "slope": self.slope.tolist(), "speed_key": self.speed_key, "selection": self.selection,
-                "calibration": self.calibration}
+                "calibration": self.calibration, "speed_band_origin": self.band_origin}
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> FleetModel:
         return FleetModel(kind=d["kind"], features=d["features"], far=float(d["far"]), seed=int(d["seed"]),
                           shape=d["shape"], assets={k: AssetBaseline.from_dict(v) for k, v in d["assets"].items()},
                           slope=np.asarray(d["slope"], dtype=np.float64), speed_key=d.get("speed_key"),
-                          selection=d["selection"], calibration=d["calibration"])
+                          selection=d["selection"], calibration=d["calibration"],
+                          band_origin=d.get("speed_band_origin"))
 
 
 def synthetic_departures(z: F64, rng: np.random.Generator) -> dict[str, F64]:
@@ -247,71 +229,17 @@ def fit_fleet(x: F64, assets: Sequence[str] | np.ndarray, normal: np.ndarray, *,
         raise ValueError(f"rule must be {CONSENSUS!r} or {BEST!r}, got {rule!r}")
     a = np.asarray(assets, dtype=object)
     names = [str(n) for n in dict.fromkeys(a[normal].tolist())]
+    norm_idx = {n: np.flatnonzero(normal & (a == n)) for n in names}
     fit_idx: dict[str, np.ndarray] = {}
     cal_idx: dict[str, np.ndarray] = {}
     for name in names:
-        fi, ci = _split(np.flatnonzero(normal & (a == name)))
-        fit_idx[name], cal_idx[name] = fi, ci
-    all_fit = np.concatenate([fit_idx[n] for n in names])
-    all_cal = np.concatenate([cal_idx[n] for n in names])
-    p = x.shape[1]
+        fit_idx[name], cal_idx[name] = _split(norm_idx[name])
     floor = np.asarray(floors, dtype=np.float64)
-
-    # Speed conditioning: per-asset reference speed, one ridge-shrunk slope for the fleet.
     logs = np.log(np.where(np.isfinite(speed) & (speed > 0), speed, np.nan)) if speed is not None else None
-    s_ref = {n: (float(np.nanmedian(logs[fit_idx[n]])) if logs is not None and np.isfinite(logs[fit_idx[n]]).any()
-                 else 0.0) for n in names}
-    slope = np.zeros(p)
-    if logs is not None:
-        ds_l, xc_l = [], []
-        for n in names:
-            rows = fit_idx[n]
-            ok = np.isfinite(logs[rows])
-            ds_l.append(logs[rows][ok] - s_ref[n])
-            xc_l.append(x[rows][ok] - np.nanmedian(x[rows][ok], axis=0))
-        ds = np.concatenate(ds_l)
-        xc = np.nan_to_num(np.concatenate(xc_l))
-        if ds.size >= 8:
-            slope = (ds @ xc) / (float(ds @ ds) + ds.size * 0.01**2)
-
-    def resid(rows: np.ndarray, name: str) -> F64:
-        if logs is None:
-            return x[rows]
-        d = np.where(np.isfinite(logs[rows]), logs[rows] - s_ref[name], 0.0)
-        return x[rows] - d[:, None] * slope[None, :]  # type: ignore[no-any-return]
-
-    def make_baselines(idx: dict[str, np.ndarray]) -> dict[str, AssetBaseline]:
-        """Per-asset robust centre and scale, scales shrunk toward the fleet's typical scale."""
-        own_scale = {n: _robust_scale(resid(idx[n], n)) for n in names}
-        prior = np.exp(np.nanmedian(np.log(np.maximum(np.vstack(list(own_scale.values())), 1e-300)), axis=0))
-        out: dict[str, AssetBaseline] = {}
-        for n in names:
-            centre = np.nanmedian(resid(idx[n], n), axis=0)
-            w = idx[n].size / (idx[n].size + N_PRIOR) if len(names) > 1 else 1.0
-            sc = np.exp(w * np.log(np.maximum(own_scale[n], 1e-300)) + (1 - w) * np.log(prior))
-            sc = np.maximum.reduce([sc, floor, 1e-9 * np.maximum(np.abs(centre), 1.0)])
-            out[n] = AssetBaseline(np.nan_to_num(centre), sc, s_ref[n], fit_idx[n].size, cal_idx[n].size, w,
-                                   math.nan, "")
-        # The fleet itself, for assets that turn up only when scoring.
-        r_all = np.vstack([resid(idx[n], n) for n in names])
-        c_all = np.nan_to_num(np.nanmedian(r_all, axis=0))
-        out[FLEET] = AssetBaseline(c_all, np.maximum.reduce([_robust_scale(r_all), floor,
-                                                             1e-9 * np.maximum(np.abs(c_all), 1.0)]),
-                                   float(np.median(list(s_ref.values()))), all_fit.size, all_cal.size, 0.0,
-                                   math.nan, "")
-        return out
-
-    baselines = make_baselines(fit_idx)
+    std_fit = Standardiser.fit(x, logs, fit_idx, floor, {n: cal_idx[n].size for n in names})
 
     def z_of(rows_by: dict[str, np.ndarray]) -> tuple[F64, np.ndarray]:
-        bl = baselines
-        zs, who = [], []
-        for n in names:
-            rows = rows_by[n]
-            z = (resid(rows, n) - bl[n].centre) / bl[n].scale
-            zs.append(np.where(np.isfinite(z), z, 0.0))
-            who += [n] * rows.size
-        return np.vstack(zs) if zs else np.zeros((0, p)), np.asarray(who, dtype=object)
+        return std_fit.z(x, logs, rows_by)
 
     z_fit, _ = z_of(fit_idx)
     z_cal, who_cal = z_of(cal_idx)
@@ -372,7 +300,9 @@ def fit_fleet(x: F64, assets: Sequence[str] | np.ndarray, normal: np.ndarray, *,
     selection = {"candidates": report, "chosen": chosen, "why": why, "judged_on": "held-back normal rows"
                  if not no_holdout else "fitting rows (no hold-out possible)", "n_val": int(z_val.shape[0])}
 
-    # Calibrate the chosen detector.
+    # Calibrate the chosen detector on the held-back rows (the model kept is the one fitted on the
+    # earliest 75 %: its thresholds belong to it; see the module docstring).
+    baselines = std_fit.baselines
     det = _detector(chosen, far, seed, shapes[chosen])
     d_fit = det.distance(z_fit)
     d_cal = det.distance(z_cal) if not no_holdout else d_fit
@@ -405,9 +335,11 @@ def fit_fleet(x: F64, assets: Sequence[str] | np.ndarray, normal: np.ndarray, *,
                    "fleet_prior_rows": N_PRIOR}
     # No refit on every normal row afterwards: the thresholds belong to the model they were
     # calibrated with (a refit moved the distances of an IsolationForest enough to cost a quarter of
-    # its detections on SKAB, so the guarantee is kept instead of the extra 25 % of rows).
+    # its detections on SKAB, so the guarantee is kept instead of the extra 25 % of rows). Cross-fitted
+    # calibration on every row was tried on 2026-12-05 and not kept (module docstring).
     return FleetModel(kind=chosen, features=features, far=far, seed=seed, shape=shapes[chosen], assets=baselines,
-                      slope=slope, speed_key=speed_key, selection=selection, calibration=calibration)
+                      slope=std_fit.slope, speed_key=speed_key, selection=selection, calibration=calibration,
+                      band_origin=std_fit.origin)
 
 
 def rising_floors(x: np.ndarray, assets: np.ndarray, normal: np.ndarray, columns: Sequence[int]
