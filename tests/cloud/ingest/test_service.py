@@ -245,6 +245,11 @@ def test_a_replayed_or_stale_signed_status_is_refused_and_counted(store: TimeSer
     assert svc.handle_status(status(now - 10 * 10**9, state="degraded"), "mill-a", "edge-a", now)
     assert not svc.handle_status(first, "mill-a", "edge-a", now)                    # replayed within minutes
     assert store.edge_status()["edge-a"].status["state"] == "degraded"
+    # the status kept, delivered again (the retained copy to a restarted worker, hours later): not a
+    # refusal, and the edge's last-seen stays when it was really sent
+    seen = store.edge_status()["edge-a"].received_ns
+    assert svc.handle_status(status(now - 10 * 10**9, state="degraded"), "mill-a", "edge-a", now + 3600 * 10**9)
+    assert store.edge_status()["edge-a"].received_ns == seen
     assert not svc.handle_status(status(now - 3600 * 10**9), "mill-a", "edge-a", now)   # an hour old
     assert not svc.handle_status(status(now + 3600 * 10**9), "mill-a", "edge-a", now)   # an hour ahead
     assert not svc.handle_status(_signed("edge-a", b'{"ts_ns": "soon"}'), "mill-a", "edge-a", now)

@@ -286,37 +286,43 @@ class IngestService:
             return False
         try:
             status = decode_status(payload)
-            self._check_fresh(status, edge, mill, now)
+            if not self._is_new(status, edge, mill, now):
+                return True     # the status kept, delivered again: nothing to do, last-seen untouched
         except PayloadError as exc:
             self.store.record_rejection(Rejection(edge, exc.reason, f"status: {exc.detail}", now))
             return False
         self.store.record_edge_status(edge, mill, status, now)
         return True
 
-    def _check_fresh(self, status: dict[str, Any], edge: str, mill: str, now: int) -> None:
-        """Refuse a signed status that is not new: a replay of a captured one would fake the fleet view.
+    def _is_new(self, status: dict[str, Any], edge: str, mill: str, now: int) -> bool:
+        """Whether a signed status is news; raises for one that is stale (a replay would fake the fleet view).
 
         Every status an edge sends carries ``ts_ns`` (its send time) and ``started_ns`` (its process
         start); only its key can make one without them (the MQTT Will has none: it is written at
-        connect time). Fresh means within ``MAX_FUTURE_NS`` of the cloud's clock (the limit batches
-        and signed requests live with) and newer than the status kept, unless it comes from a later
-        process (a clock stepped back by NTP between runs).
+        connect time). The very status kept, delivered again (the broker's retained copy to a restarted
+        ingest worker, a QoS 1 re-delivery), is not news and must not refresh the edge's last-seen. Else
+        fresh means within ``MAX_FUTURE_NS`` of the cloud's clock (the limit batches and signed requests
+        live with) and newer than the status kept, unless it comes from a later process (a clock
+        stepped back by NTP between runs).
         """
         ts = status.get("ts_ns")
         if ts is None:
-            return
+            return True
         if not isinstance(ts, int) or isinstance(ts, bool):
             raise PayloadError("malformed", f"ts_ns must be integer nanoseconds, got {ts!r}")
+        kept = self.store.edge_status(mill).get(edge)
+        before = kept.status.get("ts_ns") if kept is not None else None
+        started, started_before = status.get("started_ns"), kept.status.get("started_ns") if kept else None
+        if ts == before and started == started_before:
+            return False
         if abs(ts - now) > MAX_FUTURE_NS:
             raise PayloadError("stale_status", f"stamped {(ts - now) / 1e9:+.0f} s from the cloud's clock (limit "
                                                f"±{MAX_FUTURE_NS / 1e9:.0f} s): a replay, or the edge's clock is wrong")
-        kept = self.store.edge_status(mill).get(edge)
-        before = kept.status.get("ts_ns") if kept is not None else None
-        if kept is not None and isinstance(before, int) and ts <= before:
-            started, started_before = status.get("started_ns"), kept.status.get("started_ns")
-            if not (isinstance(started, int) and isinstance(started_before, int) and started > started_before):
-                raise PayloadError("stale_status", f"not newer than the status kept ({(ts - before) / 1e9:+.3f} s): "
-                                                   "a replay, or out of order")
+        if isinstance(before, int) and ts <= before and not (
+                isinstance(started, int) and isinstance(started_before, int) and started > started_before):
+            raise PayloadError("stale_status", f"older than the status kept ({(ts - before) / 1e9:+.3f} s): "
+                                               "a replay, or out of order")
+        return True
 
     # --- internals ------------------------------------------------------------------------------
 
