@@ -381,12 +381,17 @@ class PostgresStore:
         known, ctr_keys, ctr_rollover = self._point_kinds(cur, batch.point)
         parts = shared.minute_partials(batch, ctr_keys, ctr_rollover)
         if len(parts):
-            # The slot a refresh is not draining (it flips the slot before it locks the other one;
-            # a writer that read the slot just before a flip waits on that lock, see refresh_rollups).
-            row = cur.execute("SELECT active FROM rollup_partial_slot").fetchone()
-            table = PARTIAL_TABLES[int(row[0]) if row else 0]
+            table = self._partial_table(cur)
             with cur.copy(f"COPY {table} ({_PARTIAL_COLS}) FROM STDIN (FORMAT BINARY)") as cp:  # noqa: S608
                 cp.write(partial_copy_buffer(parts))
+
+    @staticmethod
+    def _partial_table(cur: psycopg.Cursor[Any]) -> str:
+        """The partial table writers append to now: the slot a refresh is not draining (it flips the
+        slot before it locks the other table; a writer that read the slot just before a flip waits
+        on that lock, or appends after the refresh committed: see ``refresh_rollups``)."""
+        row = cur.execute("SELECT active FROM rollup_partial_slot").fetchone()
+        return PARTIAL_TABLES[int(row[0]) if row else 0]
 
     def _point_kinds(self, cur: psycopg.Cursor[Any], keys: Any) -> tuple[Any, Any, Any]:
         """Counter keys and roll-overs, cached; re-read when a batch names a key not seen yet.
