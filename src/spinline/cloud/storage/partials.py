@@ -5,7 +5,12 @@ refresh (``shared.Partials``, one per (point, minute) per write), folds them per
 (``fold_partials``) and merges the result with the stored rows of the same buckets
 (``merge_stored``), the rules the SQL refresh had: min/max/sum/count combine; first/last come from
 the earliest/latest rows; a counter's increase adds the step across each seam, and is exact only when
-the pieces do not overlap in time (else the bucket is recomputed from finer data).
+the pieces do not overlap in time (else the bucket is recomputed from finer data). The embedded
+refresh (``embedded_rollups``) folds its recomputed minutes into hours with the same function.
+
+Both refreshes see sparse points (a row every few minutes: as many partials as rows) and rows read
+in key order, so ``fold_partials`` checks for sorted input before sorting and passes one-partial
+buckets through without reducing them.
 """
 
 from __future__ import annotations
