@@ -78,10 +78,11 @@ def _member(point: I64, bucket: I64, set_point: I64, set_bucket: I64) -> npt.NDA
     return known & np.isin(key, set_key)
 
 
-def _replace(cur: duckdb.DuckDBPyConnection, table: str, keys: str, rows: shared.Partials,
+def _replace(cur: duckdb.DuckDBPyConnection, table: str, keys: str | None, rows: shared.Partials,
              bucket_spans: list[tuple[int, int]]) -> None:
-    """Delete the rows of ``table`` whose (point, bucket) is in the registered ``keys``; insert ``rows``."""
-    for lo, hi in bucket_spans:
+    """Delete the rows of ``table`` whose (point, bucket) is in the registered ``keys`` (None: no
+    stored row to replace); insert ``rows``."""
+    for lo, hi in bucket_spans if keys is not None else []:
         cur.execute(f"DELETE FROM {table} r USING {keys} d WHERE r.bucket >= ? AND r.bucket < ? "  # noqa: S608
                     "AND r.point = d.point AND r.bucket = d.bucket", [lo, hi])
     if len(rows):
@@ -110,24 +111,38 @@ def refresh(cur: duckdb.DuckDBPyConnection, point: I64, bucket: I64) -> None:
                         np.concatenate([_col(r, "ts", np.int64, 0) for r in got]),
                         np.concatenate([_col(r, "value", np.float64, np.nan) for r in got]))
         minutes = shared.minute_partials(rows, ctr_keys, ctr_roll)
+        # Every dirty minute lies in a dirty hour, so the stored minutes of the dirty hours are also
+        # every stored row the new minutes replace: DELETE those (often none: new data), not a join
+        # of the table against every dirty pair.
         stored = [cur.execute(_HOUR_MINUTES, [lo, hi]).fetchnumpy() for lo, hi in hour_spans]
-        clean = [_clean(r, point, bucket) for r in stored]
-        _replace(cur, "rollup_1m", "dirty_minutes", minutes, minute_spans)
-        folded = partials.fold_partials(_with_clean(minutes, clean), HOUR_NS, ctr_keys, ctr_roll).parts
+        split = [_split(r, point, bucket) for r in stored]
+        stale_p = np.concatenate([s[1] for s in split])
+        stale_b = np.concatenate([s[2] for s in split])
+        stale = None
+        if len(stale_p):
+            cur.register("stale_minutes", pa.table({"point": stale_p, "bucket": stale_b}))
+            stale = "stale_minutes"
+        _replace(cur, "rollup_1m", stale, minutes, shared.spans(stale_b, MINUTE_NS, MERGE_GAP_1M))
+        folded = partials.fold_partials(_with_clean(minutes, [s[0] for s in split]), HOUR_NS, ctr_keys,
+                                        ctr_roll).parts
         _replace(cur, "rollup_1h", "dirty_hours", folded, hour_spans)
     finally:
         cur.unregister("dirty_minutes")
-        with contextlib.suppress(duckdb.Error):
-            cur.unregister("dirty_hours")
+        for name in ("dirty_hours", "stale_minutes"):
+            with contextlib.suppress(duckdb.Error):
+                cur.unregister(name)
 
 
-def _clean(stored: dict[str, Any], point: I64, bucket: I64) -> dict[str, Any]:
-    """The stored minutes that are not dirty (kept as they are in their hour)."""
-    if not len(stored["bucket"]):
-        return stored
+def _split(stored: dict[str, Any], point: I64, bucket: I64) -> tuple[dict[str, Any], I64, I64]:
+    """Stored minutes into the clean ones (kept as they are in their hour) and the (point, bucket)
+    of the dirty ones (replaced by the new minutes)."""
     sp, sb = _col(stored, "point", np.int64, 0), _col(stored, "bucket", np.int64, 0)
-    keep = ~_member(sp, sb, point, bucket)
-    return {k: np.asarray(v)[keep] if not isinstance(v, np.ma.MaskedArray) else v[keep] for k, v in stored.items()}
+    if not len(sb):
+        return stored, sp, sb
+    dirty = _member(sp, sb, point, bucket)
+    keep = ~dirty
+    clean = {k: np.asarray(v)[keep] if not isinstance(v, np.ma.MaskedArray) else v[keep] for k, v in stored.items()}
+    return clean, sp[dirty], sb[dirty]
 
 
 def _with_clean(minutes: shared.Partials, clean: list[dict[str, Any]]) -> shared.Partials:
