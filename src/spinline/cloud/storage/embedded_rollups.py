@@ -28,6 +28,7 @@ import pyarrow as pa
 
 from spinline.cloud.storage import partials, shared
 from spinline.cloud.storage.base import RESOLUTION_NS
+from spinline.cloud.storage.counters import STEP_SQL
 from spinline.core.batch import I64, Batch
 
 MINUTE_NS = RESOLUTION_NS["1m"]
@@ -40,6 +41,36 @@ MERGE_GAP_1H = 7 * 86400 * 10**9
 _ROWS = """SELECT s.point, s.ts, s.value FROM samples s
 SEMI JOIN dirty_minutes d ON d.point = s.point AND d.bucket = s.ts - s.ts % 60000000000
 WHERE s.ts >= ? AND s.ts < ? AND s.quality < 128 AND NOT isnan(s.value) ORDER BY s.point, s.ts"""
+
+_STEP = STEP_SQL.format(prev="prev", cur="value", rollover="rollover")
+
+#: Dense minutes aggregated by DuckDB (many rows per minute: its parallel hash aggregate over few
+#: groups beats moving every row to numpy); increases are summed between consecutive rows of a
+#: counter's minute, gauges skip the window.
+_MINUTES_SQL = f"""
+WITH rows AS (
+  SELECT s.point, s.ts - s.ts % 60000000000 AS bucket, s.ts, s.value, coalesce(p.kind = 'counter', false) AS ctr,
+         p.rollover
+  FROM samples s SEMI JOIN dirty_minutes d ON d.point = s.point AND d.bucket = s.ts - s.ts % 60000000000
+  LEFT JOIN points p ON p.key = s.point
+  WHERE s.ts >= $lo AND s.ts < $hi AND s.quality < 128 AND NOT isnan(s.value)
+)
+SELECT * FROM (
+  SELECT point, bucket, min(value) AS min, max(value) AS max, sum(value) AS sum, count(*) AS count,
+         arg_min(value, ts) AS first, arg_max(value, ts) AS last, 0.0 AS inc
+  FROM rows WHERE NOT ctr GROUP BY point, bucket
+  UNION ALL
+  SELECT point, bucket, min(value), max(value), sum(value), count(*), arg_min(value, ts), arg_max(value, ts),
+         sum({_STEP})
+  FROM (SELECT *, lag(value) OVER (PARTITION BY point, bucket ORDER BY ts) AS prev FROM rows WHERE ctr)
+  GROUP BY point, bucket
+) ORDER BY point, bucket
+"""  # noqa: S608 (constant SQL built from constants)
+
+#: Rows per dirty minute (counted over the spans, so an upper bound) from which DuckDB aggregates the
+#: minutes instead of numpy: at one row a minute (sparse points) its hash aggregate builds a group
+#: per row and numpy is ~2x faster; at tens of rows a minute DuckDB is ~1.5x faster.
+SQL_MIN_ROWS_PER_MINUTE = 8
 
 #: The stored minutes of the dirty hours (those that are dirty themselves are dropped in numpy: an
 #: anti-join would hash every dirty pair, and on sparse data the dirty hours hold no other minute).
@@ -106,11 +137,7 @@ def refresh(cur: duckdb.DuckDBPyConnection, point: I64, bucket: I64) -> None:
         cur.register("dirty_hours", pa.table({"point": _col(hours, "point", np.int64, 0), "bucket": hour_bucket}))
         minute_spans = shared.spans(bucket, MINUTE_NS, MERGE_GAP_1M)
         hour_spans = shared.spans(hour_bucket, HOUR_NS, MERGE_GAP_1H)
-        got = [cur.execute(_ROWS, [lo, hi]).fetchnumpy() for lo, hi in minute_spans]
-        rows = Batch.of(np.concatenate([_col(r, "point", np.int64, 0) for r in got]),
-                        np.concatenate([_col(r, "ts", np.int64, 0) for r in got]),
-                        np.concatenate([_col(r, "value", np.float64, np.nan) for r in got]))
-        minutes = shared.minute_partials(rows, ctr_keys, ctr_roll)
+        minutes = _minutes(cur, minute_spans, ctr_keys, ctr_roll)
         # Every dirty minute lies in a dirty hour, so the stored minutes of the dirty hours are also
         # every stored row the new minutes replace: DELETE those (often none: new data), not a join
         # of the table against every dirty pair.
@@ -131,6 +158,30 @@ def refresh(cur: duckdb.DuckDBPyConnection, point: I64, bucket: I64) -> None:
         for name in ("dirty_hours", "stale_minutes"):
             with contextlib.suppress(duckdb.Error):
                 cur.unregister(name)
+
+
+def _minutes(cur: duckdb.DuckDBPyConnection, minute_spans: list[tuple[int, int]], ctr_keys: I64,
+             ctr_roll: Any) -> shared.Partials:
+    """The 1-minute rollups of the dirty pairs, from ``samples``: by DuckDB where minutes hold many
+    rows (``SQL_MIN_ROWS_PER_MINUTE``, judged from all rows in the spans), else by numpy."""
+    in_spans = 0
+    for lo, hi in minute_spans:
+        row = cur.execute("SELECT count(*) FROM samples WHERE ts >= ? AND ts < ?", [lo, hi]).fetchone()
+        in_spans += int(row[0]) if row else 0
+    pairs = cur.execute("SELECT count(*) FROM (SELECT DISTINCT point, bucket FROM dirty_minutes)").fetchone()
+    if in_spans >= SQL_MIN_ROWS_PER_MINUTE * (int(pairs[0]) if pairs else 0):
+        got = [cur.execute(_MINUTES_SQL, {"lo": lo, "hi": hi}).fetchnumpy() for lo, hi in minute_spans]
+        f, i = np.float64, np.int64
+        cols = {k: np.concatenate([_col(r, k, dt, fill) for r in got])
+                for k, dt, fill in (("point", i, 0), ("bucket", i, 0), ("min", f, np.nan), ("max", f, np.nan),
+                                    ("sum", f, np.nan), ("count", i, 0), ("first", f, np.nan), ("last", f, np.nan),
+                                    ("inc", f, 0.0))}
+        return shared.Partials(first_ts=cols["bucket"], last_ts=cols["bucket"], **cols)
+    got = [cur.execute(_ROWS, [lo, hi]).fetchnumpy() for lo, hi in minute_spans]
+    rows = Batch.of(np.concatenate([_col(r, "point", np.int64, 0) for r in got]),
+                    np.concatenate([_col(r, "ts", np.int64, 0) for r in got]),
+                    np.concatenate([_col(r, "value", np.float64, np.nan) for r in got]))
+    return shared.minute_partials(rows, ctr_keys, ctr_roll)
 
 
 def _split(stored: dict[str, Any], point: I64, bucket: I64) -> tuple[dict[str, Any], I64, I64]:
