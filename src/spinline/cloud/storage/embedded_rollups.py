@@ -1,15 +1,15 @@
-"""The embedded store's rollup refresh: DuckDB selects and stores, numpy aggregates.
+"""The embedded store's rollup refresh: DuckDB selects and stores, numpy folds sparse data.
 
 Why not one SQL statement per resolution (what it was): on sparse data (a point every 5 min, every
 row alone in its minute) DuckDB's hash aggregate builds one group per row with ``arg_min``/``arg_max``
 states, and the hour statement ran a window (``lag``) over every minute row; both cost more per row
-than the whole ingest (bench/ingest.py: 0.20 M rows/s against 0.35 M ingest). Here DuckDB does
-what it is fast at (the semi-join of the dirty (point, minute) pairs against ``samples``, Arrow in and
-out, the DELETE of replaced buckets) and numpy the per-bucket arithmetic, in linear passes over rows
-sorted by (point, ts) (DuckDB sorts them as it reads them; ``shared.minute_partials`` and
-``partials.fold_partials`` skip the sort of sorted input and the reduction of one-row buckets).
-Hours are folded from the new minutes plus the stored, clean minutes of the same hours, so the
-minutes just written are not read back.
+than the ingest (bench/ingest.py, loaded machine: 0.20 M rows/s against 0.35 M ingest). Here the
+minutes of sparse data are folded by numpy from rows DuckDB reads sorted by (point, ts)
+(``shared.minute_partials`` skips the sort of sorted input and the reduction of one-row minutes);
+minutes holding many rows stay with DuckDB's aggregate (``SQL_MIN_ROWS_PER_MINUTE``), which is faster
+there than moving every row to Python. Hours are folded by numpy (``partials.fold_partials``) from the
+new minutes plus the stored, clean minutes of the same hours, so the minutes just written are not
+read back; the stored minutes of those hours also tell which stored rows the new minutes replace.
 
 The dirty pairs are read by a SELECT and cleared by a DELETE in the same transaction (one snapshot:
 a pair committed by another connection meanwhile is neither read nor deleted; DuckDB's DELETE ...
