@@ -150,8 +150,7 @@ def refresh(cur: duckdb.DuckDBPyConnection, point: I64, bucket: I64) -> None:
             cur.register("stale_minutes", pa.table({"point": stale_p, "bucket": stale_b}))
             stale = "stale_minutes"
         _replace(cur, "rollup_1m", stale, minutes, shared.spans(stale_b, MINUTE_NS, MERGE_GAP_1M))
-        folded = partials.fold_partials(_with_clean(minutes, [s[0] for s in split]), HOUR_NS, ctr_keys,
-                                        ctr_roll).parts
+        folded = _fold_hours(minutes, [s[0] for s in split], ctr_keys, ctr_roll)
         _replace(cur, "rollup_1h", "dirty_hours", folded, hour_spans)
     finally:
         cur.unregister("dirty_minutes")
@@ -194,6 +193,26 @@ def _split(stored: dict[str, Any], point: I64, bucket: I64) -> tuple[dict[str, A
     keep = ~dirty
     clean = {k: np.asarray(v)[keep] if not isinstance(v, np.ma.MaskedArray) else v[keep] for k, v in stored.items()}
     return clean, sp[dirty], sb[dirty]
+
+
+def _fold_hours(minutes: shared.Partials, clean: list[dict[str, Any]], ctr_keys: I64, ctr_roll: Any) -> shared.Partials:
+    """The hours of the new minutes. Hours that also hold stored clean minutes are folded from both;
+    the others from the new minutes alone, which arrive sorted (the fold then sorts nothing: merging
+    the few clean minutes into all of them would sort every minute)."""
+    stamped = shared.Partials(**{k: getattr(minutes, k) for k in shared.Partials.__slots__
+                                 if k not in ("first_ts", "last_ts")}, first_ts=minutes.bucket, last_ts=minutes.bucket)
+    kept = [r for r in clean if len(r["bucket"])]
+    if not kept:
+        return partials.fold_partials(stamped, HOUR_NS, ctr_keys, ctr_roll).parts
+    cp = np.concatenate([_col(r, "point", np.int64, 0) for r in kept])
+    cb = np.concatenate([_col(r, "bucket", np.int64, 0) for r in kept])
+    shared_hour = _member(minutes.point, minutes.bucket - minutes.bucket % HOUR_NS, cp, cb - cb % HOUR_NS)
+    alone = shared.Partials(**{k: getattr(stamped, k)[~shared_hour] for k in shared.Partials.__slots__})
+    mixed = _with_clean(shared.Partials(**{k: getattr(stamped, k)[shared_hour] for k in shared.Partials.__slots__}),
+                        kept)
+    a = partials.fold_partials(alone, HOUR_NS, ctr_keys, ctr_roll).parts
+    m = partials.fold_partials(mixed, HOUR_NS, ctr_keys, ctr_roll).parts
+    return shared.Partials(**{k: np.concatenate([getattr(a, k), getattr(m, k)]) for k in shared.Partials.__slots__})
 
 
 def _with_clean(minutes: shared.Partials, clean: list[dict[str, Any]]) -> shared.Partials:
