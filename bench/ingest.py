@@ -20,10 +20,15 @@ PostgreSQL) and each shape (``--shapes``, rows per payload):
   both at least the measured end-to-end ingest rate).
 
 ``--profile`` writes a cProfile of the in-process path of each backend's last shape to stderr (top
-20 by own time), to show what bounds it when a target is missed.
+20 by own time), to show what bounds it when a target is missed; with ``--only refresh`` it profiles
+the refresh of each workload instead.
+
+``--only refresh`` measures the refresh workloads alone (a fresh store, points registered; no broker,
+no ingest, no ceilings): minutes instead of the full run, to iterate on the refresh. Its JSON has no
+ingest figures, so ``refresh_keeps_up`` is null there; the full run (the default) is the reference.
 
 Usage: .venv/bin/python bench/ingest.py [--shapes 150,1250] [--rows 600000] [--backend both]
-       [--preload-keys N] [--refresh-rows 1000000] [--profile]
+       [--preload-keys N] [--refresh-rows 1000000] [--profile] [--only all|refresh]
 Ends with one line of JSON.
 """
 
@@ -375,7 +380,7 @@ def refresh_batches(kind: str, n_rows: int, t0: int) -> list[list[tuple[Batch, s
     return [batches[j:j + 8] for j in range(0, len(batches), 8)]
 
 
-def refresh_rate(store: TimeSeriesStore, kind: str, n_rows: int, t0: int) -> dict[str, Any]:
+def refresh_rate(store: TimeSeriesStore, kind: str, n_rows: int, t0: int, profile: bool = False) -> dict[str, Any]:
     """Write ``n_rows`` of the workload, then time one refresh of all of it (raw rows per second)."""
     txs = refresh_batches(kind, n_rows, t0)
     rows = sum(len(b) for tx in txs for b, _ in tx)
@@ -383,20 +388,29 @@ def refresh_rate(store: TimeSeriesStore, kind: str, n_rows: int, t0: int) -> dic
     for tx in txs:
         store.write_many(tx)
     write = time.perf_counter() - t
+    prof = cProfile.Profile() if profile else None
     t = time.perf_counter()
+    if prof is not None:
+        prof.enable()
     store.refresh_rollups()
+    if prof is not None:
+        prof.disable()
     refresh = time.perf_counter() - t
+    if prof is not None:
+        buf = io.StringIO()
+        pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(20)
+        print(f"--- cProfile, {kind} refresh, {type(store).__name__} ---\n{buf.getvalue()}", file=sys.stderr)
     return {f"refresh_{kind}_rows": rows, f"refresh_{kind}_rows_per_s": round(rows / refresh),
             f"refresh_{kind}_s": round(refresh, 3), f"write_{kind}_rows_per_s": round(rows / write)}
 
 
-def refresh_figures(store: TimeSeriesStore, n_rows: int, now_s: int) -> dict[str, Any]:
+def refresh_figures(store: TimeSeriesStore, n_rows: int, now_s: int, profile: bool = False) -> dict[str, Any]:
     out: dict[str, Any] = {}
     # Dense 10 days back, sparse 20 days back (1 M sparse rows span about 7 days): no overlap with
     # each other, the end-to-end rows (3 days back) or the 30-day chart point (key 1, 30 days back:
     # the chart load rewrites only key 1, whose rollups are recomputed in the chart's refresh).
-    out.update(refresh_rate(store, "dense", n_rows, (now_s - 10 * 86400) * S))
-    out.update(refresh_rate(store, "sparse", n_rows, (now_s - 20 * 86400) * S))
+    out.update(refresh_rate(store, "dense", n_rows, (now_s - 10 * 86400) * S, profile))
+    out.update(refresh_rate(store, "sparse", n_rows, (now_s - 20 * 86400) * S, profile))
     return out
 
 
@@ -406,6 +420,10 @@ def bench_backend(store: TimeSeriesStore, db: str, shapes: list[int], n_rows: in
     store.register_points(infos())
     now_s = time.time_ns() // S
     out: dict[str, Any] = {}
+    if args.only == "refresh":
+        out.update(refresh_figures(store, args.refresh_rows, now_s, args.profile))
+        out["refresh_keeps_up"] = None              # no ingest measured in this run
+        return out
     with tempfile.TemporaryDirectory() as folder:
         fleet = Fleet(store, db, folder)
         try:
@@ -523,11 +541,15 @@ def main() -> None:
     ap.add_argument("--backend", choices=("both", "embedded", "postgres"), default="both")
     ap.add_argument("--no-mqtt", action="store_true", help="in-process figures only (no broker)")
     ap.add_argument("--profile", action="store_true", help="cProfile the in-process path (stderr)")
+    ap.add_argument("--only", choices=("all", "refresh"), default="all",
+                    help="refresh: the refresh workloads alone (no broker, no ingest figures)")
     ap.add_argument("--pg", choices=("private", "shared"), default="private",
                     help="private: our own PostgreSQL with autovacuum on (default); shared: SPINLINE_BENCH_PG")
     args = ap.parse_args()
     shapes = [int(x) for x in args.shapes.split(",")]
     broker_dir = tempfile.mkdtemp()
+    if args.only == "refresh":
+        args.no_mqtt = True
     broker = private_broker(broker_dir) if not args.no_mqtt and not PORT else None
     try:
         run(args, shapes)
@@ -543,7 +565,8 @@ def run(args: argparse.Namespace, shapes: list[int]) -> None:
         secrets = {f"e{e}": os.urandom(32) for e in range(EDGES)}
         t0 = (time.time_ns() // S - 3600) * S
         raw = {r: raw_mosquitto(flush_payloads(secrets, r, args.rows, t0)) for r in shapes}
-    result: dict[str, Any] = {"bench": "ingest", "cores": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 1),
+    result: dict[str, Any] = {"bench": "ingest", "only": args.only, "cores": os.cpu_count(),
+                              "load_avg_1m": round(os.getloadavg()[0], 1),
                               "shapes": shapes, "rows_per_shape": args.rows, "coalesce": COALESCE,
                               "raw_mosquitto_rows_per_s": {str(r): round(v) for r, v in raw.items()}}
 
@@ -582,6 +605,7 @@ def run(args: argparse.Namespace, shapes: list[int]) -> None:
         finally:
             if stop_pg is not None:
                 stop_pg()
+    result["load_avg_1m_end"] = round(os.getloadavg()[0], 1)
     result["targets"] = {"embedded_e2e_rows_per_s": 2_000_000, "postgres_e2e_rows_per_s": 500_000,
                          "refresh": "refresh_keeps_up on both backends"}
     print(json.dumps(result))

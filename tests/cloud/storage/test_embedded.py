@@ -40,11 +40,11 @@ def test_duckdb_errors_are_raised_as_storage_error(tmp_path: Path) -> None:
 
 def test_injected_failure_in_refresh_is_a_storage_error_and_keeps_the_dirty_minutes(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import spinline.cloud.storage.embedded as emb
+    import spinline.cloud.storage.embedded_rollups as emb
 
     store = _store(tmp_path)
     store.write(Batch.of([1, 1], [T0, T0 + S], [1.0, 3.0], Quality.GOOD))
-    monkeypatch.setattr(emb, "_REFRESH_1M", "SELECT * FROM no_such_table")
+    monkeypatch.setattr(emb, "_HOUR_MINUTES", "SELECT * FROM no_such_table")
     with pytest.raises(StorageError, match="rollup refresh failed"):
         store.refresh_rollups()
     monkeypatch.undo()

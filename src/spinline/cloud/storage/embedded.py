@@ -43,7 +43,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from spinline.cloud.storage import shared
+from spinline.cloud.storage import embedded_rollups, shared
 from spinline.cloud.storage.base import (
     RESOLUTION_NS,
     Completeness,
@@ -55,7 +55,6 @@ from spinline.cloud.storage.base import (
     Series,
     WriteResult,
 )
-from spinline.cloud.storage.counters import STEP_SQL
 from spinline.cloud.storage.gaps import completeness_by_point
 from spinline.core.batch import Batch
 from spinline.core.errors import StorageError
@@ -92,36 +91,6 @@ _DDL = (
         received_ns BIGINT)""",
 )
 
-_STEP = STEP_SQL.format(prev="prev", cur="value", rollover="rollover")
-_STEP_H = STEP_SQL.format(prev="prev_last", cur="first", rollover="rollover")
-
-#: Dirty buckets closer than this are refreshed by one statement (see ``shared.spans``): scanning the
-#: ``ts`` column of up to an hour of rows that are then filtered out costs less than a statement.
-_MERGE_GAP_1M = 3600 * 10**9
-_MERGE_GAP_1H = 7 * 86400 * 10**9
-
-#: 1-minute buckets from raw rows of the dirty (point, minute) pairs in [lo, hi): increases are summed between
-#: consecutive rows of the same bucket. Gauges (no increase) skip the window: on sparse data every
-#: row is its own bucket, and a window partitioned per bucket costs more than the aggregate.
-_REFRESH_1M = f"""
-INSERT INTO rollup_1m
-WITH rows AS (
-  SELECT s.point, s.ts - s.ts % 60000000000 AS bucket, s.ts, s.value, coalesce(p.kind = 'counter', false) AS ctr,
-         p.rollover
-  FROM samples s SEMI JOIN dirty_minutes d ON d.point = s.point AND d.bucket = s.ts - s.ts % 60000000000
-  LEFT JOIN points p ON p.key = s.point
-  WHERE s.ts >= $lo AND s.ts < $hi AND s.quality < 128 AND NOT isnan(s.value)
-)
-SELECT point, bucket, min(value), max(value), sum(value), count(*), arg_min(value, ts), arg_max(value, ts), 0.0
-FROM rows WHERE NOT ctr GROUP BY point, bucket
-UNION ALL
-SELECT point, bucket, min(value), max(value), sum(value), count(*), arg_min(value, ts), arg_max(value, ts),
-       sum({_STEP})
-FROM (
-  SELECT *, lag(value) OVER (PARTITION BY point, bucket ORDER BY ts) AS prev FROM rows WHERE ctr
-)
-GROUP BY point, bucket
-"""  # noqa: S608 (constant SQL built from constants)
 
 #: Chart reduction of raw rows done by DuckDB (the rows never reach Python): per chart bucket of width
 #: ``$w`` from ``$lo``, the row of the minimum (NaN sorts last; ties: the earliest) and the row of the
@@ -133,22 +102,6 @@ SELECT mn.t AS t1, mn.v AS v1, -mx.t AS t2, mx.v AS v2 FROM (
   FROM samples WHERE point = $p AND ts >= $lo AND ts < $hi GROUP BY b
 ) ORDER BY b
 """
-
-#: 1-hour buckets from 1-minute ones: within-hour increase = minutes' own + steps between minutes.
-_REFRESH_1H = f"""
-INSERT INTO rollup_1h
-SELECT point, hour, min(min), max(max), sum(sum), sum(count), arg_min(first, bucket), arg_max(last, bucket),
-       sum(inc + CASE WHEN kind = 'counter' THEN {_STEP_H} ELSE 0 END)
-FROM (
-  SELECT r.*, r.bucket - r.bucket % 3600000000000 AS hour, p.kind, p.rollover,
-         lag(r.last) OVER (PARTITION BY r.point, r.bucket - r.bucket % 3600000000000 ORDER BY r.bucket) AS prev_last
-  FROM rollup_1m r SEMI JOIN dirty_hours d ON d.point = r.point AND d.bucket = r.bucket - r.bucket % 3600000000000
-  LEFT JOIN points p ON p.key = r.point
-  WHERE r.bucket >= $lo AND r.bucket < $hi
-)
-GROUP BY point, hour
-"""  # noqa: S608 (constant SQL built from constants)
-
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -437,42 +390,27 @@ class EmbeddedStore:
 
     @_wrapped("rollup refresh")
     def refresh_rollups(self) -> None:
-        """Recompute the dirty (point, minute) pairs and their (point, hour) pairs, set-based.
+        """Recompute the dirty (point, minute) pairs and their (point, hour) pairs (``embedded_rollups``).
 
         Only the pairs written since the last refresh are deleted and rebuilt: a late or replayed
         batch of one point never touches another point's rollups (whose raw rows retention may have
-        removed). The dirty pairs are joined as a table, one statement per span of nearby dirty
-        minutes (``shared.spans``), so the cost follows the rows in dirty buckets, not their number.
+        removed). The dirty pairs are read and cleared in the refresh's own transaction, so a write
+        committed meanwhile (another connection to the file) stays dirty for the next refresh.
         """
         with self._tx() as cur:
-            rows = cur.execute("DELETE FROM rollup_dirty RETURNING point, bucket").fetchnumpy()
-            point = rows["point"]
+            rows = cur.execute("SELECT point, bucket FROM rollup_dirty").fetchnumpy()
             bucket = _col(rows, "bucket", np.int64, 0)
-            legacy = np.ma.getmaskarray(point)        # written before version 3: every point of the minute
+            if not len(bucket):
+                return
+            cur.execute("DELETE FROM rollup_dirty")
+            legacy = np.ma.getmaskarray(rows["point"])    # written before version 3: every point of the minute
             point = _col(rows, "point", np.int64, 0)
             if legacy.any():
                 extra_p, extra_b = self._legacy_pairs(cur, np.unique(bucket[legacy]))
                 point = np.r_[point[~legacy], extra_p]
                 bucket = np.r_[bucket[~legacy], extra_b]
-            if not len(bucket):
-                return
-            # Not deduplicated: the semi-joins and DELETE ... USING below do not care about repeats.
-            mp, mb = point, bucket
-            hp, hb = point, bucket - bucket % RESOLUTION_NS["1h"]
-            cur.register("dirty_minutes", pa.table({"point": pa.array(mp), "bucket": pa.array(mb)}))
-            cur.register("dirty_hours", pa.table({"point": pa.array(hp), "bucket": pa.array(hb)}))
-            try:
-                for lo, hi in shared.spans(np.unique(mb), RESOLUTION_NS["1m"], _MERGE_GAP_1M):
-                    cur.execute("DELETE FROM rollup_1m r USING dirty_minutes d WHERE r.bucket >= ? AND r.bucket < ? "
-                                "AND r.point = d.point AND r.bucket = d.bucket", [lo, hi])
-                    cur.execute(_REFRESH_1M, {"lo": lo, "hi": hi})
-                for lo, hi in shared.spans(np.unique(hb), RESOLUTION_NS["1h"], _MERGE_GAP_1H):
-                    cur.execute("DELETE FROM rollup_1h r USING dirty_hours d WHERE r.bucket >= ? AND r.bucket < ? "
-                                "AND r.point = d.point AND r.bucket = d.bucket", [lo, hi])
-                    cur.execute(_REFRESH_1H, {"lo": lo, "hi": hi})
-            finally:
-                cur.unregister("dirty_minutes")
-                cur.unregister("dirty_hours")
+            if len(bucket):
+                embedded_rollups.refresh(cur, point, bucket)
 
     @staticmethod
     def _legacy_pairs(cur: duckdb.DuckDBPyConnection, minutes: Any) -> tuple[Any, Any]:

@@ -5,7 +5,12 @@ refresh (``shared.Partials``, one per (point, minute) per write), folds them per
 (``fold_partials``) and merges the result with the stored rows of the same buckets
 (``merge_stored``), the rules the SQL refresh had: min/max/sum/count combine; first/last come from
 the earliest/latest rows; a counter's increase adds the step across each seam, and is exact only when
-the pieces do not overlap in time (else the bucket is recomputed from finer data).
+the pieces do not overlap in time (else the bucket is recomputed from finer data). The embedded
+refresh (``embedded_rollups``) folds its recomputed minutes into hours with the same function.
+
+Both refreshes see sparse points (a row every few minutes: as many partials as rows) and rows read
+in key order, so ``fold_partials`` checks for sorted input before sorting and passes one-partial
+buckets through without reducing them.
 """
 
 from __future__ import annotations
@@ -45,39 +50,85 @@ def fold_partials(parts: Partials, width_ns: int, counter_keys: I64, counter_rol
     """
     n = len(parts)
     b = parts.bucket - parts.bucket % width_ns
-    order = np.lexsort((parts.last_ts, parts.first_ts, b, parts.point))
+    is_sorted = lex_sorted((parts.point, b, parts.first_ts, parts.last_ts))
+    order = slice(None) if is_sorted else np.lexsort((parts.last_ts, parts.first_ts, b, parts.point))
     p, bk = parts.point[order], b[order]
     f_ts, l_ts = parts.first_ts[order], parts.last_ts[order]
     first, last = parts.first[order], parts.last[order]
-    brk = np.r_[True, (p[1:] != p[:-1]) | (bk[1:] != bk[:-1])] if n else np.empty(0, dtype=bool)
-    starts = np.flatnonzero(brk)
-    gid = np.cumsum(brk) - 1
-    pos = np.clip(np.searchsorted(counter_keys, p), 0, max(len(counter_keys) - 1, 0))
-    is_ctr = (counter_keys[pos] == p) if len(counter_keys) else np.zeros(n, dtype=bool)
-    roll = np.where(is_ctr, counter_rollover[pos] if len(counter_keys) else np.nan, np.nan)
-    prev_last = np.r_[np.nan, last[:-1]] if n else np.empty(0)
-    prev_lts = np.r_[np.iinfo(np.int64).min, l_ts[:-1]] if n else np.empty(0, dtype=np.int64)
-    prev_last[brk] = np.nan
-    prev_lts[brk] = np.iinfo(np.int64).min
-    link = parts.inc[order] + np.where(is_ctr, step(prev_last, first, roll), 0.0)
-    ok = f_ts >= prev_lts
-    if ordered_in is not None:
-        ok &= ordered_in[order]
     if not n:
         e_i, e_f = np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
         empty = Partials(e_i, e_i, e_f, e_f, e_f, e_i, e_i, e_f, e_i, e_f, e_f)
         return Folded(empty, np.empty(0, dtype=bool), np.empty(0, dtype=bool), e_f)
+    brk = np.r_[True, (p[1:] != p[:-1]) | (bk[1:] != bk[:-1])]
+    ordered = np.ones(n, dtype=bool) if ordered_in is None else ordered_in[order]
+    if brk.all():
+        # One partial per bucket (sparse points): the folded partials are the inputs, re-bucketed.
+        is_ctr, roll = _counters(p, counter_keys, counter_rollover)
+        alone = Partials(point=p, bucket=bk, min=parts.min[order], max=parts.max[order], sum=parts.sum[order],
+                         count=parts.count[order], first_ts=f_ts, first=first, last_ts=l_ts, last=last,
+                         inc=parts.inc[order])
+        return Folded(alone, ordered, is_ctr, roll)
+    starts = np.flatnonzero(brk)
+    ends = np.r_[starts[1:], n] - 1
+    g_ctr, g_roll = _counters(p[starts], counter_keys, counter_rollover)   # a point's kind, per bucket
+    link = np.array(parts.inc[order], dtype=np.float64)
+    ok = ordered.copy()
+    inner = np.flatnonzero(~brk)                 # a partial after another of its bucket: a link
+    ok[inner] &= f_ts[inner] >= l_ts[inner - 1]
+    if g_ctr.any():
+        gid = np.cumsum(brk) - 1
+        ctr_inner = inner[g_ctr[gid[inner]]]
+        if len(ctr_inner):
+            link[ctr_inner] += step(last[ctr_inner - 1], first[ctr_inner], g_roll[gid[ctr_inner]])
     g_first_ts = np.minimum.reduceat(f_ts, starts)
     g_last_ts = np.maximum.reduceat(l_ts, starts)
-    g_first = np.minimum.reduceat(np.where(f_ts == g_first_ts[gid], first, np.inf), starts)
-    g_last = np.maximum.reduceat(np.where(l_ts == g_last_ts[gid], last, -np.inf), starts)
+    # In (first_ts, last_ts) order the first partial starts first and, unless partials overlap, the
+    # last ends last; otherwise (ties, overlaps) the smallest first / largest last of the extremes.
+    if (f_ts[inner] > f_ts[inner - 1]).all():          # strictly rising within buckets: one earliest
+        g_first = first[starts]
+    else:
+        gid = np.cumsum(brk) - 1
+        g_first = np.minimum.reduceat(np.where(f_ts == g_first_ts[gid], first, np.inf), starts)
+    if (l_ts[inner] > l_ts[inner - 1]).all():          # and one latest, the bucket's last partial
+        g_last = last[ends]
+    else:
+        gid = np.cumsum(brk) - 1
+        g_last = np.maximum.reduceat(np.where(l_ts == g_last_ts[gid], last, -np.inf), starts)
     folded = Partials(point=p[starts], bucket=bk[starts], min=np.minimum.reduceat(parts.min[order], starts),
                       max=np.maximum.reduceat(parts.max[order], starts),
                       sum=np.add.reduceat(parts.sum[order], starts),
                       count=np.add.reduceat(parts.count[order], starts).astype(np.int64),
                       first_ts=g_first_ts, first=g_first, last_ts=g_last_ts, last=g_last,
                       inc=np.add.reduceat(link, starts))
-    return Folded(folded, np.logical_and.reduceat(ok, starts), is_ctr[starts], roll[starts])
+    return Folded(folded, np.logical_and.reduceat(ok, starts), g_ctr, g_roll)
+
+
+def _counters(point: I64, counter_keys: I64, counter_rollover: F64) -> tuple[npt.NDArray[np.bool_], F64]:
+    """Per row, whether its point is a counter and its roll-over (NaN: none or not a counter)."""
+    roll = np.full(len(point), np.nan)
+    if not len(counter_keys) or not len(point):
+        return np.zeros(len(point), dtype=bool), roll
+    pos = np.clip(np.searchsorted(counter_keys, point), 0, len(counter_keys) - 1)
+    is_ctr = counter_keys[pos] == point
+    roll[is_ctr] = counter_rollover[pos[is_ctr]]
+    return is_ctr, roll
+
+
+def lex_sorted(keys: tuple[I64, ...]) -> bool:
+    """Whether rows are in lexicographic order of ``keys`` (most significant first) already: linear
+    passes that save sorting data which arrives sorted (sparse points, rows read in key order)."""
+    n = len(keys[0])
+    if n < 2:
+        return True
+    undecided = np.ones(n - 1, dtype=bool)       # pairs equal on every key so far
+    for k in keys:
+        a, z = k[:-1], k[1:]
+        if np.any(undecided & (z < a)):
+            return False
+        undecided &= z == a
+        if not undecided.any():
+            return True
+    return True
 
 
 #: ``first_ts``/``last_ts`` of a stored rollup row written before they were kept (NULL in SQL).

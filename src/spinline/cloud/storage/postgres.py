@@ -61,6 +61,8 @@ HOUR_NS = RESOLUTION_NS["1h"]
 _MERGE_GAP_NS = 3600 * 10**9
 #: work_mem of the refresh transaction (SET LOCAL): a 1 M-partial sort in memory.
 REFRESH_WORK_MEM = "256MB"
+#: The two partial tables, by slot (``rollup_partial_slot.active``: where writers append).
+PARTIAL_TABLES = ("rollup_partial", "rollup_partial_1")
 
 _STEP = STEP_SQL.format(prev="prev", cur="value", rollover="rollover")
 _STEP_H = STEP_SQL.format(prev="prev_last", cur="first", rollover="rollover")
@@ -152,6 +154,15 @@ def _parse_partials(data: bytes) -> shared.Partials:
     cols: dict[str, Any] = {f: np.ascontiguousarray(rows[f]).astype(
         np.int64 if f in ("point", "bucket", "count", "first_ts", "last_ts") else np.float64) for f in _PARTIAL_FIELDS}
     return shared.Partials(**cols)
+
+
+def _copy_out(cur: psycopg.Cursor[Any], sql: str) -> shared.Partials:
+    """Partial-shaped rows of a binary ``COPY ... TO STDOUT``."""
+    raw = bytearray()
+    with cur.copy(sql) as cp:
+        for chunk in cp:
+            raw += chunk
+    return _parse_partials(bytes(raw))
 
 
 def _keys_copy_buffer(point: Any, bucket: Any) -> bytes:
@@ -370,9 +381,17 @@ class PostgresStore:
         known, ctr_keys, ctr_rollover = self._point_kinds(cur, batch.point)
         parts = shared.minute_partials(batch, ctr_keys, ctr_rollover)
         if len(parts):
-            with cur.copy("COPY rollup_partial (point, bucket, min, max, sum, count, first_ts, first, last_ts, last, "
-                          "inc) FROM STDIN (FORMAT BINARY)") as cp:
+            table = self._partial_table(cur)
+            with cur.copy(f"COPY {table} ({_PARTIAL_COLS}) FROM STDIN (FORMAT BINARY)") as cp:  # noqa: S608
                 cp.write(partial_copy_buffer(parts))
+
+    @staticmethod
+    def _partial_table(cur: psycopg.Cursor[Any]) -> str:
+        """The partial table writers append to now: the slot a refresh is not draining (it flips the
+        slot before it locks the other table; a writer that read the slot just before a flip waits
+        on that lock, or appends after the refresh committed: see ``refresh_rollups``)."""
+        row = cur.execute("SELECT active FROM rollup_partial_slot").fetchone()
+        return PARTIAL_TABLES[int(row[0]) if row else 0]
 
     def _point_kinds(self, cur: psycopg.Cursor[Any], keys: Any) -> tuple[Any, Any, Any]:
         """Counter keys and roll-overs, cached; re-read when a batch names a key not seen yet.
@@ -512,23 +531,38 @@ class PostgresStore:
         Set-based and incremental: the partials (one row per point and minute per write) are merged
         into the stored buckets; ``samples`` is read only for a counter's buckets whose new rows
         overlap in time rows already rolled up (late, out-of-order data), and for the minutes listed
-        in ``rollup_dirty``. One refresh at a time (a session advisory lock), in one REPEATABLE READ
-        transaction: the partials it deletes and the raw rows it may recompute from are the same
-        snapshot, so a write committing meanwhile is merged by the next refresh, exactly once.
+        in ``rollup_dirty``. One refresh at a time (a session advisory lock).
+
+        Writers append partials to the active slot of two tables (``PARTIAL_TABLES``). A refresh
+        flips the slot (committed at once), then, in one REPEATABLE READ transaction, locks the
+        other, drained table ACCESS EXCLUSIVE *before* its snapshot: a writer that appended there
+        (it read the slot before the flip) has committed and is in the snapshot, and one about to
+        append waits until the refresh commits (its rows then wait for the next refresh). So the
+        snapshot holds every row the drained table will hold until the TRUNCATE that ends the
+        refresh, and nothing is truncated unread. Rows a writer appended to the active table and
+        committed before the snapshot are deleted row by row in the same snapshot (usually none;
+        a refresh that failed leaves its slot's rows there). Every partial in the snapshot is
+        merged, every later one is left for the next refresh, and the raw rows a bucket may be
+        recomputed from are the same snapshot: each write is merged exactly once.
         """
         conn = self._conn()
         try:
             conn.execute("SELECT pg_advisory_lock(%s)", [REFRESH_LOCK])
             try:
+                row = conn.execute("UPDATE rollup_partial_slot SET active = 1 - active RETURNING active").fetchone()
+                active = int(row[0]) if row else 0
+                drained, live = PARTIAL_TABLES[1 - active], PARTIAL_TABLES[active]
                 with conn.transaction(), conn.cursor() as cur:
                     cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                    self._refresh(cur)
+                    cur.execute(f"LOCK TABLE {drained} IN ACCESS EXCLUSIVE MODE")  # before the snapshot
+                    self._refresh(cur, drained, live)
+                    cur.execute(f"TRUNCATE {drained}")
             finally:
                 conn.execute("SELECT pg_advisory_unlock(%s)", [REFRESH_LOCK])
         except psycopg.Error as exc:
             raise StorageError(f"rollup refresh failed: {exc}") from exc
 
-    def _refresh(self, cur: psycopg.Cursor[Any]) -> None:
+    def _refresh(self, cur: psycopg.Cursor[Any], drained: str, live: str) -> None:
         # Scoped to this transaction: sorts and hashes of a large refresh stay in memory, and no JIT
         # compilation (tens of ms) on statements that are not CPU-bound expressions.
         cur.execute(f"SET LOCAL work_mem = '{REFRESH_WORK_MEM}'")
@@ -537,7 +571,7 @@ class PostgresStore:
             "WITH d AS (DELETE FROM rollup_dirty RETURNING bucket) SELECT DISTINCT bucket FROM d").fetchall()]
         # The time range of the new partials (same snapshot as the refresh statement): the stored
         # rollups are joined only there.
-        redo = self._merge_partials(cur)
+        redo = self._merge_partials(cur, drained, live)
         redo1m = [(p, b) for r, p, b in redo if r == 1]
         redo1h = [(p, b) for r, p, b in redo if r == 2]
         if dirty:
@@ -567,22 +601,23 @@ class PostgresStore:
             cur.execute("DELETE FROM rollup_1h r USING _redo1h x WHERE r.point = x.point AND r.bucket = x.bucket")
             cur.execute(_RECOMPUTE_1H)
 
-    def _merge_partials(self, cur: psycopg.Cursor[Any]) -> list[tuple[int, int, int]]:
-        """Fold every partial into ``rollup_1m`` and ``rollup_1h``, merged in numpy; returns the
-        (resolution, point, bucket) whose merge is not exact (recomputed by the caller).
+    def _merge_partials(self, cur: psycopg.Cursor[Any], drained: str, live: str) -> list[tuple[int, int, int]]:
+        """Fold every partial of the snapshot into ``rollup_1m`` and ``rollup_1h``, merged in numpy;
+        returns the (resolution, point, bucket) whose merge is not exact (recomputed by the caller).
 
-        One COPY reads and deletes the partials; they are folded per (point, minute) and per
-        (point, hour) (``partials.fold_partials``), merged with the stored rows of those buckets, read
-        by one COPY each (``partials.merge_stored``), and written back by a DELETE of the merged keys
-        and one COPY. Per row that is a few numpy passes instead of the executor nodes of a window
-        and aggregate plan, which is what bounded sparse data (every row alone in its minute).
+        The drained table is read by one COPY (it is truncated after, not deleted from), the live
+        table's committed rows by a COPY of their DELETE (usually none). The partials are
+        folded per (point, minute) and per (point, hour) (``partials.fold_partials``), merged with
+        the stored rows of those buckets, read by one COPY each (``partials.merge_stored``), and
+        written back by a DELETE of the merged keys and one COPY. Per row that is a few numpy passes
+        instead of the executor nodes of a window and aggregate plan.
         """
-        raw = bytearray()
-        with cur.copy(f"COPY (DELETE FROM rollup_partial RETURNING {_PARTIAL_COLS}) "  # noqa: S608 (constants)
-                      "TO STDOUT (FORMAT BINARY)") as cp:
-            for chunk in cp:
-                raw += chunk
-        parts = _parse_partials(bytes(raw))
+        parts = _copy_out(cur, f"COPY {drained} ({_PARTIAL_COLS}) TO STDOUT (FORMAT BINARY)")
+        late = _copy_out(cur, f"COPY (DELETE FROM {live} RETURNING {_PARTIAL_COLS}) "  # noqa: S608 (constants)
+                         "TO STDOUT (FORMAT BINARY)")
+        if len(late):
+            parts = shared.Partials(*(np.concatenate([getattr(parts, f), getattr(late, f)])
+                                      for f in shared.Partials.__slots__))
         if not len(parts):
             return []
         kinds = cur.execute("SELECT key, rollover FROM points WHERE kind = 'counter' ORDER BY key").fetchall()
