@@ -97,7 +97,7 @@ class EdgeAgent:
                                    backlog_rows_per_s=settings.backlog_rows_per_s,
                                    backlog_order=settings.backlog_order, ack_timeout_s=settings.ack_timeout_s,
                                    require_signed_acks=settings.require_signed_acks,
-                                   max_batch_rows=settings.max_batch_rows)
+                                   max_batch_rows=settings.max_batch_rows, retry=settings.held_retry)
         self.forwarder.on_ack = self._uplink_works
         #: Every byte through the uplink, by kind, per day (``edge.traffic``; in the status as ``traffic``).
         self.traffic = TrafficLedger()
