@@ -263,7 +263,8 @@ class EdgeAgent:
     async def _flusher(self) -> None:
         """A flush every ``flush_s``; sooner under commit pressure, and on arrival when idle (``flush_on_arrival``).
 
-        Arriving rows are committed after ``COALESCE_S`` (the rest of a poll round joins them) while fewer
+        Arriving device rows (``Collector.on_rows``; the edge's derived rows wait for the regular flush) are
+        committed after ``COALESCE_S`` (the rest of a poll round joins them) while fewer
         than ``EARLY_FLUSHES_PER_S`` such early flushes ran in the last second, else ``flush_s`` after the
         last flush: a quiet edge's sample is sent within milliseconds, and a busy one (rows arriving all the
         time) flushes at most ``1/flush_s + EARLY_FLUSHES_PER_S`` times a second outside commit pressure.
