@@ -263,7 +263,7 @@ class EdgeAgent:
     async def _flusher(self) -> None:
         """A flush every ``flush_s``; sooner under commit pressure, and on arrival when idle (``flush_on_arrival``).
 
-        Arriving device rows (``Collector.on_rows``; the edge's derived rows wait for the regular flush) are
+        Arriving rows (``Collector.on_rows``; vibration features and scores wait for the regular flush) are
         committed after ``COALESCE_S`` (the rest of a poll round joins them) while fewer
         than ``EARLY_FLUSHES_PER_S`` such early flushes ran in the last second, else ``flush_s`` after the
         last flush: a quiet edge's sample is sent within milliseconds, and a busy one (rows arriving all the

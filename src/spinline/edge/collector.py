@@ -69,15 +69,15 @@ class Collector:
         self.memory_dropped_rows = 0
         #: Which flush holds a push link's rows, so MQTT messages are acknowledged only once committed.
         self.commits = Commits()
-        #: Called when device rows were queued (the agent's flusher: commit soon when it is idle).
+        #: Called when rows were queued (the agent's flusher: commit soon when it is idle).
         self.on_rows: Callable[[], object] | None = None
-        #: Points the edge derives itself (link health, its own ``_edge`` points, vibration features and
-        #: scores): their rows do not call ``on_rows`` but wait for the next regular flush (``flush_s``).
-        #: They come at the edge's own cadence (every second, per snapshot), nobody waits for them within
-        #: milliseconds, and were they to spend the early flushes (``agent.EARLY_FLUSHES_PER_S``) a large
-        #: mill's device rows would wait for ``flush_s`` instead (measured: send latency p95 0.23 s, not
-        #: 0.05 s, with snapshots of 50 channels arriving, ``bench/edge.py``).
-        self._derived_keys = frozenset(p.key for p in derived)
+        #: Vibration features and scores (``site.derived_points``: ``vib_<channel>_<feature>``): their rows do
+        #: not call ``on_rows`` but wait for the next regular flush (``flush_s``). They describe a snapshot
+        #: the sensor took seconds ago and come in bursts (50 channels), and were they to spend the early
+        #: flushes (``agent.EARLY_FLUSHES_PER_S``) a large mill's device rows would wait for ``flush_s``
+        #: instead (measured: send latency p95 0.23 s, not 0.05 s, with snapshots arriving, ``bench/edge.py``).
+        #: Link health and the edge's own points still wake it (once a second, with the status).
+        self._deferred_keys = frozenset(p.key for p in derived if p.point.name.startswith("vib_"))
         #: Rows refused at the edge for their own data, per cause (``filter.refused_rows``).
         self.refused_rows: dict[str, int] = {}
         self._memory_drop_logged = False
@@ -117,12 +117,12 @@ class Collector:
         else:
             for rank in np.unique(pr):
                 self.pending[Priority.of_rank(int(rank))].append(out.take(pr == rank))
-        if self.on_rows is not None and self._has_device_rows(out):
+        if self.on_rows is not None and self._urgent(out):
             self.on_rows()
 
-    def _has_device_rows(self, b: Batch) -> bool:
-        """True unless every row is of a derived point (a device batch answers at its first key)."""
-        d = self._derived_keys
+    def _urgent(self, b: Batch) -> bool:
+        """False when every row is a vibration feature or score (a device batch answers at its first key)."""
+        d = self._deferred_keys
         return int(b.point[0]) not in d or any(k not in d for k in b.point.tolist())
 
     def _refuse(self, batch: Batch, refused: dict[str, np.ndarray[Any, np.dtype[np.bool_]]]) -> Batch:

@@ -36,10 +36,10 @@ class EdgeSettings:
     budget_bytes: int = 1 << 30
     #: Commit interval of collected rows into the durable buffer, seconds.
     flush_s: float = 0.25
-    #: Commit device rows soon after they arrive (a quiet edge sends a sample in milliseconds, not half a
+    #: Commit rows soon after they arrive (a quiet edge sends a sample in milliseconds, not half a
     #: ``flush_s`` on average), at most 4 such early flushes a second (``agent.EARLY_FLUSHES_PER_S``) beside
-    #: the one per ``flush_s``; rows the edge derives itself (link health, its own points, vibration
-    #: features and scores) wait for the regular flush. False: a flush every ``flush_s`` only.
+    #: the one per ``flush_s``; vibration features and scores wait for the regular flush (a burst of
+    #: snapshots must not spend the early flushes of device rows). False: a flush every ``flush_s`` only.
     flush_on_arrival: bool = True
     #: A point unchanged within its deadband is still reported this often, seconds.
     heartbeat_s: float = 60.0
