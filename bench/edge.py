@@ -16,15 +16,23 @@ Prints a few lines, then one JSON line (every figure beside its baseline from th
                                 publish (MQTT QoS 1), the cloud's ack, delete; vs reading it back only
   large_mill                    one edge process (``EdgeAgent``, default settings) on 5,000 points at 1 s
                                 and 50 vibration channels: its CPU % of one core (own CPU time / wall),
-                                RSS, send latency (sample -> the batch at the broker's subscriber)
+                                RSS, send latency (sample -> the batch at the broker's subscriber); no
+                                vibration snapshot arrives during the measurement (sensors at 300 s)
+  large_mill_snapshots          the same while snapshots arrive: one per channel every
+                                ``--snapshot-every-s`` (default 30 s: 50 channels, ~1.7 snapshots/s), the
+                                assets' baselines frozen in the warm-up, so featurisation and scoring count
+  baseline_rss_*                RSS of a bare interpreter and of one that imported numpy only (this run)
   low_load                      the same on 100 points: send latency with ``flush_on_arrival`` vs the
                                 baseline (a flush every ``flush_s`` only)
 Targets (issue 12): large mill <= 10 % of one core and <= 100 MB RSS; low-load p50 latency <= 0.1 s.
 The machine's load average is printed with the figures (a shared, loaded machine: repeat if high).
+
+``--only edge_process`` runs the large mill (both variants), the baselines and the low load only.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -33,6 +41,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from edge_mill import SERVER, drain, mill_doc, run_mill
@@ -154,7 +163,64 @@ def load() -> str:
     return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+RSS = ("from pathlib import Path\n"
+       "print(int(next(l for l in Path('/proc/self/status').read_text().splitlines()"
+       " if l.startswith('VmRSS')).split()[1]) / 1024)")
+
+
+def baseline_rss() -> dict[str, float]:
+    """RSS (MB) of a bare interpreter and of one that imported numpy: the floor under any edge process."""
+    bare = subprocess.run([sys.executable, "-c", RSS], capture_output=True, text=True, check=True).stdout
+    numpy = subprocess.run([sys.executable, "-c", "import numpy\n" + RSS], capture_output=True, text=True,
+                           check=True).stdout
+    return {"bare_python": round(float(bare), 1), "python_numpy": round(float(numpy), 1)}
+
+
+def edge_process(snapshot_every_s: float) -> dict[str, Any]:
+    """The large mill without and with snapshots arriving, the RSS baselines, the low load (the edge part)."""
+    base = baseline_rss()
+    print("baseline rss:", base, load(), flush=True)
+    large = asyncio.run(run_mill(units=10, per_unit=500, vib_machines=10, warm_s=10, measure_s=30))
+    large["load_average"] = load()
+    print("large mill:", large, flush=True)
+    snaps = asyncio.run(run_mill(units=10, per_unit=500, vib_machines=10, warm_s=20, measure_s=30,
+                                 snapshot_every_s=snapshot_every_s))
+    snaps["load_average"] = load()
+    print("large mill, snapshots arriving:", snaps, flush=True)
+    low: dict[str, Any] = {}
+    for on in (False, True):
+        r = asyncio.run(run_mill(units=1, per_unit=100, vib_machines=0, warm_s=4, measure_s=20, on_arrival=on))
+        low["on_arrival" if on else "baseline_flush_every_flush_s"] = {
+            k: r[k] for k in ("send_latency_p50_s", "send_latency_p95_s", "latency_rows", "cpu_pct_of_one_core",
+                              "rss_mb")} | {"load_average": load()}
+        print("low load:", on, r, flush=True)
+
+    def targets(r: dict[str, Any]) -> dict[str, Any]:
+        cpu, rss = float(r["cpu_pct_of_one_core"]), float(r["rss_mb"])
+        return {"cpu_le_10pct": cpu <= 10, "rss_le_100mb": rss <= 100,
+                "rss_over_bare_python_mb": round(rss - base["bare_python"], 1),
+                "rss_over_python_numpy_mb": round(rss - base["python_numpy"], 1)}
+
+    return {"baseline_rss_mb": base, "large_mill": large, "large_mill_targets": targets(large),
+            "large_mill_snapshots": snaps, "large_mill_snapshots_targets": targets(snaps),
+            "snapshots_vs_none_cpu": round(snaps["cpu_pct_of_one_core"] / max(large["cpu_pct_of_one_core"], 0.1), 2),
+            "low_load": low, "low_load_p50_le_0_1s": low["on_arrival"]["send_latency_p50_s"] <= 0.1,
+            "low_load_on_arrival_vs_baseline_p50": round(
+                low["on_arrival"]["send_latency_p50_s"]
+                / max(low["baseline_flush_every_flush_s"]["send_latency_p50_s"], 1e-3), 2)}
+
+
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", choices=("all", "edge_process"), default="all",
+                    help="edge_process: the large mill (with and without snapshots) and the low load only")
+    ap.add_argument("--snapshot-every-s", type=float, default=30.0,
+                    help="seconds between snapshots of each of the 50 channels in large_mill_snapshots")
+    args = ap.parse_args()
+    if args.only == "edge_process":
+        res = edge_process(args.snapshot_every_s)
+        print(json.dumps(res | {"load_average_end": load()}))
+        return
     srv = subprocess.Popen([sys.executable, "-c", SERVER, str(SERVER_UNITS)], stdout=subprocess.PIPE, text=True,
                            env=dict(os.environ))
     try:
@@ -178,16 +244,7 @@ def main() -> None:
         dr = asyncio.run(drain(Path(d) / "buffer.sqlite", site, mill))
     assert dr["rows"] == rows
     print("drain:", dr, load(), flush=True)
-    large = asyncio.run(run_mill(units=10, per_unit=500, vib_machines=10, warm_s=10, measure_s=30))
-    large["load_average"] = load()
-    print("large mill:", large, flush=True)
-    low = {}
-    for on in (False, True):
-        r = asyncio.run(run_mill(units=1, per_unit=100, vib_machines=0, warm_s=4, measure_s=20, on_arrival=on))
-        low["on_arrival" if on else "baseline_flush_every_flush_s"] = {
-            k: r[k] for k in ("send_latency_p50_s", "send_latency_p95_s", "latency_rows", "cpu_pct_of_one_core",
-                              "rss_mb")} | {"load_average": load()}
-        print("low load:", on, r, flush=True)
+    edge = edge_process(args.snapshot_every_s)
     print(json.dumps({
         "modbus_points_per_s_per_core": round(per_cpu), "modbus_points_per_s_wall": round(per_wall),
         "modbus_per_point_points_per_s_per_core": round(base_cpu),
@@ -206,11 +263,7 @@ def main() -> None:
         "drain_points_per_edge_cpu_s": dr["rows_per_cpu_s"],
         "buffer_read_only_points_per_s": round(buf["read"]),
         "drain_vs_read_only": round(dr["rows_per_s"] / buf["read"], 3),
-        "large_mill": large, "large_mill_targets": {
-            "cpu_le_10pct": large["cpu_pct_of_one_core"] <= 10, "rss_le_100mb": large["rss_mb"] <= 100},
-        "low_load": low, "low_load_p50_le_0_1s": low["on_arrival"]["send_latency_p50_s"] <= 0.1,
-        "load_average_end": load(),
-    }))
+    } | edge | {"load_average_end": load()}))
 
 
 if __name__ == "__main__":

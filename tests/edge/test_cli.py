@@ -6,9 +6,13 @@ import json
 import time
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from spinline.edge.cli import app
+from spinline.edge.settings import EdgeSettings
+
+ROOT = Path(__file__).resolve().parents[2]
 
 STATUS = {
     "edge": "e1", "mill": "m", "ts_ns": 0, "pid": 1, "started_ns": 0,
@@ -47,3 +51,27 @@ def test_run_documents_commissioning_n_and_the_model_slot_folder() -> None:
     assert "--commissioning-n" in out.output and "models/" in out.output
     bad = CliRunner().invoke(app, ["run", "site.yaml", "--commissioning-n", "3"])
     assert bad.exit_code == 2       # below the minimum of 8: refused before anything starts
+
+
+def test_run_passes_the_held_row_backoff_to_the_agent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--held-retry-base-s`` / ``--held-retry-cap-s`` reach ``EdgeSettings``; a cap below the base is refused."""
+    import spinline.edge.agent as agent_mod
+
+    built: list[EdgeSettings] = []
+
+    class Agent:
+        def __init__(self, site: object, mill: str, settings: EdgeSettings) -> None:
+            built.append(settings)
+
+        async def run(self) -> None:
+            return None
+
+    monkeypatch.setattr(agent_mod, "EdgeAgent", Agent)
+    site = str(ROOT / "examples" / "mill.yaml")
+    base = ["run", site, "--data-dir", str(tmp_path)]
+    out = CliRunner().invoke(app, [*base, "--held-retry-base-s", "5", "--held-retry-cap-s", "60"])
+    assert out.exit_code == 0, out.output
+    assert (built[0].held_retry_base_s, built[0].held_retry_cap_s) == (5.0, 60.0)
+    assert built[0].held_retry.delay_s(2) == 10.0
+    bad = CliRunner().invoke(app, [*base, "--held-retry-base-s", "60", "--held-retry-cap-s", "5"])
+    assert bad.exit_code == 2 and "held_retry_cap_s" in bad.output and len(built) == 1

@@ -73,6 +73,17 @@ def test_sample_per_channel_per_day_alarm_request_and_budget() -> None:
     assert k.stats()["refused"] == 0
 
 
+def test_latest_waveform_is_held_as_float32_and_sent_unchanged() -> None:
+    """The featuriser's float64 copy of a float32 sensor waveform is held as float32: same bytes go up."""
+    k = EvidenceKeeper("e1", clock=lambda: DAY0)
+    wide = _snap("m/rf01/motor", DAY0).samples.astype(np.float64)
+    k.offer(RawSnapshot("m/rf01/motor", int(DAY0 * 1e9), 25600.0, wide))
+    held = k.latest["m/rf01/motor"].samples
+    assert held.dtype == np.float32 and held.nbytes == wide.nbytes // 2
+    _, sent = decode_snapshot(k.take()[0][2])
+    np.testing.assert_array_equal(sent, wide)
+
+
 def _keeper_payload() -> bytes:
     from spinline.edge.evidence import encode_snapshot
     return encode_snapshot(_snap("m/rf01/motor", DAY0), "sample", "e1")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -222,3 +223,33 @@ def test_redrive_lists_dead_letters_by_cause_and_requeues_them(tmp_path: Path) -
         assert (st.batches, st.rows, st.dead_letters_by_reason) == (2, 4, {"wrong_type": {"batches": 1, "rows": 2}})
         assert buf.seqs() == [before.last_seq + 1, before.last_seq + 2]
         assert st.redriven_batches == 2
+
+
+async def test_the_configured_held_row_backoff_is_the_one_the_agent_uses(tmp_path: Path) -> None:
+    """``EdgeSettings.held_retry_base_s`` / ``held_retry_cap_s`` set when held rows go again (item 12)."""
+    ag = agent(tmp_path, held_retry_base_s=7.0, held_retry_cap_s=9.0)
+    assert [ag.forwarder.retry.delay_s(a) for a in (1, 2, 3)] == [7.0, 9.0, 9.0]   # doubled, then capped
+    new = next(p for p in ag.points if p.point.kind == PointKind.GAUGE).key
+    store, service, mill = _cloud(tmp_path, set())           # the cloud knows none of the points yet
+    await ag.buffer.open()
+    try:
+        ag.buffer.buffer.append(rows(new, 5), priority=Priority.NORMAL)
+        before = time.time_ns()
+        assert await session(ag.forwarder, IngestUplink(service),
+                             lambda: ag.forwarder.stats.rows_held == 5) is None
+        after = time.time_ns()
+        next_ns = ag.buffer.buffer.stats().held["next_ns"]
+        assert before + 7 * 10**9 <= next_ns <= after + 7 * 10**9   # the first attempt waits base_s, not 30 s
+    finally:
+        await ag.buffer.close()
+        store.close()
+
+
+def test_held_row_backoff_settings_are_checked() -> None:
+    from spinline.edge.settings import EdgeSettings
+
+    with pytest.raises(ValueError, match="held_retry_cap_s"):
+        EdgeSettings(edge_id="e1", held_retry_base_s=60.0, held_retry_cap_s=30.0)
+    with pytest.raises(ValueError, match="held_retry_base_s"):
+        EdgeSettings(edge_id="e1", held_retry_base_s=0.0)
+    assert EdgeSettings(edge_id="e1").held_retry == RetryPolicy()   # the defaults are the policy's own

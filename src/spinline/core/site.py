@@ -28,7 +28,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from spinline.core.errors import SiteConfigError
-from spinline.core.units import parse_unit
+from spinline.core.units import check_unit
 
 _ID = r"^[a-z0-9][a-z0-9_\-]{0,62}$"
 Ident = Annotated[str, Field(pattern=_ID, description="lower-case id: letters, digits, - and _")]
@@ -175,7 +175,7 @@ class Point(_Model):
     @field_validator("unit")
     @classmethod
     def _unit_known(cls, v: str) -> str:
-        parse_unit(v)
+        check_unit(v)
         return v
 
     @model_validator(mode="after")

@@ -99,7 +99,7 @@ class EdgeAgent:
                                    backlog_rows_per_s=settings.backlog_rows_per_s,
                                    backlog_order=settings.backlog_order, ack_timeout_s=settings.ack_timeout_s,
                                    require_signed_acks=settings.require_signed_acks,
-                                   max_batch_rows=settings.max_batch_rows)
+                                   max_batch_rows=settings.max_batch_rows, retry=settings.held_retry)
         self.forwarder.on_ack = self._uplink_works
         #: Every byte through the uplink, by kind, per day (``edge.traffic``; in the status as ``traffic``).
         self.traffic = TrafficLedger()
@@ -294,7 +294,8 @@ class EdgeAgent:
     async def _flusher(self) -> None:
         """A flush every ``flush_s``; sooner under commit pressure, and on arrival when idle (``flush_on_arrival``).
 
-        Arriving rows are committed after ``COALESCE_S`` (the rest of a poll round joins them) while fewer
+        Arriving rows (``Collector.on_rows``; vibration features and scores wait for the regular flush) are
+        committed after ``COALESCE_S`` (the rest of a poll round joins them) while fewer
         than ``EARLY_FLUSHES_PER_S`` such early flushes ran in the last second, else ``flush_s`` after the
         last flush: a quiet edge's sample is sent within milliseconds, and a busy one (rows arriving all the
         time) flushes at most ``1/flush_s + EARLY_FLUSHES_PER_S`` times a second outside commit pressure.

@@ -103,6 +103,11 @@ def run(site: Path = typer.Argument(..., help="site YAML file"),
                                                  "changed (an HTTP edge gets the cloud's requests with them)"),
         models_nudge: str | None = typer.Option(None, help="mqtt://host:port the cloud nudges model updates on "
                                                            "(default: --cloud when it is MQTT)"),
+        held_retry_base_s: float = typer.Option(
+            30.0, min=0.001, help="first re-send delay of rows the cloud refused for its own state (e.g. a point "
+                                  "its site file lacks); doubles per attempt"),
+        held_retry_cap_s: float = typer.Option(
+            1800.0, min=0.001, help="longest re-send delay of such held rows (>= --held-retry-base-s)"),
         log_level: str = typer.Option("INFO")) -> None:
     """Run the edge agent until interrupted (safe to kill -9: restart on the same data dir)."""
     from spinline.core.logs import configure
@@ -114,12 +119,17 @@ def run(site: Path = typer.Argument(..., help="site YAML file"),
     from .models import ScoringConfig
     from .settings import EdgeSettings
 
-    settings = EdgeSettings(edge_id=edge_id, secret=read_secret(secret_file, data_dir), data_dir=data_dir,
-                            cloud_url=cloud, device_mqtt=device_mqtt, budget_bytes=int(budget_mb * 1024 * 1024),
-                            flush_s=flush_s, scoring=ScoringConfig(commissioning_n=commissioning_n),
-                            require_signed_acks=require_signed_acks,
-                            tuf_root=_read_root(tuf_root), models_url=models_url, models_every_s=models_every_s,
-                            models_nudge=models_nudge, status_heartbeat_s=status_heartbeat_s)
+    try:
+        settings = EdgeSettings(edge_id=edge_id, secret=read_secret(secret_file, data_dir), data_dir=data_dir,
+                                cloud_url=cloud, device_mqtt=device_mqtt, budget_bytes=int(budget_mb * 1024 * 1024),
+                                flush_s=flush_s, scoring=ScoringConfig(commissioning_n=commissioning_n),
+                                require_signed_acks=require_signed_acks,
+                                tuf_root=_read_root(tuf_root), models_url=models_url, models_every_s=models_every_s,
+                                models_nudge=models_nudge, status_heartbeat_s=status_heartbeat_s,
+                                held_retry_base_s=held_retry_base_s, held_retry_cap_s=held_retry_cap_s)
+    except ValueError as exc:   # settings that contradict each other: refused before anything starts
+        typer.echo(f"bad edge settings: {exc}", err=True)
+        raise typer.Exit(2) from None
     agent = EdgeAgent(s, the_mill.id, settings)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(agent.run())

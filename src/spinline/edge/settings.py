@@ -13,6 +13,7 @@ from typing import Literal
 
 from spinline.core import wire
 
+from .buffer_retry import RetryPolicy
 from .clock import ClockPolicy
 from .evidence import EvidenceSettings
 from .models import ScoringConfig
@@ -37,7 +38,8 @@ class EdgeSettings:
     flush_s: float = 0.25
     #: Commit rows soon after they arrive (a quiet edge sends a sample in milliseconds, not half a
     #: ``flush_s`` on average), at most 4 such early flushes a second (``agent.EARLY_FLUSHES_PER_S``) beside
-    #: the one per ``flush_s``. False: a flush every ``flush_s`` only.
+    #: the one per ``flush_s``; vibration features and scores wait for the regular flush (a burst of
+    #: snapshots must not spend the early flushes of device rows). False: a flush every ``flush_s`` only.
     flush_on_arrival: bool = True
     #: A point unchanged within its deadband is still reported this often, seconds.
     heartbeat_s: float = 60.0
@@ -50,6 +52,13 @@ class EdgeSettings:
     backlog_order: Literal["newest_first", "oldest_first"] = "newest_first"
     #: A batch not acked within this many seconds is sent again.
     ack_timeout_s: float = 10.0
+    #: Rows the cloud refused for its own state (``wire.CLOUD_STATE_REASONS``, e.g. a point its site file
+    #: does not know yet) are held and re-sent after ``held_retry_base_s`` x 2^(attempt-1) seconds, at most
+    #: ``held_retry_cap_s`` (``buffer_retry.RetryPolicy``); dead-lettered after its ``max_attempts`` (20).
+    #: A lower base re-sends sooner (a cloud whose site is updated within minutes); a lower cap bounds
+    #: how long held rows wait once the cloud is fixed, at the cost of more refused re-sends meanwhile.
+    held_retry_base_s: float = 30.0
+    held_retry_cap_s: float = 1800.0
     #: Interval of the status file, the edge's own points and the check whether the status message is due, s.
     status_every_s: float = 1.0
     #: The status message goes up on a meaningful change, else this often (the uplink budget), seconds.
@@ -81,6 +90,11 @@ class EdgeSettings:
     models_nudge: str | None = None
 
     @property
+    def held_retry(self) -> RetryPolicy:
+        """The backoff of held rows these settings ask for."""
+        return RetryPolicy(base_s=self.held_retry_base_s, cap_s=self.held_retry_cap_s)
+
+    @property
     def nudge_broker(self) -> str | None:
         url = self.models_nudge or self.cloud_url
         return url if url and url.startswith(("mqtt://", "tcp://")) else None
@@ -100,12 +114,15 @@ class EdgeSettings:
         if not self.edge_id:
             raise ValueError("edge_id must not be empty")
         for name in ("flush_s", "heartbeat_s", "max_clock_skew_s", "backlog_rows_per_s", "ack_timeout_s",
-                     "status_every_s", "status_heartbeat_s", "models_every_s"):
+                     "status_every_s", "status_heartbeat_s", "models_every_s", "held_retry_base_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
         if self.budget_bytes <= 0 or self.max_pending_rows <= 0 or self.modbus_max_gap < 0 \
                 or self.max_batch_rows <= 0:
             raise ValueError("budget_bytes, max_pending_rows and max_batch_rows must be > 0, modbus_max_gap >= 0")
+        if self.held_retry_cap_s < self.held_retry_base_s:
+            raise ValueError(f"held_retry_cap_s ({self.held_retry_cap_s!r}) must be >= held_retry_base_s "
+                             f"({self.held_retry_base_s!r})")
         if self.clock_policy not in ("correct", "quarantine"):
             raise ValueError(f"clock_policy must be correct or quarantine, got {self.clock_policy!r}")
         if self.backlog_order not in ("newest_first", "oldest_first"):
