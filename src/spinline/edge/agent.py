@@ -41,6 +41,7 @@ from urllib.parse import urlparse
 from spinline.connectors.base import LinkHealth, PolledConnector, PushConnector
 from spinline.connectors.mqtt.connector import MqttConnector
 from spinline.connectors.registry import LinkContext, plan, vibration_machines
+from spinline.core.aio import wait_event
 from spinline.core.errors import StorageError, UplinkError
 from spinline.core.site import Machine, Site, derived_points
 
@@ -317,20 +318,16 @@ class EdgeAgent:
         last = loop.time()
         early_at: collections.deque[float] = collections.deque()   # when the early flushes of the last second ran
         while True:
-            try:
-                await asyncio.wait_for(wake.wait(), max(0.0, last + flush_s - loop.time()))
-                if not early.is_set():   # rows arrived: coalesce; early only within the budget
-                    now = loop.time()
-                    while early_at and now - early_at[0] > 1.0:
-                        early_at.popleft()
-                    due = last + flush_s - now
-                    if due > COALESCE_S and len(early_at) < EARLY_FLUSHES_PER_S:
-                        early_at.append(now)
-                        due = COALESCE_S
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(early.wait(), max(min(COALESCE_S, flush_s), due))
-            except TimeoutError:
-                pass
+            # rows arrived (woken before the regular flush): coalesce; early only within the budget
+            if await wait_event(wake, last + flush_s - loop.time()) and not early.is_set():
+                now = loop.time()
+                while early_at and now - early_at[0] > 1.0:
+                    early_at.popleft()
+                due = last + flush_s - now
+                if due > COALESCE_S and len(early_at) < EARLY_FLUSHES_PER_S:
+                    early_at.append(now)
+                    due = COALESCE_S
+                await wait_event(early, max(min(COALESCE_S, flush_s), due))
             early.clear()
             wake.clear()
             try:

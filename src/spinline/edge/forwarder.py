@@ -56,6 +56,7 @@ import numpy as np
 import numpy.typing as npt
 
 from spinline.core import wire
+from spinline.core.aio import wait_event
 from spinline.core.batch import Batch
 from spinline.core.errors import PayloadError, UplinkError
 
@@ -206,8 +207,7 @@ class Forwarder:
                 self._wake.clear()
                 sent = await self._send_some(uplink)
                 if not sent:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), 0.2)
+                    await wait_event(self._wake, 0.2)
         finally:
             for t in tasks:
                 t.cancel()
@@ -367,8 +367,7 @@ class Forwarder:
                     self._ev_inflight[e.id] = now
                 await uplink.send_events(payload)
                 self.stats.events_sent += len(due)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._events_wake.wait(), min(1.0, self.ack_timeout_s))
+            await wait_event(self._events_wake, min(1.0, self.ack_timeout_s))
 
     # --- raw evidence snapshots ---------------------------------------------------------------------
 
@@ -399,8 +398,7 @@ class Forwarder:
                 for i, t in list(self._snap_inflight.items()):
                     if now - t > self.ack_timeout_s:
                         del self._snap_inflight[i]   # re-sent on a later round
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._snap_wake.wait(), min(1.0, self.ack_timeout_s))
+            await wait_event(self._snap_wake, min(1.0, self.ack_timeout_s))
 
     async def _consume_snapshot_acks(self, uplink: SnapshotUplink) -> None:
         while True:

@@ -56,6 +56,7 @@ import httpx
 from tuf.api import exceptions as tuf_exc
 from tuf.ngclient import FetcherInterface, Updater
 
+from spinline.core.aio import wait_event
 from spinline.core.errors import StorageError
 from spinline.core.modelspec import ARTEFACT_FORMAT, DESIRED_FORMAT, TOPIC_MODELS, artefact_bytes, desired_path
 from spinline.core.request_auth import sign_request
@@ -502,8 +503,7 @@ async def run_updates(updater: ModelUpdater, every_s: float, nudge: asyncio.Even
         if nudge is None:
             await asyncio.sleep(every_s)
             continue
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(nudge.wait(), every_s)
+        await wait_event(nudge, every_s)
         nudge.clear()
 
 

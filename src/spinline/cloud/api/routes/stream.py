@@ -9,8 +9,6 @@ next poll, when it expires.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -22,6 +20,7 @@ from spinline.cloud.api import schemas as s
 from spinline.cloud.api.deps import ApiError, Caller, CallerDep, CloudDep, ReadableMill, SettingsDep, StoreDep
 from spinline.cloud.api.services import data
 from spinline.cloud.api.services.streams import LiveStream, TooManyStreams
+from spinline.core.aio import wait_event
 from spinline.core.errors import AuthError
 
 router = APIRouter(tags=["stream"])
@@ -83,5 +82,4 @@ async def stream_latest(
             newest = max((int(v.ts.timestamp() * 1e6) * 1000 for v in values), default=0)
             yield ServerSentEvent(event="latest", id=str(newest), data=[v.model_dump(mode="json") for v in fresh])
             sent += 1
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(slot.ended.wait(), settings.stream_interval_s)
+        await wait_event(slot.ended, settings.stream_interval_s)
