@@ -74,6 +74,9 @@ class Settings(BaseModel):
     #: Seconds between background recomputations of each mill's KPIs of today for the zone overview (0: off,
     #: computed in the request when older than a minute).
     zone_refresh_s: float = Field(default=20.0, ge=0)
+    #: Freeze what start-up built out of the cyclic garbage collector's reach (``gc.freeze``; see
+    #: ``app._freeze_startup_heap``). Off only where many apps are built in one process (the tests).
+    freeze_startup_heap: bool = True
     #: Seconds between retention runs by the app (drops data past each resolution's retention; 0: off).
     retention_every_s: float = Field(default=3600.0, ge=0)
     #: Seconds between runs of the health pipeline (alarms and work orders from vibration features; 0: off).

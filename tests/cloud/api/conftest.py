@@ -29,6 +29,7 @@ from spinline.core.wire import Envelope, encode
 PASSWORD = "correct horse battery"
 FAST: dict[str, Any] = {"argon2_time_cost": 1, "argon2_memory_kib": 64, "argon2_parallelism": 1,
                         "rollup_refresh_s": 0, "stream_interval_s": 0.05, "zone_refresh_s": 0,
+                        "freeze_startup_heap": False,
                         "secret_key": base64.urlsafe_b64encode(b"k" * 32).decode()}
 USERS = [("zone", Role.ZONE_OPERATOR, []), ("alice", Role.MILL_MANAGER, ["mill-a"]),
          ("bob", Role.MILL_MANAGER, ["mill-b"]), ("vera", Role.VIEWER, ["mill-a"]),
