@@ -78,3 +78,27 @@ def test_imbalance_and_misalignment_harmonics(mill_yaml: Path) -> None:
         res[ft] = (peak_near(freqs, spec, rpm / 60), peak_near(freqs, spec, 2 * rpm / 60))
     assert res[FaultType.IMBALANCE][0] > 2 * res[FaultType.IMBALANCE][1]
     assert res[FaultType.MISALIGNMENT][1] > res[FaultType.MISALIGNMENT][0]
+
+
+@pytest.mark.parametrize("rpm", [980.0, 1480.0, 2970.0])
+def test_a_healthy_machine_vibrates_in_zone_a_at_any_shaft_speed(rpm: float) -> None:
+    """Healthy running-speed vibration is a velocity, not an acceleration: with 0.05 g at 1x whatever the
+    speed, the example mills' 980 rpm supply fans read 3.5 mm/s (ISO 20816 zone C for class II) and every
+    healthy asset of the demo read "watch"."""
+    from spinline.health.features import featurize
+    from spinline.sim.vibration import synthesize
+
+    x = synthesize(25600.0, 1.0, rpm, None, {}, np.random.default_rng(7))
+    f = featurize(x, 25600.0, rpm / 60.0, None, machine_class="II")
+    velocity = float(np.ravel(f["velocity_rms"])[0])
+    assert 0.7 < velocity < 1.12, velocity            # zone A of class II ends at 1.12 mm/s
+    assert float(np.ravel(f["iso_zone"])[0]) == 0.0
+
+
+def test_imbalance_still_lifts_a_slow_shaft_out_of_zone_a() -> None:
+    from spinline.health.features import featurize
+    from spinline.sim.vibration import synthesize
+
+    x = synthesize(25600.0, 1.0, 980.0, None, {"imbalance": 0.5}, np.random.default_rng(7))
+    f = featurize(x, 25600.0, 980.0 / 60.0, None, machine_class="II")
+    assert float(np.ravel(f["velocity_rms"])[0]) > 2.8    # past B/C: the fault shows as it did before

@@ -1,5 +1,6 @@
 /** Numbers, dates and units in the reader's locale (one place, so every view agrees). */
 import { i18n } from './i18n'
+import enMessages from './i18n/locales/en.json'
 
 function loc(): string {
   return i18n.global.locale.value as string
@@ -82,6 +83,23 @@ export function tr(key: string, fallback?: string): string {
   const t = i18n.global.t
   const te = i18n.global.te
   return te(key) ? t(key) : (fallback ?? key.split('.').pop() ?? key)
+}
+
+/** Vibration feature suffixes, longest first (``vib_main_motor_env_bpfo`` is main_motor + env_bpfo). */
+const VIB_FEATURES = Object.keys(enMessages.vibFeature).sort((a, b) => b.length - a.length)
+
+/** A point's name in the reader's language: the catalogue's; a vibration feature point as its channel and
+ *  feature (vib_supply_fan_velocity_rms: 送风机 振动速度有效值); else the site's name with spaces. */
+export function pointLabel(name: string): string {
+  if (i18n.global.te('point.' + name)) return i18n.global.t('point.' + name)
+  if (name.startsWith('vib_')) {
+    const feat = VIB_FEATURES.find((f) => name.endsWith('_' + f) && name.length > 'vib_'.length + f.length + 1)
+    if (feat) {
+      const ch = name.slice('vib_'.length, -feat.length - 1)
+      return `${tr('vibChannel.' + ch, ch.replace(/_/g, ' '))} ${tr('vibFeature.' + feat)}`
+    }
+  }
+  return name.replace(/_/g, ' ')
 }
 
 export function healthColour(v: number | null | undefined): string {
