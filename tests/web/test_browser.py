@@ -173,6 +173,11 @@ def test_zone_to_ring_frame_live_and_zoom(stack: Stack, browser: object, context
     _wait(page, snap.locator("[data-test=snapshot-info]:has-text('报警触发')"), "snapshot")
     assert snap.locator(".echart").count() == 2
     page.wait_for_function("document.querySelectorAll('[data-test=snapshot] .echart canvas').length === 2")
+    # the amplitude spectrum's first kHz (slow shafts' running-speed harmonics 1 Hz apart), asked of the server
+    with page.expect_response(lambda r: "snapshots/latest" in r.url and "spectrum_max_hz=1000" in r.url) as low:
+        snap.locator("[data-test=spectrum-span] label:has-text('0–1 kHz')").click()
+    assert low.value.status == 200
+    assert max(low.value.json()["channels"][0]["spectrum"]["freq_hz"]) <= 1000
     with page.expect_response(lambda r: "/snapshot-requests" in r.url) as asked:
         snap.locator("[data-test=request-snapshot]").click()
     assert asked.value.status == 202

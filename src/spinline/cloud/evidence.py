@@ -250,14 +250,22 @@ class EvidenceStore:
         return list(dict.fromkeys(str(r[1]) for r in rows))
 
 
-def waveform_view(s: StoredSnapshot, max_points: int) -> dict[str, Any]:
+def waveform_view(s: StoredSnapshot, max_points: int, spectrum_max_hz: float | None = None) -> dict[str, Any]:
     """What the API shows of a snapshot: the waveform (every k-th sample when longer than ``max_points``),
     its amplitude spectrum and its envelope spectrum (``health.features.envelope_spectrum``, the bearing
-    analyst's view), each pooled to at most ``max_points`` bins by their maximum so no peak is lost. Pure."""
+    analyst's view), each pooled to at most ``max_points`` bins by their maximum so no peak is lost.
+
+    ``spectrum_max_hz`` ends the amplitude spectrum there, so its bins are pooled over that span only:
+    over the whole 12.8 kHz of a 25.6 kHz snapshot, 1,024 bins are 12.5 Hz wide and a 980 rpm fan's
+    1x (16 Hz) and 2x (33 Hz) — imbalance, misalignment, looseness — merge with 0 Hz; below 1 kHz they
+    are 1 Hz apart. Pure."""
     x = np.asarray(s.samples, dtype=np.float64)
     step = max(1, -(-len(x) // max_points))
     amp = np.abs(np.fft.rfft(x - x.mean())) * 2.0 / max(len(x), 1)
     freqs = np.fft.rfftfreq(len(x), 1.0 / s.fs_hz)
+    if spectrum_max_hz is not None:
+        keep = freqs <= spectrum_max_hz
+        amp, freqs = amp[keep], freqs[keep]
     ef, ea = envelope_spectrum(x, s.fs_hz)
     return {"channel": s.channel, "edge": s.edge, "reason": s.reason, "ts_ns": s.ts_ns, "fs_hz": s.fs_hz,
             "edge_diagnosis": s.edge_diagnosis, "cloud_diagnosis": s.cloud_diagnosis,

@@ -264,3 +264,26 @@ async def test_over_mosquitto_snapshot_acked_and_a_request_published_to_the_edge
     (s,) = api.cloud.evidence.latest("mill-a", "rf01")
     assert (s.edge, s.reason) == (eid, "request")
     buf.close()
+
+
+async def test_the_amplitude_spectrum_can_end_low_so_slow_running_speed_harmonics_separate(api: Api) -> None:
+    """A 980 rpm fan's 1x (16.3 Hz) and 2x (32.7 Hz): on the whole 12.8 kHz, 1,024 pooled bins are 12.5 Hz
+    wide and both sit against 0 Hz; ended at 1 kHz the bins are 1 Hz apart and each peak stands alone."""
+    ev = api.app.state.evidence
+    key = api.secrets["edge-a"].encode()
+    fs, t = 25600.0, np.arange(25600) / 25600.0
+    x = (0.03 * np.sin(2 * np.pi * 16.33 * t) + 0.01 * np.sin(2 * np.pi * 32.67 * t)).astype(np.float32)
+    body = encode_snapshot(RawSnapshot(ASSET, int((time.time() - 10) * 1e9), fs, x), "request", "edge-a")
+    _, ack = ev.handle(wire.encode_snapshot_upload("edge-a", "mill-a", 1, body, key=key))
+    assert ack.acked == (1,)
+    h = await api.login("alice")
+    full = (await api.client.get(LATEST, headers=h, params={"max_points": 1024})).json()["channels"][0]["spectrum"]
+    low = (await api.client.get(LATEST, headers=h, params={"max_points": 1024, "spectrum_max_hz": 1000})
+           ).json()["channels"][0]["spectrum"]
+    assert full["freq_hz"][-1] > 12000 and sum(f <= 1000 for f in full["freq_hz"]) < 100   # 12.5 Hz bins
+    assert low["freq_hz"][-1] <= 1000 and len(low["freq_hz"]) > 900                        # 1 Hz bins
+    f, a = np.asarray(low["freq_hz"]), np.asarray(low["amplitude"])
+    near = {hz: a[(f > hz - 2) & (f < hz + 2)].max() for hz in (16.33, 24.5, 32.67)}
+    assert near[16.33] > 2 * near[32.67] > 10 * near[24.5], near   # two peaks with a trough between
+    bad = await api.client.get(LATEST, headers=h, params={"spectrum_max_hz": 0})
+    assert bad.status_code == 422

@@ -421,11 +421,13 @@ export interface SnapshotChannel {
 }
 
 /** The newest raw snapshot of each vibration channel of a machine; null when none was sent yet. */
-export async function latestSnapshots(millId: string, machine: string, maxPoints: number):
+export async function latestSnapshots(millId: string, machine: string, maxPoints: number, spectrumMaxHz?: number):
   Promise<SnapshotChannel[] | null> {
   try {
+    const query: Record<string, number> = { max_points: maxPoints }
+    if (spectrumMaxHz !== undefined) query.spectrum_max_hz = spectrumMaxHz
     const r = await call<{ channels: SnapshotChannel[] }>(
-      `/mills/${enc(millId)}/machines/${enc(machine)}/snapshots/latest`, { query: { max_points: maxPoints } })
+      `/mills/${enc(millId)}/machines/${enc(machine)}/snapshots/latest`, { query })
     return r.channels
   } catch (e) {
     if (e instanceof ApiError && e.status === 404) return null

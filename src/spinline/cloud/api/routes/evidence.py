@@ -144,6 +144,9 @@ async def latest_snapshots(
     mill: ReadableMill, machine: MachinePath, request: Request,
     max_points: Annotated[int, Query(ge=16, le=200_000, description="samples and spectrum bins per channel, "
                                                                       "at most")] = 4096,
+    spectrum_max_hz: Annotated[float | None, Query(gt=0, le=1_000_000, description=(
+        "end the amplitude spectrum at this frequency (default: half the sampling rate), so its bins are "
+        "pooled over that span only: 1000 shows running-speed harmonics of slow shafts 1 Hz apart"))] = None,
 ) -> LatestSnapshots:
     """The newest raw snapshot of each vibration channel of a machine, with its spectra (404: none yet)."""
     _machine(mill, machine)
@@ -151,7 +154,7 @@ async def latest_snapshots(
     snaps = await run_in_threadpool(ev.latest, mill.id, machine)
     if not snaps:
         raise not_found("raw snapshot", machine=repr(machine))
-    views = [waveform_view(s, max_points) for s in snaps]
+    views = [waveform_view(s, max_points, spectrum_max_hz) for s in snaps]
     return LatestSnapshots(mill=mill.id, machine=machine, channels=[
         SnapshotChannel(**v, time=datetime.fromtimestamp(v["ts_ns"] / 1e9, UTC)) for v in views])
 
