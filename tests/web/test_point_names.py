@@ -2,8 +2,8 @@
 
 The machine view shows a point by ``point.<name>``; a vibration feature point (``vib_<channel>_<feature>``)
 by ``vibChannel.<channel>`` and ``vibFeature.<feature>`` (``web/src/format.ts: pointLabel``, which tries
-the ``vibFeature`` keys as suffixes, longest first, as this test does). A name missing here reached the
-zh-CN console in English (``fan speed``, ``hall temp`` on the HVAC page).
+the ``vibFeature`` keys as suffixes, longest first, as the cloud's ``split_feature`` does). A name
+missing here reached the zh-CN console in English (``fan speed``, ``hall temp`` on the HVAC page).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from spinline.cloud.maintenance.pipeline import split_feature
 from spinline.core.site import VIB_FEATURES, all_points, load_site
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,12 +31,9 @@ def _names() -> set[str]:
 def _label(cat: dict[str, dict[str, str]], name: str) -> str | None:
     if name in cat["point"]:
         return cat["point"][name]
-    if name.startswith("vib_"):
-        for feat in sorted(cat["vibFeature"], key=len, reverse=True):
-            if name.endswith("_" + feat) and len(name) > len("vib_") + len(feat) + 1:
-                channel = name[len("vib_"):-len(feat) - 1]
-                if channel in cat["vibChannel"]:
-                    return f"{cat['vibChannel'][channel]} {cat['vibFeature'][feat]}"
+    split = split_feature(name)         # the cloud's split, the same rule as pointLabel's
+    if split and split[0] in cat["vibChannel"] and split[1] in cat["vibFeature"]:
+        return f"{cat['vibChannel'][split[0]]} {cat['vibFeature'][split[1]]}"
     return None
 
 

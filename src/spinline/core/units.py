@@ -20,6 +20,10 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import pint
 
+#: Standard gravity, mm/s^2 per g: accelerometers read g, ISO 20816 judges velocity in mm/s (the health
+#: features integrate with it, the simulator turns a healthy velocity into g with it).
+G_MM_S2 = 9806.65
+
 _EXTRA_DEFINITIONS = (
     # Yarn count systems are inverse linear densities; keep them dimensionless labels here, the
     # conversions between them live in spinline.sim.physics (tex = 590.5 / Ne).

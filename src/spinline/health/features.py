@@ -30,11 +30,10 @@ from numpy.typing import ArrayLike, NDArray
 
 from spinline.core.bearing import defect_frequencies
 from spinline.core.site import VIB_FEATURES, Bearing
+from spinline.core.units import G_MM_S2 as G_MM_S2  # re-exported: the tests integrate with it too
 
 F64 = NDArray[np.float64]
 
-#: Standard gravity, mm/s^2 per g.
-G_MM_S2 = 9806.65
 
 #: Feature names ``featurize`` emits: ``VIB_FEATURES`` minus the two that come from the models.
 FEATURE_NAMES: tuple[str, ...] = tuple(n for n, _ in VIB_FEATURES if n not in ("anomaly_score", "health_index"))

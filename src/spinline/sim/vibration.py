@@ -25,6 +25,7 @@ import numpy.typing as npt
 from scipy.signal import lfilter
 
 from spinline.core.site import Bearing
+from spinline.core.units import G_MM_S2
 from spinline.sim.physics import bearing_frequencies
 
 RESONANCE_HZ = 3600.0
@@ -35,13 +36,11 @@ RESONANCE_HZ = 3600.0
 HEALTHY_MM_S = {"1x": 1.3, "2x": 0.5, "3x": 0.25}
 #: Broadband noise of a healthy machine and its sensor, g RMS.
 HEALTHY_NOISE_G = 0.02
-G = 9.80665
 
 
 def healthy_g(harmonic: int, shaft_hz: float) -> float:
     """Acceleration amplitude (g) of a healthy machine's ``harmonic`` x running speed."""
-    v = HEALTHY_MM_S[f"{harmonic}x"] * 1e-3
-    return v * 2 * np.pi * harmonic * shaft_hz / G
+    return HEALTHY_MM_S[f"{harmonic}x"] * 2 * np.pi * harmonic * shaft_hz / G_MM_S2
 
 
 def _impacts(n: int, fs: float, rate_hz: float, rng: np.random.Generator,
