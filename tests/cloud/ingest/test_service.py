@@ -182,8 +182,9 @@ def test_reused_key_with_other_rows_is_a_loud_refusal_not_a_duplicate(store: Tim
 
 def test_bad_batch_in_a_coalesced_group_does_not_block_the_rest(store: TimeSeriesStore, mill: Any) -> None:
     svc = mill.service(store)
-    results = svc.handle_many([mill.payload(_good(mill, 0), 1), mill.payload(_all_unknown(mill), 2),
-                               mill.payload(_good(mill, 2), 3), mill.payload(_good(mill, 0), 1),
+    first = mill.payload(_good(mill, 0), 1)      # re-sent as the same bytes: two _good calls straddling a
+    results = svc.handle_many([first, mill.payload(_all_unknown(mill), 2),   # second differ (a conflict)
+                               mill.payload(_good(mill, 2), 3), first,
                                mill.payload(_with(mill, "gauge", np.nan), 4)])
     assert [(r.status, r.reason) for r in results] == [("stored", None), ("rejected", "unknown_point"),
                                                        ("stored", None), ("duplicate", None), ("stored", None)]
