@@ -146,7 +146,7 @@ class Forwarder:
         self.ack_timeout_s = ack_timeout_s
         self.backlog_rows_per_s = backlog_rows_per_s
         self.backlog_order = backlog_order
-        self.stats = UplinkStats()
+        self._stats = UplinkStats()
         self._wake = asyncio.Event()
         self._inflight: dict[int, float] = {}
         self._boundary = 0
@@ -266,7 +266,6 @@ class Forwarder:
                 self.stats.acked += len(done)
             self.stats.last_ack_ns = time.time_ns()
             self.stats.inflight = len(self._inflight)
-            self.stats.acks_ignored = self._ignored + self.trust.ignored
             if self.on_ack is not None:
                 self.on_ack()
             self._wake.set()
@@ -321,9 +320,15 @@ class Forwarder:
                       "(spinline edge redrive re-sends them once the cause is fixed) [logged once per cause]",
                       what, reason, hint)
 
+    @property
+    def stats(self) -> UplinkStats:
+        """The uplink's figures, ``acks_ignored`` read at the time: the uplink's ``AckTrust`` refuses unsigned
+        and mis-signed acks before any reaches the forwarder, so a sum copied at the last ack went stale."""
+        self._stats.acks_ignored = self._ignored + self.trust.ignored
+        return self._stats
+
     def _ignore(self, kind: str, msg: str) -> None:
         self._ignored += 1
-        self.stats.acks_ignored = self._ignored + self.trust.ignored
         if kind not in self._ignored_logged:
             self._ignored_logged.add(kind)
             log.warning("%s [counted in acks_ignored; logged once]", msg)
