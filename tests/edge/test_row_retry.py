@@ -182,7 +182,9 @@ async def test_conflicting_duplicate_is_dead_lettered_counted_flagged_and_logged
     fwd = Forwarder(AsyncBuffer(buf), edge="e1", mill=mill, secret=SECRET, ack_timeout_s=0.2)
 
     async def run() -> None:
-        done = lambda: buf.stats().batches == 0   # noqa: E731 - old code: re-sent forever, never 0
+        # old code: re-sent forever, never 0; the forwarder counts a dead letter after the buffer's write,
+        # so the session runs until both are done
+        done = lambda: buf.stats().batches == 0 and sum(fwd.stats.dead_lettered.values()) == 3  # noqa: E731
         if transport == "ack":
             assert await session(fwd, IngestUplink(service), done) is None
         else:
