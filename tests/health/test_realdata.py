@@ -108,6 +108,23 @@ def test_cli_on_ims_test2_warns_a_day_ahead_with_no_false_alarm(shared_data: Pat
     assert b1["health_index"].iloc[200:500].median() > 60  # days 1.4-3.5: not "plan maintenance"
 
 
+def test_ims_test2_bearing1_has_left_its_baseline_before_the_literal_four_day_mark(shared_data: Path) -> None:
+    """The data alone, no detector: bearing 1's hourly mean amplitude stays above 6 robust sd of its first
+    day from 02-16 04:12 to the end, and reads ~10 sd when the literal "first 4 days" end (10:52), while the
+    other three bearings sit within 2.5 sd of theirs. So "no alarm in the first 4 days" and "warn as soon as
+    the data shows it" cannot both hold on this run; spinline's alarm (07:02) is on the second."""
+    bench = _bench()
+    long = bench.ims_long(__import__("pandas").read_csv(  # type: ignore[attr-defined]
+        shared_data / "ims" / "test2_averaged" / "Averaged_BearingTest_Dataset.csv"))
+    ev = bench.ims_onset_evidence(long, 144)  # type: ignore[attr-defined]
+    assert ev["sustained_above_6sd_from"].startswith("2004-02-16 04:")
+    assert ev["sustained_above_6sd_from"] < ev["four_day_mark"]
+    assert ev["hourly_sd_at_4_day_mark"] == pytest.approx(9.9, abs=0.5)
+    for other in ("bearing2", "bearing3", "bearing4"):
+        alone = long[long["bearing"] == other].assign(bearing="bearing1")
+        assert abs(bench.ims_onset_evidence(alone, 144)["hourly_sd_at_4_day_mark"]) < 2.5  # type: ignore[attr-defined]
+
+
 def test_cli_on_skab_leaderboard_protocol(shared_data: Path, tmp_path: Path) -> None:
     """Pinned (far=0.01, defaults: consensus detector, alarm logic for 1 Hz rows): point-wise F1 of the alarm
     state 0.796, FAR 5.2 % -- level with the leaderboard's best (Conv-AE 0.78 / 13.55 %), short of the issue's
