@@ -158,3 +158,19 @@ def test_cli_on_simulated_fleets(tmp_path: Path, kind: str, seed: int, ours: flo
     assert res["best_baseline"] == pytest.approx(best, abs=0.005)
     if kind == "regimes":
         assert res["not_worse"] and res["spinline"] - res["best_baseline"] > 0.04
+
+
+def test_seed_summary_tells_a_tie_from_a_loss() -> None:
+    """The bench's paired summary over seeds: a difference that changes sign with the seed is a tie, one that
+    is behind on every seed by more than its spread is a loss (docs/health-validation.md, section 0)."""
+    summary = _bench().seed_summary  # type: ignore[attr-defined]
+
+    def rows(diffs: list[float]) -> list[dict[str, float]]:
+        return [{"spinline": 0.85 + d, "robust_z": 0.85, "iforest": 0.80, "pca_recon": 0.80,
+                 "best_baseline": 0.85} for d in diffs]
+
+    tie = summary(rows([-0.01, 0.008, -0.004, 0.012, -0.006, 0.003]))
+    assert tie["seeds"] == 6 and not tie["vs_robust_z"]["behind_beyond_chance"]
+    assert tie["vs_robust_z"]["seeds_behind"] == 3 and tie["vs_iforest"]["ci95"][0] > 0
+    loss = summary(rows([-0.02, -0.025, -0.018, -0.022, -0.03, -0.019]))
+    assert loss["vs_robust_z"]["behind_beyond_chance"] and loss["vs_best_of_three_per_seed"]["ci95"][1] < 0
