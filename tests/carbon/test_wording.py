@@ -110,3 +110,6 @@ def test_zh_report_has_no_english_line(month_dict: dict[str, Any]) -> None:
                    "user density", "gap at the start", "buckets", "machine-hours", "latest earlier vintage",
                    "estimated_typical", "natural_gas", "instrument:", "kgce_per_t：", "kwh_per_kg："):
         assert phrase not in zh, phrase
+    # the mill by its Chinese name from the site file (names: {zh-CN: ...}), its default name in English
+    assert "示范棉纺一厂" in zh and "Demo Cotton Spinning No.1" not in zh
+    assert "Demo Cotton Spinning No.1" in en and "示范棉纺一厂" not in en

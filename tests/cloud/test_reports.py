@@ -112,8 +112,12 @@ def test_pdf_report_in_chinese_with_charts(week_store: tuple[Site, Path], tmp_pa
         assert words in zh_html, words
     assert zh_html.count("<svg") == en_html.count("<svg") == 4 and "Output by day" in en_html
     assert "Ring frames" not in zh_html and "生产" not in en_html
-    cells = lambda h: re.findall(r"<td>([^<]*)</td>", h)  # noqa: E731
-    assert cells(zh_html) == cells(en_html) and f"{r.summary.kpis.efficiency_pct:.1f}" in cells(en_html)
+    cells = lambda h: re.findall(r"<tr><td>[^<]*</td>((?:<td>[^<]*</td>)*)</tr>", h)  # noqa: E731 (figures, not names)
+    assert cells(zh_html) == cells(en_html) and f"<td>{r.summary.kpis.efficiency_pct:.1f}</td>" in cells(en_html)[0]
+    # the mill and its lines by the site file's names in each language (names: {zh-CN: ...})
+    for zh, en in (("示范棉纺一厂", "Demo Cotton Spinning No.1"), ("32英支普梳细纱线", "Ring line Ne 32 carded")):
+        assert zh in zh_html and en not in zh_html and en in en_html and zh not in en_html, (zh, en)
+    assert "示范棉纺一厂" in text
 
 
 def test_report_cli(week_store: tuple[Site, Path], tmp_path: Path, mill_yaml: Path) -> None:

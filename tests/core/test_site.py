@@ -185,6 +185,14 @@ def _modbus_point_missing_address(d: dict) -> None:
     del _machine(d)["points"][0]["modbus"]
 
 
+def _names_not_a_language(d: dict) -> None:
+    d["mills"][0]["names"] = {"chinese": "示范厂"}
+
+
+def _names_empty(d: dict) -> None:
+    d["mills"][0]["workshops"][0]["names"] = {"zh-CN": " "}
+
+
 BAD = [
     (_bad_unit, f"{MACHINE0}.points[0].unit", "unknown unit 'kgg'"),
     (_bad_type, f"{MACHINE0}.type", "ring_frame"),
@@ -202,6 +210,8 @@ BAD = [
     (_bad_id, f"{MACHINE0}.id", "should match pattern"),
     (_scale_zero, f"{MACHINE0}.points[0].modbus.scale", "must not be 0"),
     (_modbus_point_missing_address, MACHINE0, "has no modbus address"),
+    (_names_not_a_language, "mills[0].names", "'chinese' is not a language tag"),
+    (_names_empty, "mills[0].workshops[0].names", "a name of 1-200 characters"),
 ]
 
 

@@ -130,7 +130,8 @@ def test_zone_to_ring_frame_live_and_zoom(stack: Stack, browser: object, context
     table.locator("text=千锭时断头").wait_for()
     page.locator(".zone-row").nth(2).wait_for()
     assert page.locator(".zone-row").count() == 3
-    assert "Demo Cotton Spinning No.1" in table.inner_text()
+    # the site file's Chinese names (names: {zh-CN: ...}) on the Chinese console, its default names in English
+    assert "示范棉纺一厂" in table.inner_text() and "Demo Cotton Spinning No.1" not in table.inner_text()
     _shot(page, "zone-zh")
     # sort by output (state in the URL), then open mill A
     table.locator("th:has-text('今日产量')").click()
@@ -143,6 +144,10 @@ def test_zone_to_ring_frame_live_and_zoom(stack: Stack, browser: object, context
     assert tile.get_attribute("data-state") in {"running", "idle", "stopped", "fault", "doffing"}
     assert page.locator("text=细纱机").first.is_visible()
     page.locator("text=按班次").wait_for()
+    head = page.locator("[data-view=mill] .page-head").inner_text()
+    assert "示范棉纺一厂" in head and "江苏" in head, head
+    assert page.locator(".ws-name:has-text('前纺')").count() == 1
+    assert page.locator(".line-head b:has-text('32英支普梳细纱线')").count() == 1
     _shot(page, "mill-zh")
     # the mill's machine states are live (SSE, no polling): a fault sent by the edge turns the tile red
     page.locator("[data-view=mill] [data-test=live-status]:has-text('实时连接中')").wait_for()
@@ -345,6 +350,7 @@ def test_carbon_report_download_and_language_switch(stack: Stack, browser: objec
     page.reload()
     page.locator("h1:has-text('Zone overview')").wait_for()
     assert page.evaluate("document.documentElement.lang") == "en"
+    page.locator("[data-mill=mill-a]:has-text('Demo Cotton Spinning No.1')").wait_for()
     _shot(page, "zone-en")
     for path_, name, marker in (("/mills/mill-a", "mill-en", "[data-machine=rf01]"),
                                 ("/mills/mill-a/machines/rf01?range=7d", "machine-en",

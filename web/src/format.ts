@@ -210,3 +210,21 @@ export function serverParts(parts: readonly { text: string; key: string; params:
   const sep = String(i18n.global.locale.value).startsWith('zh') ? '；' : '; '
   return parts.map((p) => serverText(p.text, p.key, p.params)).join(sep)
 }
+
+/**
+ * A site node's name in the reader's language: the site file's `names` for the locale (then for its
+ * language alone, `zh` for `zh-CN`), else its default `name`. Names are the mill's own data, so they are
+ * not in the catalogues; a mill that writes only `name` is shown as written.
+ */
+export function localName(node: { name: string; names?: Record<string, string> } | null | undefined,
+  fallback = ''): string {
+  if (!node) return fallback
+  const l = loc()
+  const names = node.names ?? {}
+  return names[l] ?? names[l.split('-')[0]] ?? (node.name || fallback)
+}
+
+/** A province as the reader says it (the site file keeps the English key the emission factors use). */
+export function provinceName(p: string | null | undefined): string {
+  return p ? tr('province.' + p, p) : ''
+}

@@ -152,3 +152,23 @@ describe('server-built maintenance text and refusals', () => {
       .toBe('query.limit: bad')
   })
 })
+
+describe('site names in the reader\'s language', () => {
+  it('takes the site file\'s name for the locale, then for its language, then the default name', async () => {
+    const { i18n } = await import('../src/i18n/index')
+    const { localName, provinceName } = await import('../src/format')
+    const ws = { name: 'Preparation', names: { 'zh-CN': '前纺' } }
+    i18n.global.locale.value = 'zh-CN'
+    expect(localName(ws)).toBe('前纺')
+    expect(localName({ name: 'Winding', names: { zh: '络筒' } })).toBe('络筒')
+    expect(localName({ name: 'Winding' })).toBe('Winding')
+    expect(localName({ name: '', names: {} }, 'wind')).toBe('wind')
+    expect(localName(undefined, 'mill-a')).toBe('mill-a')
+    expect(provinceName('Jiangsu')).toBe('江苏')
+    expect(provinceName('Atlantis')).toBe('Atlantis')
+    i18n.global.locale.value = 'en'
+    expect(localName(ws)).toBe('Preparation')
+    expect(provinceName('Jiangsu')).toBe('Jiangsu')
+    i18n.global.locale.value = 'zh-CN'
+  })
+})

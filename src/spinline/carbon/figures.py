@@ -97,7 +97,8 @@ def figures_dict(f: MonthFigures) -> dict[str, Any]:
         return None if x is None or x != x else round(float(x), nd)
 
     return {
-        "mill": f.mill.id, "mill_name": f.mill.name, "province": f.mill.province, "grid_region": f.mill.grid_region,
+        "mill": f.mill.id, "mill_name": f.mill.name, "mill_names": dict(f.mill.names), "province": f.mill.province,
+        "grid_region": f.mill.grid_region,
         "month": f.month, "allocation_rule": f.rule, "gap_fill": f.gap_fill,
         "period": {"month_start": _iso(f.month_start_ns), "month_end": _iso(f.month_end_ns),
                    "covered_start": _iso(f.start_ns), "covered_end": _iso(f.end_ns), "hours": f.hours,

@@ -17,6 +17,7 @@ from spinline.carbon import pact, wording
 from spinline.carbon.figures import MonthFigures, figures_dict
 from spinline.carbon.footprint import RULES
 from spinline.core.pdf import Lang
+from spinline.core.site import local_name
 
 
 def tables(d: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
@@ -92,10 +93,16 @@ def render_html(d: dict[str, Any], lang: str = "en") -> str:
     rule = RULE_TEXT_ZH.get(d["allocation_rule"], RULES[d["allocation_rule"]]) if lg == "zh-CN" \
         else RULES[d["allocation_rule"]]
     svgs = [Markup(pdf.svg(c)) for c in charts(d, lg)]  # noqa: S704 (our own drawings, rendered by reportlab)
-    return env.from_string(text).render(d=d, rule_text=rule, charts=svgs, category_zh=CATEGORY_ZH, scope_zh=SCOPE_ZH,
+    return env.from_string(text).render(d=d, mill_title=mill_title(d, lg),
+                                        rule_text=rule, charts=svgs, category_zh=CATEGORY_ZH, scope_zh=SCOPE_ZH,
                                         term=lambda k: pdf.term(k, lg), opp_title=lambda o: opportunity_title(o, lg),
                                         tr=lambda s: say_in(s, lg), method_zh=wording.METHOD_ZH,
                                         kind_zh=wording.KIND_ZH, trend_zh=wording.TREND_ZH)
+
+
+def mill_title(d: dict[str, Any], lang: str) -> str:
+    """The mill's name in ``lang`` where the site file gives one (``names``), else its default name, else its id."""
+    return local_name(d["mill_name"], d.get("mill_names") or {}, lang, d["mill"])
 
 
 def say_in(text: str, lang: str) -> str:
@@ -230,7 +237,7 @@ def write_pdf(path: Path, d: dict[str, Any], lang: str = "en") -> None:
     rule = RULE_TEXT_ZH.get(d["allocation_rule"], d["allocation_rule"]) if lg == "zh-CN" else \
         f"{d['allocation_rule']}: {RULES[d['allocation_rule']]}"
     story: list[Any] = [
-        Paragraph(t["title"].format(mill=d["mill_name"] or d["mill"], month=d["month"]), st["Title"]),
+        Paragraph(t["title"].format(mill=mill_title(d, lg), month=d["month"]), st["Title"]),
         Paragraph(t["basis"].format(rule=rule, gap_fill=d["gap_fill"],
                                     lib=f"{d['library']['name']} {d['library']['version']} ({d['library']['digest']})"),
                   st["Normal"]),

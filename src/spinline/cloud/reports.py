@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from jinja2 import Environment, select_autoescape
 from spinline.cloud.kpis.formulas import Kpis
 from spinline.cloud.kpis.service import KpiRow, KpiService
 from spinline.core.pdf import Lang
-from spinline.core.site import Mill
+from spinline.core.site import Mill, local_name
 
 # ASCII digits and nothing after them: "\d" takes other scripts' digits and "$" a trailing newline.
 _WEEK = re.compile(r"([0-9]{4})-W([0-9]{2})")
@@ -79,6 +79,12 @@ class ProductionReport:
     frames: list[KpiRow]          # ring frames, most ends down first
     shifts: list[KpiRow]          # one row per shift name, summed over the period
     daily: list[KpiRow]
+    #: The site file's names in other languages of the mill and its lines, by id (``name_in``).
+    names: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def name_in(self, row: KpiRow, lang: str) -> str:
+        """A mill or line row's name in ``lang`` where the site file gives one."""
+        return local_name(row.name, self.names.get(row.id, {}), lang)
 
 
 def build(kpis: KpiService, mill: Mill, label: str, *, standard_ne: float = 40.0) -> ProductionReport:
@@ -91,7 +97,9 @@ def build(kpis: KpiService, mill: Mill, label: str, *, standard_ne: float = 40.0
                     key=lambda r: -(r.kpis.ends_down_per_1000_spindle_h or 0.0))
     shifts = _by_shift_name(kpis.mill_kpis(mill, p.start_ns, p.end_ns, by="shift", standard_ne=standard_ne))
     daily = [kpis.mill_kpis(mill, s, e, by="mill", standard_ne=standard_ne)[0] for _, s, e in p.days]
-    return ProductionReport(mill.id, mill.name or mill.id, p, standard_ne, summary, lines, frames, shifts, daily)
+    names = {mill.id: dict(mill.names),
+             **{ln.id: dict(ln.names) for ws in mill.workshops for ln in ws.lines if ln.names}}
+    return ProductionReport(mill.id, mill.name or mill.id, p, standard_ne, summary, lines, frames, shifts, daily, names)
 
 
 def _by_shift_name(rows: list[KpiRow]) -> list[KpiRow]:
@@ -182,8 +190,8 @@ caption{text-align:left;font-weight:bold}
 def sections(r: ProductionReport, lang: str = "en") -> list[tuple[str, list[tuple[str, list[str]]]]]:
     t = PDF_TEXT[lang]
     return [
-        (t["mill"], [(r.summary.name, _fmt(r.summary))]),
-        (t["lines"], [(x.name, _fmt(x)) for x in r.lines]),
+        (t["mill"], [(r.name_in(r.summary, lang), _fmt(r.summary))]),
+        (t["lines"], [(r.name_in(x, lang), _fmt(x)) for x in r.lines]),
         (t["shifts"], [(x.name, _fmt(x)) for x in r.shifts]),
         (t["frames"], [(x.id, _fmt(x)) for x in r.frames]),
         (t["days"], [(day, _fmt(x)) for (day, _, _), x in zip(r.period.days, r.daily, strict=True)]),
@@ -205,7 +213,8 @@ def render_html(r: ProductionReport, lang: str = "en") -> str:
     t = PDF_TEXT[lg]
     env = Environment(autoescape=select_autoescape(default=True))
     return env.from_string(_TEMPLATE).render(
-        lang=lg, title=t["title"].format(mill=r.mill_name, period=r.period.label),
+        lang=lg, title=t["title"].format(mill=local_name(r.mill_name, r.names.get(r.mill, {}), lg),
+                                         period=r.period.label),
         basis=t["basis"].format(ne=r.standard_ne), charts=[Markup(pdf.svg(c)) for c in charts(r, lg)],  # noqa: S704
         sections=sections(r, lg), heads=heads(lg))
 
@@ -278,11 +287,13 @@ def write_pdf(r: ProductionReport, path: Path, lang: str = "en") -> None:
     lg = pdf.check_lang(lang)
     t = PDF_TEXT[lg]
     st = pdf.styles(lg)
-    story: list[object] = [Paragraph(t["title"].format(mill=r.mill_name, period=r.period.label), st["Title"]),
+    title = t["title"].format(mill=local_name(r.mill_name, r.names.get(r.mill, {}), lg), period=r.period.label)
+    story: list[object] = [Paragraph(title, st["Title"]),
                            Paragraph(t["basis"].format(ne=r.standard_ne), st["Normal"]), Spacer(1, 6)]
     c = charts(r, lg)
     story += [pdf.side_by_side(*c[:2]), pdf.side_by_side(*c[2:])]
-    for key, rows in (("mill", [(r.summary.name, r.summary)]), ("lines", [(x.name, x) for x in r.lines]),
+    for key, rows in (("mill", [(r.name_in(r.summary, lg), r.summary)]),
+                      ("lines", [(r.name_in(x, lg), x) for x in r.lines]),
                       ("shifts", [(x.name, x) for x in r.shifts]), ("frames", [(x.id, x) for x in r.frames]),
                       ("days", [(d, x) for (d, _, _), x in zip(r.period.days, r.daily, strict=True)])):
         if key == "frames":

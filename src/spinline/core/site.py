@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from spinline.core.errors import SiteConfigError
 from spinline.core.units import check_unit
@@ -36,6 +36,31 @@ Ident = Annotated[str, Field(pattern=_ID, description="lower-case id: letters, d
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+#: A BCP 47 language tag as the console's catalogues name them (``zh-CN``, ``en``, ``de-DE``).
+_LANG = r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$"
+
+
+def _check_names(v: dict[str, str]) -> dict[str, str]:
+    for tag, text in v.items():
+        if not re.match(_LANG, tag):
+            raise ValueError(f"names: {tag!r} is not a language tag such as 'zh-CN' or 'en'")
+        if not text.strip() or len(text) > 200:
+            raise ValueError(f"names[{tag!r}]: a name of 1-200 characters is needed, got {len(text.strip())}")
+    return v
+
+
+#: The name in other languages, by language tag (``names: {zh-CN: 前纺车间}``): a mill's people read its
+#: site in their language while a zone operator may read it in another; ``name`` stays the default.
+Names = Annotated[dict[str, str], AfterValidator(_check_names)]
+
+
+def local_name(name: str, names: dict[str, str], lang: str, fallback: str = "") -> str:
+    """The name for ``lang`` (then for its language alone, ``zh`` for ``zh-CN``), else ``name``, else ``fallback``.
+
+    The console does the same in ``format.ts: localName``; reports rendered on the server use this."""
+    return names.get(lang) or names.get(lang.split("-")[0]) or name or fallback
 
 
 class MachineType(StrEnum):
@@ -280,6 +305,7 @@ class Machine(_Model):
     id: Ident
     type: MachineType
     name: str = ""
+    names: Names = {}  # pydantic copies the default per instance
     template: Ident | None = None
     link: Link | None = None
     #: Extra points beyond the template (or all of them, without a template).
@@ -305,6 +331,7 @@ class Machine(_Model):
 class Line(_Model):
     id: Ident
     name: str = ""
+    names: Names = {}  # pydantic copies the default per instance
     count_ne: float | None = Field(default=None, ge=4, le=200, description="yarn count, English (Ne)")
     product: str = ""
     machines: list[Machine] = Field(min_length=1)
@@ -313,6 +340,7 @@ class Line(_Model):
 class Workshop(_Model):
     id: Ident
     name: str = ""
+    names: Names = {}  # pydantic copies the default per instance
     lines: list[Line] = Field(min_length=1)
 
 
@@ -350,6 +378,7 @@ class Shift(_Model):
 class Mill(_Model):
     id: Ident
     name: str = ""
+    names: Names = {}  # pydantic copies the default per instance
     province: str = ""
     grid_region: str = ""
     timezone: str = "Asia/Shanghai"
@@ -367,6 +396,7 @@ class Mill(_Model):
 class Zone(_Model):
     id: Ident
     name: str = ""
+    names: Names = {}  # pydantic copies the default per instance
 
 
 class Site(_Model):

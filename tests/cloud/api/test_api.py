@@ -41,6 +41,24 @@ async def test_tree_and_mills(api: Api) -> None:
         ["mill-a", "mill-b", "mill-c"]
 
 
+async def test_names_in_other_languages_come_from_the_site_file(api: Api) -> None:
+    """The site file's ``names`` reach the console beside each default name (the console picks its language)."""
+    h = await api.login("alice")
+    mill = (await api.client.get("/api/v1/mills", headers=h)).json()[0]
+    assert mill["name"] == "Demo Cotton Spinning No.1" and mill["names"] == {"zh-CN": "示范棉纺一厂"}
+    tree = (await api.client.get("/api/v1/mills/mill-a/tree", headers=h)).json()
+    assert tree["names"] == {"zh-CN": "示范棉纺一厂"}
+    ws = {w["id"]: w for w in tree["workshops"]}
+    assert ws["prep"]["name"] == "Preparation" and ws["prep"]["names"] == {"zh-CN": "前纺"}
+    line = next(ln for ln in ws["spinning"]["lines"] if ln["id"] == "ring-c32")
+    assert line["names"] == {"zh-CN": "32英支普梳细纱线"}
+    assert all(m["names"] == {} for m in line["machines"])  # machines named by id only: none given
+    zone = await api.login("zone")
+    over = (await api.client.get("/api/v1/zone/overview", headers=zone)).json()
+    assert {m["id"]: m["names"].get("zh-CN") for m in over["mills"]} == {
+        "mill-a": "示范棉纺一厂", "mill-b": "示范粗支纱二厂", "mill-c": "示范细支纱三厂"}
+
+
 async def test_ingest_then_latest_range_and_rollup(api: Api) -> None:
     now = time.time_ns() // 10**9 * 10**9
     # edge-a sends an hour of 1 s spindle speeds through the HTTP ingest route, in 4 batches

@@ -245,7 +245,7 @@ function normaliseZone(r: Json): ZoneOverview {
       delete a.total
       const c = m.carbon ?? {}
       const z: ZoneMill = {
-        id: m.id ?? m.mill, name: m.name ?? m.mill_name ?? m.id, spindles: num(m.spindles) ?? 0, status: 'unknown',
+        id: m.id ?? m.mill, name: m.name ?? m.mill_name ?? m.id, names: m.names ?? {}, spindles: num(m.spindles) ?? 0, status: 'unknown',
         output_kg: num(k.output_today_kg ?? k.output_kg), efficiency_pct: num(k.efficiency_pct),
         ends_down: num(k.ends_down_per_1000_spindle_h ?? k.ends_down),
         sec_kwh_per_kg: num(k.kwh_per_kg ?? k.sec_kwh_per_kg),
@@ -299,7 +299,7 @@ export function zoneOverview(): Promise<ZoneOverview> {
         const online = mine.filter((e) => e.last_seen && Date.now() - Date.parse(e.last_seen) < 120_000)
         const lags = mine.map((e) => e.lag_s).filter((x): x is number => x != null)
         const z: ZoneMill = {
-          id: m.id, name: m.name, spindles: m.spindles, status: 'unknown', output_kg: row?.output_kg ?? null,
+          id: m.id, name: m.name, names: m.names, spindles: m.spindles, status: 'unknown', output_kg: row?.output_kg ?? null,
           efficiency_pct: row?.efficiency_pct ?? null, ends_down: row?.ends_down_per_1000_spindle_h ?? null,
           sec_kwh_per_kg: row?.sec_kwh_per_kg ?? null, kgco2e_per_kg: null, health: h?.value ?? null,
           worst: h?.worst ?? null, alarms, overdue: od.length, edges_online: online.length, edges_total: mine.length,

@@ -20,6 +20,8 @@ export interface Shift {
 export interface Mill {
   id: string
   name: string
+  /** the name in other languages, by language tag (site file) */
+  names?: Record<string, string>
   zone: string
   timezone: string
   province: string
@@ -43,6 +45,8 @@ export interface PointNode {
 export interface MachineNode {
   id: string
   name: string
+  /** the name in other languages, by language tag (site file) */
+  names?: Record<string, string>
   type: string
   spindles: number | null
   rated_kw: number | null
@@ -52,6 +56,8 @@ export interface MachineNode {
 export interface LineNode {
   id: string
   name: string
+  /** the name in other languages, by language tag (site file) */
+  names?: Record<string, string>
   count_ne: number | null
   machines: MachineNode[]
 }
@@ -59,6 +65,8 @@ export interface LineNode {
 export interface WorkshopNode {
   id: string
   name: string
+  /** the name in other languages, by language tag (site file) */
+  names?: Record<string, string>
   lines: LineNode[]
 }
 
@@ -66,6 +74,8 @@ export interface MillTree {
   zone: string
   id: string
   name: string
+  /** the name in other languages, by language tag (site file) */
+  names?: Record<string, string>
   workshops: WorkshopNode[]
 }
 
@@ -275,6 +285,7 @@ export interface UserRow {
 export interface ZoneMill {
   id: string
   name: string
+  names?: Record<string, string>
   spindles: number
   status: 'ok' | 'warn' | 'alarm' | 'offline' | 'unknown'
   output_kg: number | null

@@ -127,6 +127,10 @@ class UserPublic(_Out):
 
 # --- mills and the tree --------------------------------------------------------------------------
 
+#: The name in other languages, by language tag (the site file's ``names``; the console picks its own).
+LocalNames = Annotated[dict[str, str], Field(description="the name in other languages, by language tag (site file)")]
+
+
 class ShiftPublic(_Out):
     name: str
     start: str
@@ -136,6 +140,7 @@ class ShiftPublic(_Out):
 class MillPublic(_Out):
     id: str
     name: str
+    names: LocalNames = {}  # pydantic copies the default per instance
     zone: str
     timezone: str
     province: str
@@ -156,6 +161,7 @@ class PointPublic(_Out):
 class MachineNode(_Out):
     id: str
     name: str
+    names: LocalNames = {}  # pydantic copies the default per instance
     type: str
     spindles: int | None
     rated_kw: float | None
@@ -165,6 +171,7 @@ class MachineNode(_Out):
 class LineNode(_Out):
     id: str
     name: str
+    names: LocalNames = {}  # pydantic copies the default per instance
     count_ne: float | None
     machines: list[MachineNode]
 
@@ -172,6 +179,7 @@ class LineNode(_Out):
 class WorkshopNode(_Out):
     id: str
     name: str
+    names: LocalNames = {}  # pydantic copies the default per instance
     lines: list[LineNode]
 
 
@@ -179,6 +187,7 @@ class MillTree(_Out):
     zone: str
     id: str
     name: str
+    names: LocalNames = {}  # pydantic copies the default per instance
     workshops: list[WorkshopNode]
 
 
@@ -380,6 +389,7 @@ class EdgeCounts(_Out):
 class MillOverviewPublic(_Out):
     id: str
     name: str
+    names: LocalNames = {}  # pydantic copies the default per instance
     zone: str
     timezone: str
     status: Literal["running", "degraded", "offline"] = Field(description="from the edges' last status messages")

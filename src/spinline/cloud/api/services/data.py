@@ -26,7 +26,8 @@ def _floats(a: np.ndarray) -> list[float | None]:
 def mill_public(rec: MillRecord) -> s.MillPublic:
     m = rec.config
     machines = [mc for _, _, mc in iter_machines(m)]
-    return s.MillPublic(id=rec.id, name=rec.name, zone=rec.zone, timezone=rec.timezone, province=m.province,
+    return s.MillPublic(id=rec.id, name=rec.name, names=m.names,
+                        zone=rec.zone, timezone=rec.timezone, province=m.province,
                         shifts=[s.ShiftPublic(name=x.name, start=x.start, hours=x.hours) for x in m.shifts],
                         machines=len(machines), spindles=sum(mc.spindles or 0 for mc in machines))
 
@@ -41,18 +42,20 @@ def tree(rec: MillRecord, points: Sequence[PointInfo]) -> s.MillTree:
     for ws in rec.config.workshops:
         lines = []
         for line in ws.lines:
-            machines = [s.MachineNode(id=m.id, name=m.name or m.id, type=m.type.value, spindles=m.spindles,
+            machines = [s.MachineNode(id=m.id, name=m.name or m.id, names=m.names,
+                                      type=m.type.value, spindles=m.spindles,
                                       rated_kw=m.rated_kw, points=by_machine.get(m.id, []))
                         for m in line.machines]
-            lines.append(s.LineNode(id=line.id, name=line.name or line.id, count_ne=line.count_ne, machines=machines))
-        workshops.append(s.WorkshopNode(id=ws.id, name=ws.name or ws.id, lines=lines))
+            lines.append(s.LineNode(id=line.id, name=line.name or line.id, names=line.names, count_ne=line.count_ne,
+                                    machines=machines))
+        workshops.append(s.WorkshopNode(id=ws.id, name=ws.name or ws.id, names=ws.names, lines=lines))
     edge_points = by_machine.get(EDGE_MACHINE_ID)
     if edge_points:
         workshops.append(s.WorkshopNode(id=EDGE_MACHINE_ID, name="edge agent", lines=[s.LineNode(
             id=EDGE_MACHINE_ID, name="edge agent", count_ne=None, machines=[s.MachineNode(
                 id=EDGE_MACHINE_ID, name="edge agent", type="edge", spindles=None, rated_kw=None,
                 points=edge_points)])]))
-    return s.MillTree(zone=rec.zone, id=rec.id, name=rec.name or rec.id, workshops=workshops)
+    return s.MillTree(zone=rec.zone, id=rec.id, name=rec.name or rec.id, names=rec.config.names, workshops=workshops)
 
 
 def select_points(points: Sequence[PointInfo], wanted: Iterable[str] | None) -> list[PointInfo]:

@@ -189,7 +189,7 @@ class ZoneOverview:
             co2 = sec * factor[0] if sec is not None and factor is not None else None
             n_open, n_late = orders.get(m.id, (0, 0))
             rows.append(s.MillOverviewPublic(
-                id=m.id, name=m.name or m.id, zone=m.zone, timezone=m.timezone, status=st,  # type: ignore[arg-type]
+                id=m.id, name=m.name or m.id, names=m.config.names, zone=m.zone, timezone=m.timezone, status=st,  # type: ignore[arg-type]
                 status_reason=why, day_start=s.ts(start), kpis_at=s.ts(kpis_at), output_today_kg=round(k.output_kg, 1),
                 std_output_today_kg=_num(k.std_output_kg, 1), count_ne=_num(k.count_ne, 2),
                 spindles=sum(mc.spindles or 0 for _, _, mc in iter_machines(m.config)
