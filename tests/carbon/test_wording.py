@@ -13,7 +13,7 @@ from markupsafe import escape
 from spinline.carbon import wording
 from spinline.carbon.factors import FactorLibrary
 from spinline.carbon.inventory import FuelUse, GreenInstrument, compute_inventory
-from spinline.carbon.report import render_html
+from spinline.carbon.report import opportunity_title, render_html
 from spinline.cloud.carbon.service import figures_dict, month_report
 from spinline.cloud.storage.embedded import EmbeddedStore
 from spinline.core.site import load_site
@@ -113,3 +113,9 @@ def test_zh_report_has_no_english_line(month_dict: dict[str, Any]) -> None:
     # the mill by its Chinese name from the site file (names: {zh-CN: ...}), its default name in English
     assert "示范棉纺一厂" in zh and "Demo Cotton Spinning No.1" not in zh
     assert "Demo Cotton Spinning No.1" in en and "示范棉纺一厂" not in en
+    # lines too: by name in the tables, and a savings title names the line in Chinese where the site does
+    assert "32英支普梳细纱线" in zh and "Ring line Ne 32 carded" in en and "32英支" not in en
+    titles = [opportunity_title(o, "zh-CN", d) for o in d["insight"]["opportunities"] if o.get("title_key")
+              == "carbon.opp.line_best"]
+    assert titles and all("英支" in x or "前纺" in x or "络筒" in x for x in titles), titles
+    assert all("-" not in x.split("达到")[0] for x in titles), titles  # no line id left

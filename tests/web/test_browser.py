@@ -287,6 +287,9 @@ def test_carbon_report_download_and_language_switch(stack: Stack, browser: objec
     # server-built saving titles come with message keys: shown in Chinese, line names kept (issue 10 item 5)
     savings = page.locator("text=节能机会").locator("xpath=..").inner_text()
     assert "最佳单耗" in savings and "best-demonstrated" not in savings, savings
+    # lines by the site file's Chinese names, in the table and in the savings titles
+    assert "32英支普梳细纱线" in page.locator("text=按机台线").locator("xpath=..").inner_text()
+    assert "ring-c32" not in savings and "prep-c32" not in savings, savings
     _shot(page, "energy-zh")
     page.click("[data-test=download]")
     with page.expect_download() as dl:

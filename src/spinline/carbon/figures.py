@@ -99,6 +99,8 @@ def figures_dict(f: MonthFigures) -> dict[str, Any]:
     return {
         "mill": f.mill.id, "mill_name": f.mill.name, "mill_names": dict(f.mill.names), "province": f.mill.province,
         "grid_region": f.mill.grid_region,
+        "line_names": {ln.id: {"name": ln.name or ln.id, "names": dict(ln.names)}
+                       for ws in f.mill.workshops for ln in ws.lines},
         "month": f.month, "allocation_rule": f.rule, "gap_fill": f.gap_fill,
         "period": {"month_start": _iso(f.month_start_ns), "month_end": _iso(f.month_end_ns),
                    "covered_start": _iso(f.start_ns), "covered_end": _iso(f.end_ns), "hours": f.hours,

@@ -16,6 +16,7 @@ import jinja2
 from spinline.carbon import pact, wording
 from spinline.carbon.figures import MonthFigures, figures_dict
 from spinline.carbon.footprint import RULES
+from spinline.core import texts
 from spinline.core.pdf import Lang
 from spinline.core.site import local_name
 
@@ -60,18 +61,33 @@ def tables(d: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
 
 #: Savings titles in Chinese by message key (the console's zh-CN ``server.carbon.opp`` entries; a test compares).
 OPPORTUNITY_ZH: dict[str, str] = {
-    "carbon.opp.line_best": "使 {line} 线达到其已实现的最佳单耗 {best} kWh/kg",
+    "carbon.opp.line_best": "使 {line} 达到其已实现的最佳单耗 {best} kWh/kg",
     "carbon.opp.idle_off": "生产设备停机时关断电源",
     "carbon.opp.air_leaks": "修复压缩空气泄漏",
     "carbon.opp.hvac_share": "空调占全厂能耗 {share}，高于常规区间上限 {top}",
 }
 
 
-def opportunity_title(o: dict[str, Any], lang: str) -> str:
-    """A savings opportunity's title in ``lang`` (its English title where it has no key)."""
-    key, params = o.get("title_key"), o.get("title_params") or {}
+def line_title(d: dict[str, Any], line: str, lang: str) -> str:
+    """A line's name in ``lang`` (site file ``names``), else its default name, else its id."""
+    n = (d.get("line_names") or {}).get(line) or {}
+    return local_name(str(n.get("name") or ""), n.get("names") or {}, lang, line)
+
+
+def opportunity_title(o: dict[str, Any], lang: str, d: dict[str, Any] | None = None) -> str:
+    """A savings opportunity's title in ``lang`` (its English title where it has no key).
+
+    A line named in ``lang`` by the site file is called by that name; otherwise by its id, as the English
+    title reads ("bring line ring-c32 to ...")."""
+    key, params = o.get("title_key"), dict(o.get("title_params") or {})
+    own = ((d or {}).get("line_names") or {}).get(params.get("line", ""), {}).get("names") or {}
+    named = own.get(lang) or own.get(lang.split("-")[0])
+    if named:
+        params["line"] = named
     if lang == "zh-CN" and key in OPPORTUNITY_ZH:
         return OPPORTUNITY_ZH[key].format_map(params)
+    if named and key:
+        return texts.render(key, params)
     return str(o["title"])
 
 
@@ -95,7 +111,8 @@ def render_html(d: dict[str, Any], lang: str = "en") -> str:
     svgs = [Markup(pdf.svg(c)) for c in charts(d, lg)]  # noqa: S704 (our own drawings, rendered by reportlab)
     return env.from_string(text).render(d=d, mill_title=mill_title(d, lg),
                                         rule_text=rule, charts=svgs, category_zh=CATEGORY_ZH, scope_zh=SCOPE_ZH,
-                                        term=lambda k: pdf.term(k, lg), opp_title=lambda o: opportunity_title(o, lg),
+                                        term=lambda k: pdf.term(k, lg), opp_title=lambda o: opportunity_title(o, lg, d),
+                                        line_title=lambda line: line_title(d, line, lg),
                                         tr=lambda s: say_in(s, lg), method_zh=wording.METHOD_ZH,
                                         kind_zh=wording.KIND_ZH, trend_zh=wording.TREND_ZH)
 
@@ -284,7 +301,7 @@ def write_pdf(path: Path, d: dict[str, Any], lang: str = "en") -> None:
     story += [pdf.table([cols["gf_cols"]] + [[r["month"], r["yarn_t"], r["kwh"], r["kgce_per_t"], r["kgco2e_per_t"],
                                               r["kgco2e_per_t_market"]] for r in months], lg),
               Paragraph(t["opp"], st["Heading2"]),
-              pdf.table([cols["opp_cols"]] + [[opportunity_title(o, lg), o["kwh_per_year"], o["tco2e_per_year"]]
+              pdf.table([cols["opp_cols"]] + [[opportunity_title(o, lg, d), o["kwh_per_year"], o["tco2e_per_year"]]
                                               for o in d["insight"]["opportunities"]], lg),
               Paragraph(t["dq"], st["Heading2"]),
               Paragraph(t["dq_line"].format(est=dq["estimated_kwh"], share=100 * dq["estimated_share"],
