@@ -73,8 +73,9 @@ export function fmtDuration(s: number | null | undefined): string {
 
 /** Display unit of a point unit as the site file spells it. */
 export function unitLabel(u: string): string {
-  const map: Record<string, string> = { percent: '%', dimensionless: '', degC: '°C', 'spindle * hour': 'spindle·h',
-    hour: 'h', event: '', spindle: '' }
+  // Spindle-hours are 锭时 to a Chinese mill (千锭时断头 counts ends down per 1000 of them).
+  const map: Record<string, string> = { percent: '%', dimensionless: '', degC: '°C',
+    'spindle * hour': loc() === 'zh-CN' ? '锭时' : 'spindle·h', hour: 'h', event: '', spindle: '' }
   return u in map ? map[u] : u
 }
 

@@ -172,3 +172,16 @@ describe('site names in the reader\'s language', () => {
     i18n.global.locale.value = 'zh-CN'
   })
 })
+
+describe('units', () => {
+  it('says spindle-hours as a Chinese mill does', async () => {
+    const { i18n } = await import('../src/i18n/index')
+    const { unitLabel } = await import('../src/format')
+    i18n.global.locale.value = 'zh-CN'
+    expect(unitLabel('spindle * hour')).toBe('锭时')
+    expect(unitLabel('kW')).toBe('kW')
+    i18n.global.locale.value = 'en'
+    expect(unitLabel('spindle * hour')).toBe('spindle·h')
+    i18n.global.locale.value = 'zh-CN'
+  })
+})
