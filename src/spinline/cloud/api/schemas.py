@@ -4,6 +4,10 @@ A ``...Public`` model is what leaves the API: ``UserPublic`` has no password has
 ``EdgePublic`` no secret (only ``EdgeCreated``, answered once by ``POST /edges``, carries it).
 Point keys are strings (64-bit); times are ISO 8601 UTC; series are columns (``ts_ms`` + ``value``)
 so a chart reads them directly.
+
+Size: this file is the whole public contract the OpenAPI document and the console's types are read
+from; the shared field types (ids, UTC times, point keys, names by language) are used by nearly every
+family, so split by resource the families would import each other for them.
 """
 
 from __future__ import annotations
