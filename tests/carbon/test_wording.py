@@ -119,3 +119,7 @@ def test_zh_report_has_no_english_line(month_dict: dict[str, Any]) -> None:
               == "carbon.opp.line_best"]
     assert titles and all("英支" in x or "前纺" in x or "络筒" in x for x in titles), titles
     assert all("-" not in x.split("达到")[0] for x in titles), titles  # no line id left
+    en_titles = [opportunity_title(o, "en", d) for o in d["insight"]["opportunities"]
+                 if o.get("title_key") == "carbon.opp.line_best"]
+    assert any(x.startswith("bring Ring line Ne 32 carded to its best-demonstrated") for x in en_titles), en_titles
+    assert all("ring-c32" not in x and "prep-c32" not in x for x in en_titles), en_titles

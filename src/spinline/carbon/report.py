@@ -77,16 +77,14 @@ def line_title(d: dict[str, Any], line: str, lang: str) -> str:
 def opportunity_title(o: dict[str, Any], lang: str, d: dict[str, Any] | None = None) -> str:
     """A savings opportunity's title in ``lang`` (its English title where it has no key).
 
-    A line named in ``lang`` by the site file is called by that name; otherwise by its id, as the English
-    title reads ("bring line ring-c32 to ...")."""
+    A line is called by its name in ``lang`` (site file ``names``, else its default name), as the tables
+    beside the title call it; the server's own title carries the id (``d`` absent: the id stays)."""
     key, params = o.get("title_key"), dict(o.get("title_params") or {})
-    own = ((d or {}).get("line_names") or {}).get(params.get("line", ""), {}).get("names") or {}
-    named = own.get(lang) or own.get(lang.split("-")[0])
-    if named:
-        params["line"] = named
+    if d is not None and "line" in params:
+        params["line"] = line_title(d, params["line"], lang)
     if lang == "zh-CN" and key in OPPORTUNITY_ZH:
         return OPPORTUNITY_ZH[key].format_map(params)
-    if named and key:
+    if key in texts.TEMPLATES:
         return texts.render(key, params)
     return str(o["title"])
 

@@ -25,7 +25,7 @@ TEMPLATES: dict[str, str] = {
     "alarm.edge_event": "{rule} on {asset} (edge {edge}, model {model})",
     "alarm.edge_event_fault": "{rule} on {asset} (edge {edge}, model {model}): {fault}",
     "alarm.rule_value": "{rule}: {feature} = {value} on {asset}",
-    "carbon.opp.line_best": "bring line {line} to its best-demonstrated {best} kWh/kg",
+    "carbon.opp.line_best": "bring {line} to its best-demonstrated {best} kWh/kg",
     "carbon.opp.idle_off": "switch off production machines while stopped",
     "carbon.opp.air_leaks": "repair compressed-air leaks",
     "carbon.opp.hvac_share": "HVAC at {share} of mill energy, above the {top} top of the usual band",
