@@ -289,6 +289,8 @@ def test_carbon_report_download_and_language_switch(stack: Stack, browser: objec
     assert "最佳单耗" in savings and "best-demonstrated" not in savings, savings
     # lines by the site file's Chinese names, in the table and in the savings titles
     assert "32英支普梳细纱线" in page.locator("text=按机台线").locator("xpath=..").inner_text()
+    # no fibre factor in this mill's carbon inputs: the cradle-to-gate card says what it needs, not "estimated 0 %"
+    assert "原料纤维的排放因子" in page.locator("[data-test=c2g-sub]").inner_text()
     assert "ring-c32" not in savings and "prep-c32" not in savings, savings
     _shot(page, "energy-zh")
     page.click("[data-test=download]")
