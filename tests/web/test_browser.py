@@ -312,6 +312,8 @@ def test_carbon_report_download_and_language_switch(stack: Stack, browser: objec
                                 ("/mills/mill-a/maintenance", "maintenance-zh", "[data-test=alarms]")):
         page.goto(path_)
         page.locator(marker).wait_for()
+        if name == "fleet-zh":  # each edge's mill by its Chinese name
+            page.locator("[data-test=edges] [data-mill=mill-a]:has-text('示范棉纺一厂')").wait_for()
         _shot(page, name)
     # work-order titles the server built ("<fault> on <asset>") read in Chinese, the asset name kept
     page.goto("/mills/mill-a/maintenance?tab=orders")
