@@ -213,8 +213,7 @@ def render_html(r: ProductionReport, lang: str = "en") -> str:
     t = PDF_TEXT[lg]
     env = Environment(autoescape=select_autoescape(default=True))
     return env.from_string(_TEMPLATE).render(
-        lang=lg, title=t["title"].format(mill=local_name(r.mill_name, r.names.get(r.mill, {}), lg),
-                                         period=r.period.label),
+        lang=lg, title=t["title"].format(mill=r.name_in(r.summary, lg), period=r.period.label),
         basis=t["basis"].format(ne=r.standard_ne), charts=[Markup(pdf.svg(c)) for c in charts(r, lg)],  # noqa: S704
         sections=sections(r, lg), heads=heads(lg))
 
@@ -287,8 +286,8 @@ def write_pdf(r: ProductionReport, path: Path, lang: str = "en") -> None:
     lg = pdf.check_lang(lang)
     t = PDF_TEXT[lg]
     st = pdf.styles(lg)
-    title = t["title"].format(mill=local_name(r.mill_name, r.names.get(r.mill, {}), lg), period=r.period.label)
-    story: list[object] = [Paragraph(title, st["Title"]),
+    story: list[object] = [Paragraph(t["title"].format(mill=r.name_in(r.summary, lg), period=r.period.label),
+                                     st["Title"]),
                            Paragraph(t["basis"].format(ne=r.standard_ne), st["Normal"]), Spacer(1, 6)]
     c = charts(r, lg)
     story += [pdf.side_by_side(*c[:2]), pdf.side_by_side(*c[2:])]

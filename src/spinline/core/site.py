@@ -53,6 +53,7 @@ def _check_names(v: dict[str, str]) -> dict[str, str]:
 
 #: The name in other languages, by language tag (``names: {zh-CN: 前纺车间}``): a mill's people read its
 #: site in their language while a zone operator may read it in another; ``name`` stays the default.
+#: Fields default to ``{}``: pydantic copies a mutable default per instance.
 Names = Annotated[dict[str, str], AfterValidator(_check_names)]
 
 
@@ -305,7 +306,7 @@ class Machine(_Model):
     id: Ident
     type: MachineType
     name: str = ""
-    names: Names = {}  # pydantic copies the default per instance
+    names: Names = {}
     template: Ident | None = None
     link: Link | None = None
     #: Extra points beyond the template (or all of them, without a template).
@@ -331,7 +332,7 @@ class Machine(_Model):
 class Line(_Model):
     id: Ident
     name: str = ""
-    names: Names = {}  # pydantic copies the default per instance
+    names: Names = {}
     count_ne: float | None = Field(default=None, ge=4, le=200, description="yarn count, English (Ne)")
     product: str = ""
     machines: list[Machine] = Field(min_length=1)
@@ -340,7 +341,7 @@ class Line(_Model):
 class Workshop(_Model):
     id: Ident
     name: str = ""
-    names: Names = {}  # pydantic copies the default per instance
+    names: Names = {}
     lines: list[Line] = Field(min_length=1)
 
 
@@ -378,7 +379,7 @@ class Shift(_Model):
 class Mill(_Model):
     id: Ident
     name: str = ""
-    names: Names = {}  # pydantic copies the default per instance
+    names: Names = {}
     province: str = ""
     grid_region: str = ""
     timezone: str = "Asia/Shanghai"
@@ -396,7 +397,7 @@ class Mill(_Model):
 class Zone(_Model):
     id: Ident
     name: str = ""
-    names: Names = {}  # pydantic copies the default per instance
+    names: Names = {}
 
 
 class Site(_Model):

@@ -132,6 +132,7 @@ class UserPublic(_Out):
 # --- mills and the tree --------------------------------------------------------------------------
 
 #: The name in other languages, by language tag (the site file's ``names``; the console picks its own).
+#: Fields default to ``{}``: pydantic copies a mutable default per instance.
 LocalNames = Annotated[dict[str, str], Field(description="the name in other languages, by language tag (site file)")]
 
 
@@ -144,7 +145,7 @@ class ShiftPublic(_Out):
 class MillPublic(_Out):
     id: str
     name: str
-    names: LocalNames = {}  # pydantic copies the default per instance
+    names: LocalNames = {}
     zone: str
     timezone: str
     province: str
@@ -165,7 +166,7 @@ class PointPublic(_Out):
 class MachineNode(_Out):
     id: str
     name: str
-    names: LocalNames = {}  # pydantic copies the default per instance
+    names: LocalNames = {}
     type: str
     spindles: int | None
     rated_kw: float | None
@@ -175,7 +176,7 @@ class MachineNode(_Out):
 class LineNode(_Out):
     id: str
     name: str
-    names: LocalNames = {}  # pydantic copies the default per instance
+    names: LocalNames = {}
     count_ne: float | None
     machines: list[MachineNode]
 
@@ -183,7 +184,7 @@ class LineNode(_Out):
 class WorkshopNode(_Out):
     id: str
     name: str
-    names: LocalNames = {}  # pydantic copies the default per instance
+    names: LocalNames = {}
     lines: list[LineNode]
 
 
@@ -191,7 +192,7 @@ class MillTree(_Out):
     zone: str
     id: str
     name: str
-    names: LocalNames = {}  # pydantic copies the default per instance
+    names: LocalNames = {}
     workshops: list[WorkshopNode]
 
 
@@ -393,7 +394,7 @@ class EdgeCounts(_Out):
 class MillOverviewPublic(_Out):
     id: str
     name: str
-    names: LocalNames = {}  # pydantic copies the default per instance
+    names: LocalNames = {}
     zone: str
     timezone: str
     status: Literal["running", "degraded", "offline"] = Field(description="from the edges' last status messages")
