@@ -88,6 +88,12 @@ async def test_zone_overview_has_every_mill_in_scope_with_todays_figures(api: Ap
     assert a["carbon_factor"] and a["spindles"] > 10000
     assert a["ends_down_per_1000_spindle_h"] == pytest.approx(10 / 1824 * 1000, rel=0.05)
     assert 0 < a["efficiency_pct"] < 100 and a["std_output_today_kg"] > 0
+    # the same figure the mill's own KPIs of today give (no minute of the current hour still to come in it)
+    alice = await api.login("alice")
+    own = (await api.client.get("/api/v1/mills/mill-a/kpis", headers=alice,
+                                params={"by": "mill", "start": a["day_start"]})).json()
+    own_rows = own["rows"] if isinstance(own, dict) else own
+    assert a["efficiency_pct"] == pytest.approx(own_rows[0]["efficiency_pct"], abs=0.5)
     assert a["health"]["worst_asset"] == "rf01/main_motor" and a["health"]["value"] == 42.0
     assert a["alarms_open"] == {"info": 2, "warning": 2, "critical": 2, "total": 6}   # AL-A0 is cleared
     assert (a["work_orders_open"], a["work_orders_overdue"]) == (7, 3)
